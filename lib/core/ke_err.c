@@ -1,0 +1,25 @@
+/*
+ * ke_err.c — names for the KE_E* error codes (see ke_err.h).
+ */
+#include "ke_err.h"
+
+const char *ke_strerror(int err)
+{
+    switch (err) {
+    case KE_OK: return "ok";
+    case KE_EINVAL: return "invalid argument";
+    case KE_ENOMEM: return "out of memory";
+    case KE_EIO: return "i/o error";
+    case KE_ENOTFOUND: return "not found";
+    case KE_EEXIST: return "already exists";
+    case KE_EFULL: return "queue full";
+    case KE_ETIMEDOUT: return "timed out";
+    case KE_ECLOSED: return "closed";
+    case KE_ECONFLICT: return "conflict";
+    case KE_EPROTO: return "protocol error";
+    case KE_EDB: return "database error";
+    case KE_ETLS: return "tls error";
+    case KE_EPERM: return "permission denied";
+    }
+    return "unknown error";
+}

@@ -1,0 +1,32 @@
+/*
+ * ke_err.h — the one error vocabulary of libke.
+ *
+ * Every libke function that can fail returns 0 on success or one of the
+ * negative KE_E* codes below, and hands results back through out-parameters.
+ * The human-readable detail is logged once, by the caller that decides what
+ * to do about it.
+ */
+#ifndef KE_ERR_H
+#define KE_ERR_H
+
+enum {
+    KE_OK = 0,
+    KE_EINVAL = -1,     /* bad argument or malformed input */
+    KE_ENOMEM = -2,     /* allocation failed */
+    KE_EIO = -3,        /* system call, file or socket error */
+    KE_ENOTFOUND = -4,  /* no such key/object */
+    KE_EEXIST = -5,     /* already exists */
+    KE_EFULL = -6,      /* a bounded queue or table is full */
+    KE_ETIMEDOUT = -7,  /* a deadline passed */
+    KE_ECLOSED = -8,    /* the object was closed or shut down */
+    KE_ECONFLICT = -9,  /* optimistic-concurrency conflict */
+    KE_EPROTO = -10,    /* peer broke the protocol */
+    KE_EDB = -11,       /* SQLite error */
+    KE_ETLS = -12,      /* certificate or key problem */
+    KE_EPERM = -13,     /* not allowed */
+};
+
+/* ke_strerror returns a static, human-readable name for a KE_E* code. */
+const char *ke_strerror(int err);
+
+#endif

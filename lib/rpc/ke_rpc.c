@@ -1,0 +1,1396 @@
+/*
+ * ke_rpc.c — ke_rpc.h over the grpc core C API.
+ *
+ * Map of this file:
+ *   loop      one completion queue drained by N threads; every grpc tag is a
+ *             ke_rpc_tag whose fn runs on completion.
+ *   codec     protobuf-c <-> grpc_byte_buffer.
+ *   call      the state shared by server and client calls: a send queue
+ *             (one SEND batch in flight at a time, as grpc requires), a
+ *             receive loop (one RECV_MESSAGE in flight), and the end batch
+ *             (RECV_CLOSE_ON_SERVER or RECV_STATUS_ON_CLIENT).
+ *             `pending` counts batches in flight; on_close runs when the end
+ *             batch has completed and pending drops to zero, so it is
+ *             always the last callback of a call.
+ *   server    registered methods, one accept request outstanding per method,
+ *             a generic accept that answers UNIMPLEMENTED, stop = shutdown +
+ *             cancel all + wait for every call's on_close.
+ *   client    channels (TCP, TLS, in-process), streaming calls, and unary
+ *             calls as one six-op batch.
+ */
+#include "ke_rpc.h"
+
+#include "ke_err.h"
+#include "ke_log.h"
+
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* grpc_inproc_channel_create has C++ linkage in this grpc; ke_rpc_inproc.cc
+ * exposes it to C. */
+grpc_channel *ke_rpc_inproc_channel_create(grpc_server *server, const grpc_channel_args *args);
+
+#define LOG_MOD "rpc"
+
+typedef struct ke_rpc_tag {
+    void (*fn)(struct ke_rpc_tag *tag, int ok);
+} ke_rpc_tag;
+
+/* ------------------------------------------------------------------ loop */
+
+struct ke_rpc_loop {
+    grpc_completion_queue *cq;
+    pthread_t *threads;
+    int nthreads;
+};
+
+static void *loop_thread(void *arg)
+{
+    ke_rpc_loop *loop = arg;
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(loop->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type == GRPC_OP_COMPLETE) {
+            ke_rpc_tag *t = ev.tag;
+            t->fn(t, ev.success);
+        }
+    }
+    return NULL;
+}
+
+int ke_rpc_loop_new(int threads, ke_rpc_loop **out)
+{
+    if (threads < 1 || !out)
+        return KE_EINVAL;
+    ke_rpc_loop *loop = calloc(1, sizeof(*loop));
+    if (!loop)
+        return KE_ENOMEM;
+    loop->threads = calloc((size_t)threads, sizeof(pthread_t));
+    if (!loop->threads) {
+        free(loop);
+        return KE_ENOMEM;
+    }
+    grpc_init();
+    loop->cq = grpc_completion_queue_create_for_next(NULL);
+    for (int i = 0; i < threads; i++) {
+        if (pthread_create(&loop->threads[i], NULL, loop_thread, loop) != 0)
+            break;
+        char name[16];
+        snprintf(name, sizeof(name), "ke-rpc-%d", i & 0xff);
+        pthread_setname_np(loop->threads[i], name);
+        loop->nthreads++;
+    }
+    if (loop->nthreads == 0) {
+        ke_rpc_loop_free(loop);
+        return KE_ENOMEM;
+    }
+    *out = loop;
+    return 0;
+}
+
+void ke_rpc_loop_free(ke_rpc_loop *loop)
+{
+    if (!loop)
+        return;
+    grpc_completion_queue_shutdown(loop->cq);
+    for (int i = 0; i < loop->nthreads; i++)
+        pthread_join(loop->threads[i], NULL);
+    grpc_completion_queue_destroy(loop->cq);
+    free(loop->threads);
+    free(loop);
+    grpc_shutdown();
+}
+
+/* ----------------------------------------------------------------- codec */
+
+static grpc_byte_buffer *bb_from_bytes(const void *data, size_t len)
+{
+    grpc_slice s = grpc_slice_malloc(len);
+    if (len)
+        memcpy(GRPC_SLICE_START_PTR(s), data, len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+static grpc_byte_buffer *bb_from_msg(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    grpc_slice s = grpc_slice_malloc(n);
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+/* bb_decode unpacks bb as `d`. Returns 0 and *out (caller frees), or KE_EINVAL. */
+static int bb_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d,
+                     ProtobufCMessage **out)
+{
+    grpc_byte_buffer_reader r;
+    if (!grpc_byte_buffer_reader_init(&r, bb))
+        return KE_EINVAL;
+    grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+    grpc_byte_buffer_reader_destroy(&r);
+    *out = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    return *out ? 0 : KE_EINVAL;
+}
+
+static void status_set(ke_rpc_status *st, int code, const char *msg, size_t len)
+{
+    st->code = code;
+    if (!msg)
+        len = 0;
+    if (len >= sizeof(st->message))
+        len = sizeof(st->message) - 1;
+    if (len)
+        memcpy(st->message, msg, len);
+    st->message[len] = '\0';
+}
+
+static gpr_timespec deadline_from(int64_t timeout_ms)
+{
+    if (timeout_ms <= 0)
+        return gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                        gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+}
+
+const char *ke_rpc_status_name(int code)
+{
+    static const char *const names[] = {
+        "OK",         "CANCELLED",          "UNKNOWN",        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED", "NOT_FOUND",   "ALREADY_EXISTS", "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+        "UNIMPLEMENTED", "INTERNAL",        "UNAVAILABLE",    "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    if (code < 0 || code >= (int)(sizeof(names) / sizeof(names[0])))
+        return "UNKNOWN";
+    return names[code];
+}
+
+/* ------------------------------------------------------------------ call */
+
+enum send_kind { SEND_MSG, SEND_STATUS, SEND_CLOSE };
+
+typedef struct send_item {
+    struct send_item *next;
+    enum send_kind kind;
+    grpc_byte_buffer *bb; /* may be NULL for STATUS/CLOSE */
+} send_item;
+
+typedef struct call_tag {
+    ke_rpc_tag tag;
+    struct ke_rpc_call *call;
+} call_tag;
+
+struct ke_rpc_call {
+    grpc_call *gc;
+    int is_server;
+    ke_rpc_kind kind;
+    const ProtobufCMessageDescriptor *in_desc; /* what we receive */
+    ke_rpc_handler h;
+    void *ud;
+    void *data;
+    char *method;
+    ke_rpc_server *srv; /* server side: the owning server */
+
+    pthread_mutex_t mu;
+    int refs;
+    int pending;      /* batches in flight (+1 during setup) */
+    int ended;        /* the end batch completed */
+    int closed;       /* on_close has been (or is being) delivered */
+    int finishing;    /* finish/close_send queued: no more sends */
+    int dead;         /* a send failed: the call is going away */
+    int got_message;  /* server: a request message arrived */
+    int initial_md_sent;
+    send_item *qhead, *qtail, *inflight;
+    uint32_t qlen, qmax;
+
+    grpc_byte_buffer *recv_bb;
+    call_tag recv_tag, send_tag, end_tag, start_tag;
+    ke_rpc_status final;
+
+    /* server */
+    grpc_metadata_array req_md;
+    int cancelled;
+    grpc_slice status_details;
+    int have_status_details;
+
+    /* client */
+    grpc_metadata_array init_md, trailing_md;
+    grpc_status_code status;
+    grpc_slice recv_details;
+    grpc_metadata *send_md;
+    size_t n_send_md;
+};
+
+static void call_on_recv(ke_rpc_tag *t, int ok);
+static void call_on_send(ke_rpc_tag *t, int ok);
+static void call_on_end(ke_rpc_tag *t, int ok);
+static void call_on_start(ke_rpc_tag *t, int ok);
+static void server_call_closed(ke_rpc_server *srv);
+
+static ke_rpc_call *call_new(grpc_call *gc, int is_server, ke_rpc_kind kind,
+                             const ProtobufCMessageDescriptor *in_desc, const ke_rpc_handler *h,
+                             void *ud, const char *method, uint32_t qmax)
+{
+    ke_rpc_call *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->method = strdup(method);
+    if (!c->method) {
+        free(c);
+        return NULL;
+    }
+    c->gc = gc;
+    c->is_server = is_server;
+    c->kind = kind;
+    c->in_desc = in_desc;
+    if (h)
+        c->h = *h;
+    c->ud = ud;
+    c->qmax = qmax ? qmax : KE_RPC_DEFAULT_SEND_QUEUE;
+    c->refs = 1; /* the lifetime reference, dropped after on_close */
+    pthread_mutex_init(&c->mu, NULL);
+    c->recv_tag = (call_tag){{call_on_recv}, c};
+    c->send_tag = (call_tag){{call_on_send}, c};
+    c->end_tag = (call_tag){{call_on_end}, c};
+    c->start_tag = (call_tag){{call_on_start}, c};
+    grpc_metadata_array_init(&c->req_md);
+    grpc_metadata_array_init(&c->init_md);
+    grpc_metadata_array_init(&c->trailing_md);
+    c->recv_details = grpc_empty_slice();
+    return c;
+}
+
+static void queue_free(send_item *it)
+{
+    while (it) {
+        send_item *next = it->next;
+        if (it->bb)
+            grpc_byte_buffer_destroy(it->bb);
+        free(it);
+        it = next;
+    }
+}
+
+static void call_destroy(ke_rpc_call *c)
+{
+    queue_free(c->qhead);
+    queue_free(c->inflight);
+    if (c->recv_bb)
+        grpc_byte_buffer_destroy(c->recv_bb);
+    if (c->gc)
+        grpc_call_unref(c->gc);
+    grpc_metadata_array_destroy(&c->req_md);
+    grpc_metadata_array_destroy(&c->init_md);
+    grpc_metadata_array_destroy(&c->trailing_md);
+    grpc_slice_unref(c->recv_details);
+    if (c->have_status_details)
+        grpc_slice_unref(c->status_details);
+    for (size_t i = 0; i < c->n_send_md; i++) {
+        grpc_slice_unref(c->send_md[i].key);
+        grpc_slice_unref(c->send_md[i].value);
+    }
+    free(c->send_md);
+    pthread_mutex_destroy(&c->mu);
+    free(c->method);
+    free(c);
+}
+
+void ke_rpc_call_ref(ke_rpc_call *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->refs++;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void ke_rpc_call_unref(ke_rpc_call *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    int last = --c->refs == 0;
+    pthread_mutex_unlock(&c->mu);
+    if (last)
+        call_destroy(c);
+}
+
+/* start_batch runs with c->mu held: every batch holds a ref and a pending
+ * count until its completion has been handled. */
+static int start_batch(ke_rpc_call *c, const grpc_op *ops, size_t n, call_tag *tag)
+{
+    c->pending++;
+    c->refs++;
+    grpc_call_error err = grpc_call_start_batch(c->gc, ops, n, &tag->tag, NULL);
+    if (err != GRPC_CALL_OK) {
+        ke_log_error(LOG_MOD, "start batch failed method=%s err=%d", c->method, (int)err);
+        c->pending--;
+        c->refs--;
+        return KE_EPROTO;
+    }
+    return 0;
+}
+
+static void deliver_close(ke_rpc_call *c)
+{
+    if (c->h.on_close)
+        c->h.on_close(c, &c->final, c->ud);
+    ke_rpc_server *srv = c->srv;
+    ke_rpc_call_unref(c); /* the lifetime reference */
+    if (srv)
+        server_call_closed(srv);
+}
+
+/* op_done ends the handling of one completed batch (see start_batch). */
+static void op_done(ke_rpc_call *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->pending--;
+    int fire = c->ended && c->pending == 0 && !c->closed;
+    if (fire) {
+        c->closed = 1;
+        queue_free(c->qhead);
+        c->qhead = c->qtail = NULL;
+        c->qlen = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (fire)
+        deliver_close(c);
+    ke_rpc_call_unref(c);
+}
+
+static void start_recv(ke_rpc_call *c)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_bb;
+    start_batch(c, &op, 1, &c->recv_tag);
+}
+
+/* pump_send starts the next queued send if none is in flight. mu held. */
+static void pump_send(ke_rpc_call *c)
+{
+    if (c->inflight || !c->qhead || c->dead || c->ended)
+        return;
+    send_item *it = c->qhead;
+    c->qhead = it->next;
+    if (!c->qhead)
+        c->qtail = NULL;
+    it->next = NULL;
+    c->qlen--;
+
+    grpc_op ops[3];
+    size_t n = 0;
+    memset(ops, 0, sizeof(ops));
+    if (!c->initial_md_sent) {
+        /* The server's initial metadata goes out with its first send. */
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->initial_md_sent = 1;
+    }
+    switch (it->kind) {
+    case SEND_MSG:
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n++].data.send_message.send_message = it->bb;
+        break;
+    case SEND_STATUS:
+        if (it->bb) {
+            ops[n].op = GRPC_OP_SEND_MESSAGE;
+            ops[n++].data.send_message.send_message = it->bb;
+        }
+        ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        ops[n].data.send_status_from_server.status = (grpc_status_code)c->final.code;
+        ops[n++].data.send_status_from_server.status_details =
+            c->have_status_details ? &c->status_details : NULL;
+        break;
+    case SEND_CLOSE:
+        ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+        break;
+    }
+    c->inflight = it;
+    if (start_batch(c, ops, n, &c->send_tag) != 0) {
+        c->inflight = NULL;
+        c->dead = 1;
+        queue_free(it);
+    }
+}
+
+static int enqueue(ke_rpc_call *c, send_item *it, int bounded)
+{
+    pthread_mutex_lock(&c->mu);
+    int rc = 0;
+    if (c->closed || c->ended || c->dead || c->finishing)
+        rc = KE_ECLOSED;
+    else if (bounded && c->qlen >= c->qmax)
+        rc = KE_EFULL;
+    if (rc == 0) {
+        if (c->qtail)
+            c->qtail->next = it;
+        else
+            c->qhead = it;
+        c->qtail = it;
+        c->qlen++;
+        if (it->kind != SEND_MSG)
+            c->finishing = 1;
+        pump_send(c);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static int send_bb(ke_rpc_call *c, grpc_byte_buffer *bb)
+{
+    send_item *it = calloc(1, sizeof(*it));
+    if (!it) {
+        grpc_byte_buffer_destroy(bb);
+        return KE_ENOMEM;
+    }
+    it->kind = SEND_MSG;
+    it->bb = bb;
+    int rc = enqueue(c, it, 1);
+    if (rc != 0)
+        queue_free(it);
+    return rc;
+}
+
+int ke_rpc_call_send(ke_rpc_call *c, const ProtobufCMessage *msg)
+{
+    if (!c || !msg)
+        return KE_EINVAL;
+    return send_bb(c, bb_from_msg(msg));
+}
+
+int ke_rpc_call_send_raw(ke_rpc_call *c, const void *data, size_t len)
+{
+    if (!c || (!data && len))
+        return KE_EINVAL;
+    return send_bb(c, bb_from_bytes(data, len));
+}
+
+int ke_rpc_call_finish(ke_rpc_call *c, int code, const char *message,
+                       const ProtobufCMessage *reply)
+{
+    if (!c || !c->is_server)
+        return KE_EINVAL;
+    send_item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return KE_ENOMEM;
+    it->kind = SEND_STATUS;
+    it->bb = reply ? bb_from_msg(reply) : NULL;
+    pthread_mutex_lock(&c->mu);
+    int open = !(c->closed || c->ended || c->dead || c->finishing);
+    if (open) {
+        status_set(&c->final, code, message, message ? strlen(message) : 0);
+        if (message && *message) {
+            c->status_details = grpc_slice_from_copied_string(c->final.message);
+            c->have_status_details = 1;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    int rc = open ? enqueue(c, it, 0) : KE_ECLOSED;
+    if (rc != 0)
+        queue_free(it);
+    return rc;
+}
+
+int ke_rpc_call_close_send(ke_rpc_call *c)
+{
+    if (!c || c->is_server)
+        return KE_EINVAL;
+    send_item *it = calloc(1, sizeof(*it));
+    if (!it)
+        return KE_ENOMEM;
+    it->kind = SEND_CLOSE;
+    int rc = enqueue(c, it, 0);
+    if (rc != 0)
+        queue_free(it);
+    return rc;
+}
+
+void ke_rpc_call_cancel(ke_rpc_call *c)
+{
+    if (c)
+        grpc_call_cancel(c->gc, NULL);
+}
+
+const char *ke_rpc_call_method(const ke_rpc_call *c) { return c->method; }
+
+void ke_rpc_call_set_data(ke_rpc_call *c, void *data) { c->data = data; }
+
+void *ke_rpc_call_get_data(const ke_rpc_call *c) { return c->data; }
+
+int ke_rpc_call_metadata(const ke_rpc_call *c, const char *key, char *buf, size_t len)
+{
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < c->req_md.count; i++) {
+        const grpc_metadata *m = &c->req_md.metadata[i];
+        if (GRPC_SLICE_LENGTH(m->key) != klen ||
+            memcmp(GRPC_SLICE_START_PTR(m->key), key, klen) != 0)
+            continue;
+        size_t vlen = GRPC_SLICE_LENGTH(m->value);
+        if (vlen + 1 > len)
+            return KE_EFULL;
+        memcpy(buf, GRPC_SLICE_START_PTR(m->value), vlen);
+        buf[vlen] = '\0';
+        return 0;
+    }
+    return KE_ENOTFOUND;
+}
+
+int ke_rpc_call_peer_cn(const ke_rpc_call *c, char *buf, size_t len)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(c->gc);
+    if (!ctx)
+        return KE_ENOTFOUND;
+    int rc = KE_ENOTFOUND;
+    grpc_auth_property_iterator it =
+        grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_CN_PROPERTY_NAME);
+    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+    if (p && p->value_length + 1 <= len) {
+        memcpy(buf, p->value, p->value_length);
+        buf[p->value_length] = '\0';
+        rc = 0;
+    } else if (p) {
+        rc = KE_EFULL;
+    }
+    grpc_auth_context_release(ctx);
+    return rc;
+}
+
+static void call_on_recv(ke_rpc_tag *t, int ok)
+{
+    ke_rpc_call *c = ((call_tag *)t)->call;
+    grpc_byte_buffer *bb = c->recv_bb;
+    c->recv_bb = NULL;
+    if (ok && bb) {
+        ProtobufCMessage *msg = NULL;
+        int rc = bb_decode(bb, c->in_desc, &msg);
+        grpc_byte_buffer_destroy(bb);
+        if (rc != 0) {
+            char why[160];
+            snprintf(why, sizeof(why), "%s is not a valid %s message",
+                     c->is_server ? "request" : "reply", c->in_desc->name);
+            ke_log_warn(LOG_MOD, "refused frame method=%s reason=\"%s\"", c->method, why);
+            if (c->is_server)
+                ke_rpc_call_finish(c, KE_RPC_INVALID_ARGUMENT, why, NULL);
+            else
+                grpc_call_cancel_with_status(c->gc, GRPC_STATUS_INTERNAL, why, NULL);
+        } else {
+            c->got_message = 1;
+            if (c->h.on_message)
+                c->h.on_message(c, msg, c->ud);
+            protobuf_c_message_free_unpacked(msg, NULL);
+            int more = !c->is_server || c->kind == KE_RPC_CLIENT_STREAM ||
+                       c->kind == KE_RPC_BIDI_STREAM;
+            if (more) {
+                pthread_mutex_lock(&c->mu);
+                if (!c->ended)
+                    start_recv(c);
+                pthread_mutex_unlock(&c->mu);
+            }
+        }
+    } else if (ok) {
+        /* The peer half-closed. A unary-request method that got no request
+         * cannot be served. */
+        if (c->is_server && !c->got_message &&
+            (c->kind == KE_RPC_UNARY || c->kind == KE_RPC_SERVER_STREAM))
+            ke_rpc_call_finish(c, KE_RPC_INVALID_ARGUMENT, "missing request message", NULL);
+        else if (c->h.on_half_close)
+            c->h.on_half_close(c, c->ud);
+    }
+    op_done(c);
+}
+
+static void call_on_send(ke_rpc_tag *t, int ok)
+{
+    ke_rpc_call *c = ((call_tag *)t)->call;
+    pthread_mutex_lock(&c->mu);
+    send_item *it = c->inflight;
+    c->inflight = NULL;
+    if (!ok)
+        c->dead = 1;
+    else
+        pump_send(c);
+    int drained = ok && it && it->kind == SEND_MSG && !c->qhead && !c->inflight &&
+                  !c->finishing && c->h.on_drain;
+    pthread_mutex_unlock(&c->mu);
+    queue_free(it);
+    if (drained)
+        c->h.on_drain(c, c->ud);
+    op_done(c);
+}
+
+static void call_on_end(ke_rpc_tag *t, int ok)
+{
+    ke_rpc_call *c = ((call_tag *)t)->call;
+    (void)ok;
+    pthread_mutex_lock(&c->mu);
+    c->ended = 1;
+    if (c->is_server) {
+        if (c->cancelled)
+            status_set(&c->final, KE_RPC_CANCELLED, "cancelled", 9);
+    } else {
+        status_set(&c->final, (int)c->status, (const char *)GRPC_SLICE_START_PTR(c->recv_details),
+                   GRPC_SLICE_LENGTH(c->recv_details));
+    }
+    pthread_mutex_unlock(&c->mu);
+    op_done(c);
+}
+
+static void call_on_start(ke_rpc_tag *t, int ok)
+{
+    (void)ok;
+    op_done(((call_tag *)t)->call);
+}
+
+/* ---------------------------------------------------------------- server */
+
+typedef struct method {
+    struct method *next;
+    char *path;
+    ke_rpc_kind kind;
+    const ProtobufCMessageDescriptor *req;
+    ke_rpc_handler h;
+    void *ud;
+    void *handle;
+    ke_rpc_server *srv;
+} method;
+
+typedef struct accept_req {
+    ke_rpc_tag tag;
+    method *m; /* NULL: the generic accept for unregistered methods */
+    ke_rpc_server *srv;
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_call_details details;
+} accept_req;
+
+/* A call to an unregistered method, answered UNIMPLEMENTED. */
+typedef struct unimpl_call {
+    ke_rpc_tag tag;
+    ke_rpc_server *srv;
+    grpc_call *call;
+    int cancelled;
+    grpc_slice details;
+} unimpl_call;
+
+struct ke_rpc_server {
+    ke_rpc_loop *loop;
+    grpc_server *gs;
+    char *listen;
+    grpc_server_credentials *creds;
+    uint32_t send_queue;
+    int port;
+    method *methods;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int started, stopping, stopped, shutdown_done;
+    int active;  /* calls accepted and not yet closed, incl. unimplemented ones */
+    int accepts; /* accept requests outstanding */
+    ke_rpc_tag shutdown_tag;
+};
+
+static void server_on_accept(ke_rpc_tag *t, int ok);
+
+static void server_call_closed(ke_rpc_server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    srv->active--;
+    pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* request_accept asks grpc for the next call of a->m. srv->mu held. */
+static void request_accept(accept_req *a)
+{
+    ke_rpc_server *srv = a->srv;
+    grpc_metadata_array_init(&a->md);
+    a->call = NULL;
+    grpc_call_error err;
+    if (a->m) {
+        err = grpc_server_request_registered_call(srv->gs, a->m->handle, &a->call, &a->deadline,
+                                                  &a->md, NULL, srv->loop->cq, srv->loop->cq,
+                                                  &a->tag);
+    } else {
+        grpc_call_details_init(&a->details);
+        err = grpc_server_request_call(srv->gs, &a->call, &a->details, &a->md, srv->loop->cq,
+                                       srv->loop->cq, &a->tag);
+    }
+    if (err == GRPC_CALL_OK) {
+        srv->accepts++;
+    } else {
+        ke_log_error(LOG_MOD, "request call failed err=%d", (int)err);
+        grpc_metadata_array_destroy(&a->md);
+        if (!a->m)
+            grpc_call_details_destroy(&a->details);
+        free(a);
+    }
+}
+
+static void unimpl_on_done(ke_rpc_tag *t, int ok)
+{
+    unimpl_call *u = (unimpl_call *)t;
+    (void)ok;
+    grpc_call_unref(u->call);
+    grpc_slice_unref(u->details);
+    server_call_closed(u->srv);
+    free(u);
+}
+
+static void server_answer_unimplemented(ke_rpc_server *srv, grpc_call *gc)
+{
+    unimpl_call *u = calloc(1, sizeof(*u));
+    if (!u) {
+        grpc_call_cancel(gc, NULL);
+        grpc_call_unref(gc);
+        server_call_closed(srv);
+        return;
+    }
+    u->tag.fn = unimpl_on_done;
+    u->srv = srv;
+    u->call = gc;
+    u->details = grpc_slice_from_static_string("method not implemented by this server");
+    grpc_op ops[3];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[1].data.send_status_from_server.status = GRPC_STATUS_UNIMPLEMENTED;
+    ops[1].data.send_status_from_server.status_details = &u->details;
+    ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[2].data.recv_close_on_server.cancelled = &u->cancelled;
+    if (grpc_call_start_batch(gc, ops, 3, &u->tag, NULL) != GRPC_CALL_OK)
+        unimpl_on_done(&u->tag, 0);
+}
+
+static void server_on_accept(ke_rpc_tag *t, int ok)
+{
+    accept_req *a = (accept_req *)t;
+    ke_rpc_server *srv = a->srv;
+    method *m = a->m;
+    grpc_call *gc = a->call;
+    grpc_metadata_array md = a->md;
+    char path[256] = "";
+    if (!m && ok) {
+        size_t n = GRPC_SLICE_LENGTH(a->details.method);
+        if (n >= sizeof(path))
+            n = sizeof(path) - 1;
+        memcpy(path, GRPC_SLICE_START_PTR(a->details.method), n);
+        path[n] = '\0';
+        grpc_call_details_destroy(&a->details);
+    } else if (!m) {
+        grpc_call_details_destroy(&a->details);
+    }
+
+    pthread_mutex_lock(&srv->mu);
+    srv->accepts--;
+    if (ok)
+        srv->active++;
+    if (ok && !srv->stopping)
+        request_accept(a); /* re-arm with the same request object */
+    else
+        free(a);
+    pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+
+    if (!ok) {
+        grpc_metadata_array_destroy(&md);
+        return;
+    }
+    if (!m) {
+        ke_log_warn(LOG_MOD, "unimplemented method=%s", path);
+        grpc_metadata_array_destroy(&md);
+        server_answer_unimplemented(srv, gc);
+        return;
+    }
+
+    ke_rpc_call *c = call_new(gc, 1, m->kind, m->req, &m->h, m->ud, m->path, srv->send_queue);
+    if (!c) {
+        grpc_metadata_array_destroy(&md);
+        grpc_call_cancel(gc, NULL);
+        grpc_call_unref(gc);
+        server_call_closed(srv);
+        return;
+    }
+    c->srv = srv;
+    c->req_md = md;
+
+    grpc_op op;
+    memset(&op, 0, sizeof(op));
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->cancelled;
+    pthread_mutex_lock(&c->mu);
+    c->pending++; /* setup guard: no on_close before on_open returns */
+    c->refs++;
+    start_batch(c, &op, 1, &c->end_tag);
+    pthread_mutex_unlock(&c->mu);
+
+    if (c->h.on_open)
+        c->h.on_open(c, c->ud);
+
+    pthread_mutex_lock(&c->mu);
+    if (!c->ended)
+        start_recv(c);
+    pthread_mutex_unlock(&c->mu);
+    op_done(c);
+}
+
+static void server_on_shutdown(ke_rpc_tag *t, int ok)
+{
+    ke_rpc_server *srv = (ke_rpc_server *)((char *)t - offsetof(ke_rpc_server, shutdown_tag));
+    (void)ok;
+    pthread_mutex_lock(&srv->mu);
+    srv->shutdown_done = 1;
+    pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t cap = 0, len = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            size_t ncap = cap ? cap * 2 : 8192;
+            char *nb = realloc(buf, ncap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = nb;
+            cap = ncap;
+        }
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    fclose(f);
+    buf[len] = '\0';
+    return buf;
+}
+
+/* tls_load reads the PEM files named in tls. Returns 0 or KE_ETLS. */
+static int tls_load(const ke_rpc_tls *tls, char **ca, char **cert, char **key)
+{
+    *ca = *cert = *key = NULL;
+    const char *bad = NULL;
+    if (tls->ca_file && !(*ca = read_file(tls->ca_file)))
+        bad = tls->ca_file;
+    else if (tls->cert_file && !(*cert = read_file(tls->cert_file)))
+        bad = tls->cert_file;
+    else if (tls->key_file && !(*key = read_file(tls->key_file)))
+        bad = tls->key_file;
+    else if (!tls->cert_file != !tls->key_file)
+        bad = "cert_file and key_file must be given together";
+    if (bad) {
+        ke_log_error(LOG_MOD, "cannot load TLS material: %s", bad);
+        free(*ca);
+        free(*cert);
+        free(*key);
+        *ca = *cert = *key = NULL;
+        return KE_ETLS;
+    }
+    return 0;
+}
+
+static void args_fill(grpc_arg *a, size_t *n, uint32_t max_msg)
+{
+    a[*n].type = GRPC_ARG_INTEGER;
+    a[*n].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    a[(*n)++].value.integer = (int)(max_msg ? max_msg : KE_RPC_DEFAULT_MAX_MESSAGE);
+}
+
+int ke_rpc_server_new(ke_rpc_loop *loop, const ke_rpc_server_opts *opts, ke_rpc_server **out)
+{
+    if (!loop || !opts || !out)
+        return KE_EINVAL;
+    ke_rpc_server *srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return KE_ENOMEM;
+    srv->loop = loop;
+    srv->send_queue = opts->send_queue;
+    srv->shutdown_tag.fn = server_on_shutdown;
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_cond_init(&srv->cv, NULL);
+    if (opts->listen && !(srv->listen = strdup(opts->listen)))
+        goto nomem;
+
+    if (opts->tls) {
+        char *ca, *cert, *key;
+        if (tls_load(opts->tls, &ca, &cert, &key) != 0 || !cert) {
+            free(ca);
+            free(cert);
+            free(key);
+            ke_rpc_server_free(srv);
+            return KE_ETLS;
+        }
+        grpc_ssl_pem_key_cert_pair pair = {key, cert};
+        grpc_ssl_client_certificate_request_type req =
+            opts->tls->client_auth == KE_RPC_CLIENT_AUTH_REQUIRE
+                ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+            : opts->tls->client_auth == KE_RPC_CLIENT_AUTH_REQUEST
+                ? GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY
+                : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+        srv->creds = grpc_ssl_server_credentials_create_ex(ca, &pair, 1, req, NULL);
+        free(ca);
+        free(cert);
+        free(key);
+        if (!srv->creds) {
+            ke_rpc_server_free(srv);
+            return KE_ETLS;
+        }
+    } else {
+        srv->creds = grpc_insecure_server_credentials_create();
+    }
+
+    grpc_arg args[2];
+    size_t nargs = 0;
+    args_fill(args, &nargs, opts->max_message_bytes);
+    grpc_channel_args ca = {nargs, args};
+    srv->gs = grpc_server_create(&ca, NULL);
+    grpc_server_register_completion_queue(srv->gs, loop->cq, NULL);
+    *out = srv;
+    return 0;
+nomem:
+    ke_rpc_server_free(srv);
+    return KE_ENOMEM;
+}
+
+int ke_rpc_server_add_method(ke_rpc_server *srv, const char *path, ke_rpc_kind kind,
+                             const ProtobufCMessageDescriptor *req, const ke_rpc_handler *h,
+                             void *ud)
+{
+    if (!srv || !path || !req || !h || srv->started)
+        return KE_EINVAL;
+    method *m = calloc(1, sizeof(*m));
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return KE_ENOMEM;
+    }
+    m->kind = kind;
+    m->req = req;
+    m->h = *h;
+    m->ud = ud;
+    m->srv = srv;
+    m->handle = grpc_server_register_method(srv->gs, path, NULL, GRPC_SRM_PAYLOAD_NONE, 0);
+    if (!m->handle) {
+        free(m->path);
+        free(m);
+        return KE_EEXIST;
+    }
+    m->next = srv->methods;
+    srv->methods = m;
+    return 0;
+}
+
+int ke_rpc_server_start(ke_rpc_server *srv)
+{
+    if (!srv || srv->started)
+        return KE_EINVAL;
+    if (srv->listen) {
+        srv->port = grpc_server_add_http2_port(srv->gs, srv->listen, srv->creds);
+        if (srv->port == 0) {
+            ke_log_error(LOG_MOD, "cannot listen addr=%s", srv->listen);
+            return KE_EIO;
+        }
+    }
+    grpc_server_start(srv->gs);
+    srv->started = 1;
+    pthread_mutex_lock(&srv->mu);
+    /* One outstanding accept per method keeps the accept path simple; grpc
+     * queues calls that arrive before it is re-armed. */
+    for (method *m = srv->methods; m; m = m->next) {
+        accept_req *a = calloc(1, sizeof(*a));
+        if (!a)
+            continue;
+        a->tag.fn = server_on_accept;
+        a->m = m;
+        a->srv = srv;
+        request_accept(a);
+    }
+    accept_req *g = calloc(1, sizeof(*g));
+    if (g) {
+        g->tag.fn = server_on_accept;
+        g->srv = srv;
+        request_accept(g);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return 0;
+}
+
+int ke_rpc_server_port(const ke_rpc_server *srv) { return srv ? srv->port : 0; }
+
+void ke_rpc_server_stop(ke_rpc_server *srv)
+{
+    if (!srv || !srv->started)
+        return;
+    pthread_mutex_lock(&srv->mu);
+    if (srv->stopping) {
+        while (!srv->stopped)
+            pthread_cond_wait(&srv->cv, &srv->mu);
+        pthread_mutex_unlock(&srv->mu);
+        return;
+    }
+    srv->stopping = 1;
+    pthread_mutex_unlock(&srv->mu);
+
+    grpc_server_shutdown_and_notify(srv->gs, srv->loop->cq, &srv->shutdown_tag);
+    grpc_server_cancel_all_calls(srv->gs);
+
+    pthread_mutex_lock(&srv->mu);
+    while (!srv->shutdown_done || srv->accepts > 0 || srv->active > 0)
+        pthread_cond_wait(&srv->cv, &srv->mu);
+    srv->stopped = 1;
+    pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+void ke_rpc_server_free(ke_rpc_server *srv)
+{
+    if (!srv)
+        return;
+    ke_rpc_server_stop(srv);
+    if (srv->gs)
+        grpc_server_destroy(srv->gs);
+    if (srv->creds)
+        grpc_server_credentials_release(srv->creds);
+    while (srv->methods) {
+        method *m = srv->methods;
+        srv->methods = m->next;
+        free(m->path);
+        free(m);
+    }
+    pthread_mutex_destroy(&srv->mu);
+    pthread_cond_destroy(&srv->cv);
+    free(srv->listen);
+    free(srv);
+}
+
+/* ---------------------------------------------------------------- client */
+
+struct ke_rpc_channel {
+    ke_rpc_loop *loop;
+    grpc_channel *gch;
+};
+
+int ke_rpc_channel_new(ke_rpc_loop *loop, const char *target, const ke_rpc_channel_opts *opts,
+                       ke_rpc_channel **out)
+{
+    if (!loop || !target || !out)
+        return KE_EINVAL;
+    ke_rpc_channel *ch = calloc(1, sizeof(*ch));
+    if (!ch)
+        return KE_ENOMEM;
+    ch->loop = loop;
+    grpc_channel_credentials *creds;
+    grpc_arg args[3];
+    size_t nargs = 0;
+    args_fill(args, &nargs, opts ? opts->max_message_bytes : 0);
+    const ke_rpc_tls *tls = opts ? opts->tls : NULL;
+    if (tls) {
+        char *ca, *cert, *key;
+        if (tls_load(tls, &ca, &cert, &key) != 0) {
+            free(ch);
+            return KE_ETLS;
+        }
+        grpc_ssl_pem_key_cert_pair pair = {key, cert};
+        creds = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
+        free(ca);
+        free(cert);
+        free(key);
+        if (tls->server_name) {
+            args[nargs].type = GRPC_ARG_STRING;
+            args[nargs].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+            args[nargs++].value.string = (char *)tls->server_name;
+        }
+    } else {
+        creds = grpc_insecure_credentials_create();
+    }
+    grpc_channel_args ca = {nargs, args};
+    ch->gch = grpc_channel_create(target, creds, &ca);
+    grpc_channel_credentials_release(creds);
+    *out = ch;
+    return 0;
+}
+
+int ke_rpc_channel_new_inproc(ke_rpc_loop *loop, ke_rpc_server *srv, ke_rpc_channel **out)
+{
+    if (!loop || !srv || !srv->started || !out)
+        return KE_EINVAL;
+    ke_rpc_channel *ch = calloc(1, sizeof(*ch));
+    if (!ch)
+        return KE_ENOMEM;
+    ch->loop = loop;
+    ch->gch = ke_rpc_inproc_channel_create(srv->gs, NULL);
+    *out = ch;
+    return 0;
+}
+
+void ke_rpc_channel_free(ke_rpc_channel *ch)
+{
+    if (!ch)
+        return;
+    grpc_channel_destroy(ch->gch);
+    free(ch);
+}
+
+static grpc_call *channel_call(ke_rpc_channel *ch, const char *path, int64_t timeout_ms)
+{
+    grpc_slice method = grpc_slice_from_copied_string(path);
+    grpc_call *gc = grpc_channel_create_call(ch->gch, NULL, GRPC_PROPAGATE_DEFAULTS, ch->loop->cq,
+                                             method, NULL, deadline_from(timeout_ms), NULL);
+    grpc_slice_unref(method);
+    return gc;
+}
+
+static int md_fill(const ke_rpc_call_opts *opts, grpc_metadata **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!opts || !opts->n_md)
+        return 0;
+    grpc_metadata *md = calloc(opts->n_md, sizeof(*md));
+    if (!md)
+        return KE_ENOMEM;
+    for (size_t i = 0; i < opts->n_md; i++) {
+        md[i].key = grpc_slice_from_copied_string(opts->md[i].key);
+        md[i].value = grpc_slice_from_copied_string(opts->md[i].value);
+    }
+    *out = md;
+    *n = opts->n_md;
+    return 0;
+}
+
+int ke_rpc_call_start(ke_rpc_channel *ch, const char *path, const ProtobufCMessageDescriptor *resp,
+                      const ke_rpc_handler *h, void *ud, const ke_rpc_call_opts *opts,
+                      ke_rpc_call **out)
+{
+    if (!ch || !path || !resp || !h || !out)
+        return KE_EINVAL;
+    grpc_call *gc = channel_call(ch, path, opts ? opts->timeout_ms : 0);
+    if (!gc)
+        return KE_EIO;
+    ke_rpc_call *c = call_new(gc, 0, KE_RPC_BIDI_STREAM, resp, h, ud, path,
+                              opts ? opts->send_queue : 0);
+    if (!c) {
+        grpc_call_unref(gc);
+        return KE_ENOMEM;
+    }
+    if (md_fill(opts, &c->send_md, &c->n_send_md) != 0) {
+        call_destroy(c);
+        return KE_ENOMEM;
+    }
+    c->refs++; /* the caller's reference */
+    c->initial_md_sent = 1; /* sent by the start batch below */
+
+    grpc_op ops[2];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = c->n_send_md;
+    ops[0].data.send_initial_metadata.metadata = c->send_md;
+    ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[1].data.recv_initial_metadata.recv_initial_metadata = &c->init_md;
+    grpc_op end;
+    memset(&end, 0, sizeof(end));
+    end.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    end.data.recv_status_on_client.trailing_metadata = &c->trailing_md;
+    end.data.recv_status_on_client.status = &c->status;
+    end.data.recv_status_on_client.status_details = &c->recv_details;
+
+    pthread_mutex_lock(&c->mu);
+    int rc = start_batch(c, ops, 2, &c->start_tag);
+    if (rc == 0)
+        rc = start_batch(c, &end, 1, &c->end_tag);
+    if (rc == 0)
+        start_recv(c);
+    pthread_mutex_unlock(&c->mu);
+    if (rc != 0) {
+        /* Nothing can complete the call normally: cancel it; the batches
+         * already started still complete and deliver on_close. */
+        grpc_call_cancel(gc, NULL);
+        ke_rpc_call_unref(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+/* A unary call: one batch of six ops. */
+typedef struct unary_req {
+    ke_rpc_tag tag;
+    grpc_call *gc;
+    grpc_byte_buffer *send_bb, *recv_bb;
+    grpc_metadata *md;
+    size_t n_md;
+    grpc_metadata_array init_md, trailing_md;
+    grpc_status_code status;
+    grpc_slice details;
+    const ProtobufCMessageDescriptor *resp;
+    ke_rpc_unary_cb cb;
+    void *ud;
+    /* blocking mode: the waiter takes the reply */
+    struct unary_sync *sync;
+} unary_req;
+
+typedef struct unary_sync {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;
+    ProtobufCMessage *reply;
+    ke_rpc_status st;
+} unary_sync;
+
+static void unary_free(unary_req *u)
+{
+    if (u->gc)
+        grpc_call_unref(u->gc);
+    if (u->send_bb)
+        grpc_byte_buffer_destroy(u->send_bb);
+    if (u->recv_bb)
+        grpc_byte_buffer_destroy(u->recv_bb);
+    for (size_t i = 0; i < u->n_md; i++) {
+        grpc_slice_unref(u->md[i].key);
+        grpc_slice_unref(u->md[i].value);
+    }
+    free(u->md);
+    grpc_metadata_array_destroy(&u->init_md);
+    grpc_metadata_array_destroy(&u->trailing_md);
+    grpc_slice_unref(u->details);
+    free(u);
+}
+
+static void unary_on_done(ke_rpc_tag *t, int ok)
+{
+    unary_req *u = (unary_req *)t;
+    ke_rpc_status st;
+    ProtobufCMessage *reply = NULL;
+    status_set(&st, (int)u->status, (const char *)GRPC_SLICE_START_PTR(u->details),
+               GRPC_SLICE_LENGTH(u->details));
+    if (!ok) {
+        status_set(&st, KE_RPC_INTERNAL, "call failed", 11);
+    } else if (st.code == KE_RPC_OK) {
+        if (!u->recv_bb) {
+            status_set(&st, KE_RPC_INTERNAL, "server sent no reply", 20);
+        } else if (bb_decode(u->recv_bb, u->resp, &reply) != 0) {
+            char why[160];
+            int n = snprintf(why, sizeof(why), "reply is not a valid %s message", u->resp->name);
+            status_set(&st, KE_RPC_INTERNAL, why, (size_t)n);
+        }
+    }
+    if (u->sync) {
+        unary_sync *s = u->sync;
+        pthread_mutex_lock(&s->mu);
+        s->reply = reply;
+        s->st = st;
+        s->done = 1;
+        pthread_cond_signal(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    } else {
+        u->cb(reply, &st, u->ud);
+        if (reply)
+            protobuf_c_message_free_unpacked(reply, NULL);
+    }
+    unary_free(u);
+}
+
+static int unary_start(ke_rpc_channel *ch, const char *path, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *resp, const ke_rpc_call_opts *opts,
+                       ke_rpc_unary_cb cb, void *ud, unary_sync *sync)
+{
+    if (!ch || !path || !req || !resp)
+        return KE_EINVAL;
+    unary_req *u = calloc(1, sizeof(*u));
+    if (!u)
+        return KE_ENOMEM;
+    u->tag.fn = unary_on_done;
+    u->resp = resp;
+    u->cb = cb;
+    u->ud = ud;
+    u->sync = sync;
+    u->details = grpc_empty_slice();
+    grpc_metadata_array_init(&u->init_md);
+    grpc_metadata_array_init(&u->trailing_md);
+    if (md_fill(opts, &u->md, &u->n_md) != 0) {
+        unary_free(u);
+        return KE_ENOMEM;
+    }
+    u->gc = channel_call(ch, path, opts ? opts->timeout_ms : 0);
+    if (!u->gc) {
+        unary_free(u);
+        return KE_EIO;
+    }
+    u->send_bb = bb_from_msg(req);
+
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = u->n_md;
+    ops[0].data.send_initial_metadata.metadata = u->md;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = u->send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &u->init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &u->recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &u->trailing_md;
+    ops[5].data.recv_status_on_client.status = &u->status;
+    ops[5].data.recv_status_on_client.status_details = &u->details;
+    if (grpc_call_start_batch(u->gc, ops, 6, &u->tag, NULL) != GRPC_CALL_OK) {
+        unary_free(u);
+        return KE_EIO;
+    }
+    return 0;
+}
+
+int ke_rpc_unary_async(ke_rpc_channel *ch, const char *path, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *resp, const ke_rpc_call_opts *opts,
+                       ke_rpc_unary_cb cb, void *ud)
+{
+    if (!cb)
+        return KE_EINVAL;
+    return unary_start(ch, path, req, resp, opts, cb, ud, NULL);
+}
+
+int ke_rpc_unary(ke_rpc_channel *ch, const char *path, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *resp, const ke_rpc_call_opts *opts,
+                 ProtobufCMessage **reply, ke_rpc_status *st)
+{
+    if (!reply || !st)
+        return KE_EINVAL;
+    unary_sync s;
+    memset(&s, 0, sizeof(s));
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    int rc = unary_start(ch, path, req, resp, opts, NULL, NULL, &s);
+    if (rc == 0) {
+        pthread_mutex_lock(&s.mu);
+        while (!s.done)
+            pthread_cond_wait(&s.cv, &s.mu);
+        pthread_mutex_unlock(&s.mu);
+        *reply = s.reply;
+        *st = s.st;
+    }
+    pthread_mutex_destroy(&s.mu);
+    pthread_cond_destroy(&s.cv);
+    return rc;
+}

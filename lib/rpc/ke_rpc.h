@@ -1,0 +1,268 @@
+/*
+ * ke_rpc.h — a small API over the grpc core C API, for servers and clients.
+ *
+ * Messages are protobuf-c messages: a method is registered with the
+ * descriptor of its request type, and the library decodes every incoming
+ * frame with it. A frame that is not a valid message of that type ends the
+ * call with INVALID_ARGUMENT; the server goes on serving.
+ *
+ * Threading model
+ * ---------------
+ * A ke_rpc_loop owns one grpc completion queue and N threads that drain it
+ * (N given at ke_rpc_loop_new). Every callback of every server and client
+ * attached to the loop runs on one of those threads. For one call:
+ *   - on_open, on_message, on_half_close and on_close never run concurrently,
+ *     and on_close runs exactly once, last;
+ *   - on_drain may run concurrently with on_message (it is about the send
+ *     side only).
+ * Callbacks must not block: a handler that needs time keeps the call (with
+ * ke_rpc_call_ref) and finishes it later from any thread. ke_rpc_unary() and
+ * ke_rpc_server_stop() block, so never call them from a callback.
+ * ke_rpc_call_send/finish/close_send/cancel are thread-safe.
+ *
+ * Lifetimes
+ * ---------
+ * A call is valid from on_open (server) or ke_rpc_call_start (client) until
+ * on_close returns. To use it after that, or from another thread that might
+ * race with on_close, hold a reference (ke_rpc_call_ref/unref); calls on a
+ * closed call return KE_ECLOSED. Messages passed to on_message are borrowed
+ * for the duration of the callback.
+ *
+ * Free servers and channels before the loop they are attached to.
+ */
+#ifndef KE_RPC_H
+#define KE_RPC_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ke_rpc_loop ke_rpc_loop;
+typedef struct ke_rpc_server ke_rpc_server;
+typedef struct ke_rpc_channel ke_rpc_channel;
+typedef struct ke_rpc_call ke_rpc_call;
+
+/* gRPC status codes (the same numbers as grpc_status_code). */
+enum {
+    KE_RPC_OK = 0,
+    KE_RPC_CANCELLED = 1,
+    KE_RPC_UNKNOWN = 2,
+    KE_RPC_INVALID_ARGUMENT = 3,
+    KE_RPC_DEADLINE_EXCEEDED = 4,
+    KE_RPC_NOT_FOUND = 5,
+    KE_RPC_ALREADY_EXISTS = 6,
+    KE_RPC_PERMISSION_DENIED = 7,
+    KE_RPC_RESOURCE_EXHAUSTED = 8,
+    KE_RPC_FAILED_PRECONDITION = 9,
+    KE_RPC_ABORTED = 10,
+    KE_RPC_OUT_OF_RANGE = 11,
+    KE_RPC_UNIMPLEMENTED = 12,
+    KE_RPC_INTERNAL = 13,
+    KE_RPC_UNAVAILABLE = 14,
+    KE_RPC_DATA_LOSS = 15,
+    KE_RPC_UNAUTHENTICATED = 16,
+};
+
+/* Default bound on one message, either direction (grpc's default too). */
+#define KE_RPC_DEFAULT_MAX_MESSAGE (4u * 1024u * 1024u)
+/* Default bound on messages queued for sending on one call. */
+#define KE_RPC_DEFAULT_SEND_QUEUE 1024u
+
+/* ke_rpc_status: the outcome of a call. */
+typedef struct ke_rpc_status {
+    int code;          /* KE_RPC_* */
+    char message[256]; /* status message, truncated to fit */
+} ke_rpc_status;
+
+/* ke_rpc_status_name returns "OK", "DEADLINE_EXCEEDED", ... for a code. */
+const char *ke_rpc_status_name(int code);
+
+/* ---- loop ---- */
+
+/* ke_rpc_loop_new starts a completion queue with `threads` threads (>= 1)
+ * and initialises grpc. Returns 0 or KE_ENOMEM/KE_EINVAL. */
+int ke_rpc_loop_new(int threads, ke_rpc_loop **out);
+
+/* ke_rpc_loop_free shuts the queue down, joins its threads and frees it.
+ * Every server and channel on it must have been freed. NULL is a no-op. */
+void ke_rpc_loop_free(ke_rpc_loop *loop);
+
+/* ---- credentials ---- */
+
+typedef enum {
+    KE_RPC_CLIENT_AUTH_NONE = 0,    /* server: do not ask for a client certificate */
+    KE_RPC_CLIENT_AUTH_REQUEST = 1, /* server: verify a client certificate if sent */
+    KE_RPC_CLIENT_AUTH_REQUIRE = 2, /* server: refuse clients without a valid one */
+} ke_rpc_client_auth;
+
+/* ke_rpc_tls: PEM file paths. For a server, cert/key are its own and ca
+ * verifies clients; for a client, ca verifies the server and cert/key (both
+ * or neither) are the client's. */
+typedef struct ke_rpc_tls {
+    const char *ca_file;
+    const char *cert_file;
+    const char *key_file;
+    ke_rpc_client_auth client_auth; /* server side only */
+    const char *server_name;        /* client: name to verify instead of the target host */
+} ke_rpc_tls;
+
+/* ---- server ---- */
+
+typedef enum {
+    KE_RPC_UNARY = 0,         /* one request, one reply */
+    KE_RPC_SERVER_STREAM = 1, /* one request, a stream of replies */
+    KE_RPC_CLIENT_STREAM = 2, /* a stream of requests, one reply */
+    KE_RPC_BIDI_STREAM = 3,   /* streams both ways */
+} ke_rpc_kind;
+
+/* ke_rpc_handler: callbacks of one method (server) or one call (client).
+ * Every member may be NULL. `ud` is the pointer given at registration or
+ * call start. */
+typedef struct ke_rpc_handler {
+    /* server: a call arrived, before its first message */
+    void (*on_open)(ke_rpc_call *call, void *ud);
+    /* a message arrived (borrowed for the callback's duration) */
+    void (*on_message)(ke_rpc_call *call, const ProtobufCMessage *msg, void *ud);
+    /* the peer will send no more messages */
+    void (*on_half_close)(ke_rpc_call *call, void *ud);
+    /* the send queue became empty: room to send more */
+    void (*on_drain)(ke_rpc_call *call, void *ud);
+    /* the call ended: server side, st->code is the code sent, or CANCELLED
+     * when the client cancelled or its deadline passed; client side, the
+     * status the server sent (or the transport's). Runs exactly once. */
+    void (*on_close)(ke_rpc_call *call, const ke_rpc_status *st, void *ud);
+} ke_rpc_handler;
+
+typedef struct ke_rpc_server_opts {
+    const char *listen;          /* "host:port"; port 0 picks a free one; NULL: in-process only */
+    const ke_rpc_tls *tls;       /* NULL: plaintext */
+    uint32_t max_message_bytes;  /* 0: KE_RPC_DEFAULT_MAX_MESSAGE */
+    uint32_t send_queue;         /* per-call send queue bound; 0: default */
+} ke_rpc_server_opts;
+
+/* ke_rpc_server_new creates a server on `loop`. Nothing listens until
+ * ke_rpc_server_start. Returns 0, KE_ETLS when a PEM file cannot be read,
+ * KE_ENOMEM. */
+int ke_rpc_server_new(ke_rpc_loop *loop, const ke_rpc_server_opts *opts, ke_rpc_server **out);
+
+/* ke_rpc_server_add_method registers `path` ("/pkg.Service/Method") before
+ * start. `req` is the request message type; `h` is copied; `ud` is passed to
+ * every callback. Unregistered methods get UNIMPLEMENTED. */
+int ke_rpc_server_add_method(ke_rpc_server *srv, const char *path, ke_rpc_kind kind,
+                             const ProtobufCMessageDescriptor *req, const ke_rpc_handler *h,
+                             void *ud);
+
+/* ke_rpc_server_start binds and starts serving. Returns 0, or KE_EIO when
+ * the address cannot be bound. */
+int ke_rpc_server_start(ke_rpc_server *srv);
+
+/* ke_rpc_server_port returns the bound TCP port (after start), or 0. */
+int ke_rpc_server_port(const ke_rpc_server *srv);
+
+/* ke_rpc_server_stop stops accepting, cancels every open call and waits
+ * until each has seen on_close. Idempotent. Blocks: not from a callback. */
+void ke_rpc_server_stop(ke_rpc_server *srv);
+
+/* ke_rpc_server_free stops the server if needed and frees it. NULL: no-op. */
+void ke_rpc_server_free(ke_rpc_server *srv);
+
+/* ---- server-side call ---- */
+
+/* ke_rpc_call_send queues `msg` (packed at once; the caller keeps msg).
+ * Returns 0, KE_EFULL when the send queue is at its bound (wait for
+ * on_drain), KE_ECLOSED when the call ended or was finished. Thread-safe. */
+int ke_rpc_call_send(ke_rpc_call *call, const ProtobufCMessage *msg);
+
+/* ke_rpc_call_send_raw queues bytes that are sent as they are. */
+int ke_rpc_call_send_raw(ke_rpc_call *call, const void *data, size_t len);
+
+/* ke_rpc_call_finish (server) ends the call with `code` and `message`
+ * (may be NULL) after every queued message; `reply` (may be NULL) is sent
+ * last, as the unary reply. Returns 0 or KE_ECLOSED. Thread-safe. */
+int ke_rpc_call_finish(ke_rpc_call *call, int code, const char *message,
+                       const ProtobufCMessage *reply);
+
+/* ke_rpc_call_method returns the method path of the call. */
+const char *ke_rpc_call_method(const ke_rpc_call *call);
+
+/* ke_rpc_call_metadata copies the first value of request metadata `key`
+ * (lowercase) into buf. Returns 0, KE_ENOTFOUND, or KE_EFULL if it does
+ * not fit. Server side only. */
+int ke_rpc_call_metadata(const ke_rpc_call *call, const char *key, char *buf, size_t len);
+
+/* ke_rpc_call_peer_cn copies the peer certificate's common name into buf.
+ * Returns 0, or KE_ENOTFOUND when the peer sent no verified certificate. */
+int ke_rpc_call_peer_cn(const ke_rpc_call *call, char *buf, size_t len);
+
+/* ke_rpc_call_set_data / get_data attach one pointer of the caller's. */
+void ke_rpc_call_set_data(ke_rpc_call *call, void *data);
+void *ke_rpc_call_get_data(const ke_rpc_call *call);
+
+/* ke_rpc_call_ref / unref keep a call alive past on_close. */
+void ke_rpc_call_ref(ke_rpc_call *call);
+void ke_rpc_call_unref(ke_rpc_call *call);
+
+/* ---- client ---- */
+
+typedef struct ke_rpc_channel_opts {
+    const ke_rpc_tls *tls;      /* NULL: plaintext */
+    uint32_t max_message_bytes; /* receive bound; 0: default */
+} ke_rpc_channel_opts;
+
+/* ke_rpc_channel_new connects (lazily) to `target` ("host:port"). Returns 0,
+ * KE_ETLS when a PEM file cannot be read, KE_ENOMEM. */
+int ke_rpc_channel_new(ke_rpc_loop *loop, const char *target, const ke_rpc_channel_opts *opts,
+                       ke_rpc_channel **out);
+
+/* ke_rpc_channel_new_inproc connects to `srv` inside this process, without
+ * a socket (grpc's in-process transport). srv must be started. */
+int ke_rpc_channel_new_inproc(ke_rpc_loop *loop, ke_rpc_server *srv, ke_rpc_channel **out);
+
+/* ke_rpc_channel_free closes the channel; open calls on it are cancelled.
+ * NULL: no-op. */
+void ke_rpc_channel_free(ke_rpc_channel *ch);
+
+typedef struct ke_rpc_md {
+    const char *key; /* lowercase ASCII */
+    const char *value;
+} ke_rpc_md;
+
+typedef struct ke_rpc_call_opts {
+    int64_t timeout_ms;   /* deadline from now; 0: none */
+    const ke_rpc_md *md;  /* request metadata */
+    size_t n_md;
+    uint32_t send_queue;  /* 0: default */
+} ke_rpc_call_opts;
+
+/* ke_rpc_call_start opens a streaming call. Replies are decoded as `resp`
+ * and handed to h->on_message; h->on_close gets the final status. On 0 the
+ * call holds a reference for the caller: release it with ke_rpc_call_unref
+ * when done (after on_close is fine). */
+int ke_rpc_call_start(ke_rpc_channel *ch, const char *path, const ProtobufCMessageDescriptor *resp,
+                      const ke_rpc_handler *h, void *ud, const ke_rpc_call_opts *opts,
+                      ke_rpc_call **out);
+
+/* ke_rpc_call_close_send (client) half-closes: no more messages follow. */
+int ke_rpc_call_close_send(ke_rpc_call *call);
+
+/* ke_rpc_call_cancel ends the call at once with CANCELLED, either side. */
+void ke_rpc_call_cancel(ke_rpc_call *call);
+
+/* ke_rpc_unary calls a unary method and waits. On return st holds the
+ * status; when st->code is OK, *reply holds the decoded reply (free it with
+ * protobuf_c_message_free_unpacked(*reply, NULL)). Returns 0 when a status
+ * was obtained (whatever its code), KE_EINVAL/KE_ENOMEM otherwise. */
+int ke_rpc_unary(ke_rpc_channel *ch, const char *path, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *resp, const ke_rpc_call_opts *opts,
+                 ProtobufCMessage **reply, ke_rpc_status *st);
+
+/* ke_rpc_unary_cb: completion of ke_rpc_unary_async; reply is borrowed
+ * (NULL unless st->code is OK). Runs on a loop thread. */
+typedef void (*ke_rpc_unary_cb)(const ProtobufCMessage *reply, const ke_rpc_status *st, void *ud);
+
+/* ke_rpc_unary_async starts a unary call; cb runs once when it ends. */
+int ke_rpc_unary_async(ke_rpc_channel *ch, const char *path, const ProtobufCMessage *req,
+                       const ProtobufCMessageDescriptor *resp, const ke_rpc_call_opts *opts,
+                       ke_rpc_unary_cb cb, void *ud);
+
+#endif
