@@ -173,11 +173,16 @@ int ke_http_start(const ke_http_config *cfg, ke_http **out)
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
+    /* the port argument only labels MHD's messages: SOCK_ADDR decides */
+    uint16_t port = ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                             : ((struct sockaddr_in *)&ss)->sin_port;
+    /* the logger goes first so that option errors reach it too */
+    h->daemon = MHD_start_daemon(flags, ntohs(port), NULL, NULL, on_request, h,
+                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)KE_HTTP_MAX_CONNECTIONS,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KE_HTTP_TIMEOUT_S,
-                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+                                 MHD_OPTION_END);
     if (!h->daemon) {
         ke_log_error(LOG_MOD, "cannot start http server listen=%s", cfg->listen);
         free(h);
