@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -96,8 +97,8 @@ static int module_new(const char *name, const char *group, size_t cap, bus_modul
     bus_module *m = calloc(1, sizeof(*m));
     if (!m)
         goto out;
-    strcpy(m->name, name);
-    strcpy(m->group, group ? group : "");
+    snprintf(m->name, sizeof(m->name), "%s", name); /* lengths checked by the caller */
+    snprintf(m->group, sizeof(m->group), "%s", group ? group : "");
     m->cap = cap;
     if (!(m->ring = calloc(cap, sizeof(m->ring[0]))))
         goto out;

@@ -89,7 +89,7 @@ int ke_bus_recv(ke_bus *bus, const char *module, int timeout_ms, Ke__V1__Message
  * Idempotent. The bus must still be freed with ke_bus_free. */
 void ke_bus_close(ke_bus *bus);
 
-/* ke_bus_stats fills *out for module `module`. Returns 0, KE_EINVAL or
+/* ke_bus_stats_get fills *out for module `module`. Returns 0, KE_EINVAL or
  * KE_ENOTFOUND. */
 int ke_bus_stats_get(ke_bus *bus, const char *module, ke_bus_stats *out);
 

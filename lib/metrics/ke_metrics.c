@@ -429,13 +429,12 @@ int ke_metrics_render(char **out, size_t *len)
         }
         char num[40];
         if (m->kind == KE_METRIC_INT64)
-            snprintf(num, sizeof(num), " %" PRId64 "\n", ke_metric_get(m));
-        else {
-            num[0] = ' ';
-            format_double(ke_metric_get_double(m), num + 1, sizeof(num) - 2);
-            strcat(num, "\n");
-        }
+            snprintf(num, sizeof(num), "%" PRId64, ke_metric_get(m));
+        else
+            format_double(ke_metric_get_double(m), num, sizeof(num));
+        sb_puts(&b, " ");
         sb_puts(&b, num);
+        sb_puts(&b, "\n");
     }
     pthread_mutex_unlock(&g_lock);
     if (b.oom) {
