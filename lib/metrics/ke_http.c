@@ -89,6 +89,12 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
+    /* libmicrohttpd 0.9.75 reports our logger option as "not the first
+     * option" even when it is; that notice says nothing about the server. */
+    if (strstr(line, "MHD_OPTION_EXTERNAL_LOGGER")) {
+        ke_log_debug(LOG_MOD, "microhttpd: %s", line);
+        return;
+    }
     ke_log_warn(LOG_MOD, "microhttpd: %s", line);
 }
 
