@@ -22,6 +22,7 @@
 
 #include "ke_err.h"
 #include "ke_log.h"
+#include "ke_metrics.h"
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -180,6 +181,34 @@ const char *ke_rpc_status_name(int code)
     return names[code];
 }
 
+/* --------------------------------------------------------------- metrics */
+
+/* Per-method server metrics; the registry owns the series (NULL-safe). */
+typedef struct method_metrics {
+    ke_metric *calls;     /* ke_rpc_server_calls_total{method} */
+    ke_metric *cancelled; /* ke_rpc_server_calls_cancelled_total{method} */
+    ke_metric *invalid;   /* ke_rpc_server_invalid_messages_total{method} */
+    ke_metric *failed;    /* ke_rpc_server_calls_failed_total{method}: non-OK status sent */
+    ke_metric *active;    /* ke_rpc_server_calls_active{method} */
+} method_metrics;
+
+static void method_metrics_init(method_metrics *mm, const char *path)
+{
+    const char *labels[] = {"method", path, NULL};
+    ke_metrics_counter_new("ke_rpc_server_calls_total", "gRPC calls accepted", labels,
+                           &mm->calls);
+    ke_metrics_counter_new("ke_rpc_server_calls_cancelled_total",
+                           "gRPC calls cancelled by the client or its deadline", labels,
+                           &mm->cancelled);
+    ke_metrics_counter_new("ke_rpc_server_invalid_messages_total",
+                           "gRPC calls refused because a message did not decode", labels,
+                           &mm->invalid);
+    ke_metrics_counter_new("ke_rpc_server_calls_failed_total",
+                           "gRPC calls that ended with a non-OK status", labels, &mm->failed);
+    ke_metrics_gauge_new("ke_rpc_server_calls_active", "gRPC calls open now", labels,
+                         &mm->active);
+}
+
 /* ------------------------------------------------------------------ call */
 
 enum send_kind { SEND_MSG, SEND_STATUS, SEND_CLOSE };
@@ -205,6 +234,7 @@ struct ke_rpc_call {
     void *data;
     char *method;
     ke_rpc_server *srv; /* server side: the owning server */
+    struct method_metrics *mm; /* server side: the method's metrics */
 
     pthread_mutex_t mu;
     int refs;
@@ -346,6 +376,13 @@ static int start_batch(ke_rpc_call *c, const grpc_op *ops, size_t n, call_tag *t
 
 static void deliver_close(ke_rpc_call *c)
 {
+    if (c->mm) {
+        ke_metric_add(c->mm->active, -1);
+        if (c->final.code == KE_RPC_CANCELLED)
+            ke_metric_add(c->mm->cancelled, 1);
+        else if (c->final.code != KE_RPC_OK)
+            ke_metric_add(c->mm->failed, 1);
+    }
     if (c->h.on_close)
         c->h.on_close(c, &c->final, c->ud);
     ke_rpc_server *srv = c->srv;
@@ -584,6 +621,8 @@ static void call_on_recv(ke_rpc_tag *t, int ok)
             snprintf(why, sizeof(why), "%s is not a valid %s message",
                      c->is_server ? "request" : "reply", c->in_desc->name);
             ke_log_warn(LOG_MOD, "refused frame method=%s reason=\"%s\"", c->method, why);
+            if (c->mm)
+                ke_metric_add(c->mm->invalid, 1);
             if (c->is_server)
                 ke_rpc_call_finish(c, KE_RPC_INVALID_ARGUMENT, why, NULL);
             else
@@ -667,6 +706,7 @@ typedef struct method {
     void *ud;
     void *handle;
     ke_rpc_server *srv;
+    method_metrics mm;
 } method;
 
 typedef struct accept_req {
@@ -826,7 +866,10 @@ static void server_on_accept(ke_rpc_tag *t, int ok)
         return;
     }
     c->srv = srv;
+    c->mm = &m->mm;
     c->req_md = md;
+    ke_metric_add(m->mm.calls, 1);
+    ke_metric_add(m->mm.active, 1);
 
     grpc_op op;
     memset(&op, 0, sizeof(op));
@@ -996,6 +1039,7 @@ int ke_rpc_server_add_method(ke_rpc_server *srv, const char *path, ke_rpc_kind k
         free(m);
         return KE_EEXIST;
     }
+    method_metrics_init(&m->mm, path);
     m->next = srv->methods;
     srv->methods = m;
     return 0;

@@ -1,0 +1,37 @@
+#!/bin/sh
+# tools/deps.sh — installs the Debian 12 packages kubeedge-c builds and
+# tests with, when any is missing. Sourced by quickstart.sh and test.sh;
+# run it alone to prepare a machine. Needs root (or sudo) only when
+# something has to be installed.
+set -eu
+
+KE_DEB_PACKAGES="build-essential cmake pkg-config
+  libgrpc-dev protobuf-compiler protobuf-compiler-grpc
+  protobuf-c-compiler libprotobuf-c-dev nanopb libnanopb-dev
+  libsqlite3-dev libssl-dev openssl libyaml-dev libjansson-dev libmicrohttpd-dev
+  libcmocka-dev python3 python3-grpcio python3-protobuf curl"
+
+ke_install_deps() {
+  missing=""
+  for p in $KE_DEB_PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+      missing="$missing $p"
+    fi
+  done
+  if [ -z "$missing" ]; then
+    echo "==> Debian packages: all present"
+    return 0
+  fi
+  echo "==> Installing missing Debian packages:$missing"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  # shellcheck disable=SC2086
+  $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  echo "==> Installed:$missing"
+}
+
+if [ "${0##*/}" = "deps.sh" ]; then
+  ke_install_deps
+fi
