@@ -77,6 +77,10 @@ static int ping_once(kectl *k, size_t size, Ke__V1__PingReply **out)
     if (st.code != KE_RPC_OK) {
         fprintf(stderr, "error: server %s: %s: %s\n", k->server, ke_rpc_status_name(st.code),
                 st.message);
+        if (st.code == KE_RPC_UNAVAILABLE && k->use_tls)
+            fprintf(stderr, "hint: a refused TLS handshake looks like this: check that --ca "
+                            "signed the server's certificate and that the server trusts the CA "
+                            "of --cert\n");
         return 1;
     }
     *out = (Ke__V1__PingReply *)reply;
