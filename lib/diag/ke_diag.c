@@ -290,14 +290,12 @@ int ke_diag_register(ke_diag *d, ke_rpc_server *srv)
                                         .on_message = ticks_on_message,
                                         .on_drain = ticks_on_drain,
                                         .on_close = stream_on_close};
-    int rc = ke_rpc_server_add_method(srv, "/ke.v1.Diagnostics/Ping", KE_RPC_UNARY,
-                                      &ke__v1__ping_request__descriptor, &ping, d);
+    const ProtobufCServiceDescriptor *svc = &ke__v1__diagnostics__descriptor;
+    int rc = ke_rpc_server_add(srv, svc, "Ping", KE_RPC_UNARY, &ping, d);
     if (rc == 0)
-        rc = ke_rpc_server_add_method(srv, "/ke.v1.Diagnostics/Echo", KE_RPC_BIDI_STREAM,
-                                      &ke__v1__echo_frame__descriptor, &echo, d);
+        rc = ke_rpc_server_add(srv, svc, "Echo", KE_RPC_BIDI_STREAM, &echo, d);
     if (rc == 0)
-        rc = ke_rpc_server_add_method(srv, "/ke.v1.Diagnostics/Ticks", KE_RPC_SERVER_STREAM,
-                                      &ke__v1__ticks_request__descriptor, &tick, d);
+        rc = ke_rpc_server_add(srv, svc, "Ticks", KE_RPC_SERVER_STREAM, &tick, d);
     return rc;
 }
 

@@ -1438,3 +1438,49 @@ int ke_rpc_unary(ke_rpc_channel *ch, const char *path, const ProtobufCMessage *r
     pthread_cond_destroy(&s.cv);
     return rc;
 }
+
+/* ----------------------------------------------------------------- typed */
+
+/* method_path finds `name` in svc and writes "/<svc>/<name>" into path. */
+static const ProtobufCMethodDescriptor *method_path(const ProtobufCServiceDescriptor *svc,
+                                                    const char *name, char *path, size_t len)
+{
+    const ProtobufCMethodDescriptor *md =
+        svc && name ? protobuf_c_service_descriptor_get_method_by_name(svc, name) : NULL;
+    if (!md)
+        return NULL;
+    int n = snprintf(path, len, "/%s/%s", svc->name, md->name);
+    return n > 0 && (size_t)n < len ? md : NULL;
+}
+
+int ke_rpc_server_add(ke_rpc_server *srv, const ProtobufCServiceDescriptor *svc, const char *name,
+                      ke_rpc_kind kind, const ke_rpc_handler *h, void *ud)
+{
+    char path[256];
+    const ProtobufCMethodDescriptor *md = method_path(svc, name, path, sizeof(path));
+    if (!md)
+        return KE_ENOTFOUND;
+    return ke_rpc_server_add_method(srv, path, kind, md->input, h, ud);
+}
+
+int ke_rpc_stub_unary(const ke_rpc_stub *stub, const char *name, const ProtobufCMessage *req,
+                      const ke_rpc_call_opts *opts, ProtobufCMessage **reply, ke_rpc_status *st)
+{
+    char path[256];
+    const ProtobufCMethodDescriptor *md = method_path(stub->svc, name, path, sizeof(path));
+    if (!md)
+        return KE_ENOTFOUND;
+    if (!req || req->descriptor != md->input)
+        return KE_EINVAL;
+    return ke_rpc_unary(stub->ch, path, req, md->output, opts, reply, st);
+}
+
+int ke_rpc_stub_start(const ke_rpc_stub *stub, const char *name, const ke_rpc_handler *h,
+                      void *ud, const ke_rpc_call_opts *opts, ke_rpc_call **out)
+{
+    char path[256];
+    const ProtobufCMethodDescriptor *md = method_path(stub->svc, name, path, sizeof(path));
+    if (!md)
+        return KE_ENOTFOUND;
+    return ke_rpc_call_start(stub->ch, path, md->output, h, ud, opts, out);
+}

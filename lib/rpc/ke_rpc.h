@@ -265,4 +265,32 @@ int ke_rpc_unary_async(ke_rpc_channel *ch, const char *path, const ProtobufCMess
                        const ProtobufCMessageDescriptor *resp, const ke_rpc_call_opts *opts,
                        ke_rpc_unary_cb cb, void *ud);
 
+/* ---- typed helpers over protoc-c service descriptors ---- */
+
+/* ke_rpc_server_add registers method `name` of service `svc` (a protoc-c
+ * descriptor such as ke__v1__diagnostics__descriptor): the path
+ * "/<package>.<Service>/<name>" and the request type come from the
+ * descriptor. Returns as ke_rpc_server_add_method, or KE_ENOTFOUND when
+ * the service has no such method. */
+int ke_rpc_server_add(ke_rpc_server *srv, const ProtobufCServiceDescriptor *svc, const char *name,
+                      ke_rpc_kind kind, const ke_rpc_handler *h, void *ud);
+
+/* ke_rpc_stub: a client for one service on one channel (both borrowed). */
+typedef struct ke_rpc_stub {
+    ke_rpc_channel *ch;
+    const ProtobufCServiceDescriptor *svc;
+} ke_rpc_stub;
+
+/* ke_rpc_stub_unary calls unary method `name` (ke_rpc_unary); `req` must be
+ * of the method's input type and *reply is of its output type. Returns
+ * KE_ENOTFOUND for an unknown method, KE_EINVAL for a request of the wrong
+ * type, else as ke_rpc_unary. */
+int ke_rpc_stub_unary(const ke_rpc_stub *stub, const char *name, const ProtobufCMessage *req,
+                      const ke_rpc_call_opts *opts, ProtobufCMessage **reply, ke_rpc_status *st);
+
+/* ke_rpc_stub_start opens streaming method `name` (ke_rpc_call_start);
+ * replies are decoded as the method's output type. */
+int ke_rpc_stub_start(const ke_rpc_stub *stub, const char *name, const ke_rpc_handler *h,
+                      void *ud, const ke_rpc_call_opts *opts, ke_rpc_call **out);
+
 #endif

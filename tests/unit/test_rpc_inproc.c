@@ -156,6 +156,70 @@ static void test_rpc_server_stop_closes_open_streams_once(void **state)
         ke_rpc_call_unref(calls[i]);
 }
 
+/* A handler that answers with request metadata and peer identity, to show
+ * what the server side of a call sees. */
+static void meta_on_message(ke_rpc_call *call, const ProtobufCMessage *msg, void *ud)
+{
+    (void)msg;
+    (void)ud;
+    char value[64] = "", cn[64] = "", tiny[4];
+    Ke__V1__PingReply r = KE__V1__PING_REPLY__INIT;
+    if (ke_rpc_call_metadata(call, "x-ke-node", value, sizeof(value)) != 0 ||
+        ke_rpc_call_metadata(call, "x-ke-absent", value + 32, 32) != KE_ENOTFOUND ||
+        ke_rpc_call_metadata(call, "x-ke-node", tiny, sizeof(tiny)) != KE_EFULL) {
+        ke_rpc_call_finish(call, KE_RPC_INTERNAL, "metadata lookup misbehaved", NULL);
+        return;
+    }
+    r.server = value;
+    r.peer_identity = ke_rpc_call_peer_cn(call, cn, sizeof(cn)) == KE_ENOTFOUND ? "none" : cn;
+    r.version = (char *)ke_rpc_call_method(call);
+    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
+}
+
+static void test_rpc_metadata_reaches_the_handler_and_stubs_check_types(void **state)
+{
+    (void)state;
+    ke_rpc_loop *loop = NULL;
+    ke_rpc_server *srv = NULL;
+    ke_rpc_channel *ch = NULL;
+    ke_rpc_server_opts o = {.listen = NULL};
+    ke_rpc_handler h = {.on_message = meta_on_message};
+    assert_int_equal(ke_rpc_loop_new(1, &loop), 0);
+    assert_int_equal(ke_rpc_server_new(loop, &o, &srv), 0);
+    assert_int_equal(ke_rpc_server_add(srv, &ke__v1__diagnostics__descriptor, "Nope",
+                                       KE_RPC_UNARY, &h, NULL),
+                     KE_ENOTFOUND);
+    assert_int_equal(ke_rpc_server_add(srv, &ke__v1__diagnostics__descriptor, "Ping",
+                                       KE_RPC_UNARY, &h, NULL),
+                     0);
+    assert_int_equal(ke_rpc_server_start(srv), 0);
+    assert_int_equal(ke_rpc_channel_new_inproc(loop, srv, &ch), 0);
+
+    ke_rpc_stub stub = {ch, &ke__v1__diagnostics__descriptor};
+    ke_rpc_md md[] = {{"x-ke-node", "edge-7"}};
+    ke_rpc_call_opts co = {.timeout_ms = 5000, .md = md, .n_md = 1};
+    Ke__V1__PingRequest req = KE__V1__PING_REQUEST__INIT;
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    assert_int_equal(ke_rpc_stub_unary(&stub, "Ping", &req.base, &co, &reply, &st), 0);
+    assert_int_equal(st.code, KE_RPC_OK);
+    Ke__V1__PingReply *r = (Ke__V1__PingReply *)reply;
+    assert_string_equal(r->server, "edge-7");
+    assert_string_equal(r->peer_identity, "none");
+    assert_string_equal(r->version, "/ke.v1.Diagnostics/Ping");
+    protobuf_c_message_free_unpacked(reply, NULL);
+
+    /* A request of the wrong type, or an unknown method, never leaves. */
+    Ke__V1__EchoFrame wrong = KE__V1__ECHO_FRAME__INIT;
+    assert_int_equal(ke_rpc_stub_unary(&stub, "Ping", &wrong.base, &co, &reply, &st), KE_EINVAL);
+    assert_int_equal(ke_rpc_stub_unary(&stub, "Pong", &req.base, &co, &reply, &st),
+                     KE_ENOTFOUND);
+
+    ke_rpc_channel_free(ch);
+    ke_rpc_server_free(srv);
+    ke_rpc_loop_free(loop);
+}
+
 static void test_rpc_bad_arguments_are_refused(void **state)
 {
     (void)state;
@@ -184,6 +248,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rpc_inproc_bidi_echo, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rpc_server_stop_closes_open_streams_once, setup,
                                         teardown),
+        cmocka_unit_test(test_rpc_metadata_reaches_the_handler_and_stubs_check_types),
         cmocka_unit_test(test_rpc_bad_arguments_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

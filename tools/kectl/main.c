@@ -67,8 +67,8 @@ static int ping_once(kectl *k, size_t size, Ke__V1__PingReply **out)
     ke_rpc_call_opts o = {.timeout_ms = k->timeout_ms};
     ProtobufCMessage *reply = NULL;
     ke_rpc_status st;
-    int rc = ke_rpc_unary(k->ch, "/ke.v1.Diagnostics/Ping", &req.base,
-                          &ke__v1__ping_reply__descriptor, &o, &reply, &st);
+    ke_rpc_stub diag = {k->ch, &ke__v1__diagnostics__descriptor};
+    int rc = ke_rpc_stub_unary(&diag, "Ping", &req.base, &o, &reply, &st);
     free(buf);
     if (rc != 0) {
         fprintf(stderr, "error: %s\n", ke_strerror(rc));
@@ -90,6 +90,7 @@ static int ping_once(kectl *k, size_t size, Ke__V1__PingReply **out)
 static int cmd_version(kectl *k)
 {
     printf("Client Version: %s\n", KECTL_VERSION);
+    fflush(stdout);
     Ke__V1__PingReply *r = NULL;
     if (ping_once(k, 0, &r) != 0)
         return 1;
