@@ -465,25 +465,37 @@ static void pump_send(ke_rpc_call *c)
     }
 }
 
+/* call_open_locked: may more be queued on this call? mu held. */
+static int call_open_locked(const ke_rpc_call *c)
+{
+    return !(c->closed || c->ended || c->dead || c->finishing);
+}
+
+/* enqueue_locked appends `it` and starts it if nothing is in flight; a
+ * STATUS or CLOSE item ends the sending side. mu held, call open. */
+static void enqueue_locked(ke_rpc_call *c, send_item *it)
+{
+    if (c->qtail)
+        c->qtail->next = it;
+    else
+        c->qhead = it;
+    c->qtail = it;
+    c->qlen++;
+    if (it->kind != SEND_MSG)
+        c->finishing = 1;
+    pump_send(c);
+}
+
 static int enqueue(ke_rpc_call *c, send_item *it, int bounded)
 {
     pthread_mutex_lock(&c->mu);
     int rc = 0;
-    if (c->closed || c->ended || c->dead || c->finishing)
+    if (!call_open_locked(c))
         rc = KE_ECLOSED;
     else if (bounded && c->qlen >= c->qmax)
         rc = KE_EFULL;
-    if (rc == 0) {
-        if (c->qtail)
-            c->qtail->next = it;
-        else
-            c->qhead = it;
-        c->qtail = it;
-        c->qlen++;
-        if (it->kind != SEND_MSG)
-            c->finishing = 1;
-        pump_send(c);
-    }
+    else
+        enqueue_locked(c, it);
     pthread_mutex_unlock(&c->mu);
     return rc;
 }
@@ -527,17 +539,18 @@ int ke_rpc_call_finish(ke_rpc_call *c, int code, const char *message,
         return KE_ENOMEM;
     it->kind = SEND_STATUS;
     it->bb = reply ? bb_from_msg(reply) : NULL;
+    int rc = KE_ECLOSED;
     pthread_mutex_lock(&c->mu);
-    int open = !(c->closed || c->ended || c->dead || c->finishing);
-    if (open) {
+    if (call_open_locked(c)) {
         status_set(&c->final, code, message, message ? strlen(message) : 0);
         if (message && *message) {
             c->status_details = grpc_slice_from_copied_string(c->final.message);
             c->have_status_details = 1;
         }
+        enqueue_locked(c, it);
+        rc = 0;
     }
     pthread_mutex_unlock(&c->mu);
-    int rc = open ? enqueue(c, it, 0) : KE_ECLOSED;
     if (rc != 0)
         queue_free(it);
     return rc;
