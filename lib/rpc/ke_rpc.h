@@ -104,6 +104,10 @@ typedef struct ke_rpc_tls {
     const char *key_file;
     ke_rpc_client_auth client_auth; /* server side only */
     const char *server_name;        /* client: name to verify instead of the target host */
+    int skip_server_verify;         /* client: accept any server certificate. Only for
+                                       bootstrapping trust (keadm join fetches the CA
+                                       this way and checks its hash against the token);
+                                       never send secrets on such a channel. */
 } ke_rpc_tls;
 
 /* ---- server ---- */
