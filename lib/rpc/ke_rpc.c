@@ -266,6 +266,27 @@ struct ke_rpc_call {
     size_t n_send_md;
 };
 
+int ke_rpc_call_peer_cert(const ke_rpc_call *c, char **pem)
+{
+    *pem = NULL;
+    grpc_auth_context *ctx = grpc_call_auth_context(c->gc);
+    if (!ctx)
+        return KE_ENOTFOUND;
+    int rc = KE_ENOTFOUND;
+    grpc_auth_property_iterator it =
+        grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+    if (p && (*pem = malloc(p->value_length + 1)) != NULL) {
+        memcpy(*pem, p->value, p->value_length);
+        (*pem)[p->value_length] = '\0';
+        rc = 0;
+    } else if (p) {
+        rc = KE_ENOMEM;
+    }
+    grpc_auth_context_release(ctx);
+    return rc;
+}
+
 static void call_on_recv(ke_rpc_tag *t, int ok);
 static void call_on_send(ke_rpc_tag *t, int ok);
 static void call_on_end(ke_rpc_tag *t, int ok);

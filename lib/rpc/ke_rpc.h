@@ -198,6 +198,10 @@ int ke_rpc_call_metadata(const ke_rpc_call *call, const char *key, char *buf, si
  * Returns 0, or KE_ENOTFOUND when the peer sent no verified certificate. */
 int ke_rpc_call_peer_cn(const ke_rpc_call *call, char *buf, size_t len);
 
+/* ke_rpc_call_peer_cert returns the peer's verified certificate as a
+ * malloc'd PEM string in *pem (caller frees). Returns 0 or KE_ENOTFOUND. */
+int ke_rpc_call_peer_cert(const ke_rpc_call *call, char **pem);
+
 /* ke_rpc_call_set_data / get_data attach one pointer of the caller's. */
 void ke_rpc_call_set_data(ke_rpc_call *call, void *data);
 void *ke_rpc_call_get_data(const ke_rpc_call *call);
