@@ -30,7 +30,7 @@ tests/support/gen-certs.sh "$run/pki"
 echo "==> Starting cloudcore with mutual TLS (config deploy/config/cloudcore.yaml, ports picked by flags)"
 mkfifo "$run/ready"
 "$bin/services/cloudcore/cloudcore" --config deploy/config/cloudcore.yaml \
-  --grpc.listen=127.0.0.1:0 --http.listen=127.0.0.1:0 \
+  --grpc.listen=127.0.0.1:0 --http.listen=127.0.0.1:0 --cloudhub.enable=false \
   --grpc.tls.ca="$run/pki/ca1.crt" --grpc.tls.cert="$run/pki/server.crt" \
   --grpc.tls.key="$run/pki/server.key" >"$run/ready" 2>"$run/cloudcore.log" &
 cc=$!

@@ -10,6 +10,7 @@
  *   ready grpc=<port> http=<port>
  * which scripts and tests wait for. SIGTERM/SIGINT stop it cleanly.
  */
+#include "cloudhub.h"
 #include "ke_config.h"
 #include "ke_diag.h"
 #include "ke_err.h"
@@ -36,6 +37,15 @@ struct cloudcore_config {
     char *tls_key;
     char *tls_client_auth;
     char *http_listen;
+    bool hub_enable;
+    char *hub_db;
+    char *hub_ca_key;
+    char *hub_token_secret;
+    int64_t hub_cert_ttl;
+    int64_t hub_keepalive;
+    int64_t hub_dead_peer;
+    int64_t hub_queue_max;
+    int64_t hub_window;
 };
 
 static const ke_config_field cloudcore_fields[] = {
@@ -55,10 +65,29 @@ static const ke_config_field cloudcore_fields[] = {
     {"grpc.tls.key", KE_CONFIG_STRING, offsetof(struct cloudcore_config, tls_key), NULL,
      "server private key (PEM)"},
     {"grpc.tls.client_auth", KE_CONFIG_STRING,
-     offsetof(struct cloudcore_config, tls_client_auth), "require",
-     "client certificates: require, request or none"},
+     offsetof(struct cloudcore_config, tls_client_auth), "request",
+     "client certificates: request (verify when sent; CloudHub checks per method), require or none"},
     {"http.listen", KE_CONFIG_STRING, offsetof(struct cloudcore_config, http_listen),
      "127.0.0.1:10550", "address of /metrics and /healthz"},
+    {"cloudhub.enable", KE_CONFIG_BOOL, offsetof(struct cloudcore_config, hub_enable), "true",
+     "serve CloudHub (needs grpc.tls.* and the cloudhub.* files from keadm init)"},
+    {"cloudhub.db", KE_CONFIG_STRING, offsetof(struct cloudcore_config, hub_db),
+     "/var/lib/kubeedge/cloudhub.db", "CloudHub's SQLite file (nodes, objects per node)"},
+    {"cloudhub.ca_key", KE_CONFIG_STRING, offsetof(struct cloudcore_config, hub_ca_key), NULL,
+     "private key of grpc.tls.ca; signs node certificates"},
+    {"cloudhub.token_secret", KE_CONFIG_STRING,
+     offsetof(struct cloudcore_config, hub_token_secret), NULL,
+     "file with the join token secret (hex)"},
+    {"cloudhub.node_cert_ttl", KE_CONFIG_DURATION, offsetof(struct cloudcore_config, hub_cert_ttl),
+     "8760h", "validity of node certificates issued at join and renewal"},
+    {"cloudhub.keepalive", KE_CONFIG_DURATION, offsetof(struct cloudcore_config, hub_keepalive),
+     "5s", "how often edge nodes send a keepalive"},
+    {"cloudhub.dead_peer", KE_CONFIG_DURATION, offsetof(struct cloudcore_config, hub_dead_peer),
+     "15s", "a node silent this long is disconnected"},
+    {"cloudhub.queue_max", KE_CONFIG_INT64, offsetof(struct cloudcore_config, hub_queue_max),
+     "65536", "downstream queue bound per node, in resources; beyond it the node resyncs"},
+    {"cloudhub.window", KE_CONFIG_INT64, offsetof(struct cloudcore_config, hub_window), "256",
+     "downstream messages in flight per node before an ack"},
 };
 
 static int parse_client_auth(const char *s, ke_rpc_client_auth *out)
@@ -102,6 +131,7 @@ int main(int argc, char **argv)
     ke_rpc_server *srv = NULL;
     ke_diag *diag = NULL;
     ke_http *http = NULL;
+    cloudhub *hub = NULL;
     ke_log_level level;
     ke_rpc_tls tls = {0};
 
@@ -138,6 +168,35 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    if (cfg.hub_enable && (!use_tls || !tls.ca_file || !cfg.hub_ca_key || !*cfg.hub_ca_key ||
+                           !cfg.hub_token_secret || !*cfg.hub_token_secret)) {
+        fprintf(stderr, "cloudcore: CloudHub needs grpc.tls.ca, grpc.tls.cert, grpc.tls.key, "
+                        "cloudhub.ca_key and cloudhub.token_secret: run `keadm init --dir DIR` "
+                        "and start with --config DIR/cloudcore.yaml (or --cloudhub.enable=false)\n");
+        status = 2;
+        goto out;
+    }
+    if (cfg.hub_queue_max < 16 || cfg.hub_window < 1 || cfg.hub_window > 65536) {
+        fprintf(stderr, "cloudcore: cloudhub.queue_max must be >= 16 and cloudhub.window 1..65536\n");
+        status = 2;
+        goto out;
+    }
+    if (cfg.hub_enable) {
+        cloudhub_config hc = {
+            .db_path = cfg.hub_db,
+            .ca_cert_file = tls.ca_file,
+            .ca_key_file = cfg.hub_ca_key,
+            .token_secret_file = cfg.hub_token_secret,
+            .node_cert_ttl_ms = cfg.hub_cert_ttl,
+            .keepalive_ms = cfg.hub_keepalive,
+            .dead_peer_ms = cfg.hub_dead_peer,
+            .queue_max = (uint32_t)cfg.hub_queue_max,
+            .window = (uint32_t)cfg.hub_window,
+            .require_admin = 1,
+        };
+        if ((rc = cloudhub_new(&hc, &hub)) != 0)
+            goto fail;
+    }
     if ((rc = ke_rpc_loop_new((int)cfg.grpc_threads, &loop)) != 0 ||
         (rc = ke_diag_new("cloudcore", CLOUDCORE_VERSION, &diag)) != 0)
         goto fail;
@@ -147,15 +206,18 @@ int main(int argc, char **argv)
         .max_message_bytes = (uint32_t)cfg.grpc_max_message,
     };
     if ((rc = ke_rpc_server_new(loop, &sopts, &srv)) != 0 ||
-        (rc = ke_diag_register(diag, srv)) != 0 || (rc = ke_rpc_server_start(srv)) != 0)
+        (rc = ke_diag_register(diag, srv)) != 0 ||
+        (hub && (rc = cloudhub_register(hub, srv)) != 0) || (rc = ke_rpc_server_start(srv)) != 0)
         goto fail;
-    ke_http_config hc = {.listen = cfg.http_listen};
+    ke_http_config hc = {.listen = cfg.http_listen,
+                         .health = hub ? cloudhub_health : NULL,
+                         .health_arg = hub};
     if ((rc = ke_http_start(&hc, &http)) != 0)
         goto fail;
 
-    ke_log_info("cloudcore", "serving version=%s grpc=%s port=%d tls=%s http_port=%d",
+    ke_log_info("cloudcore", "serving version=%s grpc=%s port=%d tls=%s cloudhub=%s http_port=%d",
                 CLOUDCORE_VERSION, cfg.grpc_listen, ke_rpc_server_port(srv),
-                use_tls ? cfg.tls_client_auth : "off", ke_http_port(http));
+                use_tls ? cfg.tls_client_auth : "off", hub ? "on" : "off", ke_http_port(http));
     printf("ready grpc=%d http=%d\n", ke_rpc_server_port(srv), ke_http_port(http));
     fflush(stdout);
 
@@ -168,6 +230,7 @@ fail:
 out:
     ke_http_stop(http);
     ke_rpc_server_free(srv);
+    cloudhub_free(hub);
     ke_diag_free(diag);
     ke_rpc_loop_free(loop);
     ke_config_free(cloudcore_fields, KE_CONFIG_NFIELDS(cloudcore_fields), &cfg);

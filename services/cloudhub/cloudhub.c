@@ -1,0 +1,219 @@
+/*
+ * cloudhub.c — CloudHub's lifecycle: configuration, the node table, the
+ * dead-peer reaper and the metrics. The protocol lives in tunnel.c, the
+ * controllers' API in hub.c, identity in join.c, persistence in store.c.
+ */
+#include "cloudhub_internal.h"
+
+#include "ke_err.h"
+#include "ke_log.h"
+#include "ke_pki.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int64_t ch_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void metrics_init(ch_metrics *m)
+{
+    ke_metrics_gauge_new("ke_cloudhub_nodes_connected", "edge nodes with an open tunnel", NULL,
+                         &m->connected);
+    ke_metrics_gauge_new("ke_cloudhub_nodes_known", "registered edge nodes", NULL, &m->known);
+    ke_metrics_gauge_new("ke_cloudhub_queue_depth",
+                         "downstream messages queued for connected nodes, all nodes", NULL,
+                         &m->queue_depth);
+    ke_metrics_counter_new("ke_cloudhub_messages_sent_total", "downstream messages sent", NULL,
+                           &m->sent);
+    ke_metrics_counter_new("ke_cloudhub_messages_acked_total",
+                           "downstream messages acknowledged by nodes", NULL, &m->acked);
+    ke_metrics_counter_new("ke_cloudhub_messages_dropped_total",
+                           "queued messages replaced by a newer version of the same resource",
+                           NULL, &m->coalesced);
+    ke_metrics_counter_new("ke_cloudhub_queue_overflows_total",
+                           "downstream queues that hit their bound (the node resyncs)", NULL,
+                           &m->overflows);
+    ke_metrics_counter_new("ke_cloudhub_resyncs_total", "resyncs after a node's hello", NULL,
+                           &m->resyncs);
+    ke_metrics_counter_new("ke_cloudhub_upstream_received_total",
+                           "upstream messages accepted from nodes", NULL, &m->up_received);
+    ke_metrics_counter_new("ke_cloudhub_upstream_duplicates_total",
+                           "upstream messages received again and dropped", NULL,
+                           &m->up_duplicates);
+    ke_metrics_counter_new("ke_cloudhub_refused_total",
+                           "tunnels and frames refused (identity, authorization, protocol)",
+                           NULL, &m->refused);
+    ke_metrics_counter_new("ke_cloudhub_joins_total", "nodes joined", NULL, &m->joins);
+    ke_metrics_counter_new("ke_cloudhub_join_refusals_total", "join requests refused", NULL,
+                           &m->join_refused);
+    ke_metrics_counter_new("ke_cloudhub_certificate_renewals_total",
+                           "node certificates renewed", NULL, &m->renewals);
+}
+
+typedef struct reap_ctx {
+    cloudhub *ch;
+    int64_t now;
+} reap_ctx;
+
+static int reap_one(const char *key, void *value, void *arg)
+{
+    (void)key;
+    reap_ctx *r = arg;
+    ch_node *n = value;
+    if (n->stream && r->now - n->last_seen_ms > r->ch->cfg.dead_peer_ms) {
+        ke_log_warn(CH_MOD, "node silent, closing its tunnel node=%s silent_ms=%lld", n->name,
+                    (long long)(r->now - n->last_seen_ms));
+        ke_rpc_call_cancel(n->stream);
+    }
+    return 0;
+}
+
+/* The reaper wakes every second and cancels streams of silent nodes; their
+ * on_close does the cleanup. */
+static void *reaper_main(void *arg)
+{
+    cloudhub *ch = arg;
+    pthread_mutex_lock(&ch->mu);
+    while (!ch->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&ch->cv, &ch->mu, &until);
+        if (ch->stopping)
+            break;
+        reap_ctx r = {ch, ch_now_ms()};
+        ke_map_each(ch->nodes, reap_one, &r);
+    }
+    pthread_mutex_unlock(&ch->mu);
+    return NULL;
+}
+
+static int node_free(const char *key, void *value, void *arg)
+{
+    (void)key;
+    cloudhub *ch = arg;
+    ch_node *n = value;
+    ch_queue_clear(ch, n);
+    if (n->stream)
+        ke_rpc_call_unref(n->stream);
+    ke_map_free(n->pending);
+    free(n);
+    return 0;
+}
+
+int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
+{
+    cloudhub *ch = calloc(1, sizeof(*ch));
+    if (!ch)
+        return KE_ENOMEM;
+    ch->cfg = *cfg;
+    if (!ch->cfg.queue_max)
+        ch->cfg.queue_max = 65536;
+    if (!ch->cfg.window)
+        ch->cfg.window = 256;
+    if (ch->cfg.keepalive_ms <= 0)
+        ch->cfg.keepalive_ms = 5000;
+    if (ch->cfg.dead_peer_ms <= 0)
+        ch->cfg.dead_peer_ms = 3 * ch->cfg.keepalive_ms;
+    if (ch->cfg.node_cert_ttl_ms <= 0)
+        ch->cfg.node_cert_ttl_ms = 365LL * 24 * 3600 * 1000;
+    pthread_mutex_init(&ch->mu, NULL);
+    pthread_cond_init(&ch->cv, NULL);
+    metrics_init(&ch->m);
+    int rc = KE_ENOMEM;
+    uint8_t secret[KE_PKI_SECRET_MAX];
+    if (!(ch->nodes = ke_map_new()))
+        goto fail;
+    if ((rc = ke_pki_read_file(cfg->ca_cert_file, &ch->ca_pem, NULL)) != 0 ||
+        (rc = ke_pki_read_file(cfg->ca_key_file, &ch->ca_key_pem, NULL)) != 0 ||
+        (rc = ke_pki_secret_read(cfg->token_secret_file, secret, sizeof(secret),
+                                 &ch->secret_len)) != 0) {
+        ke_log_error(CH_MOD, "cannot load the CA, its key or the token secret ca=%s key=%s "
+                             "secret=%s",
+                     cfg->ca_cert_file, cfg->ca_key_file, cfg->token_secret_file);
+        rc = KE_ETLS;
+        goto fail;
+    }
+    if (!(ch->secret = malloc(ch->secret_len)))
+        goto fail;
+    memcpy(ch->secret, secret, ch->secret_len);
+    if ((rc = ch_store_open(ch)) != 0 || (rc = ch_store_load_nodes(ch)) != 0)
+        goto fail;
+    ke_metric_set(ch->m.known, (int64_t)ke_map_len(ch->nodes));
+    ke_metric_set(ch->m.connected, 0);
+    if (pthread_create(&ch->reaper, NULL, reaper_main, ch) != 0) {
+        rc = KE_ENOMEM;
+        goto fail;
+    }
+    pthread_setname_np(ch->reaper, "ke-cloudhub-reap");
+    ke_log_info(CH_MOD, "ready nodes=%zu db=%s keepalive_ms=%lld dead_peer_ms=%lld",
+                ke_map_len(ch->nodes), cfg->db_path, (long long)ch->cfg.keepalive_ms,
+                (long long)ch->cfg.dead_peer_ms);
+    *out = ch;
+    return 0;
+fail:
+    ch->stopping = 1;
+    ch->reaper = 0;
+    cloudhub_free(ch);
+    return rc;
+}
+
+int cloudhub_register(cloudhub *ch, ke_rpc_server *srv)
+{
+    int rc = ch_join_register(ch, srv);
+    if (rc == 0)
+        rc = ch_tunnel_register(ch, srv);
+    if (rc == 0)
+        rc = ch_hub_register(ch, srv);
+    return rc;
+}
+
+int cloudhub_health(void *arg, char *reason, size_t cap)
+{
+    cloudhub *ch = arg;
+    pthread_mutex_lock(&ch->mu);
+    int rc = ke_sqlite_exec(ch->db, "SELECT 1");
+    pthread_mutex_unlock(&ch->mu);
+    if (rc != 0)
+        snprintf(reason, cap, "cloudhub database does not answer");
+    return rc != 0;
+}
+
+void cloudhub_free(cloudhub *ch)
+{
+    if (!ch)
+        return;
+    pthread_mutex_lock(&ch->mu);
+    int had_reaper = !ch->stopping;
+    ch->stopping = 1;
+    pthread_cond_broadcast(&ch->cv);
+    pthread_mutex_unlock(&ch->mu);
+    if (had_reaper)
+        pthread_join(ch->reaper, NULL);
+    if (ch->nodes) {
+        ke_map_each(ch->nodes, node_free, ch);
+        ke_map_free(ch->nodes);
+    }
+    while (ch->subs) {
+        ch_subscriber *s = ch->subs;
+        ch->subs = s->next;
+        ke_rpc_call_unref(s->call);
+        for (size_t i = 0; i < s->n_groups; i++)
+            free(s->groups[i]);
+        free(s->groups);
+        free(s);
+    }
+    ke_sqlite_close(ch->db);
+    free(ch->ca_pem);
+    free(ch->ca_key_pem);
+    free(ch->secret);
+    pthread_mutex_destroy(&ch->mu);
+    pthread_cond_destroy(&ch->cv);
+    free(ch);
+}

@@ -1,0 +1,55 @@
+/*
+ * cloudhub.h — CloudHub: the cloud end of the cloud–edge tunnel.
+ *
+ * Serves, on a libke rpc server:
+ *   ke.v1.CloudHub  Bootstrap, Join, Renew, Tunnel (edge nodes)
+ *   ke.v1.Hub       Publish, Subscribe, ListNodes, RemoveNode (controllers)
+ *
+ * State lives in one SQLite file (cfg->db_path): registered nodes with
+ * their certificate fingerprints and upstream sequence, and every object
+ * published for every node (tombstones for deletes). A connected node gets
+ * the difference between that table and its Hello digest, then live
+ * changes; so pending downstream messages survive a CloudHub restart by
+ * persistence: nothing is only in memory.
+ */
+#ifndef CLOUDHUB_H
+#define CLOUDHUB_H
+
+#include "ke_rpc.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cloudhub cloudhub;
+
+typedef struct cloudhub_config {
+    const char *db_path;           /* SQLite file */
+    const char *ca_cert_file;      /* cluster CA (PEM) */
+    const char *ca_key_file;       /* its key: signs node certificates */
+    const char *token_secret_file; /* HMAC secret of join tokens */
+    int64_t node_cert_ttl_ms;      /* validity of issued node certificates */
+    int64_t keepalive_ms;          /* the edge sends a keepalive this often */
+    int64_t dead_peer_ms;          /* a node silent this long is disconnected */
+    uint32_t queue_max;            /* per-node downstream queue bound (keys) */
+    uint32_t window;               /* downstream messages in flight unacked */
+    int require_admin;             /* Hub API needs a "system:" client certificate */
+} cloudhub_config;
+
+/* cloudhub_new opens the database (migrating it), loads the CA, key and
+ * token secret, and starts the dead-peer reaper. Returns 0, KE_ETLS when a
+ * PEM or secret file is unusable, KE_EDB, KE_ENOMEM. */
+int cloudhub_new(const cloudhub_config *cfg, cloudhub **out);
+
+/* cloudhub_register adds the CloudHub and Hub services to srv (before
+ * start). The hub must outlive the server. */
+int cloudhub_register(cloudhub *ch, ke_rpc_server *srv);
+
+/* cloudhub_health is a ke_http health callback: 0 when the database
+ * answers; else non-zero with the reason. */
+int cloudhub_health(void *ch, char *reason, size_t cap);
+
+/* cloudhub_free stops the reaper and frees the hub; free it after the
+ * server it was registered on. NULL is a no-op. */
+void cloudhub_free(cloudhub *ch);
+
+#endif

@@ -1,0 +1,211 @@
+/*
+ * join.c — how a node gets and keeps its identity:
+ *
+ *   Bootstrap  the CA certificate, to anyone (the edge checks its hash
+ *              against the token before trusting it)
+ *   Join       token + CSR -> node certificate; refused for a bad or
+ *              expired token, a CSR whose CN is not the node name, or a
+ *              node name already joined. Nothing is written on a refusal.
+ *   Renew      a joined node, over mutual TLS, trades a new CSR for a new
+ *              certificate; the one it replaces stays accepted until it
+ *              expires, so streams open across the rotation keep working.
+ */
+#include "cloudhub_internal.h"
+
+#include "ke_err.h"
+#include "ke_log.h"
+#include "ke_pki.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void bootstrap_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    cloudhub *ch = ud;
+    (void)m;
+    Ke__V1__BootstrapReply r = KE__V1__BOOTSTRAP_REPLY__INIT;
+    r.ca_pem.data = (uint8_t *)ch->ca_pem;
+    r.ca_pem.len = strlen(ch->ca_pem);
+    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
+}
+
+/* valid_node_name: a DNS-1123 label, as Kubernetes node names are. */
+static int valid_node_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n >= CH_NODE_NAME_MAX || s[0] == '-' || s[n - 1] == '-')
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-'))
+            return 0;
+    return 1;
+}
+
+static void join_refuse(cloudhub *ch, ke_rpc_call *call, const char *node, int code,
+                        const char *why)
+{
+    ke_log_warn(CH_MOD, "join refused node=%s code=%s reason=\"%s\"", node,
+                ke_rpc_status_name(code), why);
+    ke_metric_add(ch->m.join_refused, 1);
+    ke_rpc_call_finish(call, code, why, NULL);
+}
+
+/* issue signs csr (whose CN must be node) and returns the reply fields. */
+static int issue(cloudhub *ch, const char *node, const char *csr, char **cert, int64_t *not_after,
+                 char *fp, char *why, size_t whylen)
+{
+    char cn[KE_PKI_CN_MAX + 1];
+    if (ke_pki_csr_cn(csr, cn, sizeof(cn)) != 0) {
+        snprintf(why, whylen, "csr_pem: not a valid, self-signed PKCS#10 request");
+        return KE_RPC_INVALID_ARGUMENT;
+    }
+    if (strcmp(cn, node) != 0) {
+        snprintf(why, whylen, "csr_pem: common name \"%s\" differs from node name \"%s\"", cn,
+                 node);
+        return KE_RPC_INVALID_ARGUMENT;
+    }
+    if (ke_pki_sign_csr(ch->ca_pem, ch->ca_key_pem, csr, ch->cfg.node_cert_ttl_ms / 1000, cert,
+                        not_after) != 0 ||
+        ke_pki_ca_hash(*cert, fp) != 0) {
+        snprintf(why, whylen, "csr_pem: cannot be signed (key too weak or unsupported)");
+        return KE_RPC_INVALID_ARGUMENT;
+    }
+    return KE_RPC_OK;
+}
+
+static char *pem_copy(ProtobufCBinaryData b)
+{
+    if (b.len == 0 || b.len > KE_PKI_PEM_MAX)
+        return NULL;
+    char *s = malloc(b.len + 1);
+    if (s) {
+        memcpy(s, b.data, b.len);
+        s[b.len] = '\0';
+    }
+    return s;
+}
+
+static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    cloudhub *ch = ud;
+    const Ke__V1__JoinRequest *req = (const Ke__V1__JoinRequest *)m;
+    char why[256], fp[KE_PKI_HASH_HEX];
+    const char *node = req->node_name;
+    if (!valid_node_name(node)) {
+        join_refuse(ch, call, "-", KE_RPC_INVALID_ARGUMENT,
+                    "node_name: must be a DNS-1123 label (a-z, 0-9, '-'; at most 63)");
+        return;
+    }
+    if (ke_pki_token_verify(req->token, ch->ca_pem, ch->secret, ch->secret_len,
+                            ch_now_ms() / 1000, why, sizeof(why)) != 0) {
+        join_refuse(ch, call, node, KE_RPC_PERMISSION_DENIED, why);
+        return;
+    }
+    char *csr = pem_copy(req->csr_pem), *cert = NULL;
+    int64_t not_after = 0;
+    int code = csr ? issue(ch, node, csr, &cert, &not_after, fp, why, sizeof(why))
+                   : KE_RPC_INVALID_ARGUMENT;
+    if (!csr)
+        snprintf(why, sizeof(why), "csr_pem: required, at most 64 KiB");
+    free(csr);
+    if (code != KE_RPC_OK) {
+        join_refuse(ch, call, node, code, why);
+        return;
+    }
+    pthread_mutex_lock(&ch->mu);
+    ch_node *n = NULL;
+    if (ke_map_get(ch->nodes, node)) {
+        code = KE_RPC_ALREADY_EXISTS;
+        snprintf(why, sizeof(why), "node %s already joined; remove it (Hub.RemoveNode) first",
+                 node);
+    } else if (!(n = calloc(1, sizeof(*n))) || !(n->pending = ke_map_new()) ||
+               ch_store_node_insert(ch, node, fp) != 0) {
+        code = KE_RPC_UNAVAILABLE;
+        snprintf(why, sizeof(why), "node registry unavailable");
+    } else {
+        snprintf(n->name, sizeof(n->name), "%s", node);
+        n->next_edge_seq = 1;
+        ke_map_put(ch->nodes, n->name, n, NULL);
+        ke_metric_set(ch->m.known, (int64_t)ke_map_len(ch->nodes));
+        n = NULL;
+    }
+    pthread_mutex_unlock(&ch->mu);
+    if (n) {
+        ke_map_free(n->pending);
+        free(n);
+    }
+    if (code != KE_RPC_OK) {
+        free(cert);
+        join_refuse(ch, call, node, code, why);
+        return;
+    }
+    Ke__V1__JoinResponse r = KE__V1__JOIN_RESPONSE__INIT;
+    r.certificate_pem.data = (uint8_t *)cert;
+    r.certificate_pem.len = strlen(cert);
+    r.ca_pem.data = (uint8_t *)ch->ca_pem;
+    r.ca_pem.len = strlen(ch->ca_pem);
+    r.not_after_ms = not_after;
+    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
+    free(cert);
+    ke_metric_add(ch->m.joins, 1);
+    ke_log_info(CH_MOD, "node joined node=%s cert=%.16s", node, fp);
+}
+
+static void renew_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    cloudhub *ch = ud;
+    const Ke__V1__RenewRequest *req = (const Ke__V1__RenewRequest *)m;
+    char node[CH_NODE_NAME_MAX] = "", why[256], fp[KE_PKI_HASH_HEX];
+    int code = ch_auth_node(ch, call, node, sizeof(node), why, sizeof(why));
+    char *csr = NULL, *cert = NULL;
+    int64_t not_after = 0;
+    if (code == KE_RPC_OK) {
+        csr = pem_copy(req->csr_pem);
+        code = csr ? issue(ch, node, csr, &cert, &not_after, fp, why, sizeof(why))
+                   : KE_RPC_INVALID_ARGUMENT;
+        if (!csr)
+            snprintf(why, sizeof(why), "csr_pem: required, at most 64 KiB");
+        free(csr);
+    }
+    if (code == KE_RPC_OK) {
+        pthread_mutex_lock(&ch->mu);
+        if (ch_store_node_rotate(ch, node, fp) != 0) {
+            code = KE_RPC_UNAVAILABLE;
+            snprintf(why, sizeof(why), "node registry unavailable");
+        }
+        pthread_mutex_unlock(&ch->mu);
+    }
+    if (code != KE_RPC_OK) {
+        free(cert);
+        ke_log_warn(CH_MOD, "renew refused node=%s code=%s reason=\"%s\"", node[0] ? node : "-",
+                    ke_rpc_status_name(code), why);
+        ke_rpc_call_finish(call, code, why, NULL);
+        return;
+    }
+    Ke__V1__JoinResponse r = KE__V1__JOIN_RESPONSE__INIT;
+    r.certificate_pem.data = (uint8_t *)cert;
+    r.certificate_pem.len = strlen(cert);
+    r.ca_pem.data = (uint8_t *)ch->ca_pem;
+    r.ca_pem.len = strlen(ch->ca_pem);
+    r.not_after_ms = not_after;
+    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
+    free(cert);
+    ke_metric_add(ch->m.renewals, 1);
+    ke_log_info(CH_MOD, "node certificate renewed node=%s cert=%.16s", node, fp);
+}
+
+int ch_join_register(cloudhub *ch, ke_rpc_server *srv)
+{
+    static const ke_rpc_handler bootstrap = {.on_message = bootstrap_on_message};
+    static const ke_rpc_handler join = {.on_message = join_on_message};
+    static const ke_rpc_handler renew = {.on_message = renew_on_message};
+    const ProtobufCServiceDescriptor *svc = &ke__v1__cloud_hub__descriptor;
+    int rc = ke_rpc_server_add(srv, svc, "Bootstrap", KE_RPC_UNARY, &bootstrap, ch);
+    if (rc == 0)
+        rc = ke_rpc_server_add(srv, svc, "Join", KE_RPC_UNARY, &join, ch);
+    if (rc == 0)
+        rc = ke_rpc_server_add(srv, svc, "Renew", KE_RPC_UNARY, &renew, ch);
+    return rc;
+}
