@@ -8,58 +8,16 @@
  * which loses nothing because the objects table is the truth.
  * Entries leave the queue when sent; at most cfg.window messages are in
  * flight unacknowledged. A marker entry sends ResyncDone in order.
- *
- * Frames are encoded here by hand around the stored, already packed
- * ke.v1.Message, so a message is never unpacked and repacked:
- *   CloudFrame{ message(2): SequencedMessage{ seq(1), message(2): bytes } }
+ * Frames wrap the stored, already packed ke.v1.Message (ke_wire.h).
  */
 #include "cloudhub_internal.h"
 
 #include "ke_err.h"
 #include "ke_log.h"
+#include "ke_wire.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-/* frame_encode writes CloudFrame{message: {seq, msg}} into a malloc'd buffer. */
-static uint8_t *frame_encode(uint64_t seq, const uint8_t *msg, size_t len, size_t *out_len)
-{
-    size_t inner = 1 + varint_len(seq) + 1 + varint_len(len) + len;
-    size_t total = 1 + varint_len(inner) + inner;
-    uint8_t *b = malloc(total), *p = b;
-    if (!b)
-        return NULL;
-    *p++ = 0x12; /* CloudFrame.message, length-delimited */
-    p += put_varint(p, inner);
-    *p++ = 0x08; /* SequencedMessage.seq, varint */
-    p += put_varint(p, seq);
-    *p++ = 0x12; /* SequencedMessage.message, length-delimited */
-    p += put_varint(p, len);
-    memcpy(p, msg, len);
-    *out_len = total;
-    return b;
-}
 
 static void entry_free(ch_entry *e)
 {
@@ -155,7 +113,7 @@ void ch_queue_pump(cloudhub *ch, ch_node *n)
         ch_entry *e = n->head;
         if (e->key) {
             size_t flen;
-            uint8_t *frame = frame_encode(n->sent_seq + 1, e->msg, e->len, &flen);
+            uint8_t *frame = ke_wire_sequenced_frame(n->sent_seq + 1, e->msg, e->len, &flen);
             if (!frame)
                 return;
             int rc = ke_rpc_call_send_raw(n->stream, frame, flen);
