@@ -8,7 +8,8 @@
  *   - leaves carry CA:FALSE, digitalSignature, one extended key usage
  *     (serverAuth for CloudHub, clientAuth for nodes and "system:admin"),
  *     SKI and AKI, a random 128-bit serial, and notBefore = now - 5 minutes
- *     so that a peer whose clock is a little behind accepts them;
+ *     so that a peer whose clock is a little behind accepts them; their
+ *     notAfter is clamped to the CA's (a leaf never outlives its CA);
  *   - a CSR's self-signature is always verified before it is used, and of
  *     a CSR only the CN and the public key are taken: extensions it asks for
  *     are ignored, the CA sets its own.
@@ -89,7 +90,7 @@ int ke_pki_csr_create(const char *key_pem, const char *cn, char **csr_pem);
 
 /* ke_pki_csr_cn parses csr_pem, VERIFIES its self-signature, and copies its
  * subject CN (UTF-8) into cn[len]. KE_ETLS when the CSR does not parse, its
- * signature does not verify, or it has no CN; KE_EFULL when the CN does not
+ * signature does not verify, or it has no CN or several; KE_EFULL when the CN does not
  * fit in len; KE_EINVAL for NULL arguments. */
 int ke_pki_csr_cn(const char *csr_pem, char *cn, size_t len);
 
@@ -104,8 +105,8 @@ int ke_pki_sign_csr(const char *ca_pem, const char *ca_key_pem, const char *csr_
 
 /* ke_pki_cert_info reads the first certificate of cert_pem: its subject CN
  * into cn[cnlen] ("" when it has none) and its validity in ms since the
- * epoch. Every out-parameter may be NULL. KE_ETLS when it does not parse,
- * KE_EFULL when the CN does not fit. */
+ * epoch. Every out-parameter may be NULL. KE_ETLS when it does not parse or
+ * its subject has several CNs, KE_EFULL when the CN does not fit. */
 int ke_pki_cert_info(const char *cert_pem, char *cn, size_t cnlen, int64_t *not_before_ms,
                      int64_t *not_after_ms);
 

@@ -52,9 +52,23 @@ static void join_refuse(cloudhub *ch, ke_rpc_call *call, const char *node, int c
     ke_rpc_call_finish(call, code, why, NULL);
 }
 
+/* cert_ttl_s is the validity to issue: cloudhub.node_cert_ttl, or the
+ * shorter one the caller asked for in "ke-cert-ttl-seconds" (>= 60 s). */
+static int64_t cert_ttl_s(cloudhub *ch, ke_rpc_call *call)
+{
+    int64_t max = ch->cfg.node_cert_ttl_ms / 1000;
+    char v[32];
+    if (ke_rpc_call_metadata(call, "ke-cert-ttl-seconds", v, sizeof(v)) == 0) {
+        long long want = atoll(v);
+        if (want >= 60 && want < max)
+            return want;
+    }
+    return max;
+}
+
 /* issue signs csr (whose CN must be node) and returns the reply fields. */
-static int issue(cloudhub *ch, const char *node, const char *csr, char **cert, int64_t *not_after,
-                 char *fp, char *why, size_t whylen)
+static int issue(cloudhub *ch, ke_rpc_call *call, const char *node, const char *csr, char **cert,
+                 int64_t *not_after, char *fp, char *why, size_t whylen)
 {
     char cn[KE_PKI_CN_MAX + 1];
     if (ke_pki_csr_cn(csr, cn, sizeof(cn)) != 0) {
@@ -66,7 +80,7 @@ static int issue(cloudhub *ch, const char *node, const char *csr, char **cert, i
                  node);
         return KE_RPC_INVALID_ARGUMENT;
     }
-    if (ke_pki_sign_csr(ch->ca_pem, ch->ca_key_pem, csr, ch->cfg.node_cert_ttl_ms / 1000, cert,
+    if (ke_pki_sign_csr(ch->ca_pem, ch->ca_key_pem, csr, cert_ttl_s(ch, call), cert,
                         not_after) != 0 ||
         ke_pki_ca_hash(*cert, fp) != 0) {
         snprintf(why, whylen, "csr_pem: cannot be signed (key too weak or unsupported)");
@@ -105,7 +119,7 @@ static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
     }
     char *csr = pem_copy(req->csr_pem), *cert = NULL;
     int64_t not_after = 0;
-    int code = csr ? issue(ch, node, csr, &cert, &not_after, fp, why, sizeof(why))
+    int code = csr ? issue(ch, call, node, csr, &cert, &not_after, fp, why, sizeof(why))
                    : KE_RPC_INVALID_ARGUMENT;
     if (!csr)
         snprintf(why, sizeof(why), "csr_pem: required, at most 64 KiB");
@@ -163,7 +177,7 @@ static void renew_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     int64_t not_after = 0;
     if (code == KE_RPC_OK) {
         csr = pem_copy(req->csr_pem);
-        code = csr ? issue(ch, node, csr, &cert, &not_after, fp, why, sizeof(why))
+        code = csr ? issue(ch, call, node, csr, &cert, &not_after, fp, why, sizeof(why))
                    : KE_RPC_INVALID_ARGUMENT;
         if (!csr)
             snprintf(why, sizeof(why), "csr_pem: required, at most 64 KiB");

@@ -4,6 +4,7 @@
 #include "ke_testproc.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -26,7 +27,9 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int ke_tp_start(ke_tp *p, char *const argv[])
+int ke_tp_start(ke_tp *p, char *const argv[]) { return ke_tp_start_log(p, argv, NULL); }
+
+int ke_tp_start_log(ke_tp *p, char *const argv[], const char *stderr_path)
 {
     int fds[2];
     memset(p, 0, sizeof(*p));
@@ -37,6 +40,11 @@ int ke_tp_start(ke_tp *p, char *const argv[])
         return -1;
     if (pid == 0) {
         dup2(fds[1], STDOUT_FILENO);
+        if (stderr_path) {
+            int e = open(stderr_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+            if (e >= 0)
+                dup2(e, STDERR_FILENO);
+        }
         close(fds[0]);
         close(fds[1]);
         execv(argv[0], argv);

@@ -21,6 +21,10 @@ typedef struct ke_tp {
  * Returns 0 or -1. */
 int ke_tp_start(ke_tp *p, char *const argv[]);
 
+/* ke_tp_start_log is ke_tp_start with the child's stderr appended to
+ * stderr_path (NULL: inherited). */
+int ke_tp_start_log(ke_tp *p, char *const argv[], const char *stderr_path);
+
 /* ke_tp_wait_line reads the child's stdout until a line starting with
  * `prefix` arrives; copies it (without newline) into line. Returns 0, or -1
  * on timeout or when the child closed stdout. */

@@ -1064,14 +1064,14 @@ static int cmd_reset(int argc, char **argv)
                 removed += n;
         }
     }
+    if (removed == 0 && !failed)
+        printf("[reset] no keadm files were found in %s\n", dir);
     if (rmdir(dir) == 0)
         printf("[reset] removed %s\n", dir);
     else if (errno == ENOTEMPTY || errno == EEXIST)
         printf("[reset] kept %s: it holds files keadm did not create\n", dir);
     else
         fprintf(stderr, "warning: cannot remove %s: %s\n", dir, strerror(errno));
-    if (removed == 0 && !failed)
-        printf("[reset] no keadm files were found in %s\n", dir);
     return failed;
 }
 

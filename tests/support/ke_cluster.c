@@ -1,0 +1,272 @@
+/*
+ * ke_cluster.c — see ke_cluster.h.
+ */
+#include "ke_cluster.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "message.pb-c.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void start_cloud(ke_cluster *c, const char *listen, const char *const *extra)
+{
+    char config[128], grpc[64];
+    char *argv[32];
+    int n = 0;
+    snprintf(config, sizeof(config), "%s/cloud/cloudcore.yaml", c->dir);
+    snprintf(grpc, sizeof(grpc), "--grpc.listen=%s", listen);
+    argv[n++] = (char *)ke_tp_env("KE_CLOUDCORE");
+    argv[n++] = "--config";
+    argv[n++] = config;
+    argv[n++] = grpc;
+    argv[n++] = "--http.listen=127.0.0.1:0";
+    for (int i = 0; extra && extra[i] && n < 30; i++)
+        argv[n++] = (char *)extra[i];
+    argv[n] = NULL;
+    assert_int_equal(ke_tp_start_log(&c->cloud, argv, c->cloud_log), 0);
+    char line[128];
+    assert_int_equal(ke_tp_wait_line(&c->cloud, "ready ", 20000, line, sizeof(line)), 0);
+    assert_int_equal(sscanf(line, "ready grpc=%d http=%d", &c->grpc_port, &c->http_port), 2);
+}
+
+static void open_admin(ke_cluster *c)
+{
+    char ca[128], cert[128], key[128], target[64];
+    snprintf(ca, sizeof(ca), "%s/cloud/ca.crt", c->dir);
+    snprintf(cert, sizeof(cert), "%s/cloud/admin.crt", c->dir);
+    snprintf(key, sizeof(key), "%s/cloud/admin.key", c->dir);
+    snprintf(target, sizeof(target), "127.0.0.1:%d", c->grpc_port);
+    ke_rpc_tls tls = {.ca_file = ca, .cert_file = cert, .key_file = key};
+    ke_rpc_channel_opts o = {.tls = &tls};
+    assert_int_equal(ke_rpc_channel_new(c->loop, target, &o, &c->admin), 0);
+}
+
+void ke_cluster_start(ke_cluster *c, const char *const *extra)
+{
+    memset(c, 0, sizeof(*c));
+    assert_int_equal(ke_tp_tmpdir(c->dir), 0);
+    snprintf(c->cloud_log, sizeof(c->cloud_log), "%s/cloudcore.log", c->dir);
+    assert_int_equal(ke_tp_sh("%s init --dir %s/cloud >/dev/null", ke_tp_env("KE_KEADM"), c->dir),
+                     0);
+    start_cloud(c, "127.0.0.1:0", extra);
+    assert_int_equal(ke_rpc_loop_new(2, &c->loop), 0);
+    open_admin(c);
+}
+
+void ke_cluster_restart_cloud(ke_cluster *c, const char *const *extra)
+{
+    ke_rpc_channel_free(c->admin);
+    assert_int_equal(ke_tp_stop(&c->cloud), 0);
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", c->grpc_port);
+    start_cloud(c, listen, extra);
+    open_admin(c);
+}
+
+void ke_cluster_stop(ke_cluster *c)
+{
+    ke_rpc_channel_free(c->admin);
+    ke_rpc_loop_free(c->loop);
+    int rc = ke_tp_stop(&c->cloud);
+    if (getenv("KE_KEEP_TMP") == NULL)
+        ke_tp_sh("rm -rf %s", c->dir);
+    assert_int_equal(rc, 0);
+}
+
+const char *ke_cluster_token(ke_cluster *c)
+{
+    static char token[256];
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "%s gettoken --dir %s/cloud", ke_tp_env("KE_KEADM"), c->dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_non_null(fgets(token, sizeof(token), p));
+    pclose(p);
+    token[strcspn(token, "\n")] = '\0';
+    return token;
+}
+
+int ke_cluster_join(ke_cluster *c, const char *node, const char *token)
+{
+    return ke_tp_sh("%s join --cloudhub 127.0.0.1:%d --token %s --node-name %s --dir %s/%s "
+                    ">/dev/null 2>%s/%s.join.log",
+                    ke_tp_env("KE_KEADM"), c->grpc_port, token, node, c->dir, node, c->dir,
+                    node);
+}
+
+void ke_edge_start(ke_cluster *c, ke_edge *e, const char *node, int server_port,
+                   const char *const *extra)
+{
+    char config[200], server[64];
+    char *argv[32];
+    int n = 0;
+    snprintf(e->node, sizeof(e->node), "%s", node);
+    snprintf(e->dir, sizeof(e->dir), "%s/%s", c->dir, node);
+    snprintf(e->log, sizeof(e->log), "%s/%s.edgecore.log", c->dir, node);
+    snprintf(config, sizeof(config), "%s/edgecore.yaml", e->dir);
+    snprintf(server, sizeof(server), "--edgehub.server=127.0.0.1:%d", server_port);
+    argv[n++] = (char *)ke_tp_env("KE_EDGECORE");
+    argv[n++] = "--config";
+    argv[n++] = config;
+    argv[n++] = server;
+    argv[n++] = "--http.listen=";
+    argv[n++] = "--metamanager.audit=true";
+    argv[n++] = "--edgehub.backoff_initial=50ms";
+    argv[n++] = "--edgehub.backoff_max=500ms";
+    for (int i = 0; extra && extra[i] && n < 30; i++)
+        argv[n++] = (char *)extra[i];
+    argv[n] = NULL;
+    assert_int_equal(ke_tp_start_log(&e->proc, argv, e->log), 0);
+    char line[256];
+    assert_int_equal(ke_tp_wait_line(&e->proc, "ready ", 20000, line, sizeof(line)), 0);
+    e->running = 1;
+    if (!e->local) {
+        char target[220];
+        snprintf(target, sizeof(target), "unix:%s/edgecore.sock", e->dir);
+        assert_int_equal(ke_rpc_channel_new(c->loop, target, NULL, &e->local), 0);
+    }
+}
+
+void ke_edge_kill(ke_edge *e)
+{
+    kill(e->proc.pid, SIGKILL);
+    assert_int_equal(ke_tp_wait_exit(&e->proc, 10000), 128 + SIGKILL);
+    e->running = 0;
+}
+
+void ke_edge_stop(ke_edge *e)
+{
+    if (e->running)
+        assert_int_equal(ke_tp_stop(&e->proc), 0);
+    e->running = 0;
+    ke_rpc_channel_free(e->local);
+    e->local = NULL;
+}
+
+static Ke__V1__Message *build_msg(Ke__V1__Message *m, Ke__V1__MessageHeader *h, Ke__V1__Route *r,
+                                  const char *key, uint64_t rv, Ke__V1__Operation op,
+                                  const char *group, const char *content)
+{
+    ke__v1__message__init(m);
+    ke__v1__message_header__init(h);
+    ke__v1__route__init(r);
+    h->resource_version = rv;
+    r->source = "test";
+    r->group = (char *)group;
+    r->operation = op;
+    r->resource = (char *)key;
+    m->header = h;
+    m->route = r;
+    m->content.data = (uint8_t *)content;
+    m->content.len = content ? strlen(content) : 0;
+    return m;
+}
+
+int ke_cluster_publish(ke_cluster *c, const char *node, const char *key, uint64_t rv,
+                       Ke__V1__Operation op, const char *content)
+{
+    Ke__V1__Message m;
+    Ke__V1__MessageHeader h;
+    Ke__V1__Route r;
+    Ke__V1__PublishRequest req = KE__V1__PUBLISH_REQUEST__INIT;
+    req.node_name = (char *)node;
+    req.message = build_msg(&m, &h, &r, key, rv, op, "resource", content);
+    ke_rpc_stub hub = {c->admin, &ke__v1__hub__descriptor};
+    ke_rpc_call_opts o = {.timeout_ms = 10000};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    assert_int_equal(ke_rpc_stub_unary(&hub, "Publish", &req.base, &o, &reply, &st), 0);
+    if (reply)
+        protobuf_c_message_free_unpacked(reply, NULL);
+    return st.code;
+}
+
+int ke_edge_report(ke_edge *e, const char *key, uint64_t rv, const char *group,
+                   const char *content)
+{
+    Ke__V1__Message m;
+    Ke__V1__MessageHeader h;
+    Ke__V1__Route r;
+    Ke__V1__ReportRequest req = KE__V1__REPORT_REQUEST__INIT;
+    req.message = build_msg(&m, &h, &r, key, rv, KE__V1__OPERATION__OPERATION_UPLOAD, group,
+                            content);
+    ke_rpc_stub local = {e->local, &ke__v1__edge_local__descriptor};
+    ke_rpc_call_opts o = {.timeout_ms = 10000};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    assert_int_equal(ke_rpc_stub_unary(&local, "Report", &req.base, &o, &reply, &st), 0);
+    if (reply)
+        protobuf_c_message_free_unpacked(reply, NULL);
+    return st.code;
+}
+
+Ke__V1__EdgeListReply *ke_edge_list(ke_edge *e)
+{
+    Ke__V1__EdgeListRequest req = KE__V1__EDGE_LIST_REQUEST__INIT;
+    req.prefix = "";
+    ke_rpc_stub local = {e->local, &ke__v1__edge_local__descriptor};
+    ke_rpc_call_opts o = {.timeout_ms = 10000};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    if (ke_rpc_stub_unary(&local, "List", &req.base, &o, &reply, &st) != 0 ||
+        st.code != KE_RPC_OK)
+        return NULL;
+    return (Ke__V1__EdgeListReply *)reply;
+}
+
+long long ke_cluster_metric(ke_cluster *c, const char *series)
+{
+    char cmd[200];
+    snprintf(cmd, sizeof(cmd), "curl -s http://127.0.0.1:%d/metrics", c->http_port);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char line[512];
+    long long v = -1;
+    size_t n = strlen(series);
+    while (fgets(line, sizeof(line), p))
+        if (strncmp(line, series, n) == 0 && line[n] == ' ')
+            v = atoll(line + n + 1);
+    pclose(p);
+    return v;
+}
+
+int ke_cluster_node_connected(ke_cluster *c, const char *node)
+{
+    Ke__V1__ListNodesRequest req = KE__V1__LIST_NODES_REQUEST__INIT;
+    ke_rpc_stub hub = {c->admin, &ke__v1__hub__descriptor};
+    ke_rpc_call_opts o = {.timeout_ms = 10000};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    assert_int_equal(ke_rpc_stub_unary(&hub, "ListNodes", &req.base, &o, &reply, &st), 0);
+    assert_int_equal(st.code, KE_RPC_OK);
+    Ke__V1__ListNodesReply *r = (Ke__V1__ListNodesReply *)reply;
+    int found = -1;
+    for (size_t i = 0; i < r->n_nodes; i++)
+        if (strcmp(r->nodes[i]->name, node) == 0)
+            found = r->nodes[i]->connected ? 1 : 0;
+    protobuf_c_message_free_unpacked(reply, NULL);
+    return found;
+}
+
+int ke_file_contains(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, text) != NULL;
+    fclose(f);
+    return found;
+}
