@@ -4,12 +4,15 @@
  *
  *   kectl [global flags] version        client and server versions
  *   kectl [global flags] ping [-n N]    round trips to the server, with timings
+ *   kectl [global flags] get nodes      edge nodes known to CloudHub (needs an
+ *                                       admin certificate, see keadm init)
  *
  * Global flags: --server HOST:PORT (default $KECTL_SERVER or 127.0.0.1:10000),
  * --ca, --cert, --key (TLS / mutual TLS), --timeout DURATION_MS.
  * Exit codes: 0 success, 1 the server said no or could not be reached,
  * 2 bad usage.
  */
+#include "cloudhub.pb-c.h"
 #include "diag.pb-c.h"
 #include "ke_err.h"
 #include "ke_log.h"
@@ -39,6 +42,7 @@ static void usage(FILE *out)
           "Commands:\n"
           "  version            print the client and server versions\n"
           "  ping [-n N] [-s B] send N pings with B payload bytes; print round-trip times\n"
+          "  get nodes          list edge nodes: connection state, last seen, queue depth\n"
           "\n"
           "Flags:\n"
           "  --server HOST:PORT cloudcore gRPC address (default $KECTL_SERVER or 127.0.0.1:10000)\n"
@@ -98,6 +102,47 @@ static int cmd_version(kectl *k)
     if (r->peer_identity[0])
         printf("Authenticated As: %s\n", r->peer_identity);
     protobuf_c_message_free_unpacked(&r->base, NULL);
+    return 0;
+}
+
+static void age(char *buf, size_t len, int64_t then_ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t s = ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - then_ms) / 1000;
+    if (then_ms <= 0)
+        snprintf(buf, len, "<never>");
+    else if (s < 120)
+        snprintf(buf, len, "%llds", (long long)s);
+    else if (s < 7200)
+        snprintf(buf, len, "%lldm", (long long)(s / 60));
+    else
+        snprintf(buf, len, "%lldh", (long long)(s / 3600));
+}
+
+static int cmd_get_nodes(kectl *k)
+{
+    Ke__V1__ListNodesRequest req = KE__V1__LIST_NODES_REQUEST__INIT;
+    ke_rpc_stub hub = {k->ch, &ke__v1__hub__descriptor};
+    ke_rpc_call_opts o = {.timeout_ms = k->timeout_ms};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    if (ke_rpc_stub_unary(&hub, "ListNodes", &req.base, &o, &reply, &st) != 0 ||
+        st.code != KE_RPC_OK) {
+        fprintf(stderr, "error: server %s: %s: %s\n", k->server, ke_rpc_status_name(st.code),
+                st.message);
+        return 1;
+    }
+    Ke__V1__ListNodesReply *r = (Ke__V1__ListNodesReply *)reply;
+    printf("%-24s %-12s %-10s %-8s %s\n", "NAME", "STATUS", "LAST-SEEN", "QUEUE", "VERSION");
+    for (size_t i = 0; i < r->n_nodes; i++) {
+        char seen[32];
+        age(seen, sizeof(seen), r->nodes[i]->last_seen_ms);
+        printf("%-24s %-12s %-10s %-8u %s\n", r->nodes[i]->name,
+               r->nodes[i]->connected ? "Connected" : "Offline", seen, r->nodes[i]->queue_depth,
+               r->nodes[i]->agent_version[0] ? r->nodes[i]->agent_version : "-");
+    }
+    protobuf_c_message_free_unpacked(reply, NULL);
     return 0;
 }
 
@@ -175,7 +220,14 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[optind];
-    if (strcmp(cmd, "version") != 0 && strcmp(cmd, "ping") != 0) {
+    int get_nodes = strcmp(cmd, "get") == 0 && optind + 1 < argc &&
+                    (strcmp(argv[optind + 1], "nodes") == 0 || strcmp(argv[optind + 1], "node") == 0 ||
+                     strcmp(argv[optind + 1], "no") == 0);
+    if (strcmp(cmd, "get") == 0 && !get_nodes) {
+        fprintf(stderr, "error: kectl get: only \"nodes\" is known so far\n");
+        return 2;
+    }
+    if (!get_nodes && strcmp(cmd, "version") != 0 && strcmp(cmd, "ping") != 0) {
         fprintf(stderr, "error: unknown command \"%s\" for \"kectl\" (see kectl --help)\n", cmd);
         return 2;
     }
@@ -189,8 +241,9 @@ int main(int argc, char **argv)
         ke_rpc_loop_free(k.loop);
         return 1;
     }
-    int status = strcmp(cmd, "version") == 0 ? cmd_version(&k)
-                                              : cmd_ping(&k, argc - optind, argv + optind);
+    int status = get_nodes                       ? cmd_get_nodes(&k)
+                 : strcmp(cmd, "version") == 0 ? cmd_version(&k)
+                                               : cmd_ping(&k, argc - optind, argv + optind);
     ke_rpc_channel_free(k.ch);
     ke_rpc_loop_free(k.loop);
     return status;
