@@ -17,6 +17,8 @@
  *   dead peer   a link that goes silent is detected on both sides and the
  *               edge comes back by itself.
  *   metrics     /metrics shows the tunnel's counters.
+ *   restart     changes published while the node is away survive a
+ *               CloudHub restart (they are in its SQLite file).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -406,6 +408,22 @@ static void test_tunnel_metrics_are_exported(void **state)
     assert_true(ke_cluster_metric(&C, "ke_cloudhub_upstream_received_total") >= 1000);
 }
 
+static void test_tunnel_cloudhub_restart_loses_no_pending_message(void **state)
+{
+    (void)state;
+    /* Changes published while the node is away are only in CloudHub's
+     * store; CloudHub restarts; the node comes back and gets them. */
+    ke_edge_stop(&E);
+    for (int k = 0; k < NKEYS; k += 2)
+        publish(k, k % 10 == 0);
+    const char *cloud_flags[] = {"--cloudhub.keepalive=1s", "--cloudhub.dead_peer=4s", NULL};
+    ke_cluster_restart_cloud(&C, cloud_flags);
+    ke_edge_start(&C, &E, NODE, ke_proxy_port(P), edge_flags);
+    assert_true(wait_connected(1));
+    assert_true(wait_converged(NKEYS));
+    assert_true(ke_file_contains(E.log, "resync done updates=40 deletes=10"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -414,6 +432,7 @@ int main(void)
         cmocka_unit_test(test_tunnel_certificate_rotation_mid_stream_loses_nothing),
         cmocka_unit_test(test_tunnel_dead_peer_is_detected_and_the_edge_returns),
         cmocka_unit_test(test_tunnel_metrics_are_exported),
+        cmocka_unit_test(test_tunnel_cloudhub_restart_loses_no_pending_message),
     };
     return cmocka_run_group_tests_name("tunnel/reliability", tests, setup, teardown);
 }
