@@ -266,6 +266,20 @@ struct ke_rpc_call {
     size_t n_send_md;
 };
 
+int ke_rpc_call_is_inproc(const ke_rpc_call *c)
+{
+    /* Socket transports name the peer by address ("ipv4:…", "ipv6:…",
+     * "unix:…"); grpc 1.51's in-process transport says "unknown". */
+    static const char *const socket_peers[] = {"ipv4:", "ipv6:", "unix:", "unix-abstract:"};
+    char *peer = grpc_call_get_peer(c->gc);
+    int inproc = peer != NULL;
+    for (size_t i = 0; peer && i < sizeof(socket_peers) / sizeof(socket_peers[0]); i++)
+        if (strncmp(peer, socket_peers[i], strlen(socket_peers[i])) == 0)
+            inproc = 0;
+    gpr_free(peer);
+    return inproc;
+}
+
 int ke_rpc_call_peer_cert(const ke_rpc_call *c, char **pem)
 {
     *pem = NULL;

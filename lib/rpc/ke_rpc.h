@@ -202,6 +202,10 @@ int ke_rpc_call_peer_cn(const ke_rpc_call *call, char *buf, size_t len);
  * malloc'd PEM string in *pem (caller frees). Returns 0 or KE_ENOTFOUND. */
 int ke_rpc_call_peer_cert(const ke_rpc_call *call, char **pem);
 
+/* ke_rpc_call_is_inproc returns 1 when the call came through an in-process
+ * channel (ke_rpc_channel_new_inproc): its caller is this process. */
+int ke_rpc_call_is_inproc(const ke_rpc_call *call);
+
 /* ke_rpc_call_set_data / get_data attach one pointer of the caller's. */
 void ke_rpc_call_set_data(ke_rpc_call *call, void *data);
 void *ke_rpc_call_get_data(const ke_rpc_call *call);

@@ -173,6 +173,7 @@ static void meta_on_message(ke_rpc_call *call, const ProtobufCMessage *msg, void
     r.server = value;
     r.peer_identity = ke_rpc_call_peer_cn(call, cn, sizeof(cn)) == KE_ENOTFOUND ? "none" : cn;
     r.version = (char *)ke_rpc_call_method(call);
+    r.streams_open = (uint64_t)ke_rpc_call_is_inproc(call);
     ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
 }
 
@@ -207,6 +208,7 @@ static void test_rpc_metadata_reaches_the_handler_and_stubs_check_types(void **s
     assert_string_equal(r->server, "edge-7");
     assert_string_equal(r->peer_identity, "none");
     assert_string_equal(r->version, "/ke.v1.Diagnostics/Ping");
+    assert_int_equal(r->streams_open, 1); /* seen as an in-process caller */
     protobuf_c_message_free_unpacked(reply, NULL);
 
     /* A request of the wrong type, or an unknown method, never leaves. */
