@@ -85,7 +85,7 @@ static const ke_config_field cloudcore_fields[] = {
     {"cloudhub.dead_peer", KE_CONFIG_DURATION, offsetof(struct cloudcore_config, hub_dead_peer),
      "15s", "a node silent this long is disconnected"},
     {"cloudhub.queue_max", KE_CONFIG_INT64, offsetof(struct cloudcore_config, hub_queue_max),
-     "65536", "downstream queue bound per node, in resources; beyond it the node resyncs"},
+     "65536", "message bodies a node's downstream queue holds in memory; past it, messages are re-read from the store when sent"},
     {"cloudhub.window", KE_CONFIG_INT64, offsetof(struct cloudcore_config, hub_window), "256",
      "downstream messages in flight per node before an ack"},
 };

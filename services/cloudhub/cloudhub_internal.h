@@ -25,13 +25,16 @@
 #define CH_NODE_NAME_MAX 64
 #define CH_MOD "cloudhub"
 
-/* One queued downstream message; at most one per key (coalesced). */
+/* One queued downstream message; at most one per key (coalesced). Past
+ * the node's bound the entry holds no bytes (msg NULL): the message is read
+ * back from the store when its turn comes. */
 typedef struct ch_entry {
     struct ch_entry *next;
     char *key;         /* NULL for the resync-done marker */
     uint64_t rv;
-    uint8_t *msg;      /* packed ke.v1.Message */
+    uint8_t *msg;      /* packed ke.v1.Message, or NULL (spilled) */
     size_t len;
+    int synth_delete;  /* spilled delete of a key the cloud never had */
     uint32_t updates, deletes; /* marker only: resync counts */
 } ch_entry;
 
@@ -45,7 +48,9 @@ typedef struct ch_node {
     /* downstream queue */
     ke_map *pending;         /* key -> ch_entry in the FIFO */
     ch_entry *head, *tail;
-    uint32_t depth;
+    uint32_t depth;          /* entries queued */
+    uint32_t held;           /* entries holding their message bytes (<= queue_max) */
+    int spilling;            /* past the bound since the queue was last empty */
     uint64_t sent_seq, acked_seq; /* per stream */
 } ch_node;
 
@@ -102,13 +107,17 @@ int ch_store_node_objects(cloudhub *ch, const char *node,
                                     const void *msg, size_t len, void *arg),
                           void *arg);
 int ch_store_node_drop_objects(cloudhub *ch, const char *node);
+/* ch_store_object_get copies the stored message of key (malloc'd). */
+int ch_store_object_get(cloudhub *ch, const char *key, uint64_t *rv, uint8_t **msg, size_t *len);
 
 /* queue.c — ch->mu held. */
-/* ch_queue_push queues (or coalesces) a message for a connected node.
- * Returns 0, or KE_EFULL when the node's queue is at its bound (the caller
- * then forces a resync). Takes a copy of msg. */
+/* ch_queue_push queues (or coalesces) a message for a connected node,
+ * keeping a copy of msg while the node holds fewer than queue_max messages
+ * and only (key, rv) beyond that ("spilled", counted). msg NULL with
+ * synth_delete queues a delete of a key the store does not have. Returns 0
+ * or KE_ENOMEM. */
 int ch_queue_push(cloudhub *ch, ch_node *n, const char *key, uint64_t rv, const uint8_t *msg,
-                  size_t len);
+                  size_t len, int synth_delete);
 int ch_queue_push_marker(cloudhub *ch, ch_node *n, uint32_t updates, uint32_t deletes);
 /* ch_queue_pump sends queued entries while the window allows. */
 void ch_queue_pump(cloudhub *ch, ch_node *n);

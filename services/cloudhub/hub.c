@@ -87,16 +87,8 @@ static void publish_on_message(ke_rpc_call *call, const ProtobufCMessage *m, voi
         reply.seq = ++ch->pub_seq;
         ch_node *n = ke_map_get(ch->nodes, req->node_name);
         if (n && n->hello_done) {
-            if (ch_queue_push(ch, n, key, rv, buf, len) == KE_EFULL) {
-                ke_log_warn(CH_MOD, "downstream queue full node=%s depth=%u: forcing a resync",
-                            n->name, n->depth);
-                ke_metric_add(ch->m.overflows, 1);
-                ch_queue_clear(ch, n);
-                ch_node_disconnect(ch, n, KE_RPC_UNAVAILABLE,
-                                   "downstream queue overflowed; reconnect to resync");
-            } else {
-                ch_queue_pump(ch, n);
-            }
+            ch_queue_push(ch, n, key, rv, buf, len, 0);
+            ch_queue_pump(ch, n);
         }
     }
     pthread_mutex_unlock(&ch->mu);

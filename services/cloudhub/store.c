@@ -199,3 +199,25 @@ int ch_store_node_drop_objects(cloudhub *ch, const char *node)
 {
     return exec_bind(ch, "DELETE FROM objects WHERE node = ?", node, NULL, -1);
 }
+
+int ch_store_object_get(cloudhub *ch, const char *key, uint64_t *rv, uint8_t **msg, size_t *len)
+{
+    sqlite3_stmt *st;
+    int rc = ke_sqlite_prepare(ch->db, "SELECT rv, msg FROM objects WHERE key = ?", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    rc = ke_sqlite_step(ch->db, st);
+    if (rc == 1) {
+        *rv = (uint64_t)sqlite3_column_int64(st, 0);
+        *len = (size_t)sqlite3_column_bytes(st, 1);
+        *msg = malloc(*len ? *len : 1);
+        if (*msg && *len)
+            memcpy(*msg, sqlite3_column_blob(st, 1), *len);
+        rc = *msg ? 0 : KE_ENOMEM;
+    } else if (rc == 0) {
+        rc = KE_ENOTFOUND;
+    }
+    ke_sqlite_release(ch->db, st);
+    return rc;
+}

@@ -136,7 +136,7 @@ static int resync_object(const char *key, uint64_t rv, int deleted, const void *
                        : (!have || have->resource_version < rv);
     if (!send)
         return 0;
-    if (ch_queue_push(r->ch, r->n, key, rv, msg, len) != 0) {
+    if (ch_queue_push(r->ch, r->n, key, rv, msg, len, 0) != 0) {
         r->full = 1;
         return 1;
     }
@@ -153,25 +153,7 @@ static int resync_unknown(const char *key, void *value, void *arg)
 {
     resync *r = arg;
     Ke__V1__DigestEntry *d = value;
-    Ke__V1__MessageHeader h = KE__V1__MESSAGE_HEADER__INIT;
-    Ke__V1__Route route = KE__V1__ROUTE__INIT;
-    Ke__V1__Message m = KE__V1__MESSAGE__INIT;
-    h.resource_version = d->resource_version;
-    h.timestamp_ms = ch_now_ms();
-    route.source = "cloudhub";
-    route.group = "resource";
-    route.operation = KE__V1__OPERATION__OPERATION_DELETE;
-    route.resource = (char *)key;
-    m.header = &h;
-    m.route = &route;
-    size_t len = protobuf_c_message_get_packed_size(&m.base);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return 1;
-    protobuf_c_message_pack(&m.base, buf);
-    int rc = ch_queue_push(r->ch, r->n, key, d->resource_version, buf, len);
-    free(buf);
-    if (rc != 0) {
+    if (ch_queue_push(r->ch, r->n, key, d->resource_version, NULL, 0, 1) != 0) {
         r->full = 1;
         return 1;
     }
@@ -230,12 +212,9 @@ static void tunnel_on_hello(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Hel
         ke_map_each(r.digest, resync_unknown, &r);
     ke_map_free(r.digest);
     if (!r.digest || r.full) {
-        ke_log_error(CH_MOD, "resync does not fit the queue node=%s queue_max=%u", n->name,
-                     ch->cfg.queue_max);
-        ke_metric_add(ch->m.overflows, 1);
+        ke_log_error(CH_MOD, "out of memory computing the resync node=%s", n->name);
         ch_queue_clear(ch, n);
-        ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED,
-                           "resync larger than the downstream queue bound");
+        ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED, "cloudhub is out of memory");
         pthread_mutex_unlock(&ch->mu);
         return;
     }
