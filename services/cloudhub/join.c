@@ -89,6 +89,19 @@ static int issue(cloudhub *ch, ke_rpc_call *call, const char *node, const char *
     return KE_RPC_OK;
 }
 
+/* reply_certificate answers Join or Renew with cert (freed here). */
+static void reply_certificate(cloudhub *ch, ke_rpc_call *call, char *cert, int64_t not_after)
+{
+    Ke__V1__JoinResponse r = KE__V1__JOIN_RESPONSE__INIT;
+    r.certificate_pem.data = (uint8_t *)cert;
+    r.certificate_pem.len = strlen(cert);
+    r.ca_pem.data = (uint8_t *)ch->ca_pem;
+    r.ca_pem.len = strlen(ch->ca_pem);
+    r.not_after_ms = not_after;
+    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
+    free(cert);
+}
+
 static char *pem_copy(ProtobufCBinaryData b)
 {
     if (b.len == 0 || b.len > KE_PKI_PEM_MAX)
@@ -155,14 +168,7 @@ static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
         join_refuse(ch, call, node, code, why);
         return;
     }
-    Ke__V1__JoinResponse r = KE__V1__JOIN_RESPONSE__INIT;
-    r.certificate_pem.data = (uint8_t *)cert;
-    r.certificate_pem.len = strlen(cert);
-    r.ca_pem.data = (uint8_t *)ch->ca_pem;
-    r.ca_pem.len = strlen(ch->ca_pem);
-    r.not_after_ms = not_after;
-    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
-    free(cert);
+    reply_certificate(ch, call, cert, not_after);
     ke_metric_add(ch->m.joins, 1);
     ke_log_info(CH_MOD, "node joined node=%s cert=%.16s", node, fp);
 }
@@ -198,14 +204,7 @@ static void renew_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
         ke_rpc_call_finish(call, code, why, NULL);
         return;
     }
-    Ke__V1__JoinResponse r = KE__V1__JOIN_RESPONSE__INIT;
-    r.certificate_pem.data = (uint8_t *)cert;
-    r.certificate_pem.len = strlen(cert);
-    r.ca_pem.data = (uint8_t *)ch->ca_pem;
-    r.ca_pem.len = strlen(ch->ca_pem);
-    r.not_after_ms = not_after;
-    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
-    free(cert);
+    reply_certificate(ch, call, cert, not_after);
     ke_metric_add(ch->m.renewals, 1);
     ke_log_info(CH_MOD, "node certificate renewed node=%s cert=%.16s", node, fp);
 }

@@ -22,6 +22,22 @@
 #include <string.h>
 #include <time.h>
 
+/* wait_objects polls the edge's store until it holds n objects (30 s). */
+static int wait_objects(ke_edge *e, size_t n)
+{
+    for (int i = 0; i < 300; i++) {
+        Ke__V1__EdgeListReply *r = ke_edge_list(e);
+        int ok = r && r->n_objects == n;
+        if (r)
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+        if (ok)
+            return 1;
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return 0;
+}
+
 static void test_tunnel_full_queue_forces_a_resync_and_loses_nothing(void **state)
 {
     (void)state;
@@ -54,32 +70,14 @@ static void test_tunnel_full_queue_forces_a_resync_and_loses_nothing(void **stat
     ke_proxy_freeze(p, 0);
 
     /* The queue drains once the link flows again: all 60 arrive. */
-    int ok = 0;
-    for (int i = 0; i < 300 && !ok; i++) {
-        Ke__V1__EdgeListReply *r = ke_edge_list(&e);
-        ok = r && r->n_objects == 60;
-        if (r)
-            protobuf_c_message_free_unpacked(&r->base, NULL);
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    assert_true(ok);
+    assert_true(wait_objects(&e, 60));
 
     /* A resync larger than the bound: the edge comes back with an empty
      * store and gets all 60 again. */
     ke_edge_stop(&e);
     assert_int_equal(ke_tp_sh("rm -f %s/edge.db*", e.dir), 0);
     ke_edge_start(&c, &e, "edge-1", ke_proxy_port(p), edge_flags);
-    ok = 0;
-    for (int i = 0; i < 300 && !ok; i++) {
-        Ke__V1__EdgeListReply *r = ke_edge_list(&e);
-        ok = r && r->n_objects == 60;
-        if (r)
-            protobuf_c_message_free_unpacked(&r->base, NULL);
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    assert_true(ok);
+    assert_true(wait_objects(&e, 60));
     assert_true(ke_file_contains(e.log, "resync done updates=60 deletes=0"));
     ke_edge_stop(&e);
     ke_proxy_stop(p);
