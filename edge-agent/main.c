@@ -20,7 +20,15 @@
 #include "ke_rpc.h"
 #include "metamanager.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <jansson.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/sysinfo.h>
+#include <sys/utsname.h>
+#include <time.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -197,6 +205,61 @@ static int edgelocal_register(edgecore *ec, ke_rpc_server *srv)
     return rc;
 }
 
+/* report_node_status queues this host's addresses, capacity and system
+ * info for the cloud's Node object (group "nodestatus"). The version is
+ * the wall clock in ms, so each start reports a newer one. */
+static void report_node_status(edgecore *ec, const char *node)
+{
+    char host[256] = "localhost", ip[INET_ADDRSTRLEN] = "127.0.0.1";
+    gethostname(host, sizeof(host) - 1);
+    struct ifaddrs *ifs = NULL;
+    if (getifaddrs(&ifs) == 0) {
+        for (struct ifaddrs *i = ifs; i; i = i->ifa_next)
+            if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && !(i->ifa_flags & IFF_LOOPBACK)) {
+                inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, ip, sizeof(ip));
+                break;
+            }
+        freeifaddrs(ifs);
+    }
+    struct utsname u;
+    uname(&u);
+    struct sysinfo si;
+    sysinfo(&si);
+    char cpu[32], mem[32];
+    snprintf(cpu, sizeof(cpu), "%ld", sysconf(_SC_NPROCESSORS_ONLN));
+    snprintf(mem, sizeof(mem), "%lluKi", (unsigned long long)si.totalram * si.mem_unit / 1024ULL);
+    json_t *st = json_pack("{s:[{s:s,s:s},{s:s,s:s}], s:{s:s,s:s,s:s}, s:{s:s,s:s,s:s,s:s,s:s}}",
+                           "addresses", "type", "InternalIP", "address", ip, "type", "Hostname",
+                           "address", host, "capacity", "cpu", cpu, "memory", mem, "pods", "110",
+                           "nodeInfo", "kubeletVersion", "kubeedge-c/" EDGECORE_VERSION,
+                           "operatingSystem", "linux", "architecture", u.machine,
+                           "kernelVersion", u.release, "osImage", u.sysname);
+    char *content = json_dumps(st, JSON_COMPACT);
+    json_decref(st);
+    char key[160];
+    snprintf(key, sizeof(key), "node/%s//NodeStatus/%s", node, node);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    Ke__V1__MessageHeader h = KE__V1__MESSAGE_HEADER__INIT;
+    Ke__V1__Route r = KE__V1__ROUTE__INIT;
+    Ke__V1__Message m = KE__V1__MESSAGE__INIT;
+    h.resource_version = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    h.timestamp_ms = (int64_t)h.resource_version;
+    r.source = "edgecore";
+    r.group = "nodestatus";
+    r.operation = KE__V1__OPERATION__OPERATION_UPLOAD;
+    r.resource = key;
+    m.header = &h;
+    m.route = &r;
+    m.content.data = (uint8_t *)content;
+    m.content.len = content ? strlen(content) : 0;
+    uint64_t seq;
+    int dup;
+    if (content && metamanager_report(ec->mm, &m, &seq, &dup) == 0)
+        ke_log_info("edgecore", "node status queued ip=%s cpu=%s memory=%s", ip, cpu, mem);
+    free(content);
+}
+
 static int require(const char *value, const char *key)
 {
     if (value && *value)
@@ -281,6 +344,7 @@ int main(int argc, char **argv)
         if ((rc = ke_http_start(&htc, &http)) != 0)
             goto out;
     }
+    report_node_status(&ec, cfg.node_name);
     if ((rc = edgehub_start(ec.hub)) != 0)
         goto out;
     ke_log_info("edgecore", "running version=%s node=%s server=%s local=%s", EDGECORE_VERSION,
