@@ -1,0 +1,256 @@
+/*
+ * ke_k8s.c — see ke_k8s.h. Validation checks the fields kubeedge-c uses
+ * and their types; unknown fields pass through untouched (objects travel
+ * as their JSON, byte for byte).
+ */
+#include "ke_k8s.h"
+
+#include "ke_err.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+static const ke_k8s_kind kinds[] = {
+    {"Pod", "v1", "pods", "pod", "po", 1},
+    {"ConfigMap", "v1", "configmaps", "configmap", "cm", 1},
+    {"Secret", "v1", "secrets", "secret", NULL, 1},
+    {"Node", "v1", "nodes", "node", "no", 0},
+    {"Device", "devices.kubeedge.io/v1beta1", "devices", "device", NULL, 1},
+    {"DeviceModel", "devices.kubeedge.io/v1beta1", "devicemodels", "devicemodel", NULL, 1},
+};
+
+const ke_k8s_kind *ke_k8s_kinds(size_t *n)
+{
+    *n = sizeof(kinds) / sizeof(kinds[0]);
+    return kinds;
+}
+
+const ke_k8s_kind *ke_k8s_kind_find(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        const ke_k8s_kind *k = &kinds[i];
+        if (strcasecmp(name, k->kind) == 0 || strcasecmp(name, k->plural) == 0 ||
+            strcasecmp(name, k->singular) == 0 ||
+            (k->short_name && strcasecmp(name, k->short_name) == 0))
+            return k;
+    }
+    return NULL;
+}
+
+const char *ke_k8s_str(const json_t *obj, const char *path)
+{
+    char part[128];
+    const json_t *cur = obj;
+    while (cur && *path) {
+        const char *dot = strchr(path, '.');
+        size_t n = dot ? (size_t)(dot - path) : strlen(path);
+        if (n >= sizeof(part))
+            return NULL;
+        memcpy(part, path, n);
+        part[n] = '\0';
+        cur = json_is_object(cur) ? json_object_get(cur, part) : NULL;
+        path += n + (dot ? 1 : 0);
+    }
+    return json_is_string(cur) ? json_string_value(cur) : NULL;
+}
+
+int ke_k8s_valid_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 253 || !isalnum((unsigned char)s[0]) || !isalnum((unsigned char)s[n - 1]))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)s[i]) || isdigit((unsigned char)s[i]) || s[i] == '-' ||
+              s[i] == '.'))
+            return 0;
+    return 1;
+}
+
+static int fail(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *why, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, len, fmt, ap);
+    va_end(ap);
+    return KE_EINVAL;
+}
+
+/* string_map: an optional object whose values are all strings. */
+static int string_map(const json_t *m, const char *path, char *why, size_t len)
+{
+    if (!m)
+        return 0;
+    if (!json_is_object(m))
+        return fail(why, len, "%s: must be an object of strings", path);
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)m, k, v) {
+        if (!json_is_string(v))
+            return fail(why, len, "%s.%s: must be a string", path, k);
+    }
+    return 0;
+}
+
+static int opt_string(const json_t *o, const char *field, const char *path, char *why, size_t len)
+{
+    const json_t *v = json_object_get(o, field);
+    if (v && !json_is_string(v))
+        return fail(why, len, "%s.%s: must be a string", path, field);
+    return 0;
+}
+
+static int req_string(const json_t *o, const char *field, const char *path, char *why, size_t len)
+{
+    const json_t *v = json_object_get(o, field);
+    if (!v || (json_is_string(v) && !*json_string_value(v)))
+        return fail(why, len, "%s.%s: required", path, field);
+    if (!json_is_string(v))
+        return fail(why, len, "%s.%s: must be a string", path, field);
+    return 0;
+}
+
+static int validate_pod(const json_t *obj, char *why, size_t len)
+{
+    const json_t *spec = json_object_get(obj, "spec");
+    if (!json_is_object(spec))
+        return fail(why, len, "spec: required, an object");
+    const json_t *cs = json_object_get(spec, "containers");
+    if (!json_is_array(cs) || json_array_size(cs) == 0)
+        return fail(why, len, "spec.containers: required, a non-empty list");
+    size_t i;
+    const json_t *c;
+    json_array_foreach(cs, i, c) {
+        char path[64];
+        snprintf(path, sizeof(path), "spec.containers[%zu]", i);
+        if (!json_is_object(c))
+            return fail(why, len, "%s: must be an object", path);
+        if (req_string(c, "name", path, why, len) || req_string(c, "image", path, why, len))
+            return KE_EINVAL;
+        const json_t *cmd = json_object_get(c, "command");
+        if (cmd && !json_is_array(cmd))
+            return fail(why, len, "%s.command: must be a list of strings", path);
+    }
+    if (opt_string(spec, "nodeName", "spec", why, len) ||
+        string_map(json_object_get(spec, "nodeSelector"), "spec.nodeSelector", why, len))
+        return KE_EINVAL;
+    const char *rp = ke_k8s_str(obj, "spec.restartPolicy");
+    if (json_object_get(spec, "restartPolicy") && (!rp || (strcmp(rp, "Always") != 0 &&
+                                                           strcmp(rp, "OnFailure") != 0 &&
+                                                           strcmp(rp, "Never") != 0)))
+        return fail(why, len, "spec.restartPolicy: must be Always, OnFailure or Never");
+    const json_t *vols = json_object_get(spec, "volumes");
+    if (vols && !json_is_array(vols))
+        return fail(why, len, "spec.volumes: must be a list");
+    return 0;
+}
+
+static int validate_device_model(const json_t *obj, char *why, size_t len)
+{
+    static const char *const types[] = {"int", "float", "double", "string", "boolean", "bytes"};
+    const json_t *props = json_object_get(json_object_get(obj, "spec"), "properties");
+    if (!json_is_array(props))
+        return fail(why, len, "spec.properties: required, a list");
+    size_t i;
+    const json_t *p;
+    json_array_foreach(props, i, p) {
+        char path[64];
+        snprintf(path, sizeof(path), "spec.properties[%zu]", i);
+        if (!json_is_object(p))
+            return fail(why, len, "%s: must be an object", path);
+        if (req_string(p, "name", path, why, len) || req_string(p, "type", path, why, len))
+            return KE_EINVAL;
+        const char *t = json_string_value(json_object_get(p, "type"));
+        int known = 0;
+        for (size_t k = 0; k < sizeof(types) / sizeof(types[0]); k++)
+            known |= strcasecmp(t, types[k]) == 0;
+        if (!known)
+            return fail(why, len, "%s.type: must be INT, FLOAT, DOUBLE, STRING, BOOLEAN or BYTES",
+                        path);
+        const char *am = ke_k8s_str(p, "accessMode");
+        if (json_object_get(p, "accessMode") &&
+            (!am || (strcmp(am, "ReadWrite") != 0 && strcmp(am, "ReadOnly") != 0)))
+            return fail(why, len, "%s.accessMode: must be ReadWrite or ReadOnly", path);
+    }
+    return 0;
+}
+
+static int validate_device(const json_t *obj, char *why, size_t len)
+{
+    const json_t *spec = json_object_get(obj, "spec");
+    if (!json_is_object(spec))
+        return fail(why, len, "spec: required, an object");
+    if (!ke_k8s_str(obj, "spec.deviceModelRef.name"))
+        return fail(why, len, "spec.deviceModelRef.name: required");
+    if (req_string(spec, "nodeName", "spec", why, len))
+        return KE_EINVAL;
+    const json_t *props = json_object_get(spec, "properties");
+    if (props && !json_is_array(props))
+        return fail(why, len, "spec.properties: must be a list");
+    size_t i;
+    const json_t *p;
+    json_array_foreach(props, i, p) {
+        char path[64];
+        snprintf(path, sizeof(path), "spec.properties[%zu]", i);
+        if (!json_is_object(p) || req_string(p, "name", path, why, len))
+            return json_is_object(p) ? KE_EINVAL : fail(why, len, "%s: must be an object", path);
+        const json_t *d = json_object_get(p, "desired");
+        if (d && (!json_is_object(d) || (json_object_get(d, "value") &&
+                                          !json_is_string(json_object_get(d, "value")))))
+            return fail(why, len, "%s.desired.value: must be a string", path);
+    }
+    return 0;
+}
+
+int ke_k8s_validate(const json_t *obj, char *why, size_t len)
+{
+    if (!json_is_object(obj))
+        return fail(why, len, "object: must be a JSON object");
+    const json_t *kv = json_object_get(obj, "kind");
+    if (!kv)
+        return fail(why, len, "kind: required");
+    if (!json_is_string(kv))
+        return fail(why, len, "kind: must be a string");
+    const ke_k8s_kind *k = ke_k8s_kind_find(json_string_value(kv));
+    if (!k || strcmp(k->kind, json_string_value(kv)) != 0)
+        return fail(why, len,
+                    "kind: unknown kind \"%s\" (known: Pod, ConfigMap, Secret, Node, Device, "
+                    "DeviceModel)",
+                    json_string_value(kv));
+    const char *av = ke_k8s_str(obj, "apiVersion");
+    if (!av || strcmp(av, k->api_version) != 0)
+        return fail(why, len, "apiVersion: must be \"%s\" for %s", k->api_version, k->kind);
+    const json_t *md = json_object_get(obj, "metadata");
+    if (!json_is_object(md))
+        return fail(why, len, "metadata: required, an object");
+    if (req_string(md, "name", "metadata", why, len))
+        return KE_EINVAL;
+    if (!ke_k8s_valid_name(json_string_value(json_object_get(md, "name"))))
+        return fail(why, len, "metadata.name: must be lowercase letters, digits, '-' or '.', "
+                              "start and end alphanumeric, at most 253");
+    if (opt_string(md, "namespace", "metadata", why, len) ||
+        string_map(json_object_get(md, "labels"), "metadata.labels", why, len) ||
+        string_map(json_object_get(md, "annotations"), "metadata.annotations", why, len))
+        return KE_EINVAL;
+    const char *ns = ke_k8s_str(obj, "metadata.namespace");
+    if (ns && *ns && !ke_k8s_valid_name(ns))
+        return fail(why, len, "metadata.namespace: must be a DNS-1123 label");
+    if (strcmp(k->kind, "Pod") == 0)
+        return validate_pod(obj, why, len);
+    if (strcmp(k->kind, "ConfigMap") == 0)
+        return string_map(json_object_get(obj, "data"), "data", why, len);
+    if (strcmp(k->kind, "Secret") == 0) {
+        const json_t *t = json_object_get(obj, "type");
+        if (t && !json_is_string(t))
+            return fail(why, len, "type: must be a string");
+        return string_map(json_object_get(obj, "data"), "data", why, len);
+    }
+    if (strcmp(k->kind, "DeviceModel") == 0)
+        return validate_device_model(obj, why, len);
+    if (strcmp(k->kind, "Device") == 0)
+        return validate_device(obj, why, len);
+    return 0;
+}
