@@ -20,6 +20,7 @@ const char *ke_strerror(int err)
     case KE_EDB: return "database error";
     case KE_ETLS: return "tls error";
     case KE_EPERM: return "permission denied";
+    case KE_EGONE: return "gone: history compacted";
     }
     return "unknown error";
 }

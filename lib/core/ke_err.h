@@ -24,6 +24,7 @@ enum {
     KE_EDB = -11,       /* SQLite error */
     KE_ETLS = -12,      /* certificate or key problem */
     KE_EPERM = -13,     /* not allowed */
+    KE_EGONE = -14,     /* gone: the history asked for was compacted */
 };
 
 /* ke_strerror returns a static, human-readable name for a KE_E* code. */

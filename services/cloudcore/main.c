@@ -11,6 +11,8 @@
  * which scripts and tests wait for. SIGTERM/SIGINT stop it cleanly.
  */
 #include "cloudhub.h"
+#include "edgecontroller.h"
+#include "ke_store.h"
 #include "ke_config.h"
 #include "ke_diag.h"
 #include "ke_err.h"
@@ -46,6 +48,9 @@ struct cloudcore_config {
     int64_t hub_dead_peer;
     int64_t hub_queue_max;
     int64_t hub_window;
+    char *store_db;
+    bool ec_enable;
+    int64_t ec_node_grace;
 };
 
 static const ke_config_field cloudcore_fields[] = {
@@ -88,6 +93,13 @@ static const ke_config_field cloudcore_fields[] = {
      "65536", "message bodies a node's downstream queue holds in memory; past it, messages are re-read from the store when sent"},
     {"cloudhub.window", KE_CONFIG_INT64, offsetof(struct cloudcore_config, hub_window), "256",
      "downstream messages in flight per node before an ack"},
+    {"store.db", KE_CONFIG_STRING, offsetof(struct cloudcore_config, store_db),
+     "/var/lib/kubeedge/store.db", "the resource store's SQLite file (embedded mode)"},
+    {"edgecontroller.enable", KE_CONFIG_BOOL, offsetof(struct cloudcore_config, ec_enable), "true",
+     "serve EdgeController (needs CloudHub)"},
+    {"edgecontroller.node_grace", KE_CONFIG_DURATION,
+     offsetof(struct cloudcore_config, ec_node_grace), "40s",
+     "a node without its tunnel this long becomes NotReady"},
 };
 
 static int parse_client_auth(const char *s, ke_rpc_client_auth *out)
@@ -132,6 +144,9 @@ int main(int argc, char **argv)
     ke_diag *diag = NULL;
     ke_http *http = NULL;
     cloudhub *hub = NULL;
+    ke_store *store = NULL;
+    edgecontroller *ec = NULL;
+    ke_rpc_channel *self = NULL;
     ke_log_level level;
     ke_rpc_tls tls = {0};
 
@@ -197,6 +212,16 @@ int main(int argc, char **argv)
         if ((rc = cloudhub_new(&hc, &hub)) != 0)
             goto fail;
     }
+    if (cfg.ec_enable && hub) {
+        edgecontroller_config ecc = {.node_grace_ms = cfg.ec_node_grace};
+        if ((rc = ke_store_open(cfg.store_db, &store)) != 0) {
+            ke_log_error("cloudcore", "cannot open the store db=%s", cfg.store_db);
+            goto fail;
+        }
+        ecc.store = store;
+        if ((rc = edgecontroller_new(&ecc, &ec)) != 0)
+            goto fail;
+    }
     if ((rc = ke_rpc_loop_new((int)cfg.grpc_threads, &loop)) != 0 ||
         (rc = ke_diag_new("cloudcore", CLOUDCORE_VERSION, &diag)) != 0)
         goto fail;
@@ -207,7 +232,12 @@ int main(int argc, char **argv)
     };
     if ((rc = ke_rpc_server_new(loop, &sopts, &srv)) != 0 ||
         (rc = ke_diag_register(diag, srv)) != 0 ||
-        (hub && (rc = cloudhub_register(hub, srv)) != 0) || (rc = ke_rpc_server_start(srv)) != 0)
+        (hub && (rc = cloudhub_register(hub, srv)) != 0) ||
+        (ec && (rc = edgecontroller_register(ec, srv)) != 0) || (rc = ke_rpc_server_start(srv)) != 0)
+        goto fail;
+    /* The controllers reach CloudHub's Hub API in-process, without a socket. */
+    if (ec && ((rc = ke_rpc_channel_new_inproc(loop, srv, &self)) != 0 ||
+               (rc = edgecontroller_start(ec, self)) != 0))
         goto fail;
     ke_http_config hc = {.listen = cfg.http_listen,
                          .health = hub ? cloudhub_health : NULL,
@@ -215,9 +245,11 @@ int main(int argc, char **argv)
     if ((rc = ke_http_start(&hc, &http)) != 0)
         goto fail;
 
-    ke_log_info("cloudcore", "serving version=%s grpc=%s port=%d tls=%s cloudhub=%s http_port=%d",
+    ke_log_info("cloudcore", "serving version=%s grpc=%s port=%d tls=%s cloudhub=%s edgecontroller=%s "
+                "http_port=%d",
                 CLOUDCORE_VERSION, cfg.grpc_listen, ke_rpc_server_port(srv),
-                use_tls ? cfg.tls_client_auth : "off", hub ? "on" : "off", ke_http_port(http));
+                use_tls ? cfg.tls_client_auth : "off", hub ? "on" : "off", ec ? "on" : "off",
+                ke_http_port(http));
     printf("ready grpc=%d http=%d\n", ke_rpc_server_port(srv), ke_http_port(http));
     fflush(stdout);
 
@@ -229,8 +261,13 @@ fail:
     ke_log_error("cloudcore", "cannot start: %s", ke_strerror(rc));
 out:
     ke_http_stop(http);
+    edgecontroller_stop(ec); /* its own calls first: they go through srv */
+    ke_rpc_server_stop(srv); /* then no handler runs past this */
+    edgecontroller_free(ec);
+    ke_rpc_channel_free(self);
     ke_rpc_server_free(srv);
     cloudhub_free(hub);
+    ke_store_close(store);
     ke_diag_free(diag);
     ke_rpc_loop_free(loop);
     ke_config_free(cloudcore_fields, KE_CONFIG_NFIELDS(cloudcore_fields), &cfg);

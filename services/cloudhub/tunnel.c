@@ -326,6 +326,7 @@ static void on_open(ke_rpc_call *call, void *ud)
     c->ch = ch;
     snprintf(c->node, sizeof(c->node), "%s", node);
     ke_rpc_call_set_data(call, c);
+    ke_log_debug(CH_MOD, "tunnel opened node=%s", node);
 }
 
 static void on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
@@ -333,6 +334,7 @@ static void on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
     (void)ud;
     tunnel_conn *c = ke_rpc_call_get_data(call);
     const Ke__V1__EdgeFrame *f = (const Ke__V1__EdgeFrame *)m;
+    ke_log_debug(CH_MOD, "frame node=%s case=%d", c ? c->node : "-", (int)f->frame_case);
     if (!c)
         return; /* refused at open */
     if (!c->hello && f->frame_case != KE__V1__EDGE_FRAME__FRAME_HELLO) {

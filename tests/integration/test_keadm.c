@@ -182,6 +182,8 @@ static void test_keadm_init_creates_files_with_modes_and_config(void **state)
              "  db: %1$s/cloudhub.db\n"
              "  ca_key: %1$s/ca.key\n"
              "  token_secret: %1$s/token.secret\n"
+             "store:\n"
+             "  db: %1$s/store.db\n"
              "http:\n"
              "  listen: \"127.0.0.1:10550\"\n",
              cloud);

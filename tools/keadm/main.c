@@ -60,6 +60,7 @@ static const char *const CLOUD_FILES[] = {
     "ca.crt",         "ca.key",       "server.crt",      "server.key",
     "token.secret",   "admin.crt",    "admin.key",       "cloudcore.yaml",
     "cloudhub.db",    "cloudhub.db-wal", "cloudhub.db-shm", "cloudhub.db-journal",
+    "store.db",       "store.db-wal",    "store.db-shm",    "store.db-journal",
     NULL,
 };
 static const char *const EDGE_FILES[] = {
@@ -436,6 +437,10 @@ static void render_cloudcore(FILE *f, const void *arg)
     yaml_path(f, d, "ca.key");
     fputs("  token_secret: ", f);
     yaml_path(f, d, "token.secret");
+    fputs("store:\n"
+          "  db: ",
+          f);
+    yaml_path(f, d, "store.db");
     fputs("http:\n"
           "  listen: \"127.0.0.1:10550\"\n",
           f);

@@ -1,0 +1,407 @@
+/*
+ * api.c — EdgeController's user API (api/edgecontroller.proto).
+ *
+ * Apply validates the object (lib/k8s: errors name the field path), fills
+ * the namespace, checks references (a pod's spec.nodeName and a device's
+ * node must be existing nodes; a device's model must exist), places a pod
+ * by its nodeSelector onto a Ready edge node when it names no node, then
+ * creates or updates it; with metadata.resourceVersion set, only at that
+ * version (ABORTED otherwise). Status in an applied object is ignored:
+ * status comes from the edge.
+ * Delete of a pod bound to a node is graceful: metadata.deletionTimestamp
+ * is set, the node is told, and the pod leaves the store when the edge
+ * confirms. Watch streams every change after a resourceVersion.
+ */
+#include "ec_internal.h"
+
+#include "edgecontroller.pb-c.h"
+#include "ke_err.h"
+#include "ke_k8s.h"
+#include "ke_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ke_rpc_call_finish(call, code, msg, NULL);
+}
+
+static void reply_object(ke_rpc_call *call, const json_t *obj)
+{
+    char *json = json_dumps(obj, JSON_COMPACT);
+    Ke__V1__ObjectReply r = KE__V1__OBJECT_REPLY__INIT;
+    r.object_json.data = (uint8_t *)json;
+    r.object_json.len = json ? strlen(json) : 0;
+    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
+    free(json);
+}
+
+/* store_error maps a store error to a status, kubectl-style. */
+static void store_error(ke_rpc_call *call, int rc, const ke_k8s_kind *k, const char *name)
+{
+    const char *plural = k ? k->plural : "objects";
+    switch (rc) {
+    case KE_ENOTFOUND:
+        finish_err(call, KE_RPC_NOT_FOUND, "%s \"%s\" not found", plural, name);
+        break;
+    case KE_EEXIST:
+        finish_err(call, KE_RPC_ALREADY_EXISTS, "%s \"%s\" already exists", plural, name);
+        break;
+    case KE_ECONFLICT:
+        finish_err(call, KE_RPC_ABORTED,
+                   "metadata.resourceVersion: the object has been modified; apply again to the "
+                   "latest version of %s \"%s\"",
+                   plural, name);
+        break;
+    case KE_EINVAL:
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "invalid request for %s \"%s\"", plural, name);
+        break;
+    case KE_EGONE:
+        finish_err(call, KE_RPC_OUT_OF_RANGE, "resource_version: too old; list again and watch "
+                                              "from the list's version");
+        break;
+    default:
+        finish_err(call, KE_RPC_UNAVAILABLE, "store error: %s", ke_strerror(rc));
+        break;
+    }
+}
+
+int ec_place(edgecontroller *ec, const json_t *pod, char *node, size_t len)
+{
+    char sel[1024] = "";
+    const char *k;
+    const json_t *v;
+    json_object_foreach(json_object_get(json_object_get(pod, "spec"), "nodeSelector"), k, v) {
+        size_t used = strlen(sel);
+        snprintf(sel + used, sizeof(sel) - used, "%s%s=%s", used ? "," : "", k,
+                 json_string_value(v));
+    }
+    json_t *nodes = NULL;
+    if (ke_store_list(ec->cfg.store, "Node", "", sel, NULL, &nodes, NULL) != 0)
+        return KE_ENOTFOUND;
+    int rc = KE_ENOTFOUND;
+    size_t i;
+    json_t *n;
+    json_array_foreach(nodes, i, n) {
+        const json_t *labels = json_object_get(json_object_get(n, "metadata"), "labels");
+        if (json_object_get(labels, "node-role.kubernetes.io/edge") && ec_node_ready(n)) {
+            snprintf(node, len, "%s", ke_k8s_str(n, "metadata.name"));
+            rc = 0;
+            break;
+        }
+    }
+    json_decref(nodes);
+    return rc;
+}
+
+static int exists(edgecontroller *ec, const char *kind, const char *ns, const char *name)
+{
+    json_t *o = NULL;
+    int rc = ke_store_get(ec->cfg.store, kind, ns, name, &o);
+    json_decref(o);
+    return rc == 0;
+}
+
+/* check_refs verifies what the object points at exists; on failure it
+ * finishes the call. */
+static int check_refs(edgecontroller *ec, ke_rpc_call *call, json_t *obj, const char *kind,
+                      const char *ns)
+{
+    const char *node = ke_k8s_str(obj, "spec.nodeName");
+    if ((strcmp(kind, "Pod") == 0 || strcmp(kind, "Device") == 0) && node && *node &&
+        !exists(ec, "Node", "", node)) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "spec.nodeName: node \"%s\" not found", node);
+        return -1;
+    }
+    if (strcmp(kind, "Device") == 0) {
+        const char *model = ke_k8s_str(obj, "spec.deviceModelRef.name");
+        if (!exists(ec, "DeviceModel", ns, model)) {
+            finish_err(call, KE_RPC_INVALID_ARGUMENT,
+                       "spec.deviceModelRef.name: devicemodel \"%s\" not found in namespace %s",
+                       model, ns);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    edgecontroller *ec = ud;
+    const Ke__V1__ApplyRequest *req = (const Ke__V1__ApplyRequest *)m;
+    json_error_t je;
+    json_t *obj = json_loadb((const char *)req->object_json.data, req->object_json.len, 0, &je);
+    char why[512];
+    if (!obj) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "object_json: not valid JSON: %s (line %d)",
+                   je.text, je.line);
+        return;
+    }
+    if (ke_k8s_validate(obj, why, sizeof(why)) != 0) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        json_decref(obj);
+        return;
+    }
+    const ke_k8s_kind *k = ke_k8s_kind_find(ke_k8s_str(obj, "kind"));
+    json_t *md = json_object_get(obj, "metadata");
+    const char *ns = ke_k8s_str(obj, "metadata.namespace");
+    if (k->namespaced && (!ns || !*ns))
+        json_object_set_new(md, "namespace", json_string("default"));
+    if (!k->namespaced)
+        json_object_del(md, "namespace");
+    ns = k->namespaced ? ke_k8s_str(obj, "metadata.namespace") : "";
+    const char *name = ke_k8s_str(obj, "metadata.name");
+    json_object_del(obj, "status");
+    if (check_refs(ec, call, obj, k->kind, ns) != 0) {
+        json_decref(obj);
+        return;
+    }
+    json_t *cur = NULL, *out = NULL;
+    int rc = ke_store_get(ec->cfg.store, k->kind, ns, name, &cur);
+    if (rc == 0 && strcmp(k->kind, "Pod") == 0) {
+        const char *was = ke_k8s_str(cur, "spec.nodeName"), *now = ke_k8s_str(obj, "spec.nodeName");
+        if (was && *was && (!now || strcmp(was, now) != 0)) {
+            finish_err(call, KE_RPC_INVALID_ARGUMENT,
+                       "spec.nodeName: a bound pod cannot move (bound to \"%s\")", was);
+            goto out;
+        }
+    }
+    if (rc == KE_ENOTFOUND && strcmp(k->kind, "Pod") == 0 && !ke_k8s_str(obj, "spec.nodeName")) {
+        char node[64];
+        if (ec_place(ec, obj, node, sizeof(node)) == 0)
+            json_object_set_new(json_object_get(obj, "spec"), "nodeName", json_string(node));
+    }
+    if (rc == 0)
+        rc = ke_store_update(ec->cfg.store, obj, &out);
+    else if (rc == KE_ENOTFOUND)
+        rc = ke_store_create(ec->cfg.store, obj, &out);
+    if (rc != 0) {
+        store_error(call, rc, k, name);
+        goto out;
+    }
+    ke_log_info(EC_MOD, "applied %s %s/%s rv=%s", k->kind, ns, name,
+                ke_k8s_str(out, "metadata.resourceVersion"));
+    reply_object(call, out);
+out:
+    json_decref(cur);
+    json_decref(out);
+    json_decref(obj);
+}
+
+/* kind_or_refuse resolves a kind name or finishes the call. */
+static const ke_k8s_kind *kind_or_refuse(ke_rpc_call *call, const char *kind)
+{
+    const ke_k8s_kind *k = ke_k8s_kind_find(kind);
+    if (!k)
+        finish_err(call, KE_RPC_INVALID_ARGUMENT,
+                   "kind: the server doesn't have a resource type \"%s\"", kind);
+    return k;
+}
+
+static const char *ns_of(const ke_k8s_kind *k, const char *ns)
+{
+    if (!k->namespaced)
+        return "";
+    return ns && *ns ? ns : "default";
+}
+
+static void get_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    edgecontroller *ec = ud;
+    const Ke__V1__ObjectRef *ref = (const Ke__V1__ObjectRef *)m;
+    const ke_k8s_kind *k = kind_or_refuse(call, ref->kind);
+    if (!k)
+        return;
+    json_t *obj = NULL;
+    int rc = ke_store_get(ec->cfg.store, k->kind, ns_of(k, ref->namespace_), ref->name, &obj);
+    if (rc != 0)
+        store_error(call, rc, k, ref->name);
+    else
+        reply_object(call, obj);
+    json_decref(obj);
+}
+
+static void list_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    edgecontroller *ec = ud;
+    const Ke__V1__ListRequest *req = (const Ke__V1__ListRequest *)m;
+    const ke_k8s_kind *k = kind_or_refuse(call, req->kind);
+    if (!k)
+        return;
+    char why[256];
+    if (ke_store_selector_check(req->label_selector, req->field_selector, why, sizeof(why)) != 0) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    json_t *items = NULL;
+    uint64_t rev = 0;
+    int rc = ke_store_list(ec->cfg.store, k->kind, k->namespaced ? req->namespace_ : "",
+                           req->label_selector, req->field_selector, &items, &rev);
+    if (rc != 0) {
+        store_error(call, rc, k, "");
+        return;
+    }
+    size_t n = json_array_size(items);
+    Ke__V1__ListReply r = KE__V1__LIST_REPLY__INIT;
+    r.items_json = calloc(n + 1, sizeof(ProtobufCBinaryData));
+    for (size_t i = 0; r.items_json && i < n; i++) {
+        char *json = json_dumps(json_array_get(items, i), JSON_COMPACT);
+        r.items_json[r.n_items_json].data = (uint8_t *)json;
+        r.items_json[r.n_items_json++].len = json ? strlen(json) : 0;
+    }
+    r.resource_version = rev;
+    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
+    for (size_t i = 0; i < r.n_items_json; i++)
+        free(r.items_json[i].data);
+    free(r.items_json);
+    json_decref(items);
+}
+
+static void delete_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    edgecontroller *ec = ud;
+    const Ke__V1__DeleteRequest *req = (const Ke__V1__DeleteRequest *)m;
+    if (!req->ref) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "ref: required");
+        return;
+    }
+    const ke_k8s_kind *k = kind_or_refuse(call, req->ref->kind);
+    if (!k)
+        return;
+    const char *ns = ns_of(k, req->ref->namespace_), *name = req->ref->name;
+    json_t *obj = NULL, *out = NULL;
+    int rc = ke_store_get(ec->cfg.store, k->kind, ns, name, &obj);
+    const char *node = rc == 0 ? ke_k8s_str(obj, "spec.nodeName") : NULL;
+    if (rc == 0 && strcmp(k->kind, "Pod") == 0 && node && *node) {
+        /* Graceful: mark it; the pod leaves once its node confirms. */
+        if (!json_object_get(json_object_get(obj, "metadata"), "deletionTimestamp")) {
+            char ts[32];
+            time_t t = time(NULL);
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            json_object_set_new(json_object_get(obj, "metadata"), "deletionTimestamp",
+                                json_string(ts));
+            if (req->resource_version)
+                json_object_set_new(json_object_get(obj, "metadata"), "resourceVersion",
+                                    json_sprintf("%llu", (unsigned long long)req->resource_version));
+            rc = ke_store_update(ec->cfg.store, obj, &out);
+        } else {
+            out = json_incref(obj);
+        }
+    } else if (rc == 0) {
+        rc = ke_store_delete(ec->cfg.store, k->kind, ns, name, req->resource_version, &out);
+    }
+    if (rc != 0)
+        store_error(call, rc, k, name);
+    else
+        reply_object(call, out);
+    json_decref(obj);
+    json_decref(out);
+}
+
+/* ---- Watch ---- */
+
+typedef struct watch_ctx {
+    ke_store_watch *w;
+    ke_rpc_call *call; /* a reference */
+    pthread_mutex_t mu;
+    int closed;
+} watch_ctx;
+
+static void watch_event(int type, const json_t *obj, uint64_t rev, void *ud)
+{
+    watch_ctx *w = ud;
+    if (type == KE_STORE_GONE) {
+        ke_rpc_call_finish(w->call, KE_RPC_OUT_OF_RANGE,
+                           "the watch fell behind the history kept; list and watch again", NULL);
+        return;
+    }
+    char *json = json_dumps(obj, JSON_COMPACT);
+    Ke__V1__WatchEvent ev = KE__V1__WATCH_EVENT__INIT;
+    ev.type = type == KE_STORE_ADDED      ? KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_ADDED
+              : type == KE_STORE_MODIFIED ? KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_MODIFIED
+                                          : KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_DELETED;
+    ev.object_json.data = (uint8_t *)json;
+    ev.object_json.len = json ? strlen(json) : 0;
+    ev.resource_version = rev;
+    if (ke_rpc_call_send(w->call, &ev.base) == KE_EFULL)
+        ke_rpc_call_finish(w->call, KE_RPC_RESOURCE_EXHAUSTED,
+                           "watch client is not reading; watch again from the last version seen",
+                           NULL);
+    free(json);
+}
+
+static void watch_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    edgecontroller *ec = ud;
+    const Ke__V1__WatchRequest *req = (const Ke__V1__WatchRequest *)m;
+    const ke_k8s_kind *k = kind_or_refuse(call, req->kind);
+    if (!k)
+        return;
+    char why[256];
+    if (ke_store_selector_check(req->label_selector, req->field_selector, why, sizeof(why)) != 0) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    watch_ctx *w = calloc(1, sizeof(*w));
+    if (!w) {
+        finish_err(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    ke_rpc_call_ref(call);
+    w->call = call;
+    int rc = ke_store_watch_start(ec->cfg.store, k->kind, k->namespaced ? req->namespace_ : "",
+                            req->label_selector, req->field_selector, req->resource_version,
+                            watch_event, w, &w->w);
+    if (rc != 0) {
+        store_error(call, rc, k, "");
+        ke_rpc_call_unref(call);
+        free(w);
+        return;
+    }
+    ke_rpc_call_set_data(call, w);
+}
+
+static void watch_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
+{
+    (void)st;
+    (void)ud;
+    watch_ctx *w = ke_rpc_call_get_data(call);
+    if (!w)
+        return;
+    ke_store_watch_stop(w->w); /* no callback runs after this */
+    ke_rpc_call_unref(w->call);
+    free(w);
+}
+
+int ec_api_register(edgecontroller *ec, ke_rpc_server *srv)
+{
+    static const ke_rpc_handler apply = {.on_message = apply_on_message};
+    static const ke_rpc_handler get = {.on_message = get_on_message};
+    static const ke_rpc_handler list = {.on_message = list_on_message};
+    static const ke_rpc_handler del = {.on_message = delete_on_message};
+    static const ke_rpc_handler watch = {.on_message = watch_on_message,
+                                         .on_close = watch_on_close};
+    const ProtobufCServiceDescriptor *svc = &ke__v1__edge_controller__descriptor;
+    int rc = ke_rpc_server_add(srv, svc, "Apply", KE_RPC_UNARY, &apply, ec);
+    if (rc == 0)
+        rc = ke_rpc_server_add(srv, svc, "Get", KE_RPC_UNARY, &get, ec);
+    if (rc == 0)
+        rc = ke_rpc_server_add(srv, svc, "List", KE_RPC_UNARY, &list, ec);
+    if (rc == 0)
+        rc = ke_rpc_server_add(srv, svc, "Delete", KE_RPC_UNARY, &del, ec);
+    if (rc == 0)
+        rc = ke_rpc_server_add(srv, svc, "Watch", KE_RPC_SERVER_STREAM, &watch, ec);
+    return rc;
+}

@@ -1,0 +1,412 @@
+/*
+ * edgecontroller.c — lifecycle, the node loop and upstream reports.
+ *
+ * Node loop (every node_poll): one Node object per node CloudHub knows,
+ * created on first sight (labels node-role.kubernetes.io/edge and
+ * kubernetes.io/hostname); its Ready condition is True while the node's
+ * tunnel is up, stays as it was for node_grace after the tunnel goes, then
+ * turns False (reason NodeStatusUnknown). Pending pods with a nodeSelector
+ * are placed when a matching node is Ready.
+ *
+ * Upstream (Hub.Subscribe, groups podstatus, nodestatus, resource):
+ *   podstatus UPLOAD/UPDATE  the pod's status, written apart from its spec
+ *   podstatus DELETE         the edge confirms a pod is gone: it leaves the
+ *                            store (and so the node)
+ *   nodestatus               addresses, capacity, nodeInfo of the Node
+ *   resource QUERY           the edge asks for an object it may hold: sent
+ *                            again if it is the node's
+ * A report about a pod not bound to the reporting node is ignored (CloudHub
+ * already refuses resources of other nodes).
+ */
+#include "ec_internal.h"
+
+#include "cloudhub.pb-c.h"
+#include "ke_err.h"
+#include "ke_hubclient.h"
+#include "ke_k8s.h"
+#include "ke_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void rfc3339(char *buf, size_t len, int64_t ms)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int ec_node_ready(const json_t *node)
+{
+    size_t i;
+    const json_t *c;
+    json_array_foreach(json_object_get(json_object_get(node, "status"), "conditions"), i, c) {
+        const char *type = ke_k8s_str(c, "type"), *st = ke_k8s_str(c, "status");
+        if (type && st && strcmp(type, "Ready") == 0)
+            return strcmp(st, "True") == 0;
+    }
+    return 0;
+}
+
+/* set_ready writes the Ready condition of node when it changes. */
+static void set_ready(edgecontroller *ec, json_t *node, int ready, int64_t last_seen)
+{
+    const char *name = ke_k8s_str(node, "metadata.name");
+    json_t *status = json_object_get(node, "status");
+    json_t *conds = json_object_get(status, "conditions");
+    int had = json_is_array(conds) && json_array_size(conds) > 0;
+    if (had && ec_node_ready(node) == ready)
+        return;
+    char now[32], seen[32];
+    rfc3339(now, sizeof(now), now_ms());
+    rfc3339(seen, sizeof(seen), last_seen > 0 ? last_seen : now_ms());
+    json_t *cond = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "Ready", "status",
+                             ready ? "True" : "False", "reason",
+                             ready ? "EdgeReady" : "NodeStatusUnknown", "message",
+                             ready ? "edgecore is connected"
+                                   : "the node's tunnel has been down longer than the grace "
+                                     "period",
+                             "lastHeartbeatTime", seen, "lastTransitionTime", now);
+    json_t *upd = json_deep_copy(node);
+    json_t *ust = json_object_get(upd, "status");
+    if (!json_is_object(ust)) {
+        ust = json_object();
+        json_object_set_new(upd, "status", ust);
+    }
+    json_object_set_new(ust, "conditions", json_pack("[o]", cond));
+    json_object_del(json_object_get(upd, "metadata"), "resourceVersion");
+    if (ke_store_update_status(ec->cfg.store, upd, NULL) == 0)
+        ke_log_info(EC_MOD, "node %s node=%s", ready ? "Ready" : "NotReady", name);
+    json_decref(upd);
+}
+
+/* node_get_or_create returns the Node object of a joined node, creating
+ * it on first sight (new reference in *out). */
+static int node_get_or_create(edgecontroller *ec, const char *name, json_t **out)
+{
+    int rc = ke_store_get(ec->cfg.store, "Node", "", name, out);
+    if (rc != KE_ENOTFOUND)
+        return rc;
+    json_t *obj = json_pack("{s:s,s:s,s:{s:s,s:{s:s,s:s}}}", "apiVersion", "v1", "kind", "Node",
+                            "metadata", "name", name, "labels", "node-role.kubernetes.io/edge",
+                            "", "kubernetes.io/hostname", name);
+    rc = ke_store_create(ec->cfg.store, obj, out);
+    if (rc == 0)
+        ke_log_info(EC_MOD, "node registered node=%s", name);
+    else if (rc == KE_EEXIST) /* created meanwhile by the other path */
+        rc = ke_store_get(ec->cfg.store, "Node", "", name, out);
+    json_decref(obj);
+    return rc;
+}
+
+static void ensure_node(edgecontroller *ec, const Ke__V1__NodeInfo *info)
+{
+    json_t *node = NULL;
+    if (node_get_or_create(ec, info->name, &node) != 0)
+        return;
+    int64_t silent = now_ms() - info->last_seen_ms;
+    int ready;
+    if (info->connected)
+        ready = 1;
+    else if (info->last_seen_ms > 0 && silent <= ec->cfg.node_grace_ms)
+        ready = ec_node_ready(node); /* within the grace period: unchanged */
+    else
+        ready = 0;
+    set_ready(ec, node, ready, info->last_seen_ms);
+    json_decref(node);
+}
+
+/* place_pending binds unscheduled pods that have a nodeSelector. */
+static void place_pending(edgecontroller *ec)
+{
+    json_t *pods = NULL;
+    if (ke_store_list(ec->cfg.store, "Pod", "", NULL, NULL, &pods, NULL) != 0)
+        return;
+    size_t i;
+    json_t *pod;
+    json_array_foreach(pods, i, pod) {
+        const char *node = ke_k8s_str(pod, "spec.nodeName");
+        char chosen[64];
+        if ((node && *node) || !json_object_get(json_object_get(pod, "spec"), "nodeSelector") ||
+            ec_place(ec, pod, chosen, sizeof(chosen)) != 0)
+            continue;
+        json_t *upd = json_deep_copy(pod);
+        json_object_set_new(json_object_get(upd, "spec"), "nodeName", json_string(chosen));
+        if (ke_store_update(ec->cfg.store, upd, NULL) == 0)
+            ke_log_info(EC_MOD, "pod placed pod=%s/%s node=%s",
+                        ke_k8s_str(pod, "metadata.namespace"), ke_k8s_str(pod, "metadata.name"),
+                        chosen);
+        json_decref(upd);
+    }
+    json_decref(pods);
+}
+
+/* ---- upstream ---- */
+
+static void on_pod_status(edgecontroller *ec, const char *node, const char *ns, const char *name,
+                          const Ke__V1__Message *m)
+{
+    json_t *pod = NULL;
+    if (ke_store_get(ec->cfg.store, "Pod", ns, name, &pod) != 0)
+        return;
+    const char *bound = ke_k8s_str(pod, "spec.nodeName");
+    if (!bound || strcmp(bound, node) != 0) {
+        ke_log_warn(EC_MOD, "ignoring status of pod %s/%s from node %s: bound to %s", ns, name,
+                    node, bound ? bound : "none");
+        json_decref(pod);
+        return;
+    }
+    if (m->route->operation == KE__V1__OPERATION__OPERATION_DELETE) {
+        if (json_object_get(json_object_get(pod, "metadata"), "deletionTimestamp") &&
+            ke_store_delete(ec->cfg.store, "Pod", ns, name, 0, NULL) == 0)
+            ke_log_info(EC_MOD, "pod deleted pod=%s/%s node=%s", ns, name, node);
+        json_decref(pod);
+        return;
+    }
+    json_error_t je;
+    json_t *status = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
+    if (!json_is_object(status)) {
+        ke_log_warn(EC_MOD, "ignoring pod status that is not a JSON object pod=%s/%s node=%s: %s",
+                    ns, name, node, je.text);
+        json_decref(status);
+        json_decref(pod);
+        return;
+    }
+    json_object_set_new(pod, "status", status);
+    json_object_del(json_object_get(pod, "metadata"), "resourceVersion");
+    ke_store_update_status(ec->cfg.store, pod, NULL);
+    json_decref(pod);
+}
+
+static void on_node_status(edgecontroller *ec, const char *node, const Ke__V1__Message *m)
+{
+    json_t *obj = NULL;
+    json_error_t je;
+    json_t *rep = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
+    if (json_is_object(rep) && node_get_or_create(ec, node, &obj) == 0) {
+        json_t *st = json_object_get(obj, "status");
+        if (!json_is_object(st)) {
+            st = json_object();
+            json_object_set_new(obj, "status", st);
+        }
+        static const char *const fields[] = {"addresses", "capacity", "allocatable", "nodeInfo"};
+        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+            json_t *v = json_object_get(rep, fields[i]);
+            if (v)
+                json_object_set(st, fields[i], v);
+        }
+        if (!json_object_get(st, "allocatable") && json_object_get(rep, "capacity"))
+            json_object_set(st, "allocatable", json_object_get(rep, "capacity"));
+        json_object_del(json_object_get(obj, "metadata"), "resourceVersion");
+        ke_store_update_status(ec->cfg.store, obj, NULL);
+    }
+    json_decref(obj);
+    json_decref(rep);
+}
+
+static void on_query(edgecontroller *ec, const char *node, const char *ns, const char *kind,
+                     const char *name)
+{
+    char ref[400];
+    snprintf(ref, sizeof(ref), "%s/%s/%s", ns, kind, name);
+    json_t *obj = NULL;
+    int mine = 0;
+    if (ke_store_get(ec->cfg.store, kind, ns, name, &obj) == 0) {
+        const char *bound = ke_k8s_str(obj, "spec.nodeName");
+        mine = ((strcmp(kind, "Pod") == 0 || strcmp(kind, "Device") == 0) && bound &&
+                strcmp(bound, node) == 0) ||
+               ec_sync_referenced(ec, node, ref);
+        if (mine)
+            ec_publish_object(ec, node, obj);
+    }
+    if (!mine)
+        ke_log_warn(EC_MOD, "query refused node=%s resource=%s: not the node's", node, ref);
+    json_decref(obj);
+}
+
+static void on_upstream(ke_rpc_call *call, const ProtobufCMessage *msg, void *ud)
+{
+    (void)call;
+    edgecontroller *ec = ud;
+    const Ke__V1__UpstreamMessage *up = (const Ke__V1__UpstreamMessage *)msg;
+    const Ke__V1__Message *m = up->message;
+    char node[64], ns[128], kind[64], name[256];
+    if (!m || !m->route ||
+        sscanf(m->route->resource, "node/%63[^/]/%127[^/]/%63[^/]/%255s", node, ns, kind, name) !=
+            4) {
+        /* cluster-scoped keys have an empty namespace: node/<n>//<Kind>/<name> */
+        if (!m || !m->route ||
+            sscanf(m->route->resource, "node/%63[^/]//%63[^/]/%255s", node, kind, name) != 3)
+            return;
+        ns[0] = '\0';
+    }
+    if (strcmp(node, up->node_name) != 0)
+        return;
+    const char *group = m->route->group;
+    if (strcmp(group, "podstatus") == 0 && strcmp(kind, "Pod") == 0)
+        on_pod_status(ec, node, ns, name, m);
+    else if (strcmp(group, "nodestatus") == 0)
+        on_node_status(ec, node, m);
+    else if (strcmp(group, "resource") == 0 &&
+             m->route->operation == KE__V1__OPERATION__OPERATION_QUERY)
+        on_query(ec, node, ns, kind, name);
+}
+
+static void on_upstream_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
+{
+    (void)call;
+    edgecontroller *ec = ud;
+    ke_log_warn(EC_MOD, "upstream subscription ended: %s %s", ke_rpc_status_name(st->code),
+                st->message);
+    pthread_mutex_lock(&ec->mu);
+    ec->sub_closed = 1;
+    pthread_cond_broadcast(&ec->cv); /* the node loop subscribes again */
+    pthread_mutex_unlock(&ec->mu);
+}
+
+static int subscribe(edgecontroller *ec)
+{
+    static const ke_rpc_handler h = {.on_message = on_upstream, .on_close = on_upstream_close};
+    static char *groups[] = {"podstatus", "nodestatus", "resource"};
+    Ke__V1__SubscribeRequest req = KE__V1__SUBSCRIBE_REQUEST__INIT;
+    req.groups = groups;
+    req.n_groups = 3;
+    ke_rpc_stub hub = {ec->hub, &ke__v1__hub__descriptor};
+    ke_rpc_call *call = NULL;
+    int rc = ke_rpc_stub_start(&hub, "Subscribe", &h, ec, NULL, &call);
+    if (rc != 0)
+        return rc;
+    ke_rpc_call_send(call, &req.base);
+    ke_rpc_call_close_send(call);
+    ec->sub = call;
+    return 0;
+}
+
+static void *node_loop(void *arg)
+{
+    edgecontroller *ec = arg;
+    pthread_mutex_lock(&ec->mu);
+    while (!ec->stopping) {
+        int resubscribe = ec->sub_closed;
+        ec->sub_closed = 0;
+        pthread_mutex_unlock(&ec->mu);
+        if (resubscribe) {
+            ke_rpc_call_unref(ec->sub);
+            ec->sub = NULL;
+            if (subscribe(ec) != 0)
+                ke_log_error(EC_MOD, "cannot subscribe to upstream reports");
+        }
+        Ke__V1__ListNodesRequest req = KE__V1__LIST_NODES_REQUEST__INIT;
+        ke_rpc_stub hub = {ec->hub, &ke__v1__hub__descriptor};
+        ke_rpc_call_opts o = {.timeout_ms = 10000};
+        ProtobufCMessage *reply = NULL;
+        ke_rpc_status st;
+        if (ke_rpc_stub_unary(&hub, "ListNodes", &req.base, &o, &reply, &st) == 0 &&
+            st.code == KE_RPC_OK) {
+            Ke__V1__ListNodesReply *r = (Ke__V1__ListNodesReply *)reply;
+            for (size_t i = 0; i < r->n_nodes; i++)
+                ensure_node(ec, r->nodes[i]);
+        }
+        if (reply)
+            protobuf_c_message_free_unpacked(reply, NULL);
+        place_pending(ec);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += ec->cfg.node_poll_ms / 1000;
+        until.tv_nsec += (ec->cfg.node_poll_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&ec->mu);
+        if (!ec->stopping)
+            pthread_cond_timedwait(&ec->cv, &ec->mu, &until);
+    }
+    pthread_mutex_unlock(&ec->mu);
+    return NULL;
+}
+
+int edgecontroller_new(const edgecontroller_config *cfg, edgecontroller **out)
+{
+    edgecontroller *ec = calloc(1, sizeof(*ec));
+    if (!ec)
+        return KE_ENOMEM;
+    ec->cfg = *cfg;
+    if (ec->cfg.node_grace_ms <= 0)
+        ec->cfg.node_grace_ms = 40000;
+    if (ec->cfg.node_poll_ms <= 0)
+        ec->cfg.node_poll_ms = 1000;
+    pthread_mutex_init(&ec->mu, NULL);
+    pthread_cond_init(&ec->cv, NULL);
+    ec->pods = ke_map_new();
+    ec->node_refs = ke_map_new();
+    if (!ec->pods || !ec->node_refs) {
+        edgecontroller_free(ec);
+        return KE_ENOMEM;
+    }
+    *out = ec;
+    return 0;
+}
+
+int edgecontroller_register(edgecontroller *ec, ke_rpc_server *srv)
+{
+    return ec_api_register(ec, srv);
+}
+
+int edgecontroller_start(edgecontroller *ec, ke_rpc_channel *hub)
+{
+    ec->hub = hub;
+    int rc = subscribe(ec);
+    if (rc == 0)
+        rc = ec_sync_start(ec);
+    if (rc == 0 && pthread_create(&ec->node_thread, NULL, node_loop, ec) != 0)
+        rc = KE_ENOMEM;
+    if (rc == 0) {
+        pthread_setname_np(ec->node_thread, "ke-ec-nodes");
+        ec->started = 1;
+    }
+    return rc;
+}
+
+void edgecontroller_stop(edgecontroller *ec)
+{
+    if (!ec)
+        return;
+    pthread_mutex_lock(&ec->mu);
+    int was = ec->stopping;
+    ec->stopping = 1;
+    pthread_cond_broadcast(&ec->cv);
+    pthread_mutex_unlock(&ec->mu);
+    if (was)
+        return;
+    if (ec->started)
+        pthread_join(ec->node_thread, NULL);
+    if (ec->sub) {
+        ke_rpc_call_cancel(ec->sub);
+        ke_rpc_call_unref(ec->sub);
+        ec->sub = NULL;
+    }
+    ec_sync_stop(ec);
+}
+
+void edgecontroller_free(edgecontroller *ec)
+{
+    if (!ec)
+        return;
+    edgecontroller_stop(ec);
+    ke_map_free(ec->pods);
+    ke_map_free(ec->node_refs);
+    pthread_mutex_destroy(&ec->mu);
+    pthread_cond_destroy(&ec->cv);
+    free(ec);
+}

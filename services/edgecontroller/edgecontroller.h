@@ -1,0 +1,54 @@
+/*
+ * edgecontroller.h — EdgeController: Kubernetes-style objects for edge
+ * nodes, over the resource store (lib/store) and CloudHub's Hub API.
+ *
+ *   users      Apply / Get / List / Delete / Watch (api/edgecontroller.proto)
+ *              for Pod, ConfigMap, Secret, Node, Device, DeviceModel
+ *   nodes      a Node object per joined node (from Hub.ListNodes), Ready
+ *              while its tunnel is up, NotReady after node_grace without it;
+ *              addresses, capacity and system info from the edge's reports
+ *   pods       bound by spec.nodeName, or placed by spec.nodeSelector onto
+ *              a Ready edge node; sent to their node with exactly the
+ *              ConfigMaps and Secrets they reference (updates follow, and
+ *              an object no pod on a node references any more is removed
+ *              there); status from the edge; graceful deletion
+ */
+#ifndef EDGECONTROLLER_H
+#define EDGECONTROLLER_H
+
+#include "ke_rpc.h"
+#include "ke_store.h"
+
+#include <stdint.h>
+
+typedef struct edgecontroller edgecontroller;
+
+typedef struct edgecontroller_config {
+    ke_store *store;       /* borrowed */
+    int64_t node_grace_ms; /* NotReady after this long without a tunnel; default 40 s */
+    int64_t node_poll_ms;  /* how often nodes are checked; default 1 s */
+} edgecontroller_config;
+
+/* edgecontroller_new prepares the controller. Returns 0 or KE_ENOMEM. */
+int edgecontroller_new(const edgecontroller_config *cfg, edgecontroller **out);
+
+/* edgecontroller_register adds the EdgeController service to srv (before start). */
+int edgecontroller_register(edgecontroller *ec, ke_rpc_server *srv);
+
+/* edgecontroller_start starts the store watches, the upstream subscription
+ * and the node loop, talking to CloudHub's Hub API on `hub` (borrowed; an
+ * in-process channel in cloudcore); call it once the server serves. */
+int edgecontroller_start(edgecontroller *ec, ke_rpc_channel *hub);
+
+/* edgecontroller_stop ends everything the controller does on its own: the
+ * node loop, the upstream subscription and the store watches, so it makes
+ * no more calls. Call it before stopping the rpc server (its calls go
+ * through it); the API handlers keep working until the server stops.
+ * Idempotent. */
+void edgecontroller_stop(edgecontroller *ec);
+
+/* edgecontroller_free stops (if needed) and frees; call it after the rpc
+ * server it is registered on has stopped. NULL: no-op. */
+void edgecontroller_free(edgecontroller *ec);
+
+#endif
