@@ -11,6 +11,7 @@
  * which scripts and tests wait for. SIGTERM/SIGINT stop it cleanly.
  */
 #include "cloudhub.h"
+#include "devicecontroller.h"
 #include "edgecontroller.h"
 #include "ke_store.h"
 #include "ke_config.h"
@@ -146,6 +147,7 @@ int main(int argc, char **argv)
     cloudhub *hub = NULL;
     ke_store *store = NULL;
     edgecontroller *ec = NULL;
+    devicecontroller *dc = NULL;
     ke_rpc_channel *self = NULL;
     ke_log_level level;
     ke_rpc_tls tls = {0};
@@ -219,7 +221,8 @@ int main(int argc, char **argv)
             goto fail;
         }
         ecc.store = store;
-        if ((rc = edgecontroller_new(&ecc, &ec)) != 0)
+        if ((rc = edgecontroller_new(&ecc, &ec)) != 0 ||
+            (rc = devicecontroller_new(store, &dc)) != 0)
             goto fail;
     }
     if ((rc = ke_rpc_loop_new((int)cfg.grpc_threads, &loop)) != 0 ||
@@ -233,11 +236,13 @@ int main(int argc, char **argv)
     if ((rc = ke_rpc_server_new(loop, &sopts, &srv)) != 0 ||
         (rc = ke_diag_register(diag, srv)) != 0 ||
         (hub && (rc = cloudhub_register(hub, srv)) != 0) ||
-        (ec && (rc = edgecontroller_register(ec, srv)) != 0) || (rc = ke_rpc_server_start(srv)) != 0)
+        (ec && (rc = edgecontroller_register(ec, srv)) != 0) ||
+        (dc && (rc = devicecontroller_register(dc, srv)) != 0) || (rc = ke_rpc_server_start(srv)) != 0)
         goto fail;
     /* The controllers reach CloudHub's Hub API in-process, without a socket. */
     if (ec && ((rc = ke_rpc_channel_new_inproc(loop, srv, &self)) != 0 ||
-               (rc = edgecontroller_start(ec, self)) != 0))
+               (rc = edgecontroller_start(ec, self)) != 0 ||
+               (rc = devicecontroller_start(dc, self)) != 0))
         goto fail;
     ke_http_config hc = {.listen = cfg.http_listen,
                          .health = hub ? cloudhub_health : NULL,
@@ -245,7 +250,7 @@ int main(int argc, char **argv)
     if ((rc = ke_http_start(&hc, &http)) != 0)
         goto fail;
 
-    ke_log_info("cloudcore", "serving version=%s grpc=%s port=%d tls=%s cloudhub=%s edgecontroller=%s "
+    ke_log_info("cloudcore", "serving version=%s grpc=%s port=%d tls=%s cloudhub=%s controllers=%s "
                 "http_port=%d",
                 CLOUDCORE_VERSION, cfg.grpc_listen, ke_rpc_server_port(srv),
                 use_tls ? cfg.tls_client_auth : "off", hub ? "on" : "off", ec ? "on" : "off",
@@ -261,9 +266,11 @@ fail:
     ke_log_error("cloudcore", "cannot start: %s", ke_strerror(rc));
 out:
     ke_http_stop(http);
-    edgecontroller_stop(ec); /* its own calls first: they go through srv */
+    edgecontroller_stop(ec); /* the controllers' own calls first: they go through srv */
+    devicecontroller_stop(dc);
     ke_rpc_server_stop(srv); /* then no handler runs past this */
     edgecontroller_free(ec);
+    devicecontroller_free(dc);
     ke_rpc_channel_free(self);
     ke_rpc_server_free(srv);
     cloudhub_free(hub);

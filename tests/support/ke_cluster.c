@@ -194,12 +194,17 @@ int ke_cluster_publish(ke_cluster *c, const char *node, const char *key, uint64_
 int ke_edge_report(ke_edge *e, const char *key, uint64_t rv, const char *group,
                    const char *content)
 {
+    return ke_edge_report_op(e, key, rv, group, KE__V1__OPERATION__OPERATION_UPLOAD, content);
+}
+
+int ke_edge_report_op(ke_edge *e, const char *key, uint64_t rv, const char *group,
+                      Ke__V1__Operation op, const char *content)
+{
     Ke__V1__Message m;
     Ke__V1__MessageHeader h;
     Ke__V1__Route r;
     Ke__V1__ReportRequest req = KE__V1__REPORT_REQUEST__INIT;
-    req.message = build_msg(&m, &h, &r, key, rv, KE__V1__OPERATION__OPERATION_UPLOAD, group,
-                            content);
+    req.message = build_msg(&m, &h, &r, key, rv, op, group, content);
     ke_rpc_stub local = {e->local, &ke__v1__edge_local__descriptor};
     ke_rpc_call_opts o = {.timeout_ms = 10000};
     ProtobufCMessage *reply = NULL;

@@ -70,6 +70,11 @@ int ke_cluster_publish(ke_cluster *c, const char *node, const char *key, uint64_
 int ke_edge_report(ke_edge *e, const char *key, uint64_t rv, const char *group,
                    const char *content);
 
+/* ke_edge_report_op is ke_edge_report with another operation (a DELETE
+ * confirms a pod is gone). */
+int ke_edge_report_op(ke_edge *e, const char *key, uint64_t rv, const char *group,
+                      Ke__V1__Operation op, const char *content);
+
 /* ke_edge_list returns EdgeLocal.List (free with
  * protobuf_c_message_free_unpacked), or NULL. */
 Ke__V1__EdgeListReply *ke_edge_list(ke_edge *e);

@@ -1,0 +1,723 @@
+/*
+ * devicecontroller.c — see devicecontroller.h.
+ *
+ * Twin shape, as in KubeEdge v1beta1:
+ *   desired   spec.properties[].desired.{value, metadata.timestamp}
+ *   reported  status.twins[].{propertyName, reported.{value, metadata.timestamp}}
+ *   state     status.state ("online", "offline", "unknown"), status.lastOnlineTime
+ * Timestamps are milliseconds since the epoch, as decimal strings.
+ *
+ * Upstream reports (group "twin", resource node/<node>/<ns>/Device/<name>)
+ * carry {"twins":[{"propertyName":..,"reported":{"value":..,
+ * "metadata":{"timestamp":..}}}], "state":"online"}; only the node the
+ * device is bound to may report for it.
+ */
+#include "devicecontroller.h"
+
+#include "cloudhub.pb-c.h"
+#include "devicecontroller.pb-c.h"
+#include "edgecontroller.pb-c.h"
+#include "ke_err.h"
+#include "ke_hubclient.h"
+#include "ke_k8s.h"
+#include "ke_log.h"
+#include "ke_map.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define DC_MOD "devicecontroller"
+#define DC_RETRIES 10
+
+struct devicecontroller {
+    ke_store *store;
+    ke_rpc_channel *hub;
+    ke_store_watch *w_devices, *w_models;
+    ke_rpc_call *sub;
+    int stopped;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    ke_rpc_call_finish(call, code, msg, NULL);
+}
+
+static const char *ns_or_default(const char *ns) { return ns && *ns ? ns : "default"; }
+
+/* ---- twins ---- */
+
+/* find_by adds nothing: returns the element of array arr whose field equals value. */
+static json_t *find_by(json_t *arr, const char *field, const char *value)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e) {
+        const char *v = ke_k8s_str(e, field);
+        if (v && strcmp(v, value) == 0)
+            return e;
+    }
+    return NULL;
+}
+
+static int64_t ts_of(const json_t *v, const char *path)
+{
+    const char *s = ke_k8s_str(v, path);
+    return s ? atoll(s) : 0;
+}
+
+/* twin_fill fills t (and its values) for property name of device. */
+static void twin_fill(const json_t *device, const char *name, Ke__V1__Twin *t,
+                      Ke__V1__TwinValue *desired, Ke__V1__TwinValue *reported)
+{
+    ke__v1__twin__init(t);
+    ke__v1__twin_value__init(desired);
+    ke__v1__twin_value__init(reported);
+    t->property = (char *)name;
+    json_t *p = find_by(json_object_get(json_object_get(device, "spec"), "properties"), "name", name);
+    if (p && json_object_get(p, "desired")) {
+        const char *v = ke_k8s_str(p, "desired.value");
+        desired->value = (char *)(v ? v : "");
+        desired->timestamp_ms = ts_of(p, "desired.metadata.timestamp");
+        t->desired = desired;
+    }
+    json_t *r = find_by(json_object_get(json_object_get(device, "status"), "twins"),
+                        "propertyName", name);
+    if (r && json_object_get(r, "reported")) {
+        const char *v = ke_k8s_str(r, "reported.value");
+        reported->value = (char *)(v ? v : "");
+        reported->timestamp_ms = ts_of(r, "reported.metadata.timestamp");
+        t->reported = reported;
+    }
+}
+
+static Ke__V1__DeviceState state_of(const json_t *device)
+{
+    const char *s = ke_k8s_str(device, "status.state");
+    if (s && strcasecmp(s, "online") == 0)
+        return KE__V1__DEVICE_STATE__DEVICE_STATE_ONLINE;
+    if (s && strcasecmp(s, "offline") == 0)
+        return KE__V1__DEVICE_STATE__DEVICE_STATE_OFFLINE;
+    return KE__V1__DEVICE_STATE__DEVICE_STATE_UNKNOWN;
+}
+
+/* property_names collects the names in spec.properties and status.twins. */
+static size_t property_names(const json_t *device, const char **names, size_t cap)
+{
+    size_t n = 0, i;
+    json_t *e;
+    json_array_foreach(json_object_get(json_object_get(device, "spec"), "properties"), i, e) {
+        const char *v = ke_k8s_str(e, "name");
+        if (v && n < cap)
+            names[n++] = v;
+    }
+    json_array_foreach(json_object_get(json_object_get(device, "status"), "twins"), i, e) {
+        const char *v = ke_k8s_str(e, "propertyName");
+        int seen = 0;
+        for (size_t k = 0; v && k < n; k++)
+            seen |= strcmp(names[k], v) == 0;
+        if (v && !seen && n < cap)
+            names[n++] = v;
+    }
+    return n;
+}
+
+/* ---- downstream ---- */
+
+static void publish_device(devicecontroller *dc, const json_t *device, int deleted)
+{
+    const char *node = ke_k8s_str(device, "spec.nodeName");
+    const char *ns = ns_or_default(ke_k8s_str(device, "metadata.namespace"));
+    const char *name = ke_k8s_str(device, "metadata.name");
+    if (!node || !*node || !name)
+        return;
+    char key[512];
+    ke_hub_resource_key(key, sizeof(key), node, ns, "Device", name);
+    if (deleted) {
+        ke_hub_publish(dc->hub, node, key, KE__V1__OPERATION__OPERATION_DELETE, "resource", NULL,
+                       0);
+        return;
+    }
+    json_t *model = NULL;
+    const char *mname = ke_k8s_str(device, "spec.deviceModelRef.name");
+    if (mname && ke_store_get(dc->store, "DeviceModel", ns, mname, &model) == 0) {
+        char mkey[512];
+        char *mj = json_dumps(model, JSON_COMPACT);
+        ke_hub_resource_key(mkey, sizeof(mkey), node, ns, "DeviceModel", mname);
+        if (mj)
+            ke_hub_publish(dc->hub, node, mkey, KE__V1__OPERATION__OPERATION_UPDATE, "resource",
+                           mj, strlen(mj));
+        free(mj);
+        json_decref(model);
+    }
+    char *json = json_dumps(device, JSON_COMPACT);
+    if (json)
+        ke_hub_publish(dc->hub, node, key, KE__V1__OPERATION__OPERATION_UPDATE, "resource", json,
+                       strlen(json));
+    free(json);
+}
+
+static void on_device(int type, const json_t *obj, uint64_t rev, void *ud)
+{
+    (void)rev;
+    if (type == KE_STORE_GONE || !obj)
+        return;
+    publish_device(ud, obj, type == KE_STORE_DELETED);
+}
+
+/* A model changed: send it to the nodes of the devices that use it. */
+static void on_model(int type, const json_t *obj, uint64_t rev, void *ud)
+{
+    (void)rev;
+    devicecontroller *dc = ud;
+    if (type != KE_STORE_MODIFIED || !obj)
+        return;
+    char sel[320];
+    snprintf(sel, sizeof(sel), "spec.deviceModelRef.name=%s", ke_k8s_str(obj, "metadata.name"));
+    json_t *devices = NULL;
+    if (ke_store_list(dc->store, "Device", ns_or_default(ke_k8s_str(obj, "metadata.namespace")),
+                      NULL, sel, &devices, NULL) != 0)
+        return;
+    size_t i;
+    json_t *d;
+    json_array_foreach(devices, i, d)
+        publish_device(dc, d, 0);
+    json_decref(devices);
+}
+
+/* ---- upstream: reported twins and state ---- */
+
+static void merge_report(json_t *device, const json_t *rep)
+{
+    json_t *status = json_object_get(device, "status");
+    if (!json_is_object(status)) {
+        status = json_object();
+        json_object_set_new(device, "status", status);
+    }
+    json_t *twins = json_object_get(status, "twins");
+    if (!json_is_array(twins)) {
+        twins = json_array();
+        json_object_set_new(status, "twins", twins);
+    }
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(rep, "twins"), i, t) {
+        const char *name = ke_k8s_str(t, "propertyName");
+        json_t *reported = json_object_get(t, "reported");
+        if (!name || !json_is_object(reported))
+            continue;
+        json_t *cur = find_by(twins, "propertyName", name);
+        if (!cur) {
+            cur = json_pack("{s:s}", "propertyName", name);
+            json_array_append_new(twins, cur);
+        }
+        json_object_set(cur, "reported", reported);
+    }
+    const char *state = ke_k8s_str(rep, "state");
+    if (state) {
+        json_object_set_new(status, "state", json_string(state));
+        if (strcasecmp(state, "online") == 0) {
+            char ts[32];
+            time_t now = time(NULL);
+            struct tm tm;
+            gmtime_r(&now, &tm);
+            strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            json_object_set_new(status, "lastOnlineTime", json_string(ts));
+        }
+    }
+}
+
+static void on_twin_report(ke_rpc_call *call, const ProtobufCMessage *msg, void *ud)
+{
+    (void)call;
+    devicecontroller *dc = ud;
+    const Ke__V1__UpstreamMessage *up = (const Ke__V1__UpstreamMessage *)msg;
+    const Ke__V1__Message *m = up->message;
+    char node[64], ns[128], name[256];
+    if (!m || !m->route ||
+        sscanf(m->route->resource, "node/%63[^/]/%127[^/]/Device/%255s", node, ns, name) != 3 ||
+        strcmp(node, up->node_name) != 0)
+        return;
+    json_error_t je;
+    json_t *rep = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
+    if (!json_is_object(rep)) {
+        ke_log_warn(DC_MOD, "ignoring twin report that is not a JSON object node=%s device=%s/%s",
+                    node, ns, name);
+        json_decref(rep);
+        return;
+    }
+    for (int attempt = 0; attempt < DC_RETRIES; attempt++) {
+        json_t *device = NULL;
+        if (ke_store_get(dc->store, "Device", ns, name, &device) != 0)
+            break;
+        const char *bound = ke_k8s_str(device, "spec.nodeName");
+        if (!bound || strcmp(bound, node) != 0) {
+            ke_log_warn(DC_MOD, "ignoring twin report for %s/%s from node %s: bound to %s", ns,
+                        name, node, bound ? bound : "none");
+            json_decref(device);
+            break;
+        }
+        merge_report(device, rep);
+        int rc = ke_store_update_status(dc->store, device, NULL);
+        json_decref(device);
+        if (rc != KE_ECONFLICT)
+            break;
+    }
+    json_decref(rep);
+}
+
+static int subscribe(devicecontroller *dc)
+{
+    static const ke_rpc_handler h = {.on_message = on_twin_report};
+    static char *groups[] = {"twin"};
+    Ke__V1__SubscribeRequest req = KE__V1__SUBSCRIBE_REQUEST__INIT;
+    req.groups = groups;
+    req.n_groups = 1;
+    ke_rpc_stub hub = {dc->hub, &ke__v1__hub__descriptor};
+    int rc = ke_rpc_stub_start(&hub, "Subscribe", &h, dc, NULL, &dc->sub);
+    if (rc == 0) {
+        ke_rpc_call_send(dc->sub, &req.base);
+        ke_rpc_call_close_send(dc->sub);
+    }
+    return rc;
+}
+
+/* ---- API ---- */
+
+static void reply_object(ke_rpc_call *call, const json_t *obj)
+{
+    char *json = json_dumps(obj, JSON_COMPACT);
+    Ke__V1__ObjectReply r = KE__V1__OBJECT_REPLY__INIT;
+    r.object_json.data = (uint8_t *)json;
+    r.object_json.len = json ? strlen(json) : 0;
+    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
+    free(json);
+}
+
+static int get_device(devicecontroller *dc, ke_rpc_call *call, const Ke__V1__DeviceRef *ref,
+                      json_t **out)
+{
+    if (!ref || !ref->name[0]) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "device.name: required");
+        return -1;
+    }
+    int rc = ke_store_get(dc->store, "Device", ns_or_default(ref->namespace_), ref->name, out);
+    if (rc == KE_ENOTFOUND)
+        finish_err(call, KE_RPC_NOT_FOUND, "devices \"%s\" not found", ref->name);
+    else if (rc != 0)
+        finish_err(call, KE_RPC_UNAVAILABLE, "store error: %s", ke_strerror(rc));
+    return rc == 0 ? 0 : -1;
+}
+
+static void get_device_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    json_t *d = NULL;
+    if (get_device(ud, call, (const Ke__V1__DeviceRef *)m, &d) == 0)
+        reply_object(call, d);
+    json_decref(d);
+}
+
+static void list_devices_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    devicecontroller *dc = ud;
+    const Ke__V1__ListRequest *req = (const Ke__V1__ListRequest *)m;
+    char why[256];
+    if (ke_store_selector_check(req->label_selector, req->field_selector, why, sizeof(why)) != 0) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    json_t *items = NULL;
+    uint64_t rev = 0;
+    int rc = ke_store_list(dc->store, "Device", req->namespace_, req->label_selector,
+                           req->field_selector, &items, &rev);
+    if (rc != 0) {
+        finish_err(call, KE_RPC_UNAVAILABLE, "store error: %s", ke_strerror(rc));
+        return;
+    }
+    size_t n = json_array_size(items);
+    Ke__V1__ListReply r = KE__V1__LIST_REPLY__INIT;
+    r.items_json = calloc(n + 1, sizeof(ProtobufCBinaryData));
+    for (size_t i = 0; r.items_json && i < n; i++) {
+        char *json = json_dumps(json_array_get(items, i), JSON_COMPACT);
+        r.items_json[r.n_items_json].data = (uint8_t *)json;
+        r.items_json[r.n_items_json++].len = json ? strlen(json) : 0;
+    }
+    r.resource_version = rev;
+    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
+    for (size_t i = 0; i < r.n_items_json; i++)
+        free(r.items_json[i].data);
+    free(r.items_json);
+    json_decref(items);
+}
+
+/* check_value verifies value against the model property's type. */
+static int check_value(const json_t *prop, const char *value, char *why, size_t len)
+{
+    const char *type = ke_k8s_str(prop, "type");
+    char *end = NULL;
+    errno = 0;
+    if (type && strcasecmp(type, "int") == 0) {
+        strtoll(value, &end, 10);
+        if (!*value || *end || errno)
+            goto bad;
+    } else if (type && (strcasecmp(type, "float") == 0 || strcasecmp(type, "double") == 0)) {
+        strtod(value, &end);
+        if (!*value || *end || errno)
+            goto bad;
+    } else if (type && strcasecmp(type, "boolean") == 0) {
+        if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
+            goto bad;
+    }
+    return 0;
+bad:
+    snprintf(why, len, "value: \"%s\" is not a valid %s for property \"%s\"", value, type,
+             ke_k8s_str(prop, "name"));
+    return KE_EINVAL;
+}
+
+static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    devicecontroller *dc = ud;
+    const Ke__V1__SetDesiredRequest *req = (const Ke__V1__SetDesiredRequest *)m;
+    if (!req->property[0]) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "property: required");
+        return;
+    }
+    char why[320];
+    for (int attempt = 0; attempt < DC_RETRIES; attempt++) {
+        json_t *device = NULL, *model = NULL, *out = NULL;
+        if (get_device(dc, call, req->device, &device) != 0)
+            return;
+        const char *ns = ns_or_default(ke_k8s_str(device, "metadata.namespace"));
+        const char *mname = ke_k8s_str(device, "spec.deviceModelRef.name");
+        if (ke_store_get(dc->store, "DeviceModel", ns, mname, &model) != 0) {
+            finish_err(call, KE_RPC_FAILED_PRECONDITION, "device's model \"%s\" not found", mname);
+            json_decref(device);
+            return;
+        }
+        json_t *prop =
+            find_by(json_object_get(json_object_get(model, "spec"), "properties"), "name",
+                    req->property);
+        int code = KE_RPC_OK;
+        if (!prop) {
+            code = KE_RPC_NOT_FOUND;
+            snprintf(why, sizeof(why), "property: model \"%s\" has no property \"%s\"", mname,
+                     req->property);
+        } else if (ke_k8s_str(prop, "accessMode") &&
+                   strcmp(ke_k8s_str(prop, "accessMode"), "ReadOnly") == 0) {
+            code = KE_RPC_FAILED_PRECONDITION;
+            snprintf(why, sizeof(why), "property: \"%s\" is ReadOnly", req->property);
+        } else if (check_value(prop, req->value, why, sizeof(why)) != 0) {
+            code = KE_RPC_INVALID_ARGUMENT;
+        }
+        if (code != KE_RPC_OK) {
+            finish_err(call, code, "%s", why);
+            json_decref(device);
+            json_decref(model);
+            return;
+        }
+        json_t *spec = json_object_get(device, "spec");
+        json_t *props = json_object_get(spec, "properties");
+        if (!json_is_array(props)) {
+            props = json_array();
+            json_object_set_new(spec, "properties", props);
+        }
+        json_t *p = find_by(props, "name", req->property);
+        if (!p) {
+            p = json_pack("{s:s}", "name", req->property);
+            json_array_append_new(props, p);
+        }
+        char ts[32];
+        snprintf(ts, sizeof(ts), "%lld", (long long)now_ms());
+        json_object_set_new(p, "desired",
+                            json_pack("{s:s,s:{s:s,s:s}}", "value", req->value, "metadata",
+                                      "timestamp", ts, "type", ke_k8s_str(prop, "type")));
+        int rc = ke_store_update(dc->store, device, &out);
+        json_decref(model);
+        if (rc == KE_ECONFLICT) {
+            json_decref(device);
+            continue; /* someone else wrote the device meanwhile: redo on the new version */
+        }
+        if (rc != 0) {
+            finish_err(call, KE_RPC_UNAVAILABLE, "store error: %s", ke_strerror(rc));
+        } else {
+            Ke__V1__Twin t;
+            Ke__V1__TwinValue d, r;
+            twin_fill(out, req->property, &t, &d, &r);
+            ke_rpc_call_finish(call, KE_RPC_OK, NULL, &t.base);
+            ke_log_info(DC_MOD, "desired set device=%s/%s property=%s value=%s", ns,
+                        ke_k8s_str(device, "metadata.name"), req->property, req->value);
+        }
+        json_decref(device);
+        json_decref(out);
+        return;
+    }
+    finish_err(call, KE_RPC_ABORTED, "device keeps changing; try again");
+}
+
+static void get_twin_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    devicecontroller *dc = ud;
+    const Ke__V1__DeviceRef *ref = (const Ke__V1__DeviceRef *)m;
+    json_t *device = NULL;
+    if (get_device(dc, call, ref, &device) != 0)
+        return;
+    const char *names[64];
+    size_t n = property_names(device, names, 64);
+    Ke__V1__Twin twins[64], *tp[64];
+    Ke__V1__TwinValue des[64], rep[64];
+    for (size_t i = 0; i < n; i++) {
+        twin_fill(device, names[i], &twins[i], &des[i], &rep[i]);
+        tp[i] = &twins[i];
+    }
+    Ke__V1__DeviceRef dref = KE__V1__DEVICE_REF__INIT;
+    dref.namespace_ = (char *)ns_or_default(ke_k8s_str(device, "metadata.namespace"));
+    dref.name = (char *)ke_k8s_str(device, "metadata.name");
+    Ke__V1__TwinReply r = KE__V1__TWIN_REPLY__INIT;
+    r.device = &dref;
+    r.twins = tp;
+    r.n_twins = n;
+    r.state = state_of(device);
+    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
+    json_decref(device);
+}
+
+/* ---- watches ---- */
+
+typedef struct dc_watch {
+    ke_store_watch *w;
+    ke_rpc_call *call; /* a reference */
+    int twins;         /* WatchTwins (else WatchDevices) */
+    ke_map *seen;      /* "ns/name/property" -> "desired\x1freported" last sent */
+} dc_watch;
+
+static int map_free_value(const char *k, void *v, void *arg)
+{
+    (void)k;
+    (void)arg;
+    free(v);
+    return 0;
+}
+
+static void send_twin_events(dc_watch *w, const json_t *device)
+{
+    const char *names[64];
+    size_t n = property_names(device, names, 64);
+    const char *ns = ns_or_default(ke_k8s_str(device, "metadata.namespace"));
+    const char *name = ke_k8s_str(device, "metadata.name");
+    for (size_t i = 0; i < n; i++) {
+        Ke__V1__Twin t;
+        Ke__V1__TwinValue d, r;
+        twin_fill(device, names[i], &t, &d, &r);
+        char key[600], val[600];
+        snprintf(key, sizeof(key), "%s/%s/%s", ns, name, names[i]);
+        snprintf(val, sizeof(val), "%s@%lld\x1f%s@%lld", t.desired ? d.value : "",
+                 (long long)d.timestamp_ms, t.reported ? r.value : "", (long long)r.timestamp_ms);
+        const char *last = ke_map_get(w->seen, key);
+        if (last && strcmp(last, val) == 0)
+            continue;
+        char *copy = strdup(val);
+        void *old = NULL;
+        if (copy && ke_map_put(w->seen, key, copy, &old) == 0)
+            free(old);
+        else
+            free(copy);
+        Ke__V1__DeviceRef ref = KE__V1__DEVICE_REF__INIT;
+        ref.namespace_ = (char *)ns;
+        ref.name = (char *)name;
+        Ke__V1__TwinEvent ev = KE__V1__TWIN_EVENT__INIT;
+        ev.device = &ref;
+        ev.twin = &t;
+        ev.state = state_of(device);
+        if (ke_rpc_call_send(w->call, &ev.base) == KE_EFULL)
+            ke_rpc_call_finish(w->call, KE_RPC_RESOURCE_EXHAUSTED,
+                               "watch client is not reading", NULL);
+    }
+}
+
+static void watch_event(int type, const json_t *obj, uint64_t rev, void *ud)
+{
+    dc_watch *w = ud;
+    if (type == KE_STORE_GONE) {
+        ke_rpc_call_finish(w->call, KE_RPC_OUT_OF_RANGE, "watch fell behind; watch again", NULL);
+        return;
+    }
+    if (w->twins) {
+        if (type != KE_STORE_DELETED)
+            send_twin_events(w, obj);
+        return;
+    }
+    char *json = json_dumps(obj, JSON_COMPACT);
+    Ke__V1__WatchEvent ev = KE__V1__WATCH_EVENT__INIT;
+    ev.type = type == KE_STORE_ADDED      ? KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_ADDED
+              : type == KE_STORE_MODIFIED ? KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_MODIFIED
+                                          : KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_DELETED;
+    ev.object_json.data = (uint8_t *)json;
+    ev.object_json.len = json ? strlen(json) : 0;
+    ev.resource_version = rev;
+    if (ke_rpc_call_send(w->call, &ev.base) == KE_EFULL)
+        ke_rpc_call_finish(w->call, KE_RPC_RESOURCE_EXHAUSTED, "watch client is not reading",
+                           NULL);
+    free(json);
+}
+
+static void watch_start(devicecontroller *dc, ke_rpc_call *call, int twins, const char *ns,
+                        const char *label, const char *field, uint64_t from)
+{
+    dc_watch *w = calloc(1, sizeof(*w));
+    if (!w || !(w->seen = ke_map_new())) {
+        free(w);
+        finish_err(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    w->twins = twins;
+    ke_rpc_call_ref(call);
+    w->call = call;
+    int rc = ke_store_watch_start(dc->store, "Device", ns, label, field, from, watch_event, w,
+                                  &w->w);
+    if (rc != 0) {
+        finish_err(call, rc == KE_EGONE ? KE_RPC_OUT_OF_RANGE : KE_RPC_INVALID_ARGUMENT,
+                   "cannot watch: %s", ke_strerror(rc));
+        ke_rpc_call_unref(call);
+        ke_map_free(w->seen);
+        free(w);
+        return;
+    }
+    ke_rpc_call_set_data(call, w);
+}
+
+static void watch_devices_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    const Ke__V1__WatchRequest *req = (const Ke__V1__WatchRequest *)m;
+    char why[256];
+    if (ke_store_selector_check(req->label_selector, req->field_selector, why, sizeof(why)) != 0) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    watch_start(ud, call, 0, req->namespace_, req->label_selector, req->field_selector,
+                req->resource_version);
+}
+
+static void watch_twins_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    const Ke__V1__WatchTwinsRequest *req = (const Ke__V1__WatchTwinsRequest *)m;
+    char field[320] = "";
+    if (req->name[0])
+        snprintf(field, sizeof(field), "metadata.name=%s", req->name);
+    watch_start(ud, call, 1, req->namespace_, NULL, field, 0);
+}
+
+static void watch_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
+{
+    (void)st;
+    (void)ud;
+    dc_watch *w = ke_rpc_call_get_data(call);
+    if (!w)
+        return;
+    ke_store_watch_stop(w->w);
+    ke_map_each(w->seen, map_free_value, NULL);
+    ke_map_free(w->seen);
+    ke_rpc_call_unref(w->call);
+    free(w);
+}
+
+/* ---- lifecycle ---- */
+
+int devicecontroller_new(ke_store *store, devicecontroller **out)
+{
+    devicecontroller *dc = calloc(1, sizeof(*dc));
+    if (!dc)
+        return KE_ENOMEM;
+    dc->store = store;
+    *out = dc;
+    return 0;
+}
+
+int devicecontroller_register(devicecontroller *dc, ke_rpc_server *srv)
+{
+    static const ke_rpc_handler get = {.on_message = get_device_on_message};
+    static const ke_rpc_handler list = {.on_message = list_devices_on_message};
+    static const ke_rpc_handler watch = {.on_message = watch_devices_on_message,
+                                         .on_close = watch_on_close};
+    static const ke_rpc_handler set = {.on_message = set_desired_on_message};
+    static const ke_rpc_handler twin = {.on_message = get_twin_on_message};
+    static const ke_rpc_handler wtwins = {.on_message = watch_twins_on_message,
+                                          .on_close = watch_on_close};
+    const ProtobufCServiceDescriptor *svc = &ke__v1__device_controller__descriptor;
+    int rc = ke_rpc_server_add(srv, svc, "GetDevice", KE_RPC_UNARY, &get, dc);
+    if (rc == 0)
+        rc = ke_rpc_server_add(srv, svc, "ListDevices", KE_RPC_UNARY, &list, dc);
+    if (rc == 0)
+        rc = ke_rpc_server_add(srv, svc, "WatchDevices", KE_RPC_SERVER_STREAM, &watch, dc);
+    if (rc == 0)
+        rc = ke_rpc_server_add(srv, svc, "SetDesired", KE_RPC_UNARY, &set, dc);
+    if (rc == 0)
+        rc = ke_rpc_server_add(srv, svc, "GetTwin", KE_RPC_UNARY, &twin, dc);
+    if (rc == 0)
+        rc = ke_rpc_server_add(srv, svc, "WatchTwins", KE_RPC_SERVER_STREAM, &wtwins, dc);
+    return rc;
+}
+
+int devicecontroller_start(devicecontroller *dc, ke_rpc_channel *hub)
+{
+    dc->hub = hub;
+    json_t *items = NULL;
+    uint64_t rev = 0;
+    int rc = ke_store_list(dc->store, "Device", "", NULL, NULL, &items, &rev);
+    if (rc != 0)
+        return rc;
+    size_t i;
+    json_t *d;
+    json_array_foreach(items, i, d)
+        publish_device(dc, d, 0);
+    json_decref(items);
+    rc = ke_store_watch_start(dc->store, "Device", "", NULL, NULL, rev, on_device, dc,
+                              &dc->w_devices);
+    if (rc == 0)
+        rc = ke_store_watch_start(dc->store, "DeviceModel", "", NULL, NULL, rev, on_model, dc,
+                                  &dc->w_models);
+    if (rc == 0)
+        rc = subscribe(dc);
+    return rc;
+}
+
+void devicecontroller_stop(devicecontroller *dc)
+{
+    if (!dc || dc->stopped)
+        return;
+    dc->stopped = 1;
+    ke_store_watch_stop(dc->w_devices);
+    ke_store_watch_stop(dc->w_models);
+    if (dc->sub) {
+        ke_rpc_call_cancel(dc->sub);
+        ke_rpc_call_unref(dc->sub);
+        dc->sub = NULL;
+    }
+}
+
+void devicecontroller_free(devicecontroller *dc)
+{
+    if (!dc)
+        return;
+    devicecontroller_stop(dc);
+    free(dc);
+}
