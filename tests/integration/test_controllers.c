@@ -17,6 +17,7 @@
 #include "ke_err.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -300,6 +301,113 @@ static void test_node_goes_not_ready_when_edgecore_dies_and_ready_when_back(void
     assert_true(wait_ready("edge-2", "True"));
 }
 
+static void test_pod_with_a_node_selector_is_placed_on_a_ready_matching_node(void **state)
+{
+    (void)state;
+    assert_int_equal(
+        apply("{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"placed\"},"
+              "\"spec\":{\"nodeSelector\":{\"kubernetes.io/hostname\":\"edge-2\"},"
+              "\"containers\":[{\"name\":\"c\",\"image\":\"busybox\"}]}}",
+              NULL, 0),
+        KE_RPC_OK);
+    json_t *pod = get("Pod", "default", "placed", NULL);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(pod, "spec"), "nodeName")),
+                        "edge-2");
+    json_decref(pod);
+    assert_true(wait_edge(&E2, "node/edge-2/default/Pod/placed", 1, "busybox"));
+}
+
+typedef struct watch_rec {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n, closed, code;
+    uint64_t rvs[16];
+    int types[16];
+} watch_rec;
+
+static void watch_msg(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    (void)call;
+    watch_rec *w = ud;
+    const Ke__V1__WatchEvent *ev = (const Ke__V1__WatchEvent *)m;
+    pthread_mutex_lock(&w->mu);
+    if (w->n < 16) {
+        w->rvs[w->n] = ev->resource_version;
+        w->types[w->n] = ev->type;
+    }
+    w->n++;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static void watch_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
+{
+    (void)call;
+    watch_rec *w = ud;
+    pthread_mutex_lock(&w->mu);
+    w->closed = 1;
+    w->code = st->code;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static ke_rpc_call *watch_cms(watch_rec *w, uint64_t from)
+{
+    static const ke_rpc_handler h = {.on_message = watch_msg, .on_close = watch_close};
+    memset(w, 0, sizeof(*w));
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    ke_rpc_stub ec = {C.admin, &ke__v1__edge_controller__descriptor};
+    ke_rpc_call *call = NULL;
+    assert_int_equal(ke_rpc_stub_start(&ec, "Watch", &h, w, NULL, &call), 0);
+    Ke__V1__WatchRequest req = KE__V1__WATCH_REQUEST__INIT;
+    req.kind = "configmaps";
+    req.namespace_ = "default";
+    req.field_selector = "metadata.name=watched";
+    req.resource_version = from;
+    assert_int_equal(ke_rpc_call_send(call, &req.base), 0);
+    ke_rpc_call_close_send(call);
+    return call;
+}
+
+static int watch_wait(watch_rec *w, int n)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 15;
+    pthread_mutex_lock(&w->mu);
+    while (w->n < n && !w->closed && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
+    }
+    int got = w->n >= n;
+    pthread_mutex_unlock(&w->mu);
+    return got;
+}
+
+static void test_watch_delivers_every_change_after_a_version_in_order(void **state)
+{
+    (void)state;
+    char rv[32];
+    assert_int_equal(apply(CM("watched", "0"), NULL, 0), KE_RPC_OK);
+    json_t *cm = get("ConfigMap", "default", "watched", NULL);
+    snprintf(rv, sizeof(rv), "%s",
+             json_string_value(json_object_get(json_object_get(cm, "metadata"), "resourceVersion")));
+    json_decref(cm);
+    /* changes made before the watch starts, after rv, come from history */
+    assert_int_equal(apply(CM("watched", "1"), NULL, 0), KE_RPC_OK);
+    assert_int_equal(apply(CM("watched", "2"), NULL, 0), KE_RPC_OK);
+    watch_rec w;
+    ke_rpc_call *call = watch_cms(&w, strtoull(rv, NULL, 10));
+    assert_int_equal(apply(CM("watched", "3"), NULL, 0), KE_RPC_OK);
+    assert_true(watch_wait(&w, 3));
+    assert_int_equal(w.n, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(w.types[i], KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_MODIFIED);
+    assert_true(w.rvs[0] > strtoull(rv, NULL, 10));
+    assert_true(w.rvs[1] > w.rvs[0] && w.rvs[2] > w.rvs[1]);
+    ke_rpc_call_cancel(call);
+    ke_rpc_call_unref(call);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -307,6 +415,8 @@ int main(void)
         cmocka_unit_test(test_pod_reaches_its_node_with_only_its_configmap_and_secret),
         cmocka_unit_test(test_pod_status_from_the_edge_reaches_the_cloud),
         cmocka_unit_test(test_deleting_a_pod_removes_it_at_the_edge_then_in_the_cloud),
+        cmocka_unit_test(test_pod_with_a_node_selector_is_placed_on_a_ready_matching_node),
+        cmocka_unit_test(test_watch_delivers_every_change_after_a_version_in_order),
         cmocka_unit_test(test_node_goes_not_ready_when_edgecore_dies_and_ready_when_back),
     };
     return cmocka_run_group_tests_name("controllers", tests, setup, teardown);
