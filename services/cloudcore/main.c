@@ -30,6 +30,19 @@
 
 #define CLOUDCORE_VERSION "0.1.0"
 
+/* The same program builds as cloudcore (every service), cloudhub (CloudHub
+ * alone) and edgecontroller (EdgeController and DeviceController, which
+ * share the store, reaching a CloudHub elsewhere through hub.server). */
+#ifndef KE_PROGRAM
+#define KE_PROGRAM "cloudcore"
+#endif
+#ifndef KE_DEFAULT_CLOUDHUB
+#define KE_DEFAULT_CLOUDHUB "true"
+#endif
+#ifndef KE_DEFAULT_CONTROLLERS
+#define KE_DEFAULT_CONTROLLERS "true"
+#endif
+
 struct cloudcore_config {
     char *log_level;
     char *grpc_listen;
@@ -52,6 +65,7 @@ struct cloudcore_config {
     char *store_db;
     bool ec_enable;
     int64_t ec_node_grace;
+    char *remote_hub, *remote_ca, *remote_cert, *remote_key;
 };
 
 static const ke_config_field cloudcore_fields[] = {
@@ -75,7 +89,8 @@ static const ke_config_field cloudcore_fields[] = {
      "client certificates: request (verify when sent; CloudHub checks per method), require or none"},
     {"http.listen", KE_CONFIG_STRING, offsetof(struct cloudcore_config, http_listen),
      "127.0.0.1:10550", "address of /metrics and /healthz"},
-    {"cloudhub.enable", KE_CONFIG_BOOL, offsetof(struct cloudcore_config, hub_enable), "true",
+    {"cloudhub.enable", KE_CONFIG_BOOL, offsetof(struct cloudcore_config, hub_enable),
+     KE_DEFAULT_CLOUDHUB,
      "serve CloudHub (needs grpc.tls.* and the cloudhub.* files from keadm init)"},
     {"cloudhub.db", KE_CONFIG_STRING, offsetof(struct cloudcore_config, hub_db),
      "/var/lib/kubeedge/cloudhub.db", "CloudHub's SQLite file (nodes, objects per node)"},
@@ -96,8 +111,16 @@ static const ke_config_field cloudcore_fields[] = {
      "downstream messages in flight per node before an ack"},
     {"store.db", KE_CONFIG_STRING, offsetof(struct cloudcore_config, store_db),
      "/var/lib/kubeedge/store.db", "the resource store's SQLite file (embedded mode)"},
-    {"edgecontroller.enable", KE_CONFIG_BOOL, offsetof(struct cloudcore_config, ec_enable), "true",
-     "serve EdgeController (needs CloudHub)"},
+    {"edgecontroller.enable", KE_CONFIG_BOOL, offsetof(struct cloudcore_config, ec_enable),
+     KE_DEFAULT_CONTROLLERS, "serve EdgeController and DeviceController"},
+    {"hub.server", KE_CONFIG_STRING, offsetof(struct cloudcore_config, remote_hub), NULL,
+     "CloudHub address for the controllers when CloudHub runs elsewhere (empty: in-process)"},
+    {"hub.tls.ca", KE_CONFIG_STRING, offsetof(struct cloudcore_config, remote_ca), NULL,
+     "CA of the remote CloudHub"},
+    {"hub.tls.cert", KE_CONFIG_STRING, offsetof(struct cloudcore_config, remote_cert), NULL,
+     "client certificate for the remote Hub API (CN system:*, e.g. keadm's admin.crt)"},
+    {"hub.tls.key", KE_CONFIG_STRING, offsetof(struct cloudcore_config, remote_key), NULL,
+     "its private key"},
     {"edgecontroller.node_grace", KE_CONFIG_DURATION,
      offsetof(struct cloudcore_config, ec_node_grace), "40s",
      "a node without its tunnel this long becomes NotReady"},
@@ -136,7 +159,7 @@ int main(int argc, char **argv)
     if (rc == KE_CONFIG_HELP)
         return 0;
     if (rc < 0) {
-        fprintf(stderr, "cloudcore: %s\n", err);
+        fprintf(stderr, KE_PROGRAM ": %s\n", err);
         return 2;
     }
     int status = 1;
@@ -153,7 +176,7 @@ int main(int argc, char **argv)
     ke_rpc_tls tls = {0};
 
     if (ke_log_parse_level(cfg.log_level, &level) != 0) {
-        fprintf(stderr, "cloudcore: key \"log_level\": expected debug, info, warn or error, "
+        fprintf(stderr, KE_PROGRAM ": key \"log_level\": expected debug, info, warn or error, "
                         "got \"%s\"\n", cfg.log_level);
         status = 2;
         goto out;
@@ -161,13 +184,13 @@ int main(int argc, char **argv)
     ke_log_set_level(level);
     if (cfg.grpc_threads < 1 || cfg.grpc_threads > 64 || cfg.grpc_max_message < 1024 ||
         cfg.grpc_max_message > (1 << 30)) {
-        fprintf(stderr, "cloudcore: grpc.threads must be 1..64 and grpc.max_message_bytes "
+        fprintf(stderr, KE_PROGRAM ": grpc.threads must be 1..64 and grpc.max_message_bytes "
                         "1 KiB..1 GiB\n");
         status = 2;
         goto out;
     }
     if (parse_client_auth(cfg.tls_client_auth, &tls.client_auth) != 0) {
-        fprintf(stderr, "cloudcore: key \"grpc.tls.client_auth\": expected require, request "
+        fprintf(stderr, KE_PROGRAM ": key \"grpc.tls.client_auth\": expected require, request "
                         "or none, got \"%s\"\n", cfg.tls_client_auth);
         status = 2;
         goto out;
@@ -187,14 +210,14 @@ int main(int argc, char **argv)
 
     if (cfg.hub_enable && (!use_tls || !tls.ca_file || !cfg.hub_ca_key || !*cfg.hub_ca_key ||
                            !cfg.hub_token_secret || !*cfg.hub_token_secret)) {
-        fprintf(stderr, "cloudcore: CloudHub needs grpc.tls.ca, grpc.tls.cert, grpc.tls.key, "
+        fprintf(stderr, KE_PROGRAM ": CloudHub needs grpc.tls.ca, grpc.tls.cert, grpc.tls.key, "
                         "cloudhub.ca_key and cloudhub.token_secret: run `keadm init --dir DIR` "
                         "and start with --config DIR/cloudcore.yaml (or --cloudhub.enable=false)\n");
         status = 2;
         goto out;
     }
     if (cfg.hub_queue_max < 16 || cfg.hub_window < 1 || cfg.hub_window > 65536) {
-        fprintf(stderr, "cloudcore: cloudhub.queue_max must be >= 16 and cloudhub.window 1..65536\n");
+        fprintf(stderr, KE_PROGRAM ": cloudhub.queue_max must be >= 16 and cloudhub.window 1..65536\n");
         status = 2;
         goto out;
     }
@@ -214,10 +237,17 @@ int main(int argc, char **argv)
         if ((rc = cloudhub_new(&hc, &hub)) != 0)
             goto fail;
     }
-    if (cfg.ec_enable && hub) {
+    int remote = cfg.remote_hub && *cfg.remote_hub;
+    if (cfg.ec_enable && !hub && !remote) {
+        fprintf(stderr, KE_PROGRAM ": the controllers need CloudHub: enable it here "
+                                   "(cloudhub.enable) or name one with hub.server\n");
+        status = 2;
+        goto out;
+    }
+    if (cfg.ec_enable) {
         edgecontroller_config ecc = {.node_grace_ms = cfg.ec_node_grace};
         if ((rc = ke_store_open(cfg.store_db, &store)) != 0) {
-            ke_log_error("cloudcore", "cannot open the store db=%s", cfg.store_db);
+            ke_log_error(KE_PROGRAM, "cannot open the store db=%s", cfg.store_db);
             goto fail;
         }
         ecc.store = store;
@@ -226,7 +256,7 @@ int main(int argc, char **argv)
             goto fail;
     }
     if ((rc = ke_rpc_loop_new((int)cfg.grpc_threads, &loop)) != 0 ||
-        (rc = ke_diag_new("cloudcore", CLOUDCORE_VERSION, &diag)) != 0)
+        (rc = ke_diag_new(KE_PROGRAM, CLOUDCORE_VERSION, &diag)) != 0)
         goto fail;
     ke_rpc_server_opts sopts = {
         .listen = cfg.grpc_listen,
@@ -239,8 +269,14 @@ int main(int argc, char **argv)
         (ec && (rc = edgecontroller_register(ec, srv)) != 0) ||
         (dc && (rc = devicecontroller_register(dc, srv)) != 0) || (rc = ke_rpc_server_start(srv)) != 0)
         goto fail;
-    /* The controllers reach CloudHub's Hub API in-process, without a socket. */
-    if (ec && ((rc = ke_rpc_channel_new_inproc(loop, srv, &self)) != 0 ||
+    /* The controllers reach CloudHub's Hub API in-process, without a socket,
+     * or over mutual TLS when CloudHub is another process. */
+    ke_rpc_tls rtls = {.ca_file = cfg.remote_ca, .cert_file = cfg.remote_cert,
+                       .key_file = cfg.remote_key};
+    ke_rpc_channel_opts ropts = {.tls = &rtls};
+    if (ec && remote && (rc = ke_rpc_channel_new(loop, cfg.remote_hub, &ropts, &self)) != 0)
+        goto fail;
+    if (ec && ((!self && (rc = ke_rpc_channel_new_inproc(loop, srv, &self)) != 0) ||
                (rc = edgecontroller_start(ec, self)) != 0 ||
                (rc = devicecontroller_start(dc, self)) != 0))
         goto fail;
@@ -250,7 +286,7 @@ int main(int argc, char **argv)
     if ((rc = ke_http_start(&hc, &http)) != 0)
         goto fail;
 
-    ke_log_info("cloudcore", "serving version=%s grpc=%s port=%d tls=%s cloudhub=%s controllers=%s "
+    ke_log_info(KE_PROGRAM, "serving version=%s grpc=%s port=%d tls=%s cloudhub=%s controllers=%s "
                 "http_port=%d",
                 CLOUDCORE_VERSION, cfg.grpc_listen, ke_rpc_server_port(srv),
                 use_tls ? cfg.tls_client_auth : "off", hub ? "on" : "off", ec ? "on" : "off",
@@ -259,11 +295,11 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     int sig = wait_for_signal();
-    ke_log_info("cloudcore", "stopping signal=%d", sig);
+    ke_log_info(KE_PROGRAM, "stopping signal=%d", sig);
     status = 0;
     goto out;
 fail:
-    ke_log_error("cloudcore", "cannot start: %s", ke_strerror(rc));
+    ke_log_error(KE_PROGRAM, "cannot start: %s", ke_strerror(rc));
 out:
     ke_http_stop(http);
     edgecontroller_stop(ec); /* the controllers' own calls first: they go through srv */
