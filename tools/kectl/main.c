@@ -1,57 +1,113 @@
 /*
  * kectl — the command-line client of kubeedge-c's cloud services, in the
- * manner of kubectl. This first version talks to the Diagnostics service:
+ * manner of kubectl:
  *
- *   kectl [global flags] version        client and server versions
- *   kectl [global flags] ping [-n N]    round trips to the server, with timings
- *   kectl [global flags] get nodes      edge nodes known to CloudHub (needs an
- *                                       admin certificate, see keadm init)
+ *   kectl [global flags] apply -f FILE|DIR|-     create or update objects
+ *   kectl [global flags] get KIND [NAME] [-o wide|json|yaml|name] [-l] [-w]
+ *   kectl [global flags] delete KIND NAME | -f FILE
+ *   kectl [global flags] describe KIND [NAME]
+ *   kectl [global flags] twin get DEVICE | twin set DEVICE PROPERTY VALUE
+ *   kectl [global flags] version | ping [-n N] [-s B]
  *
- * Global flags: --server HOST:PORT (default $KECTL_SERVER or 127.0.0.1:10000),
- * --ca, --cert, --key (TLS / mutual TLS), --timeout DURATION_MS.
- * Exit codes: 0 success, 1 the server said no or could not be reached,
- * 2 bad usage.
+ * Objects go through EdgeController (api/edgecontroller.proto), twins
+ * through DeviceController, version and ping through Diagnostics.
+ * Global flags: --server HOST:PORT (default $KECTL_SERVER or
+ * 127.0.0.1:10000), --ca, --cert, --key (TLS / mutual TLS), --timeout MS,
+ * -n NS, -A. Exit codes: 0 success, 1 an error (from the server or local),
+ * 2 bad usage. kectl.h has the map of the other files.
  */
-#include "cloudhub.pb-c.h"
+#include "kectl.h"
+
 #include "diag.pb-c.h"
 #include "ke_err.h"
 #include "ke_log.h"
-#include "ke_rpc.h"
 
-#include <getopt.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define KECTL_VERSION "0.1.0"
+static void help_version(FILE *out);
+static void help_ping(FILE *out);
 
-typedef struct kectl {
-    const char *server;
-    ke_rpc_tls tls;
-    int use_tls;
-    int64_t timeout_ms;
-    ke_rpc_loop *loop;
-    ke_rpc_channel *ch;
-} kectl;
+typedef struct verb {
+    const char *name;
+    const char *summary;
+    int (*run)(kectl *k, int argc, char **argv);
+    void (*help)(FILE *out);
+} verb;
+
+static int cmd_version(kectl *k, int argc, char **argv);
+static int cmd_ping(kectl *k, int argc, char **argv);
+
+static const verb verbs[] = {
+    {"apply", "create or update objects from YAML or JSON files", kectl_cmd_apply,
+     kectl_help_apply},
+    {"get", "list objects, or watch them change", kectl_cmd_get, kectl_help_get},
+    {"describe", "show the details of objects", kectl_cmd_describe, kectl_help_describe},
+    {"delete", "delete objects by name or from files", kectl_cmd_delete, kectl_help_delete},
+    {"twin", "read or set device twins (desired and reported values)", kectl_cmd_twin,
+     kectl_help_twin},
+    {"version", "print the client and server versions", cmd_version, help_version},
+    {"ping", "measure round trips to the server", cmd_ping, help_ping},
+};
+
+#define N_VERBS (sizeof(verbs) / sizeof(verbs[0]))
 
 static void usage(FILE *out)
 {
-    fputs("Usage: kectl [flags] COMMAND [args]\n"
+    fputs("kectl controls kubeedge-c: apps, config and devices on edge nodes.\n"
           "\n"
-          "Commands:\n"
-          "  version            print the client and server versions\n"
-          "  ping [-n N] [-s B] send N pings with B payload bytes; print round-trip times\n"
-          "  get nodes          list edge nodes: connection state, last seen, queue depth\n"
+          "Usage: kectl [global flags] COMMAND [args] [flags]\n"
+          "\n"
+          "Commands:\n",
+          out);
+    for (size_t i = 0; i < N_VERBS; i++)
+        fprintf(out, "  %-10s %s\n", verbs[i].name, verbs[i].summary);
+    fputs("  help       help about a command: kectl help COMMAND\n"
+          "\n"
+          "Kinds: pods (po), configmaps (cm), secrets, nodes (no), devices, devicemodels.\n"
+          "\n",
+          out);
+    kectl_global_help(out);
+    fputs("\nExit codes: 0 success, 1 error, 2 bad usage.\n"
+          "Use \"kectl COMMAND --help\" for the flags of a command.\n",
+          out);
+}
+
+static const verb *find_verb(const char *name)
+{
+    for (size_t i = 0; i < N_VERBS; i++)
+        if (strcmp(verbs[i].name, name) == 0)
+            return &verbs[i];
+    return NULL;
+}
+
+/* ---- version and ping: the Diagnostics service ---- */
+
+static void help_version(FILE *out)
+{
+    fputs("Print the client version, then the server's (Diagnostics.Ping): its version,\n"
+          "its name, and the identity the server saw in the client certificate.\n"
+          "\n"
+          "Usage: kectl version [flags]\n"
+          "\n",
+          out);
+    kectl_global_help(out);
+}
+
+static void help_ping(FILE *out)
+{
+    fputs("Send pings (Diagnostics.Ping) one after the other and print round-trip times.\n"
+          "\n"
+          "Usage: kectl ping [-n N] [-s BYTES] [flags]\n"
           "\n"
           "Flags:\n"
-          "  --server HOST:PORT cloudcore gRPC address (default $KECTL_SERVER or 127.0.0.1:10000)\n"
-          "  --ca FILE          CA certificate that signed the server's (enables TLS)\n"
-          "  --cert FILE        client certificate, for mutual TLS\n"
-          "  --key FILE         client private key, for mutual TLS\n"
-          "  --timeout MS       deadline of each call in milliseconds (default 10000)\n"
-          "  -h, --help         print this help\n",
+          "  -n, -c, --count N   number of pings, 1..1000000 (default 5); here -n is the\n"
+          "                      count, not the namespace\n"
+          "  -s, --size BYTES    payload bytes of each ping, 0..1048576 (default 0)\n"
+          "\n",
           out);
+    kectl_global_help(out);
 }
 
 static double now_us(void)
@@ -61,89 +117,59 @@ static double now_us(void)
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
-/* ping_once runs one Ping; returns 0 or 1 after printing the error. */
+/* ping_once runs one Ping; returns 0, or 1 after printing the error. */
 static int ping_once(kectl *k, size_t size, Ke__V1__PingReply **out)
 {
     Ke__V1__PingRequest req = KE__V1__PING_REQUEST__INIT;
     uint8_t *buf = calloc(1, size + 1);
-    req.payload.data = buf;
-    req.payload.len = size;
-    ke_rpc_call_opts o = {.timeout_ms = k->timeout_ms};
-    ProtobufCMessage *reply = NULL;
-    ke_rpc_status st;
-    ke_rpc_stub diag = {k->ch, &ke__v1__diagnostics__descriptor};
-    int rc = ke_rpc_stub_unary(&diag, "Ping", &req.base, &o, &reply, &st);
-    free(buf);
-    if (rc != 0) {
-        fprintf(stderr, "error: %s\n", ke_strerror(rc));
+    if (!buf) {
+        fprintf(stderr, "error: out of memory\n");
         return 1;
     }
+    req.payload.data = buf;
+    req.payload.len = size;
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    int rc = kectl_call(k, &ke__v1__diagnostics__descriptor, "Ping", &req.base, &reply, &st);
+    free(buf);
+    if (rc != 0)
+        return 1;
     if (st.code != KE_RPC_OK) {
-        fprintf(stderr, "error: server %s: %s: %s\n", k->server, ke_rpc_status_name(st.code),
-                st.message);
-        if (st.code == KE_RPC_UNAVAILABLE && k->use_tls)
-            fprintf(stderr, "hint: a refused TLS handshake looks like this: check that --ca "
-                            "signed the server's certificate and that the server trusts the CA "
-                            "of --cert\n");
+        kectl_report(k, &st, "", NULL, NULL);
         return 1;
     }
     *out = (Ke__V1__PingReply *)reply;
     return 0;
 }
 
-static int cmd_version(kectl *k)
+static int version_opt(void *ud, int c, const char *arg)
 {
+    (void)ud;
+    (void)c;
+    (void)arg;
+    return 0;
+}
+
+static int cmd_version(kectl *k, int argc, char **argv)
+{
+    static const kectl_verb_def def = {"version", NULL, "", version_opt, help_version};
+    const char *pos[KECTL_MAX_ARGS];
+    size_t n_pos;
+    int rc = kectl_parse(k, &def, NULL, argc, argv, pos, &n_pos);
+    if (rc != 0)
+        return rc == KECTL_HELP_SHOWN ? 0 : rc;
+    if (n_pos > 0)
+        return kectl_usage_error("version", "unexpected argument \"%s\"", pos[0]);
     printf("Client Version: %s\n", KECTL_VERSION);
     fflush(stdout);
     Ke__V1__PingReply *r = NULL;
     if (ping_once(k, 0, &r) != 0)
-        return 1;
+        return KECTL_EXIT_ERROR;
     printf("Server Version: %s (%s at %s)\n", r->version, r->server, k->server);
     if (r->peer_identity[0])
         printf("Authenticated As: %s\n", r->peer_identity);
     protobuf_c_message_free_unpacked(&r->base, NULL);
-    return 0;
-}
-
-static void age(char *buf, size_t len, int64_t then_ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t s = ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - then_ms) / 1000;
-    if (then_ms <= 0)
-        snprintf(buf, len, "<never>");
-    else if (s < 120)
-        snprintf(buf, len, "%llds", (long long)s);
-    else if (s < 7200)
-        snprintf(buf, len, "%lldm", (long long)(s / 60));
-    else
-        snprintf(buf, len, "%lldh", (long long)(s / 3600));
-}
-
-static int cmd_get_nodes(kectl *k)
-{
-    Ke__V1__ListNodesRequest req = KE__V1__LIST_NODES_REQUEST__INIT;
-    ke_rpc_stub hub = {k->ch, &ke__v1__hub__descriptor};
-    ke_rpc_call_opts o = {.timeout_ms = k->timeout_ms};
-    ProtobufCMessage *reply = NULL;
-    ke_rpc_status st;
-    if (ke_rpc_stub_unary(&hub, "ListNodes", &req.base, &o, &reply, &st) != 0 ||
-        st.code != KE_RPC_OK) {
-        fprintf(stderr, "error: server %s: %s: %s\n", k->server, ke_rpc_status_name(st.code),
-                st.message);
-        return 1;
-    }
-    Ke__V1__ListNodesReply *r = (Ke__V1__ListNodesReply *)reply;
-    printf("%-24s %-12s %-10s %-8s %s\n", "NAME", "STATUS", "LAST-SEEN", "QUEUE", "VERSION");
-    for (size_t i = 0; i < r->n_nodes; i++) {
-        char seen[32];
-        age(seen, sizeof(seen), r->nodes[i]->last_seen_ms);
-        printf("%-24s %-12s %-10s %-8u %s\n", r->nodes[i]->name,
-               r->nodes[i]->connected ? "Connected" : "Offline", seen, r->nodes[i]->queue_depth,
-               r->nodes[i]->agent_version[0] ? r->nodes[i]->agent_version : "-");
-    }
-    protobuf_c_message_free_unpacked(reply, NULL);
-    return 0;
+    return KECTL_EXIT_OK;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -152,30 +178,54 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+typedef struct ping_opts {
+    long n, size;
+} ping_opts;
+
+static int ping_opt(void *ud, int c, const char *arg)
+{
+    ping_opts *o = ud;
+    char *end = NULL;
+    long v = strtol(arg, &end, 10);
+    if (end == arg || *end != '\0')
+        return kectl_usage_error("ping", "-%c wants a number, not \"%s\"", c, arg);
+    if (c == 's')
+        o->size = v;
+    else
+        o->n = v;
+    return 0;
+}
+
 static int cmd_ping(kectl *k, int argc, char **argv)
 {
-    long n = 5, size = 0;
-    int c;
-    optind = 1;
-    while ((c = getopt(argc, argv, "n:s:")) != -1) {
-        if (c == 'n')
-            n = strtol(optarg, NULL, 10);
-        else if (c == 's')
-            size = strtol(optarg, NULL, 10);
-        else
-            return 2;
-    }
-    if (n < 1 || n > 1000000 || size < 0 || size > 1 << 20) {
-        fprintf(stderr, "error: -n must be 1..1000000 and -s 0..1048576\n");
-        return 2;
-    }
+    static const struct option opts[] = {
+        {"count", required_argument, NULL, 'n'},
+        {"size", required_argument, NULL, 's'},
+        {NULL, 0, NULL, 0},
+    };
+    static const kectl_verb_def def = {"ping", opts, "n:c:s:", ping_opt, help_ping};
+    ping_opts o = {.n = 5, .size = 0};
+    const char *pos[KECTL_MAX_ARGS];
+    size_t n_pos;
+    int rc = kectl_parse(k, &def, &o, argc, argv, pos, &n_pos);
+    if (rc != 0)
+        return rc == KECTL_HELP_SHOWN ? 0 : rc;
+    if (n_pos > 0)
+        return kectl_usage_error("ping", "unexpected argument \"%s\"", pos[0]);
+    long n = o.n, size = o.size;
+    if (n < 1 || n > 1000000 || size < 0 || size > 1 << 20)
+        return kectl_usage_error("ping", "-n must be 1..1000000 and -s 0..1048576");
     double *rtt = calloc((size_t)n, sizeof(double));
+    if (!rtt) {
+        fprintf(stderr, "error: out of memory\n");
+        return KECTL_EXIT_ERROR;
+    }
     for (long i = 0; i < n; i++) {
         Ke__V1__PingReply *r = NULL;
         double t0 = now_us();
         if (ping_once(k, (size_t)size, &r) != 0) {
             free(rtt);
-            return 1;
+            return KECTL_EXIT_ERROR;
         }
         rtt[i] = now_us() - t0;
         protobuf_c_message_free_unpacked(&r->base, NULL);
@@ -189,62 +239,57 @@ static int cmd_ping(kectl *k, int argc, char **argv)
            n, k->server, size, rtt[0], sum / (double)n, rtt[n / 2], rtt[(n * 99) / 100],
            rtt[n - 1]);
     free(rtt);
-    return 0;
+    return KECTL_EXIT_OK;
 }
+
+/* ---- main ---- */
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"server", required_argument, NULL, 'S'}, {"ca", required_argument, NULL, 'C'},
-        {"cert", required_argument, NULL, 'c'},   {"key", required_argument, NULL, 'k'},
-        {"timeout", required_argument, NULL, 't'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    kectl k = {.server = getenv("KECTL_SERVER"), .timeout_ms = 10000};
-    if (!k.server)
+    kectl k = {.server = getenv("KECTL_SERVER"),
+               .timeout_ms = KECTL_DEFAULT_TIMEOUT_MS,
+               .ns = "default"};
+    if (!k.server || !k.server[0])
         k.server = "127.0.0.1:10000";
+    ke_log_set_level(KE_LOG_ERROR);
+
+    /* global flags before the verb; "+": stop at the verb */
     int c;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'S': k.server = optarg; break;
-        case 'C': k.tls.ca_file = optarg; k.use_tls = 1; break;
-        case 'c': k.tls.cert_file = optarg; k.use_tls = 1; break;
-        case 'k': k.tls.key_file = optarg; k.use_tls = 1; break;
-        case 't': k.timeout_ms = strtoll(optarg, NULL, 10); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+:n:Ah", kectl_global_options, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return KECTL_EXIT_OK;
         }
+        if (c == '?')
+            return kectl_usage_error(NULL, "unknown flag: %s", argv[optind - 1]);
+        if (c == ':')
+            return kectl_usage_error(NULL, "flag needs an argument: %s", argv[optind - 1]);
+        if (kectl_global_flag(&k, c, optarg) != 1)
+            return KECTL_EXIT_USAGE;
     }
     if (optind >= argc) {
         usage(stderr);
-        return 2;
+        return KECTL_EXIT_USAGE;
     }
-    const char *cmd = argv[optind];
-    int get_nodes = strcmp(cmd, "get") == 0 && optind + 1 < argc &&
-                    (strcmp(argv[optind + 1], "nodes") == 0 || strcmp(argv[optind + 1], "node") == 0 ||
-                     strcmp(argv[optind + 1], "no") == 0);
-    if (strcmp(cmd, "get") == 0 && !get_nodes) {
-        fprintf(stderr, "error: kectl get: only \"nodes\" is known so far\n");
-        return 2;
+    const char *name = argv[optind];
+    if (strcmp(name, "help") == 0) {
+        if (optind + 1 >= argc) {
+            usage(stdout);
+            return KECTL_EXIT_OK;
+        }
+        const verb *v = find_verb(argv[optind + 1]);
+        if (!v)
+            return kectl_usage_error(NULL, "unknown command \"%s\" for \"kectl\"",
+                                     argv[optind + 1]);
+        v->help(stdout);
+        return KECTL_EXIT_OK;
     }
-    if (!get_nodes && strcmp(cmd, "version") != 0 && strcmp(cmd, "ping") != 0) {
-        fprintf(stderr, "error: unknown command \"%s\" for \"kectl\" (see kectl --help)\n", cmd);
-        return 2;
-    }
-    ke_log_set_level(KE_LOG_ERROR);
-    int rc = ke_rpc_loop_new(1, &k.loop);
-    ke_rpc_channel_opts co = {.tls = k.use_tls ? &k.tls : NULL};
-    if (rc == 0)
-        rc = ke_rpc_channel_new(k.loop, k.server, &co, &k.ch);
-    if (rc != 0) {
-        fprintf(stderr, "error: cannot set up a channel to %s: %s\n", k.server, ke_strerror(rc));
-        ke_rpc_loop_free(k.loop);
-        return 1;
-    }
-    int status = get_nodes                       ? cmd_get_nodes(&k)
-                 : strcmp(cmd, "version") == 0 ? cmd_version(&k)
-                                               : cmd_ping(&k, argc - optind, argv + optind);
-    ke_rpc_channel_free(k.ch);
-    ke_rpc_loop_free(k.loop);
+    const verb *v = find_verb(name);
+    if (!v)
+        return kectl_usage_error(NULL, "unknown command \"%s\" for \"kectl\"", name);
+    int status = v->run(&k, argc - optind, argv + optind);
+    fflush(stdout);
+    kectl_disconnect(&k);
     return status;
 }

@@ -1,0 +1,196 @@
+/*
+ * client.c — kectl's side of the wire: the channel (opened on the first
+ * call, so that local checks come first), unary calls, kubectl-style error
+ * reports, and Get/List of objects as JSON.
+ *
+ * Every kind goes through EdgeController (Get, List). A Device is also
+ * served by DeviceController (GetDevice, ListDevices); when EdgeController
+ * answers UNIMPLEMENTED or INVALID_ARGUMENT for a Device, the call is made
+ * there instead, so kectl works whichever of the two a server routes
+ * devices through.
+ */
+#include "kectl.h"
+
+#include "devicecontroller.pb-c.h"
+#include "edgecontroller.pb-c.h"
+#include "ke_err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int kectl_connect(kectl *k)
+{
+    if (k->ch)
+        return 0;
+    int rc = ke_rpc_loop_new(1, &k->loop);
+    ke_rpc_channel_opts co = {.tls = k->use_tls ? &k->tls : NULL};
+    if (rc == 0)
+        rc = ke_rpc_channel_new(k->loop, k->server, &co, &k->ch);
+    if (rc != 0) {
+        fprintf(stderr, "error: cannot set up a channel to %s: %s\n", k->server,
+                ke_strerror(rc));
+        if (rc == KE_ETLS)
+            fprintf(stderr, "hint: check that --ca, --cert and --key name readable PEM files\n");
+        kectl_disconnect(k);
+        return rc;
+    }
+    return 0;
+}
+
+void kectl_disconnect(kectl *k)
+{
+    ke_rpc_channel_free(k->ch);
+    k->ch = NULL;
+    ke_rpc_loop_free(k->loop);
+    k->loop = NULL;
+}
+
+int kectl_call(kectl *k, const ProtobufCServiceDescriptor *svc, const char *method,
+               const ProtobufCMessage *req, ProtobufCMessage **reply, ke_rpc_status *st)
+{
+    *reply = NULL;
+    memset(st, 0, sizeof(*st));
+    int rc = kectl_connect(k);
+    if (rc != 0)
+        return rc;
+    ke_rpc_stub stub = {k->ch, svc};
+    ke_rpc_call_opts o = {.timeout_ms = k->timeout_ms};
+    rc = ke_rpc_stub_unary(&stub, method, req, &o, reply, st);
+    if (rc != 0) {
+        fprintf(stderr, "error: %s/%s: %s\n", svc->name, method, ke_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
+int kectl_unreachable(const ke_rpc_status *st)
+{
+    return st->code == KE_RPC_UNAVAILABLE || st->code == KE_RPC_DEADLINE_EXCEEDED;
+}
+
+const char *kectl_reason(int code)
+{
+    switch (code) {
+    case KE_RPC_NOT_FOUND: return "NotFound";
+    case KE_RPC_ALREADY_EXISTS: return "AlreadyExists";
+    case KE_RPC_ABORTED: return "Conflict";
+    case KE_RPC_FAILED_PRECONDITION: return "Conflict";
+    case KE_RPC_INVALID_ARGUMENT: return "Invalid";
+    case KE_RPC_PERMISSION_DENIED: return "Forbidden";
+    case KE_RPC_UNAUTHENTICATED: return "Unauthorized";
+    case KE_RPC_DEADLINE_EXCEEDED: return "Timeout";
+    case KE_RPC_RESOURCE_EXHAUSTED: return "TooManyRequests";
+    case KE_RPC_OUT_OF_RANGE: return "Expired";
+    case KE_RPC_UNIMPLEMENTED: return "MethodNotAllowed";
+    case KE_RPC_CANCELLED: return "Cancelled";
+    case KE_RPC_UNAVAILABLE: return "ServiceUnavailable";
+    default: return "InternalError";
+    }
+}
+
+void kectl_report(const kectl *k, const ke_rpc_status *st, const char *context,
+                  const kectl_kind *kind, const char *name)
+{
+    if (st->code == KE_RPC_UNAVAILABLE) {
+        fprintf(stderr, "error: unable to connect to the server %s: %s\n", k->server,
+                st->message[0] ? st->message : "UNAVAILABLE");
+        if (k->use_tls)
+            fprintf(stderr, "hint: a refused TLS handshake looks like this: check that --ca "
+                            "signed the server's certificate and that the server trusts the CA "
+                            "of --cert\n");
+        return;
+    }
+    if (st->code == KE_RPC_DEADLINE_EXCEEDED) {
+        fprintf(stderr, "error: no answer from the server %s within %lld ms (see --timeout)\n",
+                k->server, (long long)k->timeout_ms);
+        return;
+    }
+    if (st->code == KE_RPC_NOT_FOUND && kind && name) {
+        fprintf(stderr, "Error from server (NotFound): %s%s \"%s\" not found\n", context,
+                kind->plural, name);
+        return;
+    }
+    fprintf(stderr, "Error from server (%s): %s%s\n", kectl_reason(st->code), context,
+            st->message[0] ? st->message : ke_rpc_status_name(st->code));
+}
+
+/* parse_object reads one object's JSON from a reply. */
+static int parse_object(const ProtobufCBinaryData *b, json_t **obj)
+{
+    json_error_t je;
+    *obj = json_loadb((const char *)b->data, b->len, 0, &je);
+    if (!*obj || !json_is_object(*obj)) {
+        fprintf(stderr, "error: the server sent an object that is not JSON: %s\n",
+                *obj ? "not an object" : je.text);
+        json_decref(*obj);
+        *obj = NULL;
+        return KE_EPROTO;
+    }
+    return 0;
+}
+
+static int device_fallback(const kectl_kind *kind, const ke_rpc_status *st)
+{
+    return kind->device &&
+           (st->code == KE_RPC_UNIMPLEMENTED || st->code == KE_RPC_INVALID_ARGUMENT);
+}
+
+int kectl_fetch(kectl *k, const kectl_kind *kind, const char *ns, const char *name, json_t **obj,
+                ke_rpc_status *st)
+{
+    *obj = NULL;
+    Ke__V1__ObjectRef ref = KE__V1__OBJECT_REF__INIT;
+    ref.kind = (char *)kind->kind;
+    ref.namespace_ = (char *)ns;
+    ref.name = (char *)name;
+    ProtobufCMessage *reply = NULL;
+    int rc = kectl_call(k, &ke__v1__edge_controller__descriptor, "Get", &ref.base, &reply, st);
+    if (rc == 0 && device_fallback(kind, st)) {
+        Ke__V1__DeviceRef dref = KE__V1__DEVICE_REF__INIT;
+        dref.namespace_ = (char *)ns;
+        dref.name = (char *)name;
+        rc = kectl_call(k, &ke__v1__device_controller__descriptor, "GetDevice", &dref.base,
+                        &reply, st);
+    }
+    if (rc != 0 || st->code != KE_RPC_OK)
+        return rc;
+    rc = parse_object(&((Ke__V1__ObjectReply *)reply)->object_json, obj);
+    protobuf_c_message_free_unpacked(reply, NULL);
+    return rc;
+}
+
+int kectl_list(kectl *k, const kectl_kind *kind, const char *ns, const char *labels,
+               const char *fields, json_t **items, uint64_t *rv, ke_rpc_status *st)
+{
+    *items = NULL;
+    *rv = 0;
+    Ke__V1__ListRequest req = KE__V1__LIST_REQUEST__INIT;
+    req.kind = (char *)kind->kind;
+    req.namespace_ = (char *)ns;
+    req.label_selector = (char *)(labels ? labels : "");
+    req.field_selector = (char *)(fields ? fields : "");
+    ProtobufCMessage *reply = NULL;
+    int rc = kectl_call(k, &ke__v1__edge_controller__descriptor, "List", &req.base, &reply, st);
+    if (rc == 0 && device_fallback(kind, st))
+        rc = kectl_call(k, &ke__v1__device_controller__descriptor, "ListDevices", &req.base,
+                        &reply, st);
+    if (rc != 0 || st->code != KE_RPC_OK)
+        return rc;
+    Ke__V1__ListReply *r = (Ke__V1__ListReply *)reply;
+    json_t *arr = json_array();
+    rc = arr ? 0 : KE_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < r->n_items_json; i++) {
+        json_t *o = NULL;
+        rc = parse_object(&r->items_json[i], &o);
+        if (rc == 0 && json_array_append_new(arr, o) != 0)
+            rc = KE_ENOMEM;
+    }
+    *rv = r->resource_version;
+    protobuf_c_message_free_unpacked(reply, NULL);
+    if (rc != 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *items = arr;
+    return 0;
+}
