@@ -4,12 +4,16 @@
 # What exists so far, end to end on loopback:
 #   1. keadm init        a cluster CA, CloudHub's certificate, an admin
 #                        certificate and the join-token secret
-#   2. cloudcore         CloudHub (mutual TLS), Diagnostics, /metrics, /healthz
+#   2. cloudcore         CloudHub (mutual TLS), EdgeController,
+#                        DeviceController, the store, /metrics, /healthz
 #   3. keadm join        an edge node gets its certificate with a token
 #   4. edgecore          EdgeHub + MetaManager: the node connects and resyncs
-#   5. kectl             version, ping, get nodes; a report flows upstream
-#      and the node survives a cut link and a killed edgecore
-# Later parts (pods, devices, broker, mapper) join this script as they land.
+#   5. kectl             version, get nodes, ping; a killed edgecore comes back;
+#                        a pod (with its ConfigMap and Secret) and a device go to
+#                        edge-1, a desired value is set, and the pod's status and
+#                        the device's reported value come back (sent by
+#                        tools/edgelocal.py where Edged and DeviceTwin will)
+# Containers (Edged), the broker, DeviceTwin and a mapper join as they land.
 #
 #   tools/quickstart.sh          run the demo, then stop everything
 #   tools/quickstart.sh --keep   leave cloudcore and edgecore running until Ctrl-C
@@ -68,7 +72,7 @@ echo "==> kectl version"
 $kectl version | sed 's/^/    /'
 echo "==> kectl get nodes (waiting for edge-1 to connect)"
 i=0
-until $kectl get nodes | grep -q 'edge-1 *Connected'; do
+until $kectl get nodes | grep -q 'edge-1 *Ready'; do
   i=$((i + 1)); [ $i -lt 100 ] || { echo "edge-1 did not connect"; cat "$run/edgecore.log"; exit 1; }
   sleep 0.1
 done
@@ -84,13 +88,51 @@ mkfifo "$run/edge2.ready"
 pids="$pids $!"
 wait_ready "$run/edge2.ready" >/dev/null
 i=0
-until grep -q "resync done" "$run/edgecore.log" && $kectl get nodes | grep -q 'edge-1 *Connected'; do
+until grep -q "resync done" "$run/edgecore.log" && $kectl get nodes | grep -q 'edge-1 *Ready'; do
   i=$((i + 1)); [ $i -lt 100 ] || { echo "edge-1 did not come back"; exit 1; }
   sleep 0.1
 done
 $kectl get nodes | sed 's/^/    /'
 echo "    edgecore log:"
 grep -E "connected|resync done|tunnel closed" "$run/edgecore.log" | tail -4 | sed 's/^/      /'
+
+edgelocal="/usr/bin/python3 tools/edgelocal.py --socket $run/edge-1/edgecore.sock"
+echo "==> kectl apply -f deploy/examples/web.yaml (a pod for edge-1 with its ConfigMap and Secret)"
+$kectl apply -f deploy/examples/web.yaml | sed 's/^/    /'
+echo "==> kectl apply -f deploy/examples/thermometer.yaml (a device model and a device on edge-1)"
+$kectl apply -f deploy/examples/thermometer.yaml | sed 's/^/    /'
+echo "==> kectl twin set thermometer-1 target-temperature 21"
+$kectl twin set thermometer-1 target-temperature 21 | sed 's/^/    /'
+echo "==> What edge-1 now holds (edgecore's store, read through its local API)"
+i=0
+until $edgelocal list | grep -q "Device/thermometer-1"; do
+  i=$((i + 1)); [ $i -lt 100 ] || { echo "the objects did not reach edge-1"; exit 1; }
+  sleep 0.1
+done
+$edgelocal list | sed 's/^/    /'
+echo "==> The edge reports back (what Edged and DeviceTwin send through edgecore's outbox)"
+$edgelocal report node/edge-1/default/Pod/web 1 podstatus \
+  '{"phase":"Running","podIP":"127.0.0.1","conditions":[{"type":"Ready","status":"True"}],"containerStatuses":[{"name":"web","ready":true,"restartCount":0}]}' \
+  | sed 's/^/    /'
+$edgelocal report node/edge-1/default/Device/thermometer-1 1 twin \
+  '{"twins":[{"propertyName":"temperature","reported":{"value":"19","metadata":{"timestamp":"'"$(date +%s)000"'"}}}],"state":"online"}' \
+  | sed 's/^/    /'
+i=0
+until $kectl get pods -o wide | grep -q "web .*Running"; do
+  i=$((i + 1)); [ $i -lt 100 ] || { echo "pod status did not come back"; exit 1; }
+  sleep 0.1
+done
+echo "==> kectl get pods -o wide"
+$kectl get pods -o wide | sed 's/^/    /'
+i=0
+until $kectl twin get thermometer-1 | grep -q "temperature .*19"; do
+  i=$((i + 1)); [ $i -lt 100 ] || { echo "the reported value did not come back"; exit 1; }
+  sleep 0.1
+done
+echo "==> kectl twin get thermometer-1"
+$kectl twin get thermometer-1 | sed 's/^/    /'
+echo "==> kectl get devices"
+$kectl get devices | sed 's/^/    /'
 
 echo "==> CloudHub metrics"
 curl -s "http://127.0.0.1:$http/metrics" | grep -E '^ke_cloudhub_(nodes|resyncs|joins)' | sed 's/^/    /'
