@@ -239,10 +239,15 @@ int main(int argc, char **argv)
     }
     int remote = cfg.remote_hub && *cfg.remote_hub;
     if (cfg.ec_enable && !hub && !remote) {
-        fprintf(stderr, KE_PROGRAM ": the controllers need CloudHub: enable it here "
-                                   "(cloudhub.enable) or name one with hub.server\n");
-        status = 2;
-        goto out;
+        if (strcmp(KE_DEFAULT_CLOUDHUB, "false") == 0) {
+            fprintf(stderr, KE_PROGRAM ": the controllers need a CloudHub: name it with "
+                                       "hub.server (and hub.tls.*)\n");
+            status = 2;
+            goto out;
+        }
+        ke_log_info(KE_PROGRAM, "CloudHub is off here and hub.server is empty: "
+                                "the controllers are off too");
+        cfg.ec_enable = false;
     }
     if (cfg.ec_enable) {
         edgecontroller_config ecc = {.node_grace_ms = cfg.ec_node_grace};

@@ -405,6 +405,11 @@ static void test_watch_delivers_every_change_after_a_version_in_order(void **sta
     assert_true(w.rvs[0] > strtoull(rv, NULL, 10));
     assert_true(w.rvs[1] > w.rvs[0] && w.rvs[2] > w.rvs[1]);
     ke_rpc_call_cancel(call);
+    /* w lives on this stack: wait for the call's last callback */
+    pthread_mutex_lock(&w.mu);
+    while (!w.closed)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
     ke_rpc_call_unref(call);
 }
 

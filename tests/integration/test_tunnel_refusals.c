@@ -447,7 +447,7 @@ static void send_report(ke_rpc_call *call, uint64_t seq, const char *resource)
 static void test_frame_about_another_nodes_resource_is_refused(void **state)
 {
     (void)state;
-    sub_rec s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, ""};
+    static sub_rec s = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, ""};
     static const ke_rpc_handler sh = {.on_message = sub_message};
     ke_rpc_stub hub = {C.admin, &ke__v1__hub__descriptor};
     ke_rpc_call *sub = NULL;
