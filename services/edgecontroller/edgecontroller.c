@@ -266,9 +266,10 @@ static void on_upstream_close(ke_rpc_call *call, const ke_rpc_status *st, void *
 {
     (void)call;
     edgecontroller *ec = ud;
-    ke_log_warn(EC_MOD, "upstream subscription ended: %s %s", ke_rpc_status_name(st->code),
-                st->message);
     pthread_mutex_lock(&ec->mu);
+    if (!ec->stopping)
+        ke_log_warn(EC_MOD, "upstream subscription ended: %s %s; subscribing again",
+                    ke_rpc_status_name(st->code), st->message);
     ec->sub_closed = 1;
     pthread_cond_broadcast(&ec->cv); /* the node loop subscribes again */
     pthread_mutex_unlock(&ec->mu);
