@@ -258,6 +258,72 @@ static void test_pod_status_from_the_edge_reaches_the_cloud(void **state)
     json_decref(node);
 }
 
+static void test_stale_resource_version_is_aborted_and_nothing_changes(void **state)
+{
+    (void)state;
+    char msg[512];
+    assert_int_equal(apply(CM("versioned", "a"), NULL, 0), KE_RPC_OK);
+    json_t *cm = get("ConfigMap", "default", "versioned", NULL);
+    char rv[32];
+    snprintf(rv, sizeof(rv), "%s",
+             json_string_value(json_object_get(json_object_get(cm, "metadata"), "resourceVersion")));
+    json_decref(cm);
+    assert_int_equal(apply(CM("versioned", "b"), NULL, 0), KE_RPC_OK); /* moves it on */
+    char stale[512];
+    snprintf(stale, sizeof(stale),
+             "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"versioned\","
+             "\"resourceVersion\":\"%s\"},\"data\":{\"v\":\"c\"}}",
+             rv);
+    assert_int_equal(apply(stale, msg, sizeof(msg)), KE_RPC_ABORTED);
+    assert_non_null(strstr(msg, "resourceVersion"));
+    cm = get("ConfigMap", "default", "versioned", NULL);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(cm, "data"), "v")), "b");
+    json_decref(cm);
+}
+
+static void test_an_edge_query_for_its_own_object_is_answered(void **state)
+{
+    (void)state;
+    /* web-config is referenced by edge-1's pod: asking for it sends it again,
+     * at a newer transport version. */
+    Ke__V1__EdgeListReply *r = ke_edge_list(&E1);
+    uint64_t before = 0;
+    for (size_t i = 0; r && i < r->n_objects; i++)
+        if (strcmp(r->objects[i]->key, "node/edge-1/default/ConfigMap/web-config") == 0)
+            before = r->objects[i]->resource_version;
+    if (r)
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_true(before > 0);
+    assert_int_equal(ke_edge_report_op(&E1, "node/edge-1/default/ConfigMap/web-config", 1,
+                                       "resource", KE__V1__OPERATION__OPERATION_QUERY, NULL),
+                     KE_RPC_OK);
+    uint64_t after = before;
+    for (int i = 0; i < 300 && after == before; i++) {
+        r = ke_edge_list(&E1);
+        for (size_t k = 0; r && k < r->n_objects; k++)
+            if (strcmp(r->objects[k]->key, "node/edge-1/default/ConfigMap/web-config") == 0)
+                after = r->objects[k]->resource_version;
+        if (r)
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+        if (after == before)
+            pause_ms(100);
+    }
+    assert_true(after > before);
+    /* a query for what is not the node's is refused (logged) and answers nothing */
+    assert_int_equal(ke_edge_report_op(&E1, "node/edge-1/default/ConfigMap/unrelated", 1,
+                                       "resource", KE__V1__OPERATION__OPERATION_QUERY, NULL),
+                     KE_RPC_OK);
+    int refused = 0;
+    for (int i = 0; i < 300 && !refused; i++) {
+        refused = ke_file_contains(C.cloud_log, "query refused node=edge-1 resource=default/"
+                                                "ConfigMap/unrelated");
+        if (!refused)
+            pause_ms(100);
+    }
+    assert_true(refused);
+    assert_false(edge_has(&E1, "node/edge-1/default/ConfigMap/unrelated", NULL, 0));
+}
+
 static void test_deleting_a_pod_removes_it_at_the_edge_then_in_the_cloud(void **state)
 {
     (void)state;
@@ -419,6 +485,8 @@ int main(void)
         cmocka_unit_test(test_apply_refuses_invalid_objects_naming_the_field),
         cmocka_unit_test(test_pod_reaches_its_node_with_only_its_configmap_and_secret),
         cmocka_unit_test(test_pod_status_from_the_edge_reaches_the_cloud),
+        cmocka_unit_test(test_stale_resource_version_is_aborted_and_nothing_changes),
+        cmocka_unit_test(test_an_edge_query_for_its_own_object_is_answered),
         cmocka_unit_test(test_deleting_a_pod_removes_it_at_the_edge_then_in_the_cloud),
         cmocka_unit_test(test_pod_with_a_node_selector_is_placed_on_a_ready_matching_node),
         cmocka_unit_test(test_watch_delivers_every_change_after_a_version_in_order),
