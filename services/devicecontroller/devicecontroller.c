@@ -20,6 +20,7 @@
 #include "ke_err.h"
 #include "ke_hubclient.h"
 #include "ke_k8s.h"
+#include "ke_k8s_api.h"
 #include "ke_log.h"
 #include "ke_map.h"
 
@@ -303,16 +304,6 @@ static int subscribe(devicecontroller *dc)
 
 /* ---- API ---- */
 
-static void reply_object(ke_rpc_call *call, const json_t *obj)
-{
-    char *json = json_dumps(obj, JSON_COMPACT);
-    Ke__V1__ObjectReply r = KE__V1__OBJECT_REPLY__INIT;
-    r.object_json.data = (uint8_t *)json;
-    r.object_json.len = json ? strlen(json) : 0;
-    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
-    free(json);
-}
-
 static int get_device(devicecontroller *dc, ke_rpc_call *call, const Ke__V1__DeviceRef *ref,
                       json_t **out)
 {
@@ -332,7 +323,7 @@ static void get_device_on_message(ke_rpc_call *call, const ProtobufCMessage *m, 
 {
     json_t *d = NULL;
     if (get_device(ud, call, (const Ke__V1__DeviceRef *)m, &d) == 0)
-        reply_object(call, d);
+        ke_k8s_reply_object(call, d);
     json_decref(d);
 }
 
@@ -353,19 +344,7 @@ static void list_devices_on_message(ke_rpc_call *call, const ProtobufCMessage *m
         finish_err(call, KE_RPC_UNAVAILABLE, "store error: %s", ke_strerror(rc));
         return;
     }
-    size_t n = json_array_size(items);
-    Ke__V1__ListReply r = KE__V1__LIST_REPLY__INIT;
-    r.items_json = calloc(n + 1, sizeof(ProtobufCBinaryData));
-    for (size_t i = 0; r.items_json && i < n; i++) {
-        char *json = json_dumps(json_array_get(items, i), JSON_COMPACT);
-        r.items_json[r.n_items_json].data = (uint8_t *)json;
-        r.items_json[r.n_items_json++].len = json ? strlen(json) : 0;
-    }
-    r.resource_version = rev;
-    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
-    for (size_t i = 0; i < r.n_items_json; i++)
-        free(r.items_json[i].data);
-    free(r.items_json);
+    ke_k8s_reply_list(call, items, rev);
     json_decref(items);
 }
 
@@ -557,27 +536,12 @@ static void send_twin_events(dc_watch *w, const json_t *device)
 static void watch_event(int type, const json_t *obj, uint64_t rev, void *ud)
 {
     dc_watch *w = ud;
-    if (type == KE_STORE_GONE) {
-        ke_rpc_call_finish(w->call, KE_RPC_OUT_OF_RANGE, "watch fell behind; watch again", NULL);
-        return;
-    }
-    if (w->twins) {
+    if (w->twins && type != KE_STORE_GONE) {
         if (type != KE_STORE_DELETED)
             send_twin_events(w, obj);
         return;
     }
-    char *json = json_dumps(obj, JSON_COMPACT);
-    Ke__V1__WatchEvent ev = KE__V1__WATCH_EVENT__INIT;
-    ev.type = type == KE_STORE_ADDED      ? KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_ADDED
-              : type == KE_STORE_MODIFIED ? KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_MODIFIED
-                                          : KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_DELETED;
-    ev.object_json.data = (uint8_t *)json;
-    ev.object_json.len = json ? strlen(json) : 0;
-    ev.resource_version = rev;
-    if (ke_rpc_call_send(w->call, &ev.base) == KE_EFULL)
-        ke_rpc_call_finish(w->call, KE_RPC_RESOURCE_EXHAUSTED, "watch client is not reading",
-                           NULL);
-    free(json);
+    ke_k8s_send_watch_event(w->call, type, obj, rev);
 }
 
 static void watch_start(devicecontroller *dc, ke_rpc_call *call, int twins, const char *ns,

@@ -17,6 +17,7 @@
 #include "edgecontroller.pb-c.h"
 #include "ke_err.h"
 #include "ke_k8s.h"
+#include "ke_k8s_api.h"
 #include "ke_log.h"
 
 #include <stdio.h>
@@ -34,16 +35,6 @@ static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     ke_rpc_call_finish(call, code, msg, NULL);
-}
-
-static void reply_object(ke_rpc_call *call, const json_t *obj)
-{
-    char *json = json_dumps(obj, JSON_COMPACT);
-    Ke__V1__ObjectReply r = KE__V1__OBJECT_REPLY__INIT;
-    r.object_json.data = (uint8_t *)json;
-    r.object_json.len = json ? strlen(json) : 0;
-    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
-    free(json);
 }
 
 /* store_error maps a store error to a status, kubectl-style. */
@@ -191,7 +182,7 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     }
     ke_log_info(EC_MOD, "applied %s %s/%s rv=%s", k->kind, ns, name,
                 ke_k8s_str(out, "metadata.resourceVersion"));
-    reply_object(call, out);
+    ke_k8s_reply_object(call, out);
 out:
     json_decref(cur);
     json_decref(out);
@@ -227,7 +218,7 @@ static void get_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *u
     if (rc != 0)
         store_error(call, rc, k, ref->name);
     else
-        reply_object(call, obj);
+        ke_k8s_reply_object(call, obj);
     json_decref(obj);
 }
 
@@ -251,19 +242,7 @@ static void list_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
         store_error(call, rc, k, "");
         return;
     }
-    size_t n = json_array_size(items);
-    Ke__V1__ListReply r = KE__V1__LIST_REPLY__INIT;
-    r.items_json = calloc(n + 1, sizeof(ProtobufCBinaryData));
-    for (size_t i = 0; r.items_json && i < n; i++) {
-        char *json = json_dumps(json_array_get(items, i), JSON_COMPACT);
-        r.items_json[r.n_items_json].data = (uint8_t *)json;
-        r.items_json[r.n_items_json++].len = json ? strlen(json) : 0;
-    }
-    r.resource_version = rev;
-    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
-    for (size_t i = 0; i < r.n_items_json; i++)
-        free(r.items_json[i].data);
-    free(r.items_json);
+    ke_k8s_reply_list(call, items, rev);
     json_decref(items);
 }
 
@@ -305,7 +284,7 @@ static void delete_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
     if (rc != 0)
         store_error(call, rc, k, name);
     else
-        reply_object(call, out);
+        ke_k8s_reply_object(call, out);
     json_decref(obj);
     json_decref(out);
 }
@@ -321,25 +300,7 @@ typedef struct watch_ctx {
 
 static void watch_event(int type, const json_t *obj, uint64_t rev, void *ud)
 {
-    watch_ctx *w = ud;
-    if (type == KE_STORE_GONE) {
-        ke_rpc_call_finish(w->call, KE_RPC_OUT_OF_RANGE,
-                           "the watch fell behind the history kept; list and watch again", NULL);
-        return;
-    }
-    char *json = json_dumps(obj, JSON_COMPACT);
-    Ke__V1__WatchEvent ev = KE__V1__WATCH_EVENT__INIT;
-    ev.type = type == KE_STORE_ADDED      ? KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_ADDED
-              : type == KE_STORE_MODIFIED ? KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_MODIFIED
-                                          : KE__V1__WATCH_EVENT_TYPE__WATCH_EVENT_TYPE_DELETED;
-    ev.object_json.data = (uint8_t *)json;
-    ev.object_json.len = json ? strlen(json) : 0;
-    ev.resource_version = rev;
-    if (ke_rpc_call_send(w->call, &ev.base) == KE_EFULL)
-        ke_rpc_call_finish(w->call, KE_RPC_RESOURCE_EXHAUSTED,
-                           "watch client is not reading; watch again from the last version seen",
-                           NULL);
-    free(json);
+    ke_k8s_send_watch_event(((watch_ctx *)ud)->call, type, obj, rev);
 }
 
 static void watch_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
