@@ -229,10 +229,25 @@ Ke__V1__EdgeListReply *ke_edge_list(ke_edge *e)
     return (Ke__V1__EdgeListReply *)reply;
 }
 
+static long long metric_once(ke_cluster *c, const char *series);
+
 long long ke_cluster_metric(ke_cluster *c, const char *series)
 {
+    /* A scrape that comes back empty (curl error) is retried, and said. */
+    for (int i = 0; i < 3; i++) {
+        long long v = metric_once(c, series);
+        if (v >= 0)
+            return v;
+        fprintf(stderr, "ke_cluster_metric: %s absent from /metrics (attempt %d)\n", series,
+                i + 1);
+    }
+    return -1;
+}
+
+static long long metric_once(ke_cluster *c, const char *series)
+{
     char cmd[200];
-    snprintf(cmd, sizeof(cmd), "curl -s http://127.0.0.1:%d/metrics", c->http_port);
+    snprintf(cmd, sizeof(cmd), "curl -sS --max-time 10 http://127.0.0.1:%d/metrics", c->http_port);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     char line[512];
