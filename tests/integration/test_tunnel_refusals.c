@@ -494,6 +494,38 @@ static void test_frame_about_another_nodes_resource_is_refused(void **state)
     ke_rpc_call_unref(sub);
 }
 
+static void test_malformed_tunnel_frames_end_the_stream_and_change_nothing(void **state)
+{
+    (void)state;
+    char cert[160], key[160];
+    snprintf(cert, sizeof(cert), "%s/edge-1/node.crt", C.dir);
+    snprintf(key, sizeof(key), "%s/edge-1/node.key", C.dir);
+    long long refused = ke_cluster_metric(&C, "ke_cloudhub_refused_total");
+    /* junk bytes where a frame belongs */
+    tunnel t;
+    tunnel_open(&t, cert, key, "edge-1");
+    assert_true(rec_wait(&t.rec, &t.rec.hello_ack));
+    static const uint8_t junk[] = {0x12, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
+    assert_int_equal(ke_rpc_call_send_raw(t.call, junk, sizeof(junk)), 0);
+    assert_true(rec_wait(&t.rec, &t.rec.closed));
+    assert_int_equal(t.rec.st.code, KE_RPC_INVALID_ARGUMENT);
+    assert_non_null(strstr(t.rec.st.message, "ke.v1.EdgeFrame"));
+    tunnel_close(&t);
+    /* an empty frame (no field set) */
+    tunnel_open(&t, cert, key, "edge-1");
+    assert_true(rec_wait(&t.rec, &t.rec.hello_ack));
+    assert_int_equal(ke_rpc_call_send_raw(t.call, "", 0), 0);
+    assert_true(rec_wait(&t.rec, &t.rec.closed));
+    assert_int_equal(t.rec.st.code, KE_RPC_INVALID_ARGUMENT);
+    assert_non_null(strstr(t.rec.st.message, "empty or unknown frame"));
+    tunnel_close(&t);
+    assert_true(ke_cluster_metric(&C, "ke_cloudhub_refused_total") > refused);
+    /* the node's identity is intact: it connects again */
+    tunnel_open(&t, cert, key, "edge-1");
+    assert_true(rec_wait(&t.rec, &t.rec.hello_ack));
+    tunnel_close(&t);
+}
+
 static void test_hub_api_refuses_a_node_certificate(void **state)
 {
     (void)state;
@@ -529,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_tunnel_of_a_removed_node_is_refused),
         cmocka_unit_test(test_tunnel_hello_for_another_node_is_refused),
         cmocka_unit_test(test_frame_about_another_nodes_resource_is_refused),
+        cmocka_unit_test(test_malformed_tunnel_frames_end_the_stream_and_change_nothing),
         cmocka_unit_test(test_hub_api_refuses_a_node_certificate),
     };
     return cmocka_run_group_tests_name("tunnel/refusals", tests, setup, teardown);
