@@ -682,6 +682,30 @@ int ke_pki_ca_hash(const char *ca_pem, char hex[KE_PKI_HASH_HEX])
     return rc;
 }
 
+int ke_pki_cert_fingerprint(const char *cert_pem, char hex[KE_PKI_HASH_HEX])
+{
+    if (!cert_pem || !hex)
+        return KE_EINVAL;
+    hex[0] = '\0';
+    BIO *b = BIO_new_mem_buf(cert_pem, -1);
+    char *name = NULL, *header = NULL;
+    unsigned char *der = NULL;
+    long len = 0;
+    int rc = KE_ETLS;
+    if (b && PEM_read_bio(b, &name, &header, &der, &len) == 1 && strcmp(name, "CERTIFICATE") == 0) {
+        unsigned char md[32];
+        if (EVP_Digest(der, (size_t)len, md, NULL, EVP_sha256(), NULL) == 1) {
+            hex_encode(md, sizeof(md), hex);
+            rc = 0;
+        }
+    }
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
+    BIO_free(b);
+    return rc;
+}
+
 int ke_pki_verify_chain(const char *ca_pem, const char *cert_pem)
 {
     int rc = KE_ETLS;

@@ -115,6 +115,13 @@ int ke_pki_cert_info(const char *cert_pem, char *cn, size_t cnlen, int64_t *not_
  * parse. */
 int ke_pki_ca_hash(const char *ca_pem, char hex[KE_PKI_HASH_HEX]);
 
+/* ke_pki_cert_fingerprint writes the same hash as ke_pki_ca_hash (SHA-256
+ * of the first certificate's DER) without parsing the certificate: it only
+ * decodes the PEM. For certificates the TLS stack has already verified,
+ * on hot paths (CloudHub checks one per tunnel). KE_ETLS if the PEM holds
+ * no CERTIFICATE block. */
+int ke_pki_cert_fingerprint(const char *cert_pem, char hex[KE_PKI_HASH_HEX]);
+
 /* ke_pki_verify_chain returns 0 when cert_pem is signed by the CA in ca_pem
  * and both are valid now; KE_ETLS otherwise (or when either does not
  * parse). */

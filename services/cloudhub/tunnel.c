@@ -47,7 +47,7 @@ int ch_auth_node(cloudhub *ch, ke_rpc_call *call, char *node, size_t len, char *
         snprintf(why, whylen, "a client certificate from the cluster CA is required");
         return KE_RPC_UNAUTHENTICATED;
     }
-    int rc = ke_pki_ca_hash(pem, fp);
+    int rc = ke_pki_cert_fingerprint(pem, fp); /* verified by TLS already */
     free(pem);
     if (rc != 0) {
         snprintf(why, whylen, "unreadable client certificate");

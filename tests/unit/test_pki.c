@@ -719,10 +719,25 @@ static void test_pki_random_hex_is_lowercase_distinct_and_bounded(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
+static void test_pki_fingerprint_matches_the_parsed_hash(void **state)
+{
+    (void)state;
+    char *ca = NULL, *key = NULL, a[KE_PKI_HASH_HEX], b[KE_PKI_HASH_HEX];
+    assert_int_equal(ke_pki_ca_create("fp", 3600, &ca, &key), 0);
+    assert_int_equal(ke_pki_ca_hash(ca, a), 0);
+    assert_int_equal(ke_pki_cert_fingerprint(ca, b), 0);
+    assert_string_equal(a, b);
+    assert_int_equal(ke_pki_cert_fingerprint(key, b), KE_ETLS); /* a key is not a certificate */
+    assert_int_equal(ke_pki_cert_fingerprint("not pem", b), KE_ETLS);
+    free(ca);
+    free(key);
+}
+
 int main(void)
 {
     ke_log_set_level(KE_LOG_ERROR);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pki_fingerprint_matches_the_parsed_hash),
         T(test_pki_key_create_makes_pkcs8_ec_p256),
         T(test_pki_ca_is_self_signed_ca_with_key_usage_and_ski),
         T(test_pki_serials_are_random_128_bit),
