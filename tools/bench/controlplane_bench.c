@@ -27,7 +27,7 @@
  *
  * Threads: the main thread drives the phases; every rpc callback runs on
  * one ke_rpc_loop (BENCH_LOOP_THREADS threads). Callbacks only record and
- * count, and wake the main thread through b->mu/cv; the main thread never
+ * count, and wake the main thread through b->w; the main thread never
  * sleeps to wait: it waits on counters with a stall timeout.
  *
  * Usage: ke-bench-controlplane [--nodes N] [--pods P] [--watchers W]
@@ -36,31 +36,23 @@
  * (the programs default to the ones built next to this one). Not run by
  * the tests; figures go in the README's benchmarks section.
  */
+#include "bench_util.h"
 #include "edgecontroller.pb-c.h"
 #include "ke_err.h"
-#include "ke_log.h"
 #include "ke_rpc.h"
 #include "ke_store.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <jansson.h>
-#include <libgen.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ---- bounds and knobs, all in one place ---- */
@@ -87,7 +79,6 @@
 #define BENCH_SUBDIR_MAX (BENCH_DIR_MAX + 16)
 #define BENCH_PATH_MAX (BENCH_SUBDIR_MAX + 64)
 #define BENCH_PROG_MAX (PATH_MAX + 64)
-#define BENCH_ERR_MAX 320
 
 #define BENCH_APPLY_PATH "/ke.v1.EdgeController/Apply"
 /* A field selector that matches no pod: a List with it returns only the
@@ -133,10 +124,7 @@ struct bench {
     ke_rpc_loop *loop;
     ke_rpc_channel *admin;
     /* wake-ups and the first error, for the main thread */
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* CLOCK_MONOTONIC */
-    char first_error[BENCH_ERR_MAX];
-    atomic_long failed;
+    bench_waiter w;
     atomic_int stopping; /* watch closes are ours from now on */
     /* counters (cumulative over the run) */
     long issued;            /* Apply calls started (main thread) */
@@ -150,76 +138,9 @@ struct bench {
     apply_op bulk;          /* shared by the loading calls (no rv wanted) */
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static double secs(int64_t ns)
 {
     return (double)ns / 1e9;
-}
-
-/* ---- waking the main thread ---- */
-
-static void bench_signal(bench *b)
-{
-    pthread_mutex_lock(&b->mu);
-    pthread_cond_broadcast(&b->cv);
-    pthread_mutex_unlock(&b->mu);
-}
-
-/* bench_fail counts a failure, keeps the first message and wakes the main
- * thread. Any thread. */
-static void bench_fail(bench *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void bench_fail(bench *b, const char *fmt, ...)
-{
-    pthread_mutex_lock(&b->mu);
-    if (!b->first_error[0]) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(b->first_error, sizeof(b->first_error), fmt, ap);
-        va_end(ap);
-    }
-    atomic_fetch_add(&b->failed, 1);
-    pthread_cond_broadcast(&b->cv);
-    pthread_mutex_unlock(&b->mu);
-}
-
-/* bench_wait blocks until *count >= target, or a failure is counted. It
- * gives up when *count has not moved for BENCH_STALL_S seconds. Returns 0,
- * or -1 after saying on stderr what did not arrive. Main thread only. */
-static int bench_wait(bench *b, atomic_long *count, long target, const char *what)
-{
-    int rc = 0;
-    pthread_mutex_lock(&b->mu);
-    long seen = atomic_load(count);
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += BENCH_STALL_S;
-    while (atomic_load(count) < target && atomic_load(&b->failed) == 0) {
-        if (pthread_cond_timedwait(&b->cv, &b->mu, &deadline) != ETIMEDOUT)
-            continue;
-        long cur = atomic_load(count);
-        if (cur == seen) {
-            fprintf(stderr, "controlplane_bench: %s: %ld of %ld, none for %d s: giving up\n",
-                    what, cur, target, BENCH_STALL_S);
-            rc = -1;
-            break;
-        }
-        seen = cur;
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += BENCH_STALL_S;
-    }
-    if (rc == 0 && atomic_load(&b->failed) != 0) {
-        fprintf(stderr, "controlplane_bench: %s: %ld failure(s), first: %s\n", what,
-                atomic_load(&b->failed), b->first_error);
-        rc = -1;
-    }
-    pthread_mutex_unlock(&b->mu);
-    return rc;
 }
 
 /* ---- the objects ---- */
@@ -296,11 +217,11 @@ static int store_writes(bench *b, ke_store *s, obj_set set, long n, const char *
     if (!o)
         return -1;
     int rc = 0;
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     for (long i = 0; i < n && rc == 0; i++)
         rc = set == OBJ_POD_UPDATED ? ke_store_update(s, o[i], NULL)
                                     : ke_store_create(s, o[i], NULL);
-    int64_t el = now_ns() - t0;
+    int64_t el = bench_now_ns() - t0;
     free_objects(o, n);
     if (rc != 0) {
         fprintf(stderr, "controlplane_bench: store %s failed: %s\n", what, ke_strerror(rc));
@@ -316,9 +237,9 @@ static int store_list(ke_store *s, const char *label_sel, const char *field_sel,
                       const char *what)
 {
     json_t *items = NULL;
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     int rc = ke_store_list(s, "Pod", "", label_sel, field_sel, &items, NULL);
-    int64_t el = now_ns() - t0;
+    int64_t el = bench_now_ns() - t0;
     if (rc != 0) {
         fprintf(stderr, "controlplane_bench: store list %s failed: %s\n", what, ke_strerror(rc));
         return -1;
@@ -370,153 +291,19 @@ out:
 
 /* ---- processes: keadm and cloudcore ---- */
 
-/* child_wait reaps pid within timeout_s, waiting on SIGCHLD (blocked in
- * every thread since the start of main). Returns 0 and the wait status,
- * or -1 when the child is still running. */
-static int child_wait(pid_t pid, int timeout_s, int *status)
-{
-    sigset_t chld;
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
-    int64_t deadline = now_ns() + (int64_t)timeout_s * 1000000000LL;
-    for (;;) {
-        pid_t r = waitpid(pid, status, WNOHANG);
-        if (r == pid)
-            return 0;
-        if (r < 0 && errno != EINTR)
-            return -1;
-        int64_t left = deadline - now_ns();
-        if (left <= 0)
-            return -1;
-        struct timespec ts = {(time_t)(left / 1000000000LL), (long)(left % 1000000000LL)};
-        sigtimedwait(&chld, NULL, &ts); /* any SIGCHLD, or the timeout */
-    }
-}
-
-/* spawn runs argv[0] with stdout to out_fd (-1: /dev/null), stderr
- * inherited and the signal mask cleared. Returns the pid or -1. */
-static pid_t spawn(char *const argv[], int out_fd)
-{
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    int fd = out_fd >= 0 ? out_fd : open("/dev/null", O_WRONLY);
-    if (fd >= 0)
-        dup2(fd, STDOUT_FILENO);
-    execv(argv[0], argv);
-    fprintf(stderr, "controlplane_bench: cannot run %s: %s\n", argv[0], strerror(errno));
-    _exit(127);
-}
-
-static int keadm_init(bench *b)
-{
-    char *argv[] = {b->keadm, "init", "--dir", b->cloud, NULL};
-    int st = 0;
-    pid_t pid = spawn(argv, -1);
-    if (pid < 0 || child_wait(pid, BENCH_START_S, &st) != 0 || !WIFEXITED(st) ||
-        WEXITSTATUS(st) != 0) {
-        if (pid > 0 && kill(pid, SIGKILL) == 0)
-            child_wait(pid, BENCH_STOP_S, &st);
-        fprintf(stderr, "controlplane_bench: %s init --dir %s failed\n", b->keadm, b->cloud);
-        return -1;
-    }
-    return 0;
-}
-
-/* cloudcore_start runs cloudcore on free loopback ports and waits for its
- * "ready grpc=P http=H" line. Sets b->cc_pid and b->target. */
-static int cloudcore_start(bench *b)
-{
-    char config[BENCH_PATH_MAX];
-    snprintf(config, sizeof(config), "%s/cloudcore.yaml", b->cloud);
-    char *argv[] = {b->cloudcore,
-                    "--config",
-                    config,
-                    "--grpc.listen=127.0.0.1:0",
-                    "--http.listen=127.0.0.1:0",
-                    "--log_level=warn",
-                    NULL};
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
-    pid_t pid = spawn(argv, fds[1]);
-    close(fds[1]);
-    if (pid < 0) {
-        close(fds[0]);
-        return -1;
-    }
-    char buf[256] = "";
-    size_t n = 0;
-    int64_t deadline = now_ns() + (int64_t)BENCH_START_S * 1000000000LL;
-    while (n < sizeof(buf) - 1 && !strchr(buf, '\n')) {
-        int64_t left_ms = (deadline - now_ns()) / 1000000;
-        struct pollfd p = {fds[0], POLLIN, 0};
-        if (left_ms <= 0 || poll(&p, 1, (int)left_ms) <= 0)
-            break;
-        ssize_t r = read(fds[0], buf + n, sizeof(buf) - 1 - n);
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-        buf[n] = '\0';
-    }
-    close(fds[0]); /* cloudcore prints nothing more and ignores SIGPIPE */
-    int port = 0, st = 0;
-    if (sscanf(buf, "ready grpc=%d", &port) != 1) {
-        fprintf(stderr,
-                "controlplane_bench: %s did not print \"ready\" (it exited, or not within %d s)\n",
-                b->cloudcore, BENCH_START_S);
-        kill(pid, SIGKILL);
-        child_wait(pid, BENCH_STOP_S, &st);
-        return -1;
-    }
-    b->cc_pid = pid;
-    snprintf(b->target, sizeof(b->target), "127.0.0.1:%d", port);
-    return 0;
-}
-
-/* cloudcore_stop sends SIGTERM and reaps it (SIGKILL after BENCH_STOP_S).
- * Returns 0 when it exited with status 0. */
+/* cloudcore_stop stops cloudcore (bench_cloudcore_stop), clears
+ * b->cc_pid and says how long it took. Returns 0 when it exited with
+ * status 0. */
 static int cloudcore_stop(bench *b)
 {
-    int st = 0;
     if (b->cc_pid <= 0)
         return 0;
-    int64_t t0 = now_ns();
-    kill(b->cc_pid, SIGTERM);
-    if (child_wait(b->cc_pid, BENCH_STOP_S, &st) != 0) {
-        fprintf(stderr,
-                "controlplane_bench: cloudcore did not exit within %d s of SIGTERM: killing it\n",
-                BENCH_STOP_S);
-        kill(b->cc_pid, SIGKILL);
-        child_wait(b->cc_pid, BENCH_STOP_S, &st);
-        b->cc_pid = 0;
-        return -1;
-    }
+    int64_t t0 = bench_now_ns();
+    int rc = bench_cloudcore_stop(b->cc_pid, BENCH_STOP_S);
     b->cc_pid = 0;
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        fprintf(stderr, "controlplane_bench: cloudcore exited with status %d\n",
-                WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-        return -1;
-    }
-    printf("cloudcore: exited 0, %.0f ms after SIGTERM\n", (double)(now_ns() - t0) / 1e6);
-    return 0;
-}
-
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
+    if (rc == 0)
+        printf("cloudcore: exited 0, %.0f ms after SIGTERM\n", (double)(bench_now_ns() - t0) / 1e6);
+    return rc;
 }
 
 /* cpu_s returns the user+system CPU time of pid (0: this process) in
@@ -556,18 +343,18 @@ static void apply_on_reply(const ProtobufCMessage *reply, const ke_rpc_status *s
 {
     apply_op *op = ud;
     bench *b = op->b;
-    int64_t t = now_ns();
+    int64_t t = bench_now_ns();
     if (st->code != KE_RPC_OK) {
-        bench_fail(b, "Apply: %s: %s", ke_rpc_status_name(st->code), st->message);
+        bench_waiter_fail(&b->w, "Apply: %s: %s", ke_rpc_status_name(st->code), st->message);
     } else if (op->want_rv) {
         op->rv = reply_rv(reply);
         op->done_ns = t;
         if (op->rv == 0)
-            bench_fail(b, "Apply: the reply has no metadata.resourceVersion");
+            bench_waiter_fail(&b->w, "Apply: the reply has no metadata.resourceVersion");
     }
     atomic_store(&b->last_reply_ns, t);
     atomic_fetch_add(&b->replied, 1);
-    bench_signal(b);
+    bench_waiter_signal(&b->w);
 }
 
 /* apply_issue starts one Apply of `json` with op as its record. */
@@ -577,7 +364,7 @@ static int apply_issue(bench *b, const char *json, int len, apply_op *op)
     req.object_json.data = (uint8_t *)json;
     req.object_json.len = (size_t)len;
     ke_rpc_call_opts o = {.timeout_ms = BENCH_RPC_TIMEOUT_MS};
-    op->issue_ns = now_ns();
+    op->issue_ns = bench_now_ns();
     int rc = ke_rpc_unary_async(b->admin, BENCH_APPLY_PATH, &req.base,
                                 &ke__v1__object_reply__descriptor, &o, apply_on_reply, op);
     if (rc != 0) {
@@ -594,7 +381,7 @@ static int apply_one(bench *b, const char *json, int len, uint64_t *rv)
 {
     apply_op op = {.b = b, .want_rv = 1};
     if (apply_issue(b, json, len, &op) != 0 ||
-        bench_wait(b, &b->replied, b->issued, "the Apply reply") != 0)
+        bench_waiter_wait(&b->w, &b->replied, b->issued, "the Apply reply") != 0)
         return -1;
     *rv = op.rv;
     return 0;
@@ -605,18 +392,18 @@ static int apply_one(bench *b, const char *json, int len, uint64_t *rv)
 static int apply_load(bench *b, obj_set set, long n, const char *what, int64_t *t_first)
 {
     char buf[BENCH_OBJ_MAX];
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     long base = b->issued;
     *t_first = t0;
     for (long i = 0; i < n; i++) {
         int len = set == OBJ_NODE ? node_json(buf, sizeof(buf), i)
                                   : pod_json(buf, sizeof(buf), i, b->n_nodes, NULL);
-        if (bench_wait(b, &b->replied, b->issued - BENCH_APPLY_WINDOW + 1, "Apply replies") !=
-                0 ||
+        if (bench_waiter_wait(&b->w, &b->replied, b->issued - BENCH_APPLY_WINDOW + 1,
+                              "Apply replies") != 0 ||
             apply_issue(b, buf, len, &b->bulk) != 0)
             return -1;
     }
-    if (bench_wait(b, &b->replied, base + n, "Apply replies") != 0)
+    if (bench_waiter_wait(&b->w, &b->replied, base + n, "Apply replies") != 0)
         return -1;
     double el = secs(atomic_load(&b->last_reply_ns) - t0);
     printf("  %-26s %7ld in %6.2f s  %8.0f /s  (%d in flight)\n", what, n, el, (double)n / el,
@@ -656,7 +443,7 @@ static void watch_on_message(ke_rpc_call *call, const ProtobufCMessage *msg, voi
     watcher *w = ud;
     bench *b = w->b;
     const Ke__V1__WatchEvent *ev = (const Ke__V1__WatchEvent *)msg;
-    int64_t t = now_ns();
+    int64_t t = bench_now_ns();
     if (w->n < w->cap) {
         w->rv[w->n] = ev->resource_version;
         w->at_ns[w->n] = t;
@@ -667,7 +454,7 @@ static void watch_on_message(ke_rpc_call *call, const ProtobufCMessage *msg, voi
     atomic_store(&b->last_event_ns, t);
     long got = atomic_fetch_add(&b->events, 1) + 1;
     if (got >= atomic_load(&b->events_goal))
-        bench_signal(b);
+        bench_waiter_signal(&b->w);
 }
 
 static void watch_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
@@ -676,9 +463,10 @@ static void watch_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     watcher *w = ud;
     bench *b = w->b;
     if (!atomic_load(&b->stopping))
-        bench_fail(b, "a Watch ended: %s: %s", ke_rpc_status_name(st->code), st->message);
+        bench_waiter_fail(&b->w, "a Watch ended: %s: %s", ke_rpc_status_name(st->code),
+                          st->message);
     atomic_fetch_add(&b->closed, 1);
-    bench_signal(b);
+    bench_waiter_signal(&b->w);
 }
 
 static const ke_rpc_handler watch_handler = {.on_message = watch_on_message,
@@ -718,8 +506,8 @@ static int watches_close(bench *b, watcher *w, long n)
     for (long i = 0; i < n; i++)
         if (w[i].call)
             ke_rpc_call_cancel(w[i].call);
-    long failed = atomic_exchange(&b->failed, 0); /* only the closes count now */
-    int rc = bench_wait(b, &b->closed, b->opened, "Watch streams closed");
+    long failed = atomic_exchange(&b->w.failed, 0); /* only the closes count now */
+    int rc = bench_waiter_wait(&b->w, &b->closed, b->opened, "Watch streams closed");
     for (long i = 0; i < n; i++) {
         ke_rpc_call_unref(w[i].call);
         w[i].call = NULL;
@@ -728,7 +516,7 @@ static int watches_close(bench *b, watcher *w, long n)
         w[i].rv = NULL;
         w[i].at_ns = NULL;
     }
-    atomic_fetch_add(&b->failed, failed);
+    atomic_fetch_add(&b->w.failed, failed);
     atomic_store(&b->stopping, 0);
     return rc;
 }
@@ -737,7 +525,7 @@ static int watches_close(bench *b, watcher *w, long n)
 static int wait_events(bench *b, long goal, const char *what)
 {
     atomic_store(&b->events_goal, goal);
-    return bench_wait(b, &b->events, goal, what);
+    return bench_waiter_wait(&b->w, &b->events, goal, what);
 }
 
 /* ---- phase 2: loading through cloudcore ---- */
@@ -768,7 +556,7 @@ static int phase_load(bench *b)
     int len = pod_json(buf, sizeof(buf), 0, b->n_nodes, "sentinel");
     if (apply_one(b, buf, len, &srv) != 0 || wait_events(b, base + 1, "the sentinel event") != 0)
         goto out;
-    int64_t t_seen = probe.n ? probe.at_ns[0] : now_ns();
+    int64_t t_seen = probe.n ? probe.at_ns[0] : bench_now_ns();
     printf("  pods published to CloudHub (store watch -> Hub.Publish, stored for the "
            "unconnected nodes): caught up %.2f s after the last Apply reply, %.0f pods/s "
            "from the first pod Apply\n",
@@ -790,12 +578,6 @@ typedef struct rv_issue {
 static int cmp_rv(const void *a, const void *b)
 {
     uint64_t x = ((const rv_issue *)a)->rv, y = ((const rv_issue *)b)->rv;
-    return x < y ? -1 : x > y;
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -835,14 +617,15 @@ static int report_latency(bench *b, watcher *w, const apply_op *ops, uint64_t wr
         missing += matched < k ? k - matched : 0;
         overflow += atomic_load(&w[i].overflow);
     }
-    qsort(lat, (size_t)n, sizeof(*lat), cmp_i64);
+    bench_sort_i64(lat, (size_t)n);
     double el = secs(atomic_load(&b->last_event_ns) - t0);
     printf("  %-26s %7ld in %6.2f s  %8.0f events/s delivered  (%ld updates x %ld watches)\n",
            "watch deliveries", n, el, (double)n / el, k, b->n_watchers);
     if (n > 0)
         printf("  latency Apply issued -> event received: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
-               (double)lat[n / 2] / 1e6, (double)lat[n * 99 / 100] / 1e6,
-               (double)lat[n - 1] / 1e6);
+               (double)bench_pct_i64(lat, (size_t)n, 50) / 1e6,
+               (double)bench_pct_i64(lat, (size_t)n, 99) / 1e6,
+               (double)bench_pct_i64(lat, (size_t)n, 100) / 1e6);
     if (other || missing || overflow)
         printf("  NOTE: %ld events not from the updates, %ld expected events missing, %ld beyond "
                "the recording bound\n",
@@ -867,7 +650,7 @@ static int phase_watch(bench *b, long rss_loaded)
     if (store_revision(b, &rev) != 0)
         goto out;
     long base = atomic_load(&b->events);
-    int64_t t_open = now_ns();
+    int64_t t_open = bench_now_ns();
     for (long i = 0; i < nw; i++)
         if (watch_open(b, &w[i], rev, (size_t)k + 1 + BENCH_WATCH_SLACK) != 0)
             goto out;
@@ -876,27 +659,27 @@ static int phase_watch(bench *b, long rss_loaded)
     if (apply_one(b, buf, len, &wrv) != 0 ||
         wait_events(b, base + nw, "the warm-up event on every watch") != 0)
         goto out;
-    long rss_w = rss_kib(b->cc_pid);
+    long rss_w = bench_rss_kib(b->cc_pid);
     printf("  %ld watches open and live (warm-up event on each) in %.2f s; cloudcore RSS %.1f "
            "MiB (+%.1f KiB per watch)\n",
-           nw, secs(now_ns() - t_open), (double)rss_w / 1024,
+           nw, secs(bench_now_ns() - t_open), (double)rss_w / 1024,
            (double)(rss_w - rss_loaded) / (double)nw);
     fflush(stdout);
 
     base = atomic_load(&b->events);
     long ibase = b->issued;
     double cc_cpu0 = cpu_s(b->cc_pid), my_cpu0 = cpu_s(0);
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     for (long j = 0; j < k; j++) {
         snprintf(round, sizeof(round), "u%ld", j + 1);
         len = pod_json(buf, sizeof(buf), j % b->n_pods, b->n_nodes, round);
         ops[j] = (apply_op){.b = b, .want_rv = 1};
-        if (bench_wait(b, &b->replied, b->issued - b->update_window + 1, "update replies") !=
-                0 ||
+        if (bench_waiter_wait(&b->w, &b->replied, b->issued - b->update_window + 1,
+                              "update replies") != 0 ||
             apply_issue(b, buf, len, &ops[j]) != 0)
             goto out;
     }
-    if (bench_wait(b, &b->replied, ibase + k, "update replies") != 0 ||
+    if (bench_waiter_wait(&b->w, &b->replied, ibase + k, "update replies") != 0 ||
         wait_events(b, base + nw * k, "watch events of the updates") != 0)
         goto out;
     int64_t t_applied = atomic_load(&b->last_reply_ns);
@@ -909,7 +692,7 @@ static int phase_watch(bench *b, long rss_loaded)
            cpu_s(b->cc_pid) - cc_cpu0, cpu_s(0) - my_cpu0,
            secs(atomic_load(&b->last_event_ns) - t0));
     printf("cloudcore RSS after the updates, %ld watches open: %.1f MiB\n", nw,
-           (double)rss_kib(b->cc_pid) / 1024);
+           (double)bench_rss_kib(b->cc_pid) / 1024);
 out:
     if (w && watches_close(b, w, nw) != 0)
         rc = -1;
@@ -961,12 +744,8 @@ static int parse_args(bench *b, int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    char self[PATH_MAX];
-    ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    self[sl > 0 ? sl : 0] = '\0';
-    const char *dir = dirname(self);
-    snprintf(b->cloudcore, sizeof(b->cloudcore), "%s/../../services/cloudcore/cloudcore", dir);
-    snprintf(b->keadm, sizeof(b->keadm), "%s/../keadm", dir);
+    bench_sibling_path(b->cloudcore, sizeof(b->cloudcore), BENCH_REL_CLOUDCORE);
+    bench_sibling_path(b->keadm, sizeof(b->keadm), BENCH_REL_KEADM);
     b->n_nodes = BENCH_DEFAULT_NODES;
     b->n_pods = BENCH_DEFAULT_PODS;
     b->n_watchers = BENCH_DEFAULT_WATCHERS;
@@ -1011,44 +790,18 @@ static int parse_args(bench *b, int argc, char **argv)
 /* make_tmp creates TMP; TMP/cloud is made by keadm. */
 static int make_tmp(bench *b)
 {
-    const char *base = getenv("TMPDIR");
-    if (!base || !*base)
-        base = "/tmp";
-    if (strlen(base) > BENCH_DIR_MAX - 32) {
-        fprintf(stderr, "controlplane_bench: TMPDIR is longer than %d bytes\n",
-                BENCH_DIR_MAX - 32);
+    if (bench_make_tmp(b->tmp, sizeof(b->tmp), "ke-cpbench") != 0)
         return -1;
-    }
-    snprintf(b->tmp, sizeof(b->tmp), "%s/ke-cpbench-XXXXXX", base);
-    if (!mkdtemp(b->tmp)) {
-        fprintf(stderr, "controlplane_bench: cannot create %s: %s\n", b->tmp, strerror(errno));
-        b->tmp[0] = '\0';
-        return -1;
-    }
     snprintf(b->cloud, sizeof(b->cloud), "%s/cloud", b->tmp);
     return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 /* open_admin starts the rpc loop and the admin channel (TMP/cloud PKI). */
 static int open_admin(bench *b)
 {
-    char ca[BENCH_PATH_MAX], crt[BENCH_PATH_MAX], key[BENCH_PATH_MAX];
-    snprintf(ca, sizeof(ca), "%s/ca.crt", b->cloud);
-    snprintf(crt, sizeof(crt), "%s/admin.crt", b->cloud);
-    snprintf(key, sizeof(key), "%s/admin.key", b->cloud);
-    ke_rpc_tls tls = {.ca_file = ca, .cert_file = crt, .key_file = key};
-    ke_rpc_channel_opts co = {.tls = &tls};
     int rc = ke_rpc_loop_new(BENCH_LOOP_THREADS, &b->loop);
     if (rc == 0)
-        rc = ke_rpc_channel_new(b->loop, b->target, &co, &b->admin);
+        rc = bench_admin_channel(b->loop, b->target, b->cloud, &b->admin);
     if (rc != 0)
         fprintf(stderr, "controlplane_bench: cannot open the admin channel: %s\n",
                 ke_strerror(rc));
@@ -1063,20 +816,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc == 1 ? 0 : 2;
 
-    /* Before any thread exists: SIGCHLD is taken with sigtimedwait. */
-    sigset_t chld;
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
-    pthread_sigmask(SIG_BLOCK, &chld, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    ke_log_set_level(KE_LOG_ERROR);
-
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&b->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&b->mu, NULL);
+    bench_main_init("controlplane_bench", &b->w, BENCH_STALL_S); /* before any thread exists */
     b->bulk.b = b;
 
     int status = 1;
@@ -1087,15 +827,17 @@ int main(int argc, char **argv)
     if (make_tmp(b) != 0 || phase_store(b) != 0)
         goto out;
     fflush(stdout);
-    if (keadm_init(b) != 0 || cloudcore_start(b) != 0)
+    if (bench_keadm_init(b->keadm, b->cloud, BENCH_START_S, BENCH_STOP_S) != 0 ||
+        (b->cc_pid = bench_cloudcore_start(b->cloudcore, b->cloud, NULL, BENCH_START_S,
+                                           BENCH_STOP_S, b->target, sizeof(b->target))) < 0)
         goto out;
-    long idle = rss_kib(b->cc_pid);
+    long idle = bench_rss_kib(b->cc_pid);
     printf("cloudcore pid %d on %s (TLS, --log_level=warn); RSS idle %.1f MiB\n", (int)b->cc_pid,
            b->target, (double)idle / 1024);
     fflush(stdout);
     if (open_admin(b) != 0 || phase_load(b) != 0)
         goto out;
-    long loaded = rss_kib(b->cc_pid);
+    long loaded = bench_rss_kib(b->cc_pid);
     printf("cloudcore RSS with %ld nodes and %ld pods: %.1f MiB (+%.1f MiB over idle)\n",
            b->n_nodes, b->n_pods, (double)loaded / 1024, (double)(loaded - idle) / 1024);
     printf("watch fan-out (EdgeController.Watch, kind Pod, all on the admin channel):\n");
@@ -1109,11 +851,7 @@ out:
     ke_rpc_loop_free(b->loop);
     if (cloudcore_stop(b) != 0)
         status = 1;
-    if (b->tmp[0] && !b->keep_tmp)
-        nftw(b->tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    else if (b->tmp[0])
-        printf("kept %s\n", b->tmp);
-    pthread_mutex_destroy(&b->mu);
-    pthread_cond_destroy(&b->cv);
+    bench_tmp_done(b->tmp, b->keep_tmp);
+    bench_waiter_destroy(&b->w);
     return status;
 }

@@ -22,7 +22,7 @@
  * Threads: the main thread drives the phases; every rpc callback runs on
  * the one ke_rpc_loop (SIM_LOOP_THREADS threads) shared by all nodes, the
  * join channel and the admin channel. Callbacks only update counters and
- * wake the main thread through sim->mu/cv; the main thread never sleeps
+ * wake the main thread through sim->w; the main thread never sleeps
  * to wait, it waits on counters with a stall timeout.
  *
  * Usage: ke-bench-edgesim [--nodes N] [--messages M] [--keep-tmp]
@@ -30,23 +30,18 @@
  * (the programs default to the ones built next to this one). Not run by
  * the tests; figures go in the README's benchmarks section.
  */
+#include "bench_util.h"
 #include "cloudhub.pb-c.h"
 #include "ke_err.h"
-#include "ke_log.h"
 #include "ke_pki.h"
 #include "ke_rpc.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,7 +49,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,7 +78,6 @@
 #define SIM_SUBDIR_MAX (SIM_DIR_MAX + 16)    /* TMP/cloud, TMP/nodes */
 #define SIM_PATH_MAX (SIM_SUBDIR_MAX + 64)   /* a file in them */
 #define SIM_PROG_MAX (PATH_MAX + 64)         /* --cloudcore, --keadm */
-#define SIM_ERR_MAX 320
 
 #define SIM_JOIN_PATH "/ke.v1.CloudHub/Join"
 #define SIM_PUBLISH_PATH "/ke.v1.Hub/Publish"
@@ -117,10 +110,7 @@ struct sim {
     ke_rpc_loop *loop;
     sim_node *node;
     /* wake-ups and the first error, for the main thread */
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* CLOCK_MONOTONIC */
-    char first_error[SIM_ERR_MAX];
-    atomic_long failed;
+    bench_waiter w;
     atomic_int stopping;
     /* per phase: calls finished (ok or not) */
     atomic_long join_finished, connect_finished, publish_finished, closed;
@@ -133,13 +123,6 @@ struct sim {
     atomic_llong fanout_done_ns;
 };
 
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -147,213 +130,7 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- waking the main thread ---- */
-
-static void sim_signal(sim *s)
-{
-    pthread_mutex_lock(&s->mu);
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-/* sim_fail counts a failure, keeps the first message and wakes the main
- * thread. Any thread. */
-static void sim_fail(sim *s, const char *fmt, ...)
-{
-    pthread_mutex_lock(&s->mu);
-    if (!s->first_error[0]) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(s->first_error, sizeof(s->first_error), fmt, ap);
-        va_end(ap);
-    }
-    atomic_fetch_add(&s->failed, 1);
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
-/* sim_wait blocks until *count >= target, or any failure is counted. It
- * gives up when *count has not moved for SIM_STALL_S seconds. Returns 0,
- * or -1 after saying on stderr what did not arrive. Main thread only. */
-static int sim_wait(sim *s, atomic_long *count, long target, const char *what)
-{
-    int rc = 0;
-    pthread_mutex_lock(&s->mu);
-    long seen = atomic_load(count);
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += SIM_STALL_S;
-    while (atomic_load(count) < target && atomic_load(&s->failed) == 0) {
-        if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) != ETIMEDOUT)
-            continue;
-        long cur = atomic_load(count);
-        if (cur == seen) {
-            fprintf(stderr, "edge_sim: %s: %ld of %ld, none for %d s: giving up\n", what, cur,
-                    target, SIM_STALL_S);
-            rc = -1;
-            break;
-        }
-        seen = cur;
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += SIM_STALL_S;
-    }
-    if (rc == 0 && atomic_load(&s->failed) != 0) {
-        fprintf(stderr, "edge_sim: %s: %ld failure(s), first: %s\n", what,
-                atomic_load(&s->failed), s->first_error);
-        rc = -1;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return rc;
-}
-
 /* ---- processes: keadm and cloudcore ---- */
-
-/* child_wait reaps pid within timeout_s, waiting on SIGCHLD (blocked in
- * every thread since the start of main). Returns 0 and the wait status,
- * or -1 when the child is still running. */
-static int child_wait(pid_t pid, int timeout_s, int *status)
-{
-    sigset_t chld;
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
-    int64_t deadline = now_ns() + (int64_t)timeout_s * 1000000000LL;
-    for (;;) {
-        pid_t r = waitpid(pid, status, WNOHANG);
-        if (r == pid)
-            return 0;
-        if (r < 0 && errno != EINTR)
-            return -1;
-        int64_t left = deadline - now_ns();
-        if (left <= 0)
-            return -1;
-        struct timespec ts = {(time_t)(left / 1000000000LL), (long)(left % 1000000000LL)};
-        sigtimedwait(&chld, NULL, &ts); /* any SIGCHLD, or the timeout */
-    }
-}
-
-/* spawn runs argv[0] with stdout to out_fd (-1: /dev/null), stderr
- * inherited and the signal mask cleared. Returns the pid or -1. */
-static pid_t spawn(char *const argv[], int out_fd)
-{
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    int fd = out_fd >= 0 ? out_fd : open("/dev/null", O_WRONLY);
-    if (fd >= 0)
-        dup2(fd, STDOUT_FILENO);
-    execv(argv[0], argv);
-    fprintf(stderr, "edge_sim: cannot run %s: %s\n", argv[0], strerror(errno));
-    _exit(127);
-}
-
-static int keadm_init(sim *s)
-{
-    char *argv[] = {s->keadm, "init", "--dir", s->cloud, NULL};
-    int st = 0;
-    pid_t pid = spawn(argv, -1);
-    if (pid < 0 || child_wait(pid, SIM_START_S, &st) != 0 || !WIFEXITED(st) ||
-        WEXITSTATUS(st) != 0) {
-        if (pid > 0 && kill(pid, SIGKILL) == 0)
-            child_wait(pid, SIM_STOP_S, &st);
-        fprintf(stderr, "edge_sim: %s init --dir %s failed\n", s->keadm, s->cloud);
-        return -1;
-    }
-    return 0;
-}
-
-/* cloudcore_start runs cloudcore on free loopback ports and waits for its
- * "ready grpc=P http=H" line. Sets s->cc_pid and s->target. */
-static int cloudcore_start(sim *s)
-{
-    char config[SIM_PATH_MAX];
-    snprintf(config, sizeof(config), "%s/cloudcore.yaml", s->cloud);
-    char *argv[] = {s->cloudcore,
-                    "--config",
-                    config,
-                    "--grpc.listen=127.0.0.1:0",
-                    "--http.listen=127.0.0.1:0",
-                    "--log_level=warn",
-                    "--cloudhub.dead_peer=600s",
-                    "--grpc.threads=2",
-                    NULL};
-    int fds[2];
-    if (pipe(fds) != 0)
-        return -1;
-    pid_t pid = spawn(argv, fds[1]);
-    close(fds[1]);
-    if (pid < 0) {
-        close(fds[0]);
-        return -1;
-    }
-    char buf[256] = "";
-    size_t n = 0;
-    int64_t deadline = now_ns() + (int64_t)SIM_START_S * 1000000000LL;
-    while (n < sizeof(buf) - 1 && !strchr(buf, '\n')) {
-        int64_t left_ms = (deadline - now_ns()) / 1000000;
-        struct pollfd p = {fds[0], POLLIN, 0};
-        if (left_ms <= 0 || poll(&p, 1, (int)left_ms) <= 0)
-            break;
-        ssize_t r = read(fds[0], buf + n, sizeof(buf) - 1 - n);
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-        buf[n] = '\0';
-    }
-    close(fds[0]); /* cloudcore prints nothing more and ignores SIGPIPE */
-    int port = 0, st = 0;
-    if (sscanf(buf, "ready grpc=%d", &port) != 1) {
-        fprintf(stderr, "edge_sim: %s did not print \"ready\" (it exited, or not within %d s)\n",
-                s->cloudcore, SIM_START_S);
-        kill(pid, SIGKILL);
-        child_wait(pid, SIM_STOP_S, &st);
-        return -1;
-    }
-    s->cc_pid = pid;
-    snprintf(s->target, sizeof(s->target), "127.0.0.1:%d", port);
-    return 0;
-}
-
-/* cloudcore_stop sends SIGTERM and reaps it (SIGKILL after SIM_STOP_S).
- * Returns 0 when it exited with status 0. */
-static int cloudcore_stop(sim *s)
-{
-    int st = 0;
-    if (s->cc_pid <= 0)
-        return 0;
-    kill(s->cc_pid, SIGTERM);
-    if (child_wait(s->cc_pid, SIM_STOP_S, &st) != 0) {
-        fprintf(stderr, "edge_sim: cloudcore did not exit within %d s of SIGTERM: killing it\n",
-                SIM_STOP_S);
-        kill(s->cc_pid, SIGKILL);
-        child_wait(s->cc_pid, SIM_STOP_S, &st);
-        s->cc_pid = 0;
-        return -1;
-    }
-    s->cc_pid = 0;
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        fprintf(stderr, "edge_sim: cloudcore exited with status %d\n",
-                WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-        return -1;
-    }
-    return 0;
-}
-
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
-}
 
 /* open_fds counts the entries of /proc/PID/fd. */
 static long open_fds(pid_t pid)
@@ -418,14 +195,6 @@ static int write_plain(const char *path, const char *data, mode_t mode)
     return close(fd);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 /* ---- phase 2: join ---- */
 
 static void join_on_reply(const ProtobufCMessage *reply, const ke_rpc_status *st, void *ud)
@@ -434,13 +203,14 @@ static void join_on_reply(const ProtobufCMessage *reply, const ke_rpc_status *st
     sim *s = n->s;
     const Ke__V1__JoinResponse *r = (const Ke__V1__JoinResponse *)reply;
     if (st->code != KE_RPC_OK)
-        sim_fail(s, "join %s: %s: %s", n->name, ke_rpc_status_name(st->code), st->message);
+        bench_waiter_fail(&s->w, "join %s: %s: %s", n->name, ke_rpc_status_name(st->code),
+                          st->message);
     else if (r->certificate_pem.len == 0 || r->certificate_pem.len > KE_PKI_PEM_MAX ||
              !(n->cert_pem = strndup((const char *)r->certificate_pem.data,
                                      r->certificate_pem.len)))
-        sim_fail(s, "join %s: no usable certificate in the reply", n->name);
+        bench_waiter_fail(&s->w, "join %s: no usable certificate in the reply", n->name);
     atomic_fetch_add(&s->join_finished, 1);
-    sim_signal(s);
+    bench_waiter_signal(&s->w);
 }
 
 /* join_issue makes node n's key, CSR and token and starts its Join. */
@@ -496,15 +266,16 @@ static int phase_join(sim *s)
     if (ke_rpc_channel_new(s->loop, s->target, &co, &ch) != 0)
         goto out;
 
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     for (long i = 0; i < s->n_nodes; i++) {
-        if (sim_wait(s, &s->join_finished, i - SIM_JOIN_WINDOW + 1, "join replies") != 0 ||
+        if (bench_waiter_wait(&s->w, &s->join_finished, i - SIM_JOIN_WINDOW + 1, "join replies") !=
+                0 ||
             join_issue(ch, &s->node[i], ca_pem, secret, secret_len) != 0)
             goto out;
     }
-    if (sim_wait(s, &s->join_finished, s->n_nodes, "join replies") != 0)
+    if (bench_waiter_wait(&s->w, &s->join_finished, s->n_nodes, "join replies") != 0)
         goto out;
-    double el = (double)(now_ns() - t0) / 1e9;
+    double el = (double)(bench_now_ns() - t0) / 1e9;
     printf("join:     %ld nodes in %.2f s (%.0f joins/s, %d in flight, keys and CSRs made "
            "meanwhile)\n",
            s->n_nodes, el, (double)s->n_nodes / el, SIM_JOIN_WINDOW);
@@ -535,9 +306,9 @@ static void node_on_hello_ack(sim_node *n)
 {
     sim *s = n->s;
     atomic_store(&n->hello_acked, 1);
-    atomic_store(&s->last_hello_ns, now_ns());
+    atomic_store(&s->last_hello_ns, bench_now_ns());
     atomic_fetch_add(&s->connect_finished, 1);
-    sim_signal(s);
+    bench_waiter_signal(&s->w);
 }
 
 /* node_on_downstream acks at once, then records the latency of message
@@ -551,11 +322,11 @@ static void node_on_downstream(sim_node *n, ke_rpc_call *call, const Ke__V1__Seq
     f.frame_case = KE__V1__EDGE_FRAME__FRAME_ACK;
     f.ack = &ack;
     ke_rpc_call_send(call, &f.base);
-    int64_t t = now_ns();
+    int64_t t = bench_now_ns();
     uint64_t rv = sm->message && sm->message->header ? sm->message->header->resource_version : 0;
     if (rv == 0 || rv > (uint64_t)s->n_messages || !s->latency_ns) {
-        sim_fail(s, "node %s got a message it was not sent (seq=%llu rv=%llu)", n->name,
-                 (unsigned long long)sm->seq, (unsigned long long)rv);
+        bench_waiter_fail(&s->w, "node %s got a message it was not sent (seq=%llu rv=%llu)",
+                          n->name, (unsigned long long)sm->seq, (unsigned long long)rv);
         return;
     }
     size_t k = (size_t)n->idx * (size_t)s->n_messages + (size_t)(rv - 1);
@@ -569,7 +340,7 @@ static void node_on_downstream(sim_node *n, ke_rpc_call *call, const Ke__V1__Seq
     if (total == s->n_nodes * s->n_messages)
         atomic_store(&s->fanout_done_ns, t);
     if (got == (unsigned)s->n_messages)
-        sim_signal(s); /* the main thread waits for the last node */
+        bench_waiter_signal(&s->w); /* the main thread waits for the last node */
 }
 
 static void node_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
@@ -584,8 +355,8 @@ static void node_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
         node_on_downstream(n, call, f->message);
         break;
     case KE__V1__CLOUD_FRAME__FRAME_REFUSAL:
-        sim_fail(n->s, "node %s: cloud refused seq=%llu: %s", n->name,
-                 (unsigned long long)f->refusal->seq, f->refusal->reason);
+        bench_waiter_fail(&n->s->w, "node %s: cloud refused seq=%llu: %s", n->name,
+                          (unsigned long long)f->refusal->seq, f->refusal->reason);
         break;
     default: /* keepalive, resync done, ack of upstream: nothing to do */
         break;
@@ -600,15 +371,15 @@ static void node_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     if (atomic_load(&s->stopping)) {
         /* our own cancel */
     } else if (!atomic_load(&n->hello_acked)) {
-        sim_fail(s, "tunnel of %s closed before HelloAck: %s: %s", n->name,
-                 ke_rpc_status_name(st->code), st->message);
+        bench_waiter_fail(&s->w, "tunnel of %s closed before HelloAck: %s: %s", n->name,
+                          ke_rpc_status_name(st->code), st->message);
         atomic_fetch_add(&s->connect_finished, 1);
     } else {
-        sim_fail(s, "tunnel of %s closed: %s: %s", n->name, ke_rpc_status_name(st->code),
-                 st->message);
+        bench_waiter_fail(&s->w, "tunnel of %s closed: %s: %s", n->name,
+                          ke_rpc_status_name(st->code), st->message);
     }
     atomic_fetch_add(&s->closed, 1);
-    sim_signal(s);
+    bench_waiter_signal(&s->w);
 }
 
 static const ke_rpc_handler node_handler = {.on_message = node_on_message,
@@ -646,13 +417,14 @@ static int node_connect(sim *s, sim_node *n)
 
 static int phase_connect(sim *s)
 {
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     for (long i = 0; i < s->n_nodes; i++) {
-        if (sim_wait(s, &s->connect_finished, i - SIM_CONNECT_WINDOW + 1, "HelloAcks") != 0 ||
+        if (bench_waiter_wait(&s->w, &s->connect_finished, i - SIM_CONNECT_WINDOW + 1,
+                              "HelloAcks") != 0 ||
             node_connect(s, &s->node[i]) != 0)
             return -1;
     }
-    if (sim_wait(s, &s->connect_finished, s->n_nodes, "HelloAcks") != 0)
+    if (bench_waiter_wait(&s->w, &s->connect_finished, s->n_nodes, "HelloAcks") != 0)
         return -1;
     double el = (double)(atomic_load(&s->last_hello_ns) - t0) / 1e9;
     printf("connect:  %ld nodes in %.2f s (%.0f nodes/s, %d handshakes in flight)\n", s->n_nodes,
@@ -667,9 +439,9 @@ static void publish_on_reply(const ProtobufCMessage *reply, const ke_rpc_status 
     (void)reply;
     sim *s = ud;
     if (st->code != KE_RPC_OK)
-        sim_fail(s, "publish: %s: %s", ke_rpc_status_name(st->code), st->message);
+        bench_waiter_fail(&s->w, "publish: %s: %s", ke_rpc_status_name(st->code), st->message);
     atomic_fetch_add(&s->publish_finished, 1);
-    sim_signal(s);
+    bench_waiter_signal(&s->w);
 }
 
 /* publish_issue publishes message j of node n: ConfigMap cm-<j>, version
@@ -679,7 +451,7 @@ static int publish_issue(sim *s, ke_rpc_channel *admin, sim_node *n, long j)
     char resource[96], id[48], content[SIM_CONTENT_BYTES + 64];
     snprintf(resource, sizeof(resource), "node/%s/default/ConfigMap/cm-%ld", n->name, j);
     snprintf(id, sizeof(id), "edgesim-%s-%ld", n->name, j);
-    int64_t issued = now_ns(), wall = wall_ms();
+    int64_t issued = bench_now_ns(), wall = wall_ms();
     static const char fmt[] =
         "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"cm-%ld\","
         "\"namespace\":\"default\",\"resourceVersion\":\"%ld\"},\"data\":{\"publishedAtMs\":"
@@ -719,38 +491,26 @@ static int publish_issue(sim *s, ke_rpc_channel *admin, sim_node *n, long j)
     return rc;
 }
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static int phase_fanout(sim *s)
 {
-    char ca[SIM_PATH_MAX], crt[SIM_PATH_MAX], key[SIM_PATH_MAX];
-    snprintf(ca, sizeof(ca), "%s/ca.crt", s->cloud);
-    snprintf(crt, sizeof(crt), "%s/admin.crt", s->cloud);
-    snprintf(key, sizeof(key), "%s/admin.key", s->cloud);
-    ke_rpc_tls tls = {.ca_file = ca, .cert_file = crt, .key_file = key};
-    ke_rpc_channel_opts co = {.tls = &tls};
     ke_rpc_channel *admin = NULL;
     long total = s->n_nodes * s->n_messages, issued = 0;
     int status = -1;
     int64_t *lat = NULL;
-    if (ke_rpc_channel_new(s->loop, s->target, &co, &admin) != 0)
+    if (bench_admin_channel(s->loop, s->target, s->cloud, &admin) != 0)
         goto out;
     /* Round-robin over the nodes so that every tunnel is busy at once. */
-    int64_t t0 = now_ns();
+    int64_t t0 = bench_now_ns();
     for (long j = 0; j < s->n_messages; j++) {
         for (long i = 0; i < s->n_nodes; i++, issued++) {
-            if (sim_wait(s, &s->publish_finished, issued - SIM_PUBLISH_WINDOW + 1,
-                         "Publish replies") != 0 ||
+            if (bench_waiter_wait(&s->w, &s->publish_finished, issued - SIM_PUBLISH_WINDOW + 1,
+                                  "Publish replies") != 0 ||
                 publish_issue(s, admin, &s->node[i], j) != 0)
                 goto out;
         }
     }
-    if (sim_wait(s, &s->acked, total, "messages acked by the nodes") != 0 ||
-        sim_wait(s, &s->publish_finished, total, "Publish replies") != 0)
+    if (bench_waiter_wait(&s->w, &s->acked, total, "messages acked by the nodes") != 0 ||
+        bench_waiter_wait(&s->w, &s->publish_finished, total, "Publish replies") != 0)
         goto out;
     double el = (double)(atomic_load(&s->fanout_done_ns) - t0) / 1e9;
     printf("fan-out:  %ld*%ld messages in %.2f s (%.0f msg/s delivered, %d publishes in "
@@ -761,10 +521,11 @@ static int phase_fanout(sim *s)
         goto out;
     for (long k = 0; k < total; k++)
         lat[k] = atomic_load(&s->latency_ns[k]);
-    qsort(lat, (size_t)total, sizeof(*lat), cmp_i64);
+    bench_sort_i64(lat, (size_t)total);
     printf("latency:  publish issued -> node acked: p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-           (double)lat[total / 2] / 1e6, (double)lat[total * 99 / 100] / 1e6,
-           (double)lat[total - 1] / 1e6);
+           (double)bench_pct_i64(lat, (size_t)total, 50) / 1e6,
+           (double)bench_pct_i64(lat, (size_t)total, 99) / 1e6,
+           (double)bench_pct_i64(lat, (size_t)total, 100) / 1e6);
     status = 0;
 out:
     free(lat);
@@ -780,8 +541,8 @@ static int close_tunnels(sim *s)
     for (long i = 0; i < s->n_nodes; i++)
         if (s->node[i].call)
             ke_rpc_call_cancel(s->node[i].call);
-    atomic_store(&s->failed, 0); /* only the closes count now */
-    int rc = sim_wait(s, &s->closed, s->opened, "tunnels closed");
+    atomic_store(&s->w.failed, 0); /* only the closes count now */
+    int rc = bench_waiter_wait(&s->w, &s->closed, s->opened, "tunnels closed");
     for (long i = 0; i < s->n_nodes; i++) {
         ke_rpc_call_unref(s->node[i].call);
         ke_rpc_channel_free(s->node[i].ch);
@@ -810,12 +571,8 @@ static int parse_args(sim *s, int argc, char **argv)
         {"keadm", required_argument, NULL, 'a'},   {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    char self[PATH_MAX];
-    ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    self[sl > 0 ? sl : 0] = '\0';
-    const char *dir = dirname(self);
-    snprintf(s->cloudcore, sizeof(s->cloudcore), "%s/../../services/cloudcore/cloudcore", dir);
-    snprintf(s->keadm, sizeof(s->keadm), "%s/../keadm", dir);
+    bench_sibling_path(s->cloudcore, sizeof(s->cloudcore), BENCH_REL_CLOUDCORE);
+    bench_sibling_path(s->keadm, sizeof(s->keadm), BENCH_REL_KEADM);
     s->n_nodes = SIM_DEFAULT_NODES;
     s->n_messages = SIM_DEFAULT_MESSAGES;
     int c;
@@ -857,19 +614,8 @@ static int parse_args(sim *s, int argc, char **argv)
 /* make_tmp creates TMP and TMP/nodes; TMP/cloud is made by keadm. */
 static int make_tmp(sim *s)
 {
-    const char *base = getenv("TMPDIR");
-    if (!base || !*base)
-        base = "/tmp";
-    if (strlen(base) > SIM_DIR_MAX - 32) {
-        fprintf(stderr, "edge_sim: TMPDIR is longer than %d bytes\n", SIM_DIR_MAX - 32);
+    if (bench_make_tmp(s->tmp, sizeof(s->tmp), "ke-edgesim") != 0)
         return -1;
-    }
-    snprintf(s->tmp, sizeof(s->tmp), "%s/ke-edgesim-XXXXXX", base);
-    if (!mkdtemp(s->tmp)) {
-        fprintf(stderr, "edge_sim: cannot create %s: %s\n", s->tmp, strerror(errno));
-        s->tmp[0] = '\0';
-        return -1;
-    }
     snprintf(s->cloud, sizeof(s->cloud), "%s/cloud", s->tmp);
     snprintf(s->nodes_dir, sizeof(s->nodes_dir), "%s/nodes", s->tmp);
     if (mkdir(s->nodes_dir, 0700) != 0) {
@@ -887,21 +633,11 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc == 1 ? 0 : 2;
 
-    /* Before any thread exists: SIGCHLD is taken with sigtimedwait. */
-    sigset_t chld;
-    sigemptyset(&chld);
-    sigaddset(&chld, SIGCHLD);
-    pthread_sigmask(SIG_BLOCK, &chld, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    ke_log_set_level(KE_LOG_ERROR);
+    bench_main_init("edge_sim", &s->w, SIM_STALL_S); /* before any thread exists */
 
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&s->mu, NULL);
-
+    /* cloudcore's flags beyond bench_cloudcore_start's: no keepalives come
+     * from the simulated nodes; two grpc threads. */
+    static const char *const cc_flags[] = {"--cloudhub.dead_peer=600s", "--grpc.threads=2", NULL};
     int status = 1;
     rlim_t nofile = 0;
     long need = SIM_FD_PER_NODE * s->n_nodes + SIM_FD_RESERVE;
@@ -918,8 +654,10 @@ int main(int argc, char **argv)
         s->node[i].idx = (uint32_t)i;
         snprintf(s->node[i].name, sizeof(s->node[i].name), "sim-%05d", (int)(i + 1));
     }
-    if (raise_nofile(need, &nofile) != 0 || make_tmp(s) != 0 || keadm_init(s) != 0 ||
-        cloudcore_start(s) != 0)
+    if (raise_nofile(need, &nofile) != 0 || make_tmp(s) != 0 ||
+        bench_keadm_init(s->keadm, s->cloud, SIM_START_S, SIM_STOP_S) != 0 ||
+        (s->cc_pid = bench_cloudcore_start(s->cloudcore, s->cloud, cc_flags, SIM_START_S,
+                                           SIM_STOP_S, s->target, sizeof(s->target))) < 0)
         goto out;
     printf("edge simulation: %ld nodes, %ld messages each; cloudcore pid %d on %s (TLS, "
            "grpc.threads=2); %ld CPUs; open files limit %llu; %d rpc threads here\n",
@@ -933,15 +671,15 @@ int main(int argc, char **argv)
     if (phase_join(s) != 0)
         goto out;
     fflush(stdout);
-    long idle = rss_kib(s->cc_pid);
+    long idle = bench_rss_kib(s->cc_pid);
     if (phase_connect(s) != 0)
         goto out;
-    long busy = rss_kib(s->cc_pid);
+    long busy = bench_rss_kib(s->cc_pid);
     printf("cloudhub RSS: idle %.1f MiB, with %ld nodes %.1f MiB, %.1f KiB per node\n",
            (double)idle / 1024, s->n_nodes, (double)busy / 1024,
            (double)(busy - idle) / (double)s->n_nodes);
-    printf("open fds: cloudcore %ld, simulator %ld; simulator RSS %.1f MiB\n",
-           open_fds(s->cc_pid), open_fds(getpid()), (double)rss_kib(getpid()) / 1024);
+    printf("open fds: cloudcore %ld, simulator %ld; simulator RSS %.1f MiB\n", open_fds(s->cc_pid),
+           open_fds(getpid()), (double)bench_rss_kib(getpid()) / 1024);
     fflush(stdout);
     if (phase_fanout(s) != 0)
         goto out;
@@ -951,12 +689,9 @@ out:
     if (s->node && close_tunnels(s) != 0)
         status = 1;
     ke_rpc_loop_free(s->loop);
-    if (cloudcore_stop(s) != 0)
+    if (bench_cloudcore_stop(s->cc_pid, SIM_STOP_S) != 0)
         status = 1;
-    if (s->tmp[0] && !s->keep_tmp)
-        nftw(s->tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-    else if (s->tmp[0])
-        printf("kept %s\n", s->tmp);
+    bench_tmp_done(s->tmp, s->keep_tmp);
     if (s->node)
         for (long i = 0; i < s->n_nodes; i++) {
             free(s->node[i].key_pem);
@@ -965,7 +700,6 @@ out:
     free(s->node);
     free(s->issue_ns);
     free((void *)s->latency_ns);
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->cv);
+    bench_waiter_destroy(&s->w);
     return status;
 }

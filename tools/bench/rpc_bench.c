@@ -12,15 +12,14 @@
  * (PATH defaults to the cloudcore built next to this program.)
  * No test runs this; figures go in the README's benchmarks section.
  */
+#include "bench_util.h"
 #include "diag.pb-c.h"
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_rpc.h"
 
 #include <getopt.h>
-#include <libgen.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -35,27 +34,7 @@
 #define ECHO "/ke.v1.Diagnostics/Echo"
 #define TICKS "/ke.v1.Diagnostics/Ticks"
 #define MSG_BYTES 100
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kib = -1;
-    while (f && fgets(line, sizeof(line), f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return kib;
-}
+#define RPC_START_S 20 /* cloudcore's "ready" line */
 
 /* start_cloudcore runs cloudcore on a free port; returns its pid and port. */
 static pid_t start_cloudcore(const char *path, int *port)
@@ -64,6 +43,11 @@ static pid_t start_cloudcore(const char *path, int *port)
     if (pipe(fds) != 0)
         return -1;
     pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
     if (pid == 0) {
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
@@ -72,20 +56,9 @@ static pid_t start_cloudcore(const char *path, int *port)
         _exit(127);
     }
     close(fds[1]);
-    char buf[256] = "";
-    size_t n = 0;
-    while (n < sizeof(buf) - 1 && !strchr(buf, '\n')) {
-        struct pollfd p = {fds[0], POLLIN, 0};
-        if (poll(&p, 1, 20000) <= 0)
-            break;
-        ssize_t r = read(fds[0], buf + n, sizeof(buf) - 1 - n);
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-        buf[n] = '\0';
-    }
+    int rc = bench_read_ready(fds[0], RPC_START_S, port);
     close(fds[0]);
-    if (sscanf(buf, "ready grpc=%d", port) != 1) {
+    if (rc != 0) {
         fprintf(stderr, "cloudcore did not start (%s)\n", path);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
@@ -96,19 +69,13 @@ static pid_t start_cloudcore(const char *path, int *port)
 
 /* ---------------------------------------------------------------- unary */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void bench_unary_sequential(ke_rpc_channel *ch, double seconds)
 {
     Ke__V1__PingRequest req = KE__V1__PING_REQUEST__INIT;
     size_t cap = 1 << 20, n = 0;
     double *lat = malloc(cap * sizeof(double));
-    double start = now_s(), end = start + seconds;
-    for (double t = start; t < end && n < cap; t = now_s()) {
+    double start = bench_now_s(), end = start + seconds;
+    for (double t = start; t < end && n < cap; t = bench_now_s()) {
         ProtobufCMessage *reply = NULL;
         ke_rpc_status st;
         if (ke_rpc_unary(ch, PING, &req.base, &ke__v1__ping_reply__descriptor, NULL, &reply,
@@ -118,12 +85,12 @@ static void bench_unary_sequential(ke_rpc_channel *ch, double seconds)
             break;
         }
         protobuf_c_message_free_unpacked(reply, NULL);
-        lat[n++] = (now_s() - t) * 1e6;
+        lat[n++] = (bench_now_s() - t) * 1e6;
     }
-    double el = now_s() - start;
-    qsort(lat, n, sizeof(double), cmp_double);
+    double el = bench_now_s() - start;
+    bench_sort_double(lat, n);
     printf("unary, 1 in flight:        %9.0f round trips/s   p50 %.0f us  p99 %.0f us\n",
-           (double)n / el, n ? lat[n / 2] : 0, n ? lat[n * 99 / 100] : 0);
+           (double)n / el, bench_pct_double(lat, n, 50), bench_pct_double(lat, n, 99));
     free(lat);
 }
 
@@ -168,13 +135,13 @@ static void bench_unary_pipelined(ke_rpc_channel *ch, double seconds, int depth)
     pthread_mutex_init(&p.mu, NULL);
     pthread_cond_init(&p.cv, NULL);
     atomic_store(&p.inflight, depth);
-    double start = now_s();
+    double start = bench_now_s();
     for (int i = 0; i < depth; i++)
         pipeline_issue(&p);
     struct timespec ts = {(time_t)seconds, (long)((seconds - (time_t)seconds) * 1e9)};
     nanosleep(&ts, NULL); /* the measuring window */
     long done = atomic_load(&p.done);
-    double el = now_s() - start;
+    double el = bench_now_s() - start;
     atomic_store(&p.stop, 1);
     pthread_mutex_lock(&p.mu);
     while (atomic_load(&p.inflight) > 0)
@@ -233,7 +200,7 @@ static void bench_ticks(ke_rpc_channel *ch, long count)
     counter c;
     counter_init(&c);
     ke_rpc_call *call = NULL;
-    double start = now_s();
+    double start = bench_now_s();
     ke_rpc_call_start(ch, TICKS, &ke__v1__echo_frame__descriptor, &counter_h, &c, NULL, &call);
     Ke__V1__TicksRequest req = KE__V1__TICKS_REQUEST__INIT;
     req.count = (uint32_t)count;
@@ -244,7 +211,7 @@ static void bench_ticks(ke_rpc_channel *ch, long count)
     while (!atomic_load(&c.closed))
         pthread_cond_wait(&c.cv, &c.mu);
     pthread_mutex_unlock(&c.mu);
-    double el = now_s() - start;
+    double el = bench_now_s() - start;
     printf("stream server->client:     %9.0f messages/s      (%ld x %d-byte frames, %s)\n",
            (double)atomic_load(&c.received) / el, atomic_load(&c.received), MSG_BYTES,
            ke_rpc_status_name(c.code));
@@ -301,14 +268,14 @@ static void bench_echo(ke_rpc_channel *ch, long total)
     e.total = total;
     e.window = 256;
     ke_rpc_handler h = {.on_message = echo_msg, .on_close = echo_close};
-    double start = now_s();
+    double start = bench_now_s();
     ke_rpc_call_start(ch, ECHO, &ke__v1__echo_frame__descriptor, &h, &e, NULL, &e.call);
     echo_send_more(&e);
     pthread_mutex_lock(&e.c.mu);
     while (!atomic_load(&e.c.closed))
         pthread_cond_wait(&e.c.cv, &e.c.mu);
     pthread_mutex_unlock(&e.c.mu);
-    double el = now_s() - start;
+    double el = bench_now_s() - start;
     printf("stream echo (both ways):   %9.0f messages/s each way (%ld frames, window %d, %s)\n",
            (double)atomic_load(&e.c.received) / el, atomic_load(&e.c.received), e.window,
            ke_rpc_status_name(e.c.code));
@@ -349,15 +316,15 @@ static void close_streams(ke_rpc_call **calls, counter *c, int n)
 
 static void bench_rss(ke_rpc_channel *ch, pid_t pid, int streams)
 {
-    long idle = rss_kib(pid);
+    long idle = bench_rss_kib(pid);
     counter c1, cn;
     counter_init(&c1);
     counter_init(&cn);
     ke_rpc_call **one = open_streams(ch, &c1, 1);
-    long with1 = rss_kib(pid);
+    long with1 = bench_rss_kib(pid);
     close_streams(one, &c1, 1);
     ke_rpc_call **many = open_streams(ch, &cn, streams);
-    long withn = rss_kib(pid);
+    long withn = bench_rss_kib(pid);
     printf("cloudcore RSS:             idle %ld KiB, 1 stream %ld KiB, %d streams %ld KiB "
            "(%.1f KiB per stream)\n",
            idle, with1, streams, withn, (double)(withn - idle) / streams);
@@ -373,10 +340,9 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    char self[PATH_MAX], def[PATH_MAX + 64];
-    ssize_t sl = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    self[sl > 0 ? sl : 0] = '\0';
-    snprintf(def, sizeof(def), "%s/../../services/cloudcore/cloudcore", dirname(self));
+    char def[PATH_MAX + 64];
+    bench_set_name("rpc_bench");
+    bench_sibling_path(def, sizeof(def), BENCH_REL_CLOUDCORE);
     const char *cloudcore = def;
     double seconds = 3;
     int streams = 1000, c;
