@@ -55,6 +55,7 @@ static int fail(cfg_load *ld, int rc, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(ld->err, ld->errlen, fmt, ap);
         va_end(ap);
+        ke_err_oneline(ld->err);
     }
     return rc;
 }

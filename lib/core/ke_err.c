@@ -24,3 +24,10 @@ const char *ke_strerror(int err)
     }
     return "unknown error";
 }
+
+void ke_err_oneline(char *s)
+{
+    for (; s && *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            *s = '?';
+}

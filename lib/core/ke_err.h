@@ -30,4 +30,9 @@ enum {
 /* ke_strerror returns a static, human-readable name for a KE_E* code. */
 const char *ke_strerror(int err);
 
+/* ke_err_oneline replaces every control character of s (NUL-terminated,
+ * modified in place) with '?'. Error lines quote input (a YAML value, a
+ * label key); this keeps them one line, so they cannot forge log lines. */
+void ke_err_oneline(char *s);
+
 #endif

@@ -76,6 +76,7 @@ static int fail(char *why, size_t len, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, len, fmt, ap);
     va_end(ap);
+    ke_err_oneline(why);
     return KE_EINVAL;
 }
 

@@ -82,6 +82,7 @@ __attribute__((format(printf, 3, 4))) static int fail(char *why, size_t len, con
         va_start(ap, fmt);
         vsnprintf(why, len, fmt, ap);
         va_end(ap);
+        ke_err_oneline(why);
     }
     return KE_EINVAL;
 }
@@ -498,6 +499,8 @@ static int sel_compile(const char *label, const char *field, selector *sel, char
     if (rc && why && len)
         snprintf(why, len, "field_selector: %s", rc == KE_ENOMEM ? "out of memory" : msg);
 out:
+    if (rc && why && len)
+        ke_err_oneline(why); /* the message quotes the selector */
     if (rc)
         sel_free(sel);
     return rc;
