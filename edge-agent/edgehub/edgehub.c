@@ -197,16 +197,18 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     (void)call;
     conn_ctx *c = ud;
     edgehub *eh = c->eh;
+    ke_log_info(EH_MOD, "tunnel closed node=%s status=%s reason=\"%s\"", eh->node,
+                ke_rpc_status_name(st->code), st->message);
     pthread_mutex_lock(&eh->mu);
     if (c->gen == eh->gen) {
+        ke_metric_set(eh->m_connected, 0);
         eh->closed = 1;
         eh->ready = 0;
         signal_locked(eh);
     }
+    /* Last touch of eh: once the hub thread sees `closed` it may return and
+     * edgehub_free may run. */
     pthread_mutex_unlock(&eh->mu);
-    ke_metric_set(eh->m_connected, 0);
-    ke_log_info(EH_MOD, "tunnel closed node=%s status=%s reason=\"%s\"", eh->node,
-                ke_rpc_status_name(st->code), st->message);
     free(c);
 }
 
@@ -558,6 +560,10 @@ void edgehub_free(edgehub *eh)
         pthread_mutex_unlock(&eh->mu);
         pthread_join(eh->thread, NULL);
     }
+    /* A tunnel's on_close may still be leaving eh->mu (its last touch of
+     * eh): take the lock once so it has. */
+    pthread_mutex_lock(&eh->mu);
+    pthread_mutex_unlock(&eh->mu);
     pthread_mutex_destroy(&eh->mu);
     pthread_cond_destroy(&eh->cv);
     free(eh->node);

@@ -42,6 +42,9 @@ struct devicecontroller {
     ke_store_watch *w_devices, *w_models;
     ke_rpc_call *sub;
     int stopped;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int sub_closed; /* the subscription's on_close has run */
 };
 
 static int64_t now_ms(void)
@@ -286,9 +289,20 @@ static void on_twin_report(ke_rpc_call *call, const ProtobufCMessage *msg, void 
     json_decref(rep);
 }
 
+static void on_sub_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
+{
+    (void)call;
+    (void)st;
+    devicecontroller *dc = ud;
+    pthread_mutex_lock(&dc->mu);
+    dc->sub_closed = 1;
+    pthread_cond_broadcast(&dc->cv);
+    pthread_mutex_unlock(&dc->mu);
+}
+
 static int subscribe(devicecontroller *dc)
 {
-    static const ke_rpc_handler h = {.on_message = on_twin_report};
+    static const ke_rpc_handler h = {.on_message = on_twin_report, .on_close = on_sub_close};
     static char *groups[] = {"twin"};
     Ke__V1__SubscribeRequest req = KE__V1__SUBSCRIBE_REQUEST__INIT;
     req.groups = groups;
@@ -612,6 +626,8 @@ int devicecontroller_new(ke_store *store, devicecontroller **out)
     if (!dc)
         return KE_ENOMEM;
     dc->store = store;
+    pthread_mutex_init(&dc->mu, NULL);
+    pthread_cond_init(&dc->cv, NULL);
     *out = dc;
     return 0;
 }
@@ -673,6 +689,11 @@ void devicecontroller_stop(devicecontroller *dc)
     ke_store_watch_stop(dc->w_models);
     if (dc->sub) {
         ke_rpc_call_cancel(dc->sub);
+        /* its callbacks touch dc: wait for the last one */
+        pthread_mutex_lock(&dc->mu);
+        while (!dc->sub_closed)
+            pthread_cond_wait(&dc->cv, &dc->mu);
+        pthread_mutex_unlock(&dc->mu);
         ke_rpc_call_unref(dc->sub);
         dc->sub = NULL;
     }
@@ -683,5 +704,9 @@ void devicecontroller_free(devicecontroller *dc)
     if (!dc)
         return;
     devicecontroller_stop(dc);
+    pthread_mutex_lock(&dc->mu); /* on_sub_close may still be leaving it */
+    pthread_mutex_unlock(&dc->mu);
+    pthread_mutex_destroy(&dc->mu);
+    pthread_cond_destroy(&dc->cv);
     free(dc);
 }

@@ -394,6 +394,11 @@ void edgecontroller_stop(edgecontroller *ec)
         pthread_join(ec->node_thread, NULL);
     if (ec->sub) {
         ke_rpc_call_cancel(ec->sub);
+        /* its on_close touches ec: wait for it before anyone frees ec */
+        pthread_mutex_lock(&ec->mu);
+        while (!ec->sub_closed)
+            pthread_cond_wait(&ec->cv, &ec->mu);
+        pthread_mutex_unlock(&ec->mu);
         ke_rpc_call_unref(ec->sub);
         ec->sub = NULL;
     }
@@ -407,6 +412,8 @@ void edgecontroller_free(edgecontroller *ec)
     edgecontroller_stop(ec);
     ke_map_free(ec->pods);
     ke_map_free(ec->node_refs);
+    pthread_mutex_lock(&ec->mu); /* on_upstream_close may still be leaving it */
+    pthread_mutex_unlock(&ec->mu);
     pthread_mutex_destroy(&ec->mu);
     pthread_cond_destroy(&ec->cv);
     free(ec);
