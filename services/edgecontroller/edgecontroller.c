@@ -58,36 +58,62 @@ int ec_node_ready(const json_t *node)
     return 0;
 }
 
-/* set_ready writes the Ready condition of node when it changes. */
-static void set_ready(edgecontroller *ec, json_t *node, int ready, int64_t last_seen)
+/* status_edit changes an object's status with optimistic concurrency: it
+ * reads the object, lets fn edit it (fn returns 1 to leave it as it is),
+ * and writes the status at the version it read, again on a conflict. So
+ * the node loop (conditions) and the edge's reports (addresses, capacity)
+ * never overwrite each other. Returns 0, or a KE_E* code. */
+static int status_edit(edgecontroller *ec, const char *kind, const char *ns, const char *name,
+                       int (*fn)(json_t *obj, void *arg), void *arg)
 {
-    const char *name = ke_k8s_str(node, "metadata.name");
-    json_t *status = json_object_get(node, "status");
-    json_t *conds = json_object_get(status, "conditions");
-    int had = json_is_array(conds) && json_array_size(conds) > 0;
-    if (had && ec_node_ready(node) == ready)
-        return;
+    for (int attempt = 0; attempt < 16; attempt++) {
+        json_t *obj = NULL;
+        int rc = ke_store_get(ec->cfg.store, kind, ns, name, &obj);
+        if (rc != 0)
+            return rc;
+        if (!json_is_object(json_object_get(obj, "status")))
+            json_object_set_new(obj, "status", json_object());
+        rc = fn(obj, arg) ? 0 : ke_store_update_status(ec->cfg.store, obj, NULL);
+        json_decref(obj);
+        if (rc != KE_ECONFLICT)
+            return rc;
+    }
+    return KE_ECONFLICT;
+}
+
+typedef struct ready_edit {
+    int ready;
+    int64_t last_seen;
+    int changed;
+} ready_edit;
+
+static int edit_ready(json_t *node, void *arg)
+{
+    ready_edit *r = arg;
+    json_t *conds = json_object_get(json_object_get(node, "status"), "conditions");
+    if (json_is_array(conds) && json_array_size(conds) > 0 && ec_node_ready(node) == r->ready)
+        return 1;
     char now[32], seen[32];
     rfc3339(now, sizeof(now), now_ms());
-    rfc3339(seen, sizeof(seen), last_seen > 0 ? last_seen : now_ms());
+    rfc3339(seen, sizeof(seen), r->last_seen > 0 ? r->last_seen : now_ms());
     json_t *cond = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "Ready", "status",
-                             ready ? "True" : "False", "reason",
-                             ready ? "EdgeReady" : "NodeStatusUnknown", "message",
-                             ready ? "edgecore is connected"
-                                   : "the node's tunnel has been down longer than the grace "
-                                     "period",
+                             r->ready ? "True" : "False", "reason",
+                             r->ready ? "EdgeReady" : "NodeStatusUnknown", "message",
+                             r->ready ? "edgecore is connected"
+                                      : "the node's tunnel has been down longer than the grace "
+                                        "period",
                              "lastHeartbeatTime", seen, "lastTransitionTime", now);
-    json_t *upd = json_deep_copy(node);
-    json_t *ust = json_object_get(upd, "status");
-    if (!json_is_object(ust)) {
-        ust = json_object();
-        json_object_set_new(upd, "status", ust);
-    }
-    json_object_set_new(ust, "conditions", json_pack("[o]", cond));
-    json_object_del(json_object_get(upd, "metadata"), "resourceVersion");
-    if (ke_store_update_status(ec->cfg.store, upd, NULL) == 0)
+    json_object_set_new(json_object_get(node, "status"), "conditions", json_pack("[o]", cond));
+    r->changed = 1;
+    return 0;
+}
+
+/* set_ready writes the Ready condition of node when it changes. */
+static void set_ready(edgecontroller *ec, const char *name, int ready, int64_t last_seen)
+{
+    ready_edit r = {ready, last_seen, 0};
+    if (status_edit(ec, "Node", "", name, edit_ready, &r) == 0 && r.changed)
         ke_log_info(EC_MOD, "node %s node=%s", ready ? "Ready" : "NotReady", name);
-    json_decref(upd);
 }
 
 /* node_get_or_create returns the Node object of a joined node, creating
@@ -122,8 +148,8 @@ static void ensure_node(edgecontroller *ec, const Ke__V1__NodeInfo *info)
         ready = ec_node_ready(node); /* within the grace period: unchanged */
     else
         ready = 0;
-    set_ready(ec, node, ready, info->last_seen_ms);
     json_decref(node);
+    set_ready(ec, info->name, ready, info->last_seen_ms);
 }
 
 /* place_pending binds unscheduled pods that have a nodeSelector. */
@@ -153,6 +179,12 @@ static void place_pending(edgecontroller *ec)
 
 /* ---- upstream ---- */
 
+static int edit_pod_status(json_t *pod, void *arg)
+{
+    json_object_set(pod, "status", arg);
+    return 0;
+}
+
 static void on_pod_status(edgecontroller *ec, const char *node, const char *ns, const char *name,
                           const Ke__V1__Message *m)
 {
@@ -173,19 +205,32 @@ static void on_pod_status(edgecontroller *ec, const char *node, const char *ns, 
         json_decref(pod);
         return;
     }
+    json_decref(pod);
     json_error_t je;
     json_t *status = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
     if (!json_is_object(status)) {
         ke_log_warn(EC_MOD, "ignoring pod status that is not a JSON object pod=%s/%s node=%s: %s",
                     ns, name, node, je.text);
         json_decref(status);
-        json_decref(pod);
         return;
     }
-    json_object_set_new(pod, "status", status);
-    json_object_del(json_object_get(pod, "metadata"), "resourceVersion");
-    ke_store_update_status(ec->cfg.store, pod, NULL);
-    json_decref(pod);
+    status_edit(ec, "Pod", ns, name, edit_pod_status, status);
+    json_decref(status);
+}
+
+static int edit_node_status(json_t *obj, void *arg)
+{
+    const json_t *rep = arg;
+    json_t *st = json_object_get(obj, "status");
+    static const char *const fields[] = {"addresses", "capacity", "allocatable", "nodeInfo"};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        json_t *v = json_object_get(rep, fields[i]);
+        if (v)
+            json_object_set(st, fields[i], v);
+    }
+    if (!json_object_get(rep, "allocatable") && json_object_get(rep, "capacity"))
+        json_object_set(st, "allocatable", json_object_get(rep, "capacity"));
+    return 0;
 }
 
 static void on_node_status(edgecontroller *ec, const char *node, const Ke__V1__Message *m)
@@ -193,23 +238,8 @@ static void on_node_status(edgecontroller *ec, const char *node, const Ke__V1__M
     json_t *obj = NULL;
     json_error_t je;
     json_t *rep = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
-    if (json_is_object(rep) && node_get_or_create(ec, node, &obj) == 0) {
-        json_t *st = json_object_get(obj, "status");
-        if (!json_is_object(st)) {
-            st = json_object();
-            json_object_set_new(obj, "status", st);
-        }
-        static const char *const fields[] = {"addresses", "capacity", "allocatable", "nodeInfo"};
-        for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-            json_t *v = json_object_get(rep, fields[i]);
-            if (v)
-                json_object_set(st, fields[i], v);
-        }
-        if (!json_object_get(st, "allocatable") && json_object_get(rep, "capacity"))
-            json_object_set(st, "allocatable", json_object_get(rep, "capacity"));
-        json_object_del(json_object_get(obj, "metadata"), "resourceVersion");
-        ke_store_update_status(ec->cfg.store, obj, NULL);
-    }
+    if (json_is_object(rep) && node_get_or_create(ec, node, &obj) == 0)
+        status_edit(ec, "Node", "", node, edit_node_status, rep);
     json_decref(obj);
     json_decref(rep);
 }
