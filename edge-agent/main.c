@@ -193,16 +193,13 @@ static void list_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
 
 static int edgelocal_register(edgecore *ec, ke_rpc_server *srv)
 {
-    static const ke_rpc_handler report = {.on_message = report_on_message};
-    static const ke_rpc_handler get = {.on_message = get_on_message};
-    static const ke_rpc_handler list = {.on_message = list_on_message};
-    const ProtobufCServiceDescriptor *svc = &ke__v1__edge_local__descriptor;
-    int rc = ke_rpc_server_add(srv, svc, "Report", KE_RPC_UNARY, &report, ec);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "Get", KE_RPC_UNARY, &get, ec);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "List", KE_RPC_UNARY, &list, ec);
-    return rc;
+    static const ke_rpc_method_def methods[] = {
+        {"Report", KE_RPC_UNARY, {.on_message = report_on_message}},
+        {"Get", KE_RPC_UNARY, {.on_message = get_on_message}},
+        {"List", KE_RPC_UNARY, {.on_message = list_on_message}},
+    };
+    return ke_rpc_server_add_all(srv, &ke__v1__edge_local__descriptor, methods,
+                                 sizeof(methods) / sizeof(methods[0]), ec);
 }
 
 /* report_node_status queues this host's addresses, capacity and system

@@ -280,23 +280,17 @@ int ke_diag_new(const char *server, const char *version, ke_diag **out)
 
 int ke_diag_register(ke_diag *d, ke_rpc_server *srv)
 {
-    static const ke_rpc_handler ping = {
-        .on_message = ping_on_message, .on_close = ping_on_close};
-    static const ke_rpc_handler echo = {.on_open = stream_on_open,
-                                        .on_message = echo_on_message,
-                                        .on_half_close = echo_on_half_close,
-                                        .on_close = stream_on_close};
-    static const ke_rpc_handler tick = {.on_open = stream_on_open,
-                                        .on_message = ticks_on_message,
-                                        .on_drain = ticks_on_drain,
-                                        .on_close = stream_on_close};
-    const ProtobufCServiceDescriptor *svc = &ke__v1__diagnostics__descriptor;
-    int rc = ke_rpc_server_add(srv, svc, "Ping", KE_RPC_UNARY, &ping, d);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "Echo", KE_RPC_BIDI_STREAM, &echo, d);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "Ticks", KE_RPC_SERVER_STREAM, &tick, d);
-    return rc;
+    static const ke_rpc_method_def methods[] = {
+        {"Ping", KE_RPC_UNARY, {.on_message = ping_on_message, .on_close = ping_on_close}},
+        {"Echo", KE_RPC_BIDI_STREAM,
+         {.on_open = stream_on_open, .on_message = echo_on_message,
+          .on_half_close = echo_on_half_close, .on_close = stream_on_close}},
+        {"Ticks", KE_RPC_SERVER_STREAM,
+         {.on_open = stream_on_open, .on_message = ticks_on_message, .on_drain = ticks_on_drain,
+          .on_close = stream_on_close}},
+    };
+    return ke_rpc_server_add_all(srv, &ke__v1__diagnostics__descriptor, methods,
+                                 sizeof(methods) / sizeof(methods[0]), d);
 }
 
 uint64_t ke_diag_cancelled(const ke_diag *d) { return atomic_load(&d->cancelled); }

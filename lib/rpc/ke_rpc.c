@@ -1516,6 +1516,17 @@ int ke_rpc_server_add(ke_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
     return ke_rpc_server_add_method(srv, path, kind, md->input, h, ud);
 }
 
+int ke_rpc_server_add_all(ke_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
+                          const ke_rpc_method_def *defs, size_t n, void *ud)
+{
+    for (size_t i = 0; i < n; i++) {
+        int rc = ke_rpc_server_add(srv, svc, defs[i].name, defs[i].kind, &defs[i].handler, ud);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 int ke_rpc_stub_unary(const ke_rpc_stub *stub, const char *name, const ProtobufCMessage *req,
                       const ke_rpc_call_opts *opts, ProtobufCMessage **reply, ke_rpc_status *st)
 {

@@ -287,6 +287,18 @@ int ke_rpc_unary_async(ke_rpc_channel *ch, const char *path, const ProtobufCMess
 int ke_rpc_server_add(ke_rpc_server *srv, const ProtobufCServiceDescriptor *svc, const char *name,
                       ke_rpc_kind kind, const ke_rpc_handler *h, void *ud);
 
+/* ke_rpc_method_def: one method of a service, for ke_rpc_server_add_all. */
+typedef struct ke_rpc_method_def {
+    const char *name;      /* method name in the service descriptor: "Ping" */
+    ke_rpc_kind kind;
+    ke_rpc_handler handler;
+} ke_rpc_method_def;
+
+/* ke_rpc_server_add_all registers n methods of svc with the same ud, as
+ * ke_rpc_server_add does one. Stops at the first error and returns it. */
+int ke_rpc_server_add_all(ke_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
+                          const ke_rpc_method_def *defs, size_t n, void *ud);
+
 /* ke_rpc_stub: a client for one service on one channel (both borrowed). */
 typedef struct ke_rpc_stub {
     ke_rpc_channel *ch;

@@ -285,18 +285,13 @@ static void remove_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
 
 int ch_hub_register(cloudhub *ch, ke_rpc_server *srv)
 {
-    static const ke_rpc_handler publish = {.on_message = publish_on_message};
-    static const ke_rpc_handler subscribe = {.on_message = subscribe_on_message,
-                                             .on_close = subscribe_on_close};
-    static const ke_rpc_handler list = {.on_message = list_on_message};
-    static const ke_rpc_handler remove = {.on_message = remove_on_message};
-    const ProtobufCServiceDescriptor *svc = &ke__v1__hub__descriptor;
-    int rc = ke_rpc_server_add(srv, svc, "Publish", KE_RPC_UNARY, &publish, ch);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "Subscribe", KE_RPC_SERVER_STREAM, &subscribe, ch);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "ListNodes", KE_RPC_UNARY, &list, ch);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "RemoveNode", KE_RPC_UNARY, &remove, ch);
-    return rc;
+    static const ke_rpc_method_def methods[] = {
+        {"Publish", KE_RPC_UNARY, {.on_message = publish_on_message}},
+        {"Subscribe", KE_RPC_SERVER_STREAM,
+         {.on_message = subscribe_on_message, .on_close = subscribe_on_close}},
+        {"ListNodes", KE_RPC_UNARY, {.on_message = list_on_message}},
+        {"RemoveNode", KE_RPC_UNARY, {.on_message = remove_on_message}},
+    };
+    return ke_rpc_server_add_all(srv, &ke__v1__hub__descriptor, methods,
+                                 sizeof(methods) / sizeof(methods[0]), ch);
 }

@@ -211,14 +211,11 @@ static void renew_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
 
 int ch_join_register(cloudhub *ch, ke_rpc_server *srv)
 {
-    static const ke_rpc_handler bootstrap = {.on_message = bootstrap_on_message};
-    static const ke_rpc_handler join = {.on_message = join_on_message};
-    static const ke_rpc_handler renew = {.on_message = renew_on_message};
-    const ProtobufCServiceDescriptor *svc = &ke__v1__cloud_hub__descriptor;
-    int rc = ke_rpc_server_add(srv, svc, "Bootstrap", KE_RPC_UNARY, &bootstrap, ch);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "Join", KE_RPC_UNARY, &join, ch);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "Renew", KE_RPC_UNARY, &renew, ch);
-    return rc;
+    static const ke_rpc_method_def methods[] = {
+        {"Bootstrap", KE_RPC_UNARY, {.on_message = bootstrap_on_message}},
+        {"Join", KE_RPC_UNARY, {.on_message = join_on_message}},
+        {"Renew", KE_RPC_UNARY, {.on_message = renew_on_message}},
+    };
+    return ke_rpc_server_add_all(srv, &ke__v1__cloud_hub__descriptor, methods,
+                                 sizeof(methods) / sizeof(methods[0]), ch);
 }

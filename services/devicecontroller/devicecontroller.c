@@ -634,27 +634,18 @@ int devicecontroller_new(ke_store *store, devicecontroller **out)
 
 int devicecontroller_register(devicecontroller *dc, ke_rpc_server *srv)
 {
-    static const ke_rpc_handler get = {.on_message = get_device_on_message};
-    static const ke_rpc_handler list = {.on_message = list_devices_on_message};
-    static const ke_rpc_handler watch = {.on_message = watch_devices_on_message,
-                                         .on_close = watch_on_close};
-    static const ke_rpc_handler set = {.on_message = set_desired_on_message};
-    static const ke_rpc_handler twin = {.on_message = get_twin_on_message};
-    static const ke_rpc_handler wtwins = {.on_message = watch_twins_on_message,
-                                          .on_close = watch_on_close};
-    const ProtobufCServiceDescriptor *svc = &ke__v1__device_controller__descriptor;
-    int rc = ke_rpc_server_add(srv, svc, "GetDevice", KE_RPC_UNARY, &get, dc);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "ListDevices", KE_RPC_UNARY, &list, dc);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "WatchDevices", KE_RPC_SERVER_STREAM, &watch, dc);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "SetDesired", KE_RPC_UNARY, &set, dc);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "GetTwin", KE_RPC_UNARY, &twin, dc);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "WatchTwins", KE_RPC_SERVER_STREAM, &wtwins, dc);
-    return rc;
+    static const ke_rpc_method_def methods[] = {
+        {"GetDevice", KE_RPC_UNARY, {.on_message = get_device_on_message}},
+        {"ListDevices", KE_RPC_UNARY, {.on_message = list_devices_on_message}},
+        {"WatchDevices", KE_RPC_SERVER_STREAM,
+         {.on_message = watch_devices_on_message, .on_close = watch_on_close}},
+        {"SetDesired", KE_RPC_UNARY, {.on_message = set_desired_on_message}},
+        {"GetTwin", KE_RPC_UNARY, {.on_message = get_twin_on_message}},
+        {"WatchTwins", KE_RPC_SERVER_STREAM,
+         {.on_message = watch_twins_on_message, .on_close = watch_on_close}},
+    };
+    return ke_rpc_server_add_all(srv, &ke__v1__device_controller__descriptor, methods,
+                                 sizeof(methods) / sizeof(methods[0]), dc);
 }
 
 int devicecontroller_start(devicecontroller *dc, ke_rpc_channel *hub)

@@ -348,21 +348,14 @@ static void watch_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
 
 int ec_api_register(edgecontroller *ec, ke_rpc_server *srv)
 {
-    static const ke_rpc_handler apply = {.on_message = apply_on_message};
-    static const ke_rpc_handler get = {.on_message = get_on_message};
-    static const ke_rpc_handler list = {.on_message = list_on_message};
-    static const ke_rpc_handler del = {.on_message = delete_on_message};
-    static const ke_rpc_handler watch = {.on_message = watch_on_message,
-                                         .on_close = watch_on_close};
-    const ProtobufCServiceDescriptor *svc = &ke__v1__edge_controller__descriptor;
-    int rc = ke_rpc_server_add(srv, svc, "Apply", KE_RPC_UNARY, &apply, ec);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "Get", KE_RPC_UNARY, &get, ec);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "List", KE_RPC_UNARY, &list, ec);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "Delete", KE_RPC_UNARY, &del, ec);
-    if (rc == 0)
-        rc = ke_rpc_server_add(srv, svc, "Watch", KE_RPC_SERVER_STREAM, &watch, ec);
-    return rc;
+    static const ke_rpc_method_def methods[] = {
+        {"Apply", KE_RPC_UNARY, {.on_message = apply_on_message}},
+        {"Get", KE_RPC_UNARY, {.on_message = get_on_message}},
+        {"List", KE_RPC_UNARY, {.on_message = list_on_message}},
+        {"Delete", KE_RPC_UNARY, {.on_message = delete_on_message}},
+        {"Watch", KE_RPC_SERVER_STREAM,
+         {.on_message = watch_on_message, .on_close = watch_on_close}},
+    };
+    return ke_rpc_server_add_all(srv, &ke__v1__edge_controller__descriptor, methods,
+                                 sizeof(methods) / sizeof(methods[0]), ec);
 }
