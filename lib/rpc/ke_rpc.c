@@ -52,9 +52,29 @@ struct ke_rpc_loop {
     int nthreads;
 };
 
+/* Set on the loop's own threads: the blocking calls check it (see
+ * ke_rpc_on_loop_thread and the threading rule in ke_rpc.h). */
+static _Thread_local int tl_on_loop;
+
+int ke_rpc_on_loop_thread(void) { return tl_on_loop; }
+
+/* blocking_call_check enforces "no blocking call on an rpc loop thread":
+ * logged always, fatal in builds with KE_RPC_ASSERT_NONBLOCKING (the
+ * sanitizer and debug builds), where the tests run. */
+static void blocking_call_check(const char *what)
+{
+    if (!tl_on_loop)
+        return;
+    ke_log_error(LOG_MOD, "%s called on an rpc loop thread: it can deadlock the loop", what);
+#ifdef KE_RPC_ASSERT_NONBLOCKING
+    abort();
+#endif
+}
+
 static void *loop_thread(void *arg)
 {
     ke_rpc_loop *loop = arg;
+    tl_on_loop = 1;
     for (;;) {
         grpc_event ev =
             grpc_completion_queue_next(loop->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
@@ -1134,6 +1154,7 @@ void ke_rpc_server_stop(ke_rpc_server *srv)
 {
     if (!srv || !srv->started)
         return;
+    blocking_call_check("ke_rpc_server_stop");
     pthread_mutex_lock(&srv->mu);
     if (srv->stopping) {
         while (!srv->stopped)
@@ -1474,6 +1495,7 @@ int ke_rpc_unary(ke_rpc_channel *ch, const char *path, const ProtobufCMessage *r
 {
     if (!reply || !st)
         return KE_EINVAL;
+    blocking_call_check("ke_rpc_unary");
     unary_sync s;
     memset(&s, 0, sizeof(s));
     pthread_mutex_init(&s.mu, NULL);

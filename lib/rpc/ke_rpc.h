@@ -15,9 +15,15 @@
  *     and on_close runs exactly once, last;
  *   - on_drain may run concurrently with on_message (it is about the send
  *     side only).
- * Callbacks must not block: a handler that needs time keeps the call (with
- * ke_rpc_call_ref) and finishes it later from any thread. ke_rpc_unary() and
- * ke_rpc_server_stop() block, so never call them from a callback.
+ * The rule: no blocking call runs on an rpc loop thread. Callbacks must
+ * not block: a handler that needs time keeps the call (with ke_rpc_call_ref)
+ * and finishes it later from any thread, and work that waits (an rpc to
+ * another service, even in-process; a wait on a thread that itself waits for
+ * an rpc callback) goes to the component's own thread or work queue.
+ * ke_rpc_unary(), ke_rpc_stub_unary() and ke_rpc_server_stop() block: on a
+ * loop thread they log an error, and builds with KE_RPC_ASSERT_NONBLOCKING
+ * (the sanitizer and Debug builds the tests run) abort, so a violation
+ * fails the tests instead of deadlocking with grpc.threads: 1.
  * ke_rpc_call_send/finish/close_send/cancel are thread-safe.
  *
  * Lifetimes
@@ -73,6 +79,10 @@ typedef struct ke_rpc_status {
     int code;          /* KE_RPC_* */
     char message[256]; /* status message, truncated to fit */
 } ke_rpc_status;
+
+/* ke_rpc_on_loop_thread returns 1 when called on a thread of any
+ * ke_rpc_loop (inside a callback), else 0. */
+int ke_rpc_on_loop_thread(void);
 
 /* ke_rpc_status_name returns "OK", "DEADLINE_EXCEEDED", ... for a code. */
 const char *ke_rpc_status_name(int code);

@@ -65,6 +65,8 @@ struct cloudcore_config {
     char *store_db;
     bool ec_enable;
     int64_t ec_node_grace;
+    int64_t ec_resync;
+    int64_t ec_sync_qps;
     char *remote_hub, *remote_ca, *remote_cert, *remote_key;
 };
 
@@ -124,6 +126,10 @@ static const ke_config_field cloudcore_fields[] = {
     {"edgecontroller.node_grace", KE_CONFIG_DURATION,
      offsetof(struct cloudcore_config, ec_node_grace), "40s",
      "a node without its tunnel this long becomes NotReady"},
+    {"edgecontroller.resync", KE_CONFIG_DURATION, offsetof(struct cloudcore_config, ec_resync),
+     "60s", "every node's objects are checked against CloudHub at least this often"},
+    {"edgecontroller.sync_qps", KE_CONFIG_INT64, offsetof(struct cloudcore_config, ec_sync_qps),
+     "500", "node reconciliations per second at most (each controller)"},
 };
 
 static int parse_client_auth(const char *s, ke_rpc_client_auth *out)
@@ -250,7 +256,16 @@ int main(int argc, char **argv)
         cfg.ec_enable = false;
     }
     if (cfg.ec_enable) {
-        edgecontroller_config ecc = {.node_grace_ms = cfg.ec_node_grace};
+        if (cfg.ec_resync < 1000 || cfg.ec_resync > 86400000 || cfg.ec_sync_qps < 1 ||
+            cfg.ec_sync_qps > 100000) {
+            fprintf(stderr, KE_PROGRAM ": edgecontroller.resync must be 1s..24h and "
+                                       "edgecontroller.sync_qps 1..100000\n");
+            status = 2;
+            goto out;
+        }
+        edgecontroller_config ecc = {.node_grace_ms = cfg.ec_node_grace,
+                                     .resync_ms = cfg.ec_resync,
+                                     .sync_qps = (uint32_t)cfg.ec_sync_qps};
         if ((rc = ke_store_open(cfg.store_db, &store)) != 0) {
             ke_log_error(KE_PROGRAM, "cannot open the store db=%s", cfg.store_db);
             goto fail;

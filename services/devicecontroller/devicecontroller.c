@@ -23,6 +23,8 @@
 #include "ke_k8s_api.h"
 #include "ke_log.h"
 #include "ke_map.h"
+#include "ke_nodesync.h"
+#include "ke_time.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -39,20 +41,10 @@
 struct devicecontroller {
     ke_store *store;
     ke_rpc_channel *hub;
-    ke_store_watch *w_devices, *w_models;
-    ke_rpc_call *sub;
+    ke_nodesync *sync;      /* devices and their models to their nodes */
+    ke_hub_consumer *up;    /* the durable upstream consumer "devicecontroller" */
     int stopped;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int sub_closed; /* the subscription's on_close has run */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -145,67 +137,17 @@ static size_t property_names(const json_t *device, const char **names, size_t ca
     return n;
 }
 
-/* ---- downstream ---- */
+/* ---- downstream: devices and their models to their nodes (lib/nodesync) ---- */
 
-static void publish_device(devicecontroller *dc, const json_t *device, int deleted)
+static size_t device_refs(const json_t *device, char **refs, size_t cap)
 {
-    const char *node = ke_k8s_str(device, "spec.nodeName");
-    const char *ns = ns_or_default(ke_k8s_str(device, "metadata.namespace"));
-    const char *name = ke_k8s_str(device, "metadata.name");
-    if (!node || !*node || !name)
-        return;
-    char key[512];
-    ke_hub_resource_key(key, sizeof(key), node, ns, "Device", name);
-    if (deleted) {
-        ke_hub_publish(dc->hub, node, key, KE__V1__OPERATION__OPERATION_DELETE, "resource", NULL,
-                       0);
-        return;
-    }
-    json_t *model = NULL;
     const char *mname = ke_k8s_str(device, "spec.deviceModelRef.name");
-    if (mname && ke_store_get(dc->store, "DeviceModel", ns, mname, &model) == 0) {
-        char mkey[512];
-        char *mj = json_dumps(model, JSON_COMPACT);
-        ke_hub_resource_key(mkey, sizeof(mkey), node, ns, "DeviceModel", mname);
-        if (mj)
-            ke_hub_publish(dc->hub, node, mkey, KE__V1__OPERATION__OPERATION_UPDATE, "resource",
-                           mj, strlen(mj));
-        free(mj);
-        json_decref(model);
-    }
-    char *json = json_dumps(device, JSON_COMPACT);
-    if (json)
-        ke_hub_publish(dc->hub, node, key, KE__V1__OPERATION__OPERATION_UPDATE, "resource", json,
-                       strlen(json));
-    free(json);
-}
-
-static void on_device(int type, const json_t *obj, uint64_t rev, void *ud)
-{
-    (void)rev;
-    if (type == KE_STORE_GONE || !obj)
-        return;
-    publish_device(ud, obj, type == KE_STORE_DELETED);
-}
-
-/* A model changed: send it to the nodes of the devices that use it. */
-static void on_model(int type, const json_t *obj, uint64_t rev, void *ud)
-{
-    (void)rev;
-    devicecontroller *dc = ud;
-    if (type != KE_STORE_MODIFIED || !obj)
-        return;
-    char sel[320];
-    snprintf(sel, sizeof(sel), "spec.deviceModelRef.name=%s", ke_k8s_str(obj, "metadata.name"));
-    json_t *devices = NULL;
-    if (ke_store_list(dc->store, "Device", ns_or_default(ke_k8s_str(obj, "metadata.namespace")),
-                      NULL, sel, &devices, NULL) != 0)
-        return;
-    size_t i;
-    json_t *d;
-    json_array_foreach(devices, i, d)
-        publish_device(dc, d, 0);
-    json_decref(devices);
+    char buf[400];
+    if (!mname || !*mname || cap == 0)
+        return 0;
+    snprintf(buf, sizeof(buf), "%s/DeviceModel/%s",
+             ns_or_default(ke_k8s_str(device, "metadata.namespace")), mname);
+    return (refs[0] = strdup(buf)) != NULL;
 }
 
 /* ---- upstream: reported twins and state ---- */
@@ -238,40 +180,47 @@ static void merge_report(json_t *device, const json_t *rep)
     }
     const char *state = ke_k8s_str(rep, "state");
     if (state) {
+        /* lastOnlineTime moves when the device comes online, so the same
+         * report handed twice changes nothing the second time. */
+        const char *was = ke_k8s_str(status, "state");
+        int came_online =
+            strcasecmp(state, "online") == 0 && (!was || strcasecmp(was, "online") != 0);
         json_object_set_new(status, "state", json_string(state));
-        if (strcasecmp(state, "online") == 0) {
+        if (came_online) {
             char ts[32];
-            time_t now = time(NULL);
-            struct tm tm;
-            gmtime_r(&now, &tm);
-            strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            ke_time_rfc3339(ts, sizeof(ts), ke_time_wall_ms());
             json_object_set_new(status, "lastOnlineTime", json_string(ts));
         }
     }
 }
 
-static void on_twin_report(ke_rpc_call *call, const ProtobufCMessage *msg, void *ud)
+/* on_twin_report applies one reported-twin message (the consumer thread of
+ * "devicecontroller"). Returns 0 once its effect is in the store, or when
+ * it can never have one (malformed, not the node's device: logged); a store
+ * error returns it, and the consumer hands the report again. A report
+ * whose values are there already writes nothing. */
+static int on_twin_report(const Ke__V1__UpstreamMessage *up, void *ud)
 {
-    (void)call;
     devicecontroller *dc = ud;
-    const Ke__V1__UpstreamMessage *up = (const Ke__V1__UpstreamMessage *)msg;
     const Ke__V1__Message *m = up->message;
     char node[64], ns[128], name[256];
     if (!m || !m->route ||
         sscanf(m->route->resource, "node/%63[^/]/%127[^/]/Device/%255s", node, ns, name) != 3 ||
         strcmp(node, up->node_name) != 0)
-        return;
+        return 0;
     json_error_t je;
     json_t *rep = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
     if (!json_is_object(rep)) {
         ke_log_warn(DC_MOD, "ignoring twin report that is not a JSON object node=%s device=%s/%s",
                     node, ns, name);
         json_decref(rep);
-        return;
+        return 0;
     }
-    for (int attempt = 0; attempt < DC_RETRIES; attempt++) {
+    int rc = KE_ECONFLICT;
+    for (int attempt = 0; attempt < DC_RETRIES && rc == KE_ECONFLICT; attempt++) {
         json_t *device = NULL;
-        if (ke_store_get(dc->store, "Device", ns, name, &device) != 0)
+        rc = ke_store_get(dc->store, "Device", ns, name, &device);
+        if (rc != 0)
             break;
         const char *bound = ke_k8s_str(device, "spec.nodeName");
         if (!bound || strcmp(bound, node) != 0) {
@@ -280,40 +229,16 @@ static void on_twin_report(ke_rpc_call *call, const ProtobufCMessage *msg, void 
             json_decref(device);
             break;
         }
+        json_t *before = json_deep_copy(json_object_get(device, "status"));
         merge_report(device, rep);
-        int rc = ke_store_update_status(dc->store, device, NULL);
+        rc = json_equal(before, json_object_get(device, "status"))
+                 ? 0
+                 : ke_store_update_status(dc->store, device, NULL);
+        json_decref(before);
         json_decref(device);
-        if (rc != KE_ECONFLICT)
-            break;
     }
     json_decref(rep);
-}
-
-static void on_sub_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
-{
-    (void)call;
-    (void)st;
-    devicecontroller *dc = ud;
-    pthread_mutex_lock(&dc->mu);
-    dc->sub_closed = 1;
-    pthread_cond_broadcast(&dc->cv);
-    pthread_mutex_unlock(&dc->mu);
-}
-
-static int subscribe(devicecontroller *dc)
-{
-    static const ke_rpc_handler h = {.on_message = on_twin_report, .on_close = on_sub_close};
-    static char *groups[] = {"twin"};
-    Ke__V1__SubscribeRequest req = KE__V1__SUBSCRIBE_REQUEST__INIT;
-    req.groups = groups;
-    req.n_groups = 1;
-    ke_rpc_stub hub = {dc->hub, &ke__v1__hub__descriptor};
-    int rc = ke_rpc_stub_start(&hub, "Subscribe", &h, dc, NULL, &dc->sub);
-    if (rc == 0) {
-        ke_rpc_call_send(dc->sub, &req.base);
-        ke_rpc_call_close_send(dc->sub);
-    }
-    return rc;
+    return rc == KE_ENOTFOUND ? 0 : rc;
 }
 
 /* ---- API ---- */
@@ -440,7 +365,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
             json_array_append_new(props, p);
         }
         char ts[32];
-        snprintf(ts, sizeof(ts), "%lld", (long long)now_ms());
+        snprintf(ts, sizeof(ts), "%lld", (long long)ke_time_wall_ms());
         json_object_set_new(p, "desired",
                             json_pack("{s:s,s:{s:s,s:s}}", "value", req->value, "metadata",
                                       "timestamp", ts, "type", ke_k8s_str(prop, "type")));
@@ -626,8 +551,6 @@ int devicecontroller_new(ke_store *store, devicecontroller **out)
     if (!dc)
         return KE_ENOMEM;
     dc->store = store;
-    pthread_mutex_init(&dc->mu, NULL);
-    pthread_cond_init(&dc->cv, NULL);
     *out = dc;
     return 0;
 }
@@ -650,24 +573,23 @@ int devicecontroller_register(devicecontroller *dc, ke_rpc_server *srv)
 
 int devicecontroller_start(devicecontroller *dc, ke_rpc_channel *hub)
 {
+    static const char *const models[] = {"DeviceModel"};
+    static const char *const groups[] = {"twin"};
     dc->hub = hub;
-    json_t *items = NULL;
-    uint64_t rev = 0;
-    int rc = ke_store_list(dc->store, "Device", "", NULL, NULL, &items, &rev);
-    if (rc != 0)
-        return rc;
-    size_t i;
-    json_t *d;
-    json_array_foreach(items, i, d)
-        publish_device(dc, d, 0);
-    json_decref(items);
-    rc = ke_store_watch_start(dc->store, "Device", "", NULL, NULL, rev, on_device, dc,
-                              &dc->w_devices);
+    ke_nodesync_config c = {.name = "dc-sync",
+                            .store = dc->store,
+                            .hub = hub,
+                            .primary = "Device",
+                            .ref_kinds = models,
+                            .n_ref_kinds = 1,
+                            .refs = device_refs};
+    int rc = ke_nodesync_new(&c, &dc->sync);
     if (rc == 0)
-        rc = ke_store_watch_start(dc->store, "DeviceModel", "", NULL, NULL, rev, on_model, dc,
-                                  &dc->w_models);
+        rc = ke_nodesync_start(dc->sync);
     if (rc == 0)
-        rc = subscribe(dc);
+        rc = ke_hub_consumer_new(hub, "devicecontroller", groups, 1, on_twin_report, dc, &dc->up);
+    if (rc == 0)
+        rc = ke_hub_consumer_start(dc->up);
     return rc;
 }
 
@@ -676,18 +598,8 @@ void devicecontroller_stop(devicecontroller *dc)
     if (!dc || dc->stopped)
         return;
     dc->stopped = 1;
-    ke_store_watch_stop(dc->w_devices);
-    ke_store_watch_stop(dc->w_models);
-    if (dc->sub) {
-        ke_rpc_call_cancel(dc->sub);
-        /* its callbacks touch dc: wait for the last one */
-        pthread_mutex_lock(&dc->mu);
-        while (!dc->sub_closed)
-            pthread_cond_wait(&dc->cv, &dc->mu);
-        pthread_mutex_unlock(&dc->mu);
-        ke_rpc_call_unref(dc->sub);
-        dc->sub = NULL;
-    }
+    ke_hub_consumer_stop(dc->up);
+    ke_nodesync_stop(dc->sync);
 }
 
 void devicecontroller_free(devicecontroller *dc)
@@ -695,9 +607,7 @@ void devicecontroller_free(devicecontroller *dc)
     if (!dc)
         return;
     devicecontroller_stop(dc);
-    pthread_mutex_lock(&dc->mu); /* on_sub_close may still be leaving it */
-    pthread_mutex_unlock(&dc->mu);
-    pthread_mutex_destroy(&dc->mu);
-    pthread_cond_destroy(&dc->cv);
+    ke_hub_consumer_free(dc->up);
+    ke_nodesync_free(dc->sync);
     free(dc);
 }

@@ -11,7 +11,9 @@
 #define EC_INTERNAL_H
 
 #include "edgecontroller.h"
+#include "ke_hubclient.h"
 #include "ke_map.h"
+#include "ke_nodesync.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -25,22 +27,13 @@ struct edgecontroller {
     pthread_cond_t cv;
     int stopping, started;
     pthread_t node_thread;
-    ke_store_watch *w_pods, *w_cms, *w_secrets;
-    ke_rpc_call *sub; /* Hub.Subscribe for upstream reports */
-    int sub_closed;
-    /* sync.c, under mu */
-    ke_map *pods;     /* "ns/name" -> ec_pod */
-    ke_map *node_refs; /* node -> ke_map("ns/Kind/name" -> count) */
+    ke_hub_consumer *up; /* the durable upstream consumer "edgecontroller" */
+    ke_nodesync *sync;   /* sync.c: pods and what they reference, to their nodes */
 };
 
-/* sync.c */
+/* sync.c: ec_sync_start creates and starts ec->sync (Pod → ConfigMap,
+ * Secret); the rest goes through ke_nodesync_*. */
 int ec_sync_start(edgecontroller *ec);
-void ec_sync_stop(edgecontroller *ec);
-/* ec_sync_referenced reports whether "ns/Kind/name" is referenced by a pod
- * on node (for edge queries). */
-int ec_sync_referenced(edgecontroller *ec, const char *node, const char *ref);
-/* ec_publish_object sends obj to node (UPDATE, its JSON). */
-int ec_publish_object(edgecontroller *ec, const char *node, const json_t *obj);
 
 /* api.c */
 int ec_api_register(edgecontroller *ec, ke_rpc_server *srv);

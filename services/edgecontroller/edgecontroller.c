@@ -4,11 +4,15 @@
  * Node loop (every node_poll): one Node object per node CloudHub knows,
  * created on first sight (labels node-role.kubernetes.io/edge and
  * kubernetes.io/hostname); its Ready condition is True while the node's
- * tunnel is up, stays as it was for node_grace after the tunnel goes, then
+ * tunnel is up, stays as it was for node_grace after the tunnel goes (timed
+ * by CloudHub's monotonic idle time, so clock steps change nothing), then
  * turns False (reason NodeStatusUnknown). Pending pods with a nodeSelector
  * are placed when a matching node is Ready.
  *
- * Upstream (Hub.Subscribe, groups podstatus, nodestatus, resource):
+ * Upstream: the durable consumer "edgecontroller" of CloudHub's upstream
+ * log (groups podstatus, nodestatus, resource) on its own thread; a report
+ * is acked only after its effect is in the store, and a report whose effect
+ * is there already (the same status) writes nothing:
  *   podstatus UPLOAD/UPDATE  the pod's status, written apart from its spec
  *   podstatus DELETE         the edge confirms a pod is gone: it leaves the
  *                            store (and so the node)
@@ -26,25 +30,11 @@
 #include "ke_k8s.h"
 #include "ke_log.h"
 
+#include "ke_time.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void rfc3339(char *buf, size_t len, int64_t ms)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
 
 int ec_node_ready(const json_t *node)
 {
@@ -83,7 +73,7 @@ static int status_edit(edgecontroller *ec, const char *kind, const char *ns, con
 
 typedef struct ready_edit {
     int ready;
-    int64_t last_seen;
+    int64_t last_seen; /* wall ms, for display */
     int changed;
 } ready_edit;
 
@@ -94,8 +84,8 @@ static int edit_ready(json_t *node, void *arg)
     if (json_is_array(conds) && json_array_size(conds) > 0 && ec_node_ready(node) == r->ready)
         return 1;
     char now[32], seen[32];
-    rfc3339(now, sizeof(now), now_ms());
-    rfc3339(seen, sizeof(seen), r->last_seen > 0 ? r->last_seen : now_ms());
+    ke_time_rfc3339(now, sizeof(now), ke_time_wall_ms());
+    ke_time_rfc3339(seen, sizeof(seen), r->last_seen > 0 ? r->last_seen : ke_time_wall_ms());
     json_t *cond = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "Ready", "status",
                              r->ready ? "True" : "False", "reason",
                              r->ready ? "EdgeReady" : "NodeStatusUnknown", "message",
@@ -135,21 +125,22 @@ static int node_get_or_create(edgecontroller *ec, const char *name, json_t **out
     return rc;
 }
 
-static void ensure_node(edgecontroller *ec, const Ke__V1__NodeInfo *info)
+static int ensure_node(const Ke__V1__NodeInfo *info, void *arg)
 {
+    edgecontroller *ec = arg;
     json_t *node = NULL;
     if (node_get_or_create(ec, info->name, &node) != 0)
-        return;
-    int64_t silent = now_ms() - info->last_seen_ms;
+        return 0;
     int ready;
     if (info->connected)
         ready = 1;
-    else if (info->last_seen_ms > 0 && silent <= ec->cfg.node_grace_ms)
+    else if (info->last_seen_ms > 0 && info->idle_ms <= ec->cfg.node_grace_ms)
         ready = ec_node_ready(node); /* within the grace period: unchanged */
     else
         ready = 0;
     json_decref(node);
     set_ready(ec, info->name, ready, info->last_seen_ms);
+    return 0;
 }
 
 /* place_pending binds unscheduled pods that have a nodeSelector. */
@@ -179,31 +170,46 @@ static void place_pending(edgecontroller *ec)
 
 /* ---- upstream ---- */
 
+/* edit_pod_status sets the reported status; the same status again is no
+ * change (a report handed twice has no second effect). */
 static int edit_pod_status(json_t *pod, void *arg)
 {
+    if (json_equal(json_object_get(pod, "status"), arg))
+        return 1;
     json_object_set(pod, "status", arg);
     return 0;
 }
 
-static void on_pod_status(edgecontroller *ec, const char *node, const char *ns, const char *name,
-                          const Ke__V1__Message *m)
+/* settled maps a store outcome to the consumer's: a missing object can
+ * never take the report (done), any other error is retried. */
+static int settled(int rc)
+{
+    return rc == 0 || rc == KE_ENOTFOUND ? 0 : rc;
+}
+
+static int on_pod_status(edgecontroller *ec, const char *node, const char *ns, const char *name,
+                         const Ke__V1__Message *m)
 {
     json_t *pod = NULL;
-    if (ke_store_get(ec->cfg.store, "Pod", ns, name, &pod) != 0)
-        return;
+    int rc = ke_store_get(ec->cfg.store, "Pod", ns, name, &pod);
+    if (rc != 0)
+        return settled(rc);
     const char *bound = ke_k8s_str(pod, "spec.nodeName");
     if (!bound || strcmp(bound, node) != 0) {
         ke_log_warn(EC_MOD, "ignoring status of pod %s/%s from node %s: bound to %s", ns, name,
                     node, bound ? bound : "none");
         json_decref(pod);
-        return;
+        return 0;
     }
     if (m->route->operation == KE__V1__OPERATION__OPERATION_DELETE) {
-        if (json_object_get(json_object_get(pod, "metadata"), "deletionTimestamp") &&
-            ke_store_delete(ec->cfg.store, "Pod", ns, name, 0, NULL) == 0)
-            ke_log_info(EC_MOD, "pod deleted pod=%s/%s node=%s", ns, name, node);
+        rc = 0;
+        if (json_object_get(json_object_get(pod, "metadata"), "deletionTimestamp")) {
+            rc = settled(ke_store_delete(ec->cfg.store, "Pod", ns, name, 0, NULL));
+            if (rc == 0)
+                ke_log_info(EC_MOD, "pod deleted pod=%s/%s node=%s", ns, name, node);
+        }
         json_decref(pod);
-        return;
+        return rc;
     }
     json_decref(pod);
     json_error_t je;
@@ -212,16 +218,18 @@ static void on_pod_status(edgecontroller *ec, const char *node, const char *ns, 
         ke_log_warn(EC_MOD, "ignoring pod status that is not a JSON object pod=%s/%s node=%s: %s",
                     ns, name, node, je.text);
         json_decref(status);
-        return;
+        return 0;
     }
-    status_edit(ec, "Pod", ns, name, edit_pod_status, status);
+    rc = status_edit(ec, "Pod", ns, name, edit_pod_status, status);
     json_decref(status);
+    return settled(rc);
 }
 
 static int edit_node_status(json_t *obj, void *arg)
 {
     const json_t *rep = arg;
     json_t *st = json_object_get(obj, "status");
+    json_t *before = json_deep_copy(st);
     static const char *const fields[] = {"addresses", "capacity", "allocatable", "nodeInfo"};
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         json_t *v = json_object_get(rep, fields[i]);
@@ -230,45 +238,60 @@ static int edit_node_status(json_t *obj, void *arg)
     }
     if (!json_object_get(rep, "allocatable") && json_object_get(rep, "capacity"))
         json_object_set(st, "allocatable", json_object_get(rep, "capacity"));
-    return 0;
+    int same = json_equal(before, st);
+    json_decref(before);
+    return same;
 }
 
-static void on_node_status(edgecontroller *ec, const char *node, const Ke__V1__Message *m)
+static int on_node_status(edgecontroller *ec, const char *node, const Ke__V1__Message *m)
 {
     json_t *obj = NULL;
     json_error_t je;
     json_t *rep = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
-    if (json_is_object(rep) && node_get_or_create(ec, node, &obj) == 0)
-        status_edit(ec, "Node", "", node, edit_node_status, rep);
+    int rc = 0;
+    if (!json_is_object(rep))
+        ke_log_warn(EC_MOD, "ignoring node status that is not a JSON object node=%s", node);
+    else if ((rc = node_get_or_create(ec, node, &obj)) == 0)
+        rc = status_edit(ec, "Node", "", node, edit_node_status, rep);
     json_decref(obj);
     json_decref(rep);
+    return settled(rc);
 }
 
-static void on_query(edgecontroller *ec, const char *node, const char *ns, const char *kind,
-                     const char *name)
+/* on_query: the edge asks again for an object it should hold; it is sent
+ * again (resend) if the node should hold it. */
+static int on_query(edgecontroller *ec, const char *node, const char *ns, const char *kind,
+                    const char *name)
 {
-    char ref[400];
-    snprintf(ref, sizeof(ref), "%s/%s/%s", ns, kind, name);
-    json_t *obj = NULL;
-    int mine = 0;
-    if (ke_store_get(ec->cfg.store, kind, ns, name, &obj) == 0) {
-        const char *bound = ke_k8s_str(obj, "spec.nodeName");
-        mine = ((strcmp(kind, "Pod") == 0 || strcmp(kind, "Device") == 0) && bound &&
-                strcmp(bound, node) == 0) ||
-               ec_sync_referenced(ec, node, ref);
-        if (mine)
-            ec_publish_object(ec, node, obj);
+    if (!ke_nodesync_wants(ec->sync, node, kind, ns, name)) {
+        ke_log_warn(EC_MOD, "query refused node=%s resource=%s/%s/%s: not the node's", node, ns,
+                    kind, name);
+        return 0;
     }
-    if (!mine)
-        ke_log_warn(EC_MOD, "query refused node=%s resource=%s: not the node's", node, ref);
+    json_t *obj = NULL;
+    int rc = ke_store_get(ec->cfg.store, kind, ns, name, &obj);
+    if (rc != 0)
+        return settled(rc);
+    char key[512], *json = json_dumps(obj, JSON_COMPACT);
+    const char *rvs = ke_k8s_str(obj, "metadata.resourceVersion");
+    uint64_t rv = rvs ? strtoull(rvs, NULL, 10) : 0, cache = ke_nodesync_rev(ec->sync);
     json_decref(obj);
+    if (!json)
+        return KE_ENOMEM;
+    ke_hub_resource_key(key, sizeof(key), node, ns, kind, name);
+    rc = ke_hub_publish(ec->hub, node, key, KE__V1__OPERATION__OPERATION_UPDATE, "resource", json,
+                        strlen(json), rv > cache ? rv : cache, 1);
+    free(json);
+    if (rc == KE_ECONFLICT) { /* CloudHub holds newer: converge the node instead */
+        ke_nodesync_queue_node(ec->sync, node);
+        rc = 0;
+    }
+    return rc;
 }
 
-static void on_upstream(ke_rpc_call *call, const ProtobufCMessage *msg, void *ud)
+static int on_upstream(const Ke__V1__UpstreamMessage *up, void *ud)
 {
-    (void)call;
     edgecontroller *ec = ud;
-    const Ke__V1__UpstreamMessage *up = (const Ke__V1__UpstreamMessage *)msg;
     const Ke__V1__Message *m = up->message;
     char node[64], ns[128], kind[64], name[256];
     if (!m || !m->route ||
@@ -277,49 +300,19 @@ static void on_upstream(ke_rpc_call *call, const ProtobufCMessage *msg, void *ud
         /* cluster-scoped keys have an empty namespace: node/<n>//<Kind>/<name> */
         if (!m || !m->route ||
             sscanf(m->route->resource, "node/%63[^/]//%63[^/]/%255s", node, kind, name) != 3)
-            return;
+            return 0;
         ns[0] = '\0';
     }
     if (strcmp(node, up->node_name) != 0)
-        return;
+        return 0;
     const char *group = m->route->group;
     if (strcmp(group, "podstatus") == 0 && strcmp(kind, "Pod") == 0)
-        on_pod_status(ec, node, ns, name, m);
-    else if (strcmp(group, "nodestatus") == 0)
-        on_node_status(ec, node, m);
-    else if (strcmp(group, "resource") == 0 &&
-             m->route->operation == KE__V1__OPERATION__OPERATION_QUERY)
-        on_query(ec, node, ns, kind, name);
-}
-
-static void on_upstream_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
-{
-    (void)call;
-    edgecontroller *ec = ud;
-    pthread_mutex_lock(&ec->mu);
-    if (!ec->stopping)
-        ke_log_warn(EC_MOD, "upstream subscription ended: %s %s; subscribing again",
-                    ke_rpc_status_name(st->code), st->message);
-    ec->sub_closed = 1;
-    pthread_cond_broadcast(&ec->cv); /* the node loop subscribes again */
-    pthread_mutex_unlock(&ec->mu);
-}
-
-static int subscribe(edgecontroller *ec)
-{
-    static const ke_rpc_handler h = {.on_message = on_upstream, .on_close = on_upstream_close};
-    static char *groups[] = {"podstatus", "nodestatus", "resource"};
-    Ke__V1__SubscribeRequest req = KE__V1__SUBSCRIBE_REQUEST__INIT;
-    req.groups = groups;
-    req.n_groups = 3;
-    ke_rpc_stub hub = {ec->hub, &ke__v1__hub__descriptor};
-    ke_rpc_call *call = NULL;
-    int rc = ke_rpc_stub_start(&hub, "Subscribe", &h, ec, NULL, &call);
-    if (rc != 0)
-        return rc;
-    ke_rpc_call_send(call, &req.base);
-    ke_rpc_call_close_send(call);
-    ec->sub = call;
+        return on_pod_status(ec, node, ns, name, m);
+    if (strcmp(group, "nodestatus") == 0)
+        return on_node_status(ec, node, m);
+    if (strcmp(group, "resource") == 0 &&
+        m->route->operation == KE__V1__OPERATION__OPERATION_QUERY)
+        return on_query(ec, node, ns, kind, name);
     return 0;
 }
 
@@ -328,37 +321,11 @@ static void *node_loop(void *arg)
     edgecontroller *ec = arg;
     pthread_mutex_lock(&ec->mu);
     while (!ec->stopping) {
-        int resubscribe = ec->sub_closed;
-        ec->sub_closed = 0;
         pthread_mutex_unlock(&ec->mu);
-        if (resubscribe) {
-            ke_rpc_call_unref(ec->sub);
-            ec->sub = NULL;
-            if (subscribe(ec) != 0)
-                ke_log_error(EC_MOD, "cannot subscribe to upstream reports");
-        }
-        Ke__V1__ListNodesRequest req = KE__V1__LIST_NODES_REQUEST__INIT;
-        ke_rpc_stub hub = {ec->hub, &ke__v1__hub__descriptor};
-        ke_rpc_call_opts o = {.timeout_ms = 10000};
-        ProtobufCMessage *reply = NULL;
-        ke_rpc_status st;
-        if (ke_rpc_stub_unary(&hub, "ListNodes", &req.base, &o, &reply, &st) == 0 &&
-            st.code == KE_RPC_OK) {
-            Ke__V1__ListNodesReply *r = (Ke__V1__ListNodesReply *)reply;
-            for (size_t i = 0; i < r->n_nodes; i++)
-                ensure_node(ec, r->nodes[i]);
-        }
-        if (reply)
-            protobuf_c_message_free_unpacked(reply, NULL);
+        if (ke_hub_nodes(ec->hub, ensure_node, ec) != 0)
+            ke_log_warn(EC_MOD, "cannot list nodes from CloudHub: trying again");
         place_pending(ec);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += ec->cfg.node_poll_ms / 1000;
-        until.tv_nsec += (ec->cfg.node_poll_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = ke_time_deadline(ec->cfg.node_poll_ms);
         pthread_mutex_lock(&ec->mu);
         if (!ec->stopping)
             pthread_cond_timedwait(&ec->cv, &ec->mu, &until);
@@ -377,14 +344,10 @@ int edgecontroller_new(const edgecontroller_config *cfg, edgecontroller **out)
         ec->cfg.node_grace_ms = 40000;
     if (ec->cfg.node_poll_ms <= 0)
         ec->cfg.node_poll_ms = 1000;
+    if (ec->cfg.resync_ms <= 0)
+        ec->cfg.resync_ms = 60000;
     pthread_mutex_init(&ec->mu, NULL);
-    pthread_cond_init(&ec->cv, NULL);
-    ec->pods = ke_map_new();
-    ec->node_refs = ke_map_new();
-    if (!ec->pods || !ec->node_refs) {
-        edgecontroller_free(ec);
-        return KE_ENOMEM;
-    }
+    ke_time_cond_init(&ec->cv);
     *out = ec;
     return 0;
 }
@@ -396,8 +359,11 @@ int edgecontroller_register(edgecontroller *ec, ke_rpc_server *srv)
 
 int edgecontroller_start(edgecontroller *ec, ke_rpc_channel *hub)
 {
+    static const char *const groups[] = {"podstatus", "nodestatus", "resource"};
     ec->hub = hub;
-    int rc = subscribe(ec);
+    int rc = ke_hub_consumer_new(hub, "edgecontroller", groups, 3, on_upstream, ec, &ec->up);
+    if (rc == 0)
+        rc = ke_hub_consumer_start(ec->up);
     if (rc == 0)
         rc = ec_sync_start(ec);
     if (rc == 0 && pthread_create(&ec->node_thread, NULL, node_loop, ec) != 0)
@@ -422,17 +388,8 @@ void edgecontroller_stop(edgecontroller *ec)
         return;
     if (ec->started)
         pthread_join(ec->node_thread, NULL);
-    if (ec->sub) {
-        ke_rpc_call_cancel(ec->sub);
-        /* its on_close touches ec: wait for it before anyone frees ec */
-        pthread_mutex_lock(&ec->mu);
-        while (!ec->sub_closed)
-            pthread_cond_wait(&ec->cv, &ec->mu);
-        pthread_mutex_unlock(&ec->mu);
-        ke_rpc_call_unref(ec->sub);
-        ec->sub = NULL;
-    }
-    ec_sync_stop(ec);
+    ke_hub_consumer_stop(ec->up);
+    ke_nodesync_stop(ec->sync);
 }
 
 void edgecontroller_free(edgecontroller *ec)
@@ -440,10 +397,8 @@ void edgecontroller_free(edgecontroller *ec)
     if (!ec)
         return;
     edgecontroller_stop(ec);
-    ke_map_free(ec->pods);
-    ke_map_free(ec->node_refs);
-    pthread_mutex_lock(&ec->mu); /* on_upstream_close may still be leaving it */
-    pthread_mutex_unlock(&ec->mu);
+    ke_hub_consumer_free(ec->up);
+    ke_nodesync_free(ec->sync);
     pthread_mutex_destroy(&ec->mu);
     pthread_cond_destroy(&ec->cv);
     free(ec);

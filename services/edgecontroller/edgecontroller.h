@@ -27,6 +27,8 @@ typedef struct edgecontroller_config {
     ke_store *store;       /* borrowed */
     int64_t node_grace_ms; /* NotReady after this long without a tunnel; default 40 s */
     int64_t node_poll_ms;  /* how often nodes are checked; default 1 s */
+    int64_t resync_ms;     /* every node reconciled at least this often; default 60 s */
+    uint32_t sync_qps;     /* node reconciliations per second at most; default 500 */
 } edgecontroller_config;
 
 /* edgecontroller_new prepares the controller. Returns 0 or KE_ENOMEM. */
