@@ -20,18 +20,23 @@
 
 static void start_cloud(ke_cluster *c, const char *listen, const char *const *extra)
 {
-    char config[128], grpc[64];
-    char *argv[32];
+    char config[128], grpc[64], env_extra[512];
+    char *argv[48];
     int n = 0;
     snprintf(config, sizeof(config), "%s/cloud/cloudcore.yaml", c->dir);
     snprintf(grpc, sizeof(grpc), "--grpc.listen=%s", listen);
-    argv[n++] = (char *)ke_tp_env("KE_CLOUDCORE");
+    argv[n++] = c->cloud_bin;
     argv[n++] = "--config";
     argv[n++] = config;
     argv[n++] = grpc;
     argv[n++] = "--http.listen=127.0.0.1:0";
     for (int i = 0; extra && extra[i] && n < 30; i++)
         argv[n++] = (char *)extra[i];
+    const char *ex = getenv("KE_CLOUD_EXTRA");
+    snprintf(env_extra, sizeof(env_extra), "%s", ex ? ex : "");
+    for (char *save = NULL, *t = strtok_r(env_extra, " ", &save); t && n < 46;
+         t = strtok_r(NULL, " ", &save))
+        argv[n++] = t;
     argv[n] = NULL;
     assert_int_equal(ke_tp_start_log(&c->cloud, argv, c->cloud_log), 0);
     char line[128];
@@ -51,9 +56,15 @@ static void open_admin(ke_cluster *c)
     assert_int_equal(ke_rpc_channel_new(c->loop, target, &o, &c->admin), 0);
 }
 
-void ke_cluster_start(ke_cluster *c, const char *const *extra)
+static void cluster_init(ke_cluster *c, const char *cloud_bin)
 {
     memset(c, 0, sizeof(*c));
+    snprintf(c->cloud_bin, sizeof(c->cloud_bin), "%s", cloud_bin);
+}
+
+void ke_cluster_start(ke_cluster *c, const char *const *extra)
+{
+    cluster_init(c, ke_tp_env("KE_CLOUDCORE"));
     assert_int_equal(ke_tp_tmpdir(c->dir), 0);
     snprintf(c->cloud_log, sizeof(c->cloud_log), "%s/cloudcore.log", c->dir);
     assert_int_equal(ke_tp_sh("%s init --dir %s/cloud >/dev/null", ke_tp_env("KE_KEADM"), c->dir),
@@ -61,6 +72,103 @@ void ke_cluster_start(ke_cluster *c, const char *const *extra)
     start_cloud(c, "127.0.0.1:0", extra);
     assert_int_equal(ke_rpc_loop_new(2, &c->loop), 0);
     open_admin(c);
+    c->api = c->admin;
+}
+
+void ke_cluster_start_split(ke_cluster *c, const char *const *extra)
+{
+    char bin[512];
+    snprintf(bin, sizeof(bin), "%s/services/cloudcore/cloudhub", ke_tp_env("KE_BIN_DIR"));
+    cluster_init(c, bin);
+    c->split = 1;
+    assert_int_equal(ke_tp_tmpdir(c->dir), 0);
+    snprintf(c->cloud_log, sizeof(c->cloud_log), "%s/cloudhub.log", c->dir);
+    snprintf(c->ctl_log, sizeof(c->ctl_log), "%s/edgecontroller.log", c->dir);
+    assert_int_equal(ke_tp_sh("%s init --dir %s/cloud >/dev/null", ke_tp_env("KE_KEADM"), c->dir),
+                     0);
+    start_cloud(c, "127.0.0.1:0", extra);
+    assert_int_equal(ke_rpc_loop_new(2, &c->loop), 0);
+    open_admin(c);
+    ke_cluster_start_controllers(c);
+}
+
+static void ctl_open(ke_cluster *c, const char *listen)
+{
+    char bin[512], hub[64], ca[128], cert[128], key[128], scert[128], skey[128], db[128],
+        tca[128], grpc[64], env_extra[512];
+    snprintf(bin, sizeof(bin), "%s/services/cloudcore/edgecontroller", ke_tp_env("KE_BIN_DIR"));
+    snprintf(hub, sizeof(hub), "--hub.server=127.0.0.1:%d", c->grpc_port);
+    snprintf(ca, sizeof(ca), "--hub.tls.ca=%s/cloud/ca.crt", c->dir);
+    snprintf(cert, sizeof(cert), "--hub.tls.cert=%s/cloud/admin.crt", c->dir);
+    snprintf(key, sizeof(key), "--hub.tls.key=%s/cloud/admin.key", c->dir);
+    snprintf(scert, sizeof(scert), "--grpc.tls.cert=%s/cloud/server.crt", c->dir);
+    snprintf(skey, sizeof(skey), "--grpc.tls.key=%s/cloud/server.key", c->dir);
+    snprintf(tca, sizeof(tca), "--grpc.tls.ca=%s/cloud/ca.crt", c->dir);
+    snprintf(db, sizeof(db), "--store.db=%s/controllers.db", c->dir);
+    snprintf(grpc, sizeof(grpc), "--grpc.listen=%s", listen);
+    char *argv[40] = {bin, grpc, "--http.listen=127.0.0.1:0", tca, scert, skey, db, hub, ca,
+                      cert, key};
+    int n = 11;
+    const char *ex = getenv("KE_CLOUD_EXTRA");
+    snprintf(env_extra, sizeof(env_extra), "%s", ex ? ex : "");
+    for (char *save = NULL, *t = strtok_r(env_extra, " ", &save); t && n < 38;
+         t = strtok_r(NULL, " ", &save))
+        argv[n++] = t;
+    argv[n] = NULL;
+    assert_int_equal(ke_tp_start_log(&c->ctl, argv, c->ctl_log), 0);
+    char line[128];
+    assert_int_equal(ke_tp_wait_line(&c->ctl, "ready ", 20000, line, sizeof(line)), 0);
+    assert_int_equal(sscanf(line, "ready grpc=%d http=%d", &c->ctl_port, &c->ctl_http_port), 2);
+    c->ctl_running = 1;
+}
+
+void ke_cluster_start_controllers(ke_cluster *c)
+{
+    char listen[64] = "127.0.0.1:0";
+    if (c->ctl_port)
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", c->ctl_port);
+    ctl_open(c, listen);
+    if (!c->ctl_admin) {
+        char ca[128], cert[128], key[128], target[64];
+        snprintf(ca, sizeof(ca), "%s/cloud/ca.crt", c->dir);
+        snprintf(cert, sizeof(cert), "%s/cloud/admin.crt", c->dir);
+        snprintf(key, sizeof(key), "%s/cloud/admin.key", c->dir);
+        snprintf(target, sizeof(target), "127.0.0.1:%d", c->ctl_port);
+        ke_rpc_tls tls = {.ca_file = ca, .cert_file = cert, .key_file = key};
+        ke_rpc_channel_opts o = {.tls = &tls};
+        assert_int_equal(ke_rpc_channel_new(c->loop, target, &o, &c->ctl_admin), 0);
+    }
+    c->api = c->ctl_admin;
+}
+
+void ke_cluster_kill_controllers(ke_cluster *c)
+{
+    kill(c->ctl.pid, SIGKILL);
+    assert_int_equal(ke_tp_wait_exit(&c->ctl, 10000), 128 + SIGKILL);
+    c->ctl_running = 0;
+}
+
+void ke_cluster_kill_cloud(ke_cluster *c)
+{
+    kill(c->cloud.pid, SIGKILL);
+    assert_int_equal(ke_tp_wait_exit(&c->cloud, 10000), 128 + SIGKILL);
+}
+
+void ke_cluster_start_cloud(ke_cluster *c, const char *const *extra)
+{
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", c->grpc_port);
+    start_cloud(c, listen, extra);
+}
+
+long long ke_edge_outbox_pending(ke_edge *e)
+{
+    Ke__V1__EdgeListReply *r = ke_edge_list(e);
+    if (!r)
+        return -1;
+    long long n = (long long)r->outbox_pending;
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return n;
 }
 
 void ke_cluster_restart_cloud(ke_cluster *c, const char *const *extra)
@@ -71,16 +179,21 @@ void ke_cluster_restart_cloud(ke_cluster *c, const char *const *extra)
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", c->grpc_port);
     start_cloud(c, listen, extra);
     open_admin(c);
+    if (!c->split)
+        c->api = c->admin;
 }
 
 void ke_cluster_stop(ke_cluster *c)
 {
     ke_rpc_channel_free(c->admin);
+    ke_rpc_channel_free(c->ctl_admin);
     ke_rpc_loop_free(c->loop);
+    int ctl_rc = c->ctl_running ? ke_tp_stop(&c->ctl) : 0;
     int rc = ke_tp_stop(&c->cloud);
     if (getenv("KE_KEEP_TMP") == NULL)
         ke_tp_sh("rm -rf %s", c->dir);
     assert_int_equal(rc, 0);
+    assert_int_equal(ctl_rc, 0);
 }
 
 const char *ke_cluster_token(ke_cluster *c)

@@ -18,10 +18,18 @@
 typedef struct ke_cluster {
     char dir[64];
     char cloud_log[128];
+    char cloud_bin[512]; /* the cloud program: KE_CLOUDCORE, or cloudhub when split */
     ke_tp cloud;
     int grpc_port, http_port;
     ke_rpc_loop *loop;
-    ke_rpc_channel *admin; /* Hub API, as system:admin */
+    ke_rpc_channel *admin; /* Hub API (and, in one process, every API), as system:admin */
+    /* split mode: the `edgecontroller` program beside the `cloudhub` one */
+    int split, ctl_running;
+    ke_tp ctl;
+    int ctl_port, ctl_http_port;
+    char ctl_log[128];
+    ke_rpc_channel *ctl_admin;
+    ke_rpc_channel *api; /* EdgeController/DeviceController API: admin or ctl_admin */
 } ke_cluster;
 
 typedef struct ke_edge {
@@ -34,8 +42,30 @@ typedef struct ke_edge {
 } ke_edge;
 
 /* ke_cluster_start: keadm init + cloudcore with extra flags (NULL-terminated
- * or NULL). Fails the test on error. */
+ * or NULL), plus the flags in the environment variable KE_CLOUD_EXTRA
+ * (space-separated; how a suite runs again with, say, --grpc.threads=1).
+ * Fails the test on error. */
 void ke_cluster_start(ke_cluster *c, const char *const *extra);
+
+/* ke_cluster_start_split: the same cluster with the cloud split in two
+ * processes, as deployed apart: `cloudhub` (CloudHub alone) and
+ * `edgecontroller` (both controllers, their own store file, reaching the
+ * hub over mutual TLS as system:admin). c->api reaches the controllers. */
+void ke_cluster_start_split(ke_cluster *c, const char *const *extra);
+
+/* ke_cluster_kill_cloud SIGKILLs the cloud process (cloudcore, or cloudhub
+ * when split); ke_cluster_start_cloud starts it again on the same port and
+ * files with extra flags. */
+void ke_cluster_kill_cloud(ke_cluster *c);
+void ke_cluster_start_cloud(ke_cluster *c, const char *const *extra);
+
+/* Split mode: SIGKILL / start again the edgecontroller process. */
+void ke_cluster_kill_controllers(ke_cluster *c);
+void ke_cluster_start_controllers(ke_cluster *c);
+
+/* ke_edge_outbox_pending returns how many reports the edge's outbox holds
+ * unacknowledged (EdgeLocal.List), or -1. */
+long long ke_edge_outbox_pending(ke_edge *e);
 
 /* ke_cluster_restart_cloud stops cloudcore (SIGTERM) and starts it again on
  * the same port and database. */
