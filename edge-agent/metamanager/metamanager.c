@@ -33,6 +33,8 @@ struct metamanager {
     uint32_t outbox_max, reported_max;
     uint64_t pending;  /* outbox rows */
     uint64_t reported; /* reported rows */
+    uint64_t evict_at; /* no eviction tried below this many reported rows
+                        * (reset by acks and collections) */
     uint64_t cseq;     /* last change counter given to a meta row */
     ke_metric *applied, *stale, *outbox;
 };
@@ -391,6 +393,7 @@ int metamanager_tombstones_collect(metamanager *mm, uint64_t mark, size_t *colle
         rc = collect_batch(mm, mark, &n, &reported);
         if (rc == 0)
             mm->reported -= reported <= mm->reported ? reported : mm->reported;
+        mm->evict_at = 0;
         pthread_mutex_unlock(&mm->mu);
         if (rc == 0)
             total += n;
@@ -428,6 +431,9 @@ static int evict_reported_locked(metamanager *mm, uint64_t *evicted)
     if (rc < 0)
         return rc;
     *evicted = (uint64_t)sqlite3_changes(ke_sqlite_handle(mm->db));
+    /* Nothing evictable (every row is a live object's or still in the
+     * outbox): do not rescan at every report, only a batch later. */
+    mm->evict_at = *evicted ? 0 : mm->reported + METAMANAGER_GC_BATCH;
     return 0;
 }
 
@@ -506,7 +512,8 @@ int metamanager_report(metamanager *mm, const Ke__V1__Message *msg, uint64_t *se
         }
     }
     uint64_t evicted = 0;
-    if (rc == 0 && !*duplicate && !known && mm->reported + 1 > mm->reported_max)
+    if (rc == 0 && !*duplicate && !known && mm->reported + 1 > mm->reported_max &&
+        mm->reported + 1 >= mm->evict_at)
         rc = evict_reported_locked(mm, &evicted);
     if (rc == 0 && ke_sqlite_commit(mm->db) == 0) {
         if (!*duplicate) {
@@ -559,8 +566,10 @@ int metamanager_outbox_ack(metamanager *mm, uint64_t upto)
         rc = ke_sqlite_step(mm->db, st);
         ke_sqlite_release(mm->db, st);
         rc = rc < 0 ? rc : 0;
-        if (rc == 0)
+        if (rc == 0) {
             mm->pending -= (uint64_t)sqlite3_changes(ke_sqlite_handle(mm->db));
+            mm->evict_at = 0; /* acked reports' rows may be evictable now */
+        }
     }
     uint64_t pending = mm->pending;
     pthread_mutex_unlock(&mm->mu);
