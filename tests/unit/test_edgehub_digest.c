@@ -186,7 +186,8 @@ static void test_edgehub_sends_digest_in_chunks_and_collects_tombstones(void **s
                          .ca_file = ca,
                          .cert_file = ccrt,
                          .key_file = ckey,
-                         .agent_version = "test"};
+                         .agent_version = "test",
+                         .renew_before_ms = 1000}; /* the test PKI lives 30 days */
     assert_int_equal(edgehub_new(&hc, loop, mm, &eh), 0);
     assert_int_equal(edgehub_start(eh), 0);
 
