@@ -18,6 +18,7 @@
 #include "ke_http.h"
 #include "ke_log.h"
 #include "ke_rpc.h"
+#include "ke_time.h"
 #include "metamanager.h"
 
 #include <arpa/inet.h>
@@ -28,7 +29,6 @@
 #include <signal.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
-#include <time.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -46,7 +46,7 @@ struct edgecore_config {
     int64_t keepalive, dead_peer, backoff_initial, backoff_max, renew_before, window;
     char *db;
     bool audit;
-    int64_t outbox_max;
+    int64_t outbox_max, reported_max;
     char *local_listen;
     char *http_listen;
 };
@@ -73,6 +73,8 @@ static const ke_config_field edgecore_fields[] = {
       "record every applied change in the audit table"),
     F("metamanager.outbox_max", KE_CONFIG_INT64, outbox_max, "100000",
       "bound on unacknowledged reports; beyond it Report fails with RESOURCE_EXHAUSTED"),
+    F("metamanager.reported_max", KE_CONFIG_INT64, reported_max, "100000",
+      "report-dedup rows kept for keys without a live object; the oldest beyond it are dropped"),
     F("local.listen", KE_CONFIG_STRING, local_listen, "unix:/var/run/kubeedge/edgecore.sock",
       "EdgeLocal API address (unix:PATH or 127.0.0.1:PORT)"),
     F("http.listen", KE_CONFIG_STRING, http_listen, "127.0.0.1:10551",
@@ -203,8 +205,11 @@ static int edgelocal_register(edgecore *ec, ke_rpc_server *srv)
 }
 
 /* report_node_status queues this host's addresses, capacity and system
- * info for the cloud's Node object (group "nodestatus"). The version is
- * the wall clock in ms, so each start reports a newer one. */
+ * info for the cloud's Node object (group "nodestatus"). The version must
+ * grow at every start: one past the last one reported, or the wall clock
+ * in ms when that is larger (a store wiped by a rejoin starts again above
+ * what the cloud saw). A wall clock stepped back therefore never makes a
+ * new status a "duplicate". timestamp_ms is wall time, for people. */
 static void report_node_status(edgecore *ec, const char *node)
 {
     char host[256] = "localhost", ip[INET_ADDRSTRLEN] = "127.0.0.1";
@@ -235,13 +240,16 @@ static void report_node_status(edgecore *ec, const char *node)
     json_decref(st);
     char key[160];
     snprintf(key, sizeof(key), "node/%s//NodeStatus/%s", node, node);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t last = 0;
+    int rc = metamanager_reported_rv(ec->mm, key, &last);
+    if (rc != 0)
+        ke_log_warn("edgecore", "cannot read the last node status version: %s", ke_strerror(rc));
+    int64_t wall = ke_time_wall_ms();
     Ke__V1__MessageHeader h = KE__V1__MESSAGE_HEADER__INIT;
     Ke__V1__Route r = KE__V1__ROUTE__INIT;
     Ke__V1__Message m = KE__V1__MESSAGE__INIT;
-    h.resource_version = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    h.timestamp_ms = (int64_t)h.resource_version;
+    h.resource_version = wall > 0 && (uint64_t)wall > last ? (uint64_t)wall : last + 1;
+    h.timestamp_ms = wall;
     r.source = "edgecore";
     r.group = "nodestatus";
     r.operation = KE__V1__OPERATION__OPERATION_UPLOAD;
@@ -252,8 +260,13 @@ static void report_node_status(edgecore *ec, const char *node)
     m.content.len = content ? strlen(content) : 0;
     uint64_t seq;
     int dup;
-    if (content && metamanager_report(ec->mm, &m, &seq, &dup) == 0)
-        ke_log_info("edgecore", "node status queued ip=%s cpu=%s memory=%s", ip, cpu, mem);
+    if (!content)
+        ke_log_error("edgecore", "node status not queued: out of memory");
+    else if ((rc = metamanager_report(ec->mm, &m, &seq, &dup)) != 0)
+        ke_log_error("edgecore", "node status not queued: %s", ke_strerror(rc));
+    else
+        ke_log_info("edgecore", "node status queued ip=%s cpu=%s memory=%s rv=%llu", ip, cpu, mem,
+                    (unsigned long long)h.resource_version);
     free(content);
 }
 
@@ -292,8 +305,10 @@ int main(int argc, char **argv)
         require(cfg.ca, "edgehub.tls.ca") || require(cfg.cert, "edgehub.tls.cert") ||
         require(cfg.key, "edgehub.tls.key"))
         goto out;
-    if (cfg.window < 1 || cfg.window > 65536 || cfg.outbox_max < 1) {
-        fprintf(stderr, "edgecore: edgehub.window must be 1..65536, metamanager.outbox_max >= 1\n");
+    if (cfg.window < 1 || cfg.window > 65536 || cfg.outbox_max < 1 ||
+        cfg.outbox_max > UINT32_MAX || cfg.reported_max < 1 || cfg.reported_max > UINT32_MAX) {
+        fprintf(stderr, "edgecore: edgehub.window must be 1..65536, metamanager.outbox_max and "
+                        "metamanager.reported_max 1..4294967295\n");
         goto out;
     }
     status = 1;
@@ -306,7 +321,11 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if ((rc = metamanager_open(cfg.db, cfg.audit, (uint32_t)cfg.outbox_max, &ec.mm)) != 0) {
+    metamanager_opts mo = {.path = cfg.db,
+                           .audit = cfg.audit,
+                           .outbox_max = (uint32_t)cfg.outbox_max,
+                           .reported_max = (uint32_t)cfg.reported_max};
+    if ((rc = metamanager_open(&mo, &ec.mm)) != 0) {
         ke_log_error("edgecore", "cannot open the edge store db=%s: %s", cfg.db, ke_strerror(rc));
         goto out;
     }

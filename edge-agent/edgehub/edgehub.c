@@ -6,7 +6,21 @@
  * from the cloud are handled on the rpc loop's threads (apply + ack),
  * which only touch MetaManager (thread-safe) and the connection state
  * below under eh->mu. Each connection has its own context, so callbacks of
- * an old stream never act on a new one.
+ * an old stream never act on a new one: a downstream message of an older
+ * stream is dropped unapplied (eh->apply_mu makes "is it current? apply"
+ * one step against the hub thread's barrier after each new generation).
+ * That is what lets a tombstone go at the next ResyncDone.
+ *
+ * Connect: Hello with the first page of MetaManager's digest (at most
+ * EH_DIGEST_CHUNK_ENTRIES entries, EH_DIGEST_CHUNK_BYTES bytes); when more
+ * follow, digest_follows and DigestChunk frames, one page read from SQLite
+ * at a time, the last with last = true. A send queue at its bound
+ * (KE_EFULL) pauses the digest until on_drain; nothing is dropped. A node
+ * whose digest fits one page sends a plain Hello, as before chunks.
+ *
+ * Clocks (ke_time.h): every timeout, keepalive, dead-peer check and
+ * back-off is monotonic; wall time only for the certificate's validity
+ * and the keepalive's informational time_ms.
  */
 #include "edgehub.h"
 
@@ -14,6 +28,7 @@
 #include "ke_log.h"
 #include "ke_metrics.h"
 #include "ke_pki.h"
+#include "ke_time.h"
 #include "ke_wire.h"
 
 #include <pthread.h>
@@ -26,6 +41,12 @@
 
 #define EH_MOD "edgehub"
 
+/* Digest entries per Hello or DigestChunk (api/cloudhub.proto). */
+#define EH_DIGEST_CHUNK_ENTRIES METAMANAGER_DIGEST_PAGE
+/* Bytes of entries per Hello or DigestChunk: under the 4 MiB message bound
+ * with room for the frame, whatever the keys' lengths. */
+#define EH_DIGEST_CHUNK_BYTES (3u << 20)
+
 typedef struct conn_ctx {
     struct edgehub *eh;
     uint64_t gen;
@@ -37,6 +58,7 @@ struct edgehub {
     ke_rpc_loop *loop;
     metamanager *mm;
     pthread_mutex_t mu;
+    pthread_mutex_t apply_mu; /* taken before mu, never while holding it */
     pthread_cond_t cv;
     pthread_t thread;
     int started, stopping, rotate_req, wake;
@@ -45,32 +67,22 @@ struct edgehub {
     uint64_t gen;
     ke_rpc_call *call;
     int closed, ready;
+    int resync_done;     /* ResyncDone seen: collect the Hello's tombstones */
+    uint64_t unsent_ack; /* a downstream ack the full send queue refused */
     uint64_t next_send, sent_upto, acked;
     int64_t last_rx_ms, keepalive_ms;
     ke_metric *m_connected, *m_reconnects, *m_rotations, *m_refused;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* wait_until waits on eh->cv until the monotonic deadline; mu held. */
+/* wait_until waits on eh->cv (a monotonic condition) until the monotonic
+ * deadline; mu held. A timeout or an early wake-up both just return: the
+ * caller re-checks its state. */
 static void wait_until(edgehub *eh, int64_t deadline_ms)
 {
-    int64_t left = deadline_ms - mono_ms();
+    int64_t left = deadline_ms - ke_time_mono_ms();
     if (left <= 0)
         return;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += left / 1000;
-    until.tv_nsec += (left % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = ke_time_deadline(left);
     pthread_cond_timedwait(&eh->cv, &eh->mu, &until);
 }
 
@@ -82,9 +94,20 @@ static void signal_locked(edgehub *eh)
 
 /* ---- frames from the cloud (rpc threads) ---- */
 
-static void send_edge_frame(ke_rpc_call *call, Ke__V1__EdgeFrame *f)
+static int send_edge_frame(ke_rpc_call *call, Ke__V1__EdgeFrame *f)
 {
-    ke_rpc_call_send(call, &f->base);
+    return ke_rpc_call_send(call, &f->base);
+}
+
+/* send_ack acks every downstream seq up to seq. */
+static int send_ack(ke_rpc_call *call, uint64_t seq)
+{
+    Ke__V1__Ack ack = KE__V1__ACK__INIT;
+    Ke__V1__EdgeFrame f = KE__V1__EDGE_FRAME__INIT;
+    ack.seq = seq;
+    f.frame_case = KE__V1__EDGE_FRAME__FRAME_ACK;
+    f.ack = &ack;
+    return send_edge_frame(call, &f);
 }
 
 static void on_upstream_acked(edgehub *eh, conn_ctx *c, uint64_t seq)
@@ -119,9 +142,23 @@ static void edge_on_hello_ack(edgehub *eh, conn_ctx *c, const Ke__V1__HelloAck *
                 (unsigned long long)next);
 }
 
-static void edge_on_message(edgehub *eh, ke_rpc_call *call, const Ke__V1__SequencedMessage *sm)
+static void edge_on_message(edgehub *eh, conn_ctx *c, ke_rpc_call *call,
+                            const Ke__V1__SequencedMessage *sm)
 {
-    int rc = metamanager_apply(eh->mm, sm->message);
+    /* Checked and applied as one step against the barrier in
+     * connect_once: once a newer stream exists, nothing of this one is
+     * applied (it is unacked, so the cloud resends or resyncs it). */
+    pthread_mutex_lock(&eh->apply_mu);
+    pthread_mutex_lock(&eh->mu);
+    int current = c->gen == eh->gen;
+    pthread_mutex_unlock(&eh->mu);
+    int rc = current ? metamanager_apply(eh->mm, sm->message) : 0;
+    pthread_mutex_unlock(&eh->apply_mu);
+    if (!current) {
+        ke_log_debug(EH_MOD, "dropping seq=%llu of an older stream",
+                     (unsigned long long)sm->seq);
+        return;
+    }
     if (rc < 0) {
         ke_log_error(EH_MOD, "cannot apply seq=%llu resource=%s: %s; reconnecting",
                      (unsigned long long)sm->seq,
@@ -130,12 +167,35 @@ static void edge_on_message(edgehub *eh, ke_rpc_call *call, const Ke__V1__Sequen
         ke_rpc_call_cancel(call);
         return;
     }
-    Ke__V1__Ack ack = KE__V1__ACK__INIT;
-    Ke__V1__EdgeFrame f = KE__V1__EDGE_FRAME__INIT;
-    ack.seq = sm->seq;
-    f.frame_case = KE__V1__EDGE_FRAME__FRAME_ACK;
-    f.ack = &ack;
-    send_edge_frame(call, &f);
+    rc = send_ack(call, sm->seq);
+    pthread_mutex_lock(&eh->mu);
+    if (c->gen == eh->gen) {
+        if (rc == KE_EFULL) {
+            /* Acks are cumulative: the hub thread sends the highest one
+             * refused once the queue drains. */
+            if (sm->seq > eh->unsent_ack)
+                eh->unsent_ack = sm->seq;
+            signal_locked(eh);
+        } else if (rc == 0 && sm->seq >= eh->unsent_ack) {
+            eh->unsent_ack = 0;
+        }
+    }
+    pthread_mutex_unlock(&eh->mu);
+    /* KE_ECLOSED: the stream is ending; the message is resent or resynced
+     * on the next one. */
+}
+
+/* edge_on_resync_done: the cloud has answered this stream's Hello. The
+ * hub thread collects the tombstones that existed when it was sent. */
+static void edge_on_resync_done(edgehub *eh, conn_ctx *c, const Ke__V1__ResyncDone *rd)
+{
+    ke_log_info(EH_MOD, "resync done updates=%u deletes=%u", rd->updates, rd->deletes);
+    pthread_mutex_lock(&eh->mu);
+    if (c->gen == eh->gen) {
+        eh->resync_done = 1;
+        signal_locked(eh);
+    }
+    pthread_mutex_unlock(&eh->mu);
 }
 
 static void edge_on_refusal(edgehub *eh, conn_ctx *c, ke_rpc_call *call, const Ke__V1__Refusal *r)
@@ -155,14 +215,14 @@ static void on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
     const Ke__V1__CloudFrame *f = (const Ke__V1__CloudFrame *)m;
     pthread_mutex_lock(&eh->mu);
     if (c->gen == eh->gen)
-        eh->last_rx_ms = mono_ms();
+        eh->last_rx_ms = ke_time_mono_ms();
     pthread_mutex_unlock(&eh->mu);
     switch (f->frame_case) {
     case KE__V1__CLOUD_FRAME__FRAME_HELLO_ACK:
         edge_on_hello_ack(eh, c, f->hello_ack);
         break;
     case KE__V1__CLOUD_FRAME__FRAME_MESSAGE:
-        edge_on_message(eh, call, f->message);
+        edge_on_message(eh, c, call, f->message);
         break;
     case KE__V1__CLOUD_FRAME__FRAME_ACK:
         on_upstream_acked(eh, c, f->ack->seq);
@@ -171,8 +231,7 @@ static void on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
         edge_on_refusal(eh, c, call, f->refusal);
         break;
     case KE__V1__CLOUD_FRAME__FRAME_RESYNC_DONE:
-        ke_log_info(EH_MOD, "resync done updates=%u deletes=%u", f->resync_done->updates,
-                    f->resync_done->deletes);
+        edge_on_resync_done(eh, c, f->resync_done);
         break;
     case KE__V1__CLOUD_FRAME__FRAME_KEEPALIVE:
         break;
@@ -257,36 +316,101 @@ static void pump(edgehub *eh)
         eh->sent_upto = p.last;
 }
 
+/* send_keepalive: time_ms is wall time, informational only (nothing is
+ * timed by it). A keepalive refused by a full send queue is not retried:
+ * the frames ahead of it keep the cloud's dead-peer timer fed, and the
+ * next period sends another. */
 static void send_keepalive(edgehub *eh)
 {
     Ke__V1__Keepalive k = KE__V1__KEEPALIVE__INIT;
     Ke__V1__EdgeFrame f = KE__V1__EDGE_FRAME__INIT;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    k.time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    k.time_ms = ke_time_wall_ms();
     f.frame_case = KE__V1__EDGE_FRAME__FRAME_KEEPALIVE;
     f.keepalive = &k;
-    send_edge_frame(eh->call, &f);
+    int rc = send_edge_frame(eh->call, &f);
+    if (rc != 0 && rc != KE_EFULL && rc != KE_ECLOSED)
+        ke_log_warn(EH_MOD, "keepalive not sent: %s", ke_strerror(rc));
 }
 
-static int send_hello(edgehub *eh, ke_rpc_call *call)
+/* send_hello sends the Hello with the digest's first page; follows says
+ * DigestChunk frames come after it. */
+static int send_hello(edgehub *eh, ke_rpc_call *call, Ke__V1__DigestEntry **page, size_t n,
+                      int follows)
 {
-    Ke__V1__DigestEntry **digest = NULL;
-    size_t n = 0;
-    int rc = metamanager_digest(eh->mm, &digest, &n);
-    if (rc != 0)
-        return rc;
     Ke__V1__Hello h = KE__V1__HELLO__INIT;
     Ke__V1__EdgeFrame f = KE__V1__EDGE_FRAME__INIT;
     h.node_name = eh->node;
     h.agent_version = eh->version;
-    h.digest = digest;
+    h.digest = page;
     h.n_digest = n;
+    h.digest_follows = follows;
     f.frame_case = KE__V1__EDGE_FRAME__FRAME_HELLO;
     f.hello = &h;
-    rc = ke_rpc_call_send(call, &f.base);
-    metamanager_digest_free(digest, n);
-    return rc;
+    return send_edge_frame(call, &f);
+}
+
+/* send_digest_chunk sends one more page of the digest; last ends it. */
+static int send_digest_chunk(ke_rpc_call *call, Ke__V1__DigestEntry **page, size_t n, int last)
+{
+    Ke__V1__DigestChunk d = KE__V1__DIGEST_CHUNK__INIT;
+    Ke__V1__EdgeFrame f = KE__V1__EDGE_FRAME__INIT;
+    d.entries = page;
+    d.n_entries = n;
+    d.last = last;
+    f.frame_case = KE__V1__EDGE_FRAME__FRAME_DIGEST_CHUNK;
+    f.digest_chunk = &d;
+    return send_edge_frame(call, &f);
+}
+
+/* The digest of one connection, sent page by page. */
+typedef enum { DIGEST_HELLO, DIGEST_CHUNKS, DIGEST_SENT } digest_stage;
+
+typedef struct digest_sender {
+    digest_stage stage;
+    char *after;                 /* last key sent; NULL before the first page */
+    Ke__V1__DigestEntry **page;  /* read but not yet sent (KE_EFULL) */
+    size_t n;
+    int loaded, more;
+} digest_sender;
+
+static void digest_sender_clear(digest_sender *d)
+{
+    metamanager_digest_free(d->page, d->n);
+    free(d->after);
+    memset(d, 0, sizeof(*d));
+}
+
+/* digest_send sends as much of the digest as the send queue takes: 0 when
+ * all of it is sent, KE_EFULL to go on after on_drain, or an error (the
+ * connection is then dropped). Hub thread, mu released. */
+static int digest_send(edgehub *eh, ke_rpc_call *call, digest_sender *d)
+{
+    while (d->stage != DIGEST_SENT) {
+        if (!d->loaded) {
+            int rc = metamanager_digest_page(eh->mm, d->after, EH_DIGEST_CHUNK_ENTRIES,
+                                             EH_DIGEST_CHUNK_BYTES, &d->page, &d->n, &d->more);
+            if (rc != 0)
+                return rc;
+            d->loaded = 1;
+        }
+        int rc = d->stage == DIGEST_HELLO ? send_hello(eh, call, d->page, d->n, d->more)
+                                          : send_digest_chunk(call, d->page, d->n, !d->more);
+        if (rc != 0)
+            return rc; /* KE_EFULL: the same page again after on_drain */
+        if (d->n > 0) {
+            char *after = strdup(d->page[d->n - 1]->key);
+            if (!after)
+                return KE_ENOMEM;
+            free(d->after);
+            d->after = after;
+        }
+        metamanager_digest_free(d->page, d->n);
+        d->page = NULL;
+        d->n = 0;
+        d->loaded = 0;
+        d->stage = d->more ? DIGEST_CHUNKS : DIGEST_SENT;
+    }
+    return 0;
 }
 
 /* cert_remaining_ms returns how long the node certificate stays valid. */
@@ -300,9 +424,7 @@ static int64_t cert_remaining_ms(edgehub *eh)
     free(pem);
     if (rc != 0)
         return INT64_MAX;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return not_after - ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    return not_after - ke_time_wall_ms(); /* validity is wall time */
 }
 
 /* rotate gets a new key and certificate through Renew on ch and writes
@@ -369,10 +491,19 @@ static int connect_once(edgehub *eh)
     pthread_mutex_lock(&eh->mu);
     c->eh = eh;
     c->gen = ++eh->gen;
-    eh->closed = eh->ready = 0;
+    eh->closed = eh->ready = eh->resync_done = 0;
+    eh->unsent_ack = 0;
     eh->keepalive_ms = eh->cfg.keepalive_ms;
-    eh->last_rx_ms = mono_ms();
+    eh->last_rx_ms = ke_time_mono_ms();
     pthread_mutex_unlock(&eh->mu);
+    /* Barrier: an older stream's message being applied now finishes, and
+     * every later one sees the new generation and is dropped. So nothing
+     * written after the mark comes from an older stream, and the Hello's
+     * tombstones (at or below the mark) can go at this stream's
+     * ResyncDone. */
+    pthread_mutex_lock(&eh->apply_mu);
+    pthread_mutex_unlock(&eh->apply_mu);
+    uint64_t tomb_mark = metamanager_tombstone_mark(eh->mm);
 
     ke_rpc_call *call = NULL;
     ke_rpc_stub stub = {ch, &ke__v1__cloud_hub__descriptor};
@@ -384,24 +515,53 @@ static int connect_once(edgehub *eh)
     pthread_mutex_lock(&eh->mu);
     eh->call = call;
     pthread_mutex_unlock(&eh->mu);
-    if (send_hello(eh, call) != 0)
-        ke_rpc_call_cancel(call);
 
+    digest_sender digest = {0};
     int was_ready = 0;
-    int64_t next_ka = mono_ms() + eh->keepalive_ms;
+    int64_t next_ka = ke_time_mono_ms() + eh->keepalive_ms;
     /* When to rotate, from the certificate this connection uses. */
     int64_t left = cert_remaining_ms(eh);
-    int64_t rotate_at = left == INT64_MAX ? INT64_MAX : mono_ms() + left - eh->cfg.renew_before_ms;
+    int64_t rotate_at =
+        left == INT64_MAX ? INT64_MAX : ke_time_mono_ms() + left - eh->cfg.renew_before_ms;
     pthread_mutex_lock(&eh->mu);
     while (!eh->closed && !eh->stopping) {
-        int64_t now = mono_ms();
+        if (digest.stage != DIGEST_SENT) {
+            pthread_mutex_unlock(&eh->mu);
+            int rc = digest_send(eh, call, &digest);
+            pthread_mutex_lock(&eh->mu);
+            if (rc != 0 && rc != KE_EFULL) {
+                ke_log_error(EH_MOD, "cannot send the digest: %s; reconnecting",
+                             ke_strerror(rc));
+                ke_rpc_call_cancel(call);
+                break;
+            }
+        }
+        if (eh->resync_done) {
+            eh->resync_done = 0;
+            pthread_mutex_unlock(&eh->mu);
+            size_t collected = 0;
+            int rc = metamanager_tombstones_collect(eh->mm, tomb_mark, &collected);
+            if (rc != 0)
+                ke_log_warn(EH_MOD, "tombstone collection stopped: %s (retried after the next "
+                                    "resync)", ke_strerror(rc));
+            else if (collected > 0)
+                ke_log_info(EH_MOD, "tombstones collected count=%zu", collected);
+            pthread_mutex_lock(&eh->mu);
+        }
+        if (eh->unsent_ack) {
+            uint64_t seq = eh->unsent_ack;
+            int rc = send_ack(call, seq);
+            if (rc == 0 && eh->unsent_ack == seq)
+                eh->unsent_ack = 0;
+        }
+        int64_t now = ke_time_mono_ms();
         if (now - eh->last_rx_ms > eh->cfg.dead_peer_ms) {
             ke_log_warn(EH_MOD, "cloud silent for %lld ms: reconnecting",
                         (long long)(now - eh->last_rx_ms));
             ke_rpc_call_cancel(call);
             break;
         }
-        if (now >= next_ka) {
+        if (now >= next_ka && digest.stage != DIGEST_HELLO) {
             send_keepalive(eh);
             next_ka = now + eh->keepalive_ms;
         }
@@ -417,7 +577,7 @@ static int connect_once(edgehub *eh)
                 ke_rpc_call_cancel(call);
                 break;
             }
-            rotate_at = mono_ms() + 60000; /* refused or failed: retry in a minute */
+            rotate_at = ke_time_mono_ms() + 60000; /* refused or failed: retry in a minute */
         }
         pump(eh);
         if (eh->wake) {
@@ -436,6 +596,7 @@ static int connect_once(edgehub *eh)
     eh->call = NULL;
     eh->ready = 0;
     pthread_mutex_unlock(&eh->mu);
+    digest_sender_clear(&digest);
     ke_rpc_call_unref(call);
     ke_rpc_channel_free(ch);
     return was_ready;
@@ -459,8 +620,8 @@ static void *hub_main(void *arg)
         /* Jittered exponential backoff: a uniform wait in [backoff/2, backoff]. */
         int64_t delay = backoff / 2 + (int64_t)(rand_r(&eh->seed) % (unsigned)(backoff / 2 + 1));
         pthread_mutex_lock(&eh->mu);
-        int64_t until = mono_ms() + delay;
-        while (!eh->stopping && mono_ms() < until)
+        int64_t until = ke_time_mono_ms() + delay;
+        while (!eh->stopping && ke_time_mono_ms() < until)
             wait_until(eh, until);
         pthread_mutex_unlock(&eh->mu);
         ke_log_debug(EH_MOD, "reconnecting after %lld ms", (long long)delay);
@@ -504,7 +665,21 @@ int edgehub_new(const edgehub_config *cfg, ke_rpc_loop *loop, metamanager *mm, e
     eh->mm = mm;
     eh->seed = (unsigned)time(NULL) ^ (unsigned)getpid();
     pthread_mutex_init(&eh->mu, NULL);
-    pthread_cond_init(&eh->cv, NULL);
+    pthread_mutex_init(&eh->apply_mu, NULL);
+    int prc = ke_time_cond_init(&eh->cv);
+    if (prc != 0) {
+        ke_log_error(EH_MOD, "cannot make a monotonic condition variable: %s", strerror(prc));
+        pthread_mutex_destroy(&eh->apply_mu);
+        pthread_mutex_destroy(&eh->mu);
+        free(eh->node);
+        free(eh->server);
+        free(eh->ca);
+        free(eh->cert);
+        free(eh->key);
+        free(eh->version);
+        free(eh);
+        return KE_ENOMEM;
+    }
     ke_metrics_gauge_new("ke_edgehub_connected", "1 while the tunnel to CloudHub is up", NULL,
                          &eh->m_connected);
     ke_metrics_counter_new("ke_edgehub_reconnects_total", "tunnel reconnect attempts", NULL,
@@ -565,6 +740,7 @@ void edgehub_free(edgehub *eh)
     pthread_mutex_lock(&eh->mu);
     pthread_mutex_unlock(&eh->mu);
     pthread_mutex_destroy(&eh->mu);
+    pthread_mutex_destroy(&eh->apply_mu);
     pthread_cond_destroy(&eh->cv);
     free(eh->node);
     free(eh->server);

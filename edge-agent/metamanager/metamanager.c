@@ -1,9 +1,13 @@
 /*
  * metamanager.c — see metamanager.h.
  *
- *   meta      key -> rv, deleted, content, the packed message as received
+ *   meta      key -> rv, deleted, content, the packed message as received,
+ *             cseq (the change counter when the row was last written: a
+ *             tombstone at or below a Hello's mark is collectable once that
+ *             stream's resync is done; partial index on tombstones)
  *   outbox    seq -> packed upstream message (AUTOINCREMENT: never reused)
- *   reported  key -> highest rv reported (duplicate detection)
+ *   reported  key -> highest rv reported (duplicate detection), seq of the
+ *             last report (eviction order)
  *   audit     optional record of every applied change, for tests and
  *             forensics
  */
@@ -13,12 +17,12 @@
 #include "ke_log.h"
 #include "ke_metrics.h"
 #include "ke_sqlite.h"
+#include "ke_time.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define MM_MOD "metamanager"
 
@@ -26,8 +30,12 @@ struct metamanager {
     pthread_mutex_t mu;
     ke_sqlite *db;
     int audit;
-    uint32_t outbox_max;
-    uint64_t pending;
+    uint32_t outbox_max, reported_max;
+    uint64_t pending;  /* outbox rows */
+    uint64_t reported; /* reported rows */
+    uint64_t evict_at; /* no eviction tried below this many reported rows
+                        * (reset by acks and collections) */
+    uint64_t cseq;     /* last change counter given to a meta row */
     ke_metric *applied, *stale, *outbox;
 };
 
@@ -39,40 +47,48 @@ static const char *const mm_migrations[] = {
     "CREATE TABLE reported (key TEXT PRIMARY KEY, rv INTEGER NOT NULL);"
     "CREATE TABLE audit (id INTEGER PRIMARY KEY, key TEXT NOT NULL, rv INTEGER NOT NULL,"
     "  op INTEGER NOT NULL, at_ms INTEGER NOT NULL);",
+    /* 2: tombstone lifetime and bounded dedup rows. Rows written before
+     * have cseq 0: collectable at the first resync. */
+    "ALTER TABLE meta ADD COLUMN cseq INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX meta_tombstones ON meta(cseq) WHERE deleted = 1;"
+    "ALTER TABLE reported ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX reported_seq ON reported(seq);"
+    "CREATE INDEX outbox_key ON outbox(key);",
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int count_outbox(metamanager *mm)
+/* load_u64 runs a one-value query (count or max) into *out. */
+static int load_u64(metamanager *mm, const char *sql, uint64_t *out)
 {
     sqlite3_stmt *st;
-    int rc = ke_sqlite_prepare(mm->db, "SELECT count(*) FROM outbox", &st);
+    int rc = ke_sqlite_prepare(mm->db, sql, &st);
     if (rc)
         return rc;
     if ((rc = ke_sqlite_step(mm->db, st)) == 1)
-        mm->pending = (uint64_t)sqlite3_column_int64(st, 0);
+        *out = (uint64_t)sqlite3_column_int64(st, 0);
     ke_sqlite_release(mm->db, st);
     return rc < 0 ? rc : 0;
 }
 
-int metamanager_open(const char *path, int audit, uint32_t outbox_max, metamanager **out)
+int metamanager_open(const metamanager_opts *o, metamanager **out)
 {
+    if (!o || !o->path || !out)
+        return KE_EINVAL;
     metamanager *mm = calloc(1, sizeof(*mm));
     if (!mm)
         return KE_ENOMEM;
     pthread_mutex_init(&mm->mu, NULL);
-    mm->audit = audit;
-    mm->outbox_max = outbox_max ? outbox_max : 100000;
-    int rc = ke_sqlite_open(path, &mm->db);
+    mm->audit = o->audit;
+    mm->outbox_max = o->outbox_max ? o->outbox_max : 100000;
+    mm->reported_max = o->reported_max ? o->reported_max : 100000;
+    int rc = ke_sqlite_open(o->path, &mm->db);
     if (rc == 0)
-        rc = ke_sqlite_migrate(mm->db, mm_migrations, 1);
+        rc = ke_sqlite_migrate(mm->db, mm_migrations, 2);
     if (rc == 0)
-        rc = count_outbox(mm);
+        rc = load_u64(mm, "SELECT count(*) FROM outbox", &mm->pending);
+    if (rc == 0)
+        rc = load_u64(mm, "SELECT count(*) FROM reported", &mm->reported);
+    if (rc == 0)
+        rc = load_u64(mm, "SELECT coalesce(max(cseq), 0) FROM meta", &mm->cseq);
     if (rc != 0) {
         metamanager_close(mm);
         return rc;
@@ -120,10 +136,11 @@ static int apply_locked(metamanager *mm, const Ke__V1__Message *msg, const char 
         return KE_ENOMEM;
     protobuf_c_message_pack(&msg->base, packed);
     rc = ke_sqlite_prepare(mm->db,
-                           "INSERT INTO meta(key, rv, deleted, content, msg) VALUES (?,?,?,?,?) "
+                           "INSERT INTO meta(key, rv, deleted, content, msg, cseq) "
+                           "VALUES (?,?,?,?,?,?) "
                            "ON CONFLICT(key) DO UPDATE SET rv = excluded.rv, "
                            "deleted = excluded.deleted, content = excluded.content, "
-                           "msg = excluded.msg",
+                           "msg = excluded.msg, cseq = excluded.cseq",
                            &st);
     if (rc == 0) {
         sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
@@ -134,6 +151,9 @@ static int apply_locked(metamanager *mm, const Ke__V1__Message *msg, const char 
         else
             sqlite3_bind_blob(st, 4, msg->content.data, (int)msg->content.len, SQLITE_STATIC);
         sqlite3_bind_blob(st, 5, packed, (int)len, SQLITE_STATIC);
+        /* A rolled-back change leaves a gap in the counter: harmless, only
+         * the order matters. */
+        sqlite3_bind_int64(st, 6, (int64_t)++mm->cseq);
         rc = ke_sqlite_step(mm->db, st);
         ke_sqlite_release(mm->db, st);
         rc = rc < 0 ? rc : 0;
@@ -146,7 +166,7 @@ static int apply_locked(metamanager *mm, const Ke__V1__Message *msg, const char 
             sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
             sqlite3_bind_int64(st, 2, (int64_t)rv);
             sqlite3_bind_int(st, 3, (int)msg->route->operation);
-            sqlite3_bind_int64(st, 4, now_ms());
+            sqlite3_bind_int64(st, 4, ke_time_wall_ms());
             rc = ke_sqlite_step(mm->db, st);
             ke_sqlite_release(mm->db, st);
             rc = rc < 0 ? rc : 0;
@@ -178,57 +198,85 @@ int metamanager_apply(metamanager *mm, const Ke__V1__Message *msg)
     return rc;
 }
 
-typedef struct digest_ctx {
-    Ke__V1__DigestEntry **v;
-    size_t n, cap;
-    int failed;
-} digest_ctx;
-
-static int digest_one(const char *key, uint64_t rv, const void *content, size_t len, void *arg)
+/* digest_entry_new copies one row into a DigestEntry; NULL when out of
+ * memory. */
+static Ke__V1__DigestEntry *digest_entry_new(const char *key, uint64_t rv)
 {
-    (void)content;
-    (void)len;
-    digest_ctx *d = arg;
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 64;
-        Ke__V1__DigestEntry **v = realloc(d->v, cap * sizeof(*v));
-        if (!v) {
-            d->failed = 1;
-            return 1;
-        }
-        d->v = v;
-        d->cap = cap;
-    }
     Ke__V1__DigestEntry *e = malloc(sizeof(*e));
-    if (!e || !(key = strdup(key))) {
+    char *k = strdup(key);
+    if (!e || !k) {
         free(e);
-        d->failed = 1;
-        return 1;
+        free(k);
+        return NULL;
     }
     ke__v1__digest_entry__init(e);
-    e->key = (char *)key;
+    e->key = k;
     e->resource_version = rv;
-    d->v[d->n++] = e;
-    return 0;
+    return e;
 }
 
-int metamanager_digest(metamanager *mm, Ke__V1__DigestEntry ***out, size_t *n)
+int metamanager_digest_page(metamanager *mm, const char *after, size_t max_entries,
+                            size_t max_bytes, Ke__V1__DigestEntry ***out, size_t *n,
+                            int *more)
 {
-    digest_ctx d = {0};
-    int rc = metamanager_list(mm, "", digest_one, &d);
-    if (rc == 0 && d.failed)
-        rc = KE_ENOMEM;
-    if (rc != 0) {
-        metamanager_digest_free(d.v, d.n);
+    if (!mm || !out || !n || !more || max_entries == 0 || max_bytes == 0)
+        return KE_EINVAL;
+    *out = NULL;
+    *n = 0;
+    *more = 0;
+    Ke__V1__DigestEntry **v = calloc(max_entries, sizeof(*v));
+    if (!v)
+        return KE_ENOMEM;
+    size_t got = 0, bytes = 0;
+    sqlite3_stmt *st;
+    pthread_mutex_lock(&mm->mu);
+    /* One row past the page tells whether another page follows. */
+    int rc = ke_sqlite_prepare(mm->db,
+                               "SELECT key, rv FROM meta WHERE key > ?1 AND deleted = 0 "
+                               "ORDER BY key LIMIT ?2",
+                               &st);
+    if (rc == 0) {
+        sqlite3_bind_text(st, 1, after ? after : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (int64_t)max_entries + 1);
+        while ((rc = ke_sqlite_step(mm->db, st)) == 1) {
+            const char *key = (const char *)sqlite3_column_text(st, 0);
+            uint64_t rv = (uint64_t)sqlite3_column_int64(st, 1);
+            /* An upper bound of its packed size in the repeated field:
+             * tag + length (4) + key tag + length (4) + key + rv tag +
+             * varint (11). */
+            size_t esize = strlen(key) + 19;
+            if (got == max_entries || (got > 0 && bytes + esize > max_bytes)) {
+                *more = 1;
+                break;
+            }
+            if (!(v[got] = digest_entry_new(key, rv))) {
+                rc = KE_ENOMEM;
+                break;
+            }
+            got++;
+            bytes += esize;
+        }
+        ke_sqlite_release(mm->db, st);
+    }
+    pthread_mutex_unlock(&mm->mu);
+    if (rc < 0) {
+        metamanager_digest_free(v, got);
+        *more = 0;
         return rc;
     }
-    *out = d.v;
-    *n = d.n;
+    if (got == 0) {
+        free(v);
+        v = NULL;
+    }
+    *out = v;
+    *n = got;
     return 0;
 }
 
 void metamanager_digest_free(Ke__V1__DigestEntry **d, size_t n)
 {
+    if (!d)
+        return;
     for (size_t i = 0; i < n; i++) {
         free(d[i]->key);
         free(d[i]);
@@ -286,6 +334,125 @@ int metamanager_list(metamanager *mm, const char *prefix,
     return rc < 0 ? rc : 0;
 }
 
+uint64_t metamanager_tombstone_mark(metamanager *mm)
+{
+    pthread_mutex_lock(&mm->mu);
+    uint64_t mark = mm->cseq;
+    pthread_mutex_unlock(&mm->mu);
+    return mark;
+}
+
+/* collect_batch deletes one batch of tombstones (and their reported rows)
+ * in one transaction; *n gets the tombstones deleted. The batch: at or
+ * below the mark, oldest first, none of a key that still has a report in
+ * the outbox. The same selection picks the reported rows and then the meta
+ * rows, in one transaction, so both see the same set. mm->mu held. */
+static int collect_batch(metamanager *mm, uint64_t mark, size_t *n, uint64_t *reported)
+{
+    static const char *const sql[2] = {
+        "DELETE FROM reported WHERE key IN (SELECT key FROM meta WHERE deleted = 1 AND "
+        "cseq <= ?1 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key = meta.key) "
+        "ORDER BY cseq LIMIT ?2)",
+        "DELETE FROM meta WHERE rowid IN (SELECT rowid FROM meta WHERE deleted = 1 AND "
+        "cseq <= ?1 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key = meta.key) "
+        "ORDER BY cseq LIMIT ?2)",
+    };
+    int64_t changes[2] = {0, 0};
+    int rc = ke_sqlite_begin(mm->db);
+    for (int i = 0; rc == 0 && i < 2; i++) {
+        sqlite3_stmt *st;
+        if ((rc = ke_sqlite_prepare(mm->db, sql[i], &st)) != 0)
+            break;
+        sqlite3_bind_int64(st, 1, (int64_t)mark);
+        sqlite3_bind_int64(st, 2, METAMANAGER_GC_BATCH);
+        rc = ke_sqlite_step(mm->db, st);
+        ke_sqlite_release(mm->db, st);
+        rc = rc < 0 ? rc : 0;
+        changes[i] = sqlite3_changes(ke_sqlite_handle(mm->db));
+    }
+    if (rc == 0)
+        rc = ke_sqlite_commit(mm->db);
+    else
+        ke_sqlite_rollback(mm->db);
+    if (rc != 0)
+        return rc;
+    *reported = (uint64_t)changes[0];
+    *n = (size_t)changes[1];
+    return 0;
+}
+
+int metamanager_tombstones_collect(metamanager *mm, uint64_t mark, size_t *collected)
+{
+    size_t total = 0, n = 0;
+    int rc = 0;
+    /* One short transaction per batch, the lock released in between, so
+     * applies and reports interleave with a large collection. */
+    do {
+        uint64_t reported = 0;
+        pthread_mutex_lock(&mm->mu);
+        rc = collect_batch(mm, mark, &n, &reported);
+        if (rc == 0)
+            mm->reported -= reported <= mm->reported ? reported : mm->reported;
+        mm->evict_at = 0;
+        pthread_mutex_unlock(&mm->mu);
+        if (rc == 0)
+            total += n;
+    } while (rc == 0 && n == METAMANAGER_GC_BATCH);
+    if (collected)
+        *collected = total;
+    return rc;
+}
+
+/* evict_reported_locked keeps the reported table near reported_max: it
+ * drops the rows reported longest ago whose key has no live object and no
+ * report in the outbox, down to 90% of the bound (at most
+ * METAMANAGER_GC_BATCH at a time, so the cost is amortised). What is lost
+ * is only the memory that such a (key, version) was reported: a module
+ * reporting that very version again would send it once more. Rows of live
+ * objects are never evicted. Inside the caller's transaction; mm->mu held. */
+static int evict_reported_locked(metamanager *mm, uint64_t *evicted)
+{
+    uint64_t target = mm->reported_max - mm->reported_max / 10;
+    uint64_t want = mm->reported + 1 > target ? mm->reported + 1 - target : 1;
+    if (want > METAMANAGER_GC_BATCH)
+        want = METAMANAGER_GC_BATCH;
+    sqlite3_stmt *st;
+    int rc = ke_sqlite_prepare(
+        mm->db,
+        "DELETE FROM reported WHERE rowid IN (SELECT r.rowid FROM reported r WHERE "
+        "NOT EXISTS (SELECT 1 FROM meta m WHERE m.key = r.key AND m.deleted = 0) AND "
+        "NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key = r.key) ORDER BY r.seq LIMIT ?)",
+        &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (int64_t)want);
+    rc = ke_sqlite_step(mm->db, st);
+    ke_sqlite_release(mm->db, st);
+    if (rc < 0)
+        return rc;
+    *evicted = (uint64_t)sqlite3_changes(ke_sqlite_handle(mm->db));
+    /* Nothing evictable (every row is a live object's or still in the
+     * outbox): do not rescan at every report, only a batch later. */
+    mm->evict_at = *evicted ? 0 : mm->reported + METAMANAGER_GC_BATCH;
+    return 0;
+}
+
+int metamanager_reported_rv(metamanager *mm, const char *key, uint64_t *rv)
+{
+    sqlite3_stmt *st;
+    *rv = 0;
+    pthread_mutex_lock(&mm->mu);
+    int rc = ke_sqlite_prepare(mm->db, "SELECT rv FROM reported WHERE key = ?", &st);
+    if (rc == 0) {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        if ((rc = ke_sqlite_step(mm->db, st)) == 1)
+            *rv = (uint64_t)sqlite3_column_int64(st, 0);
+        ke_sqlite_release(mm->db, st);
+    }
+    pthread_mutex_unlock(&mm->mu);
+    return rc < 0 ? rc : 0;
+}
+
 int metamanager_report(metamanager *mm, const Ke__V1__Message *msg, uint64_t *seq,
                        int *duplicate)
 {
@@ -302,6 +469,7 @@ int metamanager_report(metamanager *mm, const Ke__V1__Message *msg, uint64_t *se
         return KE_ENOMEM;
     protobuf_c_message_pack(&msg->base, packed);
     sqlite3_stmt *st;
+    int known = 0; /* the key has a reported row */
     pthread_mutex_lock(&mm->mu);
     int rc = ke_sqlite_begin(mm->db);
     if (rc == 0)
@@ -309,6 +477,7 @@ int metamanager_report(metamanager *mm, const Ke__V1__Message *msg, uint64_t *se
     if (rc == 0) {
         sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
         rc = ke_sqlite_step(mm->db, st);
+        known = rc == 1;
         if (rc == 1 && (uint64_t)sqlite3_column_int64(st, 0) >= rv)
             *duplicate = 1;
         ke_sqlite_release(mm->db, st);
@@ -329,20 +498,29 @@ int metamanager_report(metamanager *mm, const Ke__V1__Message *msg, uint64_t *se
         }
         if (rc == 0)
             rc = ke_sqlite_prepare(mm->db,
-                                   "INSERT INTO reported(key, rv) VALUES (?,?) "
-                                   "ON CONFLICT(key) DO UPDATE SET rv = excluded.rv",
+                                   "INSERT INTO reported(key, rv, seq) VALUES (?,?,?) "
+                                   "ON CONFLICT(key) DO UPDATE SET rv = excluded.rv, "
+                                   "seq = excluded.seq",
                                    &st);
         if (rc == 0) {
             sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
             sqlite3_bind_int64(st, 2, (int64_t)rv);
+            sqlite3_bind_int64(st, 3, (int64_t)*seq);
             rc = ke_sqlite_step(mm->db, st);
             ke_sqlite_release(mm->db, st);
             rc = rc < 0 ? rc : 0;
         }
     }
+    uint64_t evicted = 0;
+    if (rc == 0 && !*duplicate && !known && mm->reported + 1 > mm->reported_max &&
+        mm->reported + 1 >= mm->evict_at)
+        rc = evict_reported_locked(mm, &evicted);
     if (rc == 0 && ke_sqlite_commit(mm->db) == 0) {
-        if (!*duplicate)
+        if (!*duplicate) {
             mm->pending++;
+            mm->reported += (known ? 0 : 1);
+            mm->reported -= evicted;
+        }
     } else {
         ke_sqlite_rollback(mm->db);
         if (rc == 0)
@@ -388,8 +566,10 @@ int metamanager_outbox_ack(metamanager *mm, uint64_t upto)
         rc = ke_sqlite_step(mm->db, st);
         ke_sqlite_release(mm->db, st);
         rc = rc < 0 ? rc : 0;
-        if (rc == 0)
+        if (rc == 0) {
             mm->pending -= (uint64_t)sqlite3_changes(ke_sqlite_handle(mm->db));
+            mm->evict_at = 0; /* acked reports' rows may be evictable now */
+        }
     }
     uint64_t pending = mm->pending;
     pthread_mutex_unlock(&mm->mu);
