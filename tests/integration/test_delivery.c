@@ -296,13 +296,26 @@ static void watch_end(ke_rpc_call *call, watch_rec *w)
 
 /* ---- setup ---- */
 
+/* wait_node waits for the Node object the controllers make for a joined,
+ * connected node (pods can be bound to it from then on). */
+static void wait_node(ke_cluster *c, const char *node)
+{
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    json_t *n = NULL;
+    while (!(n = get(c, "Node", node)) && ke_time_mono_ms() < until)
+        pause_ms(50);
+    assert_non_null(n);
+    json_decref(n);
+}
+
 static void apply_workload(ke_cluster *c, const char *node)
 {
     char json[1024];
+    wait_node(c, node);
     assert_int_equal(apply(c, "{\"apiVersion\":\"devices.kubeedge.io/v1beta1\",\"kind\":"
                               "\"DeviceModel\",\"metadata\":{\"name\":\"thermo\",\"namespace\":"
                               "\"default\"},\"spec\":{\"properties\":[{\"name\":\"temp\",\"type\":"
-                              "{\"string\":{}}}]}}"),
+                              "\"STRING\",\"accessMode\":\"ReadOnly\"}]}}"),
                      KE_RPC_OK);
     snprintf(json, sizeof(json),
              "{\"apiVersion\":\"devices.kubeedge.io/v1beta1\",\"kind\":\"Device\",\"metadata\":"
@@ -467,12 +480,22 @@ static void test_delivery_restart_resends_nothing(void **state)
     apply_workload(&c, "edge-1");
     wait_edge(&e, "node/edge-1/default/Pod/p-9", 1);
     wait_edge(&e, "node/edge-1/default/DeviceModel/thermo", 1);
+    wait_edge(&e, "node/edge-1/default/Device/d-1", 1);
+    for (int i = 0; i < NPODS; i++) {
+        char key[64];
+        snprintf(key, sizeof(key), "node/edge-1/default/Pod/p-%d", i);
+        wait_edge(&e, key, 1);
+    }
     edge_snapshot a, b;
     snapshot(&e, &a);
-    assert_true(a.n >= NPODS + 2);
+    assert_int_equal(a.n, NPODS + 2);
 
     ke_tp_sh(": > %s", c.cloud_log); /* only what the new process says */
     ke_cluster_restart_cloud(&c, NULL);
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    while (ke_cluster_node_connected(&c, "edge-1") != 1 && ke_time_mono_ms() < until)
+        pause_ms(20);
+    assert_int_equal(ke_cluster_node_connected(&c, "edge-1"), 1);
     /* A marker pod applied after the restart reaches the edge: by then the
      * controllers have converged edge-1 at least once since they started. */
     assert_int_equal(apply(&c, "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":"
@@ -497,6 +520,40 @@ static void test_delivery_restart_resends_nothing(void **state)
     ke_cluster_stop(&c);
 }
 
+/* confirm_deleted waits until the edge holds pod `name` marked for
+ * deletion, then confirms it is gone as Edged does, and waits until it
+ * leaves the edge's store. */
+static void confirm_deleted(ke_edge *e, const char *name)
+{
+    char key[128], content[4096] = "";
+    snprintf(key, sizeof(key), "node/%s/default/Pod/%s", e->node, name);
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    for (;;) {
+        Ke__V1__EdgeGetRequest g = KE__V1__EDGE_GET_REQUEST__INIT;
+        g.key = key;
+        ke_rpc_stub local = {e->local, &ke__v1__edge_local__descriptor};
+        ProtobufCMessage *reply = NULL;
+        ke_rpc_status st;
+        assert_int_equal(ke_rpc_stub_unary(&local, "Get", &g.base, NULL, &reply, &st), 0);
+        if (st.code == KE_RPC_OK) {
+            Ke__V1__EdgeObject *o = (Ke__V1__EdgeObject *)reply;
+            size_t n = o->content.len < sizeof(content) - 1 ? o->content.len : sizeof(content) - 1;
+            memcpy(content, o->content.data, n);
+            content[n] = '\0';
+        }
+        if (reply)
+            protobuf_c_message_free_unpacked(reply, NULL);
+        if (strstr(content, "deletionTimestamp") || ke_time_mono_ms() > until)
+            break;
+        pause_ms(50);
+    }
+    assert_non_null(strstr(content, "deletionTimestamp"));
+    assert_int_equal(ke_edge_report_op(e, key, 1, "podstatus",
+                                       KE__V1__OPERATION__OPERATION_DELETE, NULL),
+                     0);
+    wait_edge(e, key, 0);
+}
+
 static void moves(int split)
 {
     ke_cluster c;
@@ -509,6 +566,8 @@ static void moves(int split)
     assert_int_equal(ke_cluster_join(&c, "edge-2", ke_cluster_token(&c)), 0);
     ke_edge_start(&c, &e1, "edge-1", c.grpc_port, NULL);
     ke_edge_start(&c, &e2, "edge-2", c.grpc_port, NULL);
+    wait_node(&c, "edge-1");
+    wait_node(&c, "edge-2");
     assert_int_equal(apply(&c, "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":"
                                "\"s\",\"namespace\":\"default\"},\"data\":{\"k\":\"dg==\"}}"),
                      KE_RPC_OK);
@@ -537,22 +596,30 @@ static void moves(int split)
     wait_edge(&e1, "node/edge-1/default/Secret/s", 0);
     wait_edge(&e1, "node/edge-1/default/ConfigMap/cm", 1);
 
-    /* Moved while edge-1 is offline: pod, its ConfigMap, the device and its
-     * model leave edge-1 when it comes back, and arrive on edge-2. */
+    /* Moved while edge-1 is offline, the Kubernetes way for a pod (bound
+     * pods do not move: deleted here, made again there) and by a new
+     * nodeName for the device: everything leaves edge-1 when it comes
+     * back, and arrives on edge-2. */
     ke_edge_kill(&e1);
-    snprintf(json, sizeof(json), pod_fmt, "edge-2", with_secret);
+    assert_int_equal(del(&c, "Pod", "web"), KE_RPC_OK); /* graceful: marked */
+    const char *pod2_fmt =
+        "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"web2\",\"namespace\":"
+        "\"default\"},\"spec\":{\"nodeName\":\"%s\",\"volumes\":[%s],\"containers\":[{\"name\":"
+        "\"c\",\"image\":\"x\",\"env\":[{\"name\":\"K\",\"valueFrom\":{\"configMapKeyRef\":"
+        "{\"name\":\"cm\",\"key\":\"k\"}}}]}]}}";
+    snprintf(json, sizeof(json), pod2_fmt, "edge-2", with_secret);
     assert_int_equal(apply(&c, json), KE_RPC_OK);
     snprintf(json, sizeof(json),
              "{\"apiVersion\":\"devices.kubeedge.io/v1beta1\",\"kind\":\"Device\",\"metadata\":"
              "{\"name\":\"d-1\",\"namespace\":\"default\"},\"spec\":{\"deviceModelRef\":"
              "{\"name\":\"thermo\"},\"nodeName\":\"edge-2\",\"properties\":[{\"name\":\"temp\"}]}}");
     assert_int_equal(apply(&c, json), KE_RPC_OK);
-    for (int i = 0; i < NPODS; i++) { /* and the other pods are deleted */
+    for (int i = 0; i < NPODS; i++) { /* and the other pods are deleted (marked) */
         char name[16];
         snprintf(name, sizeof(name), "p-%d", i);
         assert_int_equal(del(&c, "Pod", name), KE_RPC_OK);
     }
-    wait_edge(&e2, "node/edge-2/default/Pod/web", 1);
+    wait_edge(&e2, "node/edge-2/default/Pod/web2", 1);
     wait_edge(&e2, "node/edge-2/default/Secret/s", 1);
     wait_edge(&e2, "node/edge-2/default/ConfigMap/cm", 1);
     wait_edge(&e2, "node/edge-2/default/Device/d-1", 1);
@@ -560,7 +627,14 @@ static void moves(int split)
     /* In the meantime the cloud restarts (state from its files only). */
     kill_and_restart(&c);
     ke_edge_start(&c, &e1, "edge-1", c.grpc_port, NULL);
-    wait_edge(&e1, "node/edge-1/default/Pod/web", 0);
+    /* edge-1 learns that its pods are being deleted; its Edged confirms
+     * each has stopped (EdgeLocal stands in), and only then do they leave. */
+    confirm_deleted(&e1, "web");
+    for (int i = 0; i < NPODS; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "p-%d", i);
+        confirm_deleted(&e1, name);
+    }
     wait_edge(&e1, "node/edge-1/default/ConfigMap/cm", 0);
     wait_edge(&e1, "node/edge-1/default/Device/d-1", 0);
     wait_edge(&e1, "node/edge-1/default/DeviceModel/thermo", 0);
