@@ -1403,7 +1403,8 @@ int ke_store_continue_check(ke_store *s, const char *kind, const char *ns, const
     pthread_mutex_lock(&s->mu);
     int rc = key_make(s, kind, ns, NULL, 0, &k);
     if (rc)
-        rc = fail(why, len, "kind: invalid");
+        rc = fail(why, len, "continue_token: cannot belong to a list of kind \"%.63s\"",
+                  kind ? kind : "");
     else
         rc = cursor_parse(s, &k, token, &c, why, len);
     pthread_mutex_unlock(&s->mu);
