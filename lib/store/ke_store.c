@@ -1654,8 +1654,11 @@ int ke_store_list_page(ke_store *s, const char *kind, const char *ns, const char
     }
     if (limit == 0)
         limit = KE_STORE_LIST_LIMIT_DEFAULT;
-    if (limit > KE_STORE_LIST_LIMIT_MAX)
+    if (limit > KE_STORE_LIST_LIMIT_MAX) {
+        ke_log_debug(LOG_MOD, "list limit cut kind=%s limit=%zu max=%d", kind ? kind : "", limit,
+                     KE_STORE_LIST_LIMIT_MAX);
         limit = KE_STORE_LIST_LIMIT_MAX;
+    }
     return list_do(s, kind, ns, label_sel, field_sel, limit, KE_STORE_LIST_PAGE_BYTES,
                    continue_token, items, rev, next, next_len);
 }
