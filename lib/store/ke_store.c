@@ -6,7 +6,9 @@
  * object checks and keys, then open/close and the schema, then the write
  * path (one IMMEDIATE transaction per change: the object row, its event row
  * and any automatic compaction), then the calls (create, update,
- * update_status, delete, get, list, compact), and last the watches.
+ * update_status, delete, get), lists and their pages (a merge of the
+ * current rows with the history, to read an older revision), compact, and
+ * last the watches.
  *
  * Locks: `mu` guards the connection and the revision counters; `wmu` guards
  * the watch list and the dispatcher's state. Order is mu then wmu (a writer
@@ -891,7 +893,8 @@ static void publish(ke_store *s, uint64_t rev)
 /* write_change records one change at revision `rev` = s->rev + 1 in one
  * transaction (s->mu held): the object row (ADDED: inserted, MODIFIED:
  * replaced by `text`, DELETED: removed), the event row (json = text, plus
- * the previous text for MODIFIED) and automatic compaction. Then publishes
+ * the previous text for MODIFIED and DELETED: what a paginated list at an
+ * older revision reads back) and automatic compaction. Then publishes
  * the revision. Returns 0 or KE_EDB (nothing written). */
 static int write_change(ke_store *s, int type, const obj_key *k, uint64_t rev, const char *text,
                         const char *prev)
@@ -1279,12 +1282,12 @@ int ke_store_delete(ke_store *s, const char *kind, const char *ns, const char *n
     if (!s || !name)
         return KE_EINVAL;
     json_t *cur = NULL;
-    char *text = NULL;
+    char *text = NULL, *cur_text = NULL;
     obj_key k;
     uint64_t srv = 0;
     pthread_mutex_lock(&s->mu);
     int rc = key_make(s, kind, ns, name, 1, &k);
-    if (rc || (rc = row_load(s, &k, &srv, &cur, NULL)))
+    if (rc || (rc = row_load(s, &k, &srv, &cur, &cur_text)))
         goto out;
     if (precondition_rv && precondition_rv != srv) {
         ke_log_debug(LOG_MOD, "conflict on delete kind=%s ns=%s name=%s rv=%" PRIu64
@@ -1294,12 +1297,13 @@ int ke_store_delete(ke_store *s, const char *kind, const char *ns, const char *n
     }
     uint64_t rev = s->rev + 1;
     if ((rc = set_rv(cur, rev)) || (rc = dump_checked(cur, &k, &text)) ||
-        (rc = write_change(s, KE_STORE_DELETED, &k, rev, text, NULL)))
+        (rc = write_change(s, KE_STORE_DELETED, &k, rev, text, cur_text)))
         goto out;
     ke_log_debug(LOG_MOD, "deleted kind=%s ns=%s name=%s rv=%" PRIu64, k.kind, k.ns, k.name, rev);
 out:
     pthread_mutex_unlock(&s->mu);
     free(text);
+    free(cur_text);
     if (rc == 0 && out)
         *out = cur;
     else
@@ -1326,19 +1330,265 @@ int ke_store_get(ke_store *s, const char *kind, const char *ns, const char *name
     return rc;
 }
 
-int ke_store_list(ke_store *s, const char *kind, const char *ns, const char *label_sel,
-                  const char *field_sel, json_t **items, uint64_t *rev)
+/* ---- lists and pages ---------------------------------------------------- */
+
+/* A continue token, parsed: the list's revision and the last key returned. */
+typedef struct {
+    char kind[KE_STORE_KIND_MAX + 1];
+    uint64_t rev;
+    char ns[KE_STORE_NS_MAX + 1];
+    char name[KE_STORE_NAME_MAX + 1];
+} list_cursor;
+
+/* token_field copies the ':'-terminated field at *p into buf (cap bytes
+ * with the NUL) and moves *p past the ':' (or to the end when `last`).
+ * Returns 0, or -1 when the field is missing or too long. */
+static int token_field(const char **p, int last, char *buf, size_t cap)
 {
-    static const char sql[] = "SELECT kind, ns, name, json FROM objects "
-                              "WHERE kind=?1 AND (?2='' OR ns=?2) ORDER BY ns, name";
+    const char *end = last ? *p + strlen(*p) : strchr(*p, ':');
+    if (!end || (size_t)(end - *p) >= cap)
+        return -1;
+    memcpy(buf, *p, (size_t)(end - *p));
+    buf[end - *p] = '\0';
+    *p = last ? end : end + 1;
+    return 0;
+}
+
+/* cursor_parse reads a continue token ("1:KIND:REV:NS:NAME") and checks it
+ * against the list (kind, ns as key_make leaves them) and the store's
+ * revisions (s->mu held). Returns 0, KE_EINVAL or KE_EGONE with why set. */
+static int cursor_parse(const ke_store *s, const obj_key *list, const char *tok,
+                        list_cursor *c, char *why, size_t len)
+{
+    char ver[4], rev[24];
+    const char *p = tok;
+    memset(c, 0, sizeof(*c));
+    if (strlen(tok) >= KE_STORE_CONTINUE_MAX)
+        return fail(why, len, "continue_token: longer than %d bytes", KE_STORE_CONTINUE_MAX - 1);
+    if (token_field(&p, 0, ver, sizeof(ver)) || strcmp(ver, "1") != 0 ||
+        token_field(&p, 0, c->kind, sizeof(c->kind)) || !is_kind(c->kind) ||
+        token_field(&p, 0, rev, sizeof(rev)) || rev_parse(rev, &c->rev) || c->rev == 0 ||
+        token_field(&p, 0, c->ns, sizeof(c->ns)) ||
+        (c->ns[0] && !is_dns_name(c->ns, strlen(c->ns), KE_STORE_NS_MAX, 0)) ||
+        token_field(&p, 1, c->name, sizeof(c->name)) ||
+        !is_dns_name(c->name, strlen(c->name), KE_STORE_NAME_MAX, 1))
+        return fail(why, len, "continue_token: malformed; pass back the token of the previous "
+                              "page unchanged, or \"\" to start the list");
+    if (strcmp(c->kind, list->kind) != 0)
+        return fail(why, len, "continue_token: belongs to a list of %s, not %s", c->kind,
+                    list->kind);
+    if ((is_scoped(s, list->kind) && c->ns[0]) || (list->ns[0] && strcmp(c->ns, list->ns) != 0))
+        return fail(why, len, "continue_token: belongs to a list of another namespace (\"%s\")",
+                    c->ns);
+    if (c->rev > s->rev)
+        return fail(why, len, "continue_token: revision %" PRIu64 " is after the store's "
+                              "(%" PRIu64 "); start the list again", c->rev, s->rev);
+    if (c->rev < s->compacted) {
+        fail(why, len, "continue_token: expired (revision %" PRIu64 " was compacted, history "
+                       "starts after %" PRIu64 "); start the list again", c->rev, s->compacted);
+        return KE_EGONE;
+    }
+    return 0;
+}
+
+int ke_store_continue_check(ke_store *s, const char *kind, const char *ns, const char *token,
+                            char *why, size_t len)
+{
+    if (!token || !*token)
+        return 0;
+    if (!s)
+        return KE_EINVAL;
+    obj_key k;
+    list_cursor c;
+    pthread_mutex_lock(&s->mu);
+    int rc = key_make(s, kind, ns, NULL, 0, &k);
+    if (rc)
+        rc = fail(why, len, "continue_token: cannot belong to a list of kind \"%.63s\"",
+                  kind ? kind : "");
+    else
+        rc = cursor_parse(s, &k, token, &c, why, len);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* One side of the merge in list_scan: the current row of a statement and
+ * its key, copied (column text dies at the next step). */
+typedef struct {
+    sqlite3_stmt *st;
+    int valid;
+    char ns[KE_STORE_NS_MAX + 1];
+    char name[KE_STORE_NAME_MAX + 1];
+} scan_side;
+
+/* side_next steps one side and copies its key (columns 0 and 1).
+ * Returns 0 (valid tells whether a row is there) or KE_EDB. */
+static int side_next(ke_store *s, scan_side *d)
+{
+    int rc = ke_sqlite_step(s->db, d->st);
+    d->valid = rc == 1;
+    if (rc < 0)
+        return rc;
+    if (d->valid) {
+        snprintf(d->ns, sizeof(d->ns), "%s", (const char *)sqlite3_column_text(d->st, 0));
+        snprintf(d->name, sizeof(d->name), "%s", (const char *)sqlite3_column_text(d->st, 1));
+    }
+    return 0;
+}
+
+static int key_cmp(const scan_side *a, const scan_side *b)
+{
+    int c = strcmp(a->ns, b->ns);
+    return c ? c : strcmp(a->name, b->name);
+}
+
+/* A list in progress: what to read, and what has been gathered. */
+typedef struct {
+    const obj_key *k;     /* kind, and ns ("" = all) */
+    const selector *sel;
+    uint64_t at;          /* the revision the list reads */
+    const char *after_ns; /* keys strictly after (after_ns, after_name) */
+    const char *after_name;
+    size_t limit;         /* objects per page (SIZE_MAX: all) */
+    size_t bytes_max;     /* JSON bytes per page (0: no bound) */
+    json_t *arr;          /* the page */
+    size_t bytes;
+    int more;             /* a further matching object exists */
+    char last_ns[KE_STORE_NS_MAX + 1];
+    char last_name[KE_STORE_NAME_MAX + 1];
+} list_scan;
+
+/* event_state reads the event at revision `rev` (the first change of its
+ * key after the list's revision) and gives the object's text as it was at
+ * the list's revision: NULL when the change created it (it did not exist),
+ * else the content before the change (prev; for a delete written before
+ * prev was kept, the deleted object). *text is malloc'd. */
+static int event_state(ke_store *s, uint64_t rev, char **text, size_t *n)
+{
+    static const char sql[] = "SELECT type, json, prev FROM events WHERE rev=?1";
+    sqlite3_stmt *st = NULL;
+    *text = NULL;
+    *n = 0;
+    int rc = ke_sqlite_prepare(s->db, sql, &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)rev);
+    rc = ke_sqlite_step(s->db, st);
+    if (rc == 0) {
+        ke_log_error(LOG_MOD, "list: event vanished rev=%" PRIu64, rev);
+        rc = KE_EDB;
+    } else if (rc == 1) {
+        rc = 0;
+        if (type_parse((const char *)sqlite3_column_text(st, 0)) != KE_STORE_ADDED) {
+            int col = sqlite3_column_type(st, 2) == SQLITE_NULL ? 1 : 2;
+            const char *t = (const char *)sqlite3_column_text(st, col);
+            *n = (size_t)sqlite3_column_bytes(st, col);
+            if (!(*text = strndup(t ? t : "", *n)))
+                rc = KE_ENOMEM;
+        }
+    }
+    ke_sqlite_release(s->db, st);
+    return rc;
+}
+
+/* scan_take offers one object's text to the page: parsed, matched against
+ * the selectors, appended unless the page is full (then `more` is set).
+ * Returns 0 or a KE_E* code. */
+static int scan_take(list_scan *l, const char *ns, const char *name, const char *text, size_t n)
+{
+    json_error_t err;
+    json_t *o = json_loadb(text, n, 0, &err);
+    if (!o) {
+        ke_log_error(LOG_MOD, "stored object unreadable kind=%s ns=%s name=%s: %s", l->k->kind,
+                     ns, name, err.text);
+        return KE_EDB;
+    }
+    if (!sel_match(l->sel, o)) {
+        json_decref(o);
+        return 0;
+    }
+    size_t got = json_array_size(l->arr);
+    if (got >= l->limit || (l->bytes_max && got > 0 && l->bytes + n > l->bytes_max)) {
+        json_decref(o);
+        l->more = 1;
+        return 0;
+    }
+    if (json_array_append_new(l->arr, o) != 0)
+        return KE_ENOMEM;
+    l->bytes += n;
+    snprintf(l->last_ns, sizeof(l->last_ns), "%s", ns);
+    snprintf(l->last_name, sizeof(l->last_name), "%s", name);
+    return 0;
+}
+
+/* scan_run walks the keys after l's cursor in (ns, name) order, reading
+ * each object as it was at revision l->at (s->mu held, l->at >= compacted):
+ * the current row, unless the key changed after l->at, in which case its
+ * first event after l->at tells its state then. The two statements are
+ * merged on the key, so rows are read only as far as the page needs. */
+static int scan_run(ke_store *s, list_scan *l)
+{
+    static const char objects_sql[] =
+        "SELECT ns, name, json FROM objects WHERE kind=?1 AND (?2='' OR ns=?2) "
+        "AND (ns, name) > (?3, ?4) ORDER BY ns, name";
+    static const char events_sql[] =
+        "SELECT ns, name, min(rev) FROM events WHERE rev > ?5 AND kind=?1 "
+        "AND (?2='' OR ns=?2) AND (ns, name) > (?3, ?4) GROUP BY ns, name ORDER BY ns, name";
+    scan_side o = {0}, e = {0};
+    int rc = ke_sqlite_prepare(s->db, objects_sql, &o.st);
+    if (rc || (rc = ke_sqlite_prepare(s->db, events_sql, &e.st)))
+        goto out;
+    sqlite3_stmt *both[2] = {o.st, e.st};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_bind_text(both[i], 1, l->k->kind, -1, SQLITE_STATIC);
+        sqlite3_bind_text(both[i], 2, l->k->ns, -1, SQLITE_STATIC);
+        sqlite3_bind_text(both[i], 3, l->after_ns, -1, SQLITE_STATIC);
+        sqlite3_bind_text(both[i], 4, l->after_name, -1, SQLITE_STATIC);
+    }
+    sqlite3_bind_int64(e.st, 5, (sqlite3_int64)l->at);
+    if ((rc = side_next(s, &o)) || (rc = side_next(s, &e)))
+        goto out;
+    while ((o.valid || e.valid) && !l->more) {
+        int c = !o.valid ? 1 : !e.valid ? -1 : key_cmp(&o, &e);
+        if (c < 0) { /* unchanged since l->at: the current row */
+            const char *t = (const char *)sqlite3_column_text(o.st, 2);
+            rc = scan_take(l, o.ns, o.name, t ? t : "", (size_t)sqlite3_column_bytes(o.st, 2));
+            if (!rc)
+                rc = side_next(s, &o);
+        } else { /* changed since: as its first later event says */
+            char *t = NULL;
+            size_t n = 0;
+            rc = event_state(s, (uint64_t)sqlite3_column_int64(e.st, 2), &t, &n);
+            if (!rc && t)
+                rc = scan_take(l, e.ns, e.name, t, n);
+            free(t);
+            if (!rc && c == 0)
+                rc = side_next(s, &o);
+            if (!rc)
+                rc = side_next(s, &e);
+        }
+        if (rc)
+            goto out;
+    }
+out:
+    ke_sqlite_release(s->db, e.st);
+    ke_sqlite_release(s->db, o.st);
+    return rc;
+}
+
+/* list_do is ke_store_list and ke_store_list_page: limit SIZE_MAX and no
+ * byte bound for the former. next is NULL for ke_store_list. */
+static int list_do(ke_store *s, const char *kind, const char *ns, const char *label_sel,
+                   const char *field_sel, size_t limit, size_t bytes_max, const char *token,
+                   json_t **items, uint64_t *rev, char *next, size_t next_len)
+{
     if (!items)
         return KE_EINVAL;
     *items = NULL;
-    if (!s)
+    if (next && next_len)
+        next[0] = '\0';
+    if (!s || (next && next_len < KE_STORE_CONTINUE_MAX))
         return KE_EINVAL;
     char why[320];
-    json_t *arr = NULL;
-    sqlite3_stmt *st = NULL;
     selector *sel = calloc(1, sizeof(*sel));
     if (!sel)
         return KE_ENOMEM;
@@ -1349,46 +1599,68 @@ int ke_store_list(ke_store *s, const char *kind, const char *ns, const char *lab
         free(sel);
         return rc;
     }
-    if (!(arr = json_array()))
+    list_scan l = {.sel = sel, .limit = limit, .bytes_max = bytes_max, .after_ns = "",
+                   .after_name = ""};
+    list_cursor cur;
+    obj_key k;
+    if (!(l.arr = json_array()))
         rc = KE_ENOMEM;
     pthread_mutex_lock(&s->mu);
-    obj_key k;
-    if (rc || (rc = key_make(s, kind, ns, NULL, 0, &k)) ||
-        (rc = ke_sqlite_prepare(s->db, sql, &st)))
+    if (rc || (rc = key_make(s, kind, ns, NULL, 0, &k)))
         goto out;
-    sqlite3_bind_text(st, 1, k.kind, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, k.ns, -1, SQLITE_STATIC);
-    while ((rc = ke_sqlite_step(s->db, st)) == 1) {
-        json_error_t err;
-        json_t *o = json_loadb((const char *)sqlite3_column_text(st, 3),
-                               (size_t)sqlite3_column_bytes(st, 3), 0, &err);
-        if (!o) {
-            ke_log_error(LOG_MOD, "stored object unreadable kind=%s ns=%s name=%s: %s",
-                         (const char *)sqlite3_column_text(st, 0),
-                         (const char *)sqlite3_column_text(st, 1),
-                         (const char *)sqlite3_column_text(st, 2), err.text);
-            rc = KE_EDB;
-            break;
+    l.k = &k;
+    l.at = s->rev;
+    if (token && *token) {
+        if ((rc = cursor_parse(s, &k, token, &cur, why, sizeof(why)))) {
+            ke_log_info(LOG_MOD, "list refused kind=%s: %s", k.kind, why);
+            goto out;
         }
-        if (!sel_match(sel, o)) {
-            json_decref(o);
-        } else if (json_array_append_new(arr, o) != 0) {
-            rc = KE_ENOMEM;
-            break;
-        }
+        l.at = cur.rev;
+        l.after_ns = cur.ns;
+        l.after_name = cur.name;
     }
-    if (rc == 0 && rev)
-        *rev = s->rev;
+    if ((rc = scan_run(s, &l)))
+        goto out;
+    if (rev)
+        *rev = l.at;
+    if (next && l.more)
+        snprintf(next, next_len, "1:%s:%" PRIu64 ":%s:%s", k.kind, l.at, l.last_ns,
+                 l.last_name);
 out:
-    ke_sqlite_release(s->db, st);
     pthread_mutex_unlock(&s->mu);
     sel_free(sel);
     free(sel);
     if (rc == 0)
-        *items = arr;
+        *items = l.arr;
     else
-        json_decref(arr);
+        json_decref(l.arr);
     return rc;
+}
+
+int ke_store_list(ke_store *s, const char *kind, const char *ns, const char *label_sel,
+                  const char *field_sel, json_t **items, uint64_t *rev)
+{
+    return list_do(s, kind, ns, label_sel, field_sel, SIZE_MAX, 0, NULL, items, rev, NULL, 0);
+}
+
+int ke_store_list_page(ke_store *s, const char *kind, const char *ns, const char *label_sel,
+                       const char *field_sel, size_t limit, const char *continue_token,
+                       json_t **items, uint64_t *rev, char *next, size_t next_len)
+{
+    if (!next) {
+        if (items)
+            *items = NULL;
+        return KE_EINVAL;
+    }
+    if (limit == 0)
+        limit = KE_STORE_LIST_LIMIT_DEFAULT;
+    if (limit > KE_STORE_LIST_LIMIT_MAX) {
+        ke_log_debug(LOG_MOD, "list limit cut kind=%s limit=%zu max=%d", kind ? kind : "", limit,
+                     KE_STORE_LIST_LIMIT_MAX);
+        limit = KE_STORE_LIST_LIMIT_MAX;
+    }
+    return list_do(s, kind, ns, label_sel, field_sel, limit, KE_STORE_LIST_PAGE_BYTES,
+                   continue_token, items, rev, next, next_len);
 }
 
 int ke_store_compact(ke_store *s, uint64_t keep)

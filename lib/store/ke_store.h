@@ -22,7 +22,8 @@
  * the stored text). events(rev, kind, ns, name, type, json, prev) is the
  * change history, written in the same transaction as the change; it keeps
  * the last KE_STORE_HISTORY_DEFAULT events (ke_store_set_history) and is
- * what watches replay. One process opens a given file: the revision counter
+ * what watches replay and what paginated lists read older revisions from
+ * (prev holds the content before a MODIFIED or DELETED). One process opens a given file: the revision counter
  * lives in the ke_store.
  *
  * Threads: every call is thread-safe (one mutex around the connection).
@@ -59,6 +60,17 @@
 #define KE_STORE_SELECTOR_MAX 4096
 #define KE_STORE_SELECTOR_REQS_MAX 64
 #define KE_STORE_SELECTOR_VALUES_MAX 64
+
+/* Lists by page (ke_store_list_page): the page size when none is asked
+ * (limit 0), the largest page (larger limits are cut to it), the bound on a
+ * page's objects as JSON text (at least one object is always returned; it
+ * keeps a page under the rpc layer's 4 MiB message bound), and the room a
+ * continue token needs, its terminating NUL included. */
+#define KE_STORE_LIST_LIMIT_DEFAULT 500
+#define KE_STORE_LIST_LIMIT_MAX 5000
+#define KE_STORE_LIST_PAGE_BYTES (3 * 1024 * 1024)
+#define KE_STORE_CONTINUE_MAX 512
+_Static_assert(KE_STORE_LIST_PAGE_BYTES >= KE_STORE_OBJECT_MAX, "one object fits a page");
 
 typedef struct ke_store ke_store;
 typedef struct ke_store_watch ke_store_watch;
@@ -176,10 +188,52 @@ int ke_store_get(ke_store *s, const char *kind, const char *ns, const char *name
  * NULL or "" selects all), ordered by namespace and name. *items is a new
  * JSON array (json_decref it); *rev, when rev is not NULL, is the store
  * revision the list reflects: watch from it to follow on without a gap.
- * Returns 0, KE_EINVAL (malformed selector: reason logged), KE_ENOMEM,
+ * The whole list is built in memory: for the store's own controllers; an
+ * API that answers clients pages with ke_store_list_page. Returns 0, KE_EINVAL (malformed selector: reason logged), KE_ENOMEM,
  * KE_EDB. */
 int ke_store_list(ke_store *s, const char *kind, const char *ns, const char *label_sel,
                   const char *field_sel, json_t **items, uint64_t *rev);
+
+/* ke_store_list_page reads one page of the list ke_store_list would give,
+ * as a Kubernetes API server does with limit and continue.
+ *
+ * The first page (continue_token NULL or "") is taken at the current store
+ * revision. At most `limit` objects come back (0: KE_STORE_LIST_LIMIT_DEFAULT;
+ * above KE_STORE_LIST_LIMIT_MAX: cut to it), and no more than
+ * KE_STORE_LIST_PAGE_BYTES of JSON text (but always one object when any is
+ * left). When more matching objects remain, next[0..next_len) gets a
+ * continue token (next_len must be at least KE_STORE_CONTINUE_MAX);
+ * otherwise next is "". Passing the token back, with the same kind and
+ * namespace (and normally the same selectors), gives the next page.
+ *
+ * Consistency: every page of one list is read at the revision of its first
+ * page, which *rev reports on every page: an object created, changed or
+ * deleted after the first page does not show up on later pages (its state
+ * at that revision does), so walking all pages gives each object of that
+ * revision exactly once, ordered by namespace then name, with no gap or
+ * duplicate. Watch from *rev to see what changed since. Older revisions are
+ * read back from the event history; when the history no longer reaches the
+ * token's revision (compaction), the call fails with KE_EGONE and the
+ * client must start the list again (Kubernetes: 410 Gone, "continue token
+ * expired").
+ *
+ * The token is opaque to callers (today "1:KIND:REV:NS:NAME", the revision
+ * and the last key returned). *items is a new JSON array (json_decref it).
+ * Returns 0; KE_EINVAL (bad kind, malformed selector, or a continue token
+ * that is malformed, of another kind or namespace, or from a revision after
+ * the store's: ke_store_continue_check gives the reason); KE_EGONE;
+ * KE_ENOMEM; KE_EDB. */
+int ke_store_list_page(ke_store *s, const char *kind, const char *ns, const char *label_sel,
+                       const char *field_sel, size_t limit, const char *continue_token,
+                       json_t **items, uint64_t *rev, char *next, size_t next_len);
+
+/* ke_store_continue_check tells whether ke_store_list_page would accept
+ * `token` for a list of kind in ns (NULL or "" token: always). Returns 0,
+ * KE_EINVAL with a reason starting "continue_token: " in why (why may be
+ * NULL), or KE_EGONE with the same kind of reason when the token's revision
+ * has been compacted away. */
+int ke_store_continue_check(ke_store *s, const char *kind, const char *ns, const char *token,
+                            char *why, size_t len);
 
 /* A watch callback. obj is borrowed for the duration of the call (copy it
  * with json_deep_copy to keep it); rev is the event's revision, equal to

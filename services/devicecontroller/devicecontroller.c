@@ -266,25 +266,20 @@ static void get_device_on_message(ke_rpc_call *call, const ProtobufCMessage *m, 
     json_decref(d);
 }
 
+/* list_devices_on_message: one page of Devices, or of DeviceModels when the
+ * request's kind says so (as EdgeController.List; any other kind is
+ * INVALID_ARGUMENT). */
 static void list_devices_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     devicecontroller *dc = ud;
     const Ke__V1__ListRequest *req = (const Ke__V1__ListRequest *)m;
-    char why[256];
-    if (ke_store_selector_check(req->label_selector, req->field_selector, why, sizeof(why)) != 0) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+    const ke_k8s_kind *k = ke_k8s_kind_find(req->kind && *req->kind ? req->kind : "Device");
+    if (!k || (strcmp(k->kind, "Device") != 0 && strcmp(k->kind, "DeviceModel") != 0)) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT,
+                   "kind: ListDevices lists Device or DeviceModel, not \"%s\"", req->kind);
         return;
     }
-    json_t *items = NULL;
-    uint64_t rev = 0;
-    int rc = ke_store_list(dc->store, "Device", req->namespace_, req->label_selector,
-                           req->field_selector, &items, &rev);
-    if (rc != 0) {
-        finish_err(call, KE_RPC_UNAVAILABLE, "store error: %s", ke_strerror(rc));
-        return;
-    }
-    ke_k8s_reply_list(call, items, rev);
-    json_decref(items);
+    ke_k8s_serve_list(call, dc->store, k->kind, req->namespace_, req);
 }
 
 /* check_value verifies value against the model property's type. */

@@ -7,7 +7,10 @@
  * by its nodeSelector onto a Ready edge node when it names no node, then
  * creates or updates it; with metadata.resourceVersion set, only at that
  * version (ABORTED otherwise). Status in an applied object is ignored:
- * status comes from the edge.
+ * status comes from the edge; so is its deletion mark: an object marked
+ * for deletion keeps metadata.deletionTimestamp (and
+ * deletionGracePeriodSeconds) through any Apply, as in Kubernetes.
+ * List answers page by page (limit, continue_token; ke_k8s_serve_list).
  * Delete of a pod bound to a node is graceful: metadata.deletionTimestamp
  * is set, the node is told, and the pod leaves the store when the edge
  * confirms. Watch streams every change after a resourceVersion.
@@ -126,6 +129,27 @@ static int check_refs(edgecontroller *ec, ke_rpc_call *call, json_t *obj, const 
     return 0;
 }
 
+/* keep_deletion_mark gives obj the deletion mark of the stored object cur
+ * (NULL on create), as Kubernetes' API server does on every write but
+ * Delete: metadata.deletionTimestamp and deletionGracePeriodSeconds are
+ * the stored ones (none on create), whatever the applied object says, so
+ * an Apply can neither remove the mark of an object being deleted nor set
+ * one. Returns 0 or KE_ENOMEM. */
+static int keep_deletion_mark(json_t *obj, const json_t *cur)
+{
+    static const char *const mark[] = {"deletionTimestamp", "deletionGracePeriodSeconds"};
+    json_t *md = json_object_get(obj, "metadata");
+    const json_t *cmd = json_object_get(cur, "metadata");
+    for (size_t i = 0; i < sizeof(mark) / sizeof(mark[0]); i++) {
+        json_t *v = json_object_get(cmd, mark[i]);
+        if (!v)
+            json_object_del(md, mark[i]); /* absent already is fine */
+        else if (json_object_set(md, mark[i], v) != 0)
+            return KE_ENOMEM;
+    }
+    return 0;
+}
+
 static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     edgecontroller *ec = ud;
@@ -172,7 +196,9 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
         if (ec_place(ec, obj, node, sizeof(node)) == 0)
             json_object_set_new(json_object_get(obj, "spec"), "nodeName", json_string(node));
     }
-    if (rc == 0)
+    if ((rc == 0 || rc == KE_ENOTFOUND) && keep_deletion_mark(obj, rc == 0 ? cur : NULL) != 0)
+        rc = KE_ENOMEM;
+    else if (rc == 0)
         rc = ke_store_update(ec->cfg.store, obj, &out);
     else if (rc == KE_ENOTFOUND)
         rc = ke_store_create(ec->cfg.store, obj, &out);
@@ -229,21 +255,8 @@ static void list_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
     const ke_k8s_kind *k = kind_or_refuse(call, req->kind);
     if (!k)
         return;
-    char why[256];
-    if (ke_store_selector_check(req->label_selector, req->field_selector, why, sizeof(why)) != 0) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
-        return;
-    }
-    json_t *items = NULL;
-    uint64_t rev = 0;
-    int rc = ke_store_list(ec->cfg.store, k->kind, k->namespaced ? req->namespace_ : "",
-                           req->label_selector, req->field_selector, &items, &rev);
-    if (rc != 0) {
-        store_error(call, rc, k, "");
-        return;
-    }
-    ke_k8s_reply_list(call, items, rev);
-    json_decref(items);
+    /* one page (limit/continue_token), bounded in count and bytes */
+    ke_k8s_serve_list(call, ec->cfg.store, k->kind, k->namespaced ? req->namespace_ : "", req);
 }
 
 static void delete_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)

@@ -2,7 +2,9 @@
  * test_store.c — unit tests for lib/store (ke_store): writes and their
  * errors, revisions, optimistic concurrency under two racing threads,
  * selectors, watches (history then live, selectors, deletes, compaction,
- * stopping) and reopening, each against a real file in a fresh temporary
+ * stopping), reopening, and lists by page (every object of the list's
+ * revision once while writers run, limits, the byte bound, tokens refused),
+ * each against a real file in a fresh temporary
  * directory. Watch tests synchronise on condition variables with deadlines,
  * never on sleeps.
  */
@@ -15,6 +17,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1003,6 +1006,306 @@ static void test_store_reopen_keeps_objects_revision_and_history(void **state)
     json_decref(p);
 }
 
+/* ---- paginated lists ---- */
+
+#define PAGE_WRITER_MAX 4000
+
+typedef struct {
+    ke_store *s;
+    atomic_int stop;
+    size_t n;                        /* creates done */
+    uint64_t rv[PAGE_WRITER_MAX];    /* revision of w-<i> */
+} page_writer;
+
+/* page_writer_main creates pods w-0000, w-0001, ... in namespace "a" (the
+ * middle of the key order) until told to stop. */
+static void *page_writer_main(void *arg)
+{
+    page_writer *w = arg;
+    while (!atomic_load(&w->stop) && w->n < PAGE_WRITER_MAX) {
+        char name[32];
+        snprintf(name, sizeof(name), "w-%04zu", w->n);
+        json_t *out = NULL, *o = obj("Pod", "a", name, NULL, NULL);
+        if (ke_store_create(w->s, o, &out) != 0) {
+            json_decref(o);
+            break;
+        }
+        w->rv[w->n] = rv_of(out);
+        w->n++;
+        json_decref(o);
+        json_decref(out);
+    }
+    return NULL;
+}
+
+/* seen_add records ns/name in a set of at most cap keys; fails on a duplicate. */
+static void seen_add(char (*seen)[80], size_t *n, size_t cap, const char *ns, const char *name)
+{
+    char key[80];
+    snprintf(key, sizeof(key), "%s/%s", ns, name);
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(seen[i], key) == 0)
+            fail_msg("%s listed twice", key);
+    assert_true(*n < cap);
+    snprintf(seen[(*n)++], sizeof(seen[0]), "%s", key);
+}
+
+static int seen_has(char (*seen)[80], size_t n, const char *ns, const char *name)
+{
+    char key[80];
+    snprintf(key, sizeof(key), "%s/%s", ns, name);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(seen[i], key) == 0)
+            return 1;
+    return 0;
+}
+
+static void test_store_list_pages_walk_every_object_once_while_objects_are_written(void **state)
+{
+    fixture *f = *state;
+    static const char *const nss[] = {"a", "b", "c"};
+    char name[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof(name), "p-%03d", i);
+        create_rv(f->s, obj("Pod", nss[i % 3], name, "{\"gen\":\"one\"}", NULL));
+    }
+    create_rv(f->s, obj("ConfigMap", "a", "not-a-pod", NULL, NULL));
+    page_writer *w = calloc(1, sizeof(*w));
+    assert_non_null(w);
+    w->s = f->s;
+    atomic_init(&w->stop, 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, page_writer_main, w), 0);
+
+    static char seen[PAGE_WRITER_MAX + 400][80];
+    size_t nseen = 0, pages = 0;
+    char tok[KE_STORE_CONTINUE_MAX] = "", next[KE_STORE_CONTINUE_MAX];
+    char last[80] = "";
+    uint64_t list_rev = 0;
+    do {
+        json_t *items = NULL;
+        uint64_t rev = 0;
+        assert_int_equal(ke_store_list_page(f->s, "Pod", "", NULL, NULL, 37, tok, &items, &rev,
+                                            next, sizeof(next)),
+                         0);
+        if (pages == 0)
+            list_rev = rev;
+        assert_int_equal(rev, list_rev); /* every page at the first page's revision */
+        assert_true(json_array_size(items) <= 37);
+        if (next[0])
+            assert_int_equal(json_array_size(items), 37);
+        size_t i;
+        json_t *it;
+        json_array_foreach(items, i, it) {
+            char key[80];
+            snprintf(key, sizeof(key), "%s/%s", meta_str(it, "namespace"), meta_str(it, "name"));
+            assert_true(strcmp(last, key) < 0); /* ordered by namespace, name */
+            snprintf(last, sizeof(last), "%s", key);
+            assert_true(rv_of(it) <= list_rev);
+            /* as it was at the list's revision, though changed since */
+            const char *gen = json_string_value(json_object_get(
+                json_object_get(json_object_get(it, "metadata"), "labels"), "gen"));
+            if (strncmp(meta_str(it, "name"), "p-", 2) == 0)
+                assert_string_equal(gen ? gen : "none", "one");
+            seen_add(seen, &nseen, sizeof(seen) / sizeof(seen[0]), meta_str(it, "namespace"),
+                     meta_str(it, "name"));
+        }
+        json_decref(items);
+        /* between pages: change, delete and create objects on both sides of
+         * the cursor */
+        json_t *o = obj("Pod", nss[pages % 3], "p-000", "{\"gen\":\"two\"}", NULL);
+        for (int k = 0; k < 3; k++) {
+            snprintf(name, sizeof(name), "p-%03zu", (pages * 7 + (size_t)k * 101) % 300);
+            json_object_set_new(json_object_get(o, "metadata"), "name", json_string(name));
+            json_object_set_new(json_object_get(o, "metadata"), "namespace",
+                                json_string(nss[((pages * 7 + (size_t)k * 101) % 300) % 3]));
+            json_t *cur = NULL;
+            if (ke_store_get(f->s, "Pod", nss[((pages * 7 + (size_t)k * 101) % 300) % 3], name,
+                             &cur) == 0) {
+                if (k == 2)
+                    assert_int_equal(ke_store_delete(f->s, "Pod", meta_str(cur, "namespace"),
+                                                     name, 0, NULL),
+                                     0);
+                else
+                    assert_int_equal(ke_store_update(f->s, o, NULL), 0);
+            }
+            json_decref(cur);
+        }
+        json_decref(o);
+        snprintf(name, sizeof(name), "q-%03zu", pages);
+        create_rv(f->s, obj("Pod", "a", name, NULL, NULL));
+        create_rv(f->s, obj("Pod", "c", name, NULL, NULL));
+        snprintf(tok, sizeof(tok), "%s", next);
+        pages++;
+    } while (tok[0]);
+    atomic_store(&w->stop, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+
+    /* exactly the pods of the list's revision: the 300, and the writer's
+     * that came before it; nothing created after it */
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof(name), "p-%03d", i);
+        assert_true(seen_has(seen, nseen, nss[i % 3], name));
+    }
+    size_t before = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        snprintf(name, sizeof(name), "w-%04zu", i);
+        assert_int_equal(seen_has(seen, nseen, "a", name), w->rv[i] <= list_rev);
+        before += w->rv[i] <= list_rev;
+    }
+    assert_int_equal(nseen, 300 + before);
+    assert_true(pages >= 300 / 37);
+    free(w);
+}
+
+static void test_store_list_page_limit_defaults_to_500_and_is_capped_at_5000(void **state)
+{
+    fixture *f = *state;
+    char name[32], next[KE_STORE_CONTINUE_MAX];
+    for (int i = 0; i < KE_STORE_LIST_LIMIT_MAX + 10; i++) {
+        snprintf(name, sizeof(name), "cm-%05d", i);
+        create_rv(f->s, obj("ConfigMap", "default", name, NULL, NULL));
+    }
+    json_t *items = NULL;
+    assert_int_equal(ke_store_list_page(f->s, "ConfigMap", "default", NULL, NULL, 0, NULL,
+                                        &items, NULL, next, sizeof(next)),
+                     0);
+    assert_int_equal(json_array_size(items), KE_STORE_LIST_LIMIT_DEFAULT);
+    assert_int_equal(KE_STORE_LIST_LIMIT_DEFAULT, 500);
+    assert_true(next[0]);
+    json_decref(items);
+    assert_int_equal(ke_store_list_page(f->s, "ConfigMap", "default", NULL, NULL, 1000000, "",
+                                        &items, NULL, next, sizeof(next)),
+                     0);
+    assert_int_equal(json_array_size(items), KE_STORE_LIST_LIMIT_MAX);
+    assert_int_equal(KE_STORE_LIST_LIMIT_MAX, 5000);
+    assert_true(next[0]);
+    json_decref(items);
+    /* the rest, and then no token */
+    char tok[KE_STORE_CONTINUE_MAX];
+    snprintf(tok, sizeof(tok), "%s", next);
+    assert_int_equal(ke_store_list_page(f->s, "ConfigMap", "default", NULL, NULL, 1000000, tok,
+                                        &items, NULL, next, sizeof(next)),
+                     0);
+    assert_int_equal(json_array_size(items), 10);
+    assert_string_equal(next, "");
+    json_decref(items);
+    /* a selector that matches few: one page, no token */
+    assert_int_equal(ke_store_list_page(f->s, "ConfigMap", "", NULL, "metadata.name=cm-00042",
+                                        0, NULL, &items, NULL, next, sizeof(next)),
+                     0);
+    assert_int_equal(json_array_size(items), 1);
+    assert_string_equal(next, "");
+    json_decref(items);
+    /* a token buffer that cannot hold a token is refused */
+    assert_int_equal(ke_store_list_page(f->s, "ConfigMap", "", NULL, NULL, 0, NULL, &items,
+                                        NULL, next, 8),
+                     KE_EINVAL);
+    assert_null(items);
+}
+
+static void test_store_list_page_bytes_are_bounded(void **state)
+{
+    fixture *f = *state;
+    /* objects of ~700 KiB: a page of 3 MiB holds 4 of them, whatever the limit */
+    size_t big = 700 * 1024;
+    char *blob = malloc(big + 1);
+    assert_non_null(blob);
+    memset(blob, 'x', big);
+    blob[big] = '\0';
+    char name[32], next[KE_STORE_CONTINUE_MAX], tok[KE_STORE_CONTINUE_MAX] = "";
+    for (int i = 0; i < 9; i++) {
+        snprintf(name, sizeof(name), "big-%d", i);
+        json_t *o = obj("ConfigMap", "default", name, NULL, NULL);
+        json_object_set_new(o, "data", json_pack("{ss}", "blob", blob));
+        create_rv(f->s, o);
+    }
+    free(blob);
+    size_t total = 0, pages = 0;
+    do {
+        json_t *items = NULL;
+        assert_int_equal(ke_store_list_page(f->s, "ConfigMap", "default", NULL, NULL, 500, tok,
+                                            &items, NULL, next, sizeof(next)),
+                         0);
+        assert_true(json_array_size(items) >= 1);
+        size_t bytes = 0, i;
+        json_t *it;
+        json_array_foreach(items, i, it) bytes += json_dumpb(it, NULL, 0, JSON_COMPACT);
+        assert_true(bytes <= KE_STORE_LIST_PAGE_BYTES);
+        total += json_array_size(items);
+        json_decref(items);
+        snprintf(tok, sizeof(tok), "%s", next);
+        pages++;
+    } while (tok[0]);
+    assert_int_equal(total, 9);
+    assert_int_equal(pages, 3);
+}
+
+static void test_store_list_page_refuses_malformed_and_foreign_tokens(void **state)
+{
+    fixture *f = *state;
+    char name[32], next[KE_STORE_CONTINUE_MAX], why[256];
+    for (int i = 0; i < 5; i++) {
+        snprintf(name, sizeof(name), "p-%d", i);
+        create_rv(f->s, obj("Pod", "default", name, NULL, NULL));
+    }
+    json_t *items = NULL;
+    assert_int_equal(ke_store_list_page(f->s, "Pod", "default", NULL, NULL, 2, NULL, &items,
+                                        NULL, next, sizeof(next)),
+                     0);
+    json_decref(items);
+    assert_true(next[0]);
+    assert_int_equal(ke_store_continue_check(f->s, "Pod", "default", next, why, sizeof(why)), 0);
+    assert_int_equal(ke_store_continue_check(f->s, "Pod", "", next, why, sizeof(why)), 0);
+    char long_tok[KE_STORE_CONTINUE_MAX + 10];
+    memset(long_tok, 'a', sizeof(long_tok) - 1);
+    long_tok[sizeof(long_tok) - 1] = '\0';
+    const char *bad[] = {"garbage", "1:Pod", "1:Pod:5:default", "2:Pod:5:default:p-1",
+                         "1:Pod:x:default:p-1", "1:Pod:0:default:p-1", "1:Pod:5:Default:p-1",
+                         "1:Pod:5:default:P_1", "1:Pod:5:default:p-1:extra",
+                         "1:Pod:99999999999999999999:default:p-1", long_tok};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why[0] = '\0';
+        assert_int_equal(ke_store_continue_check(f->s, "Pod", "default", bad[i], why, sizeof(why)),
+                         KE_EINVAL);
+        if (strncmp(why, "continue_token: ", 16) != 0)
+            fail_msg("token \"%.40s\": reason \"%s\" does not name continue_token", bad[i], why);
+        assert_int_equal(ke_store_list_page(f->s, "Pod", "default", NULL, NULL, 2, bad[i],
+                                            &items, NULL, next, sizeof(next)),
+                         KE_EINVAL);
+        assert_null(items);
+    }
+    /* another kind's or namespace's token, and one from the future */
+    assert_int_equal(ke_store_continue_check(f->s, "ConfigMap", "default", "1:Pod:3:default:p-1",
+                                             why, sizeof(why)),
+                     KE_EINVAL);
+    assert_non_null(strstr(why, "continue_token"));
+    assert_int_equal(ke_store_continue_check(f->s, "Pod", "other", "1:Pod:3:default:p-1", why,
+                                             sizeof(why)),
+                     KE_EINVAL);
+    assert_int_equal(ke_store_continue_check(f->s, "Pod", "", "1:Pod:999:default:p-1", why,
+                                             sizeof(why)),
+                     KE_EINVAL);
+    /* a token whose revision was compacted away: gone, start again */
+    create_rv(f->s, obj("Pod", "default", "p-9", NULL, NULL));
+    assert_int_equal(ke_store_compact(f->s, 0), 0);
+    assert_int_equal(ke_store_continue_check(f->s, "Pod", "", "1:Pod:3:default:p-1", why,
+                                             sizeof(why)),
+                     KE_EGONE);
+    assert_non_null(strstr(why, "continue_token"));
+    assert_int_equal(ke_store_list_page(f->s, "Pod", "", NULL, NULL, 2, "1:Pod:3:default:p-1",
+                                        &items, NULL, next, sizeof(next)),
+                     KE_EGONE);
+    /* ... while one at the current revision still reads */
+    char tok[64];
+    snprintf(tok, sizeof(tok), "1:Pod:%" PRIu64 ":default:p-1", ke_store_revision(f->s));
+    assert_int_equal(ke_store_list_page(f->s, "Pod", "", NULL, NULL, 0, tok, &items, NULL, next,
+                                        sizeof(next)),
+                     0);
+    assert_int_equal(json_array_size(items), 4); /* p-2, p-3, p-4, p-9 */
+    json_decref(items);
+}
+
 static void test_store_close_null_is_noop(void **state)
 {
     (void)state;
@@ -1043,6 +1346,10 @@ int main(void)
         T(test_store_watch_stop_inside_callback),
         T(test_store_watch_stop_returns_after_the_last_callback),
         T(test_store_reopen_keeps_objects_revision_and_history),
+        T(test_store_list_pages_walk_every_object_once_while_objects_are_written),
+        T(test_store_list_page_limit_defaults_to_500_and_is_capped_at_5000),
+        T(test_store_list_page_bytes_are_bounded),
+        T(test_store_list_page_refuses_malformed_and_foreign_tokens),
         cmocka_unit_test(test_store_close_null_is_noop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,8 @@
 /*
  * client.c — kectl's side of the wire: the channel (opened on the first
  * call, so that local checks come first), unary calls, kubectl-style error
- * reports, and Get/List of objects as JSON.
+ * reports, and Get/List of objects as JSON. A List follows the server's
+ * continue tokens page by page and hands back the whole list.
  *
  * Every kind goes through EdgeController (Get, List). A Device is also
  * served by DeviceController (GetDevice, ListDevices); when EdgeController
@@ -159,35 +160,80 @@ int kectl_fetch(kectl *k, const kectl_kind *kind, const char *ns, const char *na
     return rc;
 }
 
-int kectl_list(kectl *k, const kectl_kind *kind, const char *ns, const char *labels,
-               const char *fields, json_t **items, uint64_t *rv, ke_rpc_status *st)
+/* list_page asks for one page (after `token`, "" first) and appends its
+ * objects to arr. *svc is the service that answers: EdgeController first;
+ * DeviceController for devices when EdgeController does not serve them,
+ * and then for the following pages. next gets the reply's continue token. */
+static int list_page(kectl *k, const kectl_kind *kind, Ke__V1__ListRequest *req,
+                     const ProtobufCServiceDescriptor **svc, json_t *arr, uint64_t *rv,
+                     char *next, size_t next_len, ke_rpc_status *st)
 {
-    *items = NULL;
-    *rv = 0;
-    Ke__V1__ListRequest req = KE__V1__LIST_REQUEST__INIT;
-    req.kind = (char *)kind->kind;
-    req.namespace_ = (char *)ns;
-    req.label_selector = (char *)(labels ? labels : "");
-    req.field_selector = (char *)(fields ? fields : "");
     ProtobufCMessage *reply = NULL;
-    int rc = kectl_call(k, &ke__v1__edge_controller__descriptor, "List", &req.base, &reply, st);
-    if (rc == 0 && device_fallback(kind, st))
-        rc = kectl_call(k, &ke__v1__device_controller__descriptor, "ListDevices", &req.base,
-                        &reply, st);
+    int rc = kectl_call(k, *svc, *svc == &ke__v1__edge_controller__descriptor ? "List"
+                                                                             : "ListDevices",
+                        &req->base, &reply, st);
+    if (rc == 0 && *svc == &ke__v1__edge_controller__descriptor && device_fallback(kind, st)) {
+        *svc = &ke__v1__device_controller__descriptor;
+        rc = kectl_call(k, *svc, "ListDevices", &req->base, &reply, st);
+    }
     if (rc != 0 || st->code != KE_RPC_OK)
         return rc;
     Ke__V1__ListReply *r = (Ke__V1__ListReply *)reply;
-    json_t *arr = json_array();
-    rc = arr ? 0 : KE_ENOMEM;
+    if (json_array_size(arr) + r->n_items_json > KECTL_LIST_MAX_ITEMS) {
+        fprintf(stderr, "error: the list has more than %d objects; narrow it with -n, -l or "
+                        "--field-selector\n", KECTL_LIST_MAX_ITEMS);
+        rc = KE_EFULL;
+    }
     for (size_t i = 0; rc == 0 && i < r->n_items_json; i++) {
         json_t *o = NULL;
         rc = parse_object(&r->items_json[i], &o);
         if (rc == 0 && json_array_append_new(arr, o) != 0)
             rc = KE_ENOMEM;
     }
-    *rv = r->resource_version;
+    const char *tok = r->continue_token ? r->continue_token : "";
+    if (rc == 0 && (strlen(tok) >= next_len || (*tok && strcmp(tok, req->continue_token) == 0))) {
+        fprintf(stderr, "error: the server sent an unusable continue token\n");
+        rc = KE_EPROTO;
+    }
+    if (rc == 0) {
+        snprintf(next, next_len, "%s", tok);
+        *rv = r->resource_version;
+    }
     protobuf_c_message_free_unpacked(reply, NULL);
-    if (rc != 0) {
+    return rc;
+}
+
+int kectl_list(kectl *k, const kectl_kind *kind, const char *ns, const char *labels,
+               const char *fields, json_t **items, uint64_t *rv, ke_rpc_status *st)
+{
+    *items = NULL;
+    *rv = 0;
+    char token[2][KECTL_CONTINUE_MAX];
+    Ke__V1__ListRequest req = KE__V1__LIST_REQUEST__INIT;
+    req.kind = (char *)kind->kind;
+    req.namespace_ = (char *)ns;
+    req.label_selector = (char *)(labels ? labels : "");
+    req.field_selector = (char *)(fields ? fields : "");
+    req.limit = k->chunk ? k->chunk : KECTL_CHUNK_DEFAULT;
+    const ProtobufCServiceDescriptor *svc = &ke__v1__edge_controller__descriptor;
+    json_t *arr = NULL;
+    int rc = 0;
+    for (int attempt = 0; attempt <= KECTL_LIST_RESTARTS; attempt++) {
+        json_decref(arr);
+        if (!(arr = json_array()))
+            return KE_ENOMEM;
+        token[0][0] = '\0';
+        int cur = 0;
+        do { /* each page's token names the next; the first is "" */
+            req.continue_token = token[cur];
+            rc = list_page(k, kind, &req, &svc, arr, rv, token[!cur], sizeof(token[0]), st);
+            cur = !cur;
+        } while (rc == 0 && st->code == KE_RPC_OK && token[cur][0]);
+        if (rc != 0 || st->code != KE_RPC_OUT_OF_RANGE || !req.continue_token[0])
+            break;
+        /* the token of a later page expired (compaction): from the start */
+    }
+    if (rc != 0 || st->code != KE_RPC_OK) {
         json_decref(arr);
         return rc;
     }

@@ -1,7 +1,8 @@
 /*
  * get.c — `kectl get KIND [NAME...] [-o wide|json|yaml|name] [-l SEL]
- * [--field-selector SEL] [-w]`: EdgeController.List or Get, printed as
- * kubectl prints them (print.c), then with -w EdgeController.Watch from the
+ * [--field-selector SEL] [--chunk-size N] [-w]`: EdgeController.List (page
+ * by page, every page gathered before printing, so the output is that of
+ * one list) or Get, printed as kubectl prints them (print.c), then with -w EdgeController.Watch from the
  * list's resource version, one row per event, until Ctrl-C.
  *
  * The watch's threads: the event callbacks run on the rpc loop's thread
@@ -22,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { OPT_FIELD_SELECTOR = KECTL_OPT_VERB, OPT_NO_HEADERS, OPT_WATCH_ONLY };
+enum { OPT_FIELD_SELECTOR = KECTL_OPT_VERB, OPT_NO_HEADERS, OPT_WATCH_ONLY, OPT_CHUNK_SIZE };
 
 #define SELECTOR_MAX 1024
 
@@ -33,6 +34,7 @@ typedef struct get_opts {
     int watch;      /* -w: list, then watch */
     int watch_only; /* --watch-only: watch without listing first */
     int no_headers;
+    uint32_t chunk; /* --chunk-size; 0: KECTL_CHUNK_DEFAULT */
 } get_opts;
 
 void kectl_help_get(FILE *out)
@@ -64,6 +66,9 @@ void kectl_help_get(FILE *out)
           "  -w, --watch               after listing, print a row per change until Ctrl-C\n"
           "      --watch-only          print changes only, without listing first\n"
           "      --no-headers          do not print the header row\n"
+          "      --chunk-size N        list N objects per request, following the server's\n"
+          "                            continue tokens until all are printed (default 500,\n"
+          "                            at most 5000)\n"
           "\n"
           "Examples:\n"
           "  kectl get pods -o wide\n"
@@ -103,6 +108,16 @@ static int get_opt(void *ud, int c, const char *arg)
     case OPT_NO_HEADERS:
         o->no_headers = 1;
         return 0;
+    case OPT_CHUNK_SIZE: {
+        char *end = NULL;
+        errno = 0;
+        unsigned long v = strtoul(arg, &end, 10);
+        if (!*arg || *end || errno || arg[0] == '-' || v < 1 || v > KECTL_CHUNK_MAX)
+            return kectl_usage_error("get", "--chunk-size wants a number from 1 to %d, not "
+                                            "\"%s\"", KECTL_CHUNK_MAX, arg);
+        o->chunk = (uint32_t)v;
+        return 0;
+    }
     }
     return 0;
 }
@@ -334,6 +349,7 @@ int kectl_cmd_get(kectl *k, int argc, char **argv)
         {"watch", no_argument, NULL, 'w'},
         {"watch-only", no_argument, NULL, OPT_WATCH_ONLY},
         {"no-headers", no_argument, NULL, OPT_NO_HEADERS},
+        {"chunk-size", required_argument, NULL, OPT_CHUNK_SIZE},
         {NULL, 0, NULL, 0},
     };
     static const kectl_verb_def def = {"get", opts, "o:l:w", get_opt, kectl_help_get};
@@ -343,6 +359,7 @@ int kectl_cmd_get(kectl *k, int argc, char **argv)
     int rc = kectl_parse(k, &def, &o, argc, argv, pos, &n_pos);
     if (rc != 0)
         return rc == KECTL_HELP_SHOWN ? 0 : rc;
+    k->chunk = o.chunk;
     const kectl_kind *kind;
     kectl_target t[KECTL_MAX_ARGS];
     size_t n_t;

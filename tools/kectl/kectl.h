@@ -42,6 +42,15 @@
 #define KECTL_MAX_OPTS 40      /* entries of one verb's option table, globals included */
 #define KECTL_NAME_MAX 253     /* object and namespace names (DNS subdomain) */
 #define KECTL_DEFAULT_TIMEOUT_MS 10000
+/* Lists come page by page (limit/continue): objects asked per page by
+ * default (get --chunk-size), the largest page the server serves, the
+ * objects one kectl_list gathers at most, and how many times a list whose
+ * continue token expired (OUT_OF_RANGE) is started again. */
+#define KECTL_CHUNK_DEFAULT 500
+#define KECTL_CHUNK_MAX 5000
+#define KECTL_LIST_MAX_ITEMS 1000000
+#define KECTL_LIST_RESTARTS 3
+#define KECTL_CONTINUE_MAX 1024 /* a continue token, its NUL included */
 
 /* Global option codes (short ones are their letters). */
 enum {
@@ -63,6 +72,7 @@ typedef struct kectl {
     const char *ns;  /* -n, "default" unless given */
     int ns_explicit; /* -n was given */
     int all_ns;      /* -A */
+    uint32_t chunk;  /* objects per List page; 0: KECTL_CHUNK_DEFAULT */
     ke_rpc_loop *loop;
     ke_rpc_channel *ch;
 } kectl;
@@ -190,8 +200,14 @@ void kectl_report(const kectl *k, const ke_rpc_status *st, const char *context,
 int kectl_fetch(kectl *k, const kectl_kind *kind, const char *ns, const char *name, json_t **obj,
                 ke_rpc_status *st);
 
-/* kectl_list lists objects of a kind. Returns as kectl_fetch; on OK
- * *items is a new JSON array and *rv the list's resource version. */
+/* kectl_list lists objects of a kind, following continue tokens page by
+ * page (k->chunk objects per page) until the last, so that *items holds
+ * the whole list, read at one resource version. A list whose token expires
+ * midway is started again (at most KECTL_LIST_RESTARTS times). Returns as
+ * kectl_fetch (st: the failing page's status); on OK *items is a new JSON
+ * array and *rv the list's resource version. More than
+ * KECTL_LIST_MAX_ITEMS objects, or a server that hands back the token it
+ * was given, is an error (KE_EFULL, KE_EPROTO; printed). */
 int kectl_list(kectl *k, const kectl_kind *kind, const char *ns, const char *labels,
                const char *fields, json_t **items, uint64_t *rv, ke_rpc_status *st);
 
