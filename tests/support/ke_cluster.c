@@ -73,6 +73,30 @@ void ke_cluster_restart_cloud(ke_cluster *c, const char *const *extra)
     open_admin(c);
 }
 
+void ke_cluster_kill_restart_cloud(ke_cluster *c, const char *const *extra)
+{
+    ke_rpc_channel_free(c->admin);
+    c->admin = NULL;
+    kill(c->cloud.pid, SIGKILL);
+    assert_int_equal(ke_tp_wait_exit(&c->cloud, 10000), 128 + SIGKILL);
+    ke_cluster_start_cloud(c, extra);
+}
+
+void ke_cluster_stop_cloud(ke_cluster *c)
+{
+    ke_rpc_channel_free(c->admin);
+    c->admin = NULL;
+    assert_int_equal(ke_tp_stop(&c->cloud), 0);
+}
+
+void ke_cluster_start_cloud(ke_cluster *c, const char *const *extra)
+{
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", c->grpc_port);
+    start_cloud(c, listen, extra);
+    open_admin(c);
+}
+
 void ke_cluster_stop(ke_cluster *c)
 {
     ke_rpc_channel_free(c->admin);

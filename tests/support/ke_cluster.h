@@ -41,6 +41,16 @@ void ke_cluster_start(ke_cluster *c, const char *const *extra);
  * the same port and database. */
 void ke_cluster_restart_cloud(ke_cluster *c, const char *const *extra);
 
+/* ke_cluster_kill_restart_cloud SIGKILLs cloudcore (no shutdown at all)
+ * and starts it again on the same port and database. */
+void ke_cluster_kill_restart_cloud(ke_cluster *c, const char *const *extra);
+
+/* ke_cluster_stop_cloud stops cloudcore (SIGTERM, asserting exit 0) so a
+ * test can open its database; ke_cluster_start_cloud starts it again on
+ * the same port. */
+void ke_cluster_stop_cloud(ke_cluster *c);
+void ke_cluster_start_cloud(ke_cluster *c, const char *const *extra);
+
 void ke_cluster_stop(ke_cluster *c);
 
 /* ke_cluster_token returns a fresh join token (static buffer). */
