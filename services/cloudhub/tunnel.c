@@ -305,7 +305,18 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
     }
 
     resync r = {.ch = ch, .n = n, .digest = c->digest};
-    ch_store_node_objects(ch, n->name, resync_object, &r);
+    int rc = ch_store_node_objects(ch, n->name, resync_object, &r);
+    if (rc != 0) {
+        ke_log_error(CH_MOD, "cannot read the node's objects for its resync node=%s: %s",
+                     n->name, ke_strerror(rc));
+        for (size_t i = 0; i < r.n_gone; i++)
+            free(r.gone[i].key);
+        free(r.gone);
+        digest_drop(ch, c);
+        ch_queue_clear(ch, n);
+        ch_node_disconnect(ch, n, KE_RPC_UNAVAILABLE, "cannot read the node's objects");
+        return;
+    }
     if (!r.full)
         ke_map_each(r.digest, resync_unknown, &r);
     if (!r.full)
