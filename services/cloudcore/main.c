@@ -62,6 +62,7 @@ struct cloudcore_config {
     int64_t hub_dead_peer;
     int64_t hub_queue_max;
     int64_t hub_window;
+    int64_t hub_uplog_node_max;
     char *store_db;
     bool ec_enable;
     int64_t ec_node_grace;
@@ -110,7 +111,12 @@ static const ke_config_field cloudcore_fields[] = {
     {"cloudhub.queue_max", KE_CONFIG_INT64, offsetof(struct cloudcore_config, hub_queue_max),
      "65536", "message bodies a node's downstream queue holds in memory; past it, messages are re-read from the store when sent"},
     {"cloudhub.window", KE_CONFIG_INT64, offsetof(struct cloudcore_config, hub_window), "256",
-     "downstream messages in flight per node before an ack"},
+     "downstream messages in flight per node before an ack (at most 960: the rest of the "
+     "stream's send queue is kept for acks and keepalives)"},
+    {"cloudhub.uplog_node_max", KE_CONFIG_INT64,
+     offsetof(struct cloudcore_config, hub_uplog_node_max), "10000",
+     "distinct resources of one node waiting in the durable upstream log for consumers; past "
+     "it the node's reports are not acked (it retries from its outbox)"},
     {"store.db", KE_CONFIG_STRING, offsetof(struct cloudcore_config, store_db),
      "/var/lib/kubeedge/store.db", "the resource store's SQLite file (embedded mode)"},
     {"edgecontroller.enable", KE_CONFIG_BOOL, offsetof(struct cloudcore_config, ec_enable),
@@ -222,8 +228,12 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
-    if (cfg.hub_queue_max < 16 || cfg.hub_window < 1 || cfg.hub_window > 65536) {
-        fprintf(stderr, KE_PROGRAM ": cloudhub.queue_max must be >= 16 and cloudhub.window 1..65536\n");
+    if (cfg.hub_queue_max < 16 || cfg.hub_window < 1 || cfg.hub_window > CLOUDHUB_WINDOW_MAX ||
+        cfg.hub_uplog_node_max < 1 || cfg.hub_uplog_node_max > 100000000) {
+        fprintf(stderr, KE_PROGRAM ": cloudhub.queue_max must be >= 16, cloudhub.window 1..%u "
+                        "(the stream's send queue keeps room for acks and keepalives) and "
+                        "cloudhub.uplog_node_max 1..100000000\n",
+                CLOUDHUB_WINDOW_MAX);
         status = 2;
         goto out;
     }
@@ -238,6 +248,7 @@ int main(int argc, char **argv)
             .dead_peer_ms = cfg.hub_dead_peer,
             .queue_max = (uint32_t)cfg.hub_queue_max,
             .window = (uint32_t)cfg.hub_window,
+            .uplog_node_max = (uint32_t)cfg.hub_uplog_node_max,
             .require_admin = 1,
         };
         if ((rc = cloudhub_new(&hc, &hub)) != 0)

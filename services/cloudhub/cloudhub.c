@@ -8,18 +8,12 @@
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_pki.h"
+#include "ke_time.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-int64_t ch_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void metrics_init(ch_metrics *m)
 {
@@ -49,6 +43,15 @@ static void metrics_init(ch_metrics *m)
     ke_metrics_counter_new("ke_cloudhub_refused_total",
                            "tunnels and frames refused (identity, authorization, protocol)",
                            NULL, &m->refused);
+    ke_metrics_counter_new("ke_cloudhub_upstream_backpressure_total",
+                           "upstream reports not acked because the node's upstream log is at "
+                           "its bound (the edge retries)",
+                           NULL, &m->up_backpressure);
+    ke_metrics_counter_new("ke_cloudhub_upstream_delivered_total",
+                           "upstream log entries sent to consumers", NULL, &m->up_delivered);
+    ke_metrics_counter_new("ke_cloudhub_tombstones_collected_total",
+                           "deleted objects rows removed once the node had the delete", NULL,
+                           &m->tombstones_collected);
     ke_metrics_counter_new("ke_cloudhub_joins_total", "nodes joined", NULL, &m->joins);
     ke_metrics_counter_new("ke_cloudhub_join_refusals_total", "join requests refused", NULL,
                            &m->join_refused);
@@ -66,28 +69,29 @@ static int reap_one(const char *key, void *value, void *arg)
     (void)key;
     reap_ctx *r = arg;
     ch_node *n = value;
-    if (n->stream && r->now - n->last_seen_ms > r->ch->cfg.dead_peer_ms) {
+    if (n->stream && r->now - n->last_seen_mono > r->ch->cfg.dead_peer_ms) {
         ke_log_warn(CH_MOD, "node silent, closing its tunnel node=%s silent_ms=%lld", n->name,
-                    (long long)(r->now - n->last_seen_ms));
+                    (long long)(r->now - n->last_seen_mono));
         ke_rpc_call_cancel(n->stream);
     }
     return 0;
 }
 
-/* The reaper wakes every second and cancels streams of silent nodes; their
+/* The reaper wakes every second (monotonic clock: a step of the wall clock
+ * neither fires nor delays it) and cancels streams of silent nodes; their
  * on_close does the cleanup. */
 static void *reaper_main(void *arg)
 {
     cloudhub *ch = arg;
     pthread_mutex_lock(&ch->mu);
     while (!ch->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 1;
-        pthread_cond_timedwait(&ch->cv, &ch->mu, &until);
+        struct timespec until = ke_time_deadline(1000);
+        int rc = pthread_cond_timedwait(&ch->cv, &ch->mu, &until);
+        if (rc != 0 && rc != ETIMEDOUT)
+            ke_log_warn(CH_MOD, "reaper wait failed: %s", strerror(rc));
         if (ch->stopping)
             break;
-        reap_ctx r = {ch, ch_now_ms()};
+        reap_ctx r = {ch, ke_time_mono_ms()};
         ke_map_each(ch->nodes, reap_one, &r);
     }
     pthread_mutex_unlock(&ch->mu);
@@ -117,6 +121,15 @@ int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
         ch->cfg.queue_max = 65536;
     if (!ch->cfg.window)
         ch->cfg.window = 256;
+    if (!ch->cfg.uplog_node_max)
+        ch->cfg.uplog_node_max = CH_UPLOG_NODE_MAX_DEFAULT;
+    if (ch->cfg.window > CH_WINDOW_MAX) {
+        ke_log_error(CH_MOD, "window=%u is above %u: the rpc send queue (%u frames) must keep "
+                             "room for acks and keepalives",
+                     ch->cfg.window, CH_WINDOW_MAX, KE_RPC_DEFAULT_SEND_QUEUE);
+        free(ch);
+        return KE_EINVAL;
+    }
     if (ch->cfg.keepalive_ms <= 0)
         ch->cfg.keepalive_ms = 5000;
     if (ch->cfg.dead_peer_ms <= 0)
@@ -124,7 +137,11 @@ int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
     if (ch->cfg.node_cert_ttl_ms <= 0)
         ch->cfg.node_cert_ttl_ms = 365LL * 24 * 3600 * 1000;
     pthread_mutex_init(&ch->mu, NULL);
-    pthread_cond_init(&ch->cv, NULL);
+    if (ke_time_cond_init(&ch->cv) != 0) {
+        pthread_mutex_destroy(&ch->mu);
+        free(ch);
+        return KE_ENOMEM;
+    }
     metrics_init(&ch->m);
     int rc = KE_ENOMEM;
     uint8_t secret[KE_PKI_SECRET_MAX];
@@ -200,15 +217,7 @@ void cloudhub_free(cloudhub *ch)
         ke_map_each(ch->nodes, node_free, ch);
         ke_map_free(ch->nodes);
     }
-    while (ch->subs) {
-        ch_subscriber *s = ch->subs;
-        ch->subs = s->next;
-        ke_rpc_call_unref(s->call);
-        for (size_t i = 0; i < s->n_groups; i++)
-            free(s->groups[i]);
-        free(s->groups);
-        free(s);
-    }
+    ch_subscribe_free_all(ch);
     ke_sqlite_close(ch->db);
     free(ch->ca_pem);
     free(ch->ca_key_pem);

@@ -3,14 +3,17 @@
  *
  * Serves, on a libke rpc server:
  *   ke.v1.CloudHub  Bootstrap, Join, Renew, Tunnel (edge nodes)
- *   ke.v1.Hub       Publish, Subscribe, ListNodes, RemoveNode (controllers)
+ *   ke.v1.Hub       Publish, Subscribe, ListNodes, ListNodeObjects,
+ *                   RemoveNode (controllers)
  *
  * State lives in one SQLite file (cfg->db_path): registered nodes with
  * their certificate fingerprints and upstream sequence, and every object
  * published for every node (tombstones for deletes). A connected node gets
  * the difference between that table and its Hello digest, then live
  * changes; so pending downstream messages survive a CloudHub restart by
- * persistence: nothing is only in memory.
+ * persistence: nothing is only in memory. Upstream reports go to a durable
+ * log (in the same transaction as the node's sequence number, before the
+ * edge's ack) that named consumers read from their durable cursors.
  */
 #ifndef CLOUDHUB_H
 #define CLOUDHUB_H
@@ -22,6 +25,10 @@
 
 typedef struct cloudhub cloudhub;
 
+/* The largest cfg.window: the rpc layer's per-call send queue
+ * (KE_RPC_DEFAULT_SEND_QUEUE) less the frames kept for control. */
+#define CLOUDHUB_WINDOW_MAX 960u
+
 typedef struct cloudhub_config {
     const char *db_path;           /* SQLite file */
     const char *ca_cert_file;      /* cluster CA (PEM) */
@@ -31,13 +38,17 @@ typedef struct cloudhub_config {
     int64_t keepalive_ms;          /* the edge sends a keepalive this often */
     int64_t dead_peer_ms;          /* a node silent this long is disconnected */
     uint32_t queue_max;            /* per-node downstream queue bound (keys) */
-    uint32_t window;               /* downstream messages in flight unacked */
+    uint32_t window;               /* downstream messages in flight unacked; at most
+                                      CLOUDHUB_WINDOW_MAX (room for control frames) */
+    uint32_t uplog_node_max;       /* a node's entries (keys) in the upstream log;
+                                      0: 10,000 */
     int require_admin;             /* Hub API needs a "system:" client certificate */
 } cloudhub_config;
 
 /* cloudhub_new opens the database (migrating it), loads the CA, key and
- * token secret, and starts the dead-peer reaper. Returns 0, KE_ETLS when a
- * PEM or secret file is unusable, KE_EDB, KE_ENOMEM. */
+ * token secret, and starts the dead-peer reaper. Returns 0, KE_EINVAL for a
+ * window above CLOUDHUB_WINDOW_MAX, KE_ETLS when a PEM or secret file is
+ * unusable, KE_EDB, KE_ENOMEM. */
 int cloudhub_new(const cloudhub_config *cfg, cloudhub **out);
 
 /* cloudhub_register adds the CloudHub and Hub services to srv (before

@@ -4,7 +4,10 @@
  *   store.c     the SQLite schema and queries
  *   queue.c     per-node downstream queue (coalesced by key, bounded)
  *   tunnel.c    the Tunnel stream, one function per frame type
- *   hub.c       the Hub API for controllers
+ *   hub.c       the Hub API for controllers: Publish, ListNodes,
+ *               ListNodeObjects, RemoveNode
+ *   subscribe.c Hub.Subscribe: named consumers reading the durable
+ *               upstream log from their cursors
  *   join.c      Bootstrap, Join, Renew
  *
  * Locking: one mutex (ch->mu) guards all of it, SQLite included. It may be
@@ -25,6 +28,19 @@
 #define CH_NODE_NAME_MAX 64
 #define CH_MOD "cloudhub"
 
+/* Frames a Tunnel call's rpc send queue keeps free for control frames
+ * (acks, keepalives, ResyncDone, refusals): data in flight is capped at
+ * cfg.window <= CH_WINDOW_MAX, so data alone never fills the queue. */
+#define CH_CONTROL_RESERVE 64u
+#define CH_WINDOW_MAX (KE_RPC_DEFAULT_SEND_QUEUE - CH_CONTROL_RESERVE)
+_Static_assert(CH_WINDOW_MAX == CLOUDHUB_WINDOW_MAX, "cloudhub.h's window bound");
+/* Default bound on one node's entries (distinct keys) in the upstream log. */
+#define CH_UPLOG_NODE_MAX_DEFAULT 10000u
+/* Digest bounds: one Hello + DigestChunk sequence, and every sequence in
+ * progress together (memory a connecting node can pin). */
+#define CH_DIGEST_MAX 2000000u
+#define CH_DIGEST_HUB_MAX 4000000u
+
 /* One queued downstream message; at most one per key (coalesced). Past
  * the node's bound the entry holds no bytes (msg NULL): the message is read
  * back from the store when its turn comes. */
@@ -34,17 +50,37 @@ typedef struct ch_entry {
     uint64_t rv;
     uint8_t *msg;      /* packed ke.v1.Message, or NULL (spilled) */
     size_t len;
+    int deleted;       /* a tombstone of the objects table */
     int synth_delete;  /* spilled delete of a key the cloud never had */
     uint32_t updates, deletes; /* marker only: resync counts */
 } ch_entry;
+
+/* A tombstone sent to the node and not yet acked: once the edge acks seq,
+ * the objects row (key, rv, deleted) is removed. */
+typedef struct ch_sent_delete {
+    uint64_t seq;
+    uint64_t rv;
+    char *key;
+} ch_sent_delete;
 
 typedef struct ch_node {
     char name[CH_NODE_NAME_MAX];
     ke_rpc_call *stream;     /* the live Tunnel call (a reference), or NULL */
     int hello_done;
-    int64_t last_seen_ms;
+    int64_t last_seen_ms;    /* wall clock, for display (ListNodes) */
+    int64_t last_seen_mono;  /* monotonic: the reaper and idle_ms */
     uint64_t next_edge_seq;  /* upstream seq expected next (persisted) */
     char agent_version[64];
+    /* control slots of the live stream: never dropped, coalesced, flushed
+     * before data and on every drain */
+    uint64_t ack_owed;       /* newest upstream seq to ack (0: none) */
+    int keepalive_owed;      /* a keepalive reply is due */
+    int upstream_stopped;    /* a report was not acked: ignore later ones on
+                                this stream (the edge resends after reconnect) */
+    int uplog_full;          /* in a backpressure episode (logged once) */
+    /* tombstones in flight, oldest first (at most cfg.window) */
+    ch_sent_delete *dels;
+    uint32_t dels_head, dels_len;
     /* downstream queue */
     ke_map *pending;         /* key -> ch_entry in the FIFO */
     ch_entry *head, *tail;
@@ -58,14 +94,10 @@ typedef struct ch_metrics {
     ke_metric *connected, *known, *queue_depth;
     ke_metric *sent, *acked, *coalesced, *overflows, *resyncs;
     ke_metric *up_received, *up_duplicates, *refused, *joins, *join_refused, *renewals;
+    ke_metric *up_backpressure, *up_delivered, *tombstones_collected;
 } ch_metrics;
 
-typedef struct ch_subscriber {
-    struct ch_subscriber *next;
-    ke_rpc_call *call; /* a reference */
-    char **groups;
-    size_t n_groups;
-} ch_subscriber;
+typedef struct ch_subscriber ch_subscriber; /* subscribe.c */
 
 struct cloudhub {
     cloudhub_config cfg;
@@ -76,7 +108,8 @@ struct cloudhub {
     pthread_cond_t cv;
     ke_sqlite *db;
     ke_map *nodes;            /* name -> ch_node, registered nodes */
-    ch_subscriber *subs;
+    ch_subscriber *subs;      /* live Subscribe streams, one per consumer */
+    uint64_t digest_held;     /* digest entries held by sequences in progress */
     int stopping;
     pthread_t reaper;
     ch_metrics m;
@@ -84,8 +117,6 @@ struct cloudhub {
     uint32_t connected;
     uint64_t pub_seq;
 };
-
-int64_t ch_now_ms(void);
 
 /* store.c — every function runs with ch->mu held. */
 int ch_store_open(cloudhub *ch);
@@ -96,6 +127,10 @@ int ch_store_node_insert(cloudhub *ch, const char *name, const char *fp);
 int ch_store_node_rotate(cloudhub *ch, const char *name, const char *fp);
 int ch_store_node_delete(cloudhub *ch, const char *name);
 int ch_store_node_set_seq(cloudhub *ch, const char *name, uint64_t next_seq);
+/* ch_store_node_page calls fn for up to limit node names greater than
+ * after ("" for the first page), in name order. */
+int ch_store_node_page(cloudhub *ch, const char *after, uint32_t limit,
+                       int (*fn)(const char *name, void *arg), void *arg);
 /* ch_store_object_put records msg for key unless rv is not newer than the
  * stored one: returns 0 (stored), KE_EEXIST (same rv: a retry), or
  * KE_ECONFLICT (older rv). */
@@ -107,6 +142,41 @@ int ch_store_node_objects(cloudhub *ch, const char *node,
                                     const void *msg, size_t len, void *arg),
                           void *arg);
 int ch_store_node_drop_objects(cloudhub *ch, const char *node);
+/* ch_store_object_page calls fn for the object rows of node with keys
+ * greater than after (NULL: from the first), in key order, until fn returns
+ * non-zero. */
+int ch_store_object_page(cloudhub *ch, const char *node, const char *after,
+                         int (*fn)(const char *key, uint64_t rv, int deleted, void *arg),
+                         void *arg);
+/* ch_store_tombstone_drop removes the row of key if it is still the
+ * tombstone at rv (nothing newer was published since). */
+int ch_store_tombstone_drop(cloudhub *ch, const char *key, uint64_t rv);
+
+/* The durable upstream log. ch_store_uplog_append, in one transaction,
+ * replaces any entry of (group, key) with a new one at the log's end and
+ * sets the node's next_edge_seq to edge_seq + 1. A new key past node_max
+ * entries of the node changes nothing and returns KE_EFULL. *id: the new
+ * entry's log id. Returns 0, KE_EFULL, KE_EDB. */
+int ch_store_uplog_append(cloudhub *ch, const char *node, const char *group, const char *key,
+                          uint64_t edge_seq, const uint8_t *msg, size_t len, uint32_t node_max,
+                          uint64_t *id);
+/* ch_store_uplog_read calls fn for up to limit entries with id > after whose
+ * group is in groups_json (a JSON array of strings; NULL: every group), in
+ * id order. *max_id: the log's highest id when read (0 when empty). */
+int ch_store_uplog_read(cloudhub *ch, uint64_t after, const char *groups_json, uint32_t limit,
+                        int (*fn)(uint64_t id, const char *node, uint64_t edge_seq,
+                                  const void *msg, size_t len, void *arg),
+                        void *arg, uint64_t *max_id);
+/* ch_store_consumer_register creates consumer name (cursor 0) or updates
+ * its groups, returns its durable cursor and collects what the change made
+ * collectable. */
+int ch_store_consumer_register(cloudhub *ch, const char *name, const char *groups_json,
+                               uint64_t *cursor);
+/* ch_store_consumer_ack moves the cursor of name from old to cursor (in one
+ * transaction) and removes the entries in (old, cursor] that every
+ * consumer registered for their group has acked. *collected: how many. */
+int ch_store_consumer_ack(cloudhub *ch, const char *name, uint64_t old, uint64_t cursor,
+                          int *collected);
 /* ch_store_object_get copies the stored message of key (malloc'd). */
 int ch_store_object_get(cloudhub *ch, const char *key, uint64_t *rv, uint8_t **msg, size_t *len);
 
@@ -117,11 +187,24 @@ int ch_store_object_get(cloudhub *ch, const char *key, uint64_t *rv, uint8_t **m
  * synth_delete queues a delete of a key the store does not have. Returns 0
  * or KE_ENOMEM. */
 int ch_queue_push(cloudhub *ch, ch_node *n, const char *key, uint64_t rv, const uint8_t *msg,
-                  size_t len, int synth_delete);
+                  size_t len, int deleted, int synth_delete);
 int ch_queue_push_marker(cloudhub *ch, ch_node *n, uint32_t updates, uint32_t deletes);
-/* ch_queue_pump sends queued entries while the window allows. */
+/* ch_queue_pump flushes the control slots, then sends queued entries while
+ * the window and the rpc send queue allow (on_drain calls it again). */
 void ch_queue_pump(cloudhub *ch, ch_node *n);
+/* ch_queue_acked records the edge's ack of every downstream seq up to seq
+ * (ignored unless in (acked, sent]) and removes the tombstones it covers. */
+void ch_queue_acked(cloudhub *ch, ch_node *n, uint64_t seq);
+/* ch_queue_clear forgets the queue and everything per stream (in-flight
+ * tombstones stay in the store: the next resync sends them again). */
 void ch_queue_clear(cloudhub *ch, ch_node *n);
+/* ch_control_ack owes the edge an ack of seq (coalesced with any owed
+ * one); ch_control_keepalive owes it a keepalive; both are sent at once
+ * when the rpc queue has room, else at the next drain. Never dropped while
+ * the stream lives. */
+void ch_control_ack(ch_node *n, uint64_t seq);
+void ch_control_keepalive(ch_node *n);
+void ch_control_flush(cloudhub *ch, ch_node *n);
 
 /* tunnel.c */
 int ch_tunnel_register(cloudhub *ch, ke_rpc_server *srv);
@@ -136,7 +219,18 @@ void ch_node_disconnect(cloudhub *ch, ch_node *n, int code, const char *why);
 
 /* hub.c */
 int ch_hub_register(cloudhub *ch, ke_rpc_server *srv);
-void ch_hub_fanout(cloudhub *ch, const char *node, uint64_t seq, Ke__V1__Message *msg);
+/* ch_hub_authorized checks a Hub API caller; on refusal it finishes the
+ * call and returns 0. */
+int ch_hub_authorized(cloudhub *ch, ke_rpc_call *call);
+
+/* subscribe.c — ch->mu held unless said otherwise. */
+/* ch_subscribe_handler: the Subscribe method's callbacks (ud: the hub). */
+extern const ke_rpc_handler ch_subscribe_handler;
+/* ch_subscribe_wake lets every live consumer of group send what the log
+ * now holds for it. */
+void ch_subscribe_wake(cloudhub *ch, const char *group);
+/* ch_subscribe_free_all frees the subscribers left at shutdown. */
+void ch_subscribe_free_all(cloudhub *ch);
 
 /* join.c */
 int ch_join_register(cloudhub *ch, ke_rpc_server *srv);

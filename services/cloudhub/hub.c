@@ -2,10 +2,13 @@
  * hub.c — the Hub API, CloudHub's face to the cloud controllers:
  *
  *   Publish     record the message as the node's latest for its resource
- *               (idempotent by resource_version) and queue it if the node
- *               is connected
- *   Subscribe   stream upstream messages of chosen groups
- *   ListNodes   registered nodes, connected or not, with last-seen time
+ *               (idempotent by resource_version; `resend` queues a stored
+ *               version again) and queue it if the node is connected
+ *   Subscribe   see subscribe.c (the durable upstream log)
+ *   ListNodes   registered nodes, connected or not, with last-seen time and
+ *               monotonic idle time, in name order and in pages
+ *   ListNodeObjects  one node's objects rows (key, version, tombstone), in
+ *               key order and in pages, optionally of some kinds only
  *   RemoveNode  forget a node: close its stream, drop its state
  *
  * With require_admin (TLS deployments), callers must present a client
@@ -17,13 +20,21 @@
 
 #include "ke_err.h"
 #include "ke_log.h"
+#include "ke_time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* authorized checks the caller; on refusal it finishes the call. */
-static int authorized(cloudhub *ch, ke_rpc_call *call)
+/* Page bounds: ListNodes, ListNodeObjects. */
+#define CH_LIST_NODES_DEFAULT 500u
+#define CH_LIST_NODES_MAX 5000u
+#define CH_LIST_OBJECTS_DEFAULT 1000u
+#define CH_LIST_OBJECTS_MAX 10000u
+#define CH_KINDS_MAX 64u
+#define CH_KEY_MAX 512u
+
+int ch_hub_authorized(cloudhub *ch, ke_rpc_call *call)
 {
     if (!ch->cfg.require_admin || ke_rpc_call_is_inproc(call))
         return 1; /* plaintext deployments, and controllers in this process */
@@ -49,7 +60,7 @@ static void publish_on_message(ke_rpc_call *call, const ProtobufCMessage *m, voi
 {
     cloudhub *ch = ud;
     const Ke__V1__PublishRequest *req = (const Ke__V1__PublishRequest *)m;
-    if (!authorized(ch, call))
+    if (!ch_hub_authorized(ch, call))
         return;
     const Ke__V1__Message *msg = req->message;
     char owner[CH_NODE_NAME_MAX], why[320];
@@ -83,12 +94,23 @@ static void publish_on_message(ke_rpc_call *call, const ProtobufCMessage *m, voi
     Ke__V1__PublishReply reply = KE__V1__PUBLISH_REPLY__INIT;
     pthread_mutex_lock(&ch->mu);
     int rc = ch_store_object_put(ch, req->node_name, key, rv, deleted, buf, len);
-    if (rc == 0) {
-        reply.seq = ++ch->pub_seq;
+    /* A resend of the stored version goes to the node again (the edge asked
+     * for an object it lacks); otherwise the same version is a retry. */
+    if (rc == 0 || (rc == KE_EEXIST && req->resend)) {
         ch_node *n = ke_map_get(ch->nodes, req->node_name);
         if (n && n->hello_done) {
-            ch_queue_push(ch, n, key, rv, buf, len, 0);
+            int qrc = ch_queue_push(ch, n, key, rv, buf, len, deleted, 0);
+            if (qrc != 0) {
+                /* The store has it: the node's next resync sends it. */
+                ke_log_warn(CH_MOD, "cannot queue a publish node=%s key=%s rv=%llu: %s; sent at "
+                                    "the next resync",
+                            n->name, key, (unsigned long long)rv, ke_strerror(qrc));
+                ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED, "cloudhub is out of memory");
+            }
             ch_queue_pump(ch, n);
+            reply.seq = ++ch->pub_seq;
+        } else if (rc == 0) {
+            reply.seq = ++ch->pub_seq;
         }
     }
     pthread_mutex_unlock(&ch->mu);
@@ -105,145 +127,228 @@ static void publish_on_message(ke_rpc_call *call, const ProtobufCMessage *m, voi
     }
 }
 
-/* ---- Subscribe ---- */
-
-static void subscribe_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
-{
-    cloudhub *ch = ud;
-    const Ke__V1__SubscribeRequest *req = (const Ke__V1__SubscribeRequest *)m;
-    if (!authorized(ch, call))
-        return;
-    ch_subscriber *s = calloc(1, sizeof(*s));
-    if (!s || (req->n_groups && !(s->groups = calloc(req->n_groups, sizeof(char *))))) {
-        free(s);
-        ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
-        return;
-    }
-    for (size_t i = 0; i < req->n_groups; i++)
-        if ((s->groups[i] = strdup(req->groups[i])) != NULL)
-            s->n_groups++;
-    ke_rpc_call_ref(call);
-    s->call = call;
-    ke_rpc_call_set_data(call, s);
-    pthread_mutex_lock(&ch->mu);
-    s->next = ch->subs;
-    ch->subs = s;
-    pthread_mutex_unlock(&ch->mu);
-}
-
-static void subscriber_free(ch_subscriber *s)
-{
-    for (size_t i = 0; i < s->n_groups; i++)
-        free(s->groups[i]);
-    free(s->groups);
-    ke_rpc_call_unref(s->call);
-    free(s);
-}
-
-static void subscribe_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
-{
-    cloudhub *ch = ud;
-    (void)st;
-    ch_subscriber *s = ke_rpc_call_get_data(call);
-    if (!s)
-        return;
-    pthread_mutex_lock(&ch->mu);
-    for (ch_subscriber **pp = &ch->subs; *pp; pp = &(*pp)->next) {
-        if (*pp == s) {
-            *pp = s->next;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&ch->mu);
-    subscriber_free(s);
-}
-
-static int wants(const ch_subscriber *s, const char *group)
-{
-    if (s->n_groups == 0)
-        return 1;
-    for (size_t i = 0; i < s->n_groups; i++)
-        if (strcmp(s->groups[i], group) == 0)
-            return 1;
-    return 0;
-}
-
-void ch_hub_fanout(cloudhub *ch, const char *node, uint64_t seq, Ke__V1__Message *msg)
-{
-    if (!ch->subs)
-        return;
-    Ke__V1__UpstreamMessage up = KE__V1__UPSTREAM_MESSAGE__INIT;
-    up.node_name = (char *)node;
-    up.seq = seq;
-    up.message = msg;
-    size_t len = protobuf_c_message_get_packed_size(&up.base);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
-        return;
-    protobuf_c_message_pack(&up.base, buf);
-    for (ch_subscriber *s = ch->subs; s; s = s->next) {
-        if (!wants(s, msg->route->group))
-            continue;
-        if (ke_rpc_call_send_raw(s->call, buf, len) == KE_EFULL) {
-            ke_log_warn(CH_MOD, "subscriber too slow: closing it");
-            ke_rpc_call_finish(s->call, KE_RPC_RESOURCE_EXHAUSTED,
-                               "subscriber is not keeping up", NULL);
-        }
-    }
-    free(buf);
-}
-
-/* ---- ListNodes, RemoveNode ---- */
+/* ---- ListNodes ---- */
 
 typedef struct list_ctx {
+    cloudhub *ch;
     Ke__V1__NodeInfo *infos;
     Ke__V1__NodeInfo **ptrs;
-    size_t n;
+    size_t n, cap;
+    int64_t now;
 } list_ctx;
 
-static int list_one(const char *key, void *value, void *arg)
+static int list_one(const char *name, void *arg)
 {
-    (void)key;
     list_ctx *l = arg;
-    ch_node *n = value;
+    ch_node *n = ke_map_get(l->ch->nodes, name);
+    if (!n || l->n == l->cap)
+        return 0; /* removed in this very transaction's view: skip */
     Ke__V1__NodeInfo *i = &l->infos[l->n];
     ke__v1__node_info__init(i);
     i->name = n->name;
     i->connected = n->stream != NULL && n->hello_done;
     i->last_seen_ms = n->last_seen_ms;
+    i->idle_ms = l->now - n->last_seen_mono;
     i->queue_depth = n->depth;
     i->agent_version = n->agent_version;
     l->ptrs[l->n++] = i;
     return 0;
 }
 
+/* valid_node_token: a continue token of ListNodes is the last name of the
+ * previous page, so it looks like a node name. */
+static int valid_node_token(const char *t)
+{
+    size_t len = strlen(t);
+    if (len >= CH_NODE_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= '0' && t[i] <= '9') || t[i] == '-' ||
+              t[i] == '.'))
+            return 0;
+    return 1;
+}
+
 static void list_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     cloudhub *ch = ud;
-    (void)m;
-    if (!authorized(ch, call))
+    const Ke__V1__ListNodesRequest *req = (const Ke__V1__ListNodesRequest *)m;
+    if (!ch_hub_authorized(ch, call))
         return;
+    if (!valid_node_token(req->continue_token)) {
+        ke_rpc_call_finish(call, KE_RPC_INVALID_ARGUMENT,
+                           "continue_token: not a token from a previous ListNodes reply", NULL);
+        return;
+    }
+    uint32_t limit = req->limit == 0                  ? CH_LIST_NODES_DEFAULT
+                     : req->limit > CH_LIST_NODES_MAX ? CH_LIST_NODES_MAX
+                                                      : req->limit;
+    /* One more than the page, to know whether another page follows. */
+    list_ctx l = {.ch = ch, .cap = limit + 1, .now = ke_time_mono_ms()};
+    l.infos = calloc(l.cap, sizeof(*l.infos));
+    l.ptrs = calloc(l.cap, sizeof(*l.ptrs));
+    if (!l.infos || !l.ptrs) {
+        free(l.infos);
+        free(l.ptrs);
+        ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        return;
+    }
     pthread_mutex_lock(&ch->mu);
-    size_t count = ke_map_len(ch->nodes);
-    list_ctx l = {calloc(count + 1, sizeof(Ke__V1__NodeInfo)),
-                  calloc(count + 1, sizeof(Ke__V1__NodeInfo *)), 0};
-    if (l.infos && l.ptrs)
-        ke_map_each(ch->nodes, list_one, &l);
+    int rc = ch_store_node_page(ch, req->continue_token, limit + 1, list_one, &l);
     Ke__V1__ListNodesReply reply = KE__V1__LIST_NODES_REPLY__INIT;
+    char next[CH_NODE_NAME_MAX] = "";
+    if (l.n > limit) {
+        l.n = limit;
+        snprintf(next, sizeof(next), "%s", l.ptrs[limit - 1]->name);
+    }
     reply.n_nodes = l.n;
     reply.nodes = l.ptrs;
+    reply.continue_token = next;
     /* Packed while the lock keeps the node names stable. */
-    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &reply.base);
+    if (rc != 0)
+        ke_rpc_call_finish(call, KE_RPC_UNAVAILABLE, "store error", NULL);
+    else
+        ke_rpc_call_finish(call, KE_RPC_OK, NULL, &reply.base);
     pthread_mutex_unlock(&ch->mu);
     free(l.infos);
     free(l.ptrs);
 }
 
+/* ---- ListNodeObjects ---- */
+
+typedef struct objects_ctx {
+    Ke__V1__NodeObject *objs;
+    Ke__V1__NodeObject **ptrs;
+    size_t n, cap;
+    char *const *kinds;
+    size_t n_kinds;
+    int more;
+} objects_ctx;
+
+/* key_kind points at the <kind> of node/<node>/<ns>/<kind>/<name> and sets
+ * *len; NULL when the key has no such segment. */
+static const char *key_kind(const char *key, size_t *len)
+{
+    const char *p = key;
+    for (int i = 0; i < 3; i++) {
+        p = strchr(p, '/');
+        if (!p)
+            return NULL;
+        p++;
+    }
+    const char *end = strchr(p, '/');
+    if (!end)
+        return NULL;
+    *len = (size_t)(end - p);
+    return p;
+}
+
+static int objects_kind_wanted(const objects_ctx *o, const char *key)
+{
+    if (o->n_kinds == 0)
+        return 1;
+    size_t len;
+    const char *kind = key_kind(key, &len);
+    for (size_t i = 0; kind && i < o->n_kinds; i++)
+        if (strlen(o->kinds[i]) == len && memcmp(o->kinds[i], kind, len) == 0)
+            return 1;
+    return 0;
+}
+
+static int objects_one(const char *key, uint64_t rv, int deleted, void *arg)
+{
+    objects_ctx *o = arg;
+    if (!objects_kind_wanted(o, key))
+        return 0;
+    if (o->n == o->cap) {
+        o->more = 1;
+        return 1;
+    }
+    Ke__V1__NodeObject *obj = &o->objs[o->n];
+    ke__v1__node_object__init(obj);
+    if (!(obj->key = strdup(key)))
+        return KE_ENOMEM;
+    obj->resource_version = rv;
+    obj->deleted = deleted != 0;
+    o->ptrs[o->n++] = obj;
+    return 0;
+}
+
+/* objects_check validates a ListNodeObjects request; returns NULL or the
+ * reason, naming the field. */
+static const char *objects_check(const Ke__V1__ListNodeObjectsRequest *req)
+{
+    if (!req->node_name[0] || strlen(req->node_name) >= CH_NODE_NAME_MAX)
+        return "node_name: required, at most 63 bytes";
+    if (req->n_kinds > CH_KINDS_MAX)
+        return "kinds: at most 64";
+    for (size_t i = 0; i < req->n_kinds; i++)
+        if (!req->kinds[i][0] || strchr(req->kinds[i], '/'))
+            return "kinds: each a kind name (not empty, no '/')";
+    if (req->continue_token[0]) {
+        char prefix[CH_NODE_NAME_MAX + 8];
+        snprintf(prefix, sizeof(prefix), "node/%s/", req->node_name);
+        if (strlen(req->continue_token) > CH_KEY_MAX ||
+            strncmp(req->continue_token, prefix, strlen(prefix)) != 0)
+            return "continue_token: not a token from a previous ListNodeObjects reply for "
+                   "this node";
+    }
+    return NULL;
+}
+
+static void objects_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    cloudhub *ch = ud;
+    const Ke__V1__ListNodeObjectsRequest *req = (const Ke__V1__ListNodeObjectsRequest *)m;
+    if (!ch_hub_authorized(ch, call))
+        return;
+    const char *bad = objects_check(req);
+    if (bad) {
+        ke_rpc_call_finish(call, KE_RPC_INVALID_ARGUMENT, bad, NULL);
+        return;
+    }
+    uint32_t limit = req->limit == 0                    ? CH_LIST_OBJECTS_DEFAULT
+                     : req->limit > CH_LIST_OBJECTS_MAX ? CH_LIST_OBJECTS_MAX
+                                                        : req->limit;
+    objects_ctx o = {.cap = limit, .kinds = req->kinds, .n_kinds = req->n_kinds};
+    o.objs = calloc(o.cap, sizeof(*o.objs));
+    o.ptrs = calloc(o.cap, sizeof(*o.ptrs));
+    int rc = o.objs && o.ptrs ? 0 : KE_ENOMEM;
+    int known = 0;
+    if (rc == 0) {
+        pthread_mutex_lock(&ch->mu);
+        known = ke_map_get(ch->nodes, req->node_name) != NULL;
+        if (known)
+            rc = ch_store_object_page(ch, req->node_name,
+                                      req->continue_token[0] ? req->continue_token : NULL,
+                                      objects_one, &o);
+        pthread_mutex_unlock(&ch->mu);
+    }
+    if (rc == 0 && !known) {
+        ke_rpc_call_finish(call, KE_RPC_NOT_FOUND, "node_name: no such node", NULL);
+    } else if (rc != 0) {
+        ke_rpc_call_finish(call, rc == KE_ENOMEM ? KE_RPC_RESOURCE_EXHAUSTED : KE_RPC_UNAVAILABLE,
+                           rc == KE_ENOMEM ? "out of memory" : "store error", NULL);
+    } else {
+        Ke__V1__ListNodeObjectsReply reply = KE__V1__LIST_NODE_OBJECTS_REPLY__INIT;
+        reply.n_objects = o.n;
+        reply.objects = o.ptrs;
+        reply.continue_token = o.more && o.n ? o.ptrs[o.n - 1]->key : "";
+        ke_rpc_call_finish(call, KE_RPC_OK, NULL, &reply.base);
+    }
+    for (size_t i = 0; i < o.n; i++)
+        free(o.objs[i].key);
+    free(o.objs);
+    free(o.ptrs);
+}
+
+/* ---- RemoveNode ---- */
+
 static void remove_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     cloudhub *ch = ud;
     const Ke__V1__RemoveNodeRequest *req = (const Ke__V1__RemoveNodeRequest *)m;
-    if (!authorized(ch, call))
+    if (!ch_hub_authorized(ch, call))
         return;
     pthread_mutex_lock(&ch->mu);
     ch_node *n = ke_map_get(ch->nodes, req->node_name);
@@ -285,13 +390,14 @@ static void remove_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
 
 int ch_hub_register(cloudhub *ch, ke_rpc_server *srv)
 {
-    static const ke_rpc_method_def methods[] = {
+    ke_rpc_method_def methods[] = {
         {"Publish", KE_RPC_UNARY, {.on_message = publish_on_message}},
-        {"Subscribe", KE_RPC_SERVER_STREAM,
-         {.on_message = subscribe_on_message, .on_close = subscribe_on_close}},
+        {"Subscribe", KE_RPC_BIDI_STREAM, {0}},
         {"ListNodes", KE_RPC_UNARY, {.on_message = list_on_message}},
+        {"ListNodeObjects", KE_RPC_UNARY, {.on_message = objects_on_message}},
         {"RemoveNode", KE_RPC_UNARY, {.on_message = remove_on_message}},
     };
+    methods[1].handler = ch_subscribe_handler;
     return ke_rpc_server_add_all(srv, &ke__v1__hub__descriptor, methods,
                                  sizeof(methods) / sizeof(methods[0]), ch);
 }

@@ -15,6 +15,7 @@
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_pki.h"
+#include "ke_time.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -126,7 +127,7 @@ static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
         return;
     }
     if (ke_pki_token_verify(req->token, ch->ca_pem, ch->secret, ch->secret_len,
-                            ch_now_ms() / 1000, why, sizeof(why)) != 0) {
+                            ke_time_wall_ms() / 1000, why, sizeof(why)) != 0) {
         join_refuse(ch, call, node, KE_RPC_PERMISSION_DENIED, why);
         return;
     }
@@ -154,6 +155,7 @@ static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
     } else {
         snprintf(n->name, sizeof(n->name), "%s", node);
         n->next_edge_seq = 1;
+        n->last_seen_mono = ke_time_mono_ms(); /* idle since it joined */
         ke_map_put(ch->nodes, n->name, n, NULL);
         ke_metric_set(ch->m.known, (int64_t)ke_map_len(ch->nodes));
         n = NULL;

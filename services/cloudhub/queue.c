@@ -14,11 +14,23 @@
  * Entries leave the queue when sent; at most cfg.window messages are in
  * flight unacknowledged. A marker entry sends ResyncDone in order.
  * Frames wrap the stored, already packed ke.v1.Message (ke_wire.h).
+ *
+ * Tombstones in flight are remembered (seq, key, rv): once the edge acks
+ * the seq that carried one, the objects row is removed if it is still that
+ * tombstone, so deleted rows do not pile up under create/delete churn.
+ *
+ * Control frames (acks of upstream reports, keepalive replies) do not
+ * queue behind data: each is a slot on the node (the newest seq to ack, a
+ * keepalive due), sent first on every pump and on every drain, and never
+ * dropped. Data in the rpc send queue is at most cfg.window <=
+ * CH_WINDOW_MAX frames, which leaves CH_CONTROL_RESERVE frames of the
+ * queue to control; past that a slot simply waits for the drain.
  */
 #include "cloudhub_internal.h"
 
 #include "ke_err.h"
 #include "ke_log.h"
+#include "ke_time.h"
 #include "ke_wire.h"
 
 #include <stdlib.h>
@@ -81,13 +93,14 @@ static void entry_set_body(cloudhub *ch, ch_node *n, ch_entry *e, const uint8_t 
 }
 
 int ch_queue_push(cloudhub *ch, ch_node *n, const char *key, uint64_t rv, const uint8_t *msg,
-                  size_t len, int synth_delete)
+                  size_t len, int deleted, int synth_delete)
 {
     ch_entry *e = ke_map_get(n->pending, key);
     if (e) {
         if (e->rv >= rv)
             return 0;
         e->rv = rv;
+        e->deleted = deleted;
         e->synth_delete = synth_delete;
         entry_set_body(ch, n, e, msg, len);
         ke_metric_add(ch->m.coalesced, 1);
@@ -101,6 +114,7 @@ int ch_queue_push(cloudhub *ch, ch_node *n, const char *key, uint64_t rv, const 
         return KE_ENOMEM;
     }
     e->rv = rv;
+    e->deleted = deleted;
     e->synth_delete = synth_delete;
     entry_set_body(ch, n, e, msg, len);
     append(ch, n, e);
@@ -118,7 +132,9 @@ int ch_queue_push_marker(cloudhub *ch, ch_node *n, uint32_t updates, uint32_t de
     return 0;
 }
 
-static void send_marker(ch_node *n, const ch_entry *e)
+/* send_marker sends ResyncDone: 0, KE_EFULL (retry at the drain), or
+ * KE_ECLOSED. */
+static int send_marker(ch_node *n, const ch_entry *e)
 {
     Ke__V1__ResyncDone done = KE__V1__RESYNC_DONE__INIT;
     Ke__V1__CloudFrame f = KE__V1__CLOUD_FRAME__INIT;
@@ -126,7 +142,110 @@ static void send_marker(ch_node *n, const ch_entry *e)
     done.deletes = e->deletes;
     f.frame_case = KE__V1__CLOUD_FRAME__FRAME_RESYNC_DONE;
     f.resync_done = &done;
-    ke_rpc_call_send(n->stream, &f.base);
+    return ke_rpc_call_send(n->stream, &f.base);
+}
+
+/* ---- control slots ---- */
+
+void ch_control_ack(ch_node *n, uint64_t seq)
+{
+    if (seq > n->ack_owed)
+        n->ack_owed = seq;
+}
+
+void ch_control_keepalive(ch_node *n)
+{
+    n->keepalive_owed = 1;
+}
+
+void ch_control_flush(cloudhub *ch, ch_node *n)
+{
+    (void)ch;
+    if (!n->stream)
+        return;
+    if (n->ack_owed) {
+        Ke__V1__Ack ack = KE__V1__ACK__INIT;
+        Ke__V1__CloudFrame f = KE__V1__CLOUD_FRAME__INIT;
+        ack.seq = n->ack_owed;
+        f.frame_case = KE__V1__CLOUD_FRAME__FRAME_ACK;
+        f.ack = &ack;
+        int rc = ke_rpc_call_send(n->stream, &f.base);
+        /* KE_EFULL: stays owed until the drain. KE_ECLOSED: the stream is
+         * ending; the edge learns next_edge_seq from the next HelloAck. */
+        if (rc != KE_EFULL)
+            n->ack_owed = 0;
+    }
+    if (n->keepalive_owed) {
+        Ke__V1__Keepalive k = KE__V1__KEEPALIVE__INIT;
+        Ke__V1__CloudFrame f = KE__V1__CLOUD_FRAME__INIT;
+        k.time_ms = ke_time_wall_ms();
+        f.frame_case = KE__V1__CLOUD_FRAME__FRAME_KEEPALIVE;
+        f.keepalive = &k;
+        if (ke_rpc_call_send(n->stream, &f.base) != KE_EFULL)
+            n->keepalive_owed = 0;
+    }
+}
+
+/* ---- tombstones in flight ---- */
+
+static void dels_free(ch_node *n)
+{
+    for (uint32_t i = 0; i < n->dels_len; i++)
+        free(n->dels[(n->dels_head + i) % CH_WINDOW_MAX].key);
+    free(n->dels);
+    n->dels = NULL;
+    n->dels_head = n->dels_len = 0;
+}
+
+/* dels_push remembers a tombstone sent at seq. At most window entries are
+ * in flight, so the ring (CH_WINDOW_MAX) never overflows; out of memory,
+ * the row simply stays until a later resync. */
+static void dels_push(ch_node *n, uint64_t seq, const char *key, uint64_t rv)
+{
+    if (!n->dels && !(n->dels = calloc(CH_WINDOW_MAX, sizeof(*n->dels))))
+        return;
+    if (n->dels_len == CH_WINDOW_MAX)
+        return;
+    char *k = strdup(key);
+    if (!k)
+        return;
+    ch_sent_delete *d = &n->dels[(n->dels_head + n->dels_len) % CH_WINDOW_MAX];
+    d->seq = seq;
+    d->rv = rv;
+    d->key = k;
+    n->dels_len++;
+}
+
+void ch_queue_acked(cloudhub *ch, ch_node *n, uint64_t seq)
+{
+    if (seq <= n->acked_seq || seq > n->sent_seq)
+        return;
+    ke_metric_add(ch->m.acked, (int64_t)(seq - n->acked_seq));
+    n->acked_seq = seq;
+    if (!n->dels_len || n->dels[n->dels_head].seq > seq)
+        return;
+    int in_tx = ke_sqlite_begin(ch->db) == 0;
+    int64_t dropped = 0;
+    while (n->dels_len && n->dels[n->dels_head].seq <= seq) {
+        ch_sent_delete *d = &n->dels[n->dels_head];
+        int rc = ch_store_tombstone_drop(ch, d->key, d->rv);
+        if (rc != 0)
+            ke_log_warn(CH_MOD, "cannot remove an acked tombstone node=%s key=%s rv=%llu: it "
+                                "stays until the node resyncs",
+                        n->name, d->key, (unsigned long long)d->rv);
+        else
+            dropped++;
+        free(d->key);
+        n->dels_head = (n->dels_head + 1) % CH_WINDOW_MAX;
+        n->dels_len--;
+    }
+    if (in_tx && ke_sqlite_commit(ch->db) != 0) {
+        ke_log_warn(CH_MOD, "cannot commit tombstone removal node=%s: the rows stay until the "
+                            "node resyncs",
+                    n->name);
+        dropped = 0;
+    }
+    ke_metric_add(ch->m.tombstones_collected, dropped);
 }
 
 /* synth_delete_msg packs a delete of key at rv (the cloud has no row). */
@@ -136,7 +255,7 @@ static uint8_t *synth_delete_msg(const char *key, uint64_t rv, size_t *len)
     Ke__V1__Route route = KE__V1__ROUTE__INIT;
     Ke__V1__Message m = KE__V1__MESSAGE__INIT;
     h.resource_version = rv;
-    h.timestamp_ms = ch_now_ms();
+    h.timestamp_ms = ke_time_wall_ms();
     route.source = "cloudhub";
     route.group = "resource";
     route.operation = KE__V1__OPERATION__OPERATION_DELETE;
@@ -172,6 +291,7 @@ static const uint8_t *entry_body(cloudhub *ch, ch_entry *e, size_t *len, int *ow
 
 void ch_queue_pump(cloudhub *ch, ch_node *n)
 {
+    ch_control_flush(ch, n);
     while (n->stream && n->head && n->sent_seq - n->acked_seq < ch->cfg.window) {
         ch_entry *e = n->head;
         if (e->key) {
@@ -194,10 +314,12 @@ void ch_queue_pump(cloudhub *ch, ch_node *n)
                     return; /* the stream is ending; on_close clears the queue */
                 n->sent_seq++;
                 ke_metric_add(ch->m.sent, 1);
+                if (e->deleted && !e->synth_delete)
+                    dels_push(n, n->sent_seq, e->key, e->rv);
             }
             ke_map_del(n->pending, e->key);
-        } else {
-            send_marker(n, e);
+        } else if (send_marker(n, e) != 0) {
+            return; /* KE_EFULL: sent at the drain, in order; else the stream is ending */
         }
         n->head = e->next;
         if (!n->head)
@@ -219,4 +341,8 @@ void ch_queue_clear(cloudhub *ch, ch_node *n)
     }
     n->tail = NULL;
     n->sent_seq = n->acked_seq = 0;
+    n->ack_owed = 0;
+    n->keepalive_owed = 0;
+    n->upstream_stopped = 0;
+    dels_free(n);
 }

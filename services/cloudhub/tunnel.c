@@ -2,20 +2,27 @@
  * tunnel.c — the Tunnel stream: one per edge node, mutual TLS, the node
  * being its certificate's CN. One function per frame type:
  *
- *   tunnel_on_hello      registers the stream, answers HelloAck, queues the
+ *   tunnel_on_hello      starts the digest (the Hello's own entries); when
+ *                        nothing follows, completes it at once
+ *   tunnel_on_digest_chunk  more digest entries (bounded); the last one
+ *                        completes it
+ *   (hello_complete)     registers the stream, answers HelloAck, queues the
  *                        difference between the node's objects and the
- *                        edge's digest (updates and deletes), then ResyncDone
+ *                        digest (updates and deletes), then ResyncDone
  *   tunnel_on_message    an upstream report: node authorization, dedup by
- *                        sequence number, persist the next expected seq,
- *                        fan out to subscribers, ack
- *   tunnel_on_ack        the edge applied everything up to seq: send more
- *   tunnel_on_keepalive  liveness; answered with a keepalive
+ *                        sequence number, then in one transaction the next
+ *                        expected seq and the durable upstream log entry;
+ *                        acked only after the commit; consumers woken
+ *   tunnel_on_ack        the edge applied everything up to seq: collect
+ *                        acked tombstones, send more
+ *   tunnel_on_keepalive  liveness; answered with a keepalive (a slot)
  */
 #include "cloudhub_internal.h"
 
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_pki.h"
+#include "ke_time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +31,12 @@
 typedef struct tunnel_conn {
     cloudhub *ch;
     char node[CH_NODE_NAME_MAX];
-    int hello;
+    int hello;               /* a Hello was received */
+    /* the digest being received (Hello, then DigestChunks) */
+    int digest_open;
+    ke_map *digest;          /* key -> uint64_t rv (malloc'd) */
+    size_t digest_n;         /* entries received (counts against the bounds) */
+    char agent_version[64];
 } tunnel_conn;
 
 int ch_resource_node(const char *resource, char *buf, size_t len)
@@ -90,21 +102,7 @@ void ch_node_disconnect(cloudhub *ch, ch_node *n, int code, const char *why)
         ke_rpc_call_cancel(n->stream);
 }
 
-static void send_frame(ke_rpc_call *call, Ke__V1__CloudFrame *f)
-{
-    ke_rpc_call_send(call, &f->base);
-}
-
-static void send_ack(ke_rpc_call *call, uint64_t seq)
-{
-    Ke__V1__Ack ack = KE__V1__ACK__INIT;
-    Ke__V1__CloudFrame f = KE__V1__CLOUD_FRAME__INIT;
-    ack.seq = seq;
-    f.frame_case = KE__V1__CLOUD_FRAME__FRAME_ACK;
-    f.ack = &ack;
-    send_frame(call, &f);
-}
-
+/* send_refusal tells the edge a report is refused for good. */
 static void send_refusal(ke_rpc_call *call, uint64_t seq, const char *reason, int fatal)
 {
     Ke__V1__Refusal r = KE__V1__REFUSAL__INIT;
@@ -114,7 +112,67 @@ static void send_refusal(ke_rpc_call *call, uint64_t seq, const char *reason, in
     r.fatal = fatal;
     f.frame_case = KE__V1__CLOUD_FRAME__FRAME_REFUSAL;
     f.refusal = &r;
-    send_frame(call, &f);
+    /* Dropping it on a full queue is safe: next_edge_seq is already past
+     * seq, so when the edge resends it after a reconnect it is acked as a
+     * duplicate and leaves the outbox all the same. */
+    if (ke_rpc_call_send(call, &f.base) != 0)
+        ke_log_debug(CH_MOD, "refusal not sent seq=%llu (stream full or ending)",
+                     (unsigned long long)seq);
+}
+
+/* ---- the digest: Hello, then DigestChunks ---- */
+
+static int digest_value_free(const char *key, void *value, void *arg)
+{
+    (void)key;
+    (void)arg;
+    free(value);
+    return 0;
+}
+
+/* digest_drop frees the digest in progress and returns its entries to the
+ * hub-wide bound. ch->mu held. */
+static void digest_drop(cloudhub *ch, tunnel_conn *c)
+{
+    if (c->digest) {
+        ke_map_each(c->digest, digest_value_free, NULL);
+        ke_map_free(c->digest);
+        c->digest = NULL;
+    }
+    ch->digest_held -= c->digest_n;
+    c->digest_n = 0;
+    c->digest_open = 0;
+}
+
+/* digest_add adds entries to the digest in progress: KE_RPC_OK, or
+ * RESOURCE_EXHAUSTED with why filled past a bound (or out of memory).
+ * ch->mu held. */
+static int digest_add(cloudhub *ch, tunnel_conn *c, Ke__V1__DigestEntry *const *entries,
+                      size_t n, char *why, size_t whylen)
+{
+    if (c->digest_n + n > CH_DIGEST_MAX) {
+        snprintf(why, whylen, "digest: more than %u entries", CH_DIGEST_MAX);
+        return KE_RPC_RESOURCE_EXHAUSTED;
+    }
+    if (ch->digest_held + n > CH_DIGEST_HUB_MAX) {
+        snprintf(why, whylen, "digest: cloudhub holds %u digest entries of connecting nodes "
+                              "already; retry later",
+                 CH_DIGEST_HUB_MAX);
+        return KE_RPC_RESOURCE_EXHAUSTED;
+    }
+    c->digest_n += n;
+    ch->digest_held += n;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t *rv = malloc(sizeof(*rv)), *old = NULL;
+        if (!rv || ke_map_put(c->digest, entries[i]->key, rv, (void **)&old) != 0) {
+            free(rv);
+            snprintf(why, whylen, "cloudhub is out of memory");
+            return KE_RPC_RESOURCE_EXHAUSTED;
+        }
+        *rv = entries[i]->resource_version;
+        free(old);
+    }
+    return KE_RPC_OK;
 }
 
 /* ---- resync: the node's objects against the edge's digest ---- */
@@ -122,21 +180,44 @@ static void send_refusal(ke_rpc_call *call, uint64_t seq, const char *reason, in
 typedef struct resync {
     cloudhub *ch;
     ch_node *n;
-    ke_map *digest; /* key -> DigestEntry of the hello */
+    ke_map *digest; /* key -> uint64_t rv */
     uint32_t updates, deletes;
+    ch_sent_delete *gone; /* tombstones of keys the edge does not hold */
+    size_t n_gone, cap_gone;
     int full;
 } resync;
+
+/* resync_forget notes a tombstone the edge has no key for: it has nothing
+ * left to do, so the row goes (after the scan). Out of memory it stays,
+ * harmlessly, until a later resync. */
+static void resync_forget(resync *r, const char *key, uint64_t rv)
+{
+    if (r->n_gone == r->cap_gone) {
+        size_t cap = r->cap_gone ? r->cap_gone * 2 : 64;
+        ch_sent_delete *g = realloc(r->gone, cap * sizeof(*g));
+        if (!g)
+            return;
+        r->gone = g;
+        r->cap_gone = cap;
+    }
+    r->gone[r->n_gone].rv = rv;
+    if ((r->gone[r->n_gone].key = strdup(key)) != NULL)
+        r->n_gone++;
+}
 
 static int resync_object(const char *key, uint64_t rv, int deleted, const void *msg, size_t len,
                          void *arg)
 {
     resync *r = arg;
-    Ke__V1__DigestEntry *have = ke_map_del(r->digest, key);
-    int send = deleted ? (have && have->resource_version <= rv)
-                       : (!have || have->resource_version < rv);
+    uint64_t *have = ke_map_del(r->digest, key);
+    uint64_t have_rv = have ? *have : 0;
+    free(have);
+    int send = deleted ? (have && have_rv <= rv) : (!have || have_rv < rv);
+    if (deleted && !have)
+        resync_forget(r, key, rv);
     if (!send)
         return 0;
-    if (ch_queue_push(r->ch, r->n, key, rv, msg, len, 0) != 0) {
+    if (ch_queue_push(r->ch, r->n, key, rv, msg, len, deleted, 0) != 0) {
         r->full = 1;
         return 1;
     }
@@ -152,8 +233,8 @@ static int resync_object(const char *key, uint64_t rv, int deleted, const void *
 static int resync_unknown(const char *key, void *value, void *arg)
 {
     resync *r = arg;
-    Ke__V1__DigestEntry *d = value;
-    if (ch_queue_push(r->ch, r->n, key, d->resource_version, NULL, 0, 1) != 0) {
+    const uint64_t *rv = value;
+    if (ch_queue_push(r->ch, r->n, key, *rv, NULL, 0, 1, 1) != 0) {
         r->full = 1;
         return 1;
     }
@@ -161,20 +242,36 @@ static int resync_unknown(const char *key, void *value, void *arg)
     return 0;
 }
 
-static void tunnel_on_hello(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Hello *h)
+/* resync_drop_gone removes the tombstones the edge had no key for, in one
+ * transaction; on error they stay (collected at a later resync). */
+static void resync_drop_gone(resync *r)
+{
+    if (!r->n_gone)
+        return;
+    int rc = ke_sqlite_begin(r->ch->db);
+    for (size_t i = 0; rc == 0 && i < r->n_gone; i++)
+        rc = ch_store_tombstone_drop(r->ch, r->gone[i].key, r->gone[i].rv);
+    if (rc == 0)
+        rc = ke_sqlite_commit(r->ch->db);
+    else
+        ke_sqlite_rollback(r->ch->db);
+    if (rc == 0)
+        ke_metric_add(r->ch->m.tombstones_collected, (int64_t)r->n_gone);
+    else
+        ke_log_warn(CH_MOD, "cannot remove tombstones the node does not hold node=%s n=%zu",
+                    r->n->name, r->n_gone);
+}
+
+/* hello_complete does the work of a Hello once its digest is whole:
+ * registers the stream (replacing an older one), answers HelloAck and
+ * queues the difference, then ResyncDone. ch->mu held. */
+static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
 {
     cloudhub *ch = c->ch;
-    if (strcmp(h->node_name, c->node) != 0) {
-        char why[200];
-        snprintf(why, sizeof(why), "hello names node \"%s\" but the certificate is for \"%s\"",
-                 h->node_name, c->node);
-        refuse(ch, call, c->node, KE_RPC_PERMISSION_DENIED, why);
-        return;
-    }
-    pthread_mutex_lock(&ch->mu);
     ch_node *n = ke_map_get(ch->nodes, c->node);
+    size_t digest_n = c->digest_n;
     if (!n) {
-        pthread_mutex_unlock(&ch->mu);
+        digest_drop(ch, c);
         refuse(ch, call, c->node, KE_RPC_PERMISSION_DENIED, "node was removed");
         return;
     }
@@ -189,11 +286,11 @@ static void tunnel_on_hello(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Hel
     ke_rpc_call_ref(call);
     n->stream = call;
     n->hello_done = 1;
-    n->last_seen_ms = ch_now_ms();
-    snprintf(n->agent_version, sizeof(n->agent_version), "%s", h->agent_version);
+    n->last_seen_ms = ke_time_wall_ms();
+    n->last_seen_mono = ke_time_mono_ms();
+    snprintf(n->agent_version, sizeof(n->agent_version), "%s", c->agent_version);
     ch->connected++;
     ke_metric_set(ch->m.connected, ch->connected);
-    c->hello = 1;
 
     Ke__V1__HelloAck ack = KE__V1__HELLO_ACK__INIT;
     Ke__V1__CloudFrame f = KE__V1__CLOUD_FRAME__INIT;
@@ -201,31 +298,158 @@ static void tunnel_on_hello(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Hel
     ack.keepalive_ms = (uint32_t)ch->cfg.keepalive_ms;
     f.frame_case = KE__V1__CLOUD_FRAME__FRAME_HELLO_ACK;
     f.hello_ack = &ack;
-    send_frame(call, &f);
+    /* The call's send queue is empty here: only a closed call refuses it. */
+    if (ke_rpc_call_send(call, &f.base) != 0) {
+        digest_drop(ch, c);
+        return; /* the stream is ending; on_close cleans up */
+    }
 
-    resync r = {.ch = ch, .n = n, .digest = ke_map_new()};
-    for (size_t i = 0; r.digest && i < h->n_digest; i++)
-        ke_map_put(r.digest, h->digest[i]->key, h->digest[i], NULL);
-    if (r.digest)
-        ch_store_node_objects(ch, n->name, resync_object, &r);
-    if (r.digest && !r.full)
+    resync r = {.ch = ch, .n = n, .digest = c->digest};
+    int rc = ch_store_node_objects(ch, n->name, resync_object, &r);
+    if (rc != 0) {
+        ke_log_error(CH_MOD, "cannot read the node's objects for its resync node=%s: %s",
+                     n->name, ke_strerror(rc));
+        for (size_t i = 0; i < r.n_gone; i++)
+            free(r.gone[i].key);
+        free(r.gone);
+        digest_drop(ch, c);
+        ch_queue_clear(ch, n);
+        ch_node_disconnect(ch, n, KE_RPC_UNAVAILABLE, "cannot read the node's objects");
+        return;
+    }
+    if (!r.full)
         ke_map_each(r.digest, resync_unknown, &r);
-    ke_map_free(r.digest);
-    if (!r.digest || r.full) {
+    if (!r.full)
+        resync_drop_gone(&r);
+    for (size_t i = 0; i < r.n_gone; i++)
+        free(r.gone[i].key);
+    free(r.gone);
+    digest_drop(ch, c);
+    if (r.full || ch_queue_push_marker(ch, n, r.updates, r.deletes) != 0) {
         ke_log_error(CH_MOD, "out of memory computing the resync node=%s", n->name);
         ch_queue_clear(ch, n);
         ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED, "cloudhub is out of memory");
+        return;
+    }
+    ke_metric_add(ch->m.resyncs, 1);
+    ch_queue_pump(ch, n);
+    ke_log_info(CH_MOD, "node connected node=%s agent=%s digest=%zu updates=%u deletes=%u "
+                        "next_edge_seq=%llu",
+                c->node, c->agent_version, digest_n, r.updates, r.deletes,
+                (unsigned long long)ack.next_edge_seq);
+}
+
+static void tunnel_on_hello(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Hello *h)
+{
+    cloudhub *ch = c->ch;
+    if (strcmp(h->node_name, c->node) != 0) {
+        char why[200];
+        snprintf(why, sizeof(why), "hello names node \"%s\" but the certificate is for \"%s\"",
+                 h->node_name, c->node);
+        refuse(ch, call, c->node, KE_RPC_PERMISSION_DENIED, why);
+        return;
+    }
+    c->hello = 1;
+    snprintf(c->agent_version, sizeof(c->agent_version), "%s", h->agent_version);
+    pthread_mutex_lock(&ch->mu);
+    char why[200];
+    int code = (c->digest = ke_map_new()) != NULL ? KE_RPC_OK : KE_RPC_RESOURCE_EXHAUSTED;
+    snprintf(why, sizeof(why), "cloudhub is out of memory");
+    c->digest_open = 1;
+    if (code == KE_RPC_OK)
+        code = digest_add(ch, c, h->digest, h->n_digest, why, sizeof(why));
+    if (code != KE_RPC_OK) {
+        digest_drop(ch, c);
+        pthread_mutex_unlock(&ch->mu);
+        refuse(ch, call, c->node, code, why);
+        return;
+    }
+    if (!h->digest_follows)
+        hello_complete(c, call);
+    pthread_mutex_unlock(&ch->mu);
+}
+
+static void tunnel_on_digest_chunk(tunnel_conn *c, ke_rpc_call *call,
+                                   const Ke__V1__DigestChunk *d)
+{
+    cloudhub *ch = c->ch;
+    if (!c->digest_open) {
+        refuse(ch, call, c->node, KE_RPC_FAILED_PRECONDITION,
+               "digest_chunk: no digest in progress (a hello with digest_follows comes first)");
+        return;
+    }
+    char why[200];
+    pthread_mutex_lock(&ch->mu);
+    int code = digest_add(ch, c, d->entries, d->n_entries, why, sizeof(why));
+    if (code != KE_RPC_OK) {
+        digest_drop(ch, c);
+        pthread_mutex_unlock(&ch->mu);
+        refuse(ch, call, c->node, code, why);
+        return;
+    }
+    if (d->last)
+        hello_complete(c, call);
+    pthread_mutex_unlock(&ch->mu);
+}
+
+/* ---- upstream ---- */
+
+/* upstream_refuse answers a report about a resource that is not the
+ * node's: a Refusal, final for that seq (stepped past, so not resent). */
+static void upstream_refuse(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__SequencedMessage *sm)
+{
+    cloudhub *ch = c->ch;
+    Ke__V1__Message *msg = sm->message;
+    char why[300];
+    snprintf(why, sizeof(why), "resource \"%s\" does not belong to node %s",
+             msg && msg->route ? msg->route->resource : "", c->node);
+    ke_log_warn(CH_MOD, "refused upstream frame node=%s seq=%llu reason=\"%s\"", c->node,
+                (unsigned long long)sm->seq, why);
+    ke_metric_add(ch->m.refused, 1);
+    pthread_mutex_lock(&ch->mu);
+    ch_node *n = ke_map_get(ch->nodes, c->node);
+    if (!n || n->stream != call || n->upstream_stopped) {
         pthread_mutex_unlock(&ch->mu);
         return;
     }
-    ch_queue_push_marker(ch, n, r.updates, r.deletes);
-    ke_metric_add(ch->m.resyncs, 1);
-    ch_queue_pump(ch, n);
+    if (sm->seq >= n->next_edge_seq) {
+        if (ch_store_node_set_seq(ch, n->name, sm->seq + 1) != 0) {
+            /* Not stepped past: no refusal either; the edge resends it. */
+            n->upstream_stopped = 1;
+            ch_node_disconnect(ch, n, KE_RPC_UNAVAILABLE, "cannot persist upstream sequence");
+            pthread_mutex_unlock(&ch->mu);
+            return;
+        }
+        n->next_edge_seq = sm->seq + 1;
+    }
     pthread_mutex_unlock(&ch->mu);
-    ke_log_info(CH_MOD, "node connected node=%s agent=%s digest=%zu updates=%u deletes=%u "
-                        "next_edge_seq=%llu",
-                c->node, h->agent_version, h->n_digest, r.updates, r.deletes,
-                (unsigned long long)ack.next_edge_seq);
+    send_refusal(call, sm->seq, why, 0);
+}
+
+/* upstream_not_acked ends the stream after a report that could not be
+ * logged: nothing after it on this stream is accepted, and the edge, which
+ * keeps it in its outbox, resends from HelloAck.next_edge_seq when it
+ * reconnects. ch->mu held. */
+static void upstream_not_acked(cloudhub *ch, ch_node *n, uint64_t seq, int rc)
+{
+    n->upstream_stopped = 1;
+    if (rc == KE_EFULL) {
+        ke_metric_add(ch->m.up_backpressure, 1);
+        if (!n->uplog_full)
+            ke_log_warn(CH_MOD, "upstream log at its bound for node=%s seq=%llu max=%u: not "
+                                "acked; the edge retries (consumers must ack to make room)",
+                        n->name, (unsigned long long)seq, ch->cfg.uplog_node_max);
+        n->uplog_full = 1;
+        char why[160];
+        snprintf(why, sizeof(why), "upstream log of this node is full (cloudhub.uplog_node_max=%u "
+                                   "keys): retry later",
+                 ch->cfg.uplog_node_max);
+        ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED, why);
+        return;
+    }
+    ke_log_error(CH_MOD, "cannot log an upstream report node=%s seq=%llu: %s; not acked",
+                 n->name, (unsigned long long)seq, ke_strerror(rc));
+    ch_node_disconnect(ch, n, KE_RPC_UNAVAILABLE, "cannot persist the upstream report");
 }
 
 static void tunnel_on_message(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__SequencedMessage *sm)
@@ -233,46 +457,56 @@ static void tunnel_on_message(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__S
     cloudhub *ch = c->ch;
     char owner[CH_NODE_NAME_MAX];
     Ke__V1__Message *msg = sm->message;
-    if (!msg || !msg->route || !msg->header || sm->seq == 0 ||
+    if (sm->seq == 0 || sm->seq == UINT64_MAX) {
+        /* Not a Refusal: a refusal acks its seq at the edge, and UINT64_MAX
+         * would clear the whole outbox. */
+        refuse(ch, call, c->node, KE_RPC_INVALID_ARGUMENT,
+               "message.seq: must be between 1 and 2^64-2");
+        return;
+    }
+    if (!msg || !msg->route || !msg->header ||
         ch_resource_node(msg->route->resource, owner, sizeof(owner)) != 0 ||
         strcmp(owner, c->node) != 0) {
-        char why[300];
-        snprintf(why, sizeof(why), "resource \"%s\" does not belong to node %s",
-                 msg && msg->route ? msg->route->resource : "", c->node);
-        ke_log_warn(CH_MOD, "refused upstream frame node=%s seq=%llu reason=\"%s\"", c->node,
-                    (unsigned long long)sm->seq, why);
-        ke_metric_add(ch->m.refused, 1);
-        pthread_mutex_lock(&ch->mu);
-        ch_node *n = ke_map_get(ch->nodes, c->node);
-        /* The refusal is final for this seq: step past it so it is not resent. */
-        if (n && sm->seq >= n->next_edge_seq && ch_store_node_set_seq(ch, n->name, sm->seq + 1) == 0)
-            n->next_edge_seq = sm->seq + 1;
-        pthread_mutex_unlock(&ch->mu);
-        send_refusal(call, sm->seq, why, 0);
+        upstream_refuse(c, call, sm);
         return;
     }
     pthread_mutex_lock(&ch->mu);
     ch_node *n = ke_map_get(ch->nodes, c->node);
-    if (!n || n->stream != call) {
+    if (!n || n->stream != call || n->upstream_stopped) {
         pthread_mutex_unlock(&ch->mu);
-        return;
+        return; /* not acked: resent after the reconnect */
     }
-    n->last_seen_ms = ch_now_ms();
+    n->last_seen_ms = ke_time_wall_ms();
+    n->last_seen_mono = ke_time_mono_ms();
     if (sm->seq < n->next_edge_seq) {
         ke_metric_add(ch->m.up_duplicates, 1);
-        send_ack(call, sm->seq);
+        ch_control_ack(n, sm->seq);
+        ch_control_flush(ch, n);
         pthread_mutex_unlock(&ch->mu);
         return;
     }
-    if (ch_store_node_set_seq(ch, n->name, sm->seq + 1) != 0) {
-        ch_node_disconnect(ch, n, KE_RPC_UNAVAILABLE, "cannot persist upstream sequence");
+    size_t len = protobuf_c_message_get_packed_size(&msg->base);
+    uint8_t *buf = malloc(len ? len : 1);
+    uint64_t id = 0;
+    int rc = buf ? 0 : KE_ENOMEM;
+    if (buf) {
+        protobuf_c_message_pack(&msg->base, buf);
+        rc = ch_store_uplog_append(ch, n->name, msg->route->group, msg->route->resource, sm->seq,
+                                   buf, len, ch->cfg.uplog_node_max, &id);
+    }
+    free(buf);
+    if (rc != 0) {
+        upstream_not_acked(ch, n, sm->seq, rc);
         pthread_mutex_unlock(&ch->mu);
         return;
     }
+    /* Committed: now, and only now, the edge may forget it. */
     n->next_edge_seq = sm->seq + 1;
+    n->uplog_full = 0;
     ke_metric_add(ch->m.up_received, 1);
-    ch_hub_fanout(ch, n->name, sm->seq, msg);
-    send_ack(call, sm->seq);
+    ch_control_ack(n, sm->seq);
+    ch_control_flush(ch, n);
+    ch_subscribe_wake(ch, msg->route->group);
     pthread_mutex_unlock(&ch->mu);
 }
 
@@ -282,11 +516,9 @@ static void tunnel_on_ack(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Ack *
     pthread_mutex_lock(&ch->mu);
     ch_node *n = ke_map_get(ch->nodes, c->node);
     if (n && n->stream == call) {
-        n->last_seen_ms = ch_now_ms();
-        if (a->seq > n->acked_seq && a->seq <= n->sent_seq) {
-            ke_metric_add(ch->m.acked, (int64_t)(a->seq - n->acked_seq));
-            n->acked_seq = a->seq;
-        }
+        n->last_seen_ms = ke_time_wall_ms();
+        n->last_seen_mono = ke_time_mono_ms();
+        ch_queue_acked(ch, n, a->seq);
         ch_queue_pump(ch, n);
     }
     pthread_mutex_unlock(&ch->mu);
@@ -298,13 +530,10 @@ static void tunnel_on_keepalive(tunnel_conn *c, ke_rpc_call *call)
     pthread_mutex_lock(&ch->mu);
     ch_node *n = ke_map_get(ch->nodes, c->node);
     if (n && n->stream == call) {
-        n->last_seen_ms = ch_now_ms();
-        Ke__V1__Keepalive k = KE__V1__KEEPALIVE__INIT;
-        Ke__V1__CloudFrame f = KE__V1__CLOUD_FRAME__INIT;
-        k.time_ms = n->last_seen_ms;
-        f.frame_case = KE__V1__CLOUD_FRAME__FRAME_KEEPALIVE;
-        f.keepalive = &k;
-        send_frame(call, &f);
+        n->last_seen_ms = ke_time_wall_ms();
+        n->last_seen_mono = ke_time_mono_ms();
+        ch_control_keepalive(n);
+        ch_control_flush(ch, n);
     }
     pthread_mutex_unlock(&ch->mu);
 }
@@ -341,6 +570,12 @@ static void on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
         refuse(c->ch, call, c->node, KE_RPC_FAILED_PRECONDITION, "the first frame must be hello");
         return;
     }
+    if (c->digest_open && f->frame_case != KE__V1__EDGE_FRAME__FRAME_DIGEST_CHUNK &&
+        f->frame_case != KE__V1__EDGE_FRAME__FRAME_KEEPALIVE) {
+        refuse(c->ch, call, c->node, KE_RPC_FAILED_PRECONDITION,
+               "digest in progress: only digest_chunk (or keepalive) frames until the last chunk");
+        return;
+    }
     switch (f->frame_case) {
     case KE__V1__EDGE_FRAME__FRAME_HELLO:
         if (c->hello)
@@ -356,6 +591,9 @@ static void on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
         break;
     case KE__V1__EDGE_FRAME__FRAME_KEEPALIVE:
         tunnel_on_keepalive(c, call);
+        break;
+    case KE__V1__EDGE_FRAME__FRAME_DIGEST_CHUNK:
+        tunnel_on_digest_chunk(c, call, f->digest_chunk);
         break;
     default:
         refuse(c->ch, call, c->node, KE_RPC_INVALID_ARGUMENT, "empty or unknown frame");
@@ -387,7 +625,8 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     if (n && n->stream == call) {
         n->stream = NULL;
         n->hello_done = 0;
-        n->last_seen_ms = ch_now_ms();
+        n->last_seen_ms = ke_time_wall_ms();
+        n->last_seen_mono = ke_time_mono_ms();
         ch_queue_clear(ch, n);
         ch->connected--;
         ke_metric_set(ch->m.connected, ch->connected);
@@ -395,6 +634,7 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
         ke_log_info(CH_MOD, "node disconnected node=%s status=%s reason=\"%s\"", c->node,
                     ke_rpc_status_name(st->code), st->message);
     }
+    digest_drop(ch, c);
     pthread_mutex_unlock(&ch->mu);
     free(c);
 }

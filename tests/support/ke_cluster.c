@@ -154,13 +154,6 @@ void ke_cluster_kill_cloud(ke_cluster *c)
     assert_int_equal(ke_tp_wait_exit(&c->cloud, 10000), 128 + SIGKILL);
 }
 
-void ke_cluster_start_cloud(ke_cluster *c, const char *const *extra)
-{
-    char listen[64];
-    snprintf(listen, sizeof(listen), "127.0.0.1:%d", c->grpc_port);
-    start_cloud(c, listen, extra);
-}
-
 long long ke_edge_outbox_pending(ke_edge *e)
 {
     Ke__V1__EdgeListReply *r = ke_edge_list(e);
@@ -179,6 +172,33 @@ void ke_cluster_restart_cloud(ke_cluster *c, const char *const *extra)
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", c->grpc_port);
     start_cloud(c, listen, extra);
     open_admin(c);
+    if (!c->split)
+        c->api = c->admin;
+}
+
+void ke_cluster_kill_restart_cloud(ke_cluster *c, const char *const *extra)
+{
+    ke_rpc_channel_free(c->admin);
+    c->admin = NULL;
+    kill(c->cloud.pid, SIGKILL);
+    assert_int_equal(ke_tp_wait_exit(&c->cloud, 10000), 128 + SIGKILL);
+    ke_cluster_start_cloud(c, extra);
+}
+
+void ke_cluster_stop_cloud(ke_cluster *c)
+{
+    ke_rpc_channel_free(c->admin);
+    c->admin = NULL;
+    assert_int_equal(ke_tp_stop(&c->cloud), 0);
+}
+
+void ke_cluster_start_cloud(ke_cluster *c, const char *const *extra)
+{
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", c->grpc_port);
+    start_cloud(c, listen, extra);
+    if (!c->admin)
+        open_admin(c);
     if (!c->split)
         c->api = c->admin;
 }

@@ -54,10 +54,9 @@ void ke_cluster_start(ke_cluster *c, const char *const *extra);
 void ke_cluster_start_split(ke_cluster *c, const char *const *extra);
 
 /* ke_cluster_kill_cloud SIGKILLs the cloud process (cloudcore, or cloudhub
- * when split); ke_cluster_start_cloud starts it again on the same port and
- * files with extra flags. */
+ * when split), keeping the admin channel (it reconnects); start it again
+ * with ke_cluster_start_cloud. */
 void ke_cluster_kill_cloud(ke_cluster *c);
-void ke_cluster_start_cloud(ke_cluster *c, const char *const *extra);
 
 /* Split mode: SIGKILL / start again the edgecontroller process. */
 void ke_cluster_kill_controllers(ke_cluster *c);
@@ -70,6 +69,17 @@ long long ke_edge_outbox_pending(ke_edge *e);
 /* ke_cluster_restart_cloud stops cloudcore (SIGTERM) and starts it again on
  * the same port and database. */
 void ke_cluster_restart_cloud(ke_cluster *c, const char *const *extra);
+
+/* ke_cluster_kill_restart_cloud SIGKILLs cloudcore (no shutdown at all)
+ * and starts it again on the same port and database. */
+void ke_cluster_kill_restart_cloud(ke_cluster *c, const char *const *extra);
+
+/* ke_cluster_stop_cloud stops cloudcore (SIGTERM, asserting exit 0) so a
+ * test can open its database; ke_cluster_start_cloud starts it again on
+ * the same port and files, with extra flags (and reopens the admin
+ * channel when it was closed). */
+void ke_cluster_stop_cloud(ke_cluster *c);
+void ke_cluster_start_cloud(ke_cluster *c, const char *const *extra);
 
 void ke_cluster_stop(ke_cluster *c);
 

@@ -95,10 +95,24 @@ static void test_cloudhub_hub_api_in_process(void **state)
     assert_int_equal(((Ke__V1__ListNodesReply *)reply)->n_nodes, 0);
     protobuf_c_message_free_unpacked(reply, NULL);
 
+    /* ListNodeObjects of a node CloudHub does not know: NOT_FOUND. */
+    Ke__V1__ListNodeObjectsRequest lo = KE__V1__LIST_NODE_OBJECTS_REQUEST__INIT;
+    lo.node_name = "edge-9";
+    assert_int_equal(ke_rpc_stub_unary(&stub, "ListNodeObjects", &lo.base, NULL, &reply, &st), 0);
+    assert_int_equal(st.code, KE_RPC_NOT_FOUND);
+
     ke_rpc_channel_free(ch);
     ke_rpc_server_free(srv);
     cloudhub_free(hub);
     ke_rpc_loop_free(loop);
+
+    /* A downstream window that would leave the stream's send queue no room
+     * for acks and keepalives is refused. */
+    cfg.window = CLOUDHUB_WINDOW_MAX + 1;
+    assert_int_equal(cloudhub_new(&cfg, &hub), KE_EINVAL);
+    cfg.window = CLOUDHUB_WINDOW_MAX;
+    assert_int_equal(cloudhub_new(&cfg, &hub), 0);
+    cloudhub_free(hub);
     free(ca);
     free(key);
     ke_tp_sh("rm -rf %s", dir);
