@@ -529,6 +529,8 @@ static int connect_once(edgehub *eh)
             pthread_mutex_unlock(&eh->mu);
             int rc = digest_send(eh, call, &digest);
             pthread_mutex_lock(&eh->mu);
+            if (rc == KE_ECLOSED)
+                break; /* the stream ended (cloud unreachable): its close is logged */
             if (rc != 0 && rc != KE_EFULL) {
                 ke_log_error(EH_MOD, "cannot send the digest: %s; reconnecting",
                              ke_strerror(rc));
