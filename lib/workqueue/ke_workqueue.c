@@ -21,6 +21,7 @@ typedef struct wq_item {
     struct wq_item *next;
     char *key;
     int64_t due_ms;
+    int64_t again_due_ms; /* added with a delay while running: run then */
     uint32_t failures;
     int running, again;
 } wq_item;
@@ -115,8 +116,12 @@ static int add(ke_wq *q, const char *key, uint32_t delay_ms)
     if (q->stopping) {
         rc = KE_ECLOSED;
     } else if (it) {
-        if (it->running)
-            it->again = 1; /* waiting or in back-off: nothing to do */
+        /* Waiting or in back-off: nothing to do. Running: once more after,
+         * at once or (a delayed add) when the delay has passed. */
+        if (it->running && delay_ms == 0)
+            it->again = 1;
+        else if (it->running && !it->again_due_ms)
+            it->again_due_ms = ke_time_mono_ms() + delay_ms;
     } else if (ke_map_len(q->items) >= q->o.max_keys) {
         rc = KE_EFULL;
     } else if (!(it = calloc(1, sizeof(*it))) || !(it->key = strdup(key)) ||
@@ -199,6 +204,7 @@ static void *worker(void *arg)
             q->ready_tail = NULL;
         it->running = 1;
         it->again = 0;
+        it->again_due_ms = 0;
         pthread_mutex_unlock(&q->mu);
         int rc = q->fn(it->key, q->ud);
         pthread_mutex_lock(&q->mu);
@@ -214,6 +220,10 @@ static void *worker(void *arg)
         } else if (it->again) {
             it->failures = 0;
             push_ready(q, it);
+        } else if (it->again_due_ms) {
+            it->failures = 0;
+            it->due_ms = it->again_due_ms;
+            push_delayed(q, it);
         } else {
             item_free(q, it);
         }

@@ -51,7 +51,10 @@ int ke_wq_start(ke_wq *q);
 int ke_wq_add(ke_wq *q, const char *key);
 
 /* ke_wq_add_after queues key to run once delay_ms have passed, unless it
- * already waits or runs (then nothing changes). Returns as ke_wq_add. */
+ * already waits (then nothing changes); a key that is running (a periodic
+ * job scheduling its next run from its own) runs again once delay_ms have
+ * passed, or at once if a plain ke_wq_add came meanwhile. Returns as
+ * ke_wq_add. */
 int ke_wq_add_after(ke_wq *q, const char *key, uint32_t delay_ms);
 
 /* ke_wq_len returns the number of keys waiting or running. */

@@ -165,6 +165,49 @@ static void test_workqueue_add_after_waits(void **state)
     ke_wq_free(q);
 }
 
+/* A key that schedules itself again from its own run (a periodic job)
+ * runs again after the delay, not at once. */
+typedef struct periodic {
+    ke_wq *q;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int runs;
+    int64_t at[4];
+} periodic;
+
+static int periodic_work(const char *key, void *ud)
+{
+    periodic *p = ud;
+    pthread_mutex_lock(&p->mu);
+    if (p->runs < 4)
+        p->at[p->runs] = ke_time_mono_ms();
+    p->runs++;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return ke_wq_add_after(p->q, key, 100) == 0 ? 0 : -1;
+}
+
+static void test_workqueue_add_after_from_its_own_run_waits(void **state)
+{
+    (void)state;
+    periodic p = {0};
+    pthread_mutex_init(&p.mu, NULL);
+    ke_time_cond_init(&p.cv);
+    assert_int_equal(ke_wq_new("t", NULL, periodic_work, &p, &p.q), 0);
+    assert_int_equal(ke_wq_add(p.q, "tick"), 0);
+    assert_int_equal(ke_wq_start(p.q), 0);
+    pthread_mutex_lock(&p.mu);
+    struct timespec until = ke_time_deadline(10000);
+    while (p.runs < 3 && pthread_cond_timedwait(&p.cv, &p.mu, &until) == 0)
+        ;
+    pthread_mutex_unlock(&p.mu);
+    ke_wq_stop(p.q);
+    assert_true(p.runs >= 3);
+    assert_true(p.at[1] - p.at[0] >= 100);
+    assert_true(p.at[2] - p.at[1] >= 100);
+    ke_wq_free(p.q);
+}
+
 static void test_workqueue_bounded_and_stopped(void **state)
 {
     (void)state;
@@ -193,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_workqueue_add_while_running_runs_again_once),
         cmocka_unit_test(test_workqueue_retries_failures_with_growing_delay),
         cmocka_unit_test(test_workqueue_add_after_waits),
+        cmocka_unit_test(test_workqueue_add_after_from_its_own_run_waits),
         cmocka_unit_test(test_workqueue_bounded_and_stopped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
