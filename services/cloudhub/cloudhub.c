@@ -8,6 +8,8 @@
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_pki.h"
+#include "ke_time.h"
+#include "ke_watchdog.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,23 +76,29 @@ static int reap_one(const char *key, void *value, void *arg)
     return 0;
 }
 
-/* The reaper wakes every second and cancels streams of silent nodes; their
- * on_close does the cleanup. */
+/* The reaper wakes every second (or the watchdog's tick, if shorter) and
+ * cancels streams of silent nodes; their on_close does the cleanup. It
+ * beats the heartbeat "cloudhub-reaper" on every wake-up. */
 static void *reaper_main(void *arg)
 {
     cloudhub *ch = arg;
+    ke_watchdog_hb *hb = NULL;
+    int rc = ke_watchdog_register("cloudhub-reaper", 0, &hb);
+    if (rc != 0) /* it still reaps, unwatched */
+        ke_log_warn(CH_MOD, "the reaper is not watched: %s", ke_strerror(rc));
     pthread_mutex_lock(&ch->mu);
     while (!ch->stopping) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 1;
+        ke_watchdog_beat(hb);
+        struct timespec until = ke_time_deadline(ke_watchdog_tick_ms(hb));
         pthread_cond_timedwait(&ch->cv, &ch->mu, &until);
         if (ch->stopping)
             break;
+        ke_watchdog_beat(hb);
         reap_ctx r = {ch, ch_now_ms()};
         ke_map_each(ch->nodes, reap_one, &r);
     }
     pthread_mutex_unlock(&ch->mu);
+    ke_watchdog_unregister(hb);
     return NULL;
 }
 
@@ -124,7 +132,11 @@ int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
     if (ch->cfg.node_cert_ttl_ms <= 0)
         ch->cfg.node_cert_ttl_ms = 365LL * 24 * 3600 * 1000;
     pthread_mutex_init(&ch->mu, NULL);
-    pthread_cond_init(&ch->cv, NULL);
+    if (ke_time_cond_init(&ch->cv) != 0) { /* monotonic: the reaper's waits */
+        pthread_mutex_destroy(&ch->mu);
+        free(ch);
+        return KE_EIO;
+    }
     metrics_init(&ch->m);
     int rc = KE_ENOMEM;
     uint8_t secret[KE_PKI_SECRET_MAX];
