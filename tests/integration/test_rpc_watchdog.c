@@ -94,6 +94,7 @@ static void test_watchdog_idle_cloudcore_stays_healthy_past_stall_limit(void **s
     const char *workers[] = {
         "ke_watchdog_stalled{name=\"rpc-0-0\"}",       "ke_watchdog_stalled{name=\"rpc-0-1\"}",
         "ke_watchdog_stalled{name=\"store-watch\"}",   "ke_watchdog_stalled{name=\"cloudhub-reaper\"}",
+        "ke_watchdog_stalled{name=\"ec-nodes\"}",
     };
     for (size_t i = 0; i < sizeof(workers) / sizeof(workers[0]); i++)
         assert_int_equal(wait_metric(c.http_port, workers[i], 0, 10000), 0);
