@@ -16,6 +16,7 @@
 #include "ke_config.h"
 #include "ke_err.h"
 #include "ke_http.h"
+#include "ke_watchdog.h"
 #include "ke_log.h"
 #include "ke_rpc.h"
 #include "ke_time.h"
@@ -320,6 +321,8 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if ((rc = ke_watchdog_start()) != 0) /* stall logs and gauges; /healthz checks anyway */
+        ke_log_warn("edgecore", "watchdog monitor not started: %s", ke_strerror(rc));
 
     metamanager_opts mo = {.path = cfg.db,
                            .audit = cfg.audit,
@@ -381,11 +384,19 @@ int main(int argc, char **argv)
     }
     status = 0;
 out:
+    /* Past startup, a stuck component cannot keep edgecore alive: the
+     * default shutdown deadline (ke_watchdog.h) ends it with status 1. */
+    if (status != 2 && (rc = ke_watchdog_shutdown_arm(0)) != 0)
+        ke_log_error("edgecore", "cannot arm the shutdown deadline: %s", ke_strerror(rc));
+    ke_watchdog_shutdown_step("edgehub");
     edgehub_free(ec.hub);
     ke_http_stop(http);
     ke_rpc_server_free(local);
+    ke_watchdog_shutdown_step("rpc loop");
     ke_rpc_loop_free(loop);
     metamanager_close(ec.mm);
+    ke_watchdog_shutdown_done();
+    ke_watchdog_stop();
     ke_config_free(edgecore_fields, KE_CONFIG_NFIELDS(edgecore_fields), &cfg);
     return status;
 }

@@ -16,6 +16,7 @@
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_time.h"
+#include "ke_watchdog.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -173,6 +174,7 @@ struct ke_hub_consumer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
+    ke_watchdog_hb *hb; /* the consumer thread's heartbeat, "up-<name>" */
     int started, stopping;
     /* the current stream, under mu */
     ke_rpc_call *call;
@@ -309,6 +311,7 @@ static void *consumer_thread(void *arg)
     int64_t backoff = HC_BACKOFF_MIN_MS, retry_at = 0;
     pthread_mutex_lock(&c->mu);
     while (!c->stopping) {
+        ke_watchdog_beat(c->hb);
         int64_t now = ke_time_mono_ms();
         if (c->closed && now >= retry_at) {
             int rc = subscribe(c);
@@ -322,12 +325,10 @@ static void *consumer_thread(void *arg)
             if (!c->head)
                 send_ack(c);
             int64_t wait = c->closed || now < retry_at ? retry_at - now : -1;
-            if (wait < 0) {
-                pthread_cond_wait(&c->cv, &c->mu);
-            } else {
-                struct timespec until = ke_time_deadline(wait);
-                pthread_cond_timedwait(&c->cv, &c->mu, &until);
-            }
+            /* idle or backing off: wake within the watchdog's tick to beat */
+            int64_t tick = ke_watchdog_tick_ms(c->hb);
+            struct timespec until = ke_time_deadline(wait < 0 || wait > tick ? tick : wait);
+            pthread_cond_timedwait(&c->cv, &c->mu, &until);
             continue;
         }
         hc_entry *e = c->head;
@@ -399,9 +400,16 @@ int ke_hub_consumer_new(ke_rpc_channel *hub, const char *name, const char *const
 
 int ke_hub_consumer_start(ke_hub_consumer *c)
 {
-    char tname[16];
-    if (pthread_create(&c->thread, NULL, consumer_thread, c) != 0)
+    char tname[16], hbname[KE_WATCHDOG_NAME_MAX];
+    snprintf(hbname, sizeof(hbname), "up-%.40s", c->name);
+    int rc = ke_watchdog_register(hbname, 0, &c->hb);
+    if (rc != 0) /* the consumer still works, unwatched */
+        ke_log_warn(HC_MOD, "consumer not watched name=%s: %s", hbname, ke_strerror(rc));
+    if (pthread_create(&c->thread, NULL, consumer_thread, c) != 0) {
+        ke_watchdog_unregister(c->hb);
+        c->hb = NULL;
         return KE_EIO;
+    }
     snprintf(tname, sizeof(tname), "ke-up-%.9s", c->name);
     pthread_setname_np(c->thread, tname);
     c->started = 1;
@@ -429,6 +437,8 @@ void ke_hub_consumer_stop(ke_hub_consumer *c)
         return;
     if (c->started)
         pthread_join(c->thread, NULL);
+    ke_watchdog_unregister(c->hb);
+    c->hb = NULL;
     pthread_mutex_lock(&c->mu);
     send_ack(c); /* best effort: an unacked entry is only handed again */
     if (c->call) {

@@ -116,7 +116,9 @@ int ke_hub_consumer_new(ke_rpc_channel *hub, const char *name, const char *const
                         ke_hub_consumer **out);
 
 /* ke_hub_consumer_start starts its thread ("ke-up-<name>"), which
- * subscribes and keeps subscribed. Returns 0 or KE_EIO. */
+ * subscribes and keeps subscribed, beating the watchdog heartbeat
+ * "up-<name>" (ke_watchdog.h) between entries and while idle: a handler
+ * stuck past the stall limit turns /healthz to 503. Returns 0 or KE_EIO. */
 int ke_hub_consumer_start(ke_hub_consumer *c);
 
 /* ke_hub_consumer_handled returns the log id of the last entry handled. */

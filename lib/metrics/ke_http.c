@@ -11,6 +11,7 @@
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_metrics.h"
+#include "ke_watchdog.h"
 
 #include <microhttpd.h>
 
@@ -130,9 +131,16 @@ static enum MHD_Result serve_metrics(struct MHD_Connection *c)
     return ret;
 }
 
+/* serve_healthz: the watchdog first (a stalled worker is the one failure a
+ * component's own callback cannot report, and that callback might wait on
+ * the stalled worker's lock), then the component's callback. */
 static enum MHD_Result serve_healthz(ke_http *h, struct MHD_Connection *c)
 {
     char reason[KE_HTTP_MAX_REASON] = "";
+    if (ke_watchdog_check(reason, sizeof(reason)) > 0) {
+        reason[sizeof(reason) - 1] = '\0';
+        return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, reason);
+    }
     if (!h->health || h->health(h->health_arg, reason, sizeof(reason)) == 0)
         return reply(c, MHD_HTTP_OK, "ok");
     reason[sizeof(reason) - 1] = '\0';

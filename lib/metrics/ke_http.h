@@ -4,6 +4,10 @@
  * 0.0.4) and GET /healthz (200 "ok", or 503 with the reason). Anything else
  * is 404; a method other than GET is 405.
  *
+ * /healthz is 503 when any watchdog heartbeat is stalled (ke_watchdog.h:
+ * "stalled: rpc-0-1 for 12.3s (limit 10.0s)"), else when the health
+ * callback reports a reason, else 200 "ok".
+ *
  * Built on libmicrohttpd with its own internal polling thread
  * (MHD_USE_INTERNAL_POLLING_THREAD): requests are answered on that thread,
  * so the health callback runs there and must be thread-safe and quick (read
@@ -17,7 +21,7 @@
 /* Bounds: concurrent connections, idle connection timeout, health reason. */
 #define KE_HTTP_MAX_CONNECTIONS 64
 #define KE_HTTP_TIMEOUT_S 10
-#define KE_HTTP_MAX_REASON 256
+#define KE_HTTP_MAX_REASON 1024
 
 typedef struct ke_http ke_http;
 

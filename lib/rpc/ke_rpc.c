@@ -3,7 +3,10 @@
  *
  * Map of this file:
  *   loop      one completion queue drained by N threads; every grpc tag is a
- *             ke_rpc_tag whose fn runs on completion.
+ *             ke_rpc_tag whose fn runs on completion. Each thread has a
+ *             watchdog heartbeat "rpc-<loop>-<thread>" (loops numbered from
+ *             0 in the order made) and beats on every completion and on a
+ *             completion-queue deadline tick when idle.
  *   codec     protobuf-c <-> grpc_byte_buffer.
  *   call      the state shared by server and client calls: a send queue
  *             (one SEND batch in flight at a time, as grpc requires), a
@@ -23,6 +26,7 @@
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_metrics.h"
+#include "ke_watchdog.h"
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -30,6 +34,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,11 +51,21 @@ typedef struct ke_rpc_tag {
 
 /* ------------------------------------------------------------------ loop */
 
+/* One loop thread and its heartbeat "rpc-<loop>-<thread>" (ke_watchdog.h). */
+typedef struct loop_thread {
+    struct ke_rpc_loop *loop;
+    pthread_t tid;
+    ke_watchdog_hb *hb;
+} loop_thread;
+
 struct ke_rpc_loop {
     grpc_completion_queue *cq;
-    pthread_t *threads;
+    loop_thread *threads;
     int nthreads;
 };
+
+/* Loops made in this process, numbering their heartbeats. */
+static _Atomic int loop_seq;
 
 /* Set on the loop's own threads: the blocking calls check it (see
  * ke_rpc_on_loop_thread and the threading rule in ke_rpc.h). */
@@ -71,13 +86,20 @@ static void blocking_call_check(const char *what)
 #endif
 }
 
-static void *loop_thread(void *arg)
+/* loop_main drains the queue. It never waits longer than its heartbeat's
+ * tick: the completion queue's deadline wakes it to beat when idle, so a
+ * beat missing for the stall limit means the thread is stuck in a callback
+ * (or in grpc), never that it had nothing to do. */
+static void *loop_main(void *arg)
 {
-    ke_rpc_loop *loop = arg;
+    loop_thread *lt = arg;
     tl_on_loop = 1;
     for (;;) {
-        grpc_event ev =
-            grpc_completion_queue_next(loop->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        gpr_timespec until =
+            gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                         gpr_time_from_millis(ke_watchdog_tick_ms(lt->hb), GPR_TIMESPAN));
+        grpc_event ev = grpc_completion_queue_next(lt->loop->cq, until, NULL);
+        ke_watchdog_beat(lt->hb);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type == GRPC_OP_COMPLETE) {
@@ -95,19 +117,29 @@ int ke_rpc_loop_new(int threads, ke_rpc_loop **out)
     ke_rpc_loop *loop = calloc(1, sizeof(*loop));
     if (!loop)
         return KE_ENOMEM;
-    loop->threads = calloc((size_t)threads, sizeof(pthread_t));
+    loop->threads = calloc((size_t)threads, sizeof(loop_thread));
     if (!loop->threads) {
         free(loop);
         return KE_ENOMEM;
     }
     grpc_init();
     loop->cq = grpc_completion_queue_create_for_next(NULL);
+    int seq = atomic_fetch_add(&loop_seq, 1);
     for (int i = 0; i < threads; i++) {
-        if (pthread_create(&loop->threads[i], NULL, loop_thread, loop) != 0)
+        loop_thread *lt = &loop->threads[i];
+        char name[KE_WATCHDOG_NAME_MAX];
+        snprintf(name, sizeof(name), "rpc-%d-%d", seq, i);
+        lt->loop = loop;
+        int rc = ke_watchdog_register(name, 0, &lt->hb);
+        if (rc != 0) /* the thread still serves, unwatched */
+            ke_log_warn(LOG_MOD, "loop thread not watched name=%s: %s", name, ke_strerror(rc));
+        if (pthread_create(&lt->tid, NULL, loop_main, lt) != 0) {
+            ke_watchdog_unregister(lt->hb);
+            lt->hb = NULL;
             break;
-        char name[16];
+        }
         snprintf(name, sizeof(name), "ke-rpc-%d", i & 0xff);
-        pthread_setname_np(loop->threads[i], name);
+        pthread_setname_np(lt->tid, name);
         loop->nthreads++;
     }
     if (loop->nthreads == 0) {
@@ -123,8 +155,10 @@ void ke_rpc_loop_free(ke_rpc_loop *loop)
     if (!loop)
         return;
     grpc_completion_queue_shutdown(loop->cq);
-    for (int i = 0; i < loop->nthreads; i++)
-        pthread_join(loop->threads[i], NULL);
+    for (int i = 0; i < loop->nthreads; i++) {
+        pthread_join(loop->threads[i].tid, NULL);
+        ke_watchdog_unregister(loop->threads[i].hb);
+    }
     grpc_completion_queue_destroy(loop->cq);
     free(loop->threads);
     free(loop);

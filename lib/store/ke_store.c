@@ -28,6 +28,8 @@
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_sqlite.h"
+#include "ke_time.h"
+#include "ke_watchdog.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -714,6 +716,7 @@ struct ke_store {
     int quit;
     pthread_t thread;
     int thread_started;
+    ke_watchdog_hb *hb; /* the dispatcher's heartbeat, "store-watch" */
     batch *batch; /* dispatcher-owned */
 };
 
@@ -976,13 +979,15 @@ int ke_store_open(const char *path, ke_store **out)
     }
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->wmu, NULL);
-    pthread_cond_init(&s->work, NULL);
+    int cvrc = ke_time_cond_init(&s->work); /* monotonic: the dispatcher's waits */
+    if (cvrc != 0)
+        pthread_cond_init(&s->work, NULL); /* only so that close can destroy it */
     pthread_cond_init(&s->done, NULL);
     s->history = KE_STORE_HISTORY_DEFAULT;
     snprintf(s->scoped[s->nscoped++], KE_STORE_KIND_MAX + 1, "Node");
     snprintf(s->scoped[s->nscoped++], KE_STORE_KIND_MAX + 1, "Namespace");
 
-    int rc = ke_sqlite_open(path, &s->db);
+    int rc = cvrc ? KE_EIO : ke_sqlite_open(path, &s->db);
     if (rc)
         goto out;
     rc = ke_sqlite_migrate(s->db, schema, (int)(sizeof(schema) / sizeof(schema[0])));
@@ -997,6 +1002,10 @@ int ke_store_open(const char *path, ke_store **out)
     s->rev = ev > s->compacted ? ev : s->compacted;
     s->rev = obj > s->rev ? obj : s->rev;
     s->pub_rev = s->rev;
+    if ((rc = ke_watchdog_register("store-watch", 0, &s->hb)) != 0) {
+        ke_log_warn(LOG_MOD, "the watch dispatcher is not watched: %s", ke_strerror(rc));
+        rc = 0;
+    }
     if (pthread_create(&s->thread, NULL, dispatch_main, s) != 0) {
         ke_log_error(LOG_MOD, "cannot start the watch dispatcher path=%s", path);
         rc = KE_EIO;
@@ -1041,6 +1050,7 @@ void ke_store_close(ke_store *s)
         pthread_mutex_unlock(&s->wmu);
         pthread_join(s->thread, NULL);
     }
+    ke_watchdog_unregister(s->hb);
     size_t left = 0;
     while (s->watchers) {
         ke_store_watch *w = s->watchers;
@@ -1925,13 +1935,16 @@ static void *dispatch_main(void *arg)
     ke_store *s = arg;
     pthread_mutex_lock(&s->wmu);
     while (!s->quit) {
+        ke_watchdog_beat(s->hb);
         sweep(s);
         uint64_t lo = UINT64_MAX;
         for (ke_store_watch *w = s->watchers; w; w = w->next)
             if (!w->ended && w->last < s->pub_rev && w->last < lo)
                 lo = w->last;
         if (lo == UINT64_MAX) {
-            pthread_cond_wait(&s->work, &s->wmu);
+            /* idle: wake within the watchdog's tick to beat */
+            struct timespec tick = ke_time_deadline(ke_watchdog_tick_ms(s->hb));
+            pthread_cond_timedwait(&s->work, &s->wmu, &tick);
             continue;
         }
         pthread_mutex_unlock(&s->wmu);
@@ -1943,9 +1956,7 @@ static void *dispatch_main(void *arg)
         if (rc && !s->quit) {
             ke_log_error(LOG_MOD, "watch dispatcher cannot read events after rev=%" PRIu64
                                   ": %s; retrying", lo, ke_strerror(rc));
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += DISPATCH_RETRY_MS / 1000;
+            struct timespec ts = ke_time_deadline(DISPATCH_RETRY_MS);
             pthread_cond_timedwait(&s->work, &s->wmu, &ts);
         }
     }

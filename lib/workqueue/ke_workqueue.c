@@ -9,8 +9,10 @@
 #include "ke_workqueue.h"
 
 #include "ke_err.h"
+#include "ke_log.h"
 #include "ke_map.h"
 #include "ke_time.h"
+#include "ke_watchdog.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -34,6 +36,7 @@ struct ke_wq {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
+    ke_watchdog_hb *hb; /* the worker's heartbeat, "wq-<name>" */
     int started, stopping;
     ke_map *items;
     wq_item *ready, *ready_tail, *delayed;
@@ -178,6 +181,7 @@ static void *worker(void *arg)
     ke_wq *q = arg;
     pthread_mutex_lock(&q->mu);
     while (!q->stopping) {
+        ke_watchdog_beat(q->hb);
         int64_t now = ke_time_mono_ms();
         while (q->delayed && q->delayed->due_ms <= now) {
             wq_item *it = q->delayed;
@@ -190,12 +194,10 @@ static void *worker(void *arg)
         else
             wait = take_token(q, now);
         if (wait != 0) {
-            if (wait < 0) {
-                pthread_cond_wait(&q->cv, &q->mu);
-            } else {
-                struct timespec until = ke_time_deadline(wait);
-                pthread_cond_timedwait(&q->cv, &q->mu, &until);
-            }
+            /* idle or rate-limited: wake within the watchdog's tick to beat */
+            int64_t tick = ke_watchdog_tick_ms(q->hb);
+            struct timespec until = ke_time_deadline(wait < 0 || wait > tick ? tick : wait);
+            pthread_cond_timedwait(&q->cv, &q->mu, &until);
             continue;
         }
         wq_item *it = q->ready;
@@ -234,9 +236,16 @@ static void *worker(void *arg)
 
 int ke_wq_start(ke_wq *q)
 {
-    char tname[16];
-    if (pthread_create(&q->thread, NULL, worker, q) != 0)
+    char tname[16], hbname[KE_WATCHDOG_NAME_MAX];
+    snprintf(hbname, sizeof(hbname), "wq-%s", q->name);
+    int rc = ke_watchdog_register(hbname, 0, &q->hb);
+    if (rc != 0) /* the queue still works, unwatched */
+        ke_log_warn("workqueue", "worker not watched name=%s: %s", hbname, ke_strerror(rc));
+    if (pthread_create(&q->thread, NULL, worker, q) != 0) {
+        ke_watchdog_unregister(q->hb);
+        q->hb = NULL;
         return KE_EIO;
+    }
     snprintf(tname, sizeof(tname), "ke-wq-%.9s", q->name);
     pthread_setname_np(q->thread, tname);
     q->started = 1;
@@ -256,6 +265,8 @@ void ke_wq_stop(ke_wq *q)
         return;
     if (q->started)
         pthread_join(q->thread, NULL);
+    ke_watchdog_unregister(q->hb);
+    q->hb = NULL;
     pthread_mutex_lock(&q->mu);
     for (wq_item *it = q->ready, *next; it; it = next) {
         next = it->next;

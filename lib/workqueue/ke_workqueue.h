@@ -16,7 +16,10 @@
  *
  * Threads: ke_wq_add is thread-safe and never blocks on the worker (it may
  * be called from a store watch callback or an rpc callback). The work
- * function runs on the queue's thread ("ke-wq-<name>") and may block.
+ * function runs on the queue's thread ("ke-wq-<name>") and may block, but
+ * not past the watchdog's stall limit: the worker's heartbeat "wq-<name>"
+ * (ke_watchdog.h) beats between keys and while idle, so a work function
+ * stuck longer turns /healthz to 503.
  */
 #ifndef KE_WORKQUEUE_H
 #define KE_WORKQUEUE_H

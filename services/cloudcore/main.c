@@ -8,7 +8,11 @@
  *
  * Once everything listens it prints one line on stdout:
  *   ready grpc=<port> http=<port>
- * which scripts and tests wait for. SIGTERM/SIGINT stop it cleanly.
+ * which scripts and tests wait for. SIGTERM/SIGINT start an orderly
+ * shutdown with a deadline (shutdown.timeout): if a stuck component keeps
+ * it from finishing, the watchdog logs what had not stopped and the process
+ * exits with status 1 (KE_WATCHDOG_EXIT_DEADLINE). /healthz is 503 while a
+ * worker's heartbeat is older than health.stall_timeout (ke_watchdog.h).
  */
 #include "cloudhub.h"
 #include "devicecontroller.h"
@@ -21,6 +25,7 @@
 #include "ke_log.h"
 #include "ke_metrics.h"
 #include "ke_rpc.h"
+#include "ke_watchdog.h"
 
 #include <signal.h>
 #include <stdbool.h>
@@ -68,6 +73,8 @@ struct cloudcore_config {
     int64_t ec_node_grace;
     int64_t ec_resync;
     int64_t ec_sync_qps;
+    int64_t stall_timeout;
+    int64_t shutdown_timeout;
     char *remote_hub, *remote_ca, *remote_cert, *remote_key;
 };
 
@@ -136,6 +143,12 @@ static const ke_config_field cloudcore_fields[] = {
      "60s", "every node's objects are checked against CloudHub at least this often"},
     {"edgecontroller.sync_qps", KE_CONFIG_INT64, offsetof(struct cloudcore_config, ec_sync_qps),
      "500", "node reconciliations per second at most (each controller)"},
+    {"health.stall_timeout", KE_CONFIG_DURATION,
+     offsetof(struct cloudcore_config, stall_timeout), "30s",
+     "a worker thread (rpc loop, store watch, work queue, consumer, reaper) silent this long "
+     "turns /healthz to 503"},
+    {"shutdown.timeout", KE_CONFIG_DURATION, offsetof(struct cloudcore_config, shutdown_timeout),
+     "10s", "after SIGTERM, exit with status 1 if the orderly shutdown has not finished by then"},
 };
 
 static int parse_client_auth(const char *s, ke_rpc_client_auth *out)
@@ -207,6 +220,14 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    if (cfg.stall_timeout < 1000 || cfg.stall_timeout > 3600000 ||
+        cfg.shutdown_timeout < 1000 || cfg.shutdown_timeout > 3600000) {
+        fprintf(stderr, KE_PROGRAM ": health.stall_timeout and shutdown.timeout must be "
+                        "1s..1h\n");
+        status = 2;
+        goto out;
+    }
+    ke_watchdog_set_default_stall(cfg.stall_timeout);
     tls.ca_file = cfg.tls_ca && *cfg.tls_ca ? cfg.tls_ca : NULL;
     tls.cert_file = cfg.tls_cert;
     tls.key_file = cfg.tls_key;
@@ -219,6 +240,8 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if ((rc = ke_watchdog_start()) != 0)
+        goto fail;
 
     if (cfg.hub_enable && (!use_tls || !tls.ca_file || !cfg.hub_ca_key || !*cfg.hub_ca_key ||
                            !cfg.hub_token_secret || !*cfg.hub_token_secret)) {
@@ -328,22 +351,35 @@ int main(int argc, char **argv)
     int sig = wait_for_signal();
     ke_log_info(KE_PROGRAM, "stopping signal=%d", sig);
     status = 0;
-    goto out;
+    goto stop;
 fail:
     ke_log_error(KE_PROGRAM, "cannot start: %s", ke_strerror(rc));
+stop:
+    /* From here on a stuck component cannot keep the process alive: the
+     * deadline thread ends it (ke_watchdog_shutdown_arm). */
+    if ((rc = ke_watchdog_shutdown_arm(cfg.shutdown_timeout)) != 0)
+        ke_log_error(KE_PROGRAM, "cannot arm the shutdown deadline: %s", ke_strerror(rc));
 out:
+    ke_watchdog_shutdown_step("http");
     ke_http_stop(http);
+    ke_watchdog_shutdown_step("controllers");
     edgecontroller_stop(ec); /* the controllers' own calls first: they go through srv */
     devicecontroller_stop(dc);
+    ke_watchdog_shutdown_step("rpc server");
     ke_rpc_server_stop(srv); /* then no handler runs past this */
     edgecontroller_free(ec);
     devicecontroller_free(dc);
     ke_rpc_channel_free(self);
     ke_rpc_server_free(srv);
+    ke_watchdog_shutdown_step("cloudhub");
     cloudhub_free(hub);
+    ke_watchdog_shutdown_step("store");
     ke_store_close(store);
     ke_diag_free(diag);
+    ke_watchdog_shutdown_step("rpc loop");
     ke_rpc_loop_free(loop);
+    ke_watchdog_shutdown_done();
+    ke_watchdog_stop();
     ke_config_free(cloudcore_fields, KE_CONFIG_NFIELDS(cloudcore_fields), &cfg);
     return status;
 }

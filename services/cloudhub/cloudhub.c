@@ -9,6 +9,7 @@
 #include "ke_log.h"
 #include "ke_pki.h"
 #include "ke_time.h"
+#include "ke_watchdog.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -77,24 +78,32 @@ static int reap_one(const char *key, void *value, void *arg)
     return 0;
 }
 
-/* The reaper wakes every second (monotonic clock: a step of the wall clock
- * neither fires nor delays it) and cancels streams of silent nodes; their
- * on_close does the cleanup. */
+/* The reaper wakes every second (or the watchdog's tick, if shorter; the
+ * monotonic clock: a step of the wall clock neither fires nor delays it),
+ * cancels streams of silent nodes (their on_close does the cleanup) and
+ * beats the heartbeat "cloudhub-reaper" on every wake-up. */
 static void *reaper_main(void *arg)
 {
     cloudhub *ch = arg;
+    ke_watchdog_hb *hb = NULL;
+    int rc = ke_watchdog_register("cloudhub-reaper", 0, &hb);
+    if (rc != 0) /* it still reaps, unwatched */
+        ke_log_warn(CH_MOD, "the reaper is not watched: %s", ke_strerror(rc));
     pthread_mutex_lock(&ch->mu);
     while (!ch->stopping) {
-        struct timespec until = ke_time_deadline(1000);
-        int rc = pthread_cond_timedwait(&ch->cv, &ch->mu, &until);
-        if (rc != 0 && rc != ETIMEDOUT)
-            ke_log_warn(CH_MOD, "reaper wait failed: %s", strerror(rc));
+        ke_watchdog_beat(hb);
+        struct timespec until = ke_time_deadline(ke_watchdog_tick_ms(hb));
+        int wrc = pthread_cond_timedwait(&ch->cv, &ch->mu, &until);
+        if (wrc != 0 && wrc != ETIMEDOUT)
+            ke_log_warn(CH_MOD, "reaper wait failed: %s", strerror(wrc));
         if (ch->stopping)
             break;
+        ke_watchdog_beat(hb);
         reap_ctx r = {ch, ke_time_mono_ms()};
         ke_map_each(ch->nodes, reap_one, &r);
     }
     pthread_mutex_unlock(&ch->mu);
+    ke_watchdog_unregister(hb);
     return NULL;
 }
 

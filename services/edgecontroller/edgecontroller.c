@@ -31,6 +31,7 @@
 #include "ke_log.h"
 
 #include "ke_time.h"
+#include "ke_watchdog.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -316,21 +317,35 @@ static int on_upstream(const Ke__V1__UpstreamMessage *up, void *ud)
     return 0;
 }
 
+/* node_loop polls CloudHub's nodes every node_poll_ms. It beats the
+ * watchdog heartbeat "ec-nodes" after each poll and, between polls, at
+ * least every watchdog tick, so only a poll stuck past the stall limit
+ * shows as stalled. */
 static void *node_loop(void *arg)
 {
     edgecontroller *ec = arg;
+    ke_watchdog_hb *hb = NULL;
+    int rc = ke_watchdog_register("ec-nodes", 0, &hb);
+    if (rc != 0) /* it still polls, unwatched */
+        ke_log_warn(EC_MOD, "the node poller is not watched: %s", ke_strerror(rc));
     pthread_mutex_lock(&ec->mu);
     while (!ec->stopping) {
         pthread_mutex_unlock(&ec->mu);
         if (ke_hub_nodes(ec->hub, ensure_node, ec) != 0)
             ke_log_warn(EC_MOD, "cannot list nodes from CloudHub: trying again");
         place_pending(ec);
-        struct timespec until = ke_time_deadline(ec->cfg.node_poll_ms);
+        int64_t due = ke_time_mono_ms() + ec->cfg.node_poll_ms;
         pthread_mutex_lock(&ec->mu);
-        if (!ec->stopping)
+        for (int64_t left; !ec->stopping && (left = due - ke_time_mono_ms()) > 0;) {
+            ke_watchdog_beat(hb);
+            int64_t tick = ke_watchdog_tick_ms(hb);
+            struct timespec until = ke_time_deadline(left < tick ? left : tick);
             pthread_cond_timedwait(&ec->cv, &ec->mu, &until);
+        }
+        ke_watchdog_beat(hb);
     }
     pthread_mutex_unlock(&ec->mu);
+    ke_watchdog_unregister(hb);
     return NULL;
 }
 
