@@ -1526,6 +1526,7 @@ typedef struct {
     const char *after_name;
     size_t limit;         /* objects per page (SIZE_MAX: all) */
     size_t bytes_max;     /* JSON bytes per page (0: no bound) */
+    int skip_sealed;      /* leave out objects that do not decrypt (ke_store_list) */
     json_t *arr;          /* the page */
     size_t bytes;
     int more;             /* a further matching object exists */
@@ -1636,7 +1637,9 @@ static int scan_run(ke_store *s, list_scan *l)
             char *plain = NULL;
             t = t ? t : "";
             rc = text_open(s, l->k->kind, o.ns, o.name, &t, &n, &plain);
-            if (!rc)
+            if (rc == KE_ECRYPT && l->skip_sealed)
+                rc = 0; /* logged by text_open */
+            else if (!rc)
                 rc = scan_take(l, o.ns, o.name, t, n);
             free(plain);
             if (!rc)
@@ -1645,7 +1648,9 @@ static int scan_run(ke_store *s, list_scan *l)
             char *t = NULL;
             size_t n = 0;
             rc = event_state(s, (uint64_t)sqlite3_column_int64(e.st, 2), &t, &n);
-            if (!rc && t)
+            if (rc == KE_ECRYPT && l->skip_sealed)
+                rc = 0; /* logged by text_open */
+            else if (!rc && t)
                 rc = scan_take(l, e.ns, e.name, t, n);
             free(t);
             if (!rc && c == 0)
@@ -1687,7 +1692,7 @@ static int list_do(ke_store *s, const char *kind, const char *ns, const char *la
         return rc;
     }
     list_scan l = {.sel = sel, .limit = limit, .bytes_max = bytes_max, .after_ns = "",
-                   .after_name = ""};
+                   .after_name = "", .skip_sealed = next == NULL};
     list_cursor cur;
     obj_key k;
     if (!(l.arr = json_array()))
@@ -2249,8 +2254,10 @@ int ke_store_reencrypt(ke_store *s, ke_store_reencrypt_stats *st)
     memset(st, 0, sizeof(*st));
     if (!s)
         return KE_EINVAL;
+    char primary[KE_CRYPT_NAME_MAX + 1];
     pthread_mutex_lock(&s->mu);
     int on = s->crypt != NULL;
+    snprintf(primary, sizeof(primary), "%s", ke_crypt_primary(s->crypt));
     pthread_mutex_unlock(&s->mu);
     if (!on) {
         ke_log_error(LOG_MOD, "re-encryption needs a key file (store.encryption_key_file)");
@@ -2265,13 +2272,13 @@ int ke_store_reencrypt(ke_store *s, ke_store_reencrypt_stats *st)
         while (more && !rc)
             rc = reenc_batch(s, events, &rev, ns, name, &more, part);
     }
-    ke_log_info(LOG_MOD, "re-encrypted kind=%s objects=%" PRIu64 " current=%" PRIu64
-                         " failed=%" PRIu64 " events=%" PRIu64 " current=%" PRIu64
-                         " failed=%" PRIu64 ": %s",
-                KE_STORE_ENCRYPTED_KIND, st->objects.rewritten, st->objects.current,
-                st->objects.failed, st->events.rewritten, st->events.current, st->events.failed,
-                ke_strerror(rc));
     if (!rc && (st->objects.failed || st->events.failed))
         rc = KE_ECRYPT;
+    ke_log_info(LOG_MOD, "re-encrypted kind=%s key=%s objects=%" PRIu64 " current=%" PRIu64
+                         " failed=%" PRIu64 " events=%" PRIu64 " current=%" PRIu64
+                         " failed=%" PRIu64 ": %s",
+                KE_STORE_ENCRYPTED_KIND, primary, st->objects.rewritten,
+                st->objects.current, st->objects.failed, st->events.rewritten, st->events.current,
+                st->events.failed, ke_strerror(rc));
     return rc;
 }

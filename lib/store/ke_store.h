@@ -43,9 +43,9 @@
  * in `objects` and in both texts of its `events`; every call reads and
  * returns plaintext objects as before. Rows written before encryption was
  * on stay readable and are sealed by their next write or by
- * ke_store_reencrypt. An object whose key is missing fails its reads with
- * KE_ECRYPT; other objects are unaffected, and a watch skips its events
- * (each logged).
+ * ke_store_reencrypt. An object whose key is missing fails its reads and
+ * list pages with KE_ECRYPT; other objects are unaffected, ke_store_list
+ * leaves it out and a watch skips its events (each logged).
  */
 #ifndef KE_STORE_H
 #define KE_STORE_H
@@ -205,7 +205,10 @@ int ke_store_get(ke_store *s, const char *kind, const char *ns, const char *name
  * JSON array (json_decref it); *rev, when rev is not NULL, is the store
  * revision the list reflects: watch from it to follow on without a gap.
  * The whole list is built in memory: for the store's own controllers; an
- * API that answers clients pages with ke_store_list_page. Returns 0, KE_EINVAL (malformed selector: reason logged), KE_ENOMEM,
+ * API that answers clients pages with ke_store_list_page. An object that
+ * does not decrypt (its key is missing) is left out, logged, so that the
+ * controllers go on with the others; ke_store_list_page fails instead.
+ * Returns 0, KE_EINVAL (malformed selector: reason logged), KE_ENOMEM,
  * KE_EDB. */
 int ke_store_list(ke_store *s, const char *kind, const char *ns, const char *label_sel,
                   const char *field_sel, json_t **items, uint64_t *rev);
