@@ -21,6 +21,7 @@ const char *ke_strerror(int err)
     case KE_ETLS: return "tls error";
     case KE_EPERM: return "permission denied";
     case KE_EGONE: return "gone: history compacted";
+    case KE_ECRYPT: return "cannot decrypt: key missing or data damaged";
     }
     return "unknown error";
 }

@@ -25,6 +25,7 @@ enum {
     KE_ETLS = -12,      /* certificate or key problem */
     KE_EPERM = -13,     /* not allowed */
     KE_EGONE = -14,     /* gone: the history asked for was compacted */
+    KE_ECRYPT = -15,    /* encrypted data that does not open: key missing or data damaged */
 };
 
 /* ke_strerror returns a static, human-readable name for a KE_E* code. */

@@ -88,6 +88,12 @@ void ke_k8s_serve_list(ke_rpc_call *call, ke_store *store, const char *kind, con
     case KE_ENOMEM:
         ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
         break;
+    case KE_ECRYPT: /* as Kubernetes' 500 on a value that does not decrypt */
+        snprintf(why, sizeof(why), "a stored %s does not decrypt: its encryption key is not in "
+                                   "store.encryption_key_file (cloudcore's log names the object "
+                                   "and the key)", kind);
+        ke_rpc_call_finish(call, KE_RPC_INTERNAL, why, NULL);
+        break;
     default:
         snprintf(why, sizeof(why), "store error: %s", ke_strerror(rc));
         ke_rpc_call_finish(call, KE_RPC_UNAVAILABLE, why, NULL);

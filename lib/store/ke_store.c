@@ -22,9 +22,17 @@
  * duplicate" hold: an event is on disk before its revision is published.
  * Only the dispatcher unlinks watches (at the top of its loop, between
  * batches), so it can walk the list without a lock while a callback runs.
+ *
+ * Encryption at rest (ke_store_set_crypt): every text of an encrypted kind
+ * goes through text_seal on its way into a row (write_change, the one
+ * writer, and re-encryption) and every stored text through text_open on
+ * its way out (row_load, the list scan, event_state, batch_read), so the
+ * rest of this file sees plaintext JSON only. Whole objects are sealed, as
+ * Kubernetes does: metadata (annotations) and stringData carry secrets too.
  */
 #include "ke_store.h"
 
+#include "ke_crypt.h"
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_sqlite.h"
@@ -53,6 +61,8 @@
 #define LABEL_VALUE_MAX 63
 /* Dispatcher back-off after a failed read of the events table. */
 #define DISPATCH_RETRY_MS 1000
+/* The additional data authenticated with a sealed text: "kind/ns/name". */
+#define AAD_MAX (KE_STORE_KIND_MAX + KE_STORE_NS_MAX + KE_STORE_NAME_MAX + 3)
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -706,6 +716,7 @@ struct ke_store {
     uint64_t history;   /* events kept by automatic compaction */
     char scoped[KE_STORE_SCOPED_MAX][KE_STORE_KIND_MAX + 1];
     size_t nscoped;
+    ke_crypt *crypt; /* owned; NULL: encryption at rest off */
 
     pthread_mutex_t wmu; /* everything below */
     pthread_cond_t work; /* the dispatcher has something to do */
@@ -776,6 +787,55 @@ static int is_scoped(const ke_store *s, const char *kind)
     return 0;
 }
 
+/* ---- encryption at rest ------------------------------------------------ */
+
+static void aad_make(char *aad, const char *kind, const char *ns, const char *name)
+{
+    snprintf(aad, AAD_MAX, "%s/%s/%s", kind, ns, name);
+}
+
+/* text_seal gives what is stored for `text` of object k (s->mu held): text
+ * itself, or, for an encrypted kind while a key ring is set, its envelope
+ * in *owned (free it). text NULL stays NULL. Returns 0 or a KE_E* code. */
+static int text_seal(ke_store *s, const char *kind, const char *ns, const char *name,
+                     const char *text, const char **stored, char **owned)
+{
+    *owned = NULL;
+    *stored = text;
+    if (!text || !s->crypt || strcmp(kind, KE_STORE_ENCRYPTED_KIND) != 0)
+        return 0;
+    char aad[AAD_MAX];
+    aad_make(aad, kind, ns, name);
+    int rc = ke_crypt_seal(s->crypt, aad, text, strlen(text), owned, NULL);
+    if (rc)
+        ke_log_error(LOG_MOD, "cannot encrypt kind=%s ns=%s name=%s: %s", kind, ns, name,
+                     ke_strerror(rc));
+    else
+        *stored = *owned;
+    return rc;
+}
+
+/* text_open gives the plaintext of a stored text (s->mu held): *t and *n
+ * are left alone for plain JSON, or point at the decrypted text in *owned
+ * (free it). A text that does not open is logged with the key it needs.
+ * Returns 0, KE_ENOMEM or KE_ECRYPT. */
+static int text_open(ke_store *s, const char *kind, const char *ns, const char *name,
+                     const char **t, size_t *n, char **owned)
+{
+    *owned = NULL;
+    if (!ke_crypt_sealed(*t, *n))
+        return 0;
+    char aad[AAD_MAX], why[160];
+    aad_make(aad, kind, ns, name);
+    int rc = ke_crypt_open(s->crypt, aad, *t, *n, owned, n, why, sizeof(why));
+    if (rc == KE_ECRYPT)
+        ke_log_error(LOG_MOD, "stored object does not decrypt kind=%s ns=%s name=%s: %s%s", kind,
+                     ns, name, why, s->crypt ? "" : " (store.encryption_key_file is not set)");
+    if (rc == 0)
+        *t = *owned;
+    return rc;
+}
+
 /* key_make fills k from call arguments (s->mu held): ns is dropped for
  * cluster-scoped kinds; `need_ns`: a namespaced kind must name one. */
 static int key_make(ke_store *s, const char *kind, const char *ns, const char *name,
@@ -840,6 +900,7 @@ static int row_load(ke_store *s, const obj_key *k, uint64_t *rv, json_t **obj, c
 {
     static const char sql[] = "SELECT rv, json FROM objects WHERE kind=?1 AND ns=?2 AND name=?3";
     sqlite3_stmt *st = NULL;
+    char *plain = NULL;
     int rc = ke_sqlite_prepare(s->db, sql, &st);
     if (rc)
         return rc;
@@ -855,21 +916,25 @@ static int row_load(ke_store *s, const obj_key *k, uint64_t *rv, json_t **obj, c
     size_t n = (size_t)sqlite3_column_bytes(st, 1);
     json_error_t err;
     *rv = (uint64_t)sqlite3_column_int64(st, 0);
-    *obj = json_loadb(js ? js : "", n, 0, &err);
-    if (!*obj) {
-        ke_log_error(LOG_MOD, "stored object unreadable kind=%s ns=%s name=%s: %s", k->kind,
-                     k->ns, k->name, err.text);
+    js = js ? js : "";
+    if ((rc = text_open(s, k->kind, k->ns, k->name, &js, &n, &plain)))
+        goto out;
+    *obj = json_loadb(js, n, 0, &err);
+    if (!*obj) { /* err.text may quote the object: log only where */
+        ke_log_error(LOG_MOD, "stored object unreadable kind=%s ns=%s name=%s: line %d column %d",
+                     k->kind, k->ns, k->name, err.line, err.column);
         rc = KE_EDB;
         goto out;
     }
     rc = 0;
-    if (text && !(*text = strndup(js ? js : "", n))) {
+    if (text && !(*text = strndup(js, n))) {
         json_decref(*obj);
         *obj = NULL;
         rc = KE_ENOMEM;
     }
 out:
     ke_sqlite_release(s->db, st);
+    free(plain);
     return rc;
 }
 
@@ -903,9 +968,17 @@ static int write_change(ke_store *s, int type, const obj_key *k, uint64_t rev, c
                         const char *prev)
 {
     uint64_t c = s->compacted;
-    int rc = ke_sqlite_begin(s->db);
-    if (rc)
+    char *sealed_text = NULL, *sealed_prev = NULL;
+    int rc = text_seal(s, k->kind, k->ns, k->name, text, &text, &sealed_text);
+    if (rc || (rc = text_seal(s, k->kind, k->ns, k->name, prev, &prev, &sealed_prev))) {
+        free(sealed_text);
         return rc;
+    }
+    if ((rc = ke_sqlite_begin(s->db))) {
+        free(sealed_text);
+        free(sealed_prev);
+        return rc;
+    }
     if (type == KE_STORE_ADDED)
         rc = sql_run(s, "INSERT INTO objects(kind, ns, name, rv, json) VALUES (?1,?2,?3,?4,?5)",
                      "tttut", k->kind, k->ns, k->name, rev, text);
@@ -931,6 +1004,8 @@ static int write_change(ke_store *s, int type, const obj_key *k, uint64_t rev, c
     }
     rc = ke_sqlite_commit(s->db);
 out:
+    free(sealed_text);
+    free(sealed_prev);
     if (rc) {
         ke_sqlite_rollback(s->db);
         ke_log_error(LOG_MOD, "write failed kind=%s ns=%s name=%s rev=%" PRIu64 ": %s",
@@ -1061,6 +1136,7 @@ void ke_store_close(ke_store *s)
     if (left)
         ke_log_warn(LOG_MOD, "store closed with watches open count=%zu", left);
     ke_sqlite_close(s->db);
+    ke_crypt_free(s->crypt);
     batch_clear(s->batch);
     free(s->batch);
     pthread_cond_destroy(&s->done);
@@ -1460,6 +1536,7 @@ typedef struct {
     const char *after_name;
     size_t limit;         /* objects per page (SIZE_MAX: all) */
     size_t bytes_max;     /* JSON bytes per page (0: no bound) */
+    int skip_sealed;      /* leave out objects that do not decrypt (ke_store_list) */
     json_t *arr;          /* the page */
     size_t bytes;
     int more;             /* a further matching object exists */
@@ -1474,7 +1551,7 @@ typedef struct {
  * prev was kept, the deleted object). *text is malloc'd. */
 static int event_state(ke_store *s, uint64_t rev, char **text, size_t *n)
 {
-    static const char sql[] = "SELECT type, json, prev FROM events WHERE rev=?1";
+    static const char sql[] = "SELECT type, json, prev, kind, ns, name FROM events WHERE rev=?1";
     sqlite3_stmt *st = NULL;
     *text = NULL;
     *n = 0;
@@ -1492,7 +1569,12 @@ static int event_state(ke_store *s, uint64_t rev, char **text, size_t *n)
             int col = sqlite3_column_type(st, 2) == SQLITE_NULL ? 1 : 2;
             const char *t = (const char *)sqlite3_column_text(st, col);
             *n = (size_t)sqlite3_column_bytes(st, col);
-            if (!(*text = strndup(t ? t : "", *n)))
+            t = t ? t : "";
+            char *plain = NULL;
+            rc = text_open(s, (const char *)sqlite3_column_text(st, 3),
+                           (const char *)sqlite3_column_text(st, 4),
+                           (const char *)sqlite3_column_text(st, 5), &t, n, &plain);
+            if (!rc && !(*text = plain ? plain : strndup(t, *n)))
                 rc = KE_ENOMEM;
         }
     }
@@ -1507,9 +1589,9 @@ static int scan_take(list_scan *l, const char *ns, const char *name, const char 
 {
     json_error_t err;
     json_t *o = json_loadb(text, n, 0, &err);
-    if (!o) {
-        ke_log_error(LOG_MOD, "stored object unreadable kind=%s ns=%s name=%s: %s", l->k->kind,
-                     ns, name, err.text);
+    if (!o) { /* err.text may quote the object: log only where */
+        ke_log_error(LOG_MOD, "stored object unreadable kind=%s ns=%s name=%s: line %d column %d",
+                     l->k->kind, ns, name, err.line, err.column);
         return KE_EDB;
     }
     if (!sel_match(l->sel, o)) {
@@ -1561,14 +1643,24 @@ static int scan_run(ke_store *s, list_scan *l)
         int c = !o.valid ? 1 : !e.valid ? -1 : key_cmp(&o, &e);
         if (c < 0) { /* unchanged since l->at: the current row */
             const char *t = (const char *)sqlite3_column_text(o.st, 2);
-            rc = scan_take(l, o.ns, o.name, t ? t : "", (size_t)sqlite3_column_bytes(o.st, 2));
+            size_t n = (size_t)sqlite3_column_bytes(o.st, 2);
+            char *plain = NULL;
+            t = t ? t : "";
+            rc = text_open(s, l->k->kind, o.ns, o.name, &t, &n, &plain);
+            if (rc == KE_ECRYPT && l->skip_sealed)
+                rc = 0; /* logged by text_open */
+            else if (!rc)
+                rc = scan_take(l, o.ns, o.name, t, n);
+            free(plain);
             if (!rc)
                 rc = side_next(s, &o);
         } else { /* changed since: as its first later event says */
             char *t = NULL;
             size_t n = 0;
             rc = event_state(s, (uint64_t)sqlite3_column_int64(e.st, 2), &t, &n);
-            if (!rc && t)
+            if (rc == KE_ECRYPT && l->skip_sealed)
+                rc = 0; /* logged by text_open */
+            else if (!rc && t)
                 rc = scan_take(l, e.ns, e.name, t, n);
             free(t);
             if (!rc && c == 0)
@@ -1610,7 +1702,7 @@ static int list_do(ke_store *s, const char *kind, const char *ns, const char *la
         return rc;
     }
     list_scan l = {.sel = sel, .limit = limit, .bytes_max = bytes_max, .after_ns = "",
-                   .after_name = ""};
+                   .after_name = "", .skip_sealed = next == NULL};
     list_cursor cur;
     obj_key k;
     if (!(l.arr = json_array()))
@@ -1807,7 +1899,7 @@ static void sweep(ke_store *s)
 /* batch_read loads events after `lo` into b (takes s->mu). */
 static int batch_read(ke_store *s, batch *b, uint64_t lo)
 {
-    static const char sql[] = "SELECT rev, kind, ns, type, json, prev FROM events "
+    static const char sql[] = "SELECT rev, kind, ns, type, json, prev, name FROM events "
                               "WHERE rev > ?1 ORDER BY rev LIMIT 256";
     _Static_assert(BATCH_EVENTS == 256, "keep the LIMIT in step");
     sqlite3_stmt *st = NULL;
@@ -1829,8 +1921,25 @@ static int batch_read(ke_store *s, batch *b, uint64_t lo)
         e->type = type_parse((const char *)sqlite3_column_text(st, 3));
         const char *js = (const char *)sqlite3_column_text(st, 4);
         const char *pv = (const char *)sqlite3_column_text(st, 5);
-        e->json = strdup(js ? js : "");
-        e->prev = pv ? strdup(pv) : NULL;
+        const char *name = (const char *)sqlite3_column_text(st, 6);
+        size_t jn = (size_t)sqlite3_column_bytes(st, 4), pn = (size_t)sqlite3_column_bytes(st, 5);
+        char *jp = NULL, *pp = NULL;
+        js = js ? js : "";
+        int orc = text_open(s, e->kind, e->ns, name ? name : "", &js, &jn, &jp);
+        if (!orc && pv)
+            orc = text_open(s, e->kind, e->ns, name ? name : "", &pv, &pn, &pp);
+        if (orc == KE_ECRYPT) { /* logged; watches skip it, as an unreadable event */
+            e->type = 0;
+            js = "";
+            pv = NULL;
+        } else if (orc) {
+            rc = orc;
+            free(jp);
+            free(pp);
+            break;
+        }
+        e->json = jp ? jp : strdup(js);
+        e->prev = pp ? pp : pv ? strdup(pv) : NULL;
         b->n++;
         if (!e->json || (pv && !e->prev)) {
             rc = KE_ENOMEM;
@@ -1855,8 +1964,9 @@ static json_t *ev_parse(const batch_ev *e, const char *text)
 {
     json_error_t err;
     json_t *o = json_loads(text, 0, &err);
-    if (!o)
-        ke_log_error(LOG_MOD, "event unreadable rev=%" PRIu64 ": %s", e->rev, err.text);
+    if (!o) /* err.text may quote the object: log only where */
+        ke_log_error(LOG_MOD, "event unreadable rev=%" PRIu64 ": line %d column %d", e->rev,
+                     err.line, err.column);
     return o;
 }
 
@@ -1963,4 +2073,223 @@ static void *dispatch_main(void *arg)
     sweep(s);
     pthread_mutex_unlock(&s->wmu);
     return NULL;
+}
+
+/* ---- encryption at rest: the calls -------------------------------------- */
+
+int ke_store_set_crypt(ke_store *s, ke_crypt *c)
+{
+    if (!s) {
+        ke_crypt_free(c);
+        return KE_EINVAL;
+    }
+    pthread_mutex_lock(&s->mu);
+    ke_crypt *old = s->crypt;
+    s->crypt = c;
+    pthread_mutex_unlock(&s->mu);
+    ke_crypt_free(old);
+    if (c)
+        ke_log_info(LOG_MOD, "encryption at rest on kind=%s key=%s", KE_STORE_ENCRYPTED_KIND,
+                    ke_crypt_primary(c));
+    return 0;
+}
+
+int ke_store_crypt_check(ke_store *s, const char *kind, const char *ns, const char *name,
+                         char *why, size_t len)
+{
+    static const char sql[] = "SELECT json FROM objects WHERE kind=?1 AND ns=?2 AND name=?3";
+    if (why && len)
+        why[0] = '\0';
+    if (!s || !name)
+        return KE_EINVAL;
+    obj_key k;
+    sqlite3_stmt *st = NULL;
+    char *plain = NULL;
+    pthread_mutex_lock(&s->mu);
+    int rc = key_make(s, kind, ns, name, 1, &k);
+    if (rc || (rc = ke_sqlite_prepare(s->db, sql, &st)))
+        goto out;
+    sqlite3_bind_text(st, 1, k.kind, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, k.ns, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, k.name, -1, SQLITE_STATIC);
+    if ((rc = ke_sqlite_step(s->db, st)) <= 0) {
+        rc = rc == 0 ? KE_ENOTFOUND : rc;
+        goto out;
+    }
+    const char *t = (const char *)sqlite3_column_text(st, 0);
+    size_t n = (size_t)sqlite3_column_bytes(st, 0);
+    char aad[AAD_MAX];
+    aad_make(aad, k.kind, k.ns, k.name);
+    rc = t && ke_crypt_sealed(t, n)
+             ? ke_crypt_open(s->crypt, aad, t, n, &plain, NULL, why, len)
+             : 0;
+    if (rc == KE_ECRYPT && !s->crypt && why && len) {
+        size_t used = strlen(why);
+        snprintf(why + used, len - used, " (store.encryption_key_file is not set)");
+    }
+out:
+    ke_sqlite_release(s->db, st);
+    pthread_mutex_unlock(&s->mu);
+    free(plain);
+    return rc;
+}
+
+/* A row that re-encryption rewrites: its key and texts (malloc'd). */
+typedef struct {
+    uint64_t rev; /* events only */
+    char ns[KE_STORE_NS_MAX + 1];
+    char name[KE_STORE_NAME_MAX + 1];
+    char *text[2]; /* json, prev (events; may be NULL) */
+} reenc_row;
+
+/* reenc_text replaces *text (a stored text of object ns/name) with its
+ * envelope under the primary key, unless it is one already (s->mu held).
+ * Returns 1 when rewritten, 0 when already current, or a KE_E* code. */
+static int reenc_text(ke_store *s, const char *ns, const char *name, char **text)
+{
+    char key[KE_CRYPT_NAME_MAX + 1], *plain = NULL, *sealed = NULL;
+    const char *t = *text;
+    size_t n = strlen(t);
+    if (ke_crypt_sealed(t, n) && ke_crypt_key_of(t, n, key, sizeof(key)) == 0 &&
+        strcmp(key, ke_crypt_primary(s->crypt)) == 0)
+        return 0;
+    const char *stored;
+    int rc = text_open(s, KE_STORE_ENCRYPTED_KIND, ns, name, &t, &n, &plain);
+    if (!rc)
+        rc = text_seal(s, KE_STORE_ENCRYPTED_KIND, ns, name, t, &stored, &sealed);
+    free(plain);
+    if (rc)
+        return rc;
+    free(*text);
+    *text = sealed;
+    return 1;
+}
+
+/* reenc_batch rewrites up to KE_STORE_REENCRYPT_BATCH rows of `events`
+ * (0: objects) after the cursor in one transaction (takes s->mu).
+ * *more tells whether rows may remain; the cursor moves past the batch. */
+static int reenc_batch(ke_store *s, int events, uint64_t *rev, char *ns, char *name, int *more,
+                       ke_store_reencrypt_count *st_out)
+{
+    static const char objects_sql[] =
+        "SELECT 0, ns, name, json, NULL FROM objects WHERE kind=?1 AND (ns, name) > (?2, ?3) "
+        "ORDER BY ns, name LIMIT ?4";
+    static const char events_sql[] =
+        "SELECT rev, ns, name, json, prev FROM events WHERE kind=?1 AND rev > ?5 "
+        "ORDER BY rev LIMIT ?4";
+    reenc_row *rows = calloc(KE_STORE_REENCRYPT_BATCH, sizeof(*rows));
+    if (!rows)
+        return KE_ENOMEM;
+    size_t n = 0;
+    sqlite3_stmt *st = NULL;
+    pthread_mutex_lock(&s->mu);
+    int rc = ke_sqlite_begin(s->db);
+    if (rc)
+        goto out;
+    if ((rc = ke_sqlite_prepare(s->db, events ? events_sql : objects_sql, &st)))
+        goto done;
+    sqlite3_bind_text(st, 1, KE_STORE_ENCRYPTED_KIND, -1, SQLITE_STATIC);
+    if (!events) {
+        sqlite3_bind_text(st, 2, ns, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, name, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_int64(st, 5, (sqlite3_int64)*rev);
+    }
+    sqlite3_bind_int64(st, 4, KE_STORE_REENCRYPT_BATCH);
+    while ((rc = ke_sqlite_step(s->db, st)) == 1) {
+        reenc_row *r = &rows[n++];
+        r->rev = (uint64_t)sqlite3_column_int64(st, 0);
+        snprintf(r->ns, sizeof(r->ns), "%s", (const char *)sqlite3_column_text(st, 1));
+        snprintf(r->name, sizeof(r->name), "%s", (const char *)sqlite3_column_text(st, 2));
+        for (int i = 0; i < 2; i++) {
+            const char *t = (const char *)sqlite3_column_text(st, 3 + i);
+            if (t && !(r->text[i] = strdup(t))) {
+                rc = KE_ENOMEM;
+                break;
+            }
+        }
+        if (rc < 0)
+            break;
+    }
+    ke_sqlite_release(s->db, st);
+    if (rc < 0)
+        goto done;
+    rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        reenc_row *r = &rows[i];
+        int changed = 0, bad = 0;
+        for (int j = 0; j < 2 && r->text[j]; j++) {
+            int x = reenc_text(s, r->ns, r->name, &r->text[j]);
+            if (x == KE_ECRYPT)
+                bad = 1;
+            else if (x < 0)
+                rc = x;
+            else
+                changed |= x;
+        }
+        if (rc)
+            break;
+        uint64_t *count = bad ? &st_out->failed : changed ? &st_out->rewritten : &st_out->current;
+        (*count)++;
+        if (bad || !changed)
+            continue;
+        if (events)
+            rc = sql_run(s, "UPDATE events SET json=?2, prev=?3 WHERE rev=?1", "utt", r->rev,
+                         r->text[0], r->text[1]);
+        else
+            rc = sql_run(s, "UPDATE objects SET json=?4 WHERE kind=?1 AND ns=?2 AND name=?3",
+                         "tttt", KE_STORE_ENCRYPTED_KIND, r->ns, r->name, r->text[0]);
+    }
+done:
+    rc = rc ? (ke_sqlite_rollback(s->db), rc) : ke_sqlite_commit(s->db);
+out:
+    pthread_mutex_unlock(&s->mu);
+    *more = rc == 0 && n == KE_STORE_REENCRYPT_BATCH;
+    if (n) {
+        *rev = rows[n - 1].rev;
+        snprintf(ns, KE_STORE_NS_MAX + 1, "%s", rows[n - 1].ns);
+        snprintf(name, KE_STORE_NAME_MAX + 1, "%s", rows[n - 1].name);
+    }
+    for (size_t i = 0; i < n; i++)
+        for (int j = 0; j < 2; j++)
+            free(rows[i].text[j]);
+    free(rows);
+    return rc;
+}
+
+int ke_store_reencrypt(ke_store *s, ke_store_reencrypt_stats *st)
+{
+    ke_store_reencrypt_stats none;
+    if (!st)
+        st = &none;
+    memset(st, 0, sizeof(*st));
+    if (!s)
+        return KE_EINVAL;
+    char primary[KE_CRYPT_NAME_MAX + 1];
+    pthread_mutex_lock(&s->mu);
+    int on = s->crypt != NULL;
+    snprintf(primary, sizeof(primary), "%s", ke_crypt_primary(s->crypt));
+    pthread_mutex_unlock(&s->mu);
+    if (!on) {
+        ke_log_error(LOG_MOD, "re-encryption needs a key file (store.encryption_key_file)");
+        return KE_EINVAL;
+    }
+    int rc = 0;
+    for (int events = 0; events < 2 && !rc; events++) {
+        uint64_t rev = 0;
+        char ns[KE_STORE_NS_MAX + 1] = "", name[KE_STORE_NAME_MAX + 1] = "";
+        int more = 1;
+        ke_store_reencrypt_count *part = events ? &st->events : &st->objects;
+        while (more && !rc)
+            rc = reenc_batch(s, events, &rev, ns, name, &more, part);
+    }
+    if (!rc && (st->objects.failed || st->events.failed))
+        rc = KE_ECRYPT;
+    ke_log_info(LOG_MOD, "re-encrypted kind=%s key=%s objects=%" PRIu64 " current=%" PRIu64
+                         " failed=%" PRIu64 " events=%" PRIu64 " current=%" PRIu64
+                         " failed=%" PRIu64 ": %s",
+                KE_STORE_ENCRYPTED_KIND, primary, st->objects.rewritten,
+                st->objects.current, st->objects.failed, st->events.rewritten, st->events.current,
+                st->events.failed, ke_strerror(rc));
+    return rc;
 }

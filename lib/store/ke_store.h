@@ -34,7 +34,18 @@
  * object, key or selector (ke_store_object_check and ke_store_selector_check
  * give the reason as text), KE_ENOTFOUND, KE_EEXIST, KE_ECONFLICT for a
  * failed precondition, KE_EGONE for a revision older than the history,
- * KE_EDB for SQLite failures (logged by ke_sqlite).
+ * KE_EDB for SQLite failures (logged by ke_sqlite), KE_ECRYPT for an
+ * encrypted object that does not decrypt (logged with the key it needs).
+ *
+ * Encryption at rest (ke_store_set_crypt): with a key ring set, every
+ * object of kind KE_STORE_ENCRYPTED_KIND is stored as a ke_crypt envelope
+ * (AES-256-GCM, the whole object's JSON, "kind/ns/name" authenticated),
+ * in `objects` and in both texts of its `events`; every call reads and
+ * returns plaintext objects as before. Rows written before encryption was
+ * on stay readable and are sealed by their next write or by
+ * ke_store_reencrypt. An object whose key is missing fails its reads and
+ * list pages with KE_ECRYPT; other objects are unaffected, ke_store_list
+ * leaves it out and a watch skips its events (each logged).
  */
 #ifndef KE_STORE_H
 #define KE_STORE_H
@@ -70,9 +81,14 @@
 #define KE_STORE_LIST_LIMIT_MAX 5000
 #define KE_STORE_LIST_PAGE_BYTES (3 * 1024 * 1024)
 #define KE_STORE_CONTINUE_MAX 512
+/* The kind encrypted at rest, and the rows ke_store_reencrypt rewrites in
+ * one transaction (writers wait at most one batch). */
+#define KE_STORE_ENCRYPTED_KIND "Secret"
+#define KE_STORE_REENCRYPT_BATCH 100
 _Static_assert(KE_STORE_LIST_PAGE_BYTES >= KE_STORE_OBJECT_MAX, "one object fits a page");
 
 typedef struct ke_store ke_store;
+typedef struct ke_crypt ke_crypt;
 typedef struct ke_store_watch ke_store_watch;
 
 /* Watch event types (the values of `type` in ke_store_watch_fn). */
@@ -189,7 +205,10 @@ int ke_store_get(ke_store *s, const char *kind, const char *ns, const char *name
  * JSON array (json_decref it); *rev, when rev is not NULL, is the store
  * revision the list reflects: watch from it to follow on without a gap.
  * The whole list is built in memory: for the store's own controllers; an
- * API that answers clients pages with ke_store_list_page. Returns 0, KE_EINVAL (malformed selector: reason logged), KE_ENOMEM,
+ * API that answers clients pages with ke_store_list_page. An object that
+ * does not decrypt (its key is missing) is left out, logged, so that the
+ * controllers go on with the others; ke_store_list_page fails instead.
+ * Returns 0, KE_EINVAL (malformed selector: reason logged), KE_ENOMEM,
  * KE_EDB. */
 int ke_store_list(ke_store *s, const char *kind, const char *ns, const char *label_sel,
                   const char *field_sel, json_t **items, uint64_t *rev);
@@ -276,6 +295,42 @@ void ke_store_watch_stop(ke_store_watch *w);
  * that had not reached the dropped events receive KE_STORE_GONE.
  * Returns 0 or KE_EDB. */
 int ke_store_compact(ke_store *s, uint64_t keep);
+
+/* ke_store_set_crypt turns encryption at rest on with key ring c (see
+ * ke_crypt.h; the store takes ownership and frees it at close or at the
+ * next call), or off with NULL (sealed rows then fail with KE_ECRYPT). Set
+ * it right after ke_store_open, before serving. Returns 0, or KE_EINVAL
+ * (s NULL; c is freed). */
+int ke_store_set_crypt(ke_store *s, ke_crypt *c);
+
+/* ke_store_crypt_check tells whether the stored object (kind, ns, name)
+ * decrypts: 0 (it does, or is not encrypted), KE_ECRYPT with a one-line
+ * reason naming the key it needs in why (may be NULL), KE_ENOTFOUND,
+ * KE_EINVAL, KE_EDB. For error messages; reads need not call it. */
+int ke_store_crypt_check(ke_store *s, const char *kind, const char *ns, const char *name,
+                         char *why, size_t len);
+
+/* What ke_store_reencrypt did to rows of one table. */
+typedef struct {
+    uint64_t rewritten; /* sealed again with the primary key (or sealed for the first time) */
+    uint64_t current;   /* sealed with the primary key already */
+    uint64_t failed;    /* do not decrypt (key missing, damaged): left as they are */
+} ke_store_reencrypt_count;
+typedef struct {
+    ke_store_reencrypt_count objects, events;
+} ke_store_reencrypt_stats;
+
+/* ke_store_reencrypt rewrites every row of kind KE_STORE_ENCRYPTED_KIND,
+ * in `objects` and in the `events` history, that is not sealed with the
+ * key ring's primary key: plaintext rows and rows of older keys. Key
+ * rotation: put the new key first in the key file, restart, run this,
+ * then remove the old key. It takes no revision and changes no object (no
+ * watch event); it works in transactions of KE_STORE_REENCRYPT_BATCH rows,
+ * letting writers in between (their writes use the primary key already).
+ * *st (may be NULL) counts what was done. Returns 0; KE_EINVAL (no key
+ * ring set); KE_ECRYPT when some rows do not decrypt (counted as failed,
+ * logged, the others rewritten); KE_ENOMEM; KE_EDB. */
+int ke_store_reencrypt(ke_store *s, ke_store_reencrypt_stats *st);
 
 /* ke_store_compacted returns the newest dropped revision (0 if none): a
  * watch needs from_rev >= this. */

@@ -13,12 +13,18 @@
  * it from finishing, the watchdog logs what had not stopped and the process
  * exits with status 1 (KE_WATCHDOG_EXIT_DEADLINE). /healthz is 503 while a
  * worker's heartbeat is older than health.stall_timeout (ke_watchdog.h).
+ *
+ * `--reencrypt-secrets` is an action, not a key: with the same config it
+ * opens the store, rewrites every Secret with the first key of
+ * store.encryption_key_file (ke_store_reencrypt), prints what it did and
+ * exits, serving nothing (docs/security.md, "Secrets at rest").
  */
 #include "cloudhub.h"
 #include "devicecontroller.h"
 #include "edgecontroller.h"
 #include "ke_store.h"
 #include "ke_config.h"
+#include "ke_crypt.h"
 #include "ke_diag.h"
 #include "ke_err.h"
 #include "ke_http.h"
@@ -69,6 +75,7 @@ struct cloudcore_config {
     int64_t hub_window;
     int64_t hub_uplog_node_max;
     char *store_db;
+    char *store_key_file;
     bool ec_enable;
     int64_t ec_node_grace;
     int64_t ec_resync;
@@ -126,6 +133,10 @@ static const ke_config_field cloudcore_fields[] = {
      "it the node's reports are not acked (it retries from its outbox)"},
     {"store.db", KE_CONFIG_STRING, offsetof(struct cloudcore_config, store_db),
      "/var/lib/kubeedge/store.db", "the resource store's SQLite file (embedded mode)"},
+    {"store.encryption_key_file", KE_CONFIG_STRING,
+     offsetof(struct cloudcore_config, store_key_file), NULL,
+     "key file encrypting Secrets at rest (lines \"name: base64 of 32 bytes\"; the first "
+     "encrypts, all decrypt); empty: off"},
     {"edgecontroller.enable", KE_CONFIG_BOOL, offsetof(struct cloudcore_config, ec_enable),
      KE_DEFAULT_CONTROLLERS, "serve EdgeController and DeviceController"},
     {"hub.server", KE_CONFIG_STRING, offsetof(struct cloudcore_config, remote_hub), NULL,
@@ -164,6 +175,62 @@ static int parse_client_auth(const char *s, ke_rpc_client_auth *out)
     return 0;
 }
 
+/* store_open opens the store and, when a key file is named, turns
+ * encryption at rest on. Returns 0, or a KE_E* code after logging why. */
+static int store_open(const struct cloudcore_config *cfg, ke_store **out)
+{
+    ke_crypt *kr = NULL;
+    char why[512];
+    int rc;
+    if (cfg->store_key_file && *cfg->store_key_file) {
+        if ((rc = ke_crypt_load(cfg->store_key_file, &kr, why, sizeof(why))) != 0) {
+            ke_log_error(KE_PROGRAM, "store.encryption_key_file: %s", why);
+            return rc;
+        }
+        if (!ke_crypt_file_private(cfg->store_key_file))
+            ke_log_warn(KE_PROGRAM, "store.encryption_key_file is readable by others: chmod 600 %s",
+                        cfg->store_key_file);
+    }
+    if ((rc = ke_store_open(cfg->store_db, out)) != 0) {
+        ke_log_error(KE_PROGRAM, "cannot open the store db=%s", cfg->store_db);
+        ke_crypt_free(kr);
+        return rc;
+    }
+    if (kr && (rc = ke_store_set_crypt(*out, kr)) != 0) {
+        ke_store_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* reencrypt_secrets is `--reencrypt-secrets`: exit status 0 when every
+ * Secret is sealed with the first key, 1 otherwise. */
+static int reencrypt_secrets(const struct cloudcore_config *cfg)
+{
+    if (!cfg->store_key_file || !*cfg->store_key_file) {
+        fprintf(stderr, KE_PROGRAM ": --reencrypt-secrets needs store.encryption_key_file\n");
+        return 2;
+    }
+    ke_store *store = NULL;
+    ke_store_reencrypt_stats st;
+    memset(&st, 0, sizeof(st));
+    int rc = store_open(cfg, &store);
+    if (rc == 0)
+        rc = ke_store_reencrypt(store, &st);
+    ke_store_close(store);
+    if (rc == 0 || rc == KE_ECRYPT)
+        printf("reencrypted secrets: objects rewritten=%llu current=%llu failed=%llu; "
+               "history events rewritten=%llu current=%llu failed=%llu\n",
+               (unsigned long long)st.objects.rewritten, (unsigned long long)st.objects.current,
+               (unsigned long long)st.objects.failed, (unsigned long long)st.events.rewritten,
+               (unsigned long long)st.events.current, (unsigned long long)st.events.failed);
+    if (rc != 0)
+        fprintf(stderr, KE_PROGRAM ": --reencrypt-secrets: %s%s\n", ke_strerror(rc),
+                rc == KE_ECRYPT ? " (rows whose key is missing were left as they are: keep "
+                                  "their key in the file; the log names them)" : "");
+    return rc == 0 ? 0 : 1;
+}
+
 static int wait_for_signal(void)
 {
     sigset_t set;
@@ -179,10 +246,22 @@ int main(int argc, char **argv)
 {
     struct cloudcore_config cfg = {0};
     char err[KE_CONFIG_ERR_MAX];
+    /* --reencrypt-secrets is an action: taken out before the keys parse. */
+    int reencrypt = 0, kept = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && strcmp(argv[i], "--reencrypt-secrets") == 0)
+            reencrypt = 1;
+        else
+            argv[kept++] = argv[i];
+    }
+    argc = kept;
     int rc = ke_config_parse_args(cloudcore_fields, KE_CONFIG_NFIELDS(cloudcore_fields), &cfg,
                                   argc, argv, err, sizeof(err));
-    if (rc == KE_CONFIG_HELP)
+    if (rc == KE_CONFIG_HELP) {
+        printf("\nAction:\n  --reencrypt-secrets  rewrite every Secret in the store with the first "
+               "key of\n                       store.encryption_key_file, print counts and exit\n");
         return 0;
+    }
     if (rc < 0) {
         fprintf(stderr, KE_PROGRAM ": %s\n", err);
         return 2;
@@ -207,6 +286,10 @@ int main(int argc, char **argv)
         goto out;
     }
     ke_log_set_level(level);
+    if (reencrypt) {
+        status = reencrypt_secrets(&cfg);
+        goto out;
+    }
     if (cfg.grpc_threads < 1 || cfg.grpc_threads > 64 || cfg.grpc_max_message < 1024 ||
         cfg.grpc_max_message > (1 << 30)) {
         fprintf(stderr, KE_PROGRAM ": grpc.threads must be 1..64 and grpc.max_message_bytes "
@@ -300,10 +383,8 @@ int main(int argc, char **argv)
         edgecontroller_config ecc = {.node_grace_ms = cfg.ec_node_grace,
                                      .resync_ms = cfg.ec_resync,
                                      .sync_qps = (uint32_t)cfg.ec_sync_qps};
-        if ((rc = ke_store_open(cfg.store_db, &store)) != 0) {
-            ke_log_error(KE_PROGRAM, "cannot open the store db=%s", cfg.store_db);
+        if ((rc = store_open(&cfg, &store)) != 0)
             goto fail;
-        }
         ecc.store = store;
         if ((rc = edgecontroller_new(&ecc, &ec)) != 0 ||
             (rc = devicecontroller_new(store, &dc)) != 0)

@@ -40,11 +40,22 @@ static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
     ke_rpc_call_finish(call, code, msg, NULL);
 }
 
-/* store_error maps a store error to a status, kubectl-style. */
-static void store_error(ke_rpc_call *call, int rc, const ke_k8s_kind *k, const char *name)
+/* store_error maps a store error to a status, kubectl-style. An object
+ * that does not decrypt is INTERNAL, as Kubernetes' 500 "unable to
+ * transform", naming the key it needs (never any of its content). */
+static void store_error(edgecontroller *ec, ke_rpc_call *call, int rc, const ke_k8s_kind *k,
+                        const char *ns, const char *name)
 {
     const char *plural = k ? k->plural : "objects";
+    char why[256] = "";
     switch (rc) {
+    case KE_ECRYPT:
+        if (k && name && *name)
+            ke_store_crypt_check(ec->cfg.store, k->kind, ns, name, why, sizeof(why));
+        finish_err(call, KE_RPC_INTERNAL, "%s \"%s\": stored object does not decrypt: %s",
+                   plural, name, why[0] ? why : "its encryption key is not in "
+                                                "store.encryption_key_file");
+        break;
     case KE_ENOTFOUND:
         finish_err(call, KE_RPC_NOT_FOUND, "%s \"%s\" not found", plural, name);
         break;
@@ -203,7 +214,7 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     else if (rc == KE_ENOTFOUND)
         rc = ke_store_create(ec->cfg.store, obj, &out);
     if (rc != 0) {
-        store_error(call, rc, k, name);
+        store_error(ec, call, rc, k, ns, name);
         goto out;
     }
     ke_log_info(EC_MOD, "applied %s %s/%s rv=%s", k->kind, ns, name,
@@ -242,7 +253,7 @@ static void get_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *u
     json_t *obj = NULL;
     int rc = ke_store_get(ec->cfg.store, k->kind, ns_of(k, ref->namespace_), ref->name, &obj);
     if (rc != 0)
-        store_error(call, rc, k, ref->name);
+        store_error(ec, call, rc, k, ns_of(k, ref->namespace_), ref->name);
     else
         ke_k8s_reply_object(call, obj);
     json_decref(obj);
@@ -295,7 +306,7 @@ static void delete_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
         rc = ke_store_delete(ec->cfg.store, k->kind, ns, name, req->resource_version, &out);
     }
     if (rc != 0)
-        store_error(call, rc, k, name);
+        store_error(ec, call, rc, k, ns, name);
     else
         ke_k8s_reply_object(call, out);
     json_decref(obj);
@@ -339,7 +350,7 @@ static void watch_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
                             req->label_selector, req->field_selector, req->resource_version,
                             watch_event, w, &w->w);
     if (rc != 0) {
-        store_error(call, rc, k, "");
+        store_error(ec, call, rc, k, "", "");
         ke_rpc_call_unref(call);
         free(w);
         return;

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "ke_crypt.h"
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_pki.h"
@@ -194,6 +195,28 @@ static void test_keadm_init_creates_files_with_modes_and_config(void **state)
     free(server);
     free(admin);
     free(admin_key);
+}
+
+static void test_keadm_init_encrypt_secrets_writes_a_private_key_file(void **state)
+{
+    fixture *f = *state;
+    char cloud[128], path[256], why[256];
+    snprintf(cloud, sizeof(cloud), "%s/enc/cloud", f->dir);
+    assert_int_equal(keadm(f, "init --dir %s --encrypt-secrets", cloud), 0);
+    assert_non_null(strstr(f->out, "encryption.keys"));
+    assert_int_equal(mode_of(cloud, "encryption.keys"), 0600);
+    snprintf(path, sizeof(path), "%s/encryption.keys", cloud);
+    ke_crypt *kr = NULL;
+    assert_int_equal(ke_crypt_load(path, &kr, why, sizeof(why)), 0);
+    assert_string_equal(ke_crypt_primary(kr), "key1");
+    ke_crypt_free(kr);
+    char *yaml = read_in(cloud, "cloudcore.yaml"), want[512];
+    snprintf(want, sizeof(want), "store:\n  db: %1$s/store.db\n  encryption_key_file: %1$s/"
+                                 "encryption.keys\n", cloud);
+    assert_non_null(strstr(yaml, want));
+    free(yaml);
+    assert_int_equal(keadm(f, "reset --dir %s", cloud), 0);
+    assert_int_equal(mode_of(cloud, "encryption.keys"), -1);
 }
 
 static void test_keadm_second_init_refuses_and_keeps_the_ca(void **state)
@@ -479,6 +502,7 @@ int main(void)
     ke_log_set_level(KE_LOG_ERROR);
     const struct CMUnitTest local[] = {
         T(test_keadm_init_creates_files_with_modes_and_config),
+        T(test_keadm_init_encrypt_secrets_writes_a_private_key_file),
         T(test_keadm_second_init_refuses_and_keeps_the_ca),
         T(test_keadm_init_bad_address_is_usage_error_and_writes_nothing),
         T(test_keadm_gettoken_prints_a_token_the_files_verify),

@@ -4,6 +4,8 @@
  *   keadm init --dir DIR        cloud side: CA, CloudHub server certificate,
  *                               "system:admin" client certificate, token
  *                               secret and a cloudcore.yaml using them
+ *                               (--encrypt-secrets: and a key file that
+ *                               encrypts Secrets at rest)
  *   keadm gettoken --dir DIR    a join token (CA hash + signed expiry)
  *   keadm join ...              edge side: fetch the CA, check it against
  *                               the token, send a CSR over CloudHub.Join,
@@ -18,6 +20,7 @@
  * The files are made with lib/pki (ke_pki.h); see DESIGN.md §3 (Join).
  */
 #include "cloudhub.pb-c.h"
+#include "ke_crypt.h"
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_pki.h"
@@ -28,6 +31,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +65,7 @@ static const char *const CLOUD_FILES[] = {
     "token.secret",   "admin.crt",    "admin.key",       "cloudcore.yaml",
     "cloudhub.db",    "cloudhub.db-wal", "cloudhub.db-shm", "cloudhub.db-journal",
     "store.db",       "store.db-wal",    "store.db-shm",    "store.db-journal",
+    "encryption.keys",
     NULL,
 };
 static const char *const EDGE_FILES[] = {
@@ -85,6 +90,7 @@ static const char USAGE_MAIN[] =
 
 static const char USAGE_INIT[] =
     "Usage: keadm init --dir DIR [--advertise-address HOST[,HOST...]] [--ca-days N]\n"
+    "                  [--encrypt-secrets]\n"
     "\n"
     "Creates DIR (mode 0700) with a new cluster CA (ca.crt, ca.key), CloudHub's server\n"
     "certificate (server.crt, server.key; CN cloudhub), the \"system:admin\" client\n"
@@ -98,6 +104,9 @@ static const char USAGE_INIT[] =
     "                              certificate names them plus localhost and 127.0.0.1\n"
     "  --ca-days N                 CA validity in days (default 3650); the server and\n"
     "                              admin certificates last 365 days, never past the CA\n"
+    "  --encrypt-secrets           also write encryption.keys (mode 0600; one random\n"
+    "                              AES-256 key) and name it as store.encryption_key_file:\n"
+    "                              Secrets are encrypted at rest in the store\n"
     "  -h, --help                  print this help\n";
 
 static const char USAGE_GETTOKEN[] =
@@ -414,9 +423,16 @@ static void yaml_path(FILE *f, const char *dir, const char *name)
 
 /* ---- init ---- */
 
+/* What cloudcore.yaml is rendered from. */
+typedef struct cloudcore_yaml {
+    const char *dir;
+    int encrypt; /* name DIR/encryption.keys as store.encryption_key_file */
+} cloudcore_yaml;
+
 static void render_cloudcore(FILE *f, const void *arg)
 {
-    const char *d = arg;
+    const cloudcore_yaml *y = arg;
+    const char *d = y->dir;
     fputs("# cloudcore configuration written by keadm init.\n"
           "grpc:\n"
           "  listen: \"0.0.0.0:10000\"\n"
@@ -441,6 +457,10 @@ static void render_cloudcore(FILE *f, const void *arg)
           "  db: ",
           f);
     yaml_path(f, d, "store.db");
+    if (y->encrypt) {
+        fputs("  encryption_key_file: ", f);
+        yaml_path(f, d, "encryption.keys");
+    }
     fputs("http:\n"
           "  listen: \"127.0.0.1:10550\"\n",
           f);
@@ -477,6 +497,7 @@ static int sans_add(char *list, const char **sans, int *n)
 typedef struct init_material {
     char *ca, *ca_key, *server, *server_key, *admin, *admin_key;
     char secret[2 * KE_PKI_SECRET_BYTES + 2];
+    char keys[KE_CRYPT_LINE_MAX + 512]; /* encryption.keys, with --encrypt-secrets */
 } init_material;
 
 static void init_material_free(init_material *m)
@@ -487,7 +508,7 @@ static void init_material_free(init_material *m)
     free(m->server_key);
     free(m->admin);
     free(m->admin_key);
-    memset(m, 0, sizeof(*m));
+    OPENSSL_cleanse(m, sizeof(*m)); /* the token secret and the encryption key */
 }
 
 static int cmd_init(int argc, char **argv)
@@ -496,10 +517,12 @@ static int cmd_init(int argc, char **argv)
         {"dir", required_argument, NULL, 'd'},
         {"advertise-address", required_argument, NULL, 'a'},
         {"ca-days", required_argument, NULL, 'c'},
+        {"encrypt-secrets", no_argument, NULL, 'e'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *dir = NULL;
+    int encrypt = 0;
     const char *sans[KE_PKI_MAX_SANS + 1];
     int nsans = 0, rc;
     long ca_days = KEADM_CA_DAYS;
@@ -520,6 +543,7 @@ static int cmd_init(int argc, char **argv)
                                            "\"%s\"",
                                    optarg);
             break;
+        case 'e': encrypt = 1; break;
         case 'h': fputs(USAGE_INIT, stdout); return 0;
         default: return flag_error("init", c, argv);
         }
@@ -560,6 +584,21 @@ static int cmd_init(int argc, char **argv)
         return 1;
     }
     strcat(m.secret, "\n");
+    char line[KE_CRYPT_LINE_MAX];
+    if (encrypt) {
+        if ((rc = ke_crypt_key_line("key1", line, sizeof(line))) != 0) {
+            fprintf(stderr, "error: cannot create the encryption key: %s\n", ke_strerror(rc));
+            init_material_free(&m);
+            return 1;
+        }
+        snprintf(m.keys, sizeof(m.keys),
+                 "# Keys encrypting Secrets at rest (docs/security.md). The first encrypts,\n"
+                 "# every one decrypts. Rotate: add a new key first, restart cloudcore, run\n"
+                 "# cloudcore --reencrypt-secrets, then remove the old key.\n%s",
+                 line);
+        OPENSSL_cleanse(line, sizeof(line));
+    }
+    cloudcore_yaml y = {.dir = NULL, .encrypt = encrypt};
 
     written w;
     memset(&w, 0, sizeof(w));
@@ -567,6 +606,7 @@ static int cmd_init(int argc, char **argv)
         init_material_free(&m);
         return 1;
     }
+    y.dir = w.dir;
     int failed = written_put(&w, "ca.key", m.ca_key, strlen(m.ca_key), 0600) ||
                  written_put(&w, "ca.crt", m.ca, strlen(m.ca), 0644) ||
                  written_put(&w, "server.key", m.server_key, strlen(m.server_key), 0600) ||
@@ -574,7 +614,8 @@ static int cmd_init(int argc, char **argv)
                  written_put(&w, "admin.key", m.admin_key, strlen(m.admin_key), 0600) ||
                  written_put(&w, "admin.crt", m.admin, strlen(m.admin), 0644) ||
                  written_put(&w, "token.secret", m.secret, strlen(m.secret), 0600) ||
-                 config_write(&w, "cloudcore.yaml", render_cloudcore, w.dir);
+                 (encrypt && written_put(&w, "encryption.keys", m.keys, strlen(m.keys), 0600)) ||
+                 config_write(&w, "cloudcore.yaml", render_cloudcore, &y);
     if (failed) {
         written_undo(&w);
         init_material_free(&m);
@@ -599,6 +640,9 @@ static int cmd_init(int argc, char **argv)
            "and kectl\n",
            KEADM_ADMIN_CN);
     printf("[init] token.secret            signs join tokens (keep it secret)\n");
+    if (encrypt)
+        printf("[init] encryption.keys         AES-256 key encrypting Secrets at rest (keep it "
+               "secret)\n");
     printf("[init] cloudcore.yaml          cloudcore configuration using the files above\n");
     printf("\nNext steps:\n"
            "  cloudcore --config %s/cloudcore.yaml\n"
