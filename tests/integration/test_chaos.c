@@ -1029,7 +1029,7 @@ static void chaos_run(int split)
     assert_true(X.cuts >= 10);
     fprintf(stderr,
             "chaos: %s seed=%" PRIu64 " changes=%d (creates=%d updates=%d deletes=%d "
-            "re-creates=%d) reports=%d confirms=%d cuts=%d/%d kills: cloudcore=%d cloudhub=%d "
+            "re-creates=%d) reports=%d confirm_reports=%d cuts=%d/%d kills: cloudcore=%d cloudhub=%d "
             "edgecontroller=%d edgecore=%d watch_events=%d edge_applies=%d repeats=%d "
             "driven=%.1fs total=%.1fs\n",
             split ? "split" : "one-process", seed, X.changes, X.creates, X.updates, X.deletes,
