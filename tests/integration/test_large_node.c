@@ -205,6 +205,20 @@ static void wait_edge(ke_edge *e, long want, int deleted)
         fail_msg("the edge holds %ld objects (%ld wrong), want %ld", n, bad, want);
 }
 
+/* wait_acked waits until CloudHub counts at least n messages acked by the
+ * edge (each ack follows the edge's commit): a cheap gate before the full
+ * List of the edge's store. */
+static void wait_acked(ke_cluster *c, long long n)
+{
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    long long acked;
+    while ((acked = ke_cluster_metric(c, "ke_cloudhub_messages_acked_total")) < n &&
+           ke_time_mono_ms() < until)
+        pause_ms(200);
+    if (acked < n)
+        fail_msg("CloudHub counts %lld messages acked by the edge, want at least %lld", acked, n);
+}
+
 /* ---- CloudHub's connect line ---- */
 
 typedef struct connect_line {
@@ -263,6 +277,7 @@ static void test_large_node_connects_and_resyncs(void **state)
     /* 1. 100,000 objects reach the edge. */
     double t_pub = publish_many(&c, 1, 1, 0);
     int64_t t1 = ke_time_mono_ms();
+    wait_acked(&c, NOBJ);
     wait_edge(&e, NOBJ, 0);
     double t_deliver = (ke_time_mono_ms() - t1) / 1000.0;
 
