@@ -13,7 +13,9 @@ cd "$(dirname "$0")/.."
 build=build
 sanitize=OFF
 case "${1:-}" in
-  --sanitize) build=build-asan; sanitize=ON ;;
+  --sanitize) build=build-asan; sanitize=ON
+              # memory errors, not scale: shorter churn in test_hub_delivery
+              export KE_CHURN_CYCLES=${KE_CHURN_CYCLES:-20000} ;;
   "") ;;
   *) echo "usage: tools/test.sh [--sanitize]" >&2; exit 2 ;;
 esac
