@@ -474,7 +474,9 @@ static void test_store_plaintext_legacy_rows_readable_and_sealed_by_reencrypt(vo
     assert_int_equal(ke_store_set_crypt(f->s, NULL), 0); /* as before encryption was on */
     json_t *a = secret("a", "web"), *got = NULL;
     assert_int_equal(ke_store_create(f->s, a, NULL), 0);
-    assert_int_equal(ke_store_update(f->s, secret("a", "db"), NULL), 0);
+    json_t *a2 = secret("a", "db");
+    assert_int_equal(ke_store_update(f->s, a2, NULL), 0);
+    json_decref(a2);
     assert_int_equal(count_rows(f->path, "SELECT count(*) FROM objects WHERE json LIKE '{%'"), 1);
     assert_int_equal(ke_store_set_crypt(f->s, ring(K1)), 0);
     assert_int_equal(ke_store_get(f->s, "Secret", "default", "a", &got), 0);
@@ -508,7 +510,9 @@ static void test_store_reencrypt_rotates_every_secret(void **state)
         assert_int_equal(ke_store_create(f->s, o, NULL), 0);
         json_decref(o);
     }
-    assert_int_equal(ke_store_create(f->s, configmap("cm"), NULL), 0);
+    json_t *cm0 = configmap("cm");
+    assert_int_equal(ke_store_create(f->s, cm0, NULL), 0);
+    json_decref(cm0);
     uint64_t rev = ke_store_revision(f->s);
     assert_int_equal(ke_store_set_crypt(f->s, ring(K2 K1)), 0);
     ke_store_reencrypt_stats st;
@@ -536,7 +540,9 @@ static void test_store_missing_key_fails_only_its_objects(void **state)
     fixture *f = *state;
     json_t *a = secret("a", "web"), *got = NULL, *items = NULL;
     assert_int_equal(ke_store_create(f->s, a, NULL), 0);
-    assert_int_equal(ke_store_create(f->s, configmap("cm"), NULL), 0);
+    json_t *cm0 = configmap("cm");
+    assert_int_equal(ke_store_create(f->s, cm0, NULL), 0);
+    json_decref(cm0);
     assert_int_equal(ke_store_set_crypt(f->s, ring(K2)), 0); /* k1 lost */
     assert_int_equal(ke_store_get(f->s, "Secret", "default", "a", &got), KE_ECRYPT);
     assert_null(got);
