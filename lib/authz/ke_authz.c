@@ -745,7 +745,9 @@ int ke_authz_decide(ke_authz *az, const ke_rpc_identity *id, const char *method,
         return KE_RPC_OK;
     char node[KE_RPC_ID_NAME_MAX] = "";
     int legacy = 0, is_node = node_of(az, id, node, sizeof(node), &legacy);
-    if (is_node && !legacy && az->cfg.node_cert) {
+    /* Tunnel and Renew check the registration themselves (and say so in
+     * their own refusal); the object APIs are checked here. */
+    if (is_node && !legacy && az->cfg.node_cert && m->cls == M_API) {
         int r = az->cfg.node_cert(az->cfg.node_cert_ud, node, id->fingerprint);
         if (r < 0) {
             snprintf(why, len, "node registry unavailable");
@@ -753,8 +755,8 @@ int ke_authz_decide(ke_authz *az, const ke_rpc_identity *id, const char *method,
         }
         if (r == 0) {
             who(id, w, sizeof(w));
-            snprintf(why, len, "%s: this certificate is not the one registered for the node "
-                               "(never joined, removed, or replaced): run keadm join again", w);
+            snprintf(why, len, "%s: node %s is not registered with this certificate (never "
+                               "joined, removed, or replaced): run keadm join again", w, node);
             return KE_RPC_PERMISSION_DENIED;
         }
     }

@@ -13,9 +13,10 @@
  * in system:masters. Nodes are "system:node:<name>" in "system:nodes"; a
  * certificate issued before that naming (CN = the bare node name, no O) is
  * the node when the node_cert callback says it is the certificate
- * registered for that node. With a node_cert callback, every node call is
- * also checked against the registration (a removed node, or a replaced
- * certificate, is refused).
+ * registered for that node. With a node_cert callback, every node call on
+ * the object APIs is also checked against the registration (a removed
+ * node, or a replaced certificate, is refused); Tunnel and Renew make that
+ * check in their handlers.
  *
  * The decision, in order:
  *   - CloudHub.Bootstrap and CloudHub.Join: anyone, anonymous included;
