@@ -642,12 +642,36 @@ static void test_authz_rbac_change_takes_effect_without_restart(void **state)
     assert_true(refused(&st));
 }
 
+/* keadm certs user writes a kubeconfig kectl uses, flags winning over it */
+static void test_authz_kectl_kubeconfig_of_a_user(void **state)
+{
+    (void)state;
+    const char *bin = ke_tp_env("KE_BIN_DIR");
+    char cfg[200];
+    snprintf(cfg, sizeof(cfg), "%s/cloud/viewer.kubeconfig", C.dir);
+    assert_true(ke_file_contains(cfg, "client-certificate: "));
+    /* the file names localhost:10000; --server points at this cluster */
+    assert_int_equal(ke_tp_sh("%s/tools/kectl --kubeconfig %s --server 127.0.0.1:%d get pods "
+                              ">%s/kc.out 2>&1",
+                              bin, cfg, C.grpc_port, C.dir),
+                     0);
+    assert_int_equal(ke_tp_sh("KECTL_KUBECONFIG=%s %s/tools/kectl --server 127.0.0.1:%d delete "
+                              "pod web >%s/kc.err 2>&1",
+                              cfg, bin, C.grpc_port, C.dir),
+                     1);
+    char err[200];
+    snprintf(err, sizeof(err), "%s/kc.err", C.dir);
+    assert_true(ke_file_contains(err, "Forbidden"));
+    assert_true(ke_file_contains(err, "user \"viewer\" (groups: none) cannot delete pods"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_authz_matrix_every_method_every_identity),
         cmocka_unit_test(test_authz_denial_names_identity_verb_resource),
         cmocka_unit_test(test_authz_rbac_change_takes_effect_without_restart),
+        cmocka_unit_test(test_authz_kectl_kubeconfig_of_a_user),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
