@@ -9,6 +9,8 @@
  *                               the token, send a CSR over CloudHub.Join,
  *                               write the node's certificate and edgecore.yaml
  *   keadm reset --dir DIR       remove what init or join wrote
+ *   keadm certs user NAME ...   a user's client certificate (CN NAME, O per
+ *                               --group) and kubeconfig for kectl
  *
  * Every verb takes --help. Exit codes: 0 done, 1 failed (nothing half
  * written: a failing init or join removes what it wrote), 2 bad usage.
