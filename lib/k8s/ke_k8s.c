@@ -20,6 +20,11 @@ static const ke_k8s_kind kinds[] = {
     {"Node", "v1", "nodes", "node", "no", 0},
     {"Device", "devices.kubeedge.io/v1beta1", "devices", "device", NULL, 1},
     {"DeviceModel", "devices.kubeedge.io/v1beta1", "devicemodels", "devicemodel", NULL, 1},
+    {"Role", "rbac.authorization.k8s.io/v1", "roles", "role", NULL, 1},
+    {"ClusterRole", "rbac.authorization.k8s.io/v1", "clusterroles", "clusterrole", NULL, 0},
+    {"RoleBinding", "rbac.authorization.k8s.io/v1", "rolebindings", "rolebinding", NULL, 1},
+    {"ClusterRoleBinding", "rbac.authorization.k8s.io/v1", "clusterrolebindings",
+     "clusterrolebinding", NULL, 0},
 };
 
 const ke_k8s_kind *ke_k8s_kinds(size_t *n)
@@ -206,6 +211,90 @@ static int validate_device(const json_t *obj, char *why, size_t len)
     return 0;
 }
 
+/* string_list: a list of 1..KE_K8S_RBAC_LIST_MAX non-empty strings of at
+ * most KE_K8S_RBAC_STR_MAX bytes (required) or absent (optional). */
+static int string_list(const json_t *o, const char *field, const char *path, int required,
+                       char *why, size_t len)
+{
+    const json_t *l = json_object_get(o, field);
+    if (!l)
+        return required ? fail(why, len, "%s.%s: required, a list of strings", path, field) : 0;
+    if (!json_is_array(l) || (required && json_array_size(l) == 0))
+        return fail(why, len, "%s.%s: must be a%s list of strings", path, field,
+                    required ? " non-empty" : "");
+    if (json_array_size(l) > KE_K8S_RBAC_LIST_MAX)
+        return fail(why, len, "%s.%s: at most %d entries", path, field, KE_K8S_RBAC_LIST_MAX);
+    size_t i;
+    const json_t *v;
+    json_array_foreach(l, i, v) {
+        if (!json_is_string(v) || json_string_length(v) > KE_K8S_RBAC_STR_MAX ||
+            (json_string_length(v) == 0 && strcmp(field, "apiGroups") != 0))
+            return fail(why, len, "%s.%s[%zu]: must be a non-empty string of at most %d bytes",
+                        path, field, i, KE_K8S_RBAC_STR_MAX);
+    }
+    return 0;
+}
+
+/* validate_role: Role and ClusterRole (rbac.authorization.k8s.io/v1). */
+static int validate_role(const json_t *obj, char *why, size_t len)
+{
+    const json_t *rules = json_object_get(obj, "rules");
+    if (rules && !json_is_array(rules))
+        return fail(why, len, "rules: must be a list");
+    if (json_array_size(rules) > KE_K8S_RBAC_RULES_MAX)
+        return fail(why, len, "rules: at most %d rules", KE_K8S_RBAC_RULES_MAX);
+    size_t i;
+    const json_t *r;
+    json_array_foreach(rules, i, r) {
+        char path[32];
+        snprintf(path, sizeof(path), "rules[%zu]", i);
+        if (!json_is_object(r))
+            return fail(why, len, "%s: must be an object", path);
+        if (json_object_get(r, "nonResourceURLs"))
+            return fail(why, len, "%s.nonResourceURLs: not supported", path);
+        if (string_list(r, "verbs", path, 1, why, len) ||
+            string_list(r, "apiGroups", path, 1, why, len) ||
+            string_list(r, "resources", path, 1, why, len) ||
+            string_list(r, "resourceNames", path, 0, why, len))
+            return KE_EINVAL;
+    }
+    return 0;
+}
+
+/* validate_binding: RoleBinding and ClusterRoleBinding. */
+static int validate_binding(const json_t *obj, int cluster, char *why, size_t len)
+{
+    const json_t *ref = json_object_get(obj, "roleRef");
+    if (!json_is_object(ref))
+        return fail(why, len, "roleRef: required, an object");
+    const char *rk = ke_k8s_str(obj, "roleRef.kind"), *rn = ke_k8s_str(obj, "roleRef.name");
+    if (!rk || (strcmp(rk, "ClusterRole") != 0 && (cluster || strcmp(rk, "Role") != 0)))
+        return fail(why, len, "roleRef.kind: must be %s", cluster ? "ClusterRole"
+                                                                  : "Role or ClusterRole");
+    if (!rn || !ke_k8s_valid_name(rn))
+        return fail(why, len, "roleRef.name: required, a valid name");
+    const json_t *subs = json_object_get(obj, "subjects");
+    if (subs && !json_is_array(subs))
+        return fail(why, len, "subjects: must be a list");
+    if (json_array_size(subs) > KE_K8S_RBAC_SUBJECTS_MAX)
+        return fail(why, len, "subjects: at most %d subjects", KE_K8S_RBAC_SUBJECTS_MAX);
+    size_t i;
+    const json_t *sj;
+    json_array_foreach(subs, i, sj) {
+        char path[32];
+        snprintf(path, sizeof(path), "subjects[%zu]", i);
+        if (!json_is_object(sj))
+            return fail(why, len, "%s: must be an object", path);
+        const char *k = ke_k8s_str(sj, "kind"), *n = ke_k8s_str(sj, "name");
+        if (!k || (strcmp(k, "User") != 0 && strcmp(k, "Group") != 0))
+            return fail(why, len, "%s.kind: must be User or Group", path);
+        if (!n || !*n || strlen(n) > KE_K8S_RBAC_STR_MAX)
+            return fail(why, len, "%s.name: required, at most %d bytes", path,
+                        KE_K8S_RBAC_STR_MAX);
+    }
+    return 0;
+}
+
 int ke_k8s_validate(const json_t *obj, char *why, size_t len)
 {
     if (!json_is_object(obj))
@@ -219,7 +308,7 @@ int ke_k8s_validate(const json_t *obj, char *why, size_t len)
     if (!k || strcmp(k->kind, json_string_value(kv)) != 0)
         return fail(why, len,
                     "kind: unknown kind \"%s\" (known: Pod, ConfigMap, Secret, Node, Device, "
-                    "DeviceModel)",
+                    "DeviceModel, Role, ClusterRole, RoleBinding, ClusterRoleBinding)",
                     json_string_value(kv));
     const char *av = ke_k8s_str(obj, "apiVersion");
     if (!av || strcmp(av, k->api_version) != 0)
@@ -253,5 +342,9 @@ int ke_k8s_validate(const json_t *obj, char *why, size_t len)
         return validate_device_model(obj, why, len);
     if (strcmp(k->kind, "Device") == 0)
         return validate_device(obj, why, len);
+    if (strcmp(k->kind, "Role") == 0 || strcmp(k->kind, "ClusterRole") == 0)
+        return validate_role(obj, why, len);
+    if (strcmp(k->kind, "RoleBinding") == 0 || strcmp(k->kind, "ClusterRoleBinding") == 0)
+        return validate_binding(obj, strcmp(k->kind, "ClusterRoleBinding") == 0, why, len);
     return 0;
 }

@@ -4,14 +4,25 @@
  * validation of an object's shape, with errors that name the field path
  * ("spec.containers[0].image: required"), as the API server does.
  *
- * Kinds: Pod, ConfigMap, Secret, Node (core v1) and Device, DeviceModel
- * (devices.kubeedge.io/v1beta1, KubeEdge's shape).
+ * Kinds: Pod, ConfigMap, Secret, Node (core v1), Device, DeviceModel
+ * (devices.kubeedge.io/v1beta1, KubeEdge's shape) and Role, ClusterRole,
+ * RoleBinding, ClusterRoleBinding (rbac.authorization.k8s.io/v1, the
+ * policy lib/authz reads; ClusterRole and ClusterRoleBinding are
+ * cluster-scoped, as Node).
  */
 #ifndef KE_K8S_H
 #define KE_K8S_H
 
 #include <jansson.h>
 #include <stddef.h>
+
+/* Bounds of RBAC objects (validation refuses larger ones; lib/authz relies
+ * on them): rules per role, subjects per binding, entries of one rule's
+ * verbs/apiGroups/resources/resourceNames list, bytes of one string. */
+#define KE_K8S_RBAC_RULES_MAX 64
+#define KE_K8S_RBAC_SUBJECTS_MAX 64
+#define KE_K8S_RBAC_LIST_MAX 64
+#define KE_K8S_RBAC_STR_MAX 253
 
 typedef struct ke_k8s_kind {
     const char *kind;        /* "Pod" */

@@ -116,6 +116,15 @@ static int cn_ok(const char *cn)
     return 1;
 }
 
+/* orgs_ok: NULL, or at most KE_PKI_ORGS_MAX strings each as cn_ok. */
+static int orgs_ok(const char *const *orgs)
+{
+    for (size_t i = 0; orgs && orgs[i]; i++)
+        if (i >= KE_PKI_ORGS_MAX || !cn_ok(orgs[i]))
+            return 0;
+    return 1;
+}
+
 static int valid_seconds_ok(int64_t s)
 {
     return s > 0 && s <= KE_PKI_MAX_VALID_SECONDS;
@@ -404,10 +413,10 @@ static int ca_load_pair(const char *ca_pem, const char *ca_key_pem, X509 **ca, E
  * extended key usage `eku`, optional SANs. Its notAfter never passes the
  * CA's. On 0 *out is the caller's. */
 static int leaf_issue(const char *ca_pem, const char *ca_key_pem, EVP_PKEY *pub, const char *cn,
-                      const char *const *sans, const char *eku, int64_t valid_seconds,
-                      X509 **out)
+                      const char *const *orgs, const char *const *sans, const char *eku,
+                      int64_t valid_seconds, X509 **out)
 {
-    if (!cn_ok(cn) || !valid_seconds_ok(valid_seconds))
+    if (!cn_ok(cn) || !valid_seconds_ok(valid_seconds) || !orgs_ok(orgs))
         return KE_EINVAL;
     X509 *ca = NULL, *x = NULL;
     EVP_PKEY *cakey = NULL;
@@ -416,6 +425,13 @@ static int leaf_issue(const char *ca_pem, const char *ca_key_pem, EVP_PKEY *pub,
         goto out;
     if ((rc = cert_begin(pub, cn, valid_seconds, &x)) != 0)
         goto out;
+    for (size_t i = 0; orgs && orgs[i]; i++)
+        if (X509_NAME_add_entry_by_NID(X509_get_subject_name(x), NID_organizationName,
+                                       MBSTRING_UTF8, (const unsigned char *)orgs[i], -1, -1,
+                                       0) != 1) {
+            rc = ossl_fail("add organization");
+            goto out;
+        }
     if (X509_set_issuer_name(x, X509_get_subject_name(ca)) != 1) {
         rc = ossl_fail("set issuer");
         goto out;
@@ -450,7 +466,7 @@ out:
 
 /* leaf_with_new_key makes a key and a leaf for it, both as PEM. */
 static int leaf_with_new_key(const char *ca_pem, const char *ca_key_pem, const char *cn,
-                             const char *const *sans, const char *eku, int64_t valid_seconds,
+                             const char *const *orgs, const char *const *sans, const char *eku, int64_t valid_seconds,
                              char **cert_pem, char **key_pem)
 {
     if (!cert_pem || !key_pem)
@@ -461,7 +477,7 @@ static int leaf_with_new_key(const char *ca_pem, const char *ca_key_pem, const c
     EVP_PKEY *k = key_generate();
     if (!k)
         goto out;
-    if ((rc = leaf_issue(ca_pem, ca_key_pem, k, cn, sans, eku, valid_seconds, &x)) != 0 ||
+    if ((rc = leaf_issue(ca_pem, ca_key_pem, k, cn, orgs, sans, eku, valid_seconds, &x)) != 0 ||
         (rc = cert_to_pem(x, cert_pem)) != 0 || (rc = key_to_pem(k, key_pem)) != 0)
         goto out;
 out:
@@ -531,15 +547,23 @@ int ke_pki_server_cert_create(const char *ca_pem, const char *ca_key_pem, const 
                               const char *const *sans, int64_t valid_seconds, char **cert_pem,
                               char **key_pem)
 {
-    return leaf_with_new_key(ca_pem, ca_key_pem, cn, sans, "serverAuth", valid_seconds, cert_pem,
+    return leaf_with_new_key(ca_pem, ca_key_pem, cn, NULL, sans, "serverAuth", valid_seconds, cert_pem,
                              key_pem);
 }
 
 int ke_pki_client_cert_create(const char *ca_pem, const char *ca_key_pem, const char *cn,
                               int64_t valid_seconds, char **cert_pem, char **key_pem)
 {
-    return leaf_with_new_key(ca_pem, ca_key_pem, cn, NULL, "clientAuth", valid_seconds, cert_pem,
-                             key_pem);
+    return leaf_with_new_key(ca_pem, ca_key_pem, cn, NULL, NULL, "clientAuth", valid_seconds,
+                             cert_pem, key_pem);
+}
+
+int ke_pki_user_cert_create(const char *ca_pem, const char *ca_key_pem, const char *cn,
+                            const char *const *orgs, int64_t valid_seconds, char **cert_pem,
+                            char **key_pem)
+{
+    return leaf_with_new_key(ca_pem, ca_key_pem, cn, orgs, NULL, "clientAuth", valid_seconds,
+                             cert_pem, key_pem);
 }
 
 int ke_pki_csr_create(const char *key_pem, const char *cn, char **csr_pem)
@@ -612,6 +636,14 @@ int ke_pki_csr_cn(const char *csr_pem, char *cn, size_t len)
 int ke_pki_sign_csr(const char *ca_pem, const char *ca_key_pem, const char *csr_pem,
                     int64_t valid_seconds, char **cert_pem, int64_t *not_after_ms)
 {
+    return ke_pki_sign_csr_as(ca_pem, ca_key_pem, csr_pem, NULL, NULL, valid_seconds, cert_pem,
+                              not_after_ms);
+}
+
+int ke_pki_sign_csr_as(const char *ca_pem, const char *ca_key_pem, const char *csr_pem,
+                       const char *cn_as, const char *const *orgs, int64_t valid_seconds,
+                       char **cert_pem, int64_t *not_after_ms)
+{
     if (!cert_pem)
         return KE_EINVAL;
     *cert_pem = NULL;
@@ -628,10 +660,12 @@ int ke_pki_sign_csr(const char *ca_pem, const char *ca_key_pem, const char *csr_
         ke_log_debug(LOG_MOD, "refusing weak CSR key bits=%d", EVP_PKEY_get_security_bits(pub));
         goto out;
     }
-    if (name_cn(X509_REQ_get_subject_name(req), cn, sizeof(cn)) != 0 || !cn_ok(cn))
+    if (cn_as)
+        snprintf(cn, sizeof(cn), "%s", cn_as);
+    else if (name_cn(X509_REQ_get_subject_name(req), cn, sizeof(cn)) != 0 || !cn_ok(cn))
         goto out; /* no CN, or not one we would issue: KE_ETLS */
-    if ((rc = leaf_issue(ca_pem, ca_key_pem, pub, cn, NULL, "clientAuth", valid_seconds, &x)) !=
-        0)
+    if ((rc = leaf_issue(ca_pem, ca_key_pem, pub, cn, orgs, NULL, "clientAuth", valid_seconds,
+                         &x)) != 0)
         goto out;
     if (not_after_ms && (rc = asn1_ms(X509_get0_notAfter(x), not_after_ms)) != 0)
         goto out;
@@ -660,6 +694,49 @@ int ke_pki_cert_info(const char *cert_pem, char *cn, size_t cnlen, int64_t *not_
         rc = asn1_ms(X509_get0_notBefore(x), not_before_ms);
     if (rc == 0 && not_after_ms)
         rc = asn1_ms(X509_get0_notAfter(x), not_after_ms);
+    X509_free(x);
+    return rc;
+}
+
+int ke_pki_cert_subject(const char *cert_pem, char *cn, size_t cnlen,
+                        char orgs[][KE_PKI_CN_MAX + 1], size_t max_orgs, size_t *n_orgs)
+{
+    if (!cn || cnlen == 0 || !n_orgs || (max_orgs && !orgs))
+        return KE_EINVAL;
+    cn[0] = '\0';
+    *n_orgs = 0;
+    X509 *x = cert_load(cert_pem);
+    if (!x)
+        return KE_ETLS;
+    const X509_NAME *name = X509_get_subject_name(x);
+    int rc = name_cn(name, cn, cnlen);
+    for (int idx = -1; rc == 0;) {
+        idx = X509_NAME_get_index_by_NID(name, NID_organizationName, idx);
+        if (idx < 0)
+            break;
+        if (*n_orgs == max_orgs) {
+            rc = KE_EFULL;
+            break;
+        }
+        const ASN1_STRING *d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
+        unsigned char *utf8 = NULL;
+        int n = ASN1_STRING_to_UTF8(&utf8, d);
+        if (n < 0) {
+            rc = ossl_fail("decode organization");
+            break;
+        }
+        if (n == 0 || n > KE_PKI_CN_MAX || memchr(utf8, '\0', (size_t)n))
+            rc = KE_ETLS; /* empty, too long or with a NUL: not a group we would issue */
+        else {
+            memcpy(orgs[*n_orgs], utf8, (size_t)n);
+            orgs[(*n_orgs)++][n] = '\0';
+        }
+        OPENSSL_free(utf8);
+    }
+    if (rc != 0) {
+        cn[0] = '\0';
+        *n_orgs = 0;
+    }
     X509_free(x);
     return rc;
 }

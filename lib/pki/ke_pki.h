@@ -42,6 +42,7 @@
 #define KE_PKI_PEM_MAX (64u * 1024u)        /* one PEM input (certificate, key or CSR) */
 #define KE_PKI_FILE_MAX (1024u * 1024u)     /* ke_pki_read_file */
 #define KE_PKI_CN_MAX 64                    /* X.509 upper bound of a common name */
+#define KE_PKI_ORGS_MAX 16                  /* O= entries (groups) of a client cert */
 #define KE_PKI_MAX_SANS 64                  /* subjectAltName entries of a server cert */
 #define KE_PKI_MAX_VALID_SECONDS (100LL * 366 * 24 * 3600) /* longest validity */
 #define KE_PKI_CLOCK_SKEW_SECONDS 300       /* notBefore is backdated by this */
@@ -83,6 +84,15 @@ int ke_pki_server_cert_create(const char *ca_pem, const char *ca_key_pem, const 
 int ke_pki_client_cert_create(const char *ca_pem, const char *ca_key_pem, const char *cn,
                               int64_t valid_seconds, char **cert_pem, char **key_pem);
 
+/* ke_pki_user_cert_create issues a clientAuth certificate for user `cn`
+ * in groups `orgs` (NULL-terminated, may be NULL; at most KE_PKI_ORGS_MAX,
+ * each 1..64 bytes without control characters; one O= entry each, as
+ * Kubernetes reads groups), with a fresh key. Ownership and errors as
+ * ke_pki_server_cert_create. */
+int ke_pki_user_cert_create(const char *ca_pem, const char *ca_key_pem, const char *cn,
+                            const char *const *orgs, int64_t valid_seconds, char **cert_pem,
+                            char **key_pem);
+
 /* ke_pki_csr_create makes a PKCS#10 request for `cn`, signed with key_pem.
  * On 0 *csr_pem is the caller's. KE_EINVAL (bad cn), KE_ETLS (unreadable
  * key), KE_ENOMEM. */
@@ -102,6 +112,24 @@ int ke_pki_csr_cn(const char *csr_pem, char *cn, size_t len);
  * epoch. KE_ETLS (bad CSR or CA), KE_EINVAL, KE_ENOMEM. */
 int ke_pki_sign_csr(const char *ca_pem, const char *ca_key_pem, const char *csr_pem,
                     int64_t valid_seconds, char **cert_pem, int64_t *not_after_ms);
+
+/* ke_pki_sign_csr_as is ke_pki_sign_csr with the subject chosen by the
+ * signer: CN=cn_as (NULL: the CSR's CN) and one O= per entry of orgs
+ * (NULL-terminated, may be NULL; bounds as ke_pki_user_cert_create). Only
+ * the CSR's key (verified as ke_pki_sign_csr does) is taken from it. */
+int ke_pki_sign_csr_as(const char *ca_pem, const char *ca_key_pem, const char *csr_pem,
+                       const char *cn_as, const char *const *orgs, int64_t valid_seconds,
+                       char **cert_pem, int64_t *not_after_ms);
+
+/* ke_pki_cert_subject reads the first certificate of cert_pem: its one CN
+ * into cn[cnlen] and its O= entries, in order, into orgs[0..max_orgs)
+ * (*n_orgs of them). Returns 0; KE_ENOTFOUND when it has no CN; KE_ETLS
+ * when it does not parse, has several CNs, or an O that is empty, longer
+ * than KE_PKI_CN_MAX or holds a NUL; KE_EFULL when the CN does not fit or
+ * there are more than max_orgs O entries (refused rather than cut: a
+ * partial identity is not the certificate's). */
+int ke_pki_cert_subject(const char *cert_pem, char *cn, size_t cnlen,
+                        char orgs[][KE_PKI_CN_MAX + 1], size_t max_orgs, size_t *n_orgs);
 
 /* ke_pki_cert_info reads the first certificate of cert_pem: its subject CN
  * into cn[cnlen] ("" when it has none) and its validity in ms since the

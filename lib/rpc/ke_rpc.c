@@ -26,6 +26,7 @@
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_metrics.h"
+#include "ke_pki.h"
 #include "ke_watchdog.h"
 
 #include <grpc/byte_buffer_reader.h>
@@ -44,6 +45,8 @@
 grpc_channel *ke_rpc_inproc_channel_create(grpc_server *server, const grpc_channel_args *args);
 
 #define LOG_MOD "rpc"
+
+_Static_assert(KE_RPC_ID_NAME_MAX == KE_PKI_CN_MAX + 1, "a group is an O entry of a certificate");
 
 typedef struct ke_rpc_tag {
     void (*fn)(struct ke_rpc_tag *tag, int ok);
@@ -298,6 +301,9 @@ struct ke_rpc_call {
     int finishing;    /* finish/close_send queued: no more sends */
     int dead;         /* a send failed: the call is going away */
     int got_message;  /* server: a request message arrived */
+    int gated;        /* server: the handler waits for the authorizer's yes */
+    ke_rpc_authorize_fn authz; /* server: the server's authorizer (gated calls) */
+    void *authz_ud;
     int initial_md_sent;
     send_item *qhead, *qtail, *inflight;
     uint32_t qlen, qmax;
@@ -332,6 +338,38 @@ int ke_rpc_call_is_inproc(const ke_rpc_call *c)
             inproc = 0;
     gpr_free(peer);
     return inproc;
+}
+
+int ke_rpc_call_identity(const ke_rpc_call *c, ke_rpc_identity *id)
+{
+    memset(id, 0, sizeof(*id));
+    if (ke_rpc_call_is_inproc(c)) {
+        id->kind = KE_RPC_ID_INPROC;
+        snprintf(id->user, sizeof(id->user), "%s", KE_RPC_INPROC_USER);
+        snprintf(id->groups[0], sizeof(id->groups[0]), "%s", KE_RPC_INPROC_GROUP);
+        id->n_groups = 1;
+        return 0;
+    }
+    char *pem = NULL;
+    int rc = ke_rpc_call_peer_cert(c, &pem);
+    if (rc == KE_ENOTFOUND) {
+        id->kind = KE_RPC_ID_ANONYMOUS;
+        return 0;
+    }
+    if (rc != 0)
+        return rc;
+    /* TLS verified the chain already; here only the subject is read. */
+    rc = ke_pki_cert_subject(pem, id->user, sizeof(id->user), id->groups, KE_RPC_ID_GROUPS_MAX,
+                             &id->n_groups);
+    if (rc == 0)
+        rc = ke_pki_cert_fingerprint(pem, id->fingerprint);
+    free(pem);
+    if (rc != 0) {
+        memset(id, 0, sizeof(*id));
+        return rc == KE_ENOMEM ? rc : KE_ETLS;
+    }
+    id->kind = KE_RPC_ID_CERT;
+    return 0;
 }
 
 int ke_rpc_call_peer_cert(const ke_rpc_call *c, char **pem)
@@ -472,7 +510,7 @@ static void deliver_close(ke_rpc_call *c)
         else if (c->final.code != KE_RPC_OK)
             ke_metric_add(c->mm->failed, 1);
     }
-    if (c->h.on_close)
+    if (c->h.on_close && !c->gated)
         c->h.on_close(c, &c->final, c->ud);
     ke_rpc_server *srv = c->srv;
     ke_rpc_call_unref(c); /* the lifetime reference */
@@ -709,6 +747,29 @@ int ke_rpc_call_peer_cn(const ke_rpc_call *c, char *buf, size_t len)
     return rc;
 }
 
+/* server_call_admit asks the server's authorizer about a gated call's
+ * first request (msg, or NULL when the client half-closed a stream without
+ * one). On yes the handler starts: on_open runs, and the caller goes on to
+ * on_message / on_half_close; returns 1. On no the call is finished with
+ * the authorizer's code and reason and the handler never runs (not even
+ * on_close); returns 0. Runs on the loop thread that received the message,
+ * before any handler callback of the call. */
+static int server_call_admit(ke_rpc_call *c, const ProtobufCMessage *msg)
+{
+    char why[256] = "";
+    int code = c->authz(c, msg, why, sizeof(why), c->authz_ud);
+    if (code != KE_RPC_OK) {
+        if (code < 0 || code > KE_RPC_UNAUTHENTICATED)
+            code = KE_RPC_PERMISSION_DENIED; /* never let a bad code read as success */
+        ke_rpc_call_finish(c, code, why[0] ? why : "not authorized", NULL);
+        return 0;
+    }
+    c->gated = 0;
+    if (c->h.on_open)
+        c->h.on_open(c, c->ud);
+    return 1;
+}
+
 static void call_on_recv(ke_rpc_tag *t, int ok)
 {
     ke_rpc_call *c = ((call_tag *)t)->call;
@@ -729,6 +790,8 @@ static void call_on_recv(ke_rpc_tag *t, int ok)
                 ke_rpc_call_finish(c, KE_RPC_INVALID_ARGUMENT, why, NULL);
             else
                 grpc_call_cancel_with_status(c->gc, GRPC_STATUS_INTERNAL, why, NULL);
+        } else if (c->gated && !server_call_admit(c, msg)) {
+            protobuf_c_message_free_unpacked(msg, NULL); /* refused: the call is finished */
         } else {
             c->got_message = 1;
             if (c->h.on_message)
@@ -749,6 +812,8 @@ static void call_on_recv(ke_rpc_tag *t, int ok)
         if (c->is_server && !c->got_message &&
             (c->kind == KE_RPC_UNARY || c->kind == KE_RPC_SERVER_STREAM))
             ke_rpc_call_finish(c, KE_RPC_INVALID_ARGUMENT, "missing request message", NULL);
+        else if (c->gated && !server_call_admit(c, NULL))
+            ; /* refused: the call is finished */
         else if (c->h.on_half_close)
             c->h.on_half_close(c, c->ud);
     }
@@ -766,7 +831,7 @@ static void call_on_send(ke_rpc_tag *t, int ok)
     else
         pump_send(c);
     int drained = ok && it && it->kind == SEND_MSG && !c->qhead && !c->inflight &&
-                  !c->finishing && c->h.on_drain;
+                  !c->finishing && !c->gated && c->h.on_drain;
     pthread_mutex_unlock(&c->mu);
     queue_free(it);
     if (drained)
@@ -838,6 +903,8 @@ struct ke_rpc_server {
     uint32_t send_queue;
     int port;
     method *methods;
+    ke_rpc_authorize_fn authz; /* NULL: every call goes to its handler */
+    void *authz_ud;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int started, stopping, stopped, shutdown_done;
@@ -970,6 +1037,9 @@ static void server_on_accept(ke_rpc_tag *t, int ok)
     c->srv = srv;
     c->mm = &m->mm;
     c->req_md = md;
+    c->gated = srv->authz != NULL; /* on_open waits for the first request's verdict */
+    c->authz = srv->authz;
+    c->authz_ud = srv->authz_ud;
     ke_metric_add(m->mm.calls, 1);
     ke_metric_add(m->mm.active, 1);
 
@@ -983,7 +1053,7 @@ static void server_on_accept(ke_rpc_tag *t, int ok)
     start_batch(c, &op, 1, &c->end_tag);
     pthread_mutex_unlock(&c->mu);
 
-    if (c->h.on_open)
+    if (!c->gated && c->h.on_open)
         c->h.on_open(c, c->ud);
 
     pthread_mutex_lock(&c->mu);
@@ -1144,6 +1214,15 @@ int ke_rpc_server_add_method(ke_rpc_server *srv, const char *path, ke_rpc_kind k
     method_metrics_init(&m->mm, path);
     m->next = srv->methods;
     srv->methods = m;
+    return 0;
+}
+
+int ke_rpc_server_set_authorizer(ke_rpc_server *srv, ke_rpc_authorize_fn fn, void *ud)
+{
+    if (!srv || !fn || srv->started)
+        return KE_EINVAL;
+    srv->authz = fn;
+    srv->authz_ud = ud;
     return 0;
 }
 

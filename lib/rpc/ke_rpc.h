@@ -169,6 +169,24 @@ int ke_rpc_server_add_method(ke_rpc_server *srv, const char *path, ke_rpc_kind k
                              const ProtobufCMessageDescriptor *req, const ke_rpc_handler *h,
                              void *ud);
 
+/* ke_rpc_authorize_fn decides whether a call may reach its handler. It
+ * runs once per call, on a loop thread, after the first request message
+ * has been decoded (req, borrowed for the callback) and before any handler
+ * callback; for a client- or bidi-streaming call whose client half-closes
+ * without sending anything, req is NULL. It returns KE_RPC_OK to let the
+ * call through, or the status to end it with (PERMISSION_DENIED,
+ * UNAUTHENTICATED, INVALID_ARGUMENT, ...) with a one-line reason in
+ * why[0..len). It must not block (see the threading model). */
+typedef int (*ke_rpc_authorize_fn)(ke_rpc_call *call, const ProtobufCMessage *req, char *why,
+                                   size_t len, void *ud);
+
+/* ke_rpc_server_set_authorizer makes every call of every method of srv wait
+ * for fn's verdict (before start). With an authorizer, a method's on_open
+ * runs when fn says yes, just before the first on_message (or on_half_close);
+ * a refused call is finished with fn's status and its handler sees nothing
+ * at all, not even on_close. Returns 0 or KE_EINVAL (started, NULL fn). */
+int ke_rpc_server_set_authorizer(ke_rpc_server *srv, ke_rpc_authorize_fn fn, void *ud);
+
 /* ke_rpc_server_start binds and starts serving. Returns 0, or KE_EIO when
  * the address cannot be bound. */
 int ke_rpc_server_start(ke_rpc_server *srv);
@@ -214,6 +232,35 @@ int ke_rpc_call_peer_cn(const ke_rpc_call *call, char *buf, size_t len);
 /* ke_rpc_call_peer_cert returns the peer's verified certificate as a
  * malloc'd PEM string in *pem (caller frees). Returns 0 or KE_ENOTFOUND. */
 int ke_rpc_call_peer_cert(const ke_rpc_call *call, char **pem);
+
+/* Who called: ke_rpc_call_identity. Users and groups are the verified
+ * client certificate's CN and O entries, as Kubernetes reads them. */
+#define KE_RPC_ID_NAME_MAX 65  /* a CN or O of at most 64 bytes, with its NUL */
+#define KE_RPC_ID_GROUPS_MAX 16
+/* The identity of calls from this process (the controllers inside
+ * cloudcore calling the Hub API through ke_rpc_channel_new_inproc). */
+#define KE_RPC_INPROC_USER "system:cloudcore"
+#define KE_RPC_INPROC_GROUP "system:masters"
+
+typedef enum {
+    KE_RPC_ID_ANONYMOUS = 0, /* no verified client certificate (plaintext, or none sent) */
+    KE_RPC_ID_CERT = 1,      /* a client certificate the server's TLS verified */
+    KE_RPC_ID_INPROC = 2,    /* this process: KE_RPC_INPROC_USER in KE_RPC_INPROC_GROUP */
+} ke_rpc_id_kind;
+
+typedef struct ke_rpc_identity {
+    ke_rpc_id_kind kind;
+    char user[KE_RPC_ID_NAME_MAX];                           /* "" when anonymous */
+    char groups[KE_RPC_ID_GROUPS_MAX][KE_RPC_ID_NAME_MAX];
+    size_t n_groups;
+    char fingerprint[65]; /* KE_RPC_ID_CERT: SHA-256 of the certificate (lowercase hex) */
+} ke_rpc_identity;
+
+/* ke_rpc_call_identity fills *id with the caller's identity (server side).
+ * Returns 0; KE_ETLS when the peer's certificate has no CN, several, an
+ * unreadable or more than KE_RPC_ID_GROUPS_MAX O entries (treat as not
+ * authenticated); KE_ENOMEM. *id is zeroed (anonymous) on error. */
+int ke_rpc_call_identity(const ke_rpc_call *call, ke_rpc_identity *id);
 
 /* ke_rpc_call_is_inproc returns 1 when the call came through an in-process
  * channel (ke_rpc_channel_new_inproc): its caller is this process. */

@@ -23,6 +23,7 @@
 #include "devicecontroller.h"
 #include "edgecontroller.h"
 #include "ke_store.h"
+#include "ke_authz.h"
 #include "ke_config.h"
 #include "ke_crypt.h"
 #include "ke_diag.h"
@@ -276,6 +277,7 @@ int main(int argc, char **argv)
     edgecontroller *ec = NULL;
     devicecontroller *dc = NULL;
     ke_rpc_channel *self = NULL;
+    ke_authz *authz = NULL;
     ke_log_level level;
     ke_rpc_tls tls = {0};
 
@@ -355,7 +357,6 @@ int main(int argc, char **argv)
             .queue_max = (uint32_t)cfg.hub_queue_max,
             .window = (uint32_t)cfg.hub_window,
             .uplog_node_max = (uint32_t)cfg.hub_uplog_node_max,
-            .require_admin = 1,
         };
         if ((rc = cloudhub_new(&hc, &hub)) != 0)
             goto fail;
@@ -390,6 +391,21 @@ int main(int argc, char **argv)
             (rc = devicecontroller_new(store, &dc)) != 0)
             goto fail;
     }
+    /* Every call of every service is authorized in one place before its
+     * handler runs (lib/authz, docs/security.md). Anonymous callers may use
+     * Diagnostics only where nobody can authenticate (plaintext, or TLS
+     * without client certificates). */
+    ke_authz_config azc = {
+        .store = store,
+        .anonymous_diagnostics = !use_tls || tls.client_auth == KE_RPC_CLIENT_AUTH_NONE,
+        .node_cert = hub ? cloudhub_node_cert_matches : NULL,
+        .node_cert_ud = hub,
+    };
+    if ((rc = ke_authz_new(&azc, &authz)) != 0 ||
+        (ec && (rc = ke_authz_add_holder(authz, edgecontroller_node_holds, ec)) != 0) ||
+        (dc && (rc = ke_authz_add_holder(authz, devicecontroller_node_holds, dc)) != 0) ||
+        (rc = ke_authz_start(authz)) != 0)
+        goto fail;
     if ((rc = ke_rpc_loop_new((int)cfg.grpc_threads, &loop)) != 0 ||
         (rc = ke_diag_new(KE_PROGRAM, CLOUDCORE_VERSION, &diag)) != 0)
         goto fail;
@@ -399,6 +415,7 @@ int main(int argc, char **argv)
         .max_message_bytes = (uint32_t)cfg.grpc_max_message,
     };
     if ((rc = ke_rpc_server_new(loop, &sopts, &srv)) != 0 ||
+        (rc = ke_rpc_server_set_authorizer(srv, ke_authz_rpc, authz)) != 0 ||
         (rc = ke_diag_register(diag, srv)) != 0 ||
         (hub && (rc = cloudhub_register(hub, srv)) != 0) ||
         (ec && (rc = edgecontroller_register(ec, srv)) != 0) ||
@@ -452,6 +469,7 @@ out:
     devicecontroller_free(dc);
     ke_rpc_channel_free(self);
     ke_rpc_server_free(srv);
+    ke_authz_free(authz); /* its watches, before the store */
     ke_watchdog_shutdown_step("cloudhub");
     cloudhub_free(hub);
     ke_watchdog_shutdown_step("store");

@@ -42,8 +42,21 @@ typedef struct cloudhub_config {
                                       CLOUDHUB_WINDOW_MAX (room for control frames) */
     uint32_t uplog_node_max;       /* a node's entries (keys) in the upstream log;
                                       0: 10,000 */
-    int require_admin;             /* Hub API needs a "system:" client certificate */
 } cloudhub_config;
+
+/* Node certificates: CN "system:node:<name>", O "system:nodes" (issued by
+ * Join and Renew). Certificates issued before that naming have CN "<name>"
+ * and no O; they keep working until they expire or the node renews (Renew
+ * then issues the new naming). */
+#define CLOUDHUB_NODE_CN_PREFIX "system:node:"
+#define CLOUDHUB_NODE_GROUP "system:nodes"
+
+/* cloudhub_node_cert_matches tells whether the certificate whose SHA-256 is
+ * `fingerprint` is the current or previous one registered for `node`: 1
+ * yes, 0 no (or no such node), KE_EDB when the registry cannot be read.
+ * Thread-safe; a SQLite read under the hub's lock (no rpc): fit for
+ * lib/authz's node_cert callback (ud: the cloudhub). */
+int cloudhub_node_cert_matches(void *hub, const char *node, const char *fingerprint);
 
 /* cloudhub_new opens the database (migrating it), loads the CA, key and
  * token secret, and starts the dead-peer reaper. Returns 0, KE_EINVAL for a

@@ -219,9 +219,6 @@ void ch_node_disconnect(cloudhub *ch, ch_node *n, int code, const char *why);
 
 /* hub.c */
 int ch_hub_register(cloudhub *ch, ke_rpc_server *srv);
-/* ch_hub_authorized checks a Hub API caller; on refusal it finishes the
- * call and returns 0. */
-int ch_hub_authorized(cloudhub *ch, ke_rpc_call *call);
 
 /* subscribe.c — ch->mu held unless said otherwise. */
 /* ch_subscribe_handler: the Subscribe method's callbacks (ud: the hub). */

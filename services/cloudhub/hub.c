@@ -11,10 +11,9 @@
  *               key order and in pages, optionally of some kinds only
  *   RemoveNode  forget a node: close its stream, drop its state
  *
- * With require_admin (TLS deployments), callers must present a client
- * certificate whose CN starts with "system:" (keadm init issues
- * "system:admin"), or call in-process (controllers inside cloudcore);
- * node certificates are refused.
+ * Who may call: the server's authorizer (lib/authz, installed by
+ * cloudcore) lets only system:masters through, the controllers inside
+ * cloudcore included (in-process calls); nodes never.
  */
 #include "cloudhub_internal.h"
 
@@ -34,20 +33,6 @@
 #define CH_KINDS_MAX 64u
 #define CH_KEY_MAX 512u
 
-int ch_hub_authorized(cloudhub *ch, ke_rpc_call *call)
-{
-    if (!ch->cfg.require_admin || ke_rpc_call_is_inproc(call))
-        return 1; /* plaintext deployments, and controllers in this process */
-    char cn[128];
-    if (ke_rpc_call_peer_cn(call, cn, sizeof(cn)) == 0 && strncmp(cn, "system:", 7) == 0)
-        return 1;
-    ke_log_warn(CH_MOD, "refused hub call method=%s: caller is not a system: client",
-                ke_rpc_call_method(call));
-    ke_rpc_call_finish(call, KE_RPC_PERMISSION_DENIED,
-                       "the Hub API needs a client certificate with CN system:*", NULL);
-    return 0;
-}
-
 static int valid_operation(Ke__V1__Operation op)
 {
     return op == KE__V1__OPERATION__OPERATION_INSERT ||
@@ -60,8 +45,6 @@ static void publish_on_message(ke_rpc_call *call, const ProtobufCMessage *m, voi
 {
     cloudhub *ch = ud;
     const Ke__V1__PublishRequest *req = (const Ke__V1__PublishRequest *)m;
-    if (!ch_hub_authorized(ch, call))
-        return;
     const Ke__V1__Message *msg = req->message;
     char owner[CH_NODE_NAME_MAX], why[320];
     const char *bad = NULL;
@@ -173,8 +156,6 @@ static void list_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
 {
     cloudhub *ch = ud;
     const Ke__V1__ListNodesRequest *req = (const Ke__V1__ListNodesRequest *)m;
-    if (!ch_hub_authorized(ch, call))
-        return;
     if (!valid_node_token(req->continue_token)) {
         ke_rpc_call_finish(call, KE_RPC_INVALID_ARGUMENT,
                            "continue_token: not a token from a previous ListNodes reply", NULL);
@@ -300,8 +281,6 @@ static void objects_on_message(ke_rpc_call *call, const ProtobufCMessage *m, voi
 {
     cloudhub *ch = ud;
     const Ke__V1__ListNodeObjectsRequest *req = (const Ke__V1__ListNodeObjectsRequest *)m;
-    if (!ch_hub_authorized(ch, call))
-        return;
     const char *bad = objects_check(req);
     if (bad) {
         ke_rpc_call_finish(call, KE_RPC_INVALID_ARGUMENT, bad, NULL);
@@ -348,8 +327,6 @@ static void remove_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
 {
     cloudhub *ch = ud;
     const Ke__V1__RemoveNodeRequest *req = (const Ke__V1__RemoveNodeRequest *)m;
-    if (!ch_hub_authorized(ch, call))
-        return;
     pthread_mutex_lock(&ch->mu);
     ch_node *n = ke_map_get(ch->nodes, req->node_name);
     if (!n) {

@@ -4,11 +4,17 @@
  *   Bootstrap  the CA certificate, to anyone (the edge checks its hash
  *              against the token before trusting it)
  *   Join       token + CSR -> node certificate; refused for a bad or
- *              expired token, a CSR whose CN is not the node name, or a
- *              node name already joined. Nothing is written on a refusal.
+ *              expired token, a CSR whose CN is neither the node name nor
+ *              system:node:<name>, or a node name already joined. Nothing is
+ *              written on a refusal.
  *   Renew      a joined node, over mutual TLS, trades a new CSR for a new
  *              certificate; the one it replaces stays accepted until it
  *              expires, so streams open across the rotation keep working.
+ *
+ * Every certificate issued here is CN=system:node:<name>, O=system:nodes
+ * (the node's identity, docs/security.md), whatever subject the CSR asks
+ * for: only its key is used. A node whose certificate predates that naming
+ * (CN=<name>) gets the new naming at its next Renew.
  */
 #include "cloudhub_internal.h"
 
@@ -76,13 +82,24 @@ static int issue(cloudhub *ch, ke_rpc_call *call, const char *node, const char *
         snprintf(why, whylen, "csr_pem: not a valid, self-signed PKCS#10 request");
         return KE_RPC_INVALID_ARGUMENT;
     }
-    if (strcmp(cn, node) != 0) {
+    char subject[KE_PKI_CN_MAX + 1];
+    int fits = strlen(CLOUDHUB_NODE_CN_PREFIX) + strlen(node) <= KE_PKI_CN_MAX;
+    snprintf(subject, sizeof(subject), "%s%s", CLOUDHUB_NODE_CN_PREFIX, fits ? node : "");
+    if (strcmp(cn, node) != 0 && (!fits || strcmp(cn, subject) != 0)) {
+        ke_err_oneline(cn);
         snprintf(why, whylen, "csr_pem: common name \"%s\" differs from node name \"%s\"", cn,
                  node);
         return KE_RPC_INVALID_ARGUMENT;
     }
-    if (ke_pki_sign_csr(ch->ca_pem, ch->ca_key_pem, csr, cert_ttl_s(ch, call), cert,
-                        not_after) != 0 ||
+    if (!fits) {
+        snprintf(why, whylen, "node_name: at most %zu bytes (a node's certificate CN, "
+                              "system:node:<name>, is at most %d)",
+                 (size_t)KE_PKI_CN_MAX - strlen(CLOUDHUB_NODE_CN_PREFIX), KE_PKI_CN_MAX);
+        return KE_RPC_INVALID_ARGUMENT;
+    }
+    static const char *const groups[] = {CLOUDHUB_NODE_GROUP, NULL};
+    if (ke_pki_sign_csr_as(ch->ca_pem, ch->ca_key_pem, csr, subject, groups,
+                           cert_ttl_s(ch, call), cert, not_after) != 0 ||
         ke_pki_ca_hash(*cert, fp) != 0) {
         snprintf(why, whylen, "csr_pem: cannot be signed (key too weak or unsupported)");
         return KE_RPC_INVALID_ARGUMENT;

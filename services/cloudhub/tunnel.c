@@ -54,11 +54,20 @@ int ch_resource_node(const char *resource, char *buf, size_t len)
 int ch_auth_node(cloudhub *ch, ke_rpc_call *call, char *node, size_t len, char *why,
                  size_t whylen)
 {
-    char *pem = NULL, fp[65], cur[65], prev[65];
-    if (ke_rpc_call_peer_cn(call, node, len) != 0 || ke_rpc_call_peer_cert(call, &pem) != 0) {
+    char *pem = NULL, fp[65], cur[65], prev[65], cn[KE_RPC_ID_NAME_MAX];
+    if (ke_rpc_call_peer_cn(call, cn, sizeof(cn)) != 0 || ke_rpc_call_peer_cert(call, &pem) != 0) {
         snprintf(why, whylen, "a client certificate from the cluster CA is required");
         return KE_RPC_UNAUTHENTICATED;
     }
+    /* "system:node:<name>", or a bare "<name>" from before node naming */
+    size_t pl = strlen(CLOUDHUB_NODE_CN_PREFIX);
+    const char *name = strncmp(cn, CLOUDHUB_NODE_CN_PREFIX, pl) == 0 ? cn + pl : cn;
+    if (strlen(name) >= len) {
+        free(pem);
+        snprintf(why, whylen, "client certificate: not a node certificate");
+        return KE_RPC_PERMISSION_DENIED;
+    }
+    snprintf(node, len, "%s", name);
     int rc = ke_pki_cert_fingerprint(pem, fp); /* verified by TLS already */
     free(pem);
     if (rc != 0) {
@@ -83,6 +92,22 @@ int ch_auth_node(cloudhub *ch, ke_rpc_call *call, char *node, size_t len, char *
         return KE_RPC_PERMISSION_DENIED;
     }
     return KE_RPC_OK;
+}
+
+int cloudhub_node_cert_matches(void *hub, const char *node, const char *fingerprint)
+{
+    cloudhub *ch = hub;
+    char cur[65], prev[65];
+    if (!node || strlen(node) >= CH_NODE_NAME_MAX || !fingerprint || !*fingerprint)
+        return 0;
+    pthread_mutex_lock(&ch->mu);
+    int rc = ch_store_node_get(ch, node, cur, prev, NULL);
+    pthread_mutex_unlock(&ch->mu);
+    if (rc == KE_ENOTFOUND)
+        return 0;
+    if (rc != 0)
+        return KE_EDB;
+    return strcmp(fingerprint, cur) == 0 || strcmp(fingerprint, prev) == 0;
 }
 
 static void refuse(cloudhub *ch, ke_rpc_call *call, const char *node, int code, const char *why)

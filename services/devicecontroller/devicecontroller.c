@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ struct devicecontroller {
     ke_store *store;
     ke_rpc_channel *hub;
     ke_nodesync *sync;      /* devices and their models to their nodes */
+    ke_nodesync *_Atomic started_sync; /* sync once started: what the authorizer asks */
     ke_hub_consumer *up;    /* the durable upstream consumer "devicecontroller" */
     int stopped;
 };
@@ -582,10 +584,22 @@ int devicecontroller_start(devicecontroller *dc, ke_rpc_channel *hub)
     if (rc == 0)
         rc = ke_nodesync_start(dc->sync);
     if (rc == 0)
+        atomic_store(&dc->started_sync, dc->sync);
+    if (rc == 0)
         rc = ke_hub_consumer_new(hub, "devicecontroller", groups, 1, on_twin_report, dc, &dc->up);
     if (rc == 0)
         rc = ke_hub_consumer_start(dc->up);
     return rc;
+}
+
+int devicecontroller_node_holds(void *dcp, const char *node, const char *kind, const char *ns,
+                                const char *name)
+{
+    devicecontroller *dc = dcp;
+    ke_nodesync *s = atomic_load(&dc->started_sync);
+    if (!s || (strcmp(kind, "Device") != 0 && strcmp(kind, "DeviceModel") != 0))
+        return 0;
+    return ke_nodesync_wants(s, node, kind, ns, name) ? 1 : 0;
 }
 
 void devicecontroller_stop(devicecontroller *dc)

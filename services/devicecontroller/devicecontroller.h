@@ -35,6 +35,14 @@ int devicecontroller_start(devicecontroller *dc, ke_rpc_channel *hub);
  * rpc server stops). Idempotent. */
 void devicecontroller_stop(devicecontroller *dc);
 
+/* devicecontroller_node_holds tells lib/authz's node rule whether `node`
+ * should hold the Device or DeviceModel (kind, ns, name): a device bound
+ * to it, or its model (the sync cache, no store read). 1 yes, 0 no (always
+ * 0 before devicecontroller_start). Thread-safe; a ke_authz_holds_fn with
+ * ud = the devicecontroller. */
+int devicecontroller_node_holds(void *dc, const char *node, const char *kind, const char *ns,
+                                const char *name);
+
 /* devicecontroller_free stops (if needed) and frees. NULL: no-op. */
 void devicecontroller_free(devicecontroller *dc);
 

@@ -29,6 +29,7 @@ struct edgecontroller {
     pthread_t node_thread;
     ke_hub_consumer *up; /* the durable upstream consumer "edgecontroller" */
     ke_nodesync *sync;   /* sync.c: pods and what they reference, to their nodes */
+    ke_nodesync *_Atomic started_sync; /* sync once started: what the authorizer asks */
 };
 
 /* sync.c: ec_sync_start creates and starts ec->sync (Pod → ConfigMap,

@@ -361,6 +361,19 @@ int edgecontroller_new(const edgecontroller_config *cfg, edgecontroller **out)
         ec->cfg.node_poll_ms = 1000;
     if (ec->cfg.resync_ms <= 0)
         ec->cfg.resync_ms = 60000;
+    /* the object API keeps cluster-scoped kinds (Node, ClusterRole,
+     * ClusterRoleBinding) without a namespace */
+    size_t nk;
+    const ke_k8s_kind *kinds = ke_k8s_kinds(&nk);
+    for (size_t i = 0; i < nk; i++) {
+        int rc = kinds[i].namespaced ? 0 : ke_store_set_cluster_scoped(cfg->store, kinds[i].kind);
+        if (rc != 0) {
+            ke_log_error(EC_MOD, "cannot mark kind=%s cluster-scoped: %s", kinds[i].kind,
+                         ke_strerror(rc));
+            free(ec);
+            return rc;
+        }
+    }
     pthread_mutex_init(&ec->mu, NULL);
     ke_time_cond_init(&ec->cv);
     *out = ec;

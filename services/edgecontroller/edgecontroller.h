@@ -49,6 +49,14 @@ int edgecontroller_start(edgecontroller *ec, ke_rpc_channel *hub);
  * Idempotent. */
 void edgecontroller_stop(edgecontroller *ec);
 
+/* edgecontroller_node_holds tells lib/authz's node rule whether `node`
+ * should hold the Pod, ConfigMap or Secret (kind, ns, name): a pod bound to
+ * it, or what such a pod references (the sync cache, no store read).
+ * 1 yes, 0 no (always 0 before edgecontroller_start). Thread-safe; a
+ * ke_authz_holds_fn with ud = the edgecontroller. */
+int edgecontroller_node_holds(void *ec, const char *node, const char *kind, const char *ns,
+                              const char *name);
+
 /* edgecontroller_free stops (if needed) and frees; call it after the rpc
  * server it is registered on has stopped. NULL: no-op. */
 void edgecontroller_free(edgecontroller *ec);

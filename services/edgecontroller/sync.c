@@ -10,6 +10,9 @@
  */
 #include "ec_internal.h"
 
+#include <stdatomic.h>
+#include <string.h>
+
 #include "ke_k8s.h"
 
 #include <stdio.h>
@@ -89,5 +92,20 @@ int ec_sync_start(edgecontroller *ec)
                             .qps = ec->cfg.sync_qps,
                             .resync_ms = (uint32_t)ec->cfg.resync_ms};
     int rc = ke_nodesync_new(&c, &ec->sync);
-    return rc == 0 ? ke_nodesync_start(ec->sync) : rc;
+    if (rc == 0)
+        rc = ke_nodesync_start(ec->sync);
+    if (rc == 0)
+        atomic_store(&ec->started_sync, ec->sync);
+    return rc;
+}
+
+int edgecontroller_node_holds(void *ecp, const char *node, const char *kind, const char *ns,
+                              const char *name)
+{
+    edgecontroller *ec = ecp;
+    ke_nodesync *s = atomic_load(&ec->started_sync);
+    if (!s || (strcmp(kind, "Pod") != 0 && strcmp(kind, "ConfigMap") != 0 &&
+               strcmp(kind, "Secret") != 0))
+        return 0;
+    return ke_nodesync_wants(s, node, kind, ns, name) ? 1 : 0;
 }

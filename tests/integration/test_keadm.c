@@ -425,7 +425,7 @@ static void test_keadm_join_writes_node_files_and_edgecore_config(void **state)
     assert_int_equal(ke_pki_verify_chain(ca, crt), 0);
     assert_int_equal(ke_pki_cert_matches_key(crt, key), 0);
     assert_int_equal(ke_pki_cert_info(crt, cn, sizeof(cn), NULL, NULL), 0);
-    assert_string_equal(cn, "edge-ok");
+    assert_string_equal(cn, "system:node:edge-ok"); /* node naming: docs/security.md */
     char *yaml = read_in(edge, "edgecore.yaml"), want[2048];
     snprintf(want, sizeof(want),
              "node_name: edge-ok\n"

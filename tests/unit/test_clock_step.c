@@ -160,8 +160,7 @@ static void test_clock_step_changes_nothing(void **state)
                            .ca_key_file = path[1],
                            .token_secret_file = path[2],
                            .keepalive_ms = keepalive_ms,
-                           .dead_peer_ms = dead_peer_ms,
-                           .require_admin = 1};
+                           .dead_peer_ms = dead_peer_ms};
     cloudhub *hub = NULL;
     ke_rpc_loop *loop = NULL;
     ke_rpc_server *srv = NULL;

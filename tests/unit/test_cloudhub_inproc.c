@@ -1,7 +1,7 @@
 /*
  * test_cloudhub_inproc.c — CloudHub's Hub API called in-process, the way
  * controllers inside cloudcore call it: no socket, no client certificate,
- * yet require_admin stays on for network callers.
+ * (network callers are the server authorizer's business: lib/authz).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -42,8 +42,7 @@ static void test_cloudhub_hub_api_in_process(void **state)
     cloudhub_config cfg = {.db_path = db,
                            .ca_cert_file = ca_path,
                            .ca_key_file = key_path,
-                           .token_secret_file = secret_path,
-                           .require_admin = 1};
+                           .token_secret_file = secret_path};
     cloudhub *hub = NULL;
     ke_rpc_loop *loop = NULL;
     ke_rpc_server *srv = NULL;

@@ -11,6 +11,8 @@
  *                               the token, send a CSR over CloudHub.Join,
  *                               write the node's certificate and edgecore.yaml
  *   keadm reset --dir DIR       remove what init or join wrote
+ *   keadm certs user NAME ...   a user's client certificate (CN NAME, O per
+ *                               --group) and kubeconfig for kectl
  *
  * Every verb takes --help. Exit codes: 0 done, 1 failed (nothing half
  * written: a failing init or join removes what it wrote), 2 bad usage.
@@ -43,6 +45,9 @@
 #define KEADM_CA_CN "kubeedge-c CA"
 #define KEADM_SERVER_CN "cloudhub"
 #define KEADM_ADMIN_CN "system:admin"
+#define KEADM_ADMIN_GROUP "system:masters" /* allowed everything (docs/security.md) */
+#define KEADM_USER_NAME_MAX 64          /* a user certificate's CN */
+#define KEADM_DEFAULT_SERVER "localhost:10000"
 #define KEADM_CA_DAYS 3650              /* default CA lifetime */
 #define KEADM_CA_DAYS_MAX 36500
 #define KEADM_LEAF_DAYS 365             /* server and admin certificates (never past the CA) */
@@ -85,6 +90,7 @@ static const char USAGE_MAIN[] =
     "  gettoken  print a token that lets an edge node join\n"
     "  join      join this host to a cloud as an edge node\n"
     "  reset     remove the files init or join created\n"
+    "  certs     issue a user's client certificate and kectl config (certs user)\n"
     "\n"
     "Run 'keadm COMMAND --help' for the flags of a command.\n";
 
@@ -94,7 +100,8 @@ static const char USAGE_INIT[] =
     "\n"
     "Creates DIR (mode 0700) with a new cluster CA (ca.crt, ca.key), CloudHub's server\n"
     "certificate (server.crt, server.key; CN cloudhub), the \"system:admin\" client\n"
-    "certificate used by the controllers and kectl (admin.crt, admin.key), the join\n"
+    "certificate in group system:masters, used by the controllers and kectl\n"
+    "(admin.crt, admin.key), the join\n"
     "token secret (token.secret) and DIR/cloudcore.yaml pointing at them.\n"
     "\n"
     "Flags:\n"
@@ -139,6 +146,25 @@ static const char USAGE_JOIN[] =
     "  --dir DIR              where to put the files (default " KEADM_EDGE_DIR ")\n"
     "  --cert-ttl DURATION    certificate lifetime to ask for (CloudHub decides)\n"
     "  -h, --help             print this help\n";
+
+static const char USAGE_CERTS[] =
+    "Usage: keadm certs user NAME --dir DIR [--group GROUP]... [--days N]\n"
+    "                            [--server HOST:PORT]\n"
+    "\n"
+    "Issues a client certificate for user NAME (its CN) in the given groups (one O\n"
+    "each, as Kubernetes reads them), signed by the cluster CA in DIR/ca.crt and\n"
+    "DIR/ca.key (from keadm init). Writes DIR/NAME.crt and DIR/NAME.key (0600) and\n"
+    "DIR/NAME.kubeconfig, a kubeconfig-style file for kectl --kubeconfig naming the\n"
+    "server, the CA and the two files. The user may do what RBAC grants NAME and its\n"
+    "groups (a RoleBinding or ClusterRoleBinding; docs/security.md); the group\n"
+    "system:masters may do everything. Refuses to overwrite an existing NAME.crt.\n"
+    "\n"
+    "Flags:\n"
+    "  --dir DIR             the directory keadm init made (required)\n"
+    "  --group GROUP         a group of the user; repeatable, at most 16\n"
+    "  --days N              validity in days (default 365, never past the CA)\n"
+    "  --server HOST:PORT    cloudcore's address for the kubeconfig (default " KEADM_DEFAULT_SERVER ")\n"
+    "  -h, --help            print this help\n";
 
 static const char USAGE_RESET[] =
     "Usage: keadm reset --dir DIR [--force]\n"
@@ -573,11 +599,12 @@ static int cmd_init(int argc, char **argv)
     init_material m;
     memset(&m, 0, sizeof(m));
     int64_t leaf = (int64_t)KEADM_LEAF_DAYS * 86400;
+    static const char *const admin_groups[] = {KEADM_ADMIN_GROUP, NULL};
     if ((rc = ke_pki_ca_create(KEADM_CA_CN, (int64_t)ca_days * 86400, &m.ca, &m.ca_key)) != 0 ||
         (rc = ke_pki_server_cert_create(m.ca, m.ca_key, KEADM_SERVER_CN, sans, leaf, &m.server,
                                         &m.server_key)) != 0 ||
-        (rc = ke_pki_client_cert_create(m.ca, m.ca_key, KEADM_ADMIN_CN, leaf, &m.admin,
-                                        &m.admin_key)) != 0 ||
+        (rc = ke_pki_user_cert_create(m.ca, m.ca_key, KEADM_ADMIN_CN, admin_groups, leaf,
+                                      &m.admin, &m.admin_key)) != 0 ||
         (rc = ke_pki_random_hex(KE_PKI_SECRET_BYTES, m.secret)) != 0) {
         fprintf(stderr, "error: cannot create the certificates: %s\n", ke_strerror(rc));
         init_material_free(&m);
@@ -832,6 +859,17 @@ out:
     return status;
 }
 
+
+/* node_cn_ok: the CN CloudHub gives node `node`: "system:node:<node>", or
+ * the bare name from servers that predate node naming. */
+static int node_cn_ok(const char *cn, const char *node)
+{
+    static const char prefix[] = "system:node:";
+    if (strncmp(cn, prefix, sizeof(prefix) - 1) == 0)
+        cn += sizeof(prefix) - 1;
+    return strcmp(cn, node) == 0;
+}
+
 /* join_call sends the token and CSR over TLS verified with ca_file. On 0
  * *cert_pem is the caller's. Returns 0 or 1 (printed). */
 static int join_call(ke_rpc_loop *loop, const join_args *a, const char *ca_file,
@@ -876,7 +914,7 @@ static int join_call(ke_rpc_loop *loop, const join_args *a, const char *ca_file,
         memchr(r->certificate_pem.data, '\0', r->certificate_pem.len) ||
         !(*cert_pem = strndup((const char *)r->certificate_pem.data, r->certificate_pem.len)) ||
         ke_pki_cert_info(*cert_pem, cn, sizeof(cn), NULL, not_after_ms) != 0 ||
-        strcmp(cn, a->node) != 0 || ke_pki_verify_chain(ca_pem, *cert_pem) != 0) {
+        !node_cn_ok(cn, a->node) || ke_pki_verify_chain(ca_pem, *cert_pem) != 0) {
         fprintf(stderr, "error: %s returned a certificate that is not a valid one for node "
                         "\"%s\" from the token's CA%s%s%s\n",
                 a->cloudhub, a->node, cn[0] ? " (its CN is \"" : "", cn, cn[0] ? "\")" : "");
@@ -1124,6 +1162,171 @@ static int cmd_reset(int argc, char **argv)
     return failed;
 }
 
+/* ---- certs ---- */
+
+/* user_name_ok: 1..64 of [A-Za-z0-9:._@-], not starting with '.' or '-':
+ * a CN that is also a safe file name. */
+static int user_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > KEADM_USER_NAME_MAX || s[0] == '.' || s[0] == '-')
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || strchr(":._@-", s[i])))
+            return 0;
+    return 1;
+}
+
+typedef struct kubeconfig_render {
+    const char *dir, *user, *server;
+} kubeconfig_render;
+
+/* render_kubeconfig writes a kubeconfig-style client config (one cluster,
+ * one user, one context) that kectl --kubeconfig reads. */
+static void render_kubeconfig(FILE *f, const void *arg)
+{
+    const kubeconfig_render *k = arg;
+    char crt[KEADM_USER_NAME_MAX + 8], key[KEADM_USER_NAME_MAX + 8];
+    snprintf(crt, sizeof(crt), "%s.crt", k->user);
+    snprintf(key, sizeof(key), "%s.key", k->user);
+    fputs("# kectl client config written by keadm certs user.\n"
+          "apiVersion: v1\n"
+          "kind: Config\n"
+          "clusters:\n"
+          "- name: kubeedge-c\n"
+          "  cluster:\n"
+          "    server: ", f);
+    yaml_scalar(f, k->server);
+    fputs("\n    certificate-authority: ", f);
+    yaml_path(f, k->dir, "ca.crt");
+    fputs("users:\n- name: ", f);
+    yaml_scalar(f, k->user);
+    fputs("\n  user:\n    client-certificate: ", f);
+    yaml_path(f, k->dir, crt);
+    fputs("    client-key: ", f);
+    yaml_path(f, k->dir, key);
+    fputs("contexts:\n- name: default\n  context:\n    cluster: kubeedge-c\n    user: ", f);
+    yaml_scalar(f, k->user);
+    fputs("\ncurrent-context: default\n", f);
+}
+
+static int cmd_certs(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"dir", required_argument, NULL, 'd'},
+        {"group", required_argument, NULL, 'g'},
+        {"days", required_argument, NULL, 'n'},
+        {"server", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *dir = NULL, *server = KEADM_DEFAULT_SERVER;
+    const char *groups[KE_PKI_ORGS_MAX + 1];
+    size_t ngroups = 0;
+    long days = KEADM_LEAF_DAYS;
+    char *end;
+    int c, rc;
+    while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': dir = optarg; break;
+        case 'g':
+            if (ngroups == KE_PKI_ORGS_MAX)
+                return usage_error("certs", "--group: at most %s groups", "16");
+            if (!user_name_ok(optarg))
+                return usage_error("certs", "--group \"%s\": 1-64 of A-Z a-z 0-9 : . _ @ -",
+                                   optarg);
+            groups[ngroups++] = optarg;
+            break;
+        case 'n':
+            errno = 0;
+            days = strtol(optarg, &end, 10);
+            if (errno || *end || end == optarg || days < 1 || days > KEADM_CA_DAYS_MAX)
+                return usage_error("certs", "--days must be 1..36500, not \"%s\"", optarg);
+            break;
+        case 's':
+            if (!hostport_ok(optarg))
+                return usage_error("certs", "--server: \"%s\" is not HOST:PORT", optarg);
+            server = optarg;
+            break;
+        case 'h': fputs(USAGE_CERTS, stdout); return 0;
+        default: return flag_error("certs", c, argv);
+        }
+    }
+    groups[ngroups] = NULL;
+    if (optind >= argc || strcmp(argv[optind], "user") != 0)
+        return usage_error("certs", "%s", "expected \"user NAME\"");
+    if (optind + 1 >= argc)
+        return usage_error("certs", "%s", "user: NAME is required");
+    const char *name = argv[optind + 1];
+    if (optind + 2 < argc)
+        return usage_error("certs", "unexpected argument \"%s\"", argv[optind + 2]);
+    if (!user_name_ok(name))
+        return usage_error("certs", "user \"%s\": NAME must be 1-64 of A-Z a-z 0-9 : . _ @ -",
+                           name);
+    if ((rc = dir_check("certs", dir)) != 0)
+        return rc;
+    char crt[KEADM_USER_NAME_MAX + 16], key[KEADM_USER_NAME_MAX + 16],
+        kcfg[KEADM_USER_NAME_MAX + 16];
+    snprintf(crt, sizeof(crt), "%s.crt", name);
+    snprintf(key, sizeof(key), "%s.key", name);
+    snprintf(kcfg, sizeof(kcfg), "%s.kubeconfig", name);
+    if (file_exists(dir, crt) || file_exists(dir, key)) {
+        fprintf(stderr, "error: %s/%s already exists; remove it first to issue a new one\n", dir,
+                crt);
+        return 1;
+    }
+    char path[KEADM_PATH_MAX];
+    char *ca = NULL, *ca_key = NULL, *cert = NULL, *cert_key = NULL;
+    size_t len;
+    int status = 1;
+    snprintf(path, sizeof(path), "%s/ca.crt", dir);
+    if ((rc = ke_pki_read_file(path, &ca, &len)) == 0) {
+        snprintf(path, sizeof(path), "%s/ca.key", dir);
+        rc = ke_pki_read_file(path, &ca_key, &len);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "error: cannot read %s: %s (run keadm init --dir %s first)\n", path,
+                ke_strerror(rc), dir);
+        goto out;
+    }
+    if ((rc = ke_pki_user_cert_create(ca, ca_key, name, groups, (int64_t)days * 86400, &cert,
+                                      &cert_key)) != 0) {
+        fprintf(stderr, "error: cannot issue the certificate: %s\n", ke_strerror(rc));
+        goto out;
+    }
+    written w;
+    memset(&w, 0, sizeof(w));
+    if (dir_prepare(dir, w.dir, &w.made_dir) != 0)
+        goto out;
+    kubeconfig_render kr = {w.dir, name, server};
+    if (written_put(&w, key, cert_key, strlen(cert_key), 0600) ||
+        written_put(&w, crt, cert, strlen(cert), 0600) ||
+        config_write(&w, kcfg, render_kubeconfig, &kr)) {
+        written_undo(&w);
+        fprintf(stderr, "keadm certs wrote nothing.\n");
+        goto out;
+    }
+    int64_t until = 0;
+    char t[32];
+    if (ke_pki_cert_info(cert, NULL, 0, NULL, &until) != 0)
+        until = 0;
+    printf("[certs] %s/%s, %s  user \"%s\", groups:", w.dir, crt, key, name);
+    for (size_t i = 0; i < ngroups; i++)
+        printf("%s %s", i ? "," : "", groups[i]);
+    printf("%s; valid until %s\n", ngroups ? "" : " none", fmt_utc(until, t, sizeof(t)));
+    printf("[certs] %s/%s  for kectl --kubeconfig (server %s)\n", w.dir, kcfg, server);
+    printf("\nGrant it something, e.g. (as an admin):\n"
+           "  kectl apply -f rolebinding.yaml   # see docs/security.md\n");
+    status = 0;
+out:
+    free(ca);
+    free(ca_key);
+    free(cert);
+    free(cert_key);
+    return status;
+}
+
 /* ---- main ---- */
 
 typedef struct verb {
@@ -1137,6 +1340,7 @@ static const verb VERBS[] = {
     {"gettoken", cmd_gettoken, USAGE_GETTOKEN},
     {"join", cmd_join, USAGE_JOIN},
     {"reset", cmd_reset, USAGE_RESET},
+    {"certs", cmd_certs, USAGE_CERTS},
 };
 
 static const verb *verb_find(const char *name)

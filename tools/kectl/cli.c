@@ -21,6 +21,7 @@ const struct option kectl_global_options[] = {
     {"cert", required_argument, NULL, KECTL_OPT_CERT},
     {"key", required_argument, NULL, KECTL_OPT_KEY},
     {"timeout", required_argument, NULL, KECTL_OPT_TIMEOUT},
+    {"kubeconfig", required_argument, NULL, KECTL_OPT_KUBECONFIG},
     {"namespace", required_argument, NULL, 'n'},
     {"all-namespaces", no_argument, NULL, 'A'},
     {"help", no_argument, NULL, 'h'},
@@ -38,6 +39,9 @@ void kectl_global_help(FILE *out)
           "  --cert FILE             client certificate, for mutual TLS (keadm init writes\n"
           "                          admin.crt)\n"
           "  --key FILE              client private key, for mutual TLS\n"
+          "  --kubeconfig FILE       client config (server, CA, certificate, key) as\n"
+          "                          keadm certs user writes it (default\n"
+          "                          $KECTL_KUBECONFIG); the flags above override it\n"
           "  --timeout MS            deadline of each call, in milliseconds (default 10000;\n"
           "                          get -w waits without one)\n"
           "  -n, --namespace NS      namespace of namespaced objects (default \"default\")\n"
@@ -67,6 +71,12 @@ int kectl_global_flag(kectl *k, int c, const char *arg)
         if (!arg[0])
             return kectl_usage_error(NULL, "--server needs HOST:PORT");
         k->server = arg;
+        k->server_flag = 1;
+        return 1;
+    case KECTL_OPT_KUBECONFIG:
+        if (!arg[0])
+            return kectl_usage_error(NULL, "--kubeconfig needs a FILE");
+        k->kubeconfig = arg;
         return 1;
     case KECTL_OPT_CA:
         k->tls.ca_file = arg;

@@ -23,7 +23,10 @@ int kectl_connect(kectl *k)
 {
     if (k->ch)
         return 0;
-    int rc = ke_rpc_loop_new(1, &k->loop);
+    int rc = kectl_kubeconfig_apply(k);
+    if (rc != 0)
+        return rc;
+    rc = ke_rpc_loop_new(1, &k->loop);
     ke_rpc_channel_opts co = {.tls = k->use_tls ? &k->tls : NULL};
     if (rc == 0)
         rc = ke_rpc_channel_new(k->loop, k->server, &co, &k->ch);
@@ -44,6 +47,8 @@ void kectl_disconnect(kectl *k)
     k->ch = NULL;
     ke_rpc_loop_free(k->loop);
     k->loop = NULL;
+    json_decref(k->kcfg);
+    k->kcfg = NULL;
 }
 
 int kectl_call(kectl *k, const ProtobufCServiceDescriptor *svc, const char *method,

@@ -26,6 +26,7 @@
 
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -59,6 +60,7 @@ enum {
     KECTL_OPT_CERT,
     KECTL_OPT_KEY,
     KECTL_OPT_TIMEOUT,
+    KECTL_OPT_KUBECONFIG,
     KECTL_OPT_VERB = 0x200, /* verbs number their long-only options from here */
 };
 
@@ -66,6 +68,10 @@ enum {
  * everything that can be checked locally is checked before connecting. */
 typedef struct kectl {
     const char *server;
+    int server_flag;        /* --server was given (wins over --kubeconfig) */
+    const char *kubeconfig; /* --kubeconfig, else $KECTL_KUBECONFIG; NULL: none */
+    json_t *kcfg;           /* the parsed kubeconfig (owns strings server may borrow) */
+    char kcfg_paths[3][PATH_MAX]; /* its CA, certificate and key, resolved */
     ke_rpc_tls tls;
     int use_tls;
     int64_t timeout_ms;
@@ -163,6 +169,11 @@ int kectl_targets(const char *verb, const char *const *pos, size_t n_pos, const 
                   kectl_target *targets, size_t *n_targets);
 
 /* ---- client.c ---- */
+
+/* kectl_kubeconfig_apply reads k->kubeconfig (once) and fills what no
+ * flag set: server, CA, client certificate and key (kubeconfig.c). Returns
+ * 0 (also without a kubeconfig), or an error after printing it. */
+int kectl_kubeconfig_apply(kectl *k);
 
 /* kectl_connect opens the channel if not yet open. Returns 0, or a
  * negative KE_E* code after printing the error. */

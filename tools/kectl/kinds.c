@@ -17,6 +17,11 @@ static const kectl_kind kinds[] = {
     {"Node", "nodes", "node", "no", "v1", 0, 0},
     {"Device", "devices", "device", NULL, "devices.kubeedge.io/v1beta1", 1, 1},
     {"DeviceModel", "devicemodels", "devicemodel", NULL, "devices.kubeedge.io/v1beta1", 1, 0},
+    {"Role", "roles", "role", NULL, "rbac.authorization.k8s.io/v1", 1, 0},
+    {"ClusterRole", "clusterroles", "clusterrole", NULL, "rbac.authorization.k8s.io/v1", 0, 0},
+    {"RoleBinding", "rolebindings", "rolebinding", NULL, "rbac.authorization.k8s.io/v1", 1, 0},
+    {"ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", NULL,
+     "rbac.authorization.k8s.io/v1", 0, 0},
 };
 
 #define N_KINDS (sizeof(kinds) / sizeof(kinds[0]))

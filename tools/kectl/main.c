@@ -247,6 +247,7 @@ static int cmd_ping(kectl *k, int argc, char **argv)
 int main(int argc, char **argv)
 {
     kectl k = {.server = getenv("KECTL_SERVER"),
+               .kubeconfig = getenv("KECTL_KUBECONFIG"),
                .timeout_ms = KECTL_DEFAULT_TIMEOUT_MS,
                .ns = "default"};
     if (!k.server || !k.server[0])
