@@ -90,7 +90,8 @@ void ke_hub_want_free(ke_map *want);
  * holds older or deleted, is read from store and published (an object
  * whose spec.nodeName is no longer node is skipped: its move is a change
  * the caller is about to see); each key CloudHub holds and want lacks is
- * deleted. Versions: the object's own, or ver (the store revision the
+ * deleted. kinds[0] is the primary kind (Pod, Device): the objects it
+ * references are published before it and deleted after it. Versions: the object's own, or ver (the store revision the
  * caller's cache reflects) when higher, so that a key removed and wanted
  * again goes out above its tombstone. Returns 0 when every step succeeded
  * (a node CloudHub does not know is not an error: nothing to do); KE_EIO or

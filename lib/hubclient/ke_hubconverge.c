@@ -22,6 +22,8 @@ typedef struct cv_have {
 } cv_have;
 
 typedef struct cv_ctx {
+    const char *primary; /* kinds[0]: sent after, deleted before, what it references */
+    int pass;            /* publish_want: 0 referenced kinds, 1 the primary */
     ke_rpc_channel *hub;
     ke_store *store;
     const char *node;
@@ -97,6 +99,8 @@ static int publish_want(const char *key, void *value, void *arg)
 {
     cv_ctx *c = arg;
     ke_hub_want *w = value;
+    if ((strcmp(w->kind, c->primary) == 0) != (c->pass == 1))
+        return 0; /* not this pass */
     cv_have *h = ke_map_get(c->have, key);
     if (h && !h->deleted && h->rv >= w->rv)
         return 0; /* CloudHub holds this version (or a newer one) */
@@ -147,6 +151,13 @@ static int delete_unwanted(const char *key, void *value, void *arg)
     cv_have *h = value;
     if (h->deleted || ke_map_get(c->want, key))
         return 0;
+    char kind[64] = "";
+    const char *k = key;
+    for (int slash = 0; *k && slash < 3; k++) /* node/<node>/<ns>/<kind>/<name> */
+        slash += *k == '/';
+    snprintf(kind, sizeof(kind), "%.*s", (int)strcspn(k, "/"), k);
+    if ((strcmp(kind, c->primary) == 0) != (c->pass == 0))
+        return 0; /* not this pass */
     if (c->ver <= h->rv) {
         /* Published from a newer view than the cache's: its events are
          * on their way; try again later. */
@@ -168,13 +179,22 @@ int ke_hub_converge(ke_rpc_channel *hub, ke_store *store, const char *node,
                     const char *const *kinds, size_t n_kinds, ke_map *want, uint64_t ver,
                     ke_hub_converge_stats *stats)
 {
-    cv_ctx c = {.hub = hub, .store = store, .node = node, .want = want, .ver = ver};
+    cv_ctx c = {.primary = n_kinds ? kinds[0] : "",
+                .hub = hub,
+                .store = store,
+                .node = node,
+                .want = want,
+                .ver = ver};
     if (!(c.have = ke_map_new()))
         return KE_ENOMEM;
     int rc = ke_hub_node_objects(hub, node, kinds, n_kinds, have_add, &c);
     if (rc == 0 && c.rc == 0) {
-        ke_map_each(want, publish_want, &c);
-        ke_map_each(c.have, delete_unwanted, &c);
+        /* What a pod or device references goes first and leaves last, so
+         * the edge never holds one without what it needs. */
+        for (c.pass = 0; c.pass < 2; c.pass++)
+            ke_map_each(want, publish_want, &c);
+        for (c.pass = 0; c.pass < 2; c.pass++)
+            ke_map_each(c.have, delete_unwanted, &c);
         rc = c.rc;
         if (c.st.published || c.st.deleted)
             ke_log_info(CV_MOD, "node converged node=%s published=%u deleted=%u rev=%llu", node,
