@@ -6,6 +6,7 @@
  * on_close. Whoever removes an entry from the list owns it.
  */
 #include "ke_diag.h"
+#include "ke_time.h"
 
 #include "diag.pb-c.h"
 #include "ke_err.h"
@@ -57,12 +58,10 @@ static void ping_reply(ke_diag *d, ke_rpc_call *call, ProtobufCBinaryData payloa
 {
     Ke__V1__PingReply r = KE__V1__PING_REPLY__INIT;
     char cn[256] = "";
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
     r.payload = payload;
     r.server = d->server;
     r.version = d->version;
-    r.time_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    r.time_ms = ke_time_wall_ms(); /* a timestamp for people, not a timer */
     r.calls_cancelled = atomic_load(&d->cancelled);
     r.streams_open = atomic_load(&d->streams);
     ke_rpc_call_peer_cn(call, cn, sizeof(cn));

@@ -364,10 +364,8 @@ static void sd_expire(const char *step)
     left[0] = '\0';
     /* The registry lock is only ever held for short loops; a bounded try
      * keeps this thread from joining a deadlock all the same. */
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 1;
-    if (pthread_mutex_timedlock(&reg_mu, &until) == 0) {
+    struct timespec until = ke_time_deadline(1000);
+    if (pthread_mutex_clocklock(&reg_mu, CLOCK_MONOTONIC, &until) == 0) {
         int64_t now = ke_time_mono_ms();
         for (int i = 0; i < KE_WATCHDOG_MAX; i++) {
             const ke_watchdog_hb *hb = &slots[i];
