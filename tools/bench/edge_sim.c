@@ -636,8 +636,11 @@ int main(int argc, char **argv)
     bench_main_init("edge_sim", &s->w, SIM_STALL_S); /* before any thread exists */
 
     /* cloudcore's flags beyond bench_cloudcore_start's: no keepalives come
-     * from the simulated nodes; two grpc threads. */
-    static const char *const cc_flags[] = {"--cloudhub.dead_peer=600s", "--grpc.threads=2", NULL};
+     * from the simulated nodes; two grpc threads; CloudHub alone (the
+     * objects published here are not in the store, and the controllers
+     * would rightly converge them away). */
+    static const char *const cc_flags[] = {"--cloudhub.dead_peer=600s", "--grpc.threads=2",
+                                           "--edgecontroller.enable=false", NULL};
     int status = 1;
     rlim_t nofile = 0;
     long need = SIM_FD_PER_NODE * s->n_nodes + SIM_FD_RESERVE;
