@@ -111,7 +111,7 @@ static int stream(int who, const ProtobufCServiceDescriptor *svc, const char *m,
     assert_int_equal(ke_rpc_stub_start(&stub, m, &h, &w, &o, &call), 0);
     if (req)
         (void)ke_rpc_call_send(call, req); /* a refused call may have ended already */
-    (void)ke_rpc_call_close_send(call);
+    (void)ke_rpc_call_close_send(call); /* likewise: KE_ECLOSED is an answer here */
     pthread_mutex_lock(&w.mu);
     while (!w.done)
         pthread_cond_wait(&w.cv, &w.mu);
