@@ -18,6 +18,20 @@
 #include <string.h>
 #include <unistd.h>
 
+/* add_env_extra appends the space-separated flags of KE_CLOUD_EXTRA to
+ * argv[n..max) (buf holds their text and must outlive argv), ends argv
+ * with NULL and returns the new count. */
+static int add_env_extra(char **argv, int n, int max, char *buf, size_t len)
+{
+    const char *ex = getenv("KE_CLOUD_EXTRA");
+    snprintf(buf, len, "%s", ex ? ex : "");
+    for (char *save = NULL, *t = strtok_r(buf, " ", &save); t && n < max;
+         t = strtok_r(NULL, " ", &save))
+        argv[n++] = t;
+    argv[n] = NULL;
+    return n;
+}
+
 static void start_cloud(ke_cluster *c, const char *listen, const char *const *extra)
 {
     char config[128], grpc[64], env_extra[512];
@@ -32,12 +46,7 @@ static void start_cloud(ke_cluster *c, const char *listen, const char *const *ex
     argv[n++] = "--http.listen=127.0.0.1:0";
     for (int i = 0; extra && extra[i] && n < 30; i++)
         argv[n++] = (char *)extra[i];
-    const char *ex = getenv("KE_CLOUD_EXTRA");
-    snprintf(env_extra, sizeof(env_extra), "%s", ex ? ex : "");
-    for (char *save = NULL, *t = strtok_r(env_extra, " ", &save); t && n < 46;
-         t = strtok_r(NULL, " ", &save))
-        argv[n++] = t;
-    argv[n] = NULL;
+    n = add_env_extra(argv, n, 46, env_extra, sizeof(env_extra));
     assert_int_equal(ke_tp_start_log(&c->cloud, argv, c->cloud_log), 0);
     char line[128];
     assert_int_equal(ke_tp_wait_line(&c->cloud, "ready ", 20000, line, sizeof(line)), 0);
@@ -109,12 +118,7 @@ static void ctl_open(ke_cluster *c, const char *listen)
     char *argv[40] = {bin, grpc, "--http.listen=127.0.0.1:0", tca, scert, skey, db, hub, ca,
                       cert, key};
     int n = 11;
-    const char *ex = getenv("KE_CLOUD_EXTRA");
-    snprintf(env_extra, sizeof(env_extra), "%s", ex ? ex : "");
-    for (char *save = NULL, *t = strtok_r(env_extra, " ", &save); t && n < 38;
-         t = strtok_r(NULL, " ", &save))
-        argv[n++] = t;
-    argv[n] = NULL;
+    n = add_env_extra(argv, n, 38, env_extra, sizeof(env_extra));
     assert_int_equal(ke_tp_start_log(&c->ctl, argv, c->ctl_log), 0);
     char line[128];
     assert_int_equal(ke_tp_wait_line(&c->ctl, "ready ", 20000, line, sizeof(line)), 0);
