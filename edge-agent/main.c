@@ -1,25 +1,28 @@
 /*
- * edgecore — the edge side of kubeedge-c in one process.
+ * edgecore — the edge side of kubeedge-c in one process, on one event loop
+ * (runtime/ke_edge.h; edge-agent/README.md says how it works).
  *
- * Modules so far: MetaManager (SQLite store of what the cloud sent, and the
- * upstream outbox) and EdgeHub (the tunnel to CloudHub). EdgeLocal, the
- * local API (api/edge.proto), is served on a Unix socket or loopback for
- * programs on this host. Configuration: YAML (--config, written by
+ * The module registry is the table `modules` below: MetaManager (the bus's
+ * door to the SQLite store), EdgeHub (the tunnel to CloudHub) and
+ * EdgeLocal (the local API, api/edge.proto, on a Unix socket or loopback
+ * for programs on this host), each turned on or off with
+ * modules.<name>.enable. Configuration: YAML (--config, written by
  * `keadm join`) and flags; `edgecore --help` lists the keys.
  *
  * Prints "ready local=<address> http=<port>" on stdout once the local API
  * is up (before the cloud is reached: the edge works offline).
  * SIGTERM/SIGINT stop it; SIGHUP rotates the node certificate now.
  */
-#include "edge.pb-c.h"
+#include "edge_store.h"
 #include "edgehub.h"
+#include "edgelocal.h"
 #include "ke_config.h"
+#include "ke_edge.h"
 #include "ke_err.h"
-#include "ke_http.h"
-#include "ke_watchdog.h"
 #include "ke_log.h"
 #include "ke_rpc.h"
 #include "ke_time.h"
+#include "ke_watchdog.h"
 #include "metamanager.h"
 
 #include <arpa/inet.h>
@@ -50,6 +53,7 @@ struct edgecore_config {
     int64_t outbox_max, reported_max;
     char *local_listen;
     char *http_listen;
+    bool en_metamanager, en_edgehub, en_edgelocal;
 };
 
 #define F(k, t, m, d, h) {k, t, offsetof(struct edgecore_config, m), d, h}
@@ -80,130 +84,13 @@ static const ke_config_field edgecore_fields[] = {
       "EdgeLocal API address (unix:PATH or 127.0.0.1:PORT)"),
     F("http.listen", KE_CONFIG_STRING, http_listen, "127.0.0.1:10551",
       "address of /metrics and /healthz; empty: off"),
+    F("modules.metamanager.enable", KE_CONFIG_BOOL, en_metamanager, "true",
+      "run MetaManager (the store's door on the bus; EdgeHub and EdgeLocal need it)"),
+    F("modules.edgehub.enable", KE_CONFIG_BOOL, en_edgehub, "true",
+      "run EdgeHub (the tunnel to CloudHub)"),
+    F("modules.edgelocal.enable", KE_CONFIG_BOOL, en_edgelocal, "true",
+      "run EdgeLocal (the local API on local.listen)"),
 };
-
-typedef struct edgecore {
-    metamanager *mm;
-    edgehub *hub;
-} edgecore;
-
-/* ---- EdgeLocal ---- */
-
-static void report_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
-{
-    edgecore *ec = ud;
-    const Ke__V1__ReportRequest *req = (const Ke__V1__ReportRequest *)m;
-    uint64_t seq = 0;
-    int dup = 0;
-    int rc = metamanager_report(ec->mm, req->message, &seq, &dup);
-    if (rc == KE_EINVAL) {
-        ke_rpc_call_finish(call, KE_RPC_INVALID_ARGUMENT,
-                           "message: route.resource and header.resource_version are required",
-                           NULL);
-        return;
-    }
-    if (rc == KE_EFULL) {
-        ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED,
-                           "outbox full: the cloud has not acknowledged earlier reports", NULL);
-        return;
-    }
-    if (rc != 0) {
-        ke_rpc_call_finish(call, KE_RPC_UNAVAILABLE, "store error", NULL);
-        return;
-    }
-    if (!dup)
-        edgehub_notify(ec->hub);
-    Ke__V1__ReportReply r = KE__V1__REPORT_REPLY__INIT;
-    r.outbox_seq = seq;
-    r.duplicate = dup;
-    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
-}
-
-static void get_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
-{
-    edgecore *ec = ud;
-    const Ke__V1__EdgeGetRequest *req = (const Ke__V1__EdgeGetRequest *)m;
-    Ke__V1__EdgeObject o = KE__V1__EDGE_OBJECT__INIT;
-    uint8_t *content = NULL;
-    size_t len = 0;
-    int rc = metamanager_get(ec->mm, req->key, &o.resource_version, &content, &len);
-    if (rc == KE_ENOTFOUND) {
-        ke_rpc_call_finish(call, KE_RPC_NOT_FOUND, "key: not held by this node", NULL);
-        return;
-    }
-    if (rc != 0) {
-        ke_rpc_call_finish(call, KE_RPC_UNAVAILABLE, "store error", NULL);
-        return;
-    }
-    o.key = req->key;
-    o.content.data = content;
-    o.content.len = len;
-    ke_rpc_call_finish(call, KE_RPC_OK, NULL, &o.base);
-    free(content);
-}
-
-typedef struct list_ctx {
-    Ke__V1__EdgeObject **v;
-    size_t n, cap;
-} list_ctx;
-
-static int list_one(const char *key, uint64_t rv, const void *content, size_t len, void *arg)
-{
-    list_ctx *l = arg;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        Ke__V1__EdgeObject **v = realloc(l->v, cap * sizeof(*v));
-        if (!v)
-            return 1;
-        l->v = v;
-        l->cap = cap;
-    }
-    Ke__V1__EdgeObject *o = calloc(1, sizeof(*o) + len + strlen(key) + 1);
-    if (!o)
-        return 1;
-    ke__v1__edge_object__init(o);
-    uint8_t *buf = (uint8_t *)(o + 1);
-    if (len)
-        memcpy(buf, content, len);
-    o->content.data = buf;
-    o->content.len = len;
-    o->key = (char *)buf + len;
-    strcpy(o->key, key);
-    o->resource_version = rv;
-    l->v[l->n++] = o;
-    return 0;
-}
-
-static void list_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
-{
-    edgecore *ec = ud;
-    const Ke__V1__EdgeListRequest *req = (const Ke__V1__EdgeListRequest *)m;
-    list_ctx l = {0};
-    int rc = metamanager_list(ec->mm, req->prefix, list_one, &l);
-    if (rc != 0) {
-        ke_rpc_call_finish(call, KE_RPC_UNAVAILABLE, "store error", NULL);
-    } else {
-        Ke__V1__EdgeListReply r = KE__V1__EDGE_LIST_REPLY__INIT;
-        r.objects = l.v;
-        r.n_objects = l.n;
-        r.outbox_pending = metamanager_outbox_pending(ec->mm);
-        ke_rpc_call_finish(call, KE_RPC_OK, NULL, &r.base);
-    }
-    for (size_t i = 0; i < l.n; i++)
-        free(l.v[i]);
-    free(l.v);
-}
-
-static int edgelocal_register(edgecore *ec, ke_rpc_server *srv)
-{
-    static const ke_rpc_method_def methods[] = {
-        {"Report", KE_RPC_UNARY, {.on_message = report_on_message}},
-        {"Get", KE_RPC_UNARY, {.on_message = get_on_message}},
-        {"List", KE_RPC_UNARY, {.on_message = list_on_message}},
-    };
-    return ke_rpc_server_add_all(srv, &ke__v1__edge_local__descriptor, methods,
-                                 sizeof(methods) / sizeof(methods[0]), ec);
-}
 
 /* report_node_status queues this host's addresses, capacity and system
  * info for the cloud's Node object (group "nodestatus"). The version must
@@ -211,7 +98,7 @@ static int edgelocal_register(edgecore *ec, ke_rpc_server *srv)
  * in ms when that is larger (a store wiped by a rejoin starts again above
  * what the cloud saw). A wall clock stepped back therefore never makes a
  * new status a "duplicate". timestamp_ms is wall time, for people. */
-static void report_node_status(edgecore *ec, const char *node)
+static void report_node_status(edge_store *store, const char *node)
 {
     char host[256] = "localhost", ip[INET_ADDRSTRLEN] = "127.0.0.1";
     gethostname(host, sizeof(host) - 1);
@@ -242,7 +129,7 @@ static void report_node_status(edgecore *ec, const char *node)
     char key[160];
     snprintf(key, sizeof(key), "node/%s//NodeStatus/%s", node, node);
     uint64_t last = 0;
-    int rc = metamanager_reported_rv(ec->mm, key, &last);
+    int rc = edge_store_reported_rv(store, key, &last);
     if (rc != 0)
         ke_log_warn("edgecore", "cannot read the last node status version: %s", ke_strerror(rc));
     int64_t wall = ke_time_wall_ms();
@@ -263,7 +150,7 @@ static void report_node_status(edgecore *ec, const char *node)
     int dup;
     if (!content)
         ke_log_error("edgecore", "node status not queued: out of memory");
-    else if ((rc = metamanager_report(ec->mm, &m, &seq, &dup)) != 0)
+    else if ((rc = edge_store_report(store, &m, &seq, &dup)) != 0)
         ke_log_error("edgecore", "node status not queued: %s", ke_strerror(rc));
     else
         ke_log_info("edgecore", "node status queued ip=%s cpu=%s memory=%s rv=%llu", ip, cpu, mem,
@@ -279,6 +166,30 @@ static int require(const char *value, const char *key)
     return -1;
 }
 
+/* One row per module, in start order (stopped in reverse). Adding a
+ * module: its enable key above, its config, and a row here. */
+typedef struct module_row {
+    const ke_module_ops *ops;
+    const bool *enable;
+    void *config;
+} module_row;
+
+static void on_sighup(ke_edge *e, void *arg)
+{
+    (void)arg;
+    if (!ke_edge_has_module(e, "edgehub"))
+        return;
+    ke_log_info("edgecore", "SIGHUP: rotating the node certificate");
+    Ke__V1__Message *m = ke_edge_message_new("edgecore", "", KE__V1__OPERATION__OPERATION_UPDATE,
+                                             EDGEHUB_ROTATE, NULL, 0);
+    int rc = m ? ke_edge_send_to(e, "edgehub", m) : KE_ENOMEM;
+    if (rc != 0) {
+        if (m)
+            ke__v1__message__free_unpacked(m, NULL);
+        ke_log_warn("edgecore", "rotation request not delivered: %s", ke_strerror(rc));
+    }
+}
+
 int main(int argc, char **argv)
 {
     struct edgecore_config cfg = {0};
@@ -292,20 +203,26 @@ int main(int argc, char **argv)
         return 2;
     }
     int status = 2;
-    edgecore ec = {0};
+    edge_store *store = NULL;
     ke_rpc_loop *loop = NULL;
-    ke_rpc_server *local = NULL;
-    ke_http *http = NULL;
+    ke_edge *edge = NULL;
     ke_log_level level;
     if (ke_log_parse_level(cfg.log_level, &level) != 0) {
         fprintf(stderr, "edgecore: key \"log_level\": expected debug, info, warn or error\n");
         goto out;
     }
     ke_log_set_level(level);
-    if (require(cfg.node_name, "node_name") || require(cfg.server, "edgehub.server") ||
-        require(cfg.ca, "edgehub.tls.ca") || require(cfg.cert, "edgehub.tls.cert") ||
-        require(cfg.key, "edgehub.tls.key"))
+    if (require(cfg.node_name, "node_name"))
         goto out;
+    if (cfg.en_edgehub && (require(cfg.server, "edgehub.server") ||
+                           require(cfg.ca, "edgehub.tls.ca") || require(cfg.cert, "edgehub.tls.cert") ||
+                           require(cfg.key, "edgehub.tls.key")))
+        goto out;
+    if ((cfg.en_edgehub || cfg.en_edgelocal) && !cfg.en_metamanager) {
+        fprintf(stderr, "edgecore: modules.edgehub and modules.edgelocal need "
+                        "modules.metamanager.enable: true\n");
+        goto out;
+    }
     if (cfg.window < 1 || cfg.window > 65536 || cfg.outbox_max < 1 ||
         cfg.outbox_max > UINT32_MAX || cfg.reported_max < 1 || cfg.reported_max > UINT32_MAX) {
         fprintf(stderr, "edgecore: edgehub.window must be 1..65536, metamanager.outbox_max and "
@@ -313,27 +230,30 @@ int main(int argc, char **argv)
         goto out;
     }
     status = 1;
-
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     if ((rc = ke_watchdog_start()) != 0) /* stall logs and gauges; /healthz checks anyway */
         ke_log_warn("edgecore", "watchdog monitor not started: %s", ke_strerror(rc));
 
-    metamanager_opts mo = {.path = cfg.db,
-                           .audit = cfg.audit,
-                           .outbox_max = (uint32_t)cfg.outbox_max,
-                           .reported_max = (uint32_t)cfg.reported_max};
-    if ((rc = metamanager_open(&mo, &ec.mm)) != 0) {
+    edge_store_opts mo = {.path = cfg.db,
+                          .audit = cfg.audit,
+                          .outbox_max = (uint32_t)cfg.outbox_max,
+                          .reported_max = (uint32_t)cfg.reported_max};
+    if ((rc = edge_store_open(&mo, &store)) != 0) {
         ke_log_error("edgecore", "cannot open the edge store db=%s: %s", cfg.db, ke_strerror(rc));
         goto out;
     }
     if ((rc = ke_rpc_loop_new(2, &loop)) != 0)
         goto out;
+    ke_edge_config ec = {.store = store,
+                         .rpc = loop,
+                         .http_listen = cfg.http_listen,
+                         .handle_signals = 1,
+                         .on_sighup = on_sighup};
+    if ((rc = ke_edge_new(&ec, &edge)) != 0) {
+        ke_log_error("edgecore", "cannot start the runtime (http.listen=%s): %s",
+                     cfg.http_listen ? cfg.http_listen : "", ke_strerror(rc));
+        goto out;
+    }
     edgehub_config hc = {
         .node_name = cfg.node_name,
         .server = cfg.server,
@@ -348,53 +268,37 @@ int main(int argc, char **argv)
         .renew_before_ms = cfg.renew_before,
         .window = (uint32_t)cfg.window,
     };
-    if ((rc = edgehub_new(&hc, loop, ec.mm, &ec.hub)) != 0)
-        goto out;
-    if (strncmp(cfg.local_listen, "unix:", 5) == 0)
-        unlink(cfg.local_listen + 5); /* a socket left by a killed edgecore */
-    ke_rpc_server_opts lo = {.listen = cfg.local_listen};
-    if ((rc = ke_rpc_server_new(loop, &lo, &local)) != 0 ||
-        (rc = edgelocal_register(&ec, local)) != 0 || (rc = ke_rpc_server_start(local)) != 0) {
-        ke_log_error("edgecore", "cannot serve the local API listen=%s", cfg.local_listen);
-        goto out;
-    }
-    if (cfg.http_listen && *cfg.http_listen) {
-        ke_http_config htc = {.listen = cfg.http_listen};
-        if ((rc = ke_http_start(&htc, &http)) != 0)
+    edgelocal_config lc = {.listen = cfg.local_listen};
+    const module_row modules[] = {
+        {&metamanager_module, &cfg.en_metamanager, NULL},
+        {&edgehub_module, &cfg.en_edgehub, &hc},
+        {&edgelocal_module, &cfg.en_edgelocal, &lc},
+    };
+    for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++)
+        if (*modules[i].enable && (rc = ke_edge_add(edge, modules[i].ops, modules[i].config)) != 0) {
+            ke_log_error("edgecore", "cannot register module %s: %s", modules[i].ops->name,
+                         ke_strerror(rc));
             goto out;
-    }
-    report_node_status(&ec, cfg.node_name);
-    if ((rc = edgehub_start(ec.hub)) != 0)
-        goto out;
-    ke_log_info("edgecore", "running version=%s node=%s server=%s local=%s", EDGECORE_VERSION,
-                cfg.node_name, cfg.server, cfg.local_listen);
-    printf("ready local=%s http=%d\n", cfg.local_listen, http ? ke_http_port(http) : 0);
-    fflush(stdout);
-
-    for (;;) {
-        int sig = 0;
-        sigwait(&set, &sig);
-        if (sig == SIGHUP) {
-            ke_log_info("edgecore", "SIGHUP: rotating the node certificate");
-            edgehub_rotate(ec.hub);
-            continue;
         }
-        ke_log_info("edgecore", "stopping signal=%d", sig);
-        break;
-    }
-    status = 0;
+    report_node_status(store, cfg.node_name);
+    ke_log_info("edgecore", "running version=%s node=%s server=%s local=%s", EDGECORE_VERSION,
+                cfg.node_name, cfg.server ? cfg.server : "-", cfg.local_listen);
+    printf("ready local=%s http=%d\n", cfg.en_edgelocal ? cfg.local_listen : "-",
+           ke_edge_http_port(edge));
+    fflush(stdout);
+    /* The runtime arms the shutdown deadline (ke_watchdog.h) when it
+     * starts stopping: a stuck module cannot keep edgecore alive. */
+    rc = ke_edge_run(edge);
+    if (rc == 0)
+        status = 0;
 out:
-    /* Past startup, a stuck component cannot keep edgecore alive: the
-     * default shutdown deadline (ke_watchdog.h) ends it with status 1. */
-    if (status != 2 && (rc = ke_watchdog_shutdown_arm(0)) != 0)
+    if (status != 2 && (rc = ke_watchdog_shutdown_arm(0)) != 0 && rc != KE_EEXIST)
         ke_log_error("edgecore", "cannot arm the shutdown deadline: %s", ke_strerror(rc));
-    ke_watchdog_shutdown_step("edgehub");
-    edgehub_free(ec.hub);
-    ke_http_stop(http);
-    ke_rpc_server_free(local);
+    ke_watchdog_shutdown_step("runtime");
+    ke_edge_free(edge);
     ke_watchdog_shutdown_step("rpc loop");
     ke_rpc_loop_free(loop);
-    metamanager_close(ec.mm);
+    edge_store_close(store);
     ke_watchdog_shutdown_done();
     ke_watchdog_stop();
     ke_config_free(edgecore_fields, KE_CONFIG_NFIELDS(edgecore_fields), &cfg);

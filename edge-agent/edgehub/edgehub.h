@@ -1,27 +1,28 @@
 /*
- * edgehub.h — EdgeHub: the edge end of the tunnel. One thread keeps one
- * bidirectional Tunnel stream to CloudHub over mutual TLS:
+ * edgehub.h — the EdgeHub module: the edge end of the tunnel. It keeps one
+ * bidirectional Tunnel stream to CloudHub over mutual TLS, on the loop:
  *
- *   connect  -> Hello with MetaManager's digest; the cloud answers
- *               HelloAck, the resync difference, ResyncDone, live changes
- *   receive  -> apply to MetaManager (idempotent), ack once durable
+ *   connect  -> a barrier through MetaManager (every change of an older
+ *               stream is applied before it), then Hello with the store's
+ *               digest; the cloud answers HelloAck, the resync difference,
+ *               ResyncDone, live changes
+ *   receive  -> each change goes to MetaManager on the bus; acked to the
+ *               cloud once MetaManager answers that it is durable
  *   send     -> the outbox, in order, from the seq the cloud expects,
  *               at most `window` unacknowledged
  *   liveness -> a keepalive every keepalive period; a cloud silent for
  *               dead_peer is dropped
  *   lost     -> reconnect after a jittered exponential backoff
- *   rotation -> before the certificate expires (or on request), a new key
- *               and certificate through Renew, then a reconnect with them
+ *   rotation -> before the certificate expires (or when sent a message
+ *               with resource "edgehub/rotate"), a new key and certificate
+ *               through Renew, then a reconnect with them
  */
 #ifndef EDGEHUB_H
 #define EDGEHUB_H
 
-#include "ke_rpc.h"
-#include "metamanager.h"
+#include "ke_edge.h"
 
 #include <stdint.h>
-
-typedef struct edgehub edgehub;
 
 typedef struct edgehub_config {
     const char *node_name;
@@ -38,24 +39,11 @@ typedef struct edgehub_config {
     uint32_t window;            /* upstream messages in flight; default 256 */
 } edgehub_config;
 
-/* edgehub_new prepares the hub; strings are copied. Nothing connects until
- * edgehub_start. Returns 0, KE_EINVAL, KE_ENOMEM. */
-int edgehub_new(const edgehub_config *cfg, ke_rpc_loop *loop, metamanager *mm, edgehub **out);
+/* The module; its config is an edgehub_config (borrowed for its life). It
+ * needs the metamanager module. */
+extern const ke_module_ops edgehub_module;
 
-/* edgehub_start starts the connection thread. */
-int edgehub_start(edgehub *eh);
-
-/* edgehub_notify tells the hub that the outbox has new reports. Thread-safe. */
-void edgehub_notify(edgehub *eh);
-
-/* edgehub_rotate asks for a certificate rotation now. Thread-safe and
- * async-signal-unsafe: call it from a normal thread. */
-void edgehub_rotate(edgehub *eh);
-
-/* edgehub_connected returns 1 while a stream is established (HelloAck seen). */
-int edgehub_connected(edgehub *eh);
-
-/* edgehub_free stops the thread, closes the stream and frees. NULL: no-op. */
-void edgehub_free(edgehub *eh);
+/* The resource of the message that asks for a rotation now. */
+#define EDGEHUB_ROTATE "edgehub/rotate"
 
 #endif

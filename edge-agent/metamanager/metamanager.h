@@ -1,132 +1,28 @@
 /*
- * metamanager.h — the edge's SQLite store: every object the cloud sent
- * (the edge's side of the resync digest), and the upstream outbox.
+ * metamanager.h — the MetaManager module: the bus's door to the edge store
+ * (edge_store.h). It serves group "meta".
  *
- * Apply is idempotent by resource_version: an insert/update/patch is
- * applied only when newer than what is held, a delete when at least as new
- * (deletes leave a tombstone that remembers the version). The outbox holds
- * reports until the cloud acknowledges them; a report whose
- * (resource, resource_version) was reported before is a duplicate and is
- * not queued again. Each change is one transaction with what it records.
- * Thread-safe (one mutex around the connection).
- *
- * What stays bounded, and how (docs/tunnel.md, "Edge store lifetime"):
- *   meta      live objects + tombstones; a tombstone lives until the first
- *             resync that started after it was written completes
- *             (metamanager_tombstone_mark at Hello, then
- *             metamanager_tombstones_collect at that stream's ResyncDone).
- *   reported  collected with its key's tombstone; above reported_max, the
- *             oldest rows of keys with no live object and nothing in the
- *             outbox are evicted.
- *   outbox    outbox_max; acked reports are deleted.
- *   audit     only with `audit` (tests, forensics): grows with every change.
+ *   from edgehub          a change from the cloud (INSERT/UPDATE/DELETE/
+ *                         PATCH): applied to the store (idempotent by
+ *                         version); answered {"applied":true|false} or
+ *                         {"error":"..."}; an applied change is then passed
+ *                         on to the module serving its route.group, if any
+ *                         (Edged, DeviceTwin, ...).
+ *   QUERY "meta/barrier"  answered {"mark":N}: the store's tombstone mark,
+ *                         taken after every message sent before the query
+ *                         (EdgeHub's barrier before a new stream's Hello).
+ *   anything else         a report for the cloud: queued in the outbox
+ *                         (resource and header.resource_version required);
+ *                         answered {"seq":N,"duplicate":b} when header.sync
+ *                         or {"error":"...","rc":N}; EdgeHub is told the
+ *                         outbox grew (at most once per loop turn).
  */
 #ifndef METAMANAGER_H
 #define METAMANAGER_H
 
-#include "cloudhub.pb-c.h"
-#include "message.pb-c.h"
+#include "ke_edge.h"
 
-#include <stddef.h>
-#include <stdint.h>
-
-typedef struct metamanager metamanager;
-
-/* Entries per digest page: the Hello and each DigestChunk carry at most
- * this many (api/cloudhub.proto). */
-#define METAMANAGER_DIGEST_PAGE 10000u
-/* Tombstones (and reported rows) deleted per transaction when collecting,
- * so a large collection never holds the store's lock for long. */
-#define METAMANAGER_GC_BATCH 1000u
-
-typedef struct metamanager_opts {
-    const char *path;      /* SQLite file (":memory:" for tests) */
-    int audit;             /* record every applied change (key, rv, op) */
-    uint32_t outbox_max;   /* reports queued at most; 0: 100,000 */
-    uint32_t reported_max; /* reported rows kept for keys without a live
-                            * object; 0: 100,000 */
-} metamanager_opts;
-
-/* metamanager_open opens (creating/migrating) the store described by o.
- * With o->audit set, every applied change is also recorded in the audit
- * table, in the same transaction. Returns 0 or KE_EINVAL/KE_EDB/KE_ENOMEM. */
-int metamanager_open(const metamanager_opts *o, metamanager **out);
-
-/* metamanager_close closes the store. NULL is a no-op. */
-void metamanager_close(metamanager *mm);
-
-/* metamanager_apply applies a downstream message. Returns 1 when applied,
- * 0 when ignored as stale, KE_EINVAL for a message without route/header/
- * resource, KE_EDB. */
-int metamanager_apply(metamanager *mm, const Ke__V1__Message *msg);
-
-/* metamanager_digest_page reads one page of the digest: the live objects
- * whose key sorts after `after` ("" or NULL: from the first), in key
- * order, at most max_entries of them and, past the first, at most
- * max_bytes of packed DigestEntry (so a page fits a message bound whatever
- * the keys' lengths). *out is a malloc'd array of *n entries (NULL when
- * none); free it with metamanager_digest_free. *more is set when objects
- * follow the page: read the next with after = the page's last key. Only
- * one page is ever in memory. Returns 0, KE_EINVAL, KE_ENOMEM, KE_EDB. */
-int metamanager_digest_page(metamanager *mm, const char *after, size_t max_entries,
-                            size_t max_bytes, Ke__V1__DigestEntry ***out, size_t *n,
-                            int *more);
-
-/* metamanager_digest_free frees a page from metamanager_digest_page.
- * NULL is a no-op. */
-void metamanager_digest_free(Ke__V1__DigestEntry **d, size_t n);
-
-/* metamanager_tombstone_mark returns the store's change mark: every
- * tombstone written so far is at or below it. EdgeHub takes it when it
- * sends a Hello. */
-uint64_t metamanager_tombstone_mark(metamanager *mm);
-
-/* metamanager_tombstones_collect deletes the tombstones at or below mark,
- * once the cloud has answered the Hello sent at that mark (ResyncDone): the
- * cloud then holds each of those deletes, and no older update of those
- * keys can arrive any more (the caller drops frames of older streams).
- * A key that still has a report in the outbox keeps its tombstone until a
- * later resync. Each collected key's reported row goes with it. Runs in
- * transactions of at most METAMANAGER_GC_BATCH rows. *collected (may be
- * NULL) gets the number of tombstones deleted. Returns 0 or KE_EDB (what
- * was committed before the error stays collected). */
-int metamanager_tombstones_collect(metamanager *mm, uint64_t mark, size_t *collected);
-
-/* metamanager_get copies the live object at key: *rv and a malloc'd
- * *content (may be NULL when empty). KE_ENOTFOUND when absent or deleted. */
-int metamanager_get(metamanager *mm, const char *key, uint64_t *rv, uint8_t **content,
-                    size_t *len);
-
-/* metamanager_list calls fn for each live object whose key starts with
- * prefix ("" for all), in key order. */
-int metamanager_list(metamanager *mm, const char *prefix,
-                     int (*fn)(const char *key, uint64_t rv, const void *content, size_t len,
-                               void *arg),
-                     void *arg);
-
-/* metamanager_report queues an upstream message. *seq gets its outbox
- * sequence number; *duplicate is set (and nothing queued) when this
- * (resource, resource_version) or a newer one was reported before (as
- * long as the key's reported row is kept: see the file comment).
- * KE_EINVAL for a message without resource or version, KE_EFULL when the
- * outbox is at its bound, KE_EDB. */
-int metamanager_report(metamanager *mm, const Ke__V1__Message *msg, uint64_t *seq,
-                       int *duplicate);
-
-/* metamanager_outbox_scan calls fn for queued reports with seq >= from,
- * in order, at most max of them. fn gets the packed message. */
-int metamanager_outbox_scan(metamanager *mm, uint64_t from, size_t max,
-                            int (*fn)(uint64_t seq, const uint8_t *msg, size_t len, void *arg),
-                            void *arg);
-
-/* metamanager_outbox_ack drops every report with seq <= upto. */
-int metamanager_outbox_ack(metamanager *mm, uint64_t upto);
-
-/* metamanager_reported_rv sets *rv to the highest version reported for key
- * (0 when none is remembered). Returns 0 or KE_EDB. */
-int metamanager_reported_rv(metamanager *mm, const char *key, uint64_t *rv);
-
-/* metamanager_outbox_pending returns the number of queued reports. */
-uint64_t metamanager_outbox_pending(metamanager *mm);
+/* The module; its config is NULL (the store is the runtime's). */
+extern const ke_module_ops metamanager_module;
 
 #endif

@@ -100,7 +100,7 @@ uint64_t ke_metrics_rejected(void);
 
 /* ke_metrics_reset drops every series and the rejected count. For tests,
  * between cases: every ke_metric pointer becomes invalid, so no other
- * thread (and no live object holding one, e.g. a ke_bus) may exist. */
+ * thread (and no live object holding one) may exist. */
 void ke_metrics_reset(void);
 
 #endif

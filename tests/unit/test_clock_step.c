@@ -23,7 +23,7 @@
 #include "ke_rpc.h"
 #include "ke_testproc.h"
 #include "ke_time.h"
-#include "metamanager.h"
+#include "ke_edgetest.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,16 +87,12 @@ static int publish(ke_rpc_channel *ch, const char *key, uint64_t rv)
 }
 
 /* wait_rv waits until the edge store holds key at version rv. */
-static void wait_rv(metamanager *mm, const char *key, uint64_t want)
+static void wait_rv(ke_edgetest *mm, const char *key, uint64_t want)
 {
     int64_t until = ke_time_mono_ms() + 20000;
     uint64_t rv = 0;
     for (;;) {
-        uint8_t *content = NULL;
-        size_t len = 0;
-        if (metamanager_get(mm, key, &rv, &content, &len) != 0)
-            rv = 0;
-        free(content);
+        rv = ke_edgetest_get(mm, key);
         if (rv == want || ke_time_mono_ms() > until)
             break;
         pause_ms(10);
@@ -125,7 +121,7 @@ static int node_state(ke_rpc_channel *ch, int64_t *idle_ms)
 }
 
 /* hold_steady: for three dead-peer periods the node stays on its stream. */
-static void hold_steady(ke_rpc_channel *ch, edgehub *eh, int64_t dead_peer_ms)
+static void hold_steady(ke_rpc_channel *ch, int64_t dead_peer_ms)
 {
     long long resyncs = metric("ke_cloudhub_resyncs_total");
     long long keepalives = metric("ke_cloudhub_keepalives_total");
@@ -134,7 +130,7 @@ static void hold_steady(ke_rpc_channel *ch, edgehub *eh, int64_t dead_peer_ms)
         int64_t idle = -1;
         assert_int_equal(node_state(ch, &idle), 1);
         assert_true(idle >= 0 && idle < dead_peer_ms); /* never counted an hour */
-        assert_int_equal(edgehub_connected(eh), 1);
+        assert_int_equal(ke_edgetest_connected(), 1);
         pause_ms(100);
     }
     assert_int_equal(metric("ke_cloudhub_resyncs_total"), resyncs); /* no reconnect */
@@ -197,10 +193,6 @@ static void test_clock_step_changes_nothing(void **state)
     snprintf(ekey, sizeof(ekey), "%s/edge/node.key", dir);
     snprintf(edge_db, sizeof(edge_db), "%s/edge/clock.db", dir);
 
-    metamanager *mm = NULL;
-    metamanager_opts mo = {.path = edge_db};
-    assert_int_equal(metamanager_open(&mo, &mm), 0);
-    edgehub *eh = NULL;
     edgehub_config hc = {.node_name = "edge-1",
                          .server = server,
                          .ca_file = eca,
@@ -211,12 +203,13 @@ static void test_clock_step_changes_nothing(void **state)
                          .dead_peer_ms = dead_peer_ms,
                          .backoff_initial_ms = 50,
                          .backoff_max_ms = 200};
-    assert_int_equal(edgehub_new(&hc, loop, mm, &eh), 0);
-    assert_int_equal(edgehub_start(eh), 0);
+    ke_edgetest edge;
+    ke_edgetest *mm = &edge;
+    ke_edgetest_start(&edge, edge_db, loop, &hc, NULL, NULL);
     int64_t until = ke_time_mono_ms() + 20000;
-    while (!edgehub_connected(eh) && ke_time_mono_ms() < until)
+    while (!ke_edgetest_connected() && ke_time_mono_ms() < until)
         pause_ms(10);
-    assert_int_equal(edgehub_connected(eh), 1);
+    assert_int_equal(ke_edgetest_connected(), 1);
 
     const char *key = "node/edge-1/default/ConfigMap/clock";
     uint64_t rv = 1;
@@ -226,7 +219,7 @@ static void test_clock_step_changes_nothing(void **state)
     const int64_t steps[] = {+HOUR_MS, -HOUR_MS, 0};
     for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
         ke_time_set_wall_offset(steps[s]);
-        hold_steady(admin, eh, dead_peer_ms);
+        hold_steady(admin, dead_peer_ms);
         /* Versions keep going forward and are applied in order. */
         for (int i = 0; i < 5; i++) {
             rv++;
@@ -237,8 +230,7 @@ static void test_clock_step_changes_nothing(void **state)
         wait_rv(mm, key, rv); /* nothing went back */
     }
 
-    edgehub_free(eh);
-    metamanager_close(mm);
+    ke_edgetest_stop(&edge);
     ke_rpc_channel_free(admin);
     ke_rpc_server_free(srv);
     cloudhub_free(hub);

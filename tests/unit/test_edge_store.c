@@ -1,5 +1,5 @@
 /*
- * test_edge_store.c — the edge store's lifetimes (edge-agent/metamanager):
+ * test_edge_store.c — the edge store's lifetimes (edge-agent/store):
  *
  *   digest pages   100,000 objects read as 10 pages of 10,000, every key
  *                  once, in order, tombstones left out, each page's Hello /
@@ -25,7 +25,7 @@
 #include "cloudhub.pb-c.h"
 #include "ke_err.h"
 #include "ke_testproc.h"
-#include "metamanager.h"
+#include "edge_store.h"
 
 #include <sqlite3.h>
 #include <stdio.h>
@@ -38,7 +38,7 @@
 typedef struct fixture {
     char dir[64];
     char path[128];
-    metamanager *mm;
+    edge_store *mm;
 } fixture;
 
 static int setup(void **state)
@@ -47,8 +47,8 @@ static int setup(void **state)
     if (!f || ke_tp_tmpdir(f->dir) != 0)
         return -1;
     snprintf(f->path, sizeof(f->path), "%s/edge.db", f->dir);
-    metamanager_opts o = {.path = f->path, .outbox_max = 100000, .reported_max = 100};
-    if (metamanager_open(&o, &f->mm) != 0)
+    edge_store_opts o = {.path = f->path, .outbox_max = 100000, .reported_max = 100};
+    if (edge_store_open(&o, &f->mm) != 0)
         return -1;
     *state = f;
     return 0;
@@ -57,14 +57,14 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    metamanager_close(f->mm);
+    edge_store_close(f->mm);
     ke_tp_sh("rm -rf %s", f->dir);
     free(f);
     return 0;
 }
 
-/* apply sends one downstream change through metamanager_apply. */
-static int apply(metamanager *mm, const char *key, uint64_t rv, Ke__V1__Operation op)
+/* apply sends one downstream change through edge_store_apply. */
+static int apply(edge_store *mm, const char *key, uint64_t rv, Ke__V1__Operation op)
 {
     Ke__V1__MessageHeader h = KE__V1__MESSAGE_HEADER__INIT;
     Ke__V1__Route r = KE__V1__ROUTE__INIT;
@@ -78,11 +78,11 @@ static int apply(metamanager *mm, const char *key, uint64_t rv, Ke__V1__Operatio
         m.content.data = (uint8_t *)"{}";
         m.content.len = 2;
     }
-    return metamanager_apply(mm, &m);
+    return edge_store_apply(mm, &m);
 }
 
 /* report queues one upstream report. */
-static int report(metamanager *mm, const char *key, uint64_t rv, uint64_t *seq)
+static int report(edge_store *mm, const char *key, uint64_t rv, uint64_t *seq)
 {
     Ke__V1__MessageHeader h = KE__V1__MESSAGE_HEADER__INIT;
     Ke__V1__Route r = KE__V1__ROUTE__INIT;
@@ -94,7 +94,7 @@ static int report(metamanager *mm, const char *key, uint64_t rv, uint64_t *seq)
     m.header = &h;
     m.route = &r;
     int dup = 0;
-    int rc = metamanager_report(mm, &m, seq, &dup);
+    int rc = edge_store_report(mm, &m, seq, &dup);
     return rc == 0 && dup ? KE_EEXIST : rc;
 }
 
@@ -117,7 +117,7 @@ static long long count_rows(const char *path, const char *sql)
  * measure SQLite commits. */
 static void bulk_load(fixture *f, int n)
 {
-    metamanager_close(f->mm);
+    edge_store_close(f->mm);
     f->mm = NULL;
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
@@ -144,8 +144,8 @@ static void bulk_load(fixture *f, int n)
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(db);
-    metamanager_opts o = {.path = f->path};
-    assert_int_equal(metamanager_open(&o, &f->mm), 0);
+    edge_store_opts o = {.path = f->path};
+    assert_int_equal(edge_store_open(&o, &f->mm), 0);
 }
 
 static void test_edge_digest_pages_100000_objects_in_10_chunks(void **state)
@@ -159,11 +159,11 @@ static void test_edge_digest_pages_100000_objects_in_10_chunks(void **state)
     while (more) {
         Ke__V1__DigestEntry **page = NULL;
         size_t n = 0;
-        assert_int_equal(metamanager_digest_page(f->mm, after, METAMANAGER_DIGEST_PAGE, 3u << 20,
+        assert_int_equal(edge_store_digest_page(f->mm, after, EDGE_STORE_DIGEST_PAGE, 3u << 20,
                                                  &page, &n, &more),
                          0);
         pages++;
-        assert_int_equal(n, METAMANAGER_DIGEST_PAGE);
+        assert_int_equal(n, EDGE_STORE_DIGEST_PAGE);
         /* Every key once, in order: the i-th entry is object i. */
         char want[128];
         for (size_t i = 0; i < n; i++, seen++) {
@@ -193,7 +193,7 @@ static void test_edge_digest_pages_100000_objects_in_10_chunks(void **state)
         free(after);
         after = strdup(page[n - 1]->key);
         assert_non_null(after);
-        metamanager_digest_free(page, n);
+        edge_store_digest_free(page, n);
     }
     free(after);
     assert_int_equal(pages, 10);
@@ -218,14 +218,14 @@ static void test_edge_digest_page_bounded_by_bytes(void **state)
         Ke__V1__DigestEntry **page = NULL;
         size_t n = 0;
         assert_int_equal(
-            metamanager_digest_page(f->mm, after, METAMANAGER_DIGEST_PAGE, 3100, &page, &n, &more),
+            edge_store_digest_page(f->mm, after, EDGE_STORE_DIGEST_PAGE, 3100, &page, &n, &more),
             0);
         assert_true(n >= 1 && n <= 3);
         total += (int)n;
         pages++;
         free(after);
         after = strdup(page[n - 1]->key);
-        metamanager_digest_free(page, n);
+        edge_store_digest_free(page, n);
     }
     free(after);
     assert_int_equal(total, 10);
@@ -238,7 +238,7 @@ static void test_edge_digest_empty_store_is_one_empty_page(void **state)
     Ke__V1__DigestEntry **page = NULL;
     size_t n = 1;
     int more = 1;
-    assert_int_equal(metamanager_digest_page(f->mm, NULL, METAMANAGER_DIGEST_PAGE, 3u << 20, &page,
+    assert_int_equal(edge_store_digest_page(f->mm, NULL, EDGE_STORE_DIGEST_PAGE, 3u << 20, &page,
                                              &n, &more),
                      0);
     assert_null(page);
@@ -257,14 +257,14 @@ static void test_edge_tombstone_ignores_stale_until_resync_done(void **state)
     assert_int_equal(report(f->mm, busy, 1, &seq), 0); /* still in the outbox */
     assert_int_equal(apply(f->mm, busy, 2, KE__V1__OPERATION__OPERATION_DELETE), 1);
     /* The stream's Hello. */
-    uint64_t mark = metamanager_tombstone_mark(f->mm);
+    uint64_t mark = edge_store_tombstone_mark(f->mm);
     /* An older update of the deleted key, after the delete, before the
      * resync is done (a late frame of an older stream): ignored. */
     assert_int_equal(apply(f->mm, k, 6, KE__V1__OPERATION__OPERATION_UPDATE), 0);
     uint64_t rv = 0;
     uint8_t *content = NULL;
     size_t len = 0;
-    assert_int_equal(metamanager_get(f->mm, k, &rv, &content, &len), KE_ENOTFOUND);
+    assert_int_equal(edge_store_get(f->mm, k, &rv, &content, &len), KE_ENOTFOUND);
     /* A delete after the Hello: its tombstone outlives this resync. */
     assert_int_equal(apply(f->mm, late, 3, KE__V1__OPERATION__OPERATION_INSERT), 1);
     assert_int_equal(apply(f->mm, late, 4, KE__V1__OPERATION__OPERATION_DELETE), 1);
@@ -272,7 +272,7 @@ static void test_edge_tombstone_ignores_stale_until_resync_done(void **state)
 
     /* ResyncDone of that stream. */
     size_t collected = 0;
-    assert_int_equal(metamanager_tombstones_collect(f->mm, mark, &collected), 0);
+    assert_int_equal(edge_store_tombstones_collect(f->mm, mark, &collected), 0);
     assert_int_equal(collected, 1);
     assert_int_equal(count_rows(f->path, "SELECT count(*) FROM meta WHERE key = '" NODE_PREFIX
                                          "a'"),
@@ -288,9 +288,9 @@ static void test_edge_tombstone_ignores_stale_until_resync_done(void **state)
 
     /* Next stream: the report was acked, the late delete predates its
      * Hello: both go, with busy's reported row. */
-    assert_int_equal(metamanager_outbox_ack(f->mm, seq), 0);
-    mark = metamanager_tombstone_mark(f->mm);
-    assert_int_equal(metamanager_tombstones_collect(f->mm, mark, &collected), 0);
+    assert_int_equal(edge_store_outbox_ack(f->mm, seq), 0);
+    mark = edge_store_tombstone_mark(f->mm);
+    assert_int_equal(edge_store_tombstones_collect(f->mm, mark, &collected), 0);
     assert_int_equal(collected, 2);
     assert_int_equal(count_rows(f->path, "SELECT count(*) FROM meta"), 0);
     assert_int_equal(count_rows(f->path, "SELECT count(*) FROM reported"), 0);
@@ -311,24 +311,24 @@ static void test_edge_rows_bounded_under_churn(void **state)
             assert_int_equal(report(f->mm, key, 10, &seq), 0);
             assert_int_equal(apply(f->mm, key, 11, KE__V1__OPERATION__OPERATION_DELETE), 1);
         }
-        assert_int_equal(metamanager_outbox_ack(f->mm, seq), 0);
+        assert_int_equal(edge_store_outbox_ack(f->mm, seq), 0);
         assert_true(count_rows(f->path, "SELECT count(*) FROM meta") <= KEYS / ROUNDS);
-        uint64_t mark = metamanager_tombstone_mark(f->mm);
+        uint64_t mark = edge_store_tombstone_mark(f->mm);
         size_t collected = 0;
-        assert_int_equal(metamanager_tombstones_collect(f->mm, mark, &collected), 0);
+        assert_int_equal(edge_store_tombstones_collect(f->mm, mark, &collected), 0);
         assert_int_equal(collected, KEYS / ROUNDS);
         assert_int_equal(count_rows(f->path, "SELECT count(*) FROM meta"), 0);
         assert_int_equal(count_rows(f->path, "SELECT count(*) FROM reported"), 0);
         assert_int_equal(count_rows(f->path, "SELECT count(*) FROM outbox"), 0);
     }
-    assert_int_equal(metamanager_outbox_pending(f->mm), 0);
+    assert_int_equal(edge_store_outbox_pending(f->mm), 0);
 
     /* Reports about keys that never were objects: kept up to
      * reported_max (100 here), the oldest acked ones evicted. */
     for (int i = 0; i < 1000; i++) {
         snprintf(key, sizeof(key), "node/edge-1/default/Event/e-%04d", i);
         assert_int_equal(report(f->mm, key, 1, &seq), 0);
-        assert_int_equal(metamanager_outbox_ack(f->mm, seq), 0);
+        assert_int_equal(edge_store_outbox_ack(f->mm, seq), 0);
         assert_true(count_rows(f->path, "SELECT count(*) FROM reported") <= 100);
     }
     /* The newest is still remembered: the same version is a duplicate. */

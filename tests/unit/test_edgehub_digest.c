@@ -19,7 +19,7 @@
 #include "ke_rpc.h"
 #include "ke_testproc.h"
 #include "ke_time.h"
-#include "metamanager.h"
+#include "ke_edgetest.h"
 
 #include <pthread.h>
 #include <sqlite3.h>
@@ -113,10 +113,10 @@ static long long count_rows(const char *path, const char *sql)
  * into a fresh edge store. */
 static void seed(const char *path)
 {
-    metamanager *mm = NULL;
-    metamanager_opts o = {.path = path};
-    assert_int_equal(metamanager_open(&o, &mm), 0); /* the schema */
-    metamanager_close(mm);
+    edge_store *mm = NULL;
+    edge_store_opts o = {.path = path};
+    assert_int_equal(edge_store_open(&o, &mm), 0); /* the schema */
+    edge_store_close(mm);
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
@@ -177,10 +177,6 @@ static void test_edgehub_sends_digest_in_chunks_and_collects_tombstones(void **s
     assert_int_equal(ke_rpc_server_start(srv), 0);
     snprintf(server, sizeof(server), "127.0.0.1:%d", ke_rpc_server_port(srv));
 
-    metamanager *mm = NULL;
-    metamanager_opts o = {.path = path};
-    assert_int_equal(metamanager_open(&o, &mm), 0);
-    edgehub *eh = NULL;
     edgehub_config hc = {.node_name = "edge-1",
                          .server = server,
                          .ca_file = ca,
@@ -188,8 +184,8 @@ static void test_edgehub_sends_digest_in_chunks_and_collects_tombstones(void **s
                          .key_file = ckey,
                          .agent_version = "test",
                          .renew_before_ms = 1000}; /* the test PKI lives 30 days */
-    assert_int_equal(edgehub_new(&hc, loop, mm, &eh), 0);
-    assert_int_equal(edgehub_start(eh), 0);
+    ke_edgetest edge;
+    ke_edgetest_start(&edge, path, loop, &hc, NULL, NULL);
 
     pthread_mutex_lock(&c.mu);
     struct timespec until = ke_time_deadline(20000);
@@ -219,10 +215,9 @@ static void test_edgehub_sends_digest_in_chunks_and_collects_tombstones(void **s
     assert_int_equal(tombs, 0);
     assert_int_equal(count_rows(path, "SELECT count(*) FROM meta"), NOBJ);
 
-    edgehub_free(eh);
+    ke_edgetest_stop(&edge);
     ke_rpc_server_free(srv);
     ke_rpc_loop_free(loop);
-    metamanager_close(mm);
     pthread_cond_destroy(&c.cv);
     pthread_mutex_destroy(&c.mu);
     ke_tp_sh("rm -rf %s", dir);

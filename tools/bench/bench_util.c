@@ -103,6 +103,25 @@ long bench_rss_kib(pid_t pid)
     return kib;
 }
 
+long long bench_cpu_ms(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields after the command (which may hold spaces): from the last ')'. */
+    const char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    return hz > 0 ? (long long)((ut + st) * 1000ULL / (unsigned long long)hz) : -1;
+}
+
 void bench_sibling_path(char *out, size_t len, const char *rel)
 {
     char self[PATH_MAX];

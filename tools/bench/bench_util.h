@@ -66,6 +66,10 @@ double bench_pct_double(const double *sorted, size_t n, unsigned pct);
  * when it cannot be read. */
 long bench_rss_kib(pid_t pid);
 
+/* bench_cpu_ms returns the CPU time (user + system) pid has used, in ms,
+ * from /proc/PID/stat, or -1 when it cannot be read. */
+long long bench_cpu_ms(pid_t pid);
+
 /* bench_sibling_path writes "DIR/rel" to out (len bytes, truncated to fit,
  * always NUL-terminated), DIR being the directory of this program as
  * /proc/self/exe names it. rel: e.g. BENCH_REL_CLOUDCORE. */

@@ -18,11 +18,15 @@
  *              subscribing);
  *   RSS        cloudcore and edgecore at the end.
  *
+ * With --idle S it measures only edgecore at rest instead: connected, its
+ * store holding the P pods (use --pods 1000), RSS and the CPU it used over
+ * S seconds with nothing happening.
+ *
  * Real processes on loopback: keadm init/gettoken/join, cloudcore (mutual
  * TLS), edgecore. Not run by the tests; figures go in the README.
  *
  * Usage: ke-bench-delivery [--pods P] [--reports R] [--latency L]
- *            [--offline O] [--keep-tmp]
+ *            [--offline O] [--idle S] [--keep-tmp]
  */
 #include "bench_util.h"
 #include "edge.pb-c.h"
@@ -257,18 +261,76 @@ static void setup(bench *b)
     }
 }
 
+/* edge_objects returns how many objects edgecore's store holds (EdgeLocal.List), or -1. */
+static long edge_objects(bench *b)
+{
+    Ke__V1__EdgeListRequest req = KE__V1__EDGE_LIST_REQUEST__INIT;
+    req.prefix = "";
+    ke_rpc_stub el = {b->local, &ke__v1__edge_local__descriptor};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    ke_rpc_call_opts o = {.timeout_ms = 10000};
+    long n = -1;
+    if (ke_rpc_stub_unary(&el, "List", &req.base, &o, &reply, &st) == 0 && st.code == KE_RPC_OK)
+        n = (long)((Ke__V1__EdgeListReply *)reply)->n_objects;
+    if (reply)
+        protobuf_c_message_free_unpacked(reply, NULL);
+    return n;
+}
+
+/* idle_run: edgecore at rest with the pods in its store. */
+static int idle_run(bench *b, int seconds, int keep, bench_waiter *w)
+{
+    int64_t until = ke_time_mono_ms() + DB_WAIT_MS;
+    long n;
+    while ((n = edge_objects(b)) < b->pods) {
+        if (ke_time_mono_ms() > until)
+            die("the pods never all reached the edge");
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    /* Let the first keepalives and the node status settle, then measure. */
+    struct timespec settle = {2, 0};
+    nanosleep(&settle, NULL);
+    long long cpu0 = bench_cpu_ms(b->edge);
+    int64_t t0 = ke_time_mono_ms();
+    struct timespec ts = {seconds, 0};
+    nanosleep(&ts, NULL);
+    long long cpu1 = bench_cpu_ms(b->edge);
+    int64_t t1 = ke_time_mono_ms();
+    long re10 = rss_mib10(b->edge);
+    long rkib = bench_rss_kib(b->edge);
+    if (cpu0 < 0 || cpu1 < 0 || rkib < 0)
+        die("cannot read edgecore's /proc figures");
+    printf("idle: edgecore connected with %ld objects in its store: RSS %ld.%ld MiB (%ld KiB); "
+           "CPU %.3f%% of a core over %.0f s (%lld ms)\n",
+           n, re10 / 10, re10 % 10, rkib, 100.0 * (double)(cpu1 - cpu0) / (double)(t1 - t0),
+           (double)(t1 - t0) / 1e3, cpu1 - cpu0);
+    ke_rpc_channel_free(b->local);
+    ke_rpc_channel_free(b->admin);
+    ke_rpc_loop_free(b->loop);
+    int status;
+    kill(b->edge, SIGTERM);
+    bench_child_wait(b->edge, DB_STOP_S, &status);
+    bench_cloudcore_stop(b->cloud, DB_STOP_S);
+    bench_tmp_done(b->dir, keep);
+    bench_waiter_destroy(w);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     bench b;
     memset(&b, 0, sizeof(b));
     bench_waiter w;
     bench_main_init("delivery_bench", &w, 60);
-    int reports = 10000, latency = 200, offline = 5000, keep = 0;
+    int reports = 10000, latency = 200, offline = 5000, keep = 0, idle = 0;
     b.pods = 100;
     static const struct option opts[] = {{"pods", required_argument, NULL, 'p'},
                                          {"reports", required_argument, NULL, 'r'},
                                          {"latency", required_argument, NULL, 'l'},
                                          {"offline", required_argument, NULL, 'o'},
+                                         {"idle", required_argument, NULL, 'i'},
                                          {"keep-tmp", no_argument, NULL, 'k'},
                                          {NULL, 0, NULL, 0}};
     int c;
@@ -278,10 +340,11 @@ int main(int argc, char **argv)
         case 'r': reports = atoi(optarg); break;
         case 'l': latency = atoi(optarg); break;
         case 'o': offline = atoi(optarg); break;
+        case 'i': idle = atoi(optarg); break;
         case 'k': keep = 1; break;
         default:
             fprintf(stderr, "usage: ke-bench-delivery [--pods P] [--reports R] [--latency L] "
-                            "[--offline O] [--keep-tmp]\n");
+                            "[--offline O] [--idle S] [--keep-tmp]\n");
             return 2;
         }
     }
@@ -298,6 +361,8 @@ int main(int argc, char **argv)
     pthread_mutex_init(&b.mu, NULL);
     ke_time_cond_init(&b.cv);
     setup(&b);
+    if (idle > 0)
+        return idle_run(&b, idle, keep, &w);
 
     /* sustained */
     long long rounds = reports / b.pods, n = 0;
