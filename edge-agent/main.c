@@ -9,8 +9,9 @@
  * modules.<name>.enable. Configuration: YAML (--config, written by
  * `keadm join`) and flags; `edgecore --help` lists the keys.
  *
- * Prints "ready local=<address> http=<port>" on stdout once the local API
- * is up (before the cloud is reached: the edge works offline).
+ * Prints "ready local=<address> http=<port>" on stdout once every module
+ * has started, the local API included (before the cloud is reached: the
+ * edge works offline).
  * SIGTERM/SIGINT stop it; SIGHUP rotates the node certificate now.
  */
 #include "edge_store.h"
@@ -190,6 +191,19 @@ static void on_sighup(ke_edge *e, void *arg)
     }
 }
 
+typedef struct ready_line {
+    const char *local;
+} ready_line;
+
+/* on_started: the line tests and supervisors wait for, once every module
+ * (the local API's socket included) is up. */
+static void on_started(ke_edge *e, void *arg)
+{
+    ready_line *r = arg;
+    printf("ready local=%s http=%d\n", r->local, ke_edge_http_port(e));
+    fflush(stdout);
+}
+
 int main(int argc, char **argv)
 {
     struct edgecore_config cfg = {0};
@@ -244,11 +258,14 @@ int main(int argc, char **argv)
     }
     if ((rc = ke_rpc_loop_new(2, &loop)) != 0)
         goto out;
+    ready_line ready = {cfg.en_edgelocal ? cfg.local_listen : "-"};
     ke_edge_config ec = {.store = store,
                          .rpc = loop,
                          .http_listen = cfg.http_listen,
                          .handle_signals = 1,
-                         .on_sighup = on_sighup};
+                         .on_sighup = on_sighup,
+                         .on_started = on_started,
+                         .started_arg = &ready};
     if ((rc = ke_edge_new(&ec, &edge)) != 0) {
         ke_log_error("edgecore", "cannot start the runtime (http.listen=%s): %s",
                      cfg.http_listen ? cfg.http_listen : "", ke_strerror(rc));
@@ -283,9 +300,6 @@ int main(int argc, char **argv)
     report_node_status(store, cfg.node_name);
     ke_log_info("edgecore", "running version=%s node=%s server=%s local=%s", EDGECORE_VERSION,
                 cfg.node_name, cfg.server ? cfg.server : "-", cfg.local_listen);
-    printf("ready local=%s http=%d\n", cfg.en_edgelocal ? cfg.local_listen : "-",
-           ke_edge_http_port(edge));
-    fflush(stdout);
     /* The runtime arms the shutdown deadline (ke_watchdog.h) when it
      * starts stopping: a stuck module cannot keep edgecore alive. */
     rc = ke_edge_run(edge);

@@ -803,6 +803,8 @@ static void start_modules(void *arg)
         ke_log_info(RT_MOD, "module %s started", m->ops->name);
     }
     health_update(e);
+    if (e->cfg.on_started)
+        e->cfg.on_started(e, e->cfg.started_arg);
 }
 
 int ke_edge_run(ke_edge *e)

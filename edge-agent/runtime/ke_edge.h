@@ -90,6 +90,9 @@ typedef struct ke_edge_config {
     int handle_signals;     /* SIGTERM/SIGINT stop, SIGHUP is passed to on_sighup */
     void (*on_sighup)(ke_edge *e, void *arg);
     void *sighup_arg;
+    /* on_started: every module has started (loop thread); NULL: none */
+    void (*on_started)(ke_edge *e, void *arg);
+    void *started_arg;
 } ke_edge_config;
 
 /* ke_edge_new makes the runtime (its loop, bus and health server). Returns
