@@ -1,6 +1,6 @@
 /*
  * edgecore — the edge side of kubeedge-c in one process, on one event loop
- * (runtime/ke_edge.h; edge-agent/README.md says how it works).
+ * (runtime/ke_rt.h; edge-agent/README.md says how it works).
  *
  * The module registry is the table `modules` below: MetaManager (the bus's
  * door to the SQLite store), EdgeHub (the tunnel to CloudHub) and
@@ -18,7 +18,7 @@
 #include "edgehub.h"
 #include "edgelocal.h"
 #include "ke_config.h"
-#include "ke_edge.h"
+#include "ke_rt.h"
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_rpc.h"
@@ -175,15 +175,15 @@ typedef struct module_row {
     void *config;
 } module_row;
 
-static void on_sighup(ke_edge *e, void *arg)
+static void on_sighup(ke_rt *e, void *arg)
 {
     (void)arg;
-    if (!ke_edge_has_module(e, "edgehub"))
+    if (!ke_rt_has_module(e, "edgehub"))
         return;
     ke_log_info("edgecore", "SIGHUP: rotating the node certificate");
-    Ke__V1__Message *m = ke_edge_message_new("edgecore", "", KE__V1__OPERATION__OPERATION_UPDATE,
+    Ke__V1__Message *m = ke_rt_message_new("edgecore", "", KE__V1__OPERATION__OPERATION_UPDATE,
                                              EDGEHUB_ROTATE, NULL, 0);
-    int rc = m ? ke_edge_send_to(e, "edgehub", m) : KE_ENOMEM;
+    int rc = m ? ke_rt_send_to(e, "edgehub", m) : KE_ENOMEM;
     if (rc != 0) {
         if (m)
             ke__v1__message__free_unpacked(m, NULL);
@@ -197,10 +197,10 @@ typedef struct ready_line {
 
 /* on_started: the line tests and supervisors wait for, once every module
  * (the local API's socket included) is up. */
-static void on_started(ke_edge *e, void *arg)
+static void on_started(ke_rt *e, void *arg)
 {
     ready_line *r = arg;
-    printf("ready local=%s http=%d\n", r->local, ke_edge_http_port(e));
+    printf("ready local=%s http=%d\n", r->local, ke_rt_http_port(e));
     fflush(stdout);
 }
 
@@ -219,7 +219,7 @@ int main(int argc, char **argv)
     int status = 2;
     edge_store *store = NULL;
     ke_rpc_loop *loop = NULL;
-    ke_edge *edge = NULL;
+    ke_rt *edge = NULL;
     ke_log_level level;
     if (ke_log_parse_level(cfg.log_level, &level) != 0) {
         fprintf(stderr, "edgecore: key \"log_level\": expected debug, info, warn or error\n");
@@ -259,14 +259,14 @@ int main(int argc, char **argv)
     if ((rc = ke_rpc_loop_new(2, &loop)) != 0)
         goto out;
     ready_line ready = {cfg.en_edgelocal ? cfg.local_listen : "-"};
-    ke_edge_config ec = {.store = store,
+    ke_rt_config ec = {.store = store,
                          .rpc = loop,
                          .http_listen = cfg.http_listen,
                          .handle_signals = 1,
                          .on_sighup = on_sighup,
                          .on_started = on_started,
                          .started_arg = &ready};
-    if ((rc = ke_edge_new(&ec, &edge)) != 0) {
+    if ((rc = ke_rt_new(&ec, &edge)) != 0) {
         ke_log_error("edgecore", "cannot start the runtime (http.listen=%s): %s",
                      cfg.http_listen ? cfg.http_listen : "", ke_strerror(rc));
         goto out;
@@ -292,7 +292,7 @@ int main(int argc, char **argv)
         {&edgelocal_module, &cfg.en_edgelocal, &lc},
     };
     for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++)
-        if (*modules[i].enable && (rc = ke_edge_add(edge, modules[i].ops, modules[i].config)) != 0) {
+        if (*modules[i].enable && (rc = ke_rt_add(edge, modules[i].ops, modules[i].config)) != 0) {
             ke_log_error("edgecore", "cannot register module %s: %s", modules[i].ops->name,
                          ke_strerror(rc));
             goto out;
@@ -302,14 +302,14 @@ int main(int argc, char **argv)
                 cfg.node_name, cfg.server ? cfg.server : "-", cfg.local_listen);
     /* The runtime arms the shutdown deadline (ke_watchdog.h) when it
      * starts stopping: a stuck module cannot keep edgecore alive. */
-    rc = ke_edge_run(edge);
+    rc = ke_rt_run(edge);
     if (rc == 0)
         status = 0;
 out:
     if (status != 2 && (rc = ke_watchdog_shutdown_arm(0)) != 0 && rc != KE_EEXIST)
         ke_log_error("edgecore", "cannot arm the shutdown deadline: %s", ke_strerror(rc));
     ke_watchdog_shutdown_step("runtime");
-    ke_edge_free(edge);
+    ke_rt_free(edge);
     ke_watchdog_shutdown_step("rpc loop");
     ke_rpc_loop_free(loop);
     edge_store_close(store);

@@ -1,7 +1,7 @@
 /*
  * edgehub.c — see edgehub.h.
  *
- * Everything runs on edgecore's loop (ke_edge.h): the stream's events are
+ * Everything runs on edgecore's loop (ke_rt.h): the stream's events are
  * handed over by the runtime, the timer drives keepalives, the dead-peer
  * check, rotation and the reconnect back-off. No lock.
  *
@@ -68,7 +68,7 @@ typedef enum { H_IDLE, H_BARRIER, H_STREAM } hub_phase;
 
 typedef struct hub {
     ke_module *m;
-    ke_edge *e;
+    ke_rt *e;
     edge_store *st;
     edgehub_config cfg;
     uv_timer_t timer;
@@ -297,12 +297,12 @@ static void on_change(hub *h, Ke__V1__CloudFrame *f)
     if (msg && msg->route && msg->header) {
         sm->message = NULL; /* now ours */
         char *src = strdup(EH_MOD);
-        if (src && ke_edge_message_set_id(msg, id) == 0) {
+        if (src && ke_rt_message_set_id(msg, id) == 0) {
             if (msg->route->source != protobuf_c_empty_string)
                 free(msg->route->source);
             msg->route->source = src;
             src = NULL;
-            rc = ke_edge_send_to(h->e, EH_META, msg);
+            rc = ke_rt_send_to(h->e, EH_META, msg);
         } else {
             rc = KE_ENOMEM;
         }
@@ -434,7 +434,7 @@ static void tunnel_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud
     maybe_free_channel(h);
 }
 
-static const ke_edge_rpc_handler tunnel_handler = {
+static const ke_rt_rpc_handler tunnel_handler = {
     .on_message = tunnel_on_message, .on_drain = tunnel_on_drain, .on_close = tunnel_on_close};
 
 /* ---- rotation ---- */
@@ -497,7 +497,7 @@ static void renew_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     maybe_free_channel(h);
 }
 
-static const ke_edge_rpc_handler renew_handler = {.on_message = renew_on_message,
+static const ke_rt_rpc_handler renew_handler = {.on_message = renew_on_message,
                                                   .on_close = renew_on_close};
 
 static void rotate_start(hub *h)
@@ -511,7 +511,7 @@ static void rotate_start(hub *h)
     ke_rpc_call *call = NULL;
     if (rc == 0) {
         ke_rpc_call_opts o = {.timeout_ms = 15000};
-        rc = ke_edge_call_start(h->e, h->ch, &ke__v1__cloud_hub__descriptor, "Renew",
+        rc = ke_rt_call_start(h->e, h->ch, &ke__v1__cloud_hub__descriptor, "Renew",
                                 &renew_handler, h, &o, &call);
     }
     if (rc == 0) {
@@ -544,13 +544,13 @@ static void connect_begin(hub *h)
     h->gen++;
     h->phase = H_BARRIER;
     h->reconnect_at_ms = INT64_MAX;
-    Ke__V1__Message *q = ke_edge_message_new(EH_MOD, "", KE__V1__OPERATION__OPERATION_QUERY,
+    Ke__V1__Message *q = ke_rt_message_new(EH_MOD, "", KE__V1__OPERATION__OPERATION_QUERY,
                                              "meta/barrier", NULL, 0);
     char id[64];
     snprintf(id, sizeof(id), "hub:%" PRIu64 ":barrier", h->gen);
-    int rc = q ? ke_edge_message_set_id(q, id) : KE_ENOMEM;
+    int rc = q ? ke_rt_message_set_id(q, id) : KE_ENOMEM;
     if (rc == 0)
-        rc = ke_edge_send_to(h->e, EH_META, q);
+        rc = ke_rt_send_to(h->e, EH_META, q);
     if (rc != 0) {
         if (q)
             ke__v1__message__free_unpacked(q, NULL);
@@ -569,7 +569,7 @@ static void stream_open(hub *h, uint64_t mark)
     ke_rpc_channel_opts co = {.tls = &tls, .max_message_bytes = 16u << 20};
     int64_t now = ke_time_mono_ms();
     h->tomb_mark = mark;
-    if (!h->ch && ke_rpc_channel_new(ke_edge_rpc(h->e), h->cfg.server, &co, &h->ch) != 0) {
+    if (!h->ch && ke_rpc_channel_new(ke_rt_rpc(h->e), h->cfg.server, &co, &h->ch) != 0) {
         ke_log_error(EH_MOD, "cannot load the node's TLS files ca=%s cert=%s key=%s",
                      h->cfg.ca_file, h->cfg.cert_file, h->cfg.key_file);
         h->phase = H_IDLE;
@@ -583,7 +583,7 @@ static void stream_open(hub *h, uint64_t mark)
     if (c) {
         c->h = h;
         c->gen = h->gen;
-        rc = ke_edge_call_start(h->e, h->ch, &ke__v1__cloud_hub__descriptor, "Tunnel",
+        rc = ke_rt_call_start(h->e, h->ch, &ke__v1__cloud_hub__descriptor, "Tunnel",
                                 &tunnel_handler, c, NULL, &call);
     }
     if (rc != 0) {
@@ -715,13 +715,13 @@ static void eh_on_message(ke_module *m, Ke__V1__Message *msg)
 static int eh_start(ke_module *m)
 {
     const edgehub_config *cfg = ke_module_config(m);
-    ke_edge *e = ke_module_edge(m);
+    ke_rt *e = ke_module_rt(m);
     if (!cfg || !cfg->node_name || !cfg->server || !cfg->ca_file || !cfg->cert_file ||
         !cfg->key_file) {
         ke_log_error(EH_MOD, "node name, server and TLS files are required");
         return KE_EINVAL;
     }
-    if (!ke_edge_has_module(e, EH_META)) {
+    if (!ke_rt_has_module(e, EH_META)) {
         ke_log_error(EH_MOD, "needs the metamanager module (modules.metamanager.enable)");
         return KE_EINVAL;
     }
@@ -730,7 +730,7 @@ static int eh_start(ke_module *m)
         return KE_ENOMEM;
     h->m = m;
     h->e = e;
-    h->st = ke_edge_store(e);
+    h->st = ke_rt_store(e);
     h->cfg = *cfg;
     if (!h->cfg.agent_version)
         h->cfg.agent_version = "";
@@ -748,7 +748,7 @@ static int eh_start(ke_module *m)
         h->cfg.window = 256;
     h->backoff_ms = h->cfg.backoff_initial_ms;
     h->seed = (unsigned)time(NULL) ^ (unsigned)getpid();
-    if (uv_timer_init(ke_edge_loop(e), &h->timer) != 0) {
+    if (uv_timer_init(ke_rt_loop(e), &h->timer) != 0) {
         free(h);
         return KE_EIO;
     }

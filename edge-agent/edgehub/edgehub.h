@@ -20,7 +20,7 @@
 #ifndef EDGEHUB_H
 #define EDGEHUB_H
 
-#include "ke_edge.h"
+#include "ke_rt.h"
 
 #include <stdint.h>
 

@@ -25,7 +25,7 @@ typedef struct pending {
 } pending;
 
 typedef struct el {
-    ke_edge *e;
+    ke_rt *e;
     ke_rpc_server *srv;
     pending *waiting;
     uint64_t next_id;
@@ -55,7 +55,7 @@ static void report_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
     int rc = p && src ? 0 : KE_ENOMEM;
     if (rc == 0) {
         snprintf(p->id, sizeof(p->id), "local:%" PRIu64, ++s->next_id);
-        rc = ke_edge_message_set_id(msg, p->id);
+        rc = ke_rt_message_set_id(msg, p->id);
     }
     if (rc == 0) {
         req->message = NULL; /* the bus's once sent */
@@ -64,7 +64,7 @@ static void report_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
         msg->route->source = src;
         src = NULL;
         msg->header->sync = 1;
-        rc = ke_edge_send_to(s->e, EL_META, msg);
+        rc = ke_rt_send_to(s->e, EL_META, msg);
         if (rc != 0)
             ke__v1__message__free_unpacked(msg, NULL);
     }
@@ -143,7 +143,7 @@ static void get_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
     Ke__V1__EdgeObject o = KE__V1__EDGE_OBJECT__INIT;
     uint8_t *content = NULL;
     size_t len = 0;
-    int rc = edge_store_get(ke_edge_store(s->e), req->key, &o.resource_version, &content, &len);
+    int rc = edge_store_get(ke_rt_store(s->e), req->key, &o.resource_version, &content, &len);
     if (rc == KE_ENOTFOUND) {
         finish(call, KE_RPC_NOT_FOUND, "key: not held by this node");
     } else if (rc != 0) {
@@ -195,7 +195,7 @@ static void list_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
     el *s = ud;
     const Ke__V1__EdgeListRequest *req = (const Ke__V1__EdgeListRequest *)m;
     list_ctx l = {0};
-    edge_store *st = ke_edge_store(s->e);
+    edge_store *st = ke_rt_store(s->e);
     int rc = edge_store_list(st, req->prefix, list_one, &l);
     if (rc != 0) {
         finish(call, KE_RPC_UNAVAILABLE, "store error");
@@ -224,23 +224,23 @@ static int el_start(ke_module *m)
     el *s = calloc(1, sizeof(*s));
     if (!s)
         return KE_ENOMEM;
-    s->e = ke_module_edge(m);
+    s->e = ke_module_rt(m);
     ke_module_set_data(m, s);
     if (strncmp(cfg->listen, "unix:", 5) == 0)
         unlink(cfg->listen + 5); /* a socket left by a killed edgecore */
-    static const ke_edge_rpc_handler report = {.on_message = report_on_message,
+    static const ke_rt_rpc_handler report = {.on_message = report_on_message,
                                                .on_close = report_on_close};
-    static const ke_edge_rpc_handler get = {.on_message = get_on_message};
-    static const ke_edge_rpc_handler list = {.on_message = list_on_message};
+    static const ke_rt_rpc_handler get = {.on_message = get_on_message};
+    static const ke_rt_rpc_handler list = {.on_message = list_on_message};
     const ProtobufCServiceDescriptor *svc = &ke__v1__edge_local__descriptor;
     ke_rpc_server_opts lo = {.listen = cfg->listen};
-    int rc = ke_rpc_server_new(ke_edge_rpc(s->e), &lo, &s->srv);
+    int rc = ke_rpc_server_new(ke_rt_rpc(s->e), &lo, &s->srv);
     if (rc == 0)
-        rc = ke_edge_serve(s->e, s->srv, svc, "Report", KE_RPC_UNARY, &report, s);
+        rc = ke_rt_serve(s->e, s->srv, svc, "Report", KE_RPC_UNARY, &report, s);
     if (rc == 0)
-        rc = ke_edge_serve(s->e, s->srv, svc, "Get", KE_RPC_UNARY, &get, s);
+        rc = ke_rt_serve(s->e, s->srv, svc, "Get", KE_RPC_UNARY, &get, s);
     if (rc == 0)
-        rc = ke_edge_serve(s->e, s->srv, svc, "List", KE_RPC_UNARY, &list, s);
+        rc = ke_rt_serve(s->e, s->srv, svc, "List", KE_RPC_UNARY, &list, s);
     if (rc == 0)
         rc = ke_rpc_server_start(s->srv);
     if (rc != 0) {

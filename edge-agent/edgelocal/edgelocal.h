@@ -14,7 +14,7 @@
 #ifndef EDGELOCAL_H
 #define EDGELOCAL_H
 
-#include "ke_edge.h"
+#include "ke_rt.h"
 
 typedef struct edgelocal_config {
     const char *listen; /* "unix:PATH" or "127.0.0.1:PORT" */

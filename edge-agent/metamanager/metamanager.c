@@ -16,14 +16,14 @@
 
 typedef struct mm {
     ke_module *m;
-    ke_edge *e;
+    ke_rt *e;
     uv_check_t notice; /* tells EdgeHub of new reports once per loop turn */
     int notice_due;
 } mm;
 
 static void respond(mm *s, const Ke__V1__Message *req, const char *json)
 {
-    int rc = ke_edge_respond(s->e, MM_MOD, req, json);
+    int rc = ke_rt_respond(s->e, MM_MOD, req, json);
     if (rc != 0 && rc != KE_ENOTFOUND && rc != KE_ECLOSED)
         ke_log_warn(MM_MOD, "answer to %s not sent: %s", req->route->source, ke_strerror(rc));
 }
@@ -42,11 +42,11 @@ static void on_notice(uv_check_t *h)
         return;
     s->notice_due = 0;
     uv_check_stop(&s->notice);
-    Ke__V1__Message *n = ke_edge_message_new(MM_MOD, "", KE__V1__OPERATION__OPERATION_UPLOAD,
+    Ke__V1__Message *n = ke_rt_message_new(MM_MOD, "", KE__V1__OPERATION__OPERATION_UPLOAD,
                                              "meta/outbox", NULL, 0);
     if (!n)
         return; /* EdgeHub also pumps on its own timer */
-    int rc = ke_edge_send_to(s->e, MM_HUB, n);
+    int rc = ke_rt_send_to(s->e, MM_HUB, n);
     if (rc != 0) {
         ke__v1__message__free_unpacked(n, NULL);
         if (rc != KE_ENOTFOUND && rc != KE_ECLOSED)
@@ -56,7 +56,7 @@ static void on_notice(uv_check_t *h)
 
 static void downstream(mm *s, Ke__V1__Message *msg)
 {
-    int rc = edge_store_apply(ke_edge_store(s->e), msg);
+    int rc = edge_store_apply(ke_rt_store(s->e), msg);
     if (rc < 0) {
         ke_log_error(MM_MOD, "cannot apply resource=%s: %s",
                      msg->route->resource ? msg->route->resource : "-", ke_strerror(rc));
@@ -67,7 +67,7 @@ static void downstream(mm *s, Ke__V1__Message *msg)
     respond(s, msg, rc == 1 ? "{\"applied\":true}" : "{\"applied\":false}");
     if (rc == 1 && msg->route->group && *msg->route->group &&
         strcmp(msg->route->group, metamanager_module.group) != 0) {
-        int frc = ke_edge_send(s->e, msg);
+        int frc = ke_rt_send(s->e, msg);
         if (frc == 0)
             return; /* the bus owns it */
         if (frc != KE_ENOTFOUND)
@@ -82,7 +82,7 @@ static void query(mm *s, Ke__V1__Message *msg)
     if (msg->route->resource && strcmp(msg->route->resource, "meta/barrier") == 0) {
         char json[64];
         snprintf(json, sizeof(json), "{\"mark\":%" PRIu64 "}",
-                 edge_store_tombstone_mark(ke_edge_store(s->e)));
+                 edge_store_tombstone_mark(ke_rt_store(s->e)));
         respond(s, msg, json);
     } else {
         respond_error(s, msg, KE_ENOTFOUND);
@@ -94,7 +94,7 @@ static void report(mm *s, Ke__V1__Message *msg)
 {
     uint64_t seq = 0;
     int dup = 0;
-    int rc = edge_store_report(ke_edge_store(s->e), msg, &seq, &dup);
+    int rc = edge_store_report(ke_rt_store(s->e), msg, &seq, &dup);
     if (rc == 0 && !dup && !s->notice_due) {
         s->notice_due = 1;
         uv_check_start(&s->notice, on_notice);
@@ -138,8 +138,8 @@ static int mm_start(ke_module *m)
     if (!s)
         return KE_ENOMEM;
     s->m = m;
-    s->e = ke_module_edge(m);
-    if (uv_check_init(ke_edge_loop(s->e), &s->notice) != 0) {
+    s->e = ke_module_rt(m);
+    if (uv_check_init(ke_rt_loop(s->e), &s->notice) != 0) {
         free(s);
         return KE_EIO;
     }
@@ -151,7 +151,7 @@ static int mm_start(ke_module *m)
 static int mm_health(ke_module *m, char *detail, size_t cap)
 {
     mm *s = ke_module_data(m);
-    snprintf(detail, cap, "outbox=%" PRIu64, edge_store_outbox_pending(ke_edge_store(s->e)));
+    snprintf(detail, cap, "outbox=%" PRIu64, edge_store_outbox_pending(ke_rt_store(s->e)));
     return 0;
 }
 

@@ -20,7 +20,7 @@
 #ifndef METAMANAGER_H
 #define METAMANAGER_H
 
-#include "ke_edge.h"
+#include "ke_rt.h"
 
 /* The module; its config is NULL (the store is the runtime's). */
 extern const ke_module_ops metamanager_module;

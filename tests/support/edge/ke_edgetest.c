@@ -20,7 +20,7 @@
 static void *run(void *arg)
 {
     ke_edgetest *t = arg;
-    t->run_rc = ke_edge_run(t->edge);
+    t->run_rc = ke_rt_run(t->edge);
     return NULL;
 }
 
@@ -30,21 +30,21 @@ void ke_edgetest_start(ke_edgetest *t, const char *db, ke_rpc_loop *rpc,
     memset(t, 0, sizeof(*t));
     edge_store_opts o = {.path = db};
     assert_int_equal(edge_store_open(&o, &t->store), 0);
-    ke_edge_config c = {.store = t->store, .rpc = rpc};
-    assert_int_equal(ke_edge_new(&c, &t->edge), 0);
-    assert_int_equal(ke_edge_add(t->edge, &metamanager_module, NULL), 0);
-    assert_int_equal(ke_edge_add(t->edge, &edgehub_module, (void *)hc), 0);
+    ke_rt_config c = {.store = t->store, .rpc = rpc};
+    assert_int_equal(ke_rt_new(&c, &t->edge), 0);
+    assert_int_equal(ke_rt_add(t->edge, &metamanager_module, NULL), 0);
+    assert_int_equal(ke_rt_add(t->edge, &edgehub_module, (void *)hc), 0);
     if (extra)
-        assert_int_equal(ke_edge_add(t->edge, extra, extra_cfg), 0);
+        assert_int_equal(ke_rt_add(t->edge, extra, extra_cfg), 0);
     assert_int_equal(pthread_create(&t->thread, NULL, run, t), 0);
 }
 
 void ke_edgetest_stop(ke_edgetest *t)
 {
-    ke_edge_stop(t->edge);
+    ke_rt_stop(t->edge);
     pthread_join(t->thread, NULL);
     assert_int_equal(t->run_rc, 0);
-    ke_edge_free(t->edge);
+    ke_rt_free(t->edge);
     edge_store_close(t->store);
     t->edge = NULL;
     t->store = NULL;
@@ -69,7 +69,7 @@ static void get_on_loop(void *arg)
 uint64_t ke_edgetest_get(ke_edgetest *t, const char *key)
 {
     get_arg g = {t, key, 0};
-    assert_int_equal(ke_edge_call_sync(t->edge, get_on_loop, &g), 0);
+    assert_int_equal(ke_rt_call_sync(t->edge, get_on_loop, &g), 0);
     return g.rv;
 }
 

@@ -8,14 +8,14 @@
 #define KE_EDGETEST_H
 
 #include "edgehub.h"
-#include "ke_edge.h"
+#include "ke_rt.h"
 
 #include <pthread.h>
 #include <stdint.h>
 
 typedef struct ke_edgetest {
     edge_store *store;
-    ke_edge *edge;
+    ke_rt *edge;
     pthread_t thread;
     int run_rc;
 } ke_edgetest;

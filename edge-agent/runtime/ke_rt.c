@@ -1,5 +1,5 @@
 /*
- * ke_edge.c — see ke_edge.h.
+ * ke_rt.c — see ke_rt.h.
  *
  * The loop owns: an async handle (closures posted by other threads), an
  * idle handle (bus delivery, active only while a queue holds messages), a
@@ -9,7 +9,7 @@
  * through the runtime has delivered on_close, destroy the modules, close
  * the runtime's handles, and let uv_run return.
  */
-#include "ke_edge.h"
+#include "ke_rt.h"
 
 #include "ke_err.h"
 #include "ke_http.h"
@@ -35,7 +35,7 @@ typedef struct bus_item {
 
 struct ke_module {
     const ke_module_ops *ops;
-    ke_edge *edge;
+    ke_rt *edge;
     void *config, *data;
     int started;
     bus_item *qhead, *qtail;
@@ -52,8 +52,8 @@ typedef struct post_item {
 
 typedef enum { RT_NEW, RT_RUNNING, RT_STOPPING, RT_DONE } rt_state;
 
-struct ke_edge {
-    ke_edge_config cfg;
+struct ke_rt {
+    ke_rt_config cfg;
     uv_loop_t loop;
     int loop_inited;
     uv_async_t async;
@@ -61,7 +61,7 @@ struct ke_edge {
     uv_timer_t tick;
     uv_signal_t sig_term, sig_int, sig_hup;
     int bus_idle_on;
-    ke_module mods[KE_EDGE_MAX_MODULES];
+    ke_module mods[KE_RT_MAX_MODULES];
     size_t n_mods;
     rt_state state;
     int start_failed;
@@ -74,7 +74,7 @@ struct ke_edge {
     int post_closed;
     /* health, written on the loop, read by the HTTP thread */
     pthread_mutex_t health_mu;
-    char health_text[KE_EDGE_MAX_MODULES * KE_EDGE_HEALTH_MAX];
+    char health_text[KE_RT_MAX_MODULES * KE_RT_HEALTH_MAX];
     int health_bad;
     ke_http *http;
     ke_watchdog_hb *hb;
@@ -82,17 +82,17 @@ struct ke_edge {
 
 /* ---- small accessors ---- */
 
-uv_loop_t *ke_edge_loop(ke_edge *e) { return &e->loop; }
-edge_store *ke_edge_store(ke_edge *e) { return e->cfg.store; }
-ke_rpc_loop *ke_edge_rpc(ke_edge *e) { return e->cfg.rpc; }
-ke_edge *ke_module_edge(ke_module *m) { return m->edge; }
+uv_loop_t *ke_rt_loop(ke_rt *e) { return &e->loop; }
+edge_store *ke_rt_store(ke_rt *e) { return e->cfg.store; }
+ke_rpc_loop *ke_rt_rpc(ke_rt *e) { return e->cfg.rpc; }
+ke_rt *ke_module_rt(ke_module *m) { return m->edge; }
 const char *ke_module_name(const ke_module *m) { return m->ops->name; }
 void *ke_module_config(ke_module *m) { return m->config; }
 void ke_module_set_data(ke_module *m, void *data) { m->data = data; }
 void *ke_module_data(ke_module *m) { return m->data; }
-int ke_edge_http_port(const ke_edge *e) { return e->http ? ke_http_port(e->http) : 0; }
+int ke_rt_http_port(const ke_rt *e) { return e->http ? ke_http_port(e->http) : 0; }
 
-static ke_module *module_by_name(ke_edge *e, const char *name)
+static ke_module *module_by_name(ke_rt *e, const char *name)
 {
     for (size_t i = 0; i < e->n_mods; i++)
         if (strcmp(e->mods[i].ops->name, name) == 0)
@@ -100,7 +100,7 @@ static ke_module *module_by_name(ke_edge *e, const char *name)
     return NULL;
 }
 
-static ke_module *module_by_group(ke_edge *e, const char *group)
+static ke_module *module_by_group(ke_rt *e, const char *group)
 {
     for (size_t i = 0; i < e->n_mods; i++)
         if (e->mods[i].ops->group && strcmp(e->mods[i].ops->group, group) == 0)
@@ -108,11 +108,11 @@ static ke_module *module_by_group(ke_edge *e, const char *group)
     return NULL;
 }
 
-int ke_edge_has_module(ke_edge *e, const char *name) { return module_by_name(e, name) != NULL; }
+int ke_rt_has_module(ke_rt *e, const char *name) { return module_by_name(e, name) != NULL; }
 
 /* ---- posts from other threads ---- */
 
-int ke_edge_post(ke_edge *e, void (*fn)(void *arg), void *arg, size_t bytes)
+int ke_rt_post(ke_rt *e, void (*fn)(void *arg), void *arg, size_t bytes)
 {
     post_item *p = malloc(sizeof(*p));
     if (!p)
@@ -125,7 +125,7 @@ int ke_edge_post(ke_edge *e, void (*fn)(void *arg), void *arg, size_t bytes)
     pthread_mutex_lock(&e->post_mu);
     if (e->post_closed)
         rc = KE_ECLOSED;
-    else if (e->pbytes + p->bytes > KE_EDGE_POST_BYTES)
+    else if (e->pbytes + p->bytes > KE_RT_POST_BYTES)
         rc = KE_EFULL;
     else {
         if (e->ptail)
@@ -143,7 +143,7 @@ int ke_edge_post(ke_edge *e, void (*fn)(void *arg), void *arg, size_t bytes)
 }
 
 /* run_posts runs what other threads posted, oldest first. Loop thread. */
-static void run_posts(ke_edge *e)
+static void run_posts(ke_rt *e)
 {
     pthread_mutex_lock(&e->post_mu);
     post_item *p = e->phead;
@@ -176,12 +176,12 @@ static void sync_run(void *arg)
     pthread_mutex_unlock(&s->mu);
 }
 
-int ke_edge_call_sync(ke_edge *e, void (*fn)(void *arg), void *arg)
+int ke_rt_call_sync(ke_rt *e, void (*fn)(void *arg), void *arg)
 {
     sync_call s = {.fn = fn, .arg = arg};
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
-    int rc = ke_edge_post(e, sync_run, &s, 0);
+    int rc = ke_rt_post(e, sync_run, &s, 0);
     if (rc == 0) {
         pthread_mutex_lock(&s.mu);
         while (!s.done)
@@ -203,12 +203,12 @@ static void bus_item_free(bus_item *it)
 
 static void bus_deliver(uv_idle_t *h);
 
-static int enqueue(ke_edge *e, ke_module *m, Ke__V1__Message *msg)
+static int enqueue(ke_rt *e, ke_module *m, Ke__V1__Message *msg)
 {
     if (e->state != RT_RUNNING)
         return KE_ECLOSED;
     size_t bytes = ke__v1__message__get_packed_size(msg);
-    if (m->qlen >= KE_EDGE_QUEUE_LEN || (m->qlen > 0 && m->qbytes + bytes > KE_EDGE_QUEUE_BYTES)) {
+    if (m->qlen >= KE_RT_QUEUE_LEN || (m->qlen > 0 && m->qbytes + bytes > KE_RT_QUEUE_BYTES)) {
         ke_metric_add(m->m_dropped, 1);
         return KE_EFULL;
     }
@@ -232,7 +232,7 @@ static int enqueue(ke_edge *e, ke_module *m, Ke__V1__Message *msg)
     return 0;
 }
 
-int ke_edge_send(ke_edge *e, Ke__V1__Message *msg)
+int ke_rt_send(ke_rt *e, Ke__V1__Message *msg)
 {
     if (!msg || !msg->route || !msg->route->group || !*msg->route->group)
         return KE_EINVAL;
@@ -240,7 +240,7 @@ int ke_edge_send(ke_edge *e, Ke__V1__Message *msg)
     return m ? enqueue(e, m, msg) : KE_ENOTFOUND;
 }
 
-int ke_edge_send_to(ke_edge *e, const char *module, Ke__V1__Message *msg)
+int ke_rt_send_to(ke_rt *e, const char *module, Ke__V1__Message *msg)
 {
     if (!msg || !module)
         return KE_EINVAL;
@@ -250,14 +250,12 @@ int ke_edge_send_to(ke_edge *e, const char *module, Ke__V1__Message *msg)
 
 static void bus_deliver(uv_idle_t *h)
 {
-    ke_edge *e = h->data;
+    ke_rt *e = h->data;
     int more = 0;
     for (size_t i = 0; i < e->n_mods; i++) {
         ke_module *m = &e->mods[i];
-        if (!m->started && e->state == RT_RUNNING) {
-            more |= m->qhead != NULL; /* starts later in this turn */
-            continue;
-        }
+        if (!m->started && e->state == RT_RUNNING)
+            continue; /* starts later in this turn */
         for (int k = 0; k < BUS_BATCH && m->qhead; k++) {
             bus_item *it = m->qhead;
             m->qhead = it->next;
@@ -273,8 +271,11 @@ static void bus_deliver(uv_idle_t *h)
                 bus_item_free(it);
             }
         }
-        more |= m->qhead != NULL;
     }
+    /* A module may have sent to one delivered earlier in this turn: look
+     * at every queue again. */
+    for (size_t i = 0; i < e->n_mods && !more; i++)
+        more = e->mods[i].qhead != NULL;
     if (!more) {
         e->bus_idle_on = 0;
         uv_idle_stop(&e->bus_idle);
@@ -286,7 +287,7 @@ static char *dup_or_empty(const char *s)
     return strdup(s ? s : "");
 }
 
-Ke__V1__Message *ke_edge_message_new(const char *source, const char *group, Ke__V1__Operation op,
+Ke__V1__Message *ke_rt_message_new(const char *source, const char *group, Ke__V1__Operation op,
                                      const char *resource, const void *content, size_t len)
 {
     Ke__V1__Message *m = calloc(1, sizeof(*m));
@@ -321,7 +322,7 @@ Ke__V1__Message *ke_edge_message_new(const char *source, const char *group, Ke__
     return m;
 }
 
-int ke_edge_message_set_id(Ke__V1__Message *msg, const char *id)
+int ke_rt_message_set_id(Ke__V1__Message *msg, const char *id)
 {
     char *s = strdup(id);
     if (!s)
@@ -332,12 +333,12 @@ int ke_edge_message_set_id(Ke__V1__Message *msg, const char *id)
     return 0;
 }
 
-int ke_edge_respond(ke_edge *e, const char *from, const Ke__V1__Message *req, const char *json)
+int ke_rt_respond(ke_rt *e, const char *from, const Ke__V1__Message *req, const char *json)
 {
     if (!req->route || !req->route->source || !*req->route->source || !req->header)
         return KE_EINVAL;
     Ke__V1__Message *r =
-        ke_edge_message_new(from, "", KE__V1__OPERATION__OPERATION_RESPONSE,
+        ke_rt_message_new(from, "", KE__V1__OPERATION__OPERATION_RESPONSE,
                             req->route->resource, json, json ? strlen(json) : 0);
     if (!r)
         return KE_ENOMEM;
@@ -346,7 +347,7 @@ int ke_edge_respond(ke_edge *e, const char *from, const Ke__V1__Message *req, co
         ke__v1__message__free_unpacked(r, NULL);
         return KE_ENOMEM;
     }
-    int rc = ke_edge_send_to(e, req->route->source, r);
+    int rc = ke_rt_send_to(e, req->route->source, r);
     if (rc != 0)
         ke__v1__message__free_unpacked(r, NULL);
     return rc;
@@ -355,8 +356,8 @@ int ke_edge_respond(ke_edge *e, const char *from, const Ke__V1__Message *req, co
 /* ---- rpc events on the loop ---- */
 
 typedef struct call_ctx {
-    ke_edge *e;
-    ke_edge_rpc_handler h;
+    ke_rt *e;
+    ke_rt_rpc_handler h;
     void *ud;
     int server;
     struct rpc_event *close_ev; /* made in advance: a close is never refused */
@@ -375,8 +376,8 @@ typedef struct rpc_event {
 } rpc_event;
 
 typedef struct method_ctx {
-    ke_edge *e;
-    ke_edge_rpc_handler h;
+    ke_rt *e;
+    ke_rt_rpc_handler h;
     void *ud;
 } method_ctx;
 
@@ -418,7 +419,7 @@ static void post_event(call_ctx *c, ke_rpc_call *call, rpc_event *ev, size_t byt
     ev->ctx = c;
     ev->call = call;
     ke_rpc_call_ref(call);
-    int rc = ke_edge_post(c->e, event_run, ev, ev->type == EV_CLOSE ? 0 : bytes);
+    int rc = ke_rt_post(c->e, event_run, ev, ev->type == EV_CLOSE ? 0 : bytes);
     if (rc == 0)
         return;
     if (ev->type == EV_CLOSE) {
@@ -427,7 +428,7 @@ static void post_event(call_ctx *c, ke_rpc_call *call, rpc_event *ev, size_t byt
         free(c);
     } else {
         ke_log_warn(RT_MOD, "the loop is %u bytes behind; cancelling call method=%s",
-                    KE_EDGE_POST_BYTES, ke_rpc_call_method(call));
+                    KE_RT_POST_BYTES, ke_rpc_call_method(call));
         ke_rpc_call_cancel(call);
     }
     ke_rpc_call_unref(call);
@@ -489,7 +490,7 @@ static void cl_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     tr_close(ud, call, st);
 }
 
-static call_ctx *ctx_new(ke_edge *e, const ke_edge_rpc_handler *h, void *ud, int server)
+static call_ctx *ctx_new(ke_rt *e, const ke_rt_rpc_handler *h, void *ud, int server)
 {
     call_ctx *c = calloc(1, sizeof(*c));
     rpc_event *ev = calloc(1, sizeof(*ev));
@@ -512,8 +513,8 @@ static void ctx_free(call_ctx *c)
     free(c);
 }
 
-int ke_edge_call_start(ke_edge *e, ke_rpc_channel *ch, const ProtobufCServiceDescriptor *svc,
-                       const char *method, const ke_edge_rpc_handler *h, void *ud,
+int ke_rt_call_start(ke_rt *e, ke_rpc_channel *ch, const ProtobufCServiceDescriptor *svc,
+                       const char *method, const ke_rt_rpc_handler *h, void *ud,
                        const ke_rpc_call_opts *opts, ke_rpc_call **out)
 {
     call_ctx *c = ctx_new(e, h, ud, 0);
@@ -567,14 +568,14 @@ static void sv_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
         tr_close(c, call, st);
 }
 
-int ke_edge_serve(ke_edge *e, ke_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
-                  const char *method, ke_rpc_kind kind, const ke_edge_rpc_handler *h, void *ud)
+int ke_rt_serve(ke_rt *e, ke_rpc_server *srv, const ProtobufCServiceDescriptor *svc,
+                  const char *method, ke_rpc_kind kind, const ke_rt_rpc_handler *h, void *ud)
 {
     const ProtobufCMethodDescriptor *md = protobuf_c_service_descriptor_get_method_by_name(svc, method);
     if (!md)
         return KE_EINVAL;
     /* Lives as long as the process: servers are not re-registered. Freed at
-     * ke_edge_free through the module list would need a registry; a few
+     * ke_rt_free through the module list would need a registry; a few
      * bytes per method is simpler. */
     method_ctx *mc = calloc(1, sizeof(*mc));
     if (!mc)
@@ -596,7 +597,7 @@ int ke_edge_serve(ke_edge *e, ke_rpc_server *srv, const ProtobufCServiceDescript
 
 /* ---- health ---- */
 
-static void health_update(ke_edge *e)
+static void health_update(ke_rt *e)
 {
     char text[sizeof(e->health_text)];
     size_t off = 0;
@@ -604,7 +605,7 @@ static void health_update(ke_edge *e)
     text[0] = '\0';
     for (size_t i = 0; i < e->n_mods && off < sizeof(text); i++) {
         ke_module *m = &e->mods[i];
-        char detail[KE_EDGE_HEALTH_MAX] = "";
+        char detail[KE_RT_HEALTH_MAX] = "";
         int rc = 0;
         if (m->started && m->ops->health)
             rc = m->ops->health(m, detail, sizeof(detail));
@@ -627,7 +628,7 @@ static void health_update(ke_edge *e)
 /* http_health: HTTP thread. The loop's own stall is the watchdog's. */
 static int http_health(void *arg, char *reason, size_t cap)
 {
-    ke_edge *e = arg;
+    ke_rt *e = arg;
     pthread_mutex_lock(&e->health_mu);
     snprintf(reason, cap, "%s", e->health_text);
     int bad = e->health_bad;
@@ -637,9 +638,9 @@ static int http_health(void *arg, char *reason, size_t cap)
 
 /* ---- lifetime ---- */
 
-static void finish_if_drained(ke_edge *e);
+static void finish_if_drained(ke_rt *e);
 
-static void stop_modules(ke_edge *e)
+static void stop_modules(ke_rt *e)
 {
     if (e->state != RT_RUNNING)
         return;
@@ -664,7 +665,7 @@ static void close_cb(uv_handle_t *h) { (void)h; }
 
 /* finish_if_drained: once every call has closed, destroy the modules and
  * close the runtime's handles; uv_run then returns. */
-static void finish_if_drained(ke_edge *e)
+static void finish_if_drained(ke_rt *e)
 {
     if (e->state != RT_STOPPING || atomic_load(&e->calls_open) > 0)
         return;
@@ -694,7 +695,7 @@ static void finish_if_drained(ke_edge *e)
 
 static void on_async(uv_async_t *h)
 {
-    ke_edge *e = h->data;
+    ke_rt *e = h->data;
     run_posts(e);
     if (atomic_load(&e->stop_req))
         stop_modules(e);
@@ -703,7 +704,7 @@ static void on_async(uv_async_t *h)
 
 static void on_tick(uv_timer_t *t)
 {
-    ke_edge *e = t->data;
+    ke_rt *e = t->data;
     ke_watchdog_beat(e->hb);
     if (e->state == RT_RUNNING)
         health_update(e);
@@ -711,21 +712,21 @@ static void on_tick(uv_timer_t *t)
 
 static void on_signal(uv_signal_t *s, int signum)
 {
-    ke_edge *e = s->data;
+    ke_rt *e = s->data;
     if (signum == SIGHUP) {
         if (e->cfg.on_sighup)
             e->cfg.on_sighup(e, e->cfg.sighup_arg);
         return;
     }
     ke_log_info(RT_MOD, "stopping signal=%d", signum);
-    ke_edge_stop(e);
+    ke_rt_stop(e);
 }
 
-int ke_edge_new(const ke_edge_config *cfg, ke_edge **out)
+int ke_rt_new(const ke_rt_config *cfg, ke_rt **out)
 {
     if (!cfg || !cfg->store || !cfg->rpc || !out)
         return KE_EINVAL;
-    ke_edge *e = calloc(1, sizeof(*e));
+    ke_rt *e = calloc(1, sizeof(*e));
     if (!e)
         return KE_ENOMEM;
     e->cfg = *cfg;
@@ -755,15 +756,15 @@ int ke_edge_new(const ke_edge_config *cfg, ke_edge **out)
     *out = e;
     return 0;
 fail:
-    ke_edge_free(e);
+    ke_rt_free(e);
     return rc;
 }
 
-int ke_edge_add(ke_edge *e, const ke_module_ops *ops, void *config)
+int ke_rt_add(ke_rt *e, const ke_module_ops *ops, void *config)
 {
     if (!e || !ops || !ops->name || !*ops->name || e->state != RT_NEW)
         return KE_EINVAL;
-    if (e->n_mods == KE_EDGE_MAX_MODULES)
+    if (e->n_mods == KE_RT_MAX_MODULES)
         return KE_EFULL;
     if (module_by_name(e, ops->name) || (ops->group && module_by_group(e, ops->group)))
         return KE_EEXIST;
@@ -778,7 +779,7 @@ int ke_edge_add(ke_edge *e, const ke_module_ops *ops, void *config)
                            labels, &m->m_dropped);
     ke_metrics_counter_new("ke_bus_delivered_total", "Messages handed to the module.", labels,
                            &m->m_delivered);
-    ke_metrics_gauge_new("ke_edge_module_healthy", "1 while the module reports itself healthy",
+    ke_metrics_gauge_new("ke_rt_module_healthy", "1 while the module reports itself healthy",
                          labels, &m->m_healthy);
     return 0;
 }
@@ -787,7 +788,7 @@ int ke_edge_add(ke_edge *e, const ke_module_ops *ops, void *config)
  * runs under the threading rule. */
 static void start_modules(void *arg)
 {
-    ke_edge *e = arg;
+    ke_rt *e = arg;
     e->state = RT_RUNNING;
     for (size_t i = 0; i < e->n_mods; i++) {
         ke_module *m = &e->mods[i];
@@ -807,7 +808,7 @@ static void start_modules(void *arg)
         e->cfg.on_started(e, e->cfg.started_arg);
 }
 
-int ke_edge_run(ke_edge *e)
+int ke_rt_run(ke_rt *e)
 {
     if (e->state != RT_NEW)
         return KE_EINVAL;
@@ -820,7 +821,7 @@ int ke_edge_run(ke_edge *e)
         uv_signal_start(&e->sig_int, on_signal, SIGINT);
         uv_signal_start(&e->sig_hup, on_signal, SIGHUP);
     }
-    if ((rc = ke_edge_post(e, start_modules, e, 0)) != 0)
+    if ((rc = ke_rt_post(e, start_modules, e, 0)) != 0)
         return rc;
     uv_run(&e->loop, UV_RUN_DEFAULT);
     pthread_mutex_lock(&e->post_mu);
@@ -839,7 +840,7 @@ int ke_edge_run(ke_edge *e)
     return e->start_failed ? KE_EIO : 0;
 }
 
-void ke_edge_stop(ke_edge *e)
+void ke_rt_stop(ke_rt *e)
 {
     if (!e)
         return;
@@ -857,14 +858,14 @@ static void walk_close(uv_handle_t *h, void *arg)
         uv_close(h, close_cb);
 }
 
-void ke_edge_free(ke_edge *e)
+void ke_rt_free(ke_rt *e)
 {
     if (!e)
         return;
     ke_http_stop(e->http);
     if (e->loop_inited) {
         if (e->state == RT_NEW) {
-            /* never run: close the handles made at ke_edge_new */
+            /* never run: close the handles made at ke_rt_new */
             uv_walk(&e->loop, walk_close, NULL);
             uv_run(&e->loop, UV_RUN_DEFAULT);
         }
