@@ -3,6 +3,9 @@
 #
 #   tools/test.sh              warnings-as-errors build in build/, all tests
 #   tools/test.sh --sanitize   the same with ASan+UBSan, in build-asan/
+#   tools/test.sh --tsan       ThreadSanitizer build in build-tsan/: the edge
+#                              tests (edgecore's loop, its rpc hand-over, the
+#                              tunnel), where threads meet
 #
 # Installs missing Debian packages first (tools/deps.sh). Exits non-zero if
 # the build or any test fails.
@@ -12,21 +15,30 @@ cd "$(dirname "$0")/.."
 
 build=build
 sanitize=OFF
+tsan=OFF
+only=""
 case "${1:-}" in
   --sanitize) build=build-asan; sanitize=ON
               # memory errors, not scale: shorter churn in test_hub_delivery
               export KE_CHURN_CYCLES=${KE_CHURN_CYCLES:-20000} ;;
+  --tsan) build=build-tsan; tsan=ON
+          only='edge|tunnel|clock_step|module_includes'
+          export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" ;;
   "") ;;
-  *) echo "usage: tools/test.sh [--sanitize]" >&2; exit 2 ;;
+  *) echo "usage: tools/test.sh [--sanitize | --tsan]" >&2; exit 2 ;;
 esac
 
 ke_install_deps
 jobs=$(nproc 2>/dev/null || echo 2)
-echo "==> Configuring $build/ (KE_SANITIZE=$sanitize)"
-cmake -S . -B "$build" -DKE_SANITIZE=$sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+echo "==> Configuring $build/ (KE_SANITIZE=$sanitize KE_TSAN=$tsan)"
+cmake -S . -B "$build" -DKE_SANITIZE=$sanitize -DKE_TSAN=$tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 echo "==> Building with -Wall -Wextra -Werror ($jobs jobs)"
 cmake --build "$build" -j "$jobs"
 echo "==> Running the tests (unit, integration, interop)"
 cd "$build"
-ctest --output-on-failure -j "$jobs"
+if [ -n "$only" ]; then
+  ctest --output-on-failure -j "$jobs" -R "$only"
+else
+  ctest --output-on-failure -j "$jobs"
+fi
 echo "==> All tests passed ($build/)"
