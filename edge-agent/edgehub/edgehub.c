@@ -200,8 +200,9 @@ static void edge_on_resync_done(edgehub *eh, conn_ctx *c, const Ke__V1__ResyncDo
 
 static void edge_on_refusal(edgehub *eh, conn_ctx *c, ke_rpc_call *call, const Ke__V1__Refusal *r)
 {
+    char er[KE_LOG_ESC_SIZE(256)];
     ke_log_warn(EH_MOD, "cloud refused report seq=%llu reason=\"%s\" fatal=%d",
-                (unsigned long long)r->seq, r->reason, r->fatal);
+                (unsigned long long)r->seq, ke_log_esc(r->reason, er, sizeof(er)), r->fatal);
     ke_metric_add(eh->m_refused, 1);
     on_upstream_acked(eh, c, r->seq); /* the cloud's final word on that report */
     if (r->fatal)
@@ -256,8 +257,9 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     (void)call;
     conn_ctx *c = ud;
     edgehub *eh = c->eh;
+    char em[KE_LOG_ESC_SIZE(sizeof(st->message))];
     ke_log_info(EH_MOD, "tunnel closed node=%s status=%s reason=\"%s\"", eh->node,
-                ke_rpc_status_name(st->code), st->message);
+                ke_rpc_status_name(st->code), ke_log_esc(st->message, em, sizeof(em)));
     pthread_mutex_lock(&eh->mu);
     if (c->gen == eh->gen) {
         ke_metric_set(eh->m_connected, 0);
@@ -446,8 +448,9 @@ static int rotate(edgehub *eh, ke_rpc_channel *ch)
         rc = ke_rpc_stub_unary(&stub, "Renew", &req.base, &o, &reply, &st);
     }
     if (rc == 0 && st.code != KE_RPC_OK) {
-        ke_log_warn(EH_MOD, "certificate renewal refused: %s: %s", ke_rpc_status_name(st.code),
-                    st.message);
+        char em[KE_LOG_ESC_SIZE(sizeof(st.message))];
+        ke_log_warn(EH_MOD, "certificate renewal refused: %s: \"%s\"",
+                    ke_rpc_status_name(st.code), ke_log_esc(st.message, em, sizeof(em)));
         rc = KE_EPERM;
     }
     if (rc == 0) {
