@@ -160,9 +160,12 @@ static void edge_on_message(edgehub *eh, conn_ctx *c, ke_rpc_call *call,
         return;
     }
     if (rc < 0) {
-        ke_log_error(EH_MOD, "cannot apply seq=%llu resource=%s: %s; reconnecting",
+        char er[KE_LOG_ESC_SIZE(256)];
+        ke_log_error(EH_MOD, "cannot apply seq=%llu resource=\"%s\": %s; reconnecting",
                      (unsigned long long)sm->seq,
-                     sm->message && sm->message->route ? sm->message->route->resource : "-",
+                     ke_log_esc(sm->message && sm->message->route ? sm->message->route->resource
+                                                                 : "-",
+                                er, sizeof(er)),
                      ke_strerror(rc));
         ke_rpc_call_cancel(call);
         return;
