@@ -275,10 +275,14 @@ static void test_agent_version_with_control_characters_is_logged_escaped(void **
     hello.agent_version = "x\n" FORGED "\x1b[31m";
     f.frame_case = KE__V1__EDGE_FRAME__FRAME_HELLO;
     f.hello = &hello;
-    assert_int_equal(ke_rawedge_send(&e, &f.base), 0);
-    assert_true(ke_rawedge_wait_hello_ack(&e, 10000));
-    assert_true(wait_log("node connected node=edge-log agent=\"x\\n" FORGED "\\x1b[31m\"", 10000));
-    ke_rawedge_close(&e);
+    int sent = ke_rawedge_send(&e, &f.base) == 0;
+    int acked = sent && ke_rawedge_wait_hello_ack(&e, 10000);
+    int logged =
+        acked && wait_log("node connected node=edge-log agent=\"x\\n" FORGED "\\x1b[31m\"", 10000);
+    ke_rawedge_close(&e); /* before any assertion: a failed test still stops cleanly */
+    assert_true(sent);
+    assert_true(acked);
+    assert_true(logged);
     /* no raw control character anywhere in the file, and no forged line */
     char *log = NULL;
     size_t n = 0;
