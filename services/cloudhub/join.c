@@ -210,7 +210,7 @@ static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
     char *csr = pem_copy(req->csr_pem), *cert = NULL;
     int64_t not_after = 0;
     code = csr ? issue(ch, call, node, csr, &cert, &not_after, fp, why, sizeof(why))
-                   : KE_RPC_INVALID_ARGUMENT;
+               : KE_RPC_INVALID_ARGUMENT;
     if (!csr)
         snprintf(why, sizeof(why), "csr_pem: required, at most 64 KiB");
     free(csr);
