@@ -31,9 +31,9 @@
  * 1..KE_PKI_TOKEN_USES_MAX, and hmac the lowercase hex HMAC-SHA256, keyed
  * by the cluster's token secret, of everything before the last '.'. The
  * first form is the one made before use limits existed; it stays valid and
- * is still what gettoken prints without --uses. The edge needs only the cahash part (to
- * trust the CA it fetches over an unverified channel); the cloud checks the
- * whole token. The secret lives in a file of hex (ke_pki_secret_read);
+ * is still what gettoken prints without --uses. The edge needs only the
+ * cahash part (to trust the CA it fetches over an unverified channel); the
+ * cloud checks the whole token. The secret lives in a file of hex (ke_pki_secret_read);
  * its decoded bytes are the HMAC key.
  *
  * Every string a function allocates is the caller's, freed with free(); on
