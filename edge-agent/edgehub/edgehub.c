@@ -328,8 +328,9 @@ static void on_upstream_acked(hub *h, uint64_t seq)
 
 static void on_refusal(hub *h, const Ke__V1__Refusal *r)
 {
+    char er[KE_LOG_ESC_SIZE(256)];
     ke_log_warn(EH_MOD, "cloud refused report seq=%llu reason=\"%s\" fatal=%d",
-                (unsigned long long)r->seq, r->reason, r->fatal);
+                (unsigned long long)r->seq, ke_log_esc(r->reason, er, sizeof(er)), r->fatal);
     ke_metric_add(h->m_refused, 1);
     on_upstream_acked(h, r->seq); /* the cloud's final word on that report */
     if (r->fatal)
@@ -405,8 +406,9 @@ static void tunnel_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud
     conn *c = ud;
     hub *h = c->h;
     if (call == h->call) {
+        char em[KE_LOG_ESC_SIZE(sizeof(st->message))];
         ke_log_info(EH_MOD, "tunnel closed node=%s status=%s reason=\"%s\"", h->cfg.node_name,
-                    ke_rpc_status_name(st->code), st->message);
+                    ke_rpc_status_name(st->code), ke_log_esc(st->message, em, sizeof(em)));
         ke_metric_set(h->m_connected, 0);
         h->call = NULL;
         h->ready = 0;
@@ -477,9 +479,11 @@ static void renew_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
 static void renew_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
 {
     hub *h = ud;
-    if (st->code != KE_RPC_OK)
-        ke_log_warn(EH_MOD, "certificate renewal refused: %s: %s", ke_rpc_status_name(st->code),
-                    st->message);
+    if (st->code != KE_RPC_OK) {
+        char em[KE_LOG_ESC_SIZE(sizeof(st->message))];
+        ke_log_warn(EH_MOD, "certificate renewal refused: %s: \"%s\"",
+                    ke_rpc_status_name(st->code), ke_log_esc(st->message, em, sizeof(em)));
+    }
     free(h->renew_key);
     h->renew_key = NULL;
     h->renew = NULL;
@@ -632,8 +636,10 @@ static void on_meta_answer(hub *h, Ke__V1__Message *msg)
         }
     } else if (sscanf(what, "%" SCNu64, &seq) == 1 && h->call) {
         if (err) {
-            ke_log_error(EH_MOD, "cannot apply seq=%llu resource=%s: %s; reconnecting",
-                         (unsigned long long)seq, msg->route ? msg->route->resource : "-", err);
+            char er[KE_LOG_ESC_SIZE(256)];
+            ke_log_error(EH_MOD, "cannot apply seq=%llu resource=\"%s\": %s; reconnecting",
+                         (unsigned long long)seq,
+                         ke_log_esc(msg->route ? msg->route->resource : "-", er, sizeof(er)), err);
             ke_rpc_call_cancel(h->call);
         } else {
             ack(h, seq);

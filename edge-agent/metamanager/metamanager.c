@@ -58,8 +58,10 @@ static void downstream(mm *s, Ke__V1__Message *msg)
 {
     int rc = edge_store_apply(ke_rt_store(s->e), msg);
     if (rc < 0) {
-        ke_log_error(MM_MOD, "cannot apply resource=%s: %s",
-                     msg->route->resource ? msg->route->resource : "-", ke_strerror(rc));
+        char er[KE_LOG_ESC_SIZE(256)];
+        ke_log_error(MM_MOD, "cannot apply resource=\"%s\": %s",
+                     ke_log_esc(msg->route->resource ? msg->route->resource : "-", er, sizeof(er)),
+                     ke_strerror(rc));
         respond_error(s, msg, rc);
         ke__v1__message__free_unpacked(msg, NULL);
         return;
@@ -71,8 +73,12 @@ static void downstream(mm *s, Ke__V1__Message *msg)
         if (frc == 0)
             return; /* the bus owns it */
         if (frc != KE_ENOTFOUND)
-            ke_log_warn(MM_MOD, "change not passed to group %s: %s (the module resyncs from "
-                                "the store)", msg->route->group, ke_strerror(frc));
+        {
+            char eg[KE_LOG_ESC_SIZE(64)];
+            ke_log_warn(MM_MOD, "change not passed to group \"%s\": %s (the module resyncs "
+                                "from the store)",
+                        ke_log_esc(msg->route->group, eg, sizeof(eg)), ke_strerror(frc));
+        }
     }
     ke__v1__message__free_unpacked(msg, NULL);
 }
@@ -109,9 +115,11 @@ static void report(mm *s, Ke__V1__Message *msg)
             respond(s, msg, json);
         }
     } else if (rc != 0) {
-        ke_log_warn(MM_MOD, "report from %s not queued resource=%s: %s",
-                    msg->route->source ? msg->route->source : "-",
-                    msg->route->resource ? msg->route->resource : "-", ke_strerror(rc));
+        char es[KE_LOG_ESC_SIZE(64)], er[KE_LOG_ESC_SIZE(256)];
+        ke_log_warn(MM_MOD, "report from \"%s\" not queued resource=\"%s\": %s",
+                    ke_log_esc(msg->route->source ? msg->route->source : "-", es, sizeof(es)),
+                    ke_log_esc(msg->route->resource ? msg->route->resource : "-", er, sizeof(er)),
+                    ke_strerror(rc));
     }
     ke__v1__message__free_unpacked(msg, NULL);
 }

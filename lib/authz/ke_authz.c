@@ -817,12 +817,11 @@ int ke_authz_rpc(ke_rpc_call *call, const ProtobufCMessage *req, char *why, size
         code = ke_authz_decide(az, &id, method, req, why, len);
     }
     if (code != KE_RPC_OK) {
-        char u[KE_RPC_ID_NAME_MAX], p[128], r[KE_AUTHZ_WHY_MAX];
-        printable(id.user, u, sizeof(u));
-        printable(method, p, sizeof(p));
-        printable_q(why, r, sizeof(r), 0);
-        ke_log_warn(LOG_MOD, "denied method=%s user=\"%s\" groups=%zu code=%s reason=\"%s\"", p,
-                    u, id.n_groups, ke_rpc_status_name(code), r);
+        char u[KE_LOG_ESC_SIZE(KE_RPC_ID_NAME_MAX)], p[KE_LOG_ESC_SIZE(128)],
+            r[KE_LOG_ESC_SIZE(KE_AUTHZ_WHY_MAX)];
+        ke_log_warn(LOG_MOD, "denied method=%s user=\"%s\" groups=%zu code=%s reason=\"%s\"",
+                    ke_log_esc(method, p, sizeof(p)), ke_log_esc(id.user, u, sizeof(u)),
+                    id.n_groups, ke_rpc_status_name(code), ke_log_esc(why, r, sizeof(r)));
     }
     return code;
 }

@@ -66,9 +66,10 @@ int ke_hub_publish(ke_rpc_channel *hub, const char *node, const char *key, Ke__V
         return 0;
     if (rc == 0 && st.code == KE_RPC_FAILED_PRECONDITION)
         return KE_ECONFLICT;
+    char em[KE_LOG_ESC_SIZE(sizeof(st.message))];
     ke_log_warn(HC_MOD, "publish failed node=%s key=%s rv=%llu code=%s reason=\"%s\"", node, key,
                 (unsigned long long)version, rc ? "LOCAL" : ke_rpc_status_name(st.code),
-                rc ? ke_strerror(rc) : st.message);
+                rc ? ke_strerror(rc) : ke_log_esc(st.message, em, sizeof(em)));
     return KE_EIO;
 }
 
@@ -95,9 +96,10 @@ int ke_hub_node_objects(ke_rpc_channel *hub, const char *node, const char *const
                 protobuf_c_message_free_unpacked(reply, NULL);
             if (rc == 0 && st.code == KE_RPC_NOT_FOUND)
                 return KE_ENOTFOUND;
+            char em[KE_LOG_ESC_SIZE(sizeof(st.message))];
             ke_log_warn(HC_MOD, "ListNodeObjects failed node=%s code=%s reason=\"%s\"", node,
                         rc ? "LOCAL" : ke_rpc_status_name(st.code),
-                        rc ? ke_strerror(rc) : st.message);
+                        rc ? ke_strerror(rc) : ke_log_esc(st.message, em, sizeof(em)));
             return KE_EIO;
         }
         Ke__V1__ListNodeObjectsReply *r = (Ke__V1__ListNodeObjectsReply *)reply;
@@ -131,9 +133,10 @@ int ke_hub_nodes(ke_rpc_channel *hub, int (*fn)(const Ke__V1__NodeInfo *info, vo
         if (rc != 0 || st.code != KE_RPC_OK) {
             if (reply)
                 protobuf_c_message_free_unpacked(reply, NULL);
+            char em[KE_LOG_ESC_SIZE(sizeof(st.message))];
             ke_log_warn(HC_MOD, "ListNodes failed code=%s reason=\"%s\"",
                         rc ? "LOCAL" : ke_rpc_status_name(st.code),
-                        rc ? ke_strerror(rc) : st.message);
+                        rc ? ke_strerror(rc) : ke_log_esc(st.message, em, sizeof(em)));
             return KE_EIO;
         }
         Ke__V1__ListNodesReply *r = (Ke__V1__ListNodesReply *)reply;
@@ -237,9 +240,12 @@ static void sub_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     pthread_mutex_lock(&c->mu);
     if (s->gen == c->gen) {
         c->closed = 1;
-        if (!c->stopping)
-            ke_log_warn(HC_MOD, "consumer=%s upstream stream ended: %s %s; subscribing again",
-                        c->name, ke_rpc_status_name(st->code), st->message);
+        if (!c->stopping) {
+            char em[KE_LOG_ESC_SIZE(sizeof(st->message))];
+            ke_log_warn(HC_MOD, "consumer=%s upstream stream ended: %s \"%s\"; subscribing again",
+                        c->name, ke_rpc_status_name(st->code),
+                        ke_log_esc(st->message, em, sizeof(em)));
+        }
     }
     c->streams--;
     pthread_cond_broadcast(&c->cv);

@@ -1,6 +1,7 @@
 /*
  * ke_log.c — see ke_log.h. Formats into a stack buffer and emits the line
- * with one write(2) so concurrent threads never interleave within a line.
+ * with one write(2) so concurrent threads never interleave within a line;
+ * ke_log_esc, the escaping of peer-chosen strings for those lines.
  */
 #include "ke_log.h"
 #include "ke_err.h"
@@ -56,7 +57,59 @@ void ke_log_write(ke_log_level level, const char *module, const char *fmt, ...)
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof(line) - 2)
         len = sizeof(line) - 2;
+    /* One event, one line, whatever a format argument held: a control
+     * character that a call site let through (it should have used
+     * ke_log_esc) becomes '?' rather than a line break or a terminal
+     * escape. */
+    for (size_t i = (size_t)n; i < len; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = '?';
     line[len++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;
+}
+
+const char *ke_log_esc(const char *s, char *buf, size_t len)
+{
+    if (!buf || len == 0)
+        return "";
+    static const char hex[] = "0123456789abcdef";
+    size_t j = 0, mark = 0;
+    for (size_t i = 0; s && s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char e[4];
+        size_t n;
+        if (c == '\\' || c == '"') {
+            e[0] = '\\';
+            e[1] = (char)c;
+            n = 2;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            e[0] = '\\';
+            e[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+            n = 2;
+        } else if (c < 0x20 || c > 0x7e) {
+            e[0] = '\\';
+            e[1] = 'x';
+            e[2] = hex[c >> 4];
+            e[3] = hex[c & 0xf];
+            n = 4;
+        } else {
+            e[0] = (char)c;
+            n = 1;
+        }
+        if (j + n + 1 > len) { /* does not fit: cut at the last boundary with room for "..." */
+            j = mark;
+            if (j + 4 <= len) {
+                memcpy(buf + j, "...", 3);
+                j += 3;
+            }
+            break;
+        }
+        memcpy(buf + j, e, n);
+        j += n;
+        if (j + 4 <= len)
+            mark = j; /* an escape boundary that leaves room for "..." and the NUL */
+    }
+    buf[j] = '\0';
+    return buf;
 }

@@ -92,11 +92,13 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
         line[--n] = '\0';
     /* libmicrohttpd 0.9.75 reports our logger option as "not the first
      * option" even when it is; that notice says nothing about the server. */
+    /* microhttpd's messages can quote what a client sent: escape them. */
+    char el[KE_LOG_ESC_SIZE(sizeof(line))];
     if (strstr(line, "MHD_OPTION_EXTERNAL_LOGGER")) {
-        ke_log_debug(LOG_MOD, "microhttpd: %s", line);
+        ke_log_debug(LOG_MOD, "microhttpd: %s", ke_log_esc(line, el, sizeof(el)));
         return;
     }
-    ke_log_warn(LOG_MOD, "microhttpd: %s", line);
+    ke_log_warn(LOG_MOD, "microhttpd: %s", ke_log_esc(line, el, sizeof(el)));
 }
 
 /* reply queues `body` (copied) with status `code`. */

@@ -31,6 +31,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -601,6 +602,49 @@ out:
     return rc;
 }
 
+/* key_policy checks a CSR's public key against the keys this CA signs
+ * (ke_pki.h): RSA of KE_PKI_RSA_MIN_BITS or more with e = 65537, or EC on
+ * P-256 or P-384. Returns 0, or KE_EINVAL with the reason in why. */
+static int key_policy(EVP_PKEY *pub, char *why, size_t whylen)
+{
+    if (EVP_PKEY_is_a(pub, "RSA")) {
+        int bits = EVP_PKEY_get_bits(pub);
+        BIGNUM *e = NULL;
+        int e_ok = EVP_PKEY_get_bn_param(pub, OSSL_PKEY_PARAM_RSA_E, &e) == 1 &&
+                   BN_is_word(e, KE_PKI_RSA_EXPONENT);
+        BN_free(e);
+        ERR_clear_error();
+        if (bits < KE_PKI_RSA_MIN_BITS) {
+            snprintf(why, whylen, "RSA key of %d bits; at least %d are required", bits,
+                     KE_PKI_RSA_MIN_BITS);
+            return KE_EINVAL;
+        }
+        if (!e_ok) {
+            snprintf(why, whylen, "RSA public exponent must be 65537");
+            return KE_EINVAL;
+        }
+        return 0;
+    }
+    if (EVP_PKEY_is_a(pub, "EC")) {
+        char group[64] = "";
+        size_t glen = 0;
+        if (EVP_PKEY_get_utf8_string_param(pub, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                           sizeof(group), &glen) != 1)
+            group[0] = '\0'; /* explicit curve parameters: no name, refused below */
+        ERR_clear_error();
+        if (strcmp(group, "prime256v1") == 0 || strcmp(group, "secp384r1") == 0)
+            return 0;
+        snprintf(why, whylen, "EC key on curve %s; only P-256 and P-384 are accepted",
+                 group[0] ? group : "(explicit parameters)");
+        return KE_EINVAL;
+    }
+    const char *type = EVP_PKEY_get0_type_name(pub);
+    snprintf(why, whylen, "%s key; only RSA (at least %d bits, e = 65537) and EC P-256/P-384 "
+                          "are accepted",
+             type ? type : "unknown", KE_PKI_RSA_MIN_BITS);
+    return KE_EINVAL;
+}
+
 /* csr_load_verified parses a CSR and checks its self-signature. */
 static X509_REQ *csr_load_verified(const char *csr_pem)
 {
@@ -633,6 +677,28 @@ int ke_pki_csr_cn(const char *csr_pem, char *cn, size_t len)
     return rc;
 }
 
+int ke_pki_csr_key_check(const char *csr_pem, char *why, size_t whylen)
+{
+    char dummy[1];
+    if (!why || whylen == 0) {
+        why = dummy;
+        whylen = sizeof(dummy);
+    }
+    why[0] = '\0';
+    X509_REQ *req = csr_load(csr_pem);
+    if (!req) {
+        snprintf(why, whylen, "not a PKCS#10 request");
+        return KE_ETLS;
+    }
+    EVP_PKEY *pub = X509_REQ_get0_pubkey(req); /* borrowed from req */
+    int rc = pub ? key_policy(pub, why, whylen) : KE_ETLS;
+    if (!pub)
+        snprintf(why, whylen, "no readable public key");
+    ERR_clear_error();
+    X509_REQ_free(req);
+    return rc;
+}
+
 int ke_pki_sign_csr(const char *ca_pem, const char *ca_key_pem, const char *csr_pem,
                     int64_t valid_seconds, char **cert_pem, int64_t *not_after_ms)
 {
@@ -651,15 +717,20 @@ int ke_pki_sign_csr_as(const char *ca_pem, const char *ca_key_pem, const char *c
         return KE_EINVAL;
     char cn[KE_PKI_CN_MAX + 1];
     X509 *x = NULL;
-    int rc = KE_ETLS;
-    X509_REQ *req = csr_load_verified(csr_pem);
+    X509_REQ *req = NULL;
+    int rc;
+    /* The key policy first: it is cheap, and a refused key is not worth a
+     * signature check. */
+    char why[160];
+    if ((rc = ke_pki_csr_key_check(csr_pem, why, sizeof(why))) != 0) {
+        ke_log_debug(LOG_MOD, "refusing CSR key: %s", why);
+        goto out;
+    }
+    rc = KE_ETLS;
+    req = csr_load_verified(csr_pem);
     if (!req)
         goto out;
     EVP_PKEY *pub = X509_REQ_get0_pubkey(req); /* borrowed from req */
-    if (EVP_PKEY_get_security_bits(pub) < 112) {
-        ke_log_debug(LOG_MOD, "refusing weak CSR key bits=%d", EVP_PKEY_get_security_bits(pub));
-        goto out;
-    }
     if (cn_as)
         snprintf(cn, sizeof(cn), "%s", cn_as);
     else if (name_cn(X509_REQ_get_subject_name(req), cn, sizeof(cn)) != 0 || !cn_ok(cn))
@@ -834,6 +905,7 @@ int ke_pki_cert_matches_key(const char *cert_pem, const char *key_pem)
 #define TOKEN_NONCE_LEN (2 * TOKEN_NONCE_BYTES)
 #define TOKEN_MAC_LEN 64
 #define TOKEN_EXPIRY_DIGITS 15 /* up to year ~33 million: plenty, and no overflow */
+#define TOKEN_USES_DIGITS 7    /* KE_PKI_TOKEN_USES_MAX has 7 */
 
 static int secret_ok(const uint8_t *secret, size_t len)
 {
@@ -854,10 +926,17 @@ static int token_mac(const uint8_t *secret, size_t secret_len, const char *msg, 
 int ke_pki_token_create(const char *ca_pem, const uint8_t *secret, size_t secret_len,
                         int64_t expires_unix, char **token)
 {
+    return ke_pki_token_create_uses(ca_pem, secret, secret_len, expires_unix, 0, token);
+}
+
+int ke_pki_token_create_uses(const char *ca_pem, const uint8_t *secret, size_t secret_len,
+                             int64_t expires_unix, uint32_t uses, char **token)
+{
     if (!token)
         return KE_EINVAL;
     *token = NULL;
-    if (!secret_ok(secret, secret_len) || expires_unix <= 0 || expires_unix > 999999999999999LL)
+    if (!secret_ok(secret, secret_len) || expires_unix <= 0 || expires_unix > 999999999999999LL ||
+        uses > KE_PKI_TOKEN_USES_MAX)
         return KE_EINVAL;
     char hash[KE_PKI_HASH_HEX], nonce[TOKEN_NONCE_LEN + 1], buf[KE_PKI_TOKEN_MAX];
     unsigned char mac[32];
@@ -866,7 +945,9 @@ int ke_pki_token_create(const char *ca_pem, const uint8_t *secret, size_t secret
         return rc;
     if ((rc = ke_pki_random_hex(TOKEN_NONCE_BYTES, nonce)) != 0)
         return rc;
-    int n = snprintf(buf, sizeof(buf), "%s.%lld.%s", hash, (long long)expires_unix, nonce);
+    int n = uses ? snprintf(buf, sizeof(buf), "%s.%lld.%s.%u", hash, (long long)expires_unix,
+                            nonce, (unsigned)uses)
+                 : snprintf(buf, sizeof(buf), "%s.%lld.%s", hash, (long long)expires_unix, nonce);
     if (n < 0 || (size_t)n + 1 + TOKEN_MAC_LEN >= sizeof(buf))
         return KE_EINVAL;
     if ((rc = token_mac(secret, secret_len, buf, (size_t)n, mac)) != 0)
@@ -877,7 +958,26 @@ int ke_pki_token_create(const char *ca_pem, const uint8_t *secret, size_t secret
     return *token ? 0 : KE_ENOMEM;
 }
 
-int ke_pki_token_parse(const char *token, char cahash[KE_PKI_HASH_HEX], int64_t *expires_unix)
+/* decimal_field parses p[0..n) as a decimal of 1..max_digits digits with
+ * no sign and no leading zero (so > 0). Returns 0 or KE_EINVAL. */
+static int decimal_field(const char *p, size_t n, size_t max_digits, int64_t *out)
+{
+    if (n == 0 || n > max_digits || p[0] == '0')
+        return KE_EINVAL;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return KE_EINVAL;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* token_split checks a token's format and finds its fields: the CA hash
+ * (token[0..64)), the expiry, the nonce (the token id) and the number of
+ * uses (0 for a four-field token: no limit). */
+static int token_split(const char *token, int64_t *expires, const char **nonce, uint32_t *uses)
 {
     if (!token || strnlen(token, KE_PKI_TOKEN_MAX) >= KE_PKI_TOKEN_MAX)
         return KE_EINVAL;
@@ -886,34 +986,64 @@ int ke_pki_token_parse(const char *token, char cahash[KE_PKI_HASH_HEX], int64_t 
     const char *dot = strchr(p, '.');
     if (!dot || dot - p != TOKEN_HASH_LEN || !is_lower_hex(p, TOKEN_HASH_LEN))
         return KE_EINVAL;
-    const char *hash = p;
     /* expiry: decimal, no sign, no leading zero, > 0 */
     p = dot + 1;
     dot = strchr(p, '.');
-    size_t n = dot ? (size_t)(dot - p) : 0;
-    if (n == 0 || n > TOKEN_EXPIRY_DIGITS || p[0] == '0')
+    if (!dot || decimal_field(p, (size_t)(dot - p), TOKEN_EXPIRY_DIGITS, expires) != 0)
         return KE_EINVAL;
-    int64_t exp = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return KE_EINVAL;
-        exp = exp * 10 + (p[i] - '0');
-    }
     /* nonce */
     p = dot + 1;
     dot = strchr(p, '.');
     if (!dot || dot - p != TOKEN_NONCE_LEN || !is_lower_hex(p, TOKEN_NONCE_LEN))
         return KE_EINVAL;
-    /* hmac, and nothing after it */
+    *nonce = p;
+    /* uses, only in the five-field form */
     p = dot + 1;
+    dot = strchr(p, '.');
+    *uses = 0;
+    if (dot) {
+        int64_t u = 0;
+        if (decimal_field(p, (size_t)(dot - p), TOKEN_USES_DIGITS, &u) != 0 ||
+            u > KE_PKI_TOKEN_USES_MAX)
+            return KE_EINVAL;
+        *uses = (uint32_t)u;
+        p = dot + 1;
+    }
+    /* hmac, and nothing after it */
     if (strlen(p) != TOKEN_MAC_LEN || !is_lower_hex(p, TOKEN_MAC_LEN))
         return KE_EINVAL;
+    return 0;
+}
+
+int ke_pki_token_parse(const char *token, char cahash[KE_PKI_HASH_HEX], int64_t *expires_unix)
+{
+    int64_t exp = 0;
+    const char *nonce = NULL;
+    uint32_t uses = 0;
+    if (token_split(token, &exp, &nonce, &uses) != 0)
+        return KE_EINVAL;
     if (cahash) {
-        memcpy(cahash, hash, TOKEN_HASH_LEN);
+        memcpy(cahash, token, TOKEN_HASH_LEN);
         cahash[TOKEN_HASH_LEN] = '\0';
     }
     if (expires_unix)
         *expires_unix = exp;
+    return 0;
+}
+
+int ke_pki_token_uses(const char *token, char id[KE_PKI_TOKEN_ID_HEX], uint32_t *uses)
+{
+    int64_t exp = 0;
+    const char *nonce = NULL;
+    uint32_t u = 0;
+    if (token_split(token, &exp, &nonce, &u) != 0)
+        return KE_EINVAL;
+    if (id) {
+        memcpy(id, nonce, TOKEN_NONCE_LEN);
+        id[TOKEN_NONCE_LEN] = '\0';
+    }
+    if (uses)
+        *uses = u;
     return 0;
 }
 
@@ -941,7 +1071,7 @@ int ke_pki_token_verify(const char *token, const char *ca_pem, const uint8_t *se
     /* Both hashes are public: no need for a constant-time compare here. */
     if (strcmp(tok_hash, ca_hash) != 0)
         return refuse(why, whylen, "token is for another CA");
-    const char *mac_hex = strrchr(token, '.') + 1; /* parse guaranteed 3 dots */
+    const char *mac_hex = strrchr(token, '.') + 1; /* parse guaranteed 3 or 4 dots */
     unsigned char want[32], got[32];
     if ((rc = token_mac(secret, secret_len, token, (size_t)(mac_hex - 1 - token), want)) != 0)
         return rc;

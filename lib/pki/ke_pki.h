@@ -12,18 +12,28 @@
  *     notAfter is clamped to the CA's (a leaf never outlives its CA);
  *   - a CSR's self-signature is always verified before it is used, and of
  *     a CSR only the CN and the public key are taken: extensions it asks for
- *     are ignored, the CA sets its own.
+ *     are ignored, the CA sets its own;
+ *   - the keys a CSR may carry (the key policy, ke_pki_csr_key_check): RSA
+ *     of at least KE_PKI_RSA_MIN_BITS bits with public exponent 65537, or EC
+ *     on the named curves P-256 or P-384. Everything else is refused: small
+ *     or small-exponent RSA, other curves, explicit curve parameters, and
+ *     Ed25519/Ed448 (not accepted by every TLS stack a client of ours may
+ *     use, and nothing here makes them).
  *
  * Join tokens (`keadm gettoken`, checked by CloudHub's Join):
  *
- *   <cahash>.<expiry>.<nonce>.<hmac>
+ *   <cahash>.<expiry>.<nonce>.<hmac>            any number of joins
+ *   <cahash>.<expiry>.<nonce>.<uses>.<hmac>     at most <uses> joins
  *
  * cahash is the lowercase hex SHA-256 of the CA certificate's DER (64
- * chars), expiry the Unix time in decimal seconds, nonce 16 hex chars, and
- * hmac the lowercase hex HMAC-SHA256, keyed by the cluster's token secret,
- * of "<cahash>.<expiry>.<nonce>". The edge needs only the cahash part (to
- * trust the CA it fetches over an unverified channel); the cloud checks the
- * whole token. The secret lives in a file of hex (ke_pki_secret_read);
+ * chars), expiry the Unix time in decimal seconds, nonce 16 hex chars (also
+ * the token's id, under which CloudHub counts its uses), uses a decimal
+ * 1..KE_PKI_TOKEN_USES_MAX, and hmac the lowercase hex HMAC-SHA256, keyed
+ * by the cluster's token secret, of everything before the last '.'. The
+ * first form is the one made before use limits existed; it stays valid and
+ * is still what gettoken prints without --uses. The edge needs only the
+ * cahash part (to trust the CA it fetches over an unverified channel); the
+ * cloud checks the whole token. The secret lives in a file of hex (ke_pki_secret_read);
  * its decoded bytes are the HMAC key.
  *
  * Every string a function allocates is the caller's, freed with free(); on
@@ -48,10 +58,14 @@
 #define KE_PKI_CLOCK_SKEW_SECONDS 300       /* notBefore is backdated by this */
 #define KE_PKI_HASH_HEX 65                  /* 64 hex chars + NUL */
 #define KE_PKI_TOKEN_MAX 192                /* a token's length, with NUL, is below this */
+#define KE_PKI_TOKEN_USES_MAX 1000000u      /* largest use limit a token can carry */
+#define KE_PKI_TOKEN_ID_HEX 17              /* a token id: 16 hex chars + NUL */
 #define KE_PKI_SECRET_BYTES 32              /* token secret made by keadm init */
 #define KE_PKI_SECRET_MIN 16                /* shortest secret accepted */
 #define KE_PKI_SECRET_MAX 128               /* longest secret accepted */
 #define KE_PKI_RANDOM_MAX 256               /* ke_pki_random_hex bytes bound */
+#define KE_PKI_RSA_MIN_BITS 2048            /* smallest RSA key a CSR may carry */
+#define KE_PKI_RSA_EXPONENT 65537UL         /* the one RSA public exponent accepted */
 
 /* ---- keys and certificates ---- */
 
@@ -104,12 +118,20 @@ int ke_pki_csr_create(const char *key_pem, const char *cn, char **csr_pem);
  * fit in len; KE_EINVAL for NULL arguments. */
 int ke_pki_csr_cn(const char *csr_pem, char *cn, size_t len);
 
+/* ke_pki_csr_key_check applies the key policy (above) to the public key of
+ * csr_pem, without verifying its signature. Returns 0; KE_EINVAL when the
+ * key is refused, with why (may be NULL; truncated to whylen) saying what
+ * was found and what is accepted, e.g. "RSA key of 1024 bits; at least 2048
+ * are required"; KE_ETLS when the CSR or its key does not parse. */
+int ke_pki_csr_key_check(const char *csr_pem, char *why, size_t whylen);
+
 /* ke_pki_sign_csr issues a clientAuth certificate, valid for valid_seconds
  * from now - 5 min, whose subject is only the CSR's CN and whose key is the
- * CSR's (which must verify and give >= 112 bits of security). The CSR's
+ * CSR's (which must pass the key policy, then verify). The CSR's
  * requested extensions are ignored. On 0 *cert_pem is the caller's and, if
  * not_after_ms is not NULL, *not_after_ms is the expiry in ms since the
- * epoch. KE_ETLS (bad CSR or CA), KE_EINVAL, KE_ENOMEM. */
+ * epoch. KE_EINVAL (key refused by the policy, or bad arguments), KE_ETLS
+ * (bad CSR or CA), KE_ENOMEM. */
 int ke_pki_sign_csr(const char *ca_pem, const char *ca_key_pem, const char *csr_pem,
                     int64_t valid_seconds, char **cert_pem, int64_t *not_after_ms);
 
@@ -167,6 +189,18 @@ int ke_pki_cert_matches_key(const char *cert_pem, const char *key_pem);
  * (CA does not parse), KE_ENOMEM. */
 int ke_pki_token_create(const char *ca_pem, const uint8_t *secret, size_t secret_len,
                         int64_t expires_unix, char **token);
+
+/* ke_pki_token_create_uses is ke_pki_token_create for a token that allows
+ * at most `uses` joins (1..KE_PKI_TOKEN_USES_MAX; 0 makes the unlimited,
+ * four-field form). Counting is the verifier's job (CloudHub's store). */
+int ke_pki_token_create_uses(const char *ca_pem, const uint8_t *secret, size_t secret_len,
+                             int64_t expires_unix, uint32_t uses, char **token);
+
+/* ke_pki_token_uses checks the token's format only and returns its id
+ * (16 hex chars + NUL) and its use limit (0: unlimited); either may be
+ * NULL. Only meaningful for a token ke_pki_token_verify accepted. KE_EINVAL
+ * when malformed. */
+int ke_pki_token_uses(const char *token, char id[KE_PKI_TOKEN_ID_HEX], uint32_t *uses);
 
 /* ke_pki_token_parse checks the token's format only (no secret needed) and
  * returns its CA hash and expiry (either may be NULL). KE_EINVAL when

@@ -1020,7 +1020,8 @@ static void server_on_accept(ke_rpc_tag *t, int ok)
         return;
     }
     if (!m) {
-        ke_log_warn(LOG_MOD, "unimplemented method=%s", path);
+        char ep[KE_LOG_ESC_SIZE(sizeof(path))];
+        ke_log_warn(LOG_MOD, "unimplemented method=\"%s\"", ke_log_esc(path, ep, sizeof(ep)));
         grpc_metadata_array_destroy(&md);
         server_answer_unimplemented(srv, gc);
         return;

@@ -124,6 +124,16 @@ int ch_store_load_nodes(cloudhub *ch);
 /* A node row: cert fingerprints (current, previous), upstream seq. */
 int ch_store_node_get(cloudhub *ch, const char *name, char *fp, char *prev_fp, uint64_t *next_seq);
 int ch_store_node_insert(cloudhub *ch, const char *name, const char *fp);
+/* Join tokens with a use limit (join.c). ch_store_token_used returns how
+ * many joins token `id` has made (0 when never seen), or a negative KE_E
+ * code. ch_store_node_insert_token inserts the node and counts one use of
+ * token `id` in one transaction: KE_EPERM, and nothing written, when the
+ * token has made `max_uses` joins already. Rows of tokens past
+ * `expires_unix` are dropped on the way (a token past its expiry is refused
+ * before it is counted). */
+int ch_store_token_used(cloudhub *ch, const char *id, int64_t *used);
+int ch_store_node_insert_token(cloudhub *ch, const char *name, const char *fp, const char *id,
+                               uint32_t max_uses, int64_t expires_unix);
 int ch_store_node_rotate(cloudhub *ch, const char *name, const char *fp);
 int ch_store_node_delete(cloudhub *ch, const char *name);
 int ch_store_node_set_seq(cloudhub *ch, const char *name, uint64_t next_seq);

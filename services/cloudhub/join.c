@@ -4,9 +4,12 @@
  *   Bootstrap  the CA certificate, to anyone (the edge checks its hash
  *              against the token before trusting it)
  *   Join       token + CSR -> node certificate; refused for a bad or
- *              expired token, a CSR whose CN is neither the node name nor
- *              system:node:<name>, or a node name already joined. Nothing is
- *              written on a refusal.
+ *              expired token, a use-limited token that has made all its
+ *              joins, a CSR whose CN is neither the node name nor
+ *              system:node:<name> or whose key the policy refuses
+ *              (ke_pki.h), or a node name already joined. Nothing is
+ *              written on a refusal; a use is counted in the transaction
+ *              that registers the node.
  *   Renew      a joined node, over mutual TLS, trades a new CSR for a new
  *              certificate; the one it replaces stays accepted until it
  *              expires, so streams open across the rotation keep working.
@@ -53,8 +56,10 @@ static int valid_node_name(const char *s)
 static void join_refuse(cloudhub *ch, ke_rpc_call *call, const char *node, int code,
                         const char *why)
 {
-    ke_log_warn(CH_MOD, "join refused node=%s code=%s reason=\"%s\"", node,
-                ke_rpc_status_name(code), why);
+    char en[KE_LOG_ESC_SIZE(CH_NODE_NAME_MAX)], ew[KE_LOG_ESC_SIZE(256)];
+    ke_log_warn(CH_MOD, "join refused node=%s code=%s reason=\"%s\"",
+                ke_log_esc(node, en, sizeof(en)), ke_rpc_status_name(code),
+                ke_log_esc(why, ew, sizeof(ew)));
     ke_metric_add(ch->m.join_refused, 1);
     ke_rpc_call_finish(call, code, why, NULL);
 }
@@ -80,6 +85,11 @@ static int issue(cloudhub *ch, ke_rpc_call *call, const char *node, const char *
     char cn[KE_PKI_CN_MAX + 1];
     if (ke_pki_csr_cn(csr, cn, sizeof(cn)) != 0) {
         snprintf(why, whylen, "csr_pem: not a valid, self-signed PKCS#10 request");
+        return KE_RPC_INVALID_ARGUMENT;
+    }
+    char policy[160];
+    if (ke_pki_csr_key_check(csr, policy, sizeof(policy)) != 0) {
+        snprintf(why, whylen, "csr_pem: %s", policy);
         return KE_RPC_INVALID_ARGUMENT;
     }
     char subject[KE_PKI_CN_MAX + 1];
@@ -132,12 +142,56 @@ static char *pem_copy(ProtobufCBinaryData b)
     return s;
 }
 
+/* A join token's use limit, as join_on_message needs it. */
+typedef struct join_token {
+    char id[KE_PKI_TOKEN_ID_HEX];
+    uint32_t uses;   /* 0: any number of joins */
+    int64_t expires; /* Unix seconds */
+} join_token;
+
+static void token_used_up(const join_token *t, char *why, size_t len)
+{
+    snprintf(why, len, "token: already used for %u join%s, all it allows; ask for a new one "
+                       "(keadm gettoken --uses N)",
+             (unsigned)t->uses, t->uses == 1 ? "" : "s");
+}
+
+/* token_check reads the use limit of a token ke_pki_token_verify accepted
+ * and, for a limited one, refuses it early when the store says it has made
+ * all its joins (the count that decides is taken again in the transaction
+ * that registers the node). */
+static int token_check(cloudhub *ch, const char *token, join_token *t, char *why, size_t len)
+{
+    memset(t, 0, sizeof(*t));
+    if (ke_pki_token_uses(token, t->id, &t->uses) != 0 ||
+        ke_pki_token_parse(token, NULL, &t->expires) != 0) {
+        snprintf(why, len, "malformed token"); /* verify parsed it: cannot happen */
+        return KE_RPC_PERMISSION_DENIED;
+    }
+    if (t->uses == 0)
+        return KE_RPC_OK;
+    int64_t used = 0;
+    pthread_mutex_lock(&ch->mu);
+    int rc = ch_store_token_used(ch, t->id, &used);
+    pthread_mutex_unlock(&ch->mu);
+    if (rc != 0) {
+        snprintf(why, len, "node registry unavailable");
+        return KE_RPC_UNAVAILABLE;
+    }
+    if (used >= (int64_t)t->uses) {
+        token_used_up(t, why, len);
+        return KE_RPC_PERMISSION_DENIED;
+    }
+    return KE_RPC_OK;
+}
+
 static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     cloudhub *ch = ud;
     const Ke__V1__JoinRequest *req = (const Ke__V1__JoinRequest *)m;
     char why[256], fp[KE_PKI_HASH_HEX];
     const char *node = req->node_name;
+    int code;
     if (!valid_node_name(node)) {
         join_refuse(ch, call, "-", KE_RPC_INVALID_ARGUMENT,
                     "node_name: must be a DNS-1123 label (a-z, 0-9, '-'; at most 63)");
@@ -148,10 +202,15 @@ static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
         join_refuse(ch, call, node, KE_RPC_PERMISSION_DENIED, why);
         return;
     }
+    join_token tok;
+    if ((code = token_check(ch, req->token, &tok, why, sizeof(why))) != KE_RPC_OK) {
+        join_refuse(ch, call, node, code, why);
+        return;
+    }
     char *csr = pem_copy(req->csr_pem), *cert = NULL;
     int64_t not_after = 0;
-    int code = csr ? issue(ch, call, node, csr, &cert, &not_after, fp, why, sizeof(why))
-                   : KE_RPC_INVALID_ARGUMENT;
+    code = csr ? issue(ch, call, node, csr, &cert, &not_after, fp, why, sizeof(why))
+               : KE_RPC_INVALID_ARGUMENT;
     if (!csr)
         snprintf(why, sizeof(why), "csr_pem: required, at most 64 KiB");
     free(csr);
@@ -161,14 +220,22 @@ static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
     }
     pthread_mutex_lock(&ch->mu);
     ch_node *n = NULL;
+    int rc;
     if (ke_map_get(ch->nodes, node)) {
         code = KE_RPC_ALREADY_EXISTS;
         snprintf(why, sizeof(why), "node %s already joined; remove it (Hub.RemoveNode) first",
                  node);
-    } else if (!(n = calloc(1, sizeof(*n))) || !(n->pending = ke_map_new()) ||
-               ch_store_node_insert(ch, node, fp) != 0) {
+    } else if (!(n = calloc(1, sizeof(*n))) || !(n->pending = ke_map_new())) {
         code = KE_RPC_UNAVAILABLE;
         snprintf(why, sizeof(why), "node registry unavailable");
+    } else if ((rc = tok.uses ? ch_store_node_insert_token(ch, node, fp, tok.id, tok.uses,
+                                                           tok.expires)
+                              : ch_store_node_insert(ch, node, fp)) != 0) {
+        code = rc == KE_EPERM ? KE_RPC_PERMISSION_DENIED : KE_RPC_UNAVAILABLE;
+        if (rc == KE_EPERM)
+            token_used_up(&tok, why, sizeof(why));
+        else
+            snprintf(why, sizeof(why), "node registry unavailable");
     } else {
         snprintf(n->name, sizeof(n->name), "%s", node);
         n->next_edge_seq = 1;
@@ -218,8 +285,10 @@ static void renew_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     }
     if (code != KE_RPC_OK) {
         free(cert);
-        ke_log_warn(CH_MOD, "renew refused node=%s code=%s reason=\"%s\"", node[0] ? node : "-",
-                    ke_rpc_status_name(code), why);
+        char en[KE_LOG_ESC_SIZE(CH_NODE_NAME_MAX)], ew[KE_LOG_ESC_SIZE(256)];
+        ke_log_warn(CH_MOD, "renew refused node=%s code=%s reason=\"%s\"",
+                    ke_log_esc(node[0] ? node : "-", en, sizeof(en)), ke_rpc_status_name(code),
+                    ke_log_esc(why, ew, sizeof(ew)));
         ke_rpc_call_finish(call, code, why, NULL);
         return;
     }

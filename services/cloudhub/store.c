@@ -16,6 +16,9 @@
  *            strings, [] for all) and their durable cursor. An entry is
  *            removed once every consumer registered for its group has
  *            acked it; entries of groups nobody is registered for stay.
+ *   join_tokens the joins made with each use-limited token (by token id),
+ *            counted in the transaction that registers the node; a row
+ *            goes once its token has expired.
  *
  * Every function is called with ch->mu held.
  */
@@ -57,6 +60,10 @@ static const char *const ch_migrations[] = {
     "  name TEXT PRIMARY KEY,"
     "  groups TEXT NOT NULL,"
     "  cursor INTEGER NOT NULL DEFAULT 0);",
+    "CREATE TABLE join_tokens ("
+    "  id TEXT PRIMARY KEY,"
+    "  used INTEGER NOT NULL,"
+    "  expires INTEGER NOT NULL);",
 };
 
 /* The GC rule, for the uplog row in scope: the lowest cursor of the
@@ -149,6 +156,49 @@ int ch_store_node_insert(cloudhub *ch, const char *name, const char *fp)
 {
     return exec_bind(ch, "INSERT INTO nodes(name, cert_fp, joined_ms) VALUES (?, ?, ?)", name,
                      fp, ke_time_wall_ms());
+}
+
+int ch_store_token_used(cloudhub *ch, const char *id, int64_t *used)
+{
+    sqlite3_stmt *st;
+    *used = 0;
+    int rc = ke_sqlite_prepare(ch->db, "SELECT used FROM join_tokens WHERE id = ?", &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    rc = ke_sqlite_step(ch->db, st);
+    if (rc == 1)
+        *used = sqlite3_column_int64(st, 0);
+    ke_sqlite_release(ch->db, st);
+    return rc < 0 ? rc : 0;
+}
+
+int ch_store_node_insert_token(cloudhub *ch, const char *name, const char *fp, const char *id,
+                               uint32_t max_uses, int64_t expires_unix)
+{
+    int64_t used = 0;
+    int rc = ke_sqlite_begin(ch->db);
+    if (rc)
+        return rc;
+    if ((rc = exec_bind(ch, "DELETE FROM join_tokens WHERE expires <= ?", NULL, NULL,
+                        ke_time_wall_ms() / 1000)) != 0 ||
+        (rc = ch_store_token_used(ch, id, &used)) != 0)
+        goto out;
+    if (used >= (int64_t)max_uses) {
+        rc = KE_EPERM;
+        goto out;
+    }
+    if ((rc = exec_bind(ch,
+                        "INSERT INTO join_tokens(id, used, expires) VALUES (?1, 1, ?2) "
+                        "ON CONFLICT(id) DO UPDATE SET used = used + 1",
+                        id, NULL, expires_unix)) != 0 ||
+        (rc = ch_store_node_insert(ch, name, fp)) != 0)
+        goto out;
+out:
+    if (rc == 0)
+        return ke_sqlite_commit(ch->db);
+    ke_sqlite_rollback(ch->db);
+    return rc;
 }
 
 int ch_store_node_rotate(cloudhub *ch, const char *name, const char *fp)

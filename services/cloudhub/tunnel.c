@@ -112,8 +112,10 @@ int cloudhub_node_cert_matches(void *hub, const char *node, const char *fingerpr
 
 static void refuse(cloudhub *ch, ke_rpc_call *call, const char *node, int code, const char *why)
 {
-    ke_log_warn(CH_MOD, "refused tunnel node=%s code=%s reason=\"%s\"", node,
-                ke_rpc_status_name(code), why);
+    char en[KE_LOG_ESC_SIZE(CH_NODE_NAME_MAX)], ew[KE_LOG_ESC_SIZE(300)];
+    ke_log_warn(CH_MOD, "refused tunnel node=%s code=%s reason=\"%s\"",
+                ke_log_esc(node, en, sizeof(en)), ke_rpc_status_name(code),
+                ke_log_esc(why, ew, sizeof(ew)));
     ke_metric_add(ch->m.refused, 1);
     ke_rpc_call_finish(call, code, why, NULL);
 }
@@ -358,9 +360,11 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
     }
     ke_metric_add(ch->m.resyncs, 1);
     ch_queue_pump(ch, n);
-    ke_log_info(CH_MOD, "node connected node=%s agent=%s digest=%zu updates=%u deletes=%u "
+    char en[KE_LOG_ESC_SIZE(CH_NODE_NAME_MAX)], ea[KE_LOG_ESC_SIZE(sizeof(c->agent_version))];
+    ke_log_info(CH_MOD, "node connected node=%s agent=\"%s\" digest=%zu updates=%u deletes=%u "
                         "next_edge_seq=%llu",
-                c->node, c->agent_version, digest_n, r.updates, r.deletes,
+                ke_log_esc(c->node, en, sizeof(en)),
+                ke_log_esc(c->agent_version, ea, sizeof(ea)), digest_n, r.updates, r.deletes,
                 (unsigned long long)ack.next_edge_seq);
 }
 
@@ -428,8 +432,10 @@ static void upstream_refuse(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Seq
     char why[300];
     snprintf(why, sizeof(why), "resource \"%s\" does not belong to node %s",
              msg && msg->route ? msg->route->resource : "", c->node);
-    ke_log_warn(CH_MOD, "refused upstream frame node=%s seq=%llu reason=\"%s\"", c->node,
-                (unsigned long long)sm->seq, why);
+    char en[KE_LOG_ESC_SIZE(CH_NODE_NAME_MAX)], ew[KE_LOG_ESC_SIZE(sizeof(why))];
+    ke_log_warn(CH_MOD, "refused upstream frame node=%s seq=%llu reason=\"%s\"",
+                ke_log_esc(c->node, en, sizeof(en)), (unsigned long long)sm->seq,
+                ke_log_esc(why, ew, sizeof(ew)));
     ke_metric_add(ch->m.refused, 1);
     pthread_mutex_lock(&ch->mu);
     ch_node *n = ke_map_get(ch->nodes, c->node);
@@ -656,8 +662,10 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
         ch->connected--;
         ke_metric_set(ch->m.connected, ch->connected);
         ke_rpc_call_unref(call);
-        ke_log_info(CH_MOD, "node disconnected node=%s status=%s reason=\"%s\"", c->node,
-                    ke_rpc_status_name(st->code), st->message);
+        char en[KE_LOG_ESC_SIZE(CH_NODE_NAME_MAX)], ew[KE_LOG_ESC_SIZE(256)];
+        ke_log_info(CH_MOD, "node disconnected node=%s status=%s reason=\"%s\"",
+                    ke_log_esc(c->node, en, sizeof(en)), ke_rpc_status_name(st->code),
+                    ke_log_esc(st->message, ew, sizeof(ew)));
     }
     digest_drop(ch, c);
     pthread_mutex_unlock(&ch->mu);

@@ -213,8 +213,9 @@ static int on_twin_report(const Ke__V1__UpstreamMessage *up, void *ud)
     json_error_t je;
     json_t *rep = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
     if (!json_is_object(rep)) {
+        char ens[KE_LOG_ESC_SIZE(128)], ena[KE_LOG_ESC_SIZE(256)];
         ke_log_warn(DC_MOD, "ignoring twin report that is not a JSON object node=%s device=%s/%s",
-                    node, ns, name);
+                    node, ke_log_esc(ns, ens, sizeof(ens)), ke_log_esc(name, ena, sizeof(ena)));
         json_decref(rep);
         return 0;
     }
@@ -379,8 +380,11 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
             Ke__V1__TwinValue d, r;
             twin_fill(out, req->property, &t, &d, &r);
             ke_rpc_call_finish(call, KE_RPC_OK, NULL, &t.base);
-            ke_log_info(DC_MOD, "desired set device=%s/%s property=%s value=%s", ns,
-                        ke_k8s_str(device, "metadata.name"), req->property, req->value);
+            char ep[KE_LOG_ESC_SIZE(128)], ev[KE_LOG_ESC_SIZE(256)];
+            ke_log_info(DC_MOD, "desired set device=%s/%s property=\"%s\" value=\"%s\"", ns,
+                        ke_k8s_str(device, "metadata.name"),
+                        ke_log_esc(req->property, ep, sizeof(ep)),
+                        ke_log_esc(req->value, ev, sizeof(ev)));
         }
         json_decref(device);
         json_decref(out);

@@ -216,8 +216,9 @@ static int on_pod_status(edgecontroller *ec, const char *node, const char *ns, c
     json_error_t je;
     json_t *status = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
     if (!json_is_object(status)) {
+        char ej[KE_LOG_ESC_SIZE(sizeof(je.text))];
         ke_log_warn(EC_MOD, "ignoring pod status that is not a JSON object pod=%s/%s node=%s: %s",
-                    ns, name, node, je.text);
+                    ns, name, node, ke_log_esc(je.text, ej, sizeof(ej)));
         json_decref(status);
         return 0;
     }
@@ -265,8 +266,10 @@ static int on_query(edgecontroller *ec, const char *node, const char *ns, const 
                     const char *name)
 {
     if (!ke_nodesync_wants(ec->sync, node, kind, ns, name)) {
-        ke_log_warn(EC_MOD, "query refused node=%s resource=%s/%s/%s: not the node's", node, ns,
-                    kind, name);
+        char ens[KE_LOG_ESC_SIZE(128)], ek[KE_LOG_ESC_SIZE(64)], ena[KE_LOG_ESC_SIZE(256)];
+        ke_log_warn(EC_MOD, "query refused node=%s resource=%s/%s/%s: not the node's", node,
+                    ke_log_esc(ns, ens, sizeof(ens)), ke_log_esc(kind, ek, sizeof(ek)),
+                    ke_log_esc(name, ena, sizeof(ena)));
         return 0;
     }
     json_t *obj = NULL;

@@ -3,7 +3,8 @@
  *
  * Local verbs (one fresh temp dir per test, removed by teardown): init
  * writes the files with their modes and a cloudcore.yaml, refuses a second
- * time; gettoken prints one token the files verify, honouring --ttl; reset
+ * time; gettoken prints one token the files verify, honouring --ttl and
+ * --uses; reset
  * removes everything and refuses a directory keadm did not make; join with
  * a malformed token fails before touching the network and writes nothing.
  *
@@ -283,6 +284,31 @@ static void test_keadm_gettoken_ttl_sets_expiry(void **state)
     assert_string_equal(f->out, "");
 }
 
+static void test_keadm_gettoken_uses_puts_the_limit_in_the_token(void **state)
+{
+    fixture *f = *state;
+    char cloud[128], token[KE_PKI_TOKEN_MAX], why[128];
+    uint32_t uses = 99;
+    snprintf(cloud, sizeof(cloud), "%s/cloud", f->dir);
+    assert_int_equal(keadm(f, "init --dir %s", cloud), 0);
+    assert_int_equal(keadm(f, "gettoken --dir %s --uses 3", cloud), 0);
+    token_from_stdout(f, token, sizeof(token));
+    assert_int_equal(verify_token(cloud, token, (int64_t)time(NULL), why), 0);
+    assert_int_equal(ke_pki_token_uses(token, NULL, &uses), 0);
+    assert_int_equal(uses, 3);
+    /* without --uses: today's unlimited token */
+    assert_int_equal(keadm(f, "gettoken --dir %s", cloud), 0);
+    token_from_stdout(f, token, sizeof(token));
+    assert_int_equal(ke_pki_token_uses(token, NULL, &uses), 0);
+    assert_int_equal(uses, 0);
+    const char *bad[] = {"0", "-1", "1000001", "2x", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(keadm(f, "gettoken --dir %s --uses '%s'", cloud, bad[i]), 2);
+        assert_non_null(strstr(f->err, "--uses"));
+        assert_string_equal(f->out, "");
+    }
+}
+
 static void test_keadm_gettoken_without_init_says_to_init(void **state)
 {
     fixture *f = *state;
@@ -507,6 +533,7 @@ int main(void)
         T(test_keadm_init_bad_address_is_usage_error_and_writes_nothing),
         T(test_keadm_gettoken_prints_a_token_the_files_verify),
         T(test_keadm_gettoken_ttl_sets_expiry),
+        T(test_keadm_gettoken_uses_puts_the_limit_in_the_token),
         T(test_keadm_gettoken_without_init_says_to_init),
         T(test_keadm_reset_removes_everything),
         T(test_keadm_reset_of_a_random_dir_refuses),

@@ -1,7 +1,8 @@
 /*
  * test_pki.c — unit tests for lib/pki (ke_pki): keys, the CA, server and
- * client certificates, CSRs (including forged and over-asking ones), chain
- * checks, join tokens (round trip and every refusal), and the atomic file
+ * client certificates, CSRs (including forged and over-asking ones, and the
+ * key policy against keys made here with OpenSSL), chain
+ * checks, join tokens (round trip, use limits, and every refusal), and the atomic file
  * helpers. Certificates are inspected with OpenSSL directly, so the tests
  * check what a TLS peer would see rather than what ke_pki says about itself.
  */
@@ -415,6 +416,108 @@ static void test_pki_leaf_never_outlives_its_ca(void **state)
     free(cert);
 }
 
+/* ---- the CSR key policy ---- */
+
+/* rsa_key makes an RSA key of `bits` with public exponent e. */
+static EVP_PKEY *rsa_key(unsigned bits, unsigned long e)
+{
+    EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    BIGNUM *bn = BN_new();
+    EVP_PKEY *k = NULL;
+    assert_non_null(ctx);
+    assert_non_null(bn);
+    assert_int_equal(BN_set_word(bn, e), 1);
+    assert_int_equal(EVP_PKEY_keygen_init(ctx), 1);
+    assert_int_equal(EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, (int)bits), 1);
+    assert_int_equal(EVP_PKEY_CTX_set1_rsa_keygen_pubexp(ctx, bn), 1);
+    assert_int_equal(EVP_PKEY_generate(ctx, &k), 1);
+    BN_free(bn);
+    EVP_PKEY_CTX_free(ctx);
+    return k;
+}
+
+/* csr_of makes a CSR for CN edge-1 carrying and signed with key (which it
+ * frees). */
+static char *csr_of(EVP_PKEY *key)
+{
+    assert_non_null(key);
+    X509_REQ *req = X509_REQ_new();
+    X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_UTF8,
+                               (const unsigned char *)"edge-1", -1, -1, 0);
+    assert_int_equal(X509_REQ_set_pubkey(req, key), 1);
+    /* Ed25519 signs without a separate digest. */
+    const EVP_MD *md = EVP_PKEY_is_a(key, "ED25519") ? NULL : EVP_sha256();
+    assert_true(X509_REQ_sign(req, key, md) > 0);
+    char *pem = pem_of_req(req);
+    X509_REQ_free(req);
+    EVP_PKEY_free(key);
+    return pem;
+}
+
+/* assert_key_refused: the policy refuses csr with a reason holding `says`,
+ * and signing it fails with KE_EINVAL and issues nothing. */
+static void assert_key_refused(fixture *f, char *csr, const char *says)
+{
+    char why[160], *cert = NULL;
+    assert_int_equal(ke_pki_csr_key_check(csr, why, sizeof(why)), KE_EINVAL);
+    if (!strstr(why, says))
+        fail_msg("reason \"%s\" does not say \"%s\"", why, says);
+    assert_int_equal(ke_pki_sign_csr(f->ca, f->ca_key, csr, DAY, &cert, NULL), KE_EINVAL);
+    assert_null(cert);
+    free(csr);
+}
+
+/* assert_key_accepted: the policy accepts csr and the CA signs it. */
+static void assert_key_accepted(fixture *f, char *csr)
+{
+    char why[160], *cert = NULL;
+    assert_int_equal(ke_pki_csr_key_check(csr, why, sizeof(why)), 0);
+    assert_string_equal(why, "");
+    assert_int_equal(ke_pki_sign_csr(f->ca, f->ca_key, csr, DAY, &cert, NULL), 0);
+    assert_int_equal(ke_pki_verify_chain(f->ca, cert), 0);
+    free(cert);
+    free(csr);
+}
+
+static void test_pki_csr_with_rsa_exponent_3_is_refused(void **state)
+{
+    assert_key_refused(*state, csr_of(rsa_key(2048, 3)), "exponent must be 65537");
+}
+
+static void test_pki_csr_with_rsa_1024_is_refused(void **state)
+{
+    assert_key_refused(*state, csr_of(rsa_key(1024, 65537)),
+                       "RSA key of 1024 bits; at least 2048 are required");
+}
+
+static void test_pki_csr_with_other_curves_is_refused(void **state)
+{
+    assert_key_refused(*state, csr_of(EVP_PKEY_Q_keygen(NULL, NULL, "EC", "secp256k1")),
+                       "curve secp256k1");
+    assert_key_refused(*state, csr_of(EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-521")),
+                       "only P-256 and P-384");
+}
+
+static void test_pki_csr_with_ed25519_is_refused(void **state)
+{
+    assert_key_refused(*state, csr_of(EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")), "ED25519 key");
+}
+
+static void test_pki_csr_with_rsa_2048_or_p256_or_p384_is_signed(void **state)
+{
+    assert_key_accepted(*state, csr_of(rsa_key(2048, 65537)));
+    assert_key_accepted(*state, csr_of(EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")));
+    assert_key_accepted(*state, csr_of(EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-384")));
+}
+
+static void test_pki_csr_key_check_of_garbage_is_etls(void **state)
+{
+    (void)state;
+    char why[64];
+    assert_int_equal(ke_pki_csr_key_check("not a csr", why, sizeof(why)), KE_ETLS);
+    assert_int_equal(ke_pki_csr_key_check(NULL, NULL, 0), KE_ETLS);
+}
+
 /* ---- chains and hashes ---- */
 
 static void test_pki_cert_from_other_ca_fails_chain(void **state)
@@ -491,6 +594,61 @@ static void test_pki_token_roundtrip(void **state)
     assert_string_not_equal(tok, tok2); /* fresh nonce each time */
     free(tok);
     free(tok2);
+}
+
+static void test_pki_token_with_uses_carries_limit_and_id(void **state)
+{
+    fixture *f = *state;
+    int64_t exp = (int64_t)time(NULL) + 3600, got = 0;
+    char *tok = NULL, *old = token_for(f, exp), id[KE_PKI_TOKEN_ID_HEX], why[128];
+    uint32_t uses = 99;
+    assert_int_equal(ke_pki_token_create_uses(f->ca, SECRET, sizeof(SECRET), exp, 3, &tok), 0);
+    assert_true(strlen(tok) < KE_PKI_TOKEN_MAX);
+    assert_int_equal(ke_pki_token_parse(tok, NULL, &got), 0);
+    assert_int_equal(got, exp);
+    assert_int_equal(ke_pki_token_uses(tok, id, &uses), 0);
+    assert_int_equal(uses, 3);
+    assert_int_equal(strlen(id), 16);
+    assert_non_null(strstr(tok, id)); /* the id is the token's nonce */
+    assert_int_equal(ke_pki_token_verify(tok, f->ca, SECRET, sizeof(SECRET), exp - 1, why,
+                                         sizeof(why)),
+                     0);
+    /* the four-field form made before limits: no limit, still verifies */
+    assert_int_equal(ke_pki_token_uses(old, id, &uses), 0);
+    assert_int_equal(uses, 0);
+    assert_int_equal(ke_pki_token_verify(old, f->ca, SECRET, sizeof(SECRET), exp - 1, why,
+                                         sizeof(why)),
+                     0);
+    /* the limit is signed: raising it breaks the signature */
+    char forged[KE_PKI_TOKEN_MAX];
+    snprintf(forged, sizeof(forged), "%s", tok);
+    char *u = strstr(forged, ".3.");
+    assert_non_null(u);
+    u[1] = '9';
+    assert_int_equal(ke_pki_token_verify(forged, f->ca, SECRET, sizeof(SECRET), exp - 1, why,
+                                         sizeof(why)),
+                     KE_EPERM);
+    assert_string_equal(why, "token signature does not match");
+    /* a zero, a leading zero or a limit past the bound is malformed */
+    const char *bad[] = {".0.", ".03.", ".1000001."};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char t[KE_PKI_TOKEN_MAX + 8];
+        snprintf(t, sizeof(t), "%.*s%s%s", (int)(u - forged), forged, bad[i], u + 3);
+        assert_int_equal(ke_pki_token_uses(t, NULL, NULL), KE_EINVAL);
+        assert_int_equal(ke_pki_token_parse(t, NULL, NULL), KE_EINVAL);
+    }
+    char *t2 = NULL;
+    assert_int_equal(ke_pki_token_create_uses(f->ca, SECRET, sizeof(SECRET), exp,
+                                              KE_PKI_TOKEN_USES_MAX + 1, &t2),
+                     KE_EINVAL);
+    assert_null(t2);
+    assert_int_equal(ke_pki_token_create_uses(f->ca, SECRET, sizeof(SECRET), exp,
+                                              KE_PKI_TOKEN_USES_MAX, &t2),
+                     0);
+    assert_true(strlen(t2) < KE_PKI_TOKEN_MAX);
+    free(t2);
+    free(tok);
+    free(old);
 }
 
 static void test_pki_token_expired_is_refused(void **state)
@@ -753,10 +911,17 @@ int main(void)
         T(test_pki_sign_csr_backdates_not_before_for_clock_skew),
         T(test_pki_sign_csr_ignores_requested_extensions_and_subject),
         T(test_pki_leaf_never_outlives_its_ca),
+        T(test_pki_csr_with_rsa_exponent_3_is_refused),
+        T(test_pki_csr_with_rsa_1024_is_refused),
+        T(test_pki_csr_with_other_curves_is_refused),
+        T(test_pki_csr_with_ed25519_is_refused),
+        T(test_pki_csr_with_rsa_2048_or_p256_or_p384_is_signed),
+        T(test_pki_csr_key_check_of_garbage_is_etls),
         T(test_pki_cert_from_other_ca_fails_chain),
         T(test_pki_ca_hash_is_sha256_of_der),
         T(test_pki_cert_info_reports_validity_of_ca),
         T(test_pki_token_roundtrip),
+        T(test_pki_token_with_uses_carries_limit_and_id),
         T(test_pki_token_expired_is_refused),
         T(test_pki_token_for_other_ca_is_refused),
         T(test_pki_token_tampered_is_refused),

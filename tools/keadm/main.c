@@ -6,7 +6,8 @@
  *                               secret and a cloudcore.yaml using them
  *                               (--encrypt-secrets: and a key file that
  *                               encrypts Secrets at rest)
- *   keadm gettoken --dir DIR    a join token (CA hash + signed expiry)
+ *   keadm gettoken --dir DIR    a join token (CA hash + signed expiry;
+ *                               --uses N: at most N joins)
  *   keadm join ...              edge side: fetch the CA, check it against
  *                               the token, send a CSR over CloudHub.Join,
  *                               write the node's certificate and edgecore.yaml
@@ -117,15 +118,19 @@ static const char USAGE_INIT[] =
     "  -h, --help                  print this help\n";
 
 static const char USAGE_GETTOKEN[] =
-    "Usage: keadm gettoken --dir DIR [--ttl DURATION]\n"
+    "Usage: keadm gettoken --dir DIR [--ttl DURATION] [--uses N]\n"
     "\n"
     "Prints a join token for the cluster in DIR (made by keadm init) on stdout, alone\n"
     "on one line. The token names the CA by its SHA-256 and is signed with\n"
-    "DIR/token.secret; anyone holding it can join a node until it expires.\n"
+    "DIR/token.secret; anyone holding it can join a node until it expires, as many\n"
+    "nodes as they like unless --uses limits it.\n"
     "\n"
     "Flags:\n"
     "  --dir DIR        the directory keadm init made (required)\n"
     "  --ttl DURATION   lifetime: 30s, 10m, 24h, 1h30m, 7d (default 24h, at most 365d)\n"
+    "  --uses N         at most N nodes can join with this token, 1..1000000 (default:\n"
+    "                   no limit); CloudHub counts the joins in its database and\n"
+    "                   refuses the next with PERMISSION_DENIED\n"
     "  -h, --help       print this help\n";
 
 static const char USAGE_JOIN[] =
@@ -686,11 +691,15 @@ static int cmd_gettoken(int argc, char **argv)
     static const struct option opts[] = {
         {"dir", required_argument, NULL, 'd'},
         {"ttl", required_argument, NULL, 't'},
+        {"uses", required_argument, NULL, 'u'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *dir = NULL;
     int64_t ttl = KEADM_TOKEN_TTL;
+    uint32_t uses = 0; /* no limit */
+    char *end = NULL;
+    unsigned long long u;
     int c, rc;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
@@ -701,6 +710,15 @@ static int cmd_gettoken(int argc, char **argv)
                                    "--ttl: \"%s\" is not a duration like 30s, 10m or 24h "
                                    "(at most 365d)",
                                    optarg);
+            break;
+        case 'u':
+            errno = 0;
+            u = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-' || u == 0 ||
+                u > KE_PKI_TOKEN_USES_MAX)
+                return usage_error("gettoken",
+                                   "--uses: \"%s\" is not a number of joins, 1..1000000", optarg);
+            uses = (uint32_t)u;
             break;
         case 'h': fputs(USAGE_GETTOKEN, stdout); return 0;
         default: return flag_error("gettoken", c, argv);
@@ -733,7 +751,7 @@ static int cmd_gettoken(int argc, char **argv)
     if (ke_pki_cert_info(ca, NULL, 0, NULL, &ca_until) == 0 && expires * 1000 > ca_until)
         fprintf(stderr, "warning: the CA expires at %s, before this token does\n",
                 fmt_utc(ca_until, when, sizeof(when)));
-    rc = ke_pki_token_create(ca, secret, secret_len, expires, &token);
+    rc = ke_pki_token_create_uses(ca, secret, secret_len, expires, uses, &token);
     if (rc != 0) {
         fprintf(stderr, "error: cannot create a token from %s/ca.crt: %s\n", dir,
                 ke_strerror(rc));
