@@ -177,8 +177,8 @@ static void test_a_module_on_the_public_interface_gets_its_group_and_reports(voi
 
     /* One message of another group (MetaManager keeps it; nobody serves
      * "resource" here), then the probe's. */
-    const char *cm = "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\"}";
-    assert_int_equal(ke_hub_publish(c.admin, NODE, "node/" NODE "/default/ConfigMap/other",
+    const char *cm = "{\"kind\":\"Widget\"}";
+    assert_int_equal(ke_hub_publish(c.admin, NODE, "node/" NODE "/default/Widget/other",
                                     KE__V1__OPERATION__OPERATION_UPDATE, "resource", cm,
                                     strlen(cm), 1, 0),
                      0);
@@ -205,7 +205,7 @@ static void test_a_module_on_the_public_interface_gets_its_group_and_reports(voi
     assert_int_equal(atomic_load(&probe_reports), 1);
     /* Both messages are in the edge store (MetaManager applied them). */
     assert_int_equal(ke_edgetest_get(&edge, "node/" NODE "/default/Probe/p"), 1);
-    assert_int_equal(ke_edgetest_get(&edge, "node/" NODE "/default/ConfigMap/other"), 1);
+    assert_int_equal(ke_edgetest_get(&edge, "node/" NODE "/default/Widget/other"), 1);
 
     ke_edgetest_stop(&edge);
     ke_cluster_stop(&c);

@@ -302,7 +302,7 @@ static void test_tunnel_offline_deletes_are_applied_on_reconnect(void **state)
         assert_int_equal(ke_rpc_stub_unary(&local, "Get", &req.base, NULL, &reply, &st), 0);
         assert_int_equal(st.code, KE_RPC_NOT_FOUND);
     }
-    assert_true(ke_file_contains(E.log, "resync done updates=1 deletes=10"));
+    assert_true(ke_file_wait_contains(E.log, "resync done updates=1 deletes=10", 10000));
 }
 
 static void cert_fingerprint(char *fp)
@@ -408,7 +408,7 @@ static void test_tunnel_cloudhub_restart_loses_no_pending_message(void **state)
     ke_edge_start(&C, &E, NODE, ke_proxy_port(P), edge_flags);
     assert_true(wait_connected(1));
     assert_true(wait_converged(NKEYS));
-    assert_true(ke_file_contains(E.log, "resync done updates=40 deletes=10"));
+    assert_true(ke_file_wait_contains(E.log, "resync done updates=40 deletes=10", 10000));
 }
 
 int main(void)

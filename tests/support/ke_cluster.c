@@ -10,12 +10,14 @@
 
 #include <cmocka.h>
 
+#include "ke_time.h"
 #include "message.pb-c.h"
 
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* add_env_extra appends the space-separated flags of KE_CLOUD_EXTRA to
@@ -426,4 +428,16 @@ int ke_file_contains(const char *path, const char *text)
         found = strstr(line, text) != NULL;
     fclose(f);
     return found;
+}
+
+int ke_file_wait_contains(const char *path, const char *text, int64_t timeout_ms)
+{
+    int64_t until = ke_time_mono_ms() + timeout_ms;
+    while (!ke_file_contains(path, text)) {
+        if (ke_time_mono_ms() > until)
+            return 0;
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return 1;
 }

@@ -128,4 +128,8 @@ int ke_cluster_node_connected(ke_cluster *c, const char *node);
 /* ke_file_contains returns 1 when the file holds the text. */
 int ke_file_contains(const char *path, const char *text);
 
+/* ke_file_wait_contains polls the file (a log being written) until it holds
+ * the text or timeout_ms passes; returns 1 when it does. */
+int ke_file_wait_contains(const char *path, const char *text, int64_t timeout_ms);
+
 #endif
