@@ -44,6 +44,20 @@
  * exposes it to C. */
 grpc_channel *ke_rpc_inproc_channel_create(grpc_server *server, const grpc_channel_args *args);
 
+/* What grpc does between a batch's start and its completion is invisible
+ * to ThreadSanitizer (Debian's grpc is not built with it): the completion
+ * queue hands a tag from the thread that started the batch to the one that
+ * runs it. Tell it so: a release when a tag goes in, an acquire when it
+ * comes out. Nothing in other builds. */
+#if defined(__SANITIZE_THREAD__)
+#include <sanitizer/tsan_interface.h>
+#define TAG_RELEASE(t) __tsan_release(t)
+#define TAG_ACQUIRE(t) __tsan_acquire(t)
+#else
+#define TAG_RELEASE(t) ((void)(t))
+#define TAG_ACQUIRE(t) ((void)(t))
+#endif
+
 #define LOG_MOD "rpc"
 
 _Static_assert(KE_RPC_ID_NAME_MAX == KE_PKI_CN_MAX + 1, "a group is an O entry of a certificate");
@@ -107,6 +121,7 @@ static void *loop_main(void *arg)
             break;
         if (ev.type == GRPC_OP_COMPLETE) {
             ke_rpc_tag *t = ev.tag;
+            TAG_ACQUIRE(t);
             t->fn(t, ev.success);
         }
     }
@@ -491,7 +506,9 @@ static int start_batch(ke_rpc_call *c, const grpc_op *ops, size_t n, call_tag *t
 {
     c->pending++;
     c->refs++;
-    grpc_call_error err = grpc_call_start_batch(c->gc, ops, n, &tag->tag, NULL);
+    grpc_call *gc = c->gc; /* read before the release: see TAG_RELEASE */
+    TAG_RELEASE(&tag->tag);
+    grpc_call_error err = grpc_call_start_batch(gc, ops, n, &tag->tag, NULL);
     if (err != GRPC_CALL_OK) {
         ke_log_error(LOG_MOD, "start batch failed method=%s err=%d", c->method, (int)err);
         c->pending--;
@@ -930,21 +947,24 @@ static void request_accept(accept_req *a)
     grpc_metadata_array_init(&a->md);
     a->call = NULL;
     grpc_call_error err;
-    if (a->m) {
-        err = grpc_server_request_registered_call(srv->gs, a->m->handle, &a->call, &a->deadline,
-                                                  &a->md, NULL, srv->loop->cq, srv->loop->cq,
-                                                  &a->tag);
-    } else {
+    /* read before the release: see TAG_RELEASE */
+    void *handle = a->m ? a->m->handle : NULL;
+    grpc_server *gs = srv->gs;
+    grpc_completion_queue *cq = srv->loop->cq;
+    if (!handle)
         grpc_call_details_init(&a->details);
-        err = grpc_server_request_call(srv->gs, &a->call, &a->details, &a->md, srv->loop->cq,
-                                       srv->loop->cq, &a->tag);
-    }
+    TAG_RELEASE(&a->tag);
+    if (handle)
+        err = grpc_server_request_registered_call(gs, handle, &a->call, &a->deadline, &a->md,
+                                                  NULL, cq, cq, &a->tag);
+    else
+        err = grpc_server_request_call(gs, &a->call, &a->details, &a->md, cq, cq, &a->tag);
     if (err == GRPC_CALL_OK) {
         srv->accepts++;
     } else {
         ke_log_error(LOG_MOD, "request call failed err=%d", (int)err);
         grpc_metadata_array_destroy(&a->md);
-        if (!a->m)
+        if (!handle)
             grpc_call_details_destroy(&a->details);
         free(a);
     }
@@ -981,6 +1001,7 @@ static void server_answer_unimplemented(ke_rpc_server *srv, grpc_call *gc)
     ops[1].data.send_status_from_server.status_details = &u->details;
     ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[2].data.recv_close_on_server.cancelled = &u->cancelled;
+    TAG_RELEASE(&u->tag);
     if (grpc_call_start_batch(gc, ops, 3, &u->tag, NULL) != GRPC_CALL_OK)
         unimpl_on_done(&u->tag, 0);
 }
@@ -1279,7 +1300,10 @@ void ke_rpc_server_stop(ke_rpc_server *srv)
     srv->stopping = 1;
     pthread_mutex_unlock(&srv->mu);
 
-    grpc_server_shutdown_and_notify(srv->gs, srv->loop->cq, &srv->shutdown_tag);
+    grpc_server *gs = srv->gs; /* read before the release: see TAG_RELEASE */
+    grpc_completion_queue *cq = srv->loop->cq;
+    TAG_RELEASE(&srv->shutdown_tag);
+    grpc_server_shutdown_and_notify(gs, cq, &srv->shutdown_tag);
     grpc_server_cancel_all_calls(srv->gs);
 
     pthread_mutex_lock(&srv->mu);
@@ -1587,7 +1611,9 @@ static int unary_start(ke_rpc_channel *ch, const char *path, const ProtobufCMess
     ops[5].data.recv_status_on_client.trailing_metadata = &u->trailing_md;
     ops[5].data.recv_status_on_client.status = &u->status;
     ops[5].data.recv_status_on_client.status_details = &u->details;
-    if (grpc_call_start_batch(u->gc, ops, 6, &u->tag, NULL) != GRPC_CALL_OK) {
+    grpc_call *gc = u->gc; /* read before the release: see TAG_RELEASE */
+    TAG_RELEASE(&u->tag);
+    if (grpc_call_start_batch(gc, ops, 6, &u->tag, NULL) != GRPC_CALL_OK) {
         unary_free(u);
         return KE_EIO;
     }
