@@ -132,8 +132,9 @@ static void mm_on_message(ke_module *m, Ke__V1__Message *msg)
         ke__v1__message__free_unpacked(msg, NULL);
         return;
     }
-    if (msg->route->operation == KE__V1__OPERATION__OPERATION_QUERY)
-        query(s, msg);
+    if (msg->route->operation == KE__V1__OPERATION__OPERATION_QUERY && msg->route->resource &&
+        strncmp(msg->route->resource, "meta/", 5) == 0)
+        query(s, msg); /* a question for MetaManager itself */
     else if (msg->route->source && strcmp(msg->route->source, MM_HUB) == 0)
         downstream(s, msg);
     else

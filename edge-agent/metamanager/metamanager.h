@@ -11,7 +11,9 @@
  *   QUERY "meta/barrier"  answered {"mark":N}: the store's tombstone mark,
  *                         taken after every message sent before the query
  *                         (EdgeHub's barrier before a new stream's Hello).
- *   anything else         a report for the cloud: queued in the outbox
+ *   anything else         a report for the cloud (a QUERY of another
+ *                         resource included: the edge asking the cloud):
+ *                         queued in the outbox
  *                         (resource and header.resource_version required);
  *                         answered {"seq":N,"duplicate":b} when header.sync
  *                         or {"error":"...","rc":N}; EdgeHub is told the
