@@ -78,6 +78,7 @@ struct ke_rt {
     int health_bad;
     ke_http *http;
     ke_watchdog_hb *hb;
+    struct method_ctx *methods; /* served through ke_rt_serve */
 };
 
 /* ---- small accessors ---- */
@@ -379,6 +380,7 @@ typedef struct method_ctx {
     ke_rt *e;
     ke_rt_rpc_handler h;
     void *ud;
+    struct method_ctx *next; /* the runtime's list, freed at ke_rt_free */
 } method_ctx;
 
 static void event_run(void *arg)
@@ -574,9 +576,8 @@ int ke_rt_serve(ke_rt *e, ke_rpc_server *srv, const ProtobufCServiceDescriptor *
     const ProtobufCMethodDescriptor *md = protobuf_c_service_descriptor_get_method_by_name(svc, method);
     if (!md)
         return KE_EINVAL;
-    /* Lives as long as the process: servers are not re-registered. Freed at
-     * ke_rt_free through the module list would need a registry; a few
-     * bytes per method is simpler. */
+    /* Kept until ke_rt_free: a server registered here is freed by its
+     * module's destroy, before that. */
     method_ctx *mc = calloc(1, sizeof(*mc));
     if (!mc)
         return KE_ENOMEM;
@@ -590,9 +591,13 @@ int ke_rt_serve(ke_rt *e, ke_rpc_server *srv, const ProtobufCServiceDescriptor *
                                          .on_drain = sv_on_drain,
                                          .on_close = sv_on_close};
     int rc = ke_rpc_server_add_method(srv, path, kind, md->input, &tramp, mc);
-    if (rc != 0)
+    if (rc != 0) {
         free(mc);
-    return rc;
+        return rc;
+    }
+    mc->next = e->methods;
+    e->methods = mc;
+    return 0;
 }
 
 /* ---- health ---- */
@@ -871,6 +876,11 @@ void ke_rt_free(ke_rt *e)
         }
         if (uv_loop_close(&e->loop) != 0)
             ke_log_warn(RT_MOD, "the loop still had handles at exit");
+    }
+    while (e->methods) {
+        struct method_ctx *mc = e->methods;
+        e->methods = mc->next;
+        free(mc);
     }
     pthread_mutex_destroy(&e->post_mu);
     pthread_mutex_destroy(&e->health_mu);
