@@ -181,7 +181,7 @@ static int ex_watch_devices(const ProtobufCMessage *m, ask *a, char *why, size_t
 {
     const Ke__V1__WatchRequest *r = (const Ke__V1__WatchRequest *)m;
     a->verbs[0] = "watch";
-    return ask_kind(a, "Device", r->namespace_, 0, "", why, len);
+    return ask_kind(a, r->kind && *r->kind ? r->kind : "Device", r->namespace_, 0, "", why, len);
 }
 
 /* twin fills the devices/twin subresource of device ns/name. */
