@@ -751,7 +751,7 @@ int ke_authz_decide(ke_authz *az, const ke_rpc_identity *id, const char *method,
         int r = az->cfg.node_cert(az->cfg.node_cert_ud, node, id->fingerprint);
         if (r < 0) {
             snprintf(why, len, "node registry unavailable");
-            return KE_RPC_UNAVAILABLE;
+            return KE_RPC_INTERNAL;
         }
         if (r == 0) {
             who(id, w, sizeof(w));

@@ -167,7 +167,7 @@ static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
                  node);
     } else if (!(n = calloc(1, sizeof(*n))) || !(n->pending = ke_map_new()) ||
                ch_store_node_insert(ch, node, fp) != 0) {
-        code = KE_RPC_UNAVAILABLE;
+        code = KE_RPC_INTERNAL;
         snprintf(why, sizeof(why), "node registry unavailable");
     } else {
         snprintf(n->name, sizeof(n->name), "%s", node);
@@ -211,7 +211,7 @@ static void renew_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     if (code == KE_RPC_OK) {
         pthread_mutex_lock(&ch->mu);
         if (ch_store_node_rotate(ch, node, fp) != 0) {
-            code = KE_RPC_UNAVAILABLE;
+            code = KE_RPC_INTERNAL;
             snprintf(why, sizeof(why), "node registry unavailable");
         }
         pthread_mutex_unlock(&ch->mu);
