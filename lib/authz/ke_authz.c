@@ -97,7 +97,7 @@ static int ask_kind(ask *a, const char *kind, const char *ns, int dflt, const ch
     if (!name)
         name = "";
     if (strlen(ns) >= sizeof(a->ns) || strlen(name) >= sizeof(a->name)) {
-        snprintf(why, len, "namespace or name: too long");
+        snprintf(why, len, "%s: too long", strlen(ns) >= sizeof(a->ns) ? "namespace" : "name");
         return KE_RPC_INVALID_ARGUMENT;
     }
     memcpy(a->ns, ns, strlen(ns) + 1);
