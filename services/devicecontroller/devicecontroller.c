@@ -212,9 +212,15 @@ static int on_twin_report(const Ke__V1__UpstreamMessage *up, void *ud)
         return 0;
     json_error_t je;
     json_t *rep = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
+    char why[256];
     if (!json_is_object(rep)) {
         ke_log_warn(DC_MOD, "ignoring twin report that is not a JSON object node=%s device=%s/%s",
                     node, ns, name);
+        json_decref(rep);
+        return 0;
+    }
+    if (ke_k8s_json_depth_check(rep, KE_K8S_JSON_DEPTH_MAX, why, sizeof(why)) != 0) {
+        ke_log_warn(DC_MOD, "ignoring twin report node=%s device=%s/%s: %s", node, ns, name, why);
         json_decref(rep);
         return 0;
     }
