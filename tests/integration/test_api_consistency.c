@@ -931,6 +931,13 @@ static void test_empty_namespace_is_default_for_one_object_and_all_for_lists(voi
     assert_non_null(strstr(buf, "Device/default/thermo "));
     assert_non_null(strstr(buf, "Device/other/elsewhere "));
     assert_int_equal(set_desired("", "elsewhere", "temp", "1", &st), KE_RPC_NOT_FOUND);
+    Ke__V1__DeviceRef tref = KE__V1__DEVICE_REF__INIT;
+    tref.name = "thermo";
+    assert_int_equal(unary(dc, "GetTwin", &tref.base, &st, NULL), KE_RPC_OK);
+    tref.name = "elsewhere";
+    assert_int_equal(unary(dc, "GetTwin", &tref.base, &st, NULL), KE_RPC_NOT_FOUND);
+    tref.namespace_ = "other";
+    assert_int_equal(unary(dc, "GetTwin", &tref.base, &st, NULL), KE_RPC_OK);
     assert_int_equal(set_desired("other", "elsewhere", "temp", "1", &st), KE_RPC_OK);
     assert_int_equal(watch(dc, "WatchDevices", "", "", "", "",
                            rv_of("Device", "default", "thermo") - 1, &st, first, sizeof(first)),
