@@ -253,8 +253,9 @@ static int string_nul(const ProtobufCMessageDescriptor *d, const uint8_t *p, siz
 }
 
 /* bb_decode unpacks bb as `d`. Returns 0 and *out (caller frees), or
- * KE_EINVAL; why (may be NULL) then says what is wrong when it is more
- * than "not a valid message" (a string field holding a NUL byte). */
+ * KE_EINVAL. With why (requests a server takes), a string field holding a
+ * NUL byte is refused too, and why then names it; without (replies), it is
+ * not looked for. */
 static int bb_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d,
                      ProtobufCMessage **out, char *why, size_t len)
 {
@@ -267,8 +268,8 @@ static int bb_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d,
     grpc_byte_buffer_reader_destroy(&r);
     *out = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
     char path[128] = "";
-    if (*out && string_nul(d, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), 0, path,
-                           sizeof(path))) {
+    if (*out && why && string_nul(d, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), 0, path,
+                                  sizeof(path))) {
         protobuf_c_message_free_unpacked(*out, NULL);
         *out = NULL;
         if (why && len)
@@ -851,8 +852,8 @@ static void call_on_recv(ke_rpc_tag *t, int ok)
     c->recv_bb = NULL;
     if (ok && bb) {
         ProtobufCMessage *msg = NULL;
-        char why[200];
-        int rc = bb_decode(bb, c->in_desc, &msg, why, sizeof(why));
+        char why[200] = "";
+        int rc = bb_decode(bb, c->in_desc, &msg, c->is_server ? why : NULL, sizeof(why));
         grpc_byte_buffer_destroy(bb);
         if (rc != 0) {
             if (!why[0])
