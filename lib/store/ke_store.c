@@ -686,7 +686,7 @@ int ke_store_object_check(const json_t *obj, char *why, size_t len)
         return fail(why, len, "metadata.uid: not a string");
     size_t size = json_dumpb(obj, NULL, 0, JSON_COMPACT);
     if (size == 0 || size > KE_STORE_OBJECT_MAX)
-        return fail(why, len, "object too large: %zu bytes as JSON (max %d)", size,
+        return fail(why, len, "object: too large: %zu bytes as JSON (max %d)", size,
                     KE_STORE_OBJECT_MAX);
     return 0;
 }

@@ -204,6 +204,11 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     ns = k->namespaced ? ke_k8s_str(obj, "metadata.namespace") : "";
     const char *name = ke_k8s_str(obj, "metadata.name");
     json_object_del(obj, "status");
+    if (ke_store_object_check(obj, why, sizeof(why)) != 0) { /* label syntax, size */
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        json_decref(obj);
+        return;
+    }
     if (check_refs(ec, call, obj, k->kind, ns) != 0) {
         json_decref(obj);
         return;

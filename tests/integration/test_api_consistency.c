@@ -484,6 +484,25 @@ static int b_apply_minimum(ke_rpc_status *st)
                  "\"type\":\"INT\",\"minimum\":\"low\"}]}}",
                  st);
 }
+static int b_apply_label(ke_rpc_status *st)
+{
+    return apply("{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"d\","
+                 "\"labels\":{\"-bad-\":\"x\"}}}",
+                 st);
+}
+static int b_apply_large(ke_rpc_status *st)
+{
+    size_t n = 1100 * 1024;
+    char *big = malloc(n + 200);
+    assert_non_null(big);
+    int at = snprintf(big, 200, "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":"
+                                "{\"name\":\"d\"},\"data\":{\"v\":\"");
+    memset(big + at, 'x', n);
+    snprintf(big + at + n, 8, "\"}}");
+    int code = apply(big, st);
+    free(big);
+    return code;
+}
 static int b_get_kind(ke_rpc_status *st)
 {
     json_t *o = get("Foo", "", "x", st);
@@ -640,6 +659,8 @@ static const bad_case bad_cases[] = {
     {"Apply: data not strings", b_apply_data, "data.n: "},
     {"Apply: wrong apiVersion", b_apply_api, "apiVersion: "},
     {"Apply: model minimum", b_apply_minimum, "spec.properties[0].minimum: "},
+    {"Apply: label key", b_apply_label, "metadata.labels: "},
+    {"Apply: too large", b_apply_large, "object: too large"},
     {"Get: unknown kind", b_get_kind, "kind: "},
     {"Get: bad namespace", b_get_ns, "namespace: "},
     {"Get: no name", b_get_noname, "name: "},
