@@ -13,7 +13,14 @@
  * List answers page by page (limit, continue_token; ke_k8s_serve_list).
  * Delete of a pod bound to a node is graceful: metadata.deletionTimestamp
  * is set, the node is told, and the pod leaves the store when the edge
- * confirms. Watch streams every change after a resourceVersion.
+ * confirms; force with grace_period_seconds 0 removes it at once (a node
+ * that is gone never confirms). Watch streams every change after a
+ * resourceVersion.
+ *
+ * Every call follows docs/api.md: kinds by any name of the kind table,
+ * the one namespace rule (ke_k8s_resolve_ns), INVALID_ARGUMENT messages
+ * that start with the field path, store errors through ke_k8s_status_of
+ * (never UNAVAILABLE). A Secret's stringData is folded into data.
  */
 #include "ec_internal.h"
 
