@@ -97,7 +97,7 @@ static int ask_kind(ask *a, const char *kind, const char *ns, int dflt, const ch
     if (!name)
         name = "";
     if (strlen(ns) >= sizeof(a->ns) || strlen(name) >= sizeof(a->name)) {
-        snprintf(why, len, "namespace or name: too long");
+        snprintf(why, len, "%s: too long", strlen(ns) >= sizeof(a->ns) ? "namespace" : "name");
         return KE_RPC_INVALID_ARGUMENT;
     }
     memcpy(a->ns, ns, strlen(ns) + 1);
@@ -181,7 +181,7 @@ static int ex_watch_devices(const ProtobufCMessage *m, ask *a, char *why, size_t
 {
     const Ke__V1__WatchRequest *r = (const Ke__V1__WatchRequest *)m;
     a->verbs[0] = "watch";
-    return ask_kind(a, "Device", r->namespace_, 0, "", why, len);
+    return ask_kind(a, r->kind && *r->kind ? r->kind : "Device", r->namespace_, 0, "", why, len);
 }
 
 /* twin fills the devices/twin subresource of device ns/name. */
@@ -751,7 +751,7 @@ int ke_authz_decide(ke_authz *az, const ke_rpc_identity *id, const char *method,
         int r = az->cfg.node_cert(az->cfg.node_cert_ud, node, id->fingerprint);
         if (r < 0) {
             snprintf(why, len, "node registry unavailable");
-            return KE_RPC_UNAVAILABLE;
+            return KE_RPC_INTERNAL;
         }
         if (r == 0) {
             who(id, w, sizeof(w));

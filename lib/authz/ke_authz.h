@@ -83,7 +83,7 @@ typedef int (*ke_authz_holds_fn)(void *ud, const char *node, const char *kind, c
 
 /* Whether the certificate with SHA-256 `fingerprint` is the one registered
  * for `node` (CloudHub's registry): 1 yes, 0 no (or no such node), < 0 the
- * registry cannot tell (the call is refused UNAVAILABLE). */
+ * registry cannot tell (the call is refused INTERNAL). */
 typedef int (*ke_authz_node_cert_fn)(void *ud, const char *node, const char *fingerprint);
 
 typedef struct ke_authz_config {
@@ -125,7 +125,7 @@ int ke_authz_rpc(ke_rpc_call *call, const ProtobufCMessage *req, char *why, size
  * stream sent none). Returns KE_RPC_OK, or the status to refuse with and
  * the reason in why[0..len): PERMISSION_DENIED, UNAUTHENTICATED,
  * INVALID_ARGUMENT (a request that does not say what it asks for),
- * UNAVAILABLE (node registry). */
+ * INTERNAL (node registry). */
 int ke_authz_decide(ke_authz *az, const ke_rpc_identity *id, const char *method,
                     const ProtobufCMessage *req, char *why, size_t len);
 

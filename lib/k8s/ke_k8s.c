@@ -8,7 +8,11 @@
 #include "ke_err.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -45,6 +49,19 @@ const ke_k8s_kind *ke_k8s_kind_find(const char *name)
     return NULL;
 }
 
+void ke_k8s_kind_list(char *buf, size_t len)
+{
+    size_t used = 0;
+    if (len)
+        buf[0] = '\0';
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]) && used < len; i++) {
+        int n = snprintf(buf + used, len - used, "%s%s", i ? ", " : "", kinds[i].kind);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
+}
+
 const char *ke_k8s_str(const json_t *obj, const char *path)
 {
     char part[128];
@@ -74,6 +91,11 @@ int ke_k8s_valid_name(const char *s)
     return 1;
 }
 
+int ke_k8s_valid_label(const char *s)
+{
+    return ke_k8s_valid_name(s) && strlen(s) <= 63 && !strchr(s, '.');
+}
+
 static int fail(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *why, size_t len, const char *fmt, ...)
 {
@@ -83,6 +105,156 @@ static int fail(char *why, size_t len, const char *fmt, ...)
     va_end(ap);
     ke_err_oneline(why);
     return KE_EINVAL;
+}
+
+int ke_k8s_resolve_ns(const ke_k8s_kind *k, const char *ns, int one, const char **out, char *why,
+                      size_t len)
+{
+    if (!ns)
+        ns = "";
+    if (!k->namespaced) {
+        if (*ns)
+            return fail(why, len, "namespace: must be empty: %s is cluster-scoped (got \"%.64s\")",
+                        k->kind, ns);
+        *out = "";
+        return 0;
+    }
+    if (*ns && !ke_k8s_valid_label(ns))
+        return fail(why, len, "namespace: \"%.64s\" is not a DNS-1123 label (lowercase letters, "
+                              "digits and '-', at most 63)", ns);
+    *out = *ns ? ns : one ? "default" : "";
+    return 0;
+}
+
+int ke_k8s_check_name(const char *name, const char *path, char *why, size_t len)
+{
+    if (!name || !*name)
+        return fail(why, len, "%s: required", path);
+    if (!ke_k8s_valid_name(name))
+        return fail(why, len, "%s: \"%.64s\" is not a DNS-1123 subdomain (lowercase letters, "
+                              "digits, '-' and '.', at most 253)", path, name);
+    return 0;
+}
+
+/* depth_walk: see ke_k8s_json_depth_check. path[0..used) is v's path. */
+static int depth_walk(const json_t *v, int depth, int max, char *path, size_t cap, size_t used,
+                      char *why, size_t len)
+{
+    if (!json_is_object(v) && !json_is_array(v))
+        return 0;
+    if (depth > max)
+        return fail(why, len, "%s: nested deeper than %d levels", used ? path : "(top level)",
+                    max);
+    if (json_is_object(v)) {
+        const char *k;
+        const json_t *e;
+        json_object_foreach((json_t *)v, k, e) {
+            int n = snprintf(path + used, cap - used, "%s%s", used ? "." : "", k);
+            size_t u = n < 0 || (size_t)n >= cap - used ? cap - 1 : used + (size_t)n;
+            if (u == cap - 1 && cap > 4)
+                memcpy(path + cap - 4, "...", 4);
+            if (depth_walk(e, depth + 1, max, path, cap, u, why, len))
+                return KE_EINVAL;
+            path[used] = '\0';
+        }
+        return 0;
+    }
+    size_t i;
+    const json_t *e;
+    json_array_foreach(v, i, e) {
+        int n = snprintf(path + used, cap - used, "[%zu]", i);
+        size_t u = n < 0 || (size_t)n >= cap - used ? cap - 1 : used + (size_t)n;
+        if (u == cap - 1 && cap > 4)
+            memcpy(path + cap - 4, "...", 4);
+        if (depth_walk(e, depth + 1, max, path, cap, u, why, len))
+            return KE_EINVAL;
+        path[used] = '\0';
+    }
+    return 0;
+}
+
+int ke_k8s_json_depth_check(const json_t *v, int max, char *why, size_t len)
+{
+    char path[200] = "";
+    return depth_walk(v, 1, max, path, sizeof(path), 0, why, len);
+}
+
+/* valid_base64 reports whether s is standard padded base64, as a Secret's
+ * data values must be (Kubernetes decodes them with Go's StdEncoding). */
+static int valid_base64(const char *s, size_t n)
+{
+    if (n % 4 != 0)
+        return 0;
+    size_t pad = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '=') {
+            if (i < n - 2)
+                return 0;
+            pad++;
+        } else if (pad || !(isalnum((unsigned char)c) || c == '+' || c == '/')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* secret_data: a Secret's data (values base64) and stringData (values
+ * strings). */
+static int secret_data(const json_t *obj, char *why, size_t len)
+{
+    const json_t *t = json_object_get(obj, "type");
+    if (t && !json_is_string(t))
+        return fail(why, len, "type: must be a string");
+    const json_t *data = json_object_get(obj, "data");
+    if (data && !json_is_object(data))
+        return fail(why, len, "data: must be an object of base64 strings");
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)data, k, v) {
+        if (!json_is_string(v))
+            return fail(why, len, "data.%.200s: must be a string (base64)", k);
+        if (!valid_base64(json_string_value(v), json_string_length(v)))
+            return fail(why, len, "data.%.200s: not base64 (standard alphabet, padded); put "
+                                  "plain text in stringData", k);
+    }
+    const json_t *sd = json_object_get(obj, "stringData");
+    if (sd && !json_is_object(sd))
+        return fail(why, len, "stringData: must be an object of strings");
+    json_object_foreach((json_t *)sd, k, v) {
+        if (!json_is_string(v))
+            return fail(why, len, "stringData.%.200s: must be a string", k);
+    }
+    return 0;
+}
+
+int ke_k8s_secret_merge(json_t *obj)
+{
+    json_t *sd = json_object_get(obj, "stringData");
+    if (!sd)
+        return 0;
+    json_t *data = json_object_get(obj, "data");
+    if (!data) {
+        if (json_object_set_new(obj, "data", data = json_object()) != 0)
+            return KE_ENOMEM;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(sd, k, v) {
+        size_t n = json_string_length(v);
+        if (n > KE_K8S_SECRET_VALUE_MAX)
+            return KE_EINVAL;
+        char *enc = malloc(4 * ((n + 2) / 3) + 1);
+        if (!enc)
+            return KE_ENOMEM;
+        EVP_EncodeBlock((unsigned char *)enc, (const unsigned char *)json_string_value(v), (int)n);
+        int rc = json_object_set_new(data, k, json_string(enc));
+        free(enc);
+        if (rc != 0)
+            return KE_ENOMEM;
+    }
+    json_object_del(obj, "stringData");
+    return 0;
 }
 
 /* string_map: an optional object whose values are all strings. */
@@ -154,6 +326,36 @@ static int validate_pod(const json_t *obj, char *why, size_t len)
     return 0;
 }
 
+int ke_k8s_parse_number(const json_t *v, double *out)
+{
+    if (json_is_number(v)) {
+        *out = json_number_value(v);
+        return isfinite(*out) ? 0 : KE_EINVAL;
+    }
+    const char *s = json_string_value(v);
+    if (!s || !*s || isspace((unsigned char)*s))
+        return KE_EINVAL;
+    char *end = NULL;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (*end || errno || !isfinite(d))
+        return KE_EINVAL;
+    *out = d;
+    return 0;
+}
+
+/* model_bound: a property's optional minimum or maximum, a finite number
+ * (KubeEdge writes them as strings; JSON numbers are taken too). */
+static int model_bound(const json_t *p, const char *field, const char *path, char *why,
+                       size_t len)
+{
+    const json_t *v = json_object_get(p, field);
+    double d;
+    if (v && ke_k8s_parse_number(v, &d) != 0)
+        return fail(why, len, "%s.%s: must be a finite number", path, field);
+    return 0;
+}
+
 static int validate_device_model(const json_t *obj, char *why, size_t len)
 {
     static const char *const types[] = {"int", "float", "double", "string", "boolean", "bytes"};
@@ -176,6 +378,8 @@ static int validate_device_model(const json_t *obj, char *why, size_t len)
         if (!known)
             return fail(why, len, "%s.type: must be INT, FLOAT, DOUBLE, STRING, BOOLEAN or BYTES",
                         path);
+        if (model_bound(p, "minimum", path, why, len) || model_bound(p, "maximum", path, why, len))
+            return KE_EINVAL;
         const char *am = ke_k8s_str(p, "accessMode");
         if (json_object_get(p, "accessMode") &&
             (!am || (strcmp(am, "ReadWrite") != 0 && strcmp(am, "ReadOnly") != 0)))
@@ -299,17 +503,23 @@ int ke_k8s_validate(const json_t *obj, char *why, size_t len)
 {
     if (!json_is_object(obj))
         return fail(why, len, "object: must be a JSON object");
+    if (ke_k8s_json_depth_check(obj, KE_K8S_JSON_DEPTH_MAX, why, len) != 0)
+        return KE_EINVAL;
     const json_t *kv = json_object_get(obj, "kind");
     if (!kv)
         return fail(why, len, "kind: required");
     if (!json_is_string(kv))
         return fail(why, len, "kind: must be a string");
     const ke_k8s_kind *k = ke_k8s_kind_find(json_string_value(kv));
-    if (!k || strcmp(k->kind, json_string_value(kv)) != 0)
-        return fail(why, len,
-                    "kind: unknown kind \"%s\" (known: Pod, ConfigMap, Secret, Node, Device, "
-                    "DeviceModel, Role, ClusterRole, RoleBinding, ClusterRoleBinding)",
-                    json_string_value(kv));
+    if (k && strcmp(k->kind, json_string_value(kv)) != 0)
+        return fail(why, len, "kind: \"%.64s\" names a resource; an object's kind is \"%s\"",
+                    json_string_value(kv), k->kind);
+    if (!k) {
+        char known[256];
+        ke_k8s_kind_list(known, sizeof(known));
+        return fail(why, len, "kind: unknown kind \"%.64s\" (known: %s)", json_string_value(kv),
+                    known);
+    }
     const char *av = ke_k8s_str(obj, "apiVersion");
     if (!av || strcmp(av, k->api_version) != 0)
         return fail(why, len, "apiVersion: must be \"%s\" for %s", k->api_version, k->kind);
@@ -326,18 +536,14 @@ int ke_k8s_validate(const json_t *obj, char *why, size_t len)
         string_map(json_object_get(md, "annotations"), "metadata.annotations", why, len))
         return KE_EINVAL;
     const char *ns = ke_k8s_str(obj, "metadata.namespace");
-    if (ns && *ns && !ke_k8s_valid_name(ns))
+    if (ns && *ns && !ke_k8s_valid_label(ns))
         return fail(why, len, "metadata.namespace: must be a DNS-1123 label");
     if (strcmp(k->kind, "Pod") == 0)
         return validate_pod(obj, why, len);
     if (strcmp(k->kind, "ConfigMap") == 0)
         return string_map(json_object_get(obj, "data"), "data", why, len);
-    if (strcmp(k->kind, "Secret") == 0) {
-        const json_t *t = json_object_get(obj, "type");
-        if (t && !json_is_string(t))
-            return fail(why, len, "type: must be a string");
-        return string_map(json_object_get(obj, "data"), "data", why, len);
-    }
+    if (strcmp(k->kind, "Secret") == 0)
+        return secret_data(obj, why, len);
     if (strcmp(k->kind, "DeviceModel") == 0)
         return validate_device_model(obj, why, len);
     if (strcmp(k->kind, "Device") == 0)

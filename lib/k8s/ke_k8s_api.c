@@ -11,6 +11,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+int ke_k8s_status_of(int err)
+{
+    switch (err) {
+    case KE_OK: return KE_RPC_OK;
+    case KE_ENOTFOUND: return KE_RPC_NOT_FOUND;
+    case KE_EEXIST: return KE_RPC_ALREADY_EXISTS;
+    case KE_ECONFLICT: return KE_RPC_ABORTED;
+    case KE_EINVAL: return KE_RPC_INVALID_ARGUMENT;
+    case KE_EGONE: return KE_RPC_OUT_OF_RANGE;
+    case KE_ENOMEM:
+    case KE_EFULL: return KE_RPC_RESOURCE_EXHAUSTED;
+    case KE_EPERM: return KE_RPC_PERMISSION_DENIED;
+    case KE_ETIMEDOUT: return KE_RPC_DEADLINE_EXCEEDED;
+    case KE_ECLOSED: return KE_RPC_UNAVAILABLE;
+    }
+    return KE_RPC_INTERNAL;
+}
+
 void ke_k8s_reply_object(ke_rpc_call *call, const json_t *obj)
 {
     char *json = json_dumps(obj, JSON_COMPACT);
@@ -96,7 +114,7 @@ void ke_k8s_serve_list(ke_rpc_call *call, ke_store *store, const char *kind, con
         break;
     default:
         snprintf(why, sizeof(why), "store error: %s", ke_strerror(rc));
-        ke_rpc_call_finish(call, KE_RPC_UNAVAILABLE, why, NULL);
+        ke_rpc_call_finish(call, ke_k8s_status_of(rc), why, NULL);
         break;
     }
     json_decref(items);

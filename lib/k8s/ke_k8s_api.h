@@ -15,6 +15,15 @@
 
 struct Ke__V1__ListRequest;
 
+/* ke_k8s_status_of maps a KE_E* code to the gRPC status every API
+ * answers it with (docs/api.md): ENOTFOUND NOT_FOUND, EEXIST
+ * ALREADY_EXISTS, ECONFLICT ABORTED, EINVAL INVALID_ARGUMENT, EGONE
+ * OUT_OF_RANGE, ENOMEM and EFULL RESOURCE_EXHAUSTED, EPERM
+ * PERMISSION_DENIED, ETIMEDOUT DEADLINE_EXCEEDED, ECLOSED (shutting down)
+ * UNAVAILABLE, anything else (SQLite, I/O, decryption) INTERNAL. Only
+ * UNAVAILABLE tells a client to retry the same call. */
+int ke_k8s_status_of(int err);
+
 /* ke_k8s_reply_object finishes call OK with obj as an ObjectReply. */
 void ke_k8s_reply_object(ke_rpc_call *call, const json_t *obj);
 
@@ -30,7 +39,7 @@ void ke_k8s_reply_list(ke_rpc_call *call, const json_t *items, uint64_t rev);
  * the page, the list's revision and the next continue token;
  * INVALID_ARGUMENT naming label_selector, field_selector or continue_token;
  * OUT_OF_RANGE for a continue token whose revision was compacted away;
- * RESOURCE_EXHAUSTED when out of memory; UNAVAILABLE for a store failure.
+ * RESOURCE_EXHAUSTED when out of memory; INTERNAL for a store failure.
  * req and store are borrowed. */
 void ke_k8s_serve_list(ke_rpc_call *call, ke_store *store, const char *kind, const char *ns,
                        const struct Ke__V1__ListRequest *req);

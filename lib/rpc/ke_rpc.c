@@ -205,16 +205,91 @@ static grpc_byte_buffer *bb_from_msg(const ProtobufCMessage *m)
     return bb;
 }
 
-/* bb_decode unpacks bb as `d`. Returns 0 and *out (caller frees), or KE_EINVAL. */
+/* Nesting of messages string_nul looks into (the decoder took them all). */
+#define STRING_NUL_DEPTH 16
+
+static size_t read_varint(const uint8_t *p, size_t n, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (size_t i = 0; i < n && i < 10; i++) {
+        r |= (uint64_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            *v = r;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* string_nul looks for a string field holding a NUL byte in p[0..n), an
+ * encoded message of type d that protobuf-c decoded already. protobuf-c
+ * hands strings to C as NUL-terminated, so such a value would silently
+ * reach the handler cut short ("app=web\0x" as "app=web"): it is refused
+ * instead. On 1, path[0..cap) holds the field path ("ref.name"). */
+static int string_nul(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n, int depth,
+                      char *path, size_t cap)
+{
+    size_t at = 0, used = strlen(path);
+    while (at < n) {
+        uint64_t key, v;
+        size_t k = read_varint(p + at, n - at, &key);
+        if (!k)
+            return 0;
+        at += k;
+        switch (key & 7) {
+        case PROTOBUF_C_WIRE_TYPE_VARINT:
+            if (!(k = read_varint(p + at, n - at, &v)))
+                return 0;
+            at += k;
+            break;
+        case PROTOBUF_C_WIRE_TYPE_64BIT: at += 8; break;
+        case PROTOBUF_C_WIRE_TYPE_32BIT: at += 4; break;
+        case PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED: {
+            if (!(k = read_varint(p + at, n - at, &v)) || v > n - at - k)
+                return 0;
+            at += k;
+            const ProtobufCFieldDescriptor *f =
+                protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3));
+            int nested = f && f->type == PROTOBUF_C_TYPE_MESSAGE && depth < STRING_NUL_DEPTH;
+            if (f && (nested || (f->type == PROTOBUF_C_TYPE_STRING && memchr(p + at, 0, v))))
+                snprintf(path + used, cap - used, "%s%s", used ? "." : "", f->name);
+            if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p + at, 0, v))
+                return 1;
+            if (nested && string_nul(f->descriptor, p + at, v, depth + 1, path, cap))
+                return 1;
+            path[used] = '\0';
+            at += v;
+            break;
+        }
+        default: return 0;
+        }
+    }
+    return 0;
+}
+
+/* bb_decode unpacks bb as `d`. Returns 0 and *out (caller frees), or
+ * KE_EINVAL. With why (requests a server takes), a string field holding a
+ * NUL byte is refused too, and why then names it; without (replies), it is
+ * not looked for. */
 static int bb_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d,
-                     ProtobufCMessage **out)
+                     ProtobufCMessage **out, char *why, size_t len)
 {
     grpc_byte_buffer_reader r;
+    if (why && len)
+        why[0] = '\0';
     if (!grpc_byte_buffer_reader_init(&r, bb))
         return KE_EINVAL;
     grpc_slice s = grpc_byte_buffer_reader_readall(&r);
     grpc_byte_buffer_reader_destroy(&r);
     *out = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    char path[128] = "";
+    if (*out && why && string_nul(d, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), 0, path,
+                                  sizeof(path))) {
+        protobuf_c_message_free_unpacked(*out, NULL);
+        *out = NULL;
+        if (why && len)
+            snprintf(why, len, "%s: holds a NUL byte (strings must not)", path);
+    }
     grpc_slice_unref(s);
     return *out ? 0 : KE_EINVAL;
 }
@@ -794,12 +869,13 @@ static void call_on_recv(ke_rpc_tag *t, int ok)
     c->recv_bb = NULL;
     if (ok && bb) {
         ProtobufCMessage *msg = NULL;
-        int rc = bb_decode(bb, c->in_desc, &msg);
+        char why[200] = "";
+        int rc = bb_decode(bb, c->in_desc, &msg, c->is_server ? why : NULL, sizeof(why));
         grpc_byte_buffer_destroy(bb);
         if (rc != 0) {
-            char why[160];
-            snprintf(why, sizeof(why), "%s is not a valid %s message",
-                     c->is_server ? "request" : "reply", c->in_desc->name);
+            if (!why[0])
+                snprintf(why, sizeof(why), "%s is not a valid %s message",
+                         c->is_server ? "request" : "reply", c->in_desc->name);
             ke_log_warn(LOG_MOD, "refused frame method=%s reason=\"%s\"", c->method, why);
             if (c->mm)
                 ke_metric_add(c->mm->invalid, 1);
@@ -1545,7 +1621,7 @@ static void unary_on_done(ke_rpc_tag *t, int ok)
     } else if (st.code == KE_RPC_OK) {
         if (!u->recv_bb) {
             status_set(&st, KE_RPC_INTERNAL, "server sent no reply", 20);
-        } else if (bb_decode(u->recv_bb, u->resp, &reply) != 0) {
+        } else if (bb_decode(u->recv_bb, u->resp, &reply, NULL, 0) != 0) {
             char why[160];
             int n = snprintf(why, sizeof(why), "reply is not a valid %s message", u->resp->name);
             status_set(&st, KE_RPC_INTERNAL, why, (size_t)n);

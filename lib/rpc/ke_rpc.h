@@ -4,7 +4,9 @@
  * Messages are protobuf-c messages: a method is registered with the
  * descriptor of its request type, and the library decodes every incoming
  * frame with it. A frame that is not a valid message of that type ends the
- * call with INVALID_ARGUMENT; the server goes on serving.
+ * call with INVALID_ARGUMENT, as does a request with a string field holding
+ * a NUL byte ("<field path>: holds a NUL byte"), which C handlers would
+ * otherwise see cut short; the server goes on serving.
  *
  * Threading model
  * ---------------

@@ -499,10 +499,30 @@ static int field_parse(const char *in, selector *sel, char *why, size_t len)
 
 /* sel_compile parses both selectors into *sel (zeroed by the caller).
  * On failure *sel is released and why holds the prefixed reason. */
+/* control_at returns the offset of the first control byte (below 0x20, or
+ * 0x7f) of s, or -1. A selector holding one matches nothing anyone meant
+ * and would reach logs: it is refused. */
+static long control_at(const char *s)
+{
+    for (long i = 0; s && s[i]; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return i;
+    return -1;
+}
+
 static int sel_compile(const char *label, const char *field, selector *sel, char *why,
                        size_t len)
 {
     char msg[256] = "";
+    long at_l = control_at(label), at_f = control_at(field);
+    if (at_l >= 0 || at_f >= 0) {
+        if (why && len)
+            snprintf(why, len, "%s: control character 0x%02x at byte %ld",
+                     at_l >= 0 ? "label_selector" : "field_selector",
+                     (unsigned char)(at_l >= 0 ? label[at_l] : field[at_f]),
+                     at_l >= 0 ? at_l : at_f);
+        return KE_EINVAL;
+    }
     int rc = label_parse(label, sel, msg, sizeof(msg));
     if (rc) {
         if (why && len)
@@ -666,7 +686,7 @@ int ke_store_object_check(const json_t *obj, char *why, size_t len)
         return fail(why, len, "metadata.uid: not a string");
     size_t size = json_dumpb(obj, NULL, 0, JSON_COMPACT);
     if (size == 0 || size > KE_STORE_OBJECT_MAX)
-        return fail(why, len, "object too large: %zu bytes as JSON (max %d)", size,
+        return fail(why, len, "object: too large: %zu bytes as JSON (max %d)", size,
                     KE_STORE_OBJECT_MAX);
     return 0;
 }

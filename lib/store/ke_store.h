@@ -154,8 +154,9 @@ int ke_store_object_check(const json_t *obj, char *why, size_t len);
  * `path!=value` separated by ',', where path is any dotted path into the
  * object (metadata.name, metadata.namespace, spec.nodeName, status.phase);
  * a missing field reads as "", numbers and booleans as their JSON text;
- * '\' escapes ',', '=' and '\' in values. Returns 0, or KE_EINVAL with a
- * reason starting "label_selector: " or "field_selector: " in why. */
+ * '\' escapes ',', '=' and '\' in values. A control byte (below 0x20, or
+ * 0x7f) anywhere is refused. Returns 0, or KE_EINVAL with a reason starting
+ * "label_selector: " or "field_selector: " in why. */
 int ke_store_selector_check(const char *label_sel, const char *field_sel, char *why,
                             size_t len);
 

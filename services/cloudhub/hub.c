@@ -106,7 +106,7 @@ static void publish_on_message(ke_rpc_call *call, const ProtobufCMessage *m, voi
                  (unsigned long long)rv, key);
         ke_rpc_call_finish(call, KE_RPC_FAILED_PRECONDITION, why, NULL);
     } else {
-        ke_rpc_call_finish(call, KE_RPC_UNAVAILABLE, "store error", NULL);
+        ke_rpc_call_finish(call, KE_RPC_INTERNAL, "store error", NULL);
     }
 }
 
@@ -187,7 +187,7 @@ static void list_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
     reply.continue_token = next;
     /* Packed while the lock keeps the node names stable. */
     if (rc != 0)
-        ke_rpc_call_finish(call, KE_RPC_UNAVAILABLE, "store error", NULL);
+        ke_rpc_call_finish(call, KE_RPC_INTERNAL, "store error", NULL);
     else
         ke_rpc_call_finish(call, KE_RPC_OK, NULL, &reply.base);
     pthread_mutex_unlock(&ch->mu);
@@ -306,7 +306,7 @@ static void objects_on_message(ke_rpc_call *call, const ProtobufCMessage *m, voi
     if (rc == 0 && !known) {
         ke_rpc_call_finish(call, KE_RPC_NOT_FOUND, "node_name: no such node", NULL);
     } else if (rc != 0) {
-        ke_rpc_call_finish(call, rc == KE_ENOMEM ? KE_RPC_RESOURCE_EXHAUSTED : KE_RPC_UNAVAILABLE,
+        ke_rpc_call_finish(call, rc == KE_ENOMEM ? KE_RPC_RESOURCE_EXHAUSTED : KE_RPC_INTERNAL,
                            rc == KE_ENOMEM ? "out of memory" : "store error", NULL);
     } else {
         Ke__V1__ListNodeObjectsReply reply = KE__V1__LIST_NODE_OBJECTS_REPLY__INIT;
@@ -345,7 +345,7 @@ static void remove_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
         ke_sqlite_rollback(ch->db);
     if (rc != 0) {
         pthread_mutex_unlock(&ch->mu);
-        ke_rpc_call_finish(call, KE_RPC_UNAVAILABLE, "store error", NULL);
+        ke_rpc_call_finish(call, KE_RPC_INTERNAL, "store error", NULL);
         return;
     }
     ke_map_del(ch->nodes, n->name);

@@ -176,7 +176,7 @@ static int token_check(cloudhub *ch, const char *token, join_token *t, char *why
     pthread_mutex_unlock(&ch->mu);
     if (rc != 0) {
         snprintf(why, len, "node registry unavailable");
-        return KE_RPC_UNAVAILABLE;
+        return KE_RPC_INTERNAL;
     }
     if (used >= (int64_t)t->uses) {
         token_used_up(t, why, len);
@@ -226,12 +226,12 @@ static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
         snprintf(why, sizeof(why), "node %s already joined; remove it (Hub.RemoveNode) first",
                  node);
     } else if (!(n = calloc(1, sizeof(*n))) || !(n->pending = ke_map_new())) {
-        code = KE_RPC_UNAVAILABLE;
+        code = KE_RPC_INTERNAL;
         snprintf(why, sizeof(why), "node registry unavailable");
     } else if ((rc = tok.uses ? ch_store_node_insert_token(ch, node, fp, tok.id, tok.uses,
                                                            tok.expires)
                               : ch_store_node_insert(ch, node, fp)) != 0) {
-        code = rc == KE_EPERM ? KE_RPC_PERMISSION_DENIED : KE_RPC_UNAVAILABLE;
+        code = rc == KE_EPERM ? KE_RPC_PERMISSION_DENIED : KE_RPC_INTERNAL;
         if (rc == KE_EPERM)
             token_used_up(&tok, why, sizeof(why));
         else
@@ -278,7 +278,7 @@ static void renew_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     if (code == KE_RPC_OK) {
         pthread_mutex_lock(&ch->mu);
         if (ch_store_node_rotate(ch, node, fp) != 0) {
-            code = KE_RPC_UNAVAILABLE;
+            code = KE_RPC_INTERNAL;
             snprintf(why, sizeof(why), "node registry unavailable");
         }
         pthread_mutex_unlock(&ch->mu);

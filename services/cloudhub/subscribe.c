@@ -159,7 +159,7 @@ static void sub_pump(cloudhub *ch, ch_subscriber *s)
         if (rc != 0) {
             ke_log_error(CH_MOD, "cannot read the upstream log consumer=%s: %s", s->name,
                          ke_strerror(rc));
-            ke_rpc_call_finish(s->call, KE_RPC_UNAVAILABLE, "cannot read the upstream log", NULL);
+            ke_rpc_call_finish(s->call, KE_RPC_INTERNAL, "cannot read the upstream log", NULL);
             sub_unlink(ch, s);
             return;
         }
@@ -284,7 +284,7 @@ static void subscribe_on_start(cloudhub *ch, ke_rpc_call *call,
         pthread_mutex_unlock(&ch->mu);
         ke_log_error(CH_MOD, "cannot register consumer=%s: %s", s->name, ke_strerror(rc));
         sub_free(s);
-        ke_rpc_call_finish(call, KE_RPC_UNAVAILABLE, "cannot register the consumer", NULL);
+        ke_rpc_call_finish(call, KE_RPC_INTERNAL, "cannot register the consumer", NULL);
         return;
     }
     for (ch_subscriber *o = ch->subs; o; o = o->next) {
@@ -338,7 +338,7 @@ static void subscribe_on_ack(cloudhub *ch, ke_rpc_call *call, ch_subscriber *s,
              * cursor, which its idempotent apply absorbs. */
             ke_log_error(CH_MOD, "cannot move the cursor consumer=%s log_id=%llu: %s", s->name,
                          (unsigned long long)a->log_id, ke_strerror(rc));
-            ke_rpc_call_finish(call, KE_RPC_UNAVAILABLE, "cannot persist the cursor", NULL);
+            ke_rpc_call_finish(call, KE_RPC_INTERNAL, "cannot persist the cursor", NULL);
             sub_unlink(ch, s);
             pthread_mutex_unlock(&ch->mu);
             return;
@@ -378,7 +378,7 @@ static void subscribe_on_message(ke_rpc_call *call, const ProtobufCMessage *m, v
                            NULL);
         break;
     default:
-        ke_rpc_call_finish(call, KE_RPC_INVALID_ARGUMENT, "empty or unknown frame", NULL);
+        ke_rpc_call_finish(call, KE_RPC_INVALID_ARGUMENT, "frame: empty or of an unknown type", NULL);
         break;
     }
 }

@@ -84,7 +84,7 @@ int ch_auth_node(cloudhub *ch, ke_rpc_call *call, char *node, size_t len, char *
     }
     if (rc != 0) {
         snprintf(why, whylen, "node registry unavailable");
-        return KE_RPC_UNAVAILABLE;
+        return KE_RPC_INTERNAL;
     }
     if (strcmp(fp, cur) != 0 && strcmp(fp, prev) != 0) {
         snprintf(why, whylen, "this certificate is no longer the one issued to node %s: "
@@ -341,7 +341,7 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
         free(r.gone);
         digest_drop(ch, c);
         ch_queue_clear(ch, n);
-        ch_node_disconnect(ch, n, KE_RPC_UNAVAILABLE, "cannot read the node's objects");
+        ch_node_disconnect(ch, n, KE_RPC_INTERNAL, "cannot read the node's objects");
         return;
     }
     if (!r.full)
@@ -447,7 +447,7 @@ static void upstream_refuse(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Seq
         if (ch_store_node_set_seq(ch, n->name, sm->seq + 1) != 0) {
             /* Not stepped past: no refusal either; the edge resends it. */
             n->upstream_stopped = 1;
-            ch_node_disconnect(ch, n, KE_RPC_UNAVAILABLE, "cannot persist upstream sequence");
+            ch_node_disconnect(ch, n, KE_RPC_INTERNAL, "cannot persist upstream sequence");
             pthread_mutex_unlock(&ch->mu);
             return;
         }
@@ -480,7 +480,7 @@ static void upstream_not_acked(cloudhub *ch, ch_node *n, uint64_t seq, int rc)
     }
     ke_log_error(CH_MOD, "cannot log an upstream report node=%s seq=%llu: %s; not acked",
                  n->name, (unsigned long long)seq, ke_strerror(rc));
-    ch_node_disconnect(ch, n, KE_RPC_UNAVAILABLE, "cannot persist the upstream report");
+    ch_node_disconnect(ch, n, KE_RPC_INTERNAL, "cannot persist the upstream report");
 }
 
 static void tunnel_on_message(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__SequencedMessage *sm)

@@ -212,10 +212,18 @@ static int on_twin_report(const Ke__V1__UpstreamMessage *up, void *ud)
         return 0;
     json_error_t je;
     json_t *rep = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
+    char why[256];
     if (!json_is_object(rep)) {
         char ens[KE_LOG_ESC_SIZE(128)], ena[KE_LOG_ESC_SIZE(256)];
         ke_log_warn(DC_MOD, "ignoring twin report that is not a JSON object node=%s device=%s/%s",
                     node, ke_log_esc(ns, ens, sizeof(ens)), ke_log_esc(name, ena, sizeof(ena)));
+        json_decref(rep);
+        return 0;
+    }
+    if (ke_k8s_json_depth_check(rep, KE_K8S_JSON_DEPTH_MAX, why, sizeof(why)) != 0) {
+        char ew[KE_LOG_ESC_SIZE(sizeof(why))];
+        ke_log_warn(DC_MOD, "ignoring twin report node=%s device=%s/%s: %s", node, ns, name,
+                    ke_log_esc(why, ew, sizeof(ew)));
         json_decref(rep);
         return 0;
     }
@@ -246,27 +254,62 @@ static int on_twin_report(const Ke__V1__UpstreamMessage *up, void *ud)
 
 /* ---- API ---- */
 
-static int get_device(devicecontroller *dc, ke_rpc_call *call, const Ke__V1__DeviceRef *ref,
-                      json_t **out)
+/* get_device reads the device ref names; `prefix` is the field path of
+ * the DeviceRef in the request ("" or "device."). On failure it finishes
+ * the call: INVALID_ARGUMENT naming the field, NOT_FOUND, or the store
+ * error's status (ke_k8s_status_of). */
+static int get_device(devicecontroller *dc, ke_rpc_call *call, const char *prefix,
+                      const Ke__V1__DeviceRef *ref, json_t **out)
 {
-    if (!ref || !ref->name[0]) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "device.name: required");
+    char why[320], path[32];
+    const char *ns;
+    snprintf(path, sizeof(path), "%sname", prefix);
+    if (!ref) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s: required", path);
         return -1;
     }
-    int rc = ke_store_get(dc->store, "Device", ns_or_default(ref->namespace_), ref->name, out);
+    if (ke_k8s_resolve_ns(ke_k8s_kind_find("Device"), ref->namespace_, 1, &ns, why,
+                          sizeof(why)) != 0 ||
+        ke_k8s_check_name(ref->name, path, why, sizeof(why)) != 0) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s%s",
+                   strncmp(why, "namespace", 9) == 0 ? prefix : "", why);
+        return -1;
+    }
+    int rc = ke_store_get(dc->store, "Device", ns, ref->name, out);
     if (rc == KE_ENOTFOUND)
         finish_err(call, KE_RPC_NOT_FOUND, "devices \"%s\" not found", ref->name);
     else if (rc != 0)
-        finish_err(call, KE_RPC_UNAVAILABLE, "store error: %s", ke_strerror(rc));
+        finish_err(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
     return rc == 0 ? 0 : -1;
 }
 
 static void get_device_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     json_t *d = NULL;
-    if (get_device(ud, call, (const Ke__V1__DeviceRef *)m, &d) == 0)
+    if (get_device(ud, call, "", (const Ke__V1__DeviceRef *)m, &d) == 0)
         ke_k8s_reply_object(call, d);
     json_decref(d);
+}
+
+/* device_kind resolves the kind and namespace of a ListDevices or
+ * WatchDevices request: "" is Device; any name of Device or DeviceModel in
+ * the kind table; the namespace "" is every namespace. Finishes the call
+ * INVALID_ARGUMENT (naming kind or namespace) and returns NULL otherwise. */
+static const ke_k8s_kind *device_kind(ke_rpc_call *call, const char *method, const char *kind,
+                                      const char *ns, const char **ns_out)
+{
+    char why[320];
+    const ke_k8s_kind *k = ke_k8s_kind_find(kind && *kind ? kind : "Device");
+    if (!k || (strcmp(k->kind, "Device") != 0 && strcmp(k->kind, "DeviceModel") != 0)) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT,
+                   "kind: %s serves Device or DeviceModel, not \"%.64s\"", method, kind);
+        return NULL;
+    }
+    if (ke_k8s_resolve_ns(k, ns, 0, ns_out, why, sizeof(why)) != 0) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        return NULL;
+    }
+    return k;
 }
 
 /* list_devices_on_message: one page of Devices, or of DeviceModels when the
@@ -276,37 +319,60 @@ static void list_devices_on_message(ke_rpc_call *call, const ProtobufCMessage *m
 {
     devicecontroller *dc = ud;
     const Ke__V1__ListRequest *req = (const Ke__V1__ListRequest *)m;
-    const ke_k8s_kind *k = ke_k8s_kind_find(req->kind && *req->kind ? req->kind : "Device");
-    if (!k || (strcmp(k->kind, "Device") != 0 && strcmp(k->kind, "DeviceModel") != 0)) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT,
-                   "kind: ListDevices lists Device or DeviceModel, not \"%s\"", req->kind);
-        return;
-    }
-    ke_k8s_serve_list(call, dc->store, k->kind, req->namespace_, req);
+    const char *ns;
+    const ke_k8s_kind *k = device_kind(call, "ListDevices", req->kind, req->namespace_, &ns);
+    if (k)
+        ke_k8s_serve_list(call, dc->store, k->kind, ns, req);
 }
 
-/* check_value verifies value against the model property's type. */
+/* check_value verifies value against the model property prop: its type
+ * (int: a whole decimal number; float/double: a finite number, so "nan",
+ * "inf" and "1e999" are refused; boolean: true or false) and, for numbers,
+ * its minimum and maximum. Returns 0, or KE_EINVAL with "value: ..."
+ * naming the property in why. */
 static int check_value(const json_t *prop, const char *value, char *why, size_t len)
 {
-    const char *type = ke_k8s_str(prop, "type");
-    char *end = NULL;
-    errno = 0;
-    if (type && strcasecmp(type, "int") == 0) {
-        strtoll(value, &end, 10);
-        if (!*value || *end || errno)
+    const char *type = ke_k8s_str(prop, "type"), *pname = ke_k8s_str(prop, "name");
+    char shown[72];
+    snprintf(shown, sizeof(shown), "%s", value);
+    ke_err_oneline(shown);
+    int is_int = type && strcasecmp(type, "int") == 0;
+    int is_float = type && (strcasecmp(type, "float") == 0 || strcasecmp(type, "double") == 0);
+    if (type && strcasecmp(type, "boolean") == 0 && strcmp(value, "true") != 0 &&
+        strcmp(value, "false") != 0)
+        goto bad;
+    if (!is_int && !is_float)
+        return 0;
+    double d;
+    json_t *jv = json_string(value);
+    int rc = jv ? ke_k8s_parse_number(jv, &d) : KE_ENOMEM;
+    json_decref(jv);
+    if (rc != 0)
+        goto bad;
+    if (is_int) {
+        char *end = NULL;
+        errno = 0;
+        long long ll = strtoll(value, &end, 10);
+        if (*end || errno)
             goto bad;
-    } else if (type && (strcasecmp(type, "float") == 0 || strcasecmp(type, "double") == 0)) {
-        strtod(value, &end);
-        if (!*value || *end || errno)
-            goto bad;
-    } else if (type && strcasecmp(type, "boolean") == 0) {
-        if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
-            goto bad;
+        d = (double)ll;
+    }
+    double lim;
+    const json_t *min = json_object_get(prop, "minimum"), *max = json_object_get(prop, "maximum");
+    if (min && ke_k8s_parse_number(min, &lim) == 0 && d < lim) {
+        snprintf(why, len, "value: %s is below the minimum %g of property \"%s\"", shown, lim,
+                 pname);
+        return KE_EINVAL;
+    }
+    if (max && ke_k8s_parse_number(max, &lim) == 0 && d > lim) {
+        snprintf(why, len, "value: %s is above the maximum %g of property \"%s\"", shown, lim,
+                 pname);
+        return KE_EINVAL;
     }
     return 0;
 bad:
-    snprintf(why, len, "value: \"%s\" is not a valid %s for property \"%s\"", value, type,
-             ke_k8s_str(prop, "name"));
+    snprintf(why, len, "value: \"%s\" is not a valid %s for property \"%s\"%s", shown, type,
+             pname, is_float ? " (a finite number)" : "");
     return KE_EINVAL;
 }
 
@@ -321,7 +387,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
     char why[320];
     for (int attempt = 0; attempt < DC_RETRIES; attempt++) {
         json_t *device = NULL, *model = NULL, *out = NULL;
-        if (get_device(dc, call, req->device, &device) != 0)
+        if (get_device(dc, call, "device.", req->device, &device) != 0)
             return;
         const char *ns = ns_or_default(ke_k8s_str(device, "metadata.namespace"));
         const char *mname = ke_k8s_str(device, "spec.deviceModelRef.name");
@@ -373,8 +439,12 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
             json_decref(device);
             continue; /* someone else wrote the device meanwhile: redo on the new version */
         }
-        if (rc != 0) {
-            finish_err(call, KE_RPC_UNAVAILABLE, "store error: %s", ke_strerror(rc));
+        if (rc == KE_EINVAL) { /* the store's bound on an object's size */
+            finish_err(call, KE_RPC_INVALID_ARGUMENT,
+                       "value: too large: device %s/%s would exceed %d bytes", ns,
+                       ke_k8s_str(device, "metadata.name"), KE_STORE_OBJECT_MAX);
+        } else if (rc != 0) {
+            finish_err(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
         } else {
             Ke__V1__Twin t;
             Ke__V1__TwinValue d, r;
@@ -398,7 +468,7 @@ static void get_twin_on_message(ke_rpc_call *call, const ProtobufCMessage *m, vo
     devicecontroller *dc = ud;
     const Ke__V1__DeviceRef *ref = (const Ke__V1__DeviceRef *)m;
     json_t *device = NULL;
-    if (get_device(dc, call, ref, &device) != 0)
+    if (get_device(dc, call, "", ref, &device) != 0)
         return;
     const char *names[64];
     size_t n = property_names(device, names, 64);
@@ -484,8 +554,8 @@ static void watch_event(int type, const json_t *obj, uint64_t rev, void *ud)
     ke_k8s_send_watch_event(w->call, type, obj, rev);
 }
 
-static void watch_start(devicecontroller *dc, ke_rpc_call *call, int twins, const char *ns,
-                        const char *label, const char *field, uint64_t from)
+static void watch_start(devicecontroller *dc, ke_rpc_call *call, int twins, const char *kind,
+                        const char *ns, const char *label, const char *field, uint64_t from)
 {
     dc_watch *w = calloc(1, sizeof(*w));
     if (!w || !(w->seen = ke_map_new())) {
@@ -496,11 +566,18 @@ static void watch_start(devicecontroller *dc, ke_rpc_call *call, int twins, cons
     w->twins = twins;
     ke_rpc_call_ref(call);
     w->call = call;
-    int rc = ke_store_watch_start(dc->store, "Device", ns, label, field, from, watch_event, w,
-                                  &w->w);
+    int rc = ke_store_watch_start(dc->store, kind, ns, label, field, from, watch_event, w, &w->w);
     if (rc != 0) {
-        finish_err(call, rc == KE_EGONE ? KE_RPC_OUT_OF_RANGE : KE_RPC_INVALID_ARGUMENT,
-                   "cannot watch: %s", ke_strerror(rc));
+        /* selectors and names were checked: EINVAL is a version ahead */
+        if (rc == KE_EINVAL)
+            finish_err(call, KE_RPC_INVALID_ARGUMENT,
+                       "resource_version: %llu is after the store's revision %llu",
+                       (unsigned long long)from, (unsigned long long)ke_store_revision(dc->store));
+        else if (rc == KE_EGONE)
+            finish_err(call, KE_RPC_OUT_OF_RANGE, "resource_version: too old; list again and "
+                                                  "watch from the list's version");
+        else
+            finish_err(call, ke_k8s_status_of(rc), "cannot watch: %s", ke_strerror(rc));
         ke_rpc_call_unref(call);
         ke_map_free(w->seen);
         free(w);
@@ -513,21 +590,32 @@ static void watch_devices_on_message(ke_rpc_call *call, const ProtobufCMessage *
 {
     const Ke__V1__WatchRequest *req = (const Ke__V1__WatchRequest *)m;
     char why[256];
+    const char *ns;
+    const ke_k8s_kind *k = device_kind(call, "WatchDevices", req->kind, req->namespace_, &ns);
+    if (!k)
+        return;
     if (ke_store_selector_check(req->label_selector, req->field_selector, why, sizeof(why)) != 0) {
         finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
         return;
     }
-    watch_start(ud, call, 0, req->namespace_, req->label_selector, req->field_selector,
+    watch_start(ud, call, 0, k->kind, ns, req->label_selector, req->field_selector,
                 req->resource_version);
 }
 
 static void watch_twins_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     const Ke__V1__WatchTwinsRequest *req = (const Ke__V1__WatchTwinsRequest *)m;
-    char field[320] = "";
+    char field[320] = "", why[320];
+    const char *ns;
+    if (ke_k8s_resolve_ns(ke_k8s_kind_find("Device"), req->namespace_, 0, &ns, why,
+                          sizeof(why)) != 0 ||
+        (req->name[0] && ke_k8s_check_name(req->name, "name", why, sizeof(why)) != 0)) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
     if (req->name[0])
         snprintf(field, sizeof(field), "metadata.name=%s", req->name);
-    watch_start(ud, call, 1, req->namespace_, NULL, field, 0);
+    watch_start(ud, call, 1, "Device", ns, NULL, field, 0);
 }
 
 static void watch_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)

@@ -13,7 +13,14 @@
  * List answers page by page (limit, continue_token; ke_k8s_serve_list).
  * Delete of a pod bound to a node is graceful: metadata.deletionTimestamp
  * is set, the node is told, and the pod leaves the store when the edge
- * confirms. Watch streams every change after a resourceVersion.
+ * confirms; force with grace_period_seconds 0 removes it at once (a node
+ * that is gone never confirms). Watch streams every change after a
+ * resourceVersion.
+ *
+ * Every call follows docs/api.md: kinds by any name of the kind table,
+ * the one namespace rule (ke_k8s_resolve_ns), INVALID_ARGUMENT messages
+ * that start with the field path, store errors through ke_k8s_status_of
+ * (never UNAVAILABLE). A Secret's stringData is folded into data.
  */
 #include "ec_internal.h"
 
@@ -22,11 +29,11 @@
 #include "ke_k8s.h"
 #include "ke_k8s_api.h"
 #include "ke_log.h"
+#include "ke_time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -68,15 +75,21 @@ static void store_error(edgecontroller *ec, ke_rpc_call *call, int rc, const ke_
                    "latest version of %s \"%s\"",
                    plural, name);
         break;
-    case KE_EINVAL:
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "invalid request for %s \"%s\"", plural, name);
+    case KE_EINVAL: /* what the store refuses that the checks before it let through */
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "object: %s \"%s\" refused by the store "
+                                                  "(too large, or a key part too long)",
+                   plural, name);
         break;
     case KE_EGONE:
         finish_err(call, KE_RPC_OUT_OF_RANGE, "resource_version: too old; list again and watch "
                                               "from the list's version");
         break;
-    default:
-        finish_err(call, KE_RPC_UNAVAILABLE, "store error: %s", ke_strerror(rc));
+    case KE_EFULL:
+        finish_err(call, KE_RPC_RESOURCE_EXHAUSTED, "too many open watches; close some and "
+                                                    "watch again");
+        break;
+    default: /* never UNAVAILABLE: retrying the same call would not help */
+        finish_err(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
         break;
     }
 }
@@ -169,6 +182,7 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     json_t *obj = json_loadb((const char *)req->object_json.data, req->object_json.len, 0, &je);
     char why[512];
     if (!obj) {
+        ke_err_oneline(je.text);
         finish_err(call, KE_RPC_INVALID_ARGUMENT, "object_json: not valid JSON: %s (line %d)",
                    je.text, je.line);
         return;
@@ -179,6 +193,15 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
         return;
     }
     const ke_k8s_kind *k = ke_k8s_kind_find(ke_k8s_str(obj, "kind"));
+    if (strcmp(k->kind, "Secret") == 0) {
+        int mrc = ke_k8s_secret_merge(obj); /* stringData into data, as Kubernetes */
+        if (mrc != 0) {
+            finish_err(call, ke_k8s_status_of(mrc), "stringData: %s",
+                       mrc == KE_EINVAL ? "a value is too large" : "out of memory");
+            json_decref(obj);
+            return;
+        }
+    }
     json_t *md = json_object_get(obj, "metadata");
     const char *ns = ke_k8s_str(obj, "metadata.namespace");
     if (k->namespaced && (!ns || !*ns))
@@ -188,6 +211,11 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     ns = k->namespaced ? ke_k8s_str(obj, "metadata.namespace") : "";
     const char *name = ke_k8s_str(obj, "metadata.name");
     json_object_del(obj, "status");
+    if (ke_store_object_check(obj, why, sizeof(why)) != 0) { /* label syntax, size */
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        json_decref(obj);
+        return;
+    }
     if (check_refs(ec, call, obj, k->kind, ns) != 0) {
         json_decref(obj);
         return;
@@ -226,34 +254,47 @@ out:
     json_decref(obj);
 }
 
-/* kind_or_refuse resolves a kind name or finishes the call. */
-static const ke_k8s_kind *kind_or_refuse(ke_rpc_call *call, const char *kind)
+/* ref_or_refuse resolves what a request names: its kind (any of the
+ * kind table's names), its namespace by the one rule (ke_k8s_resolve_ns;
+ * `one`: about one object) and, when `name` is not NULL, checks the name.
+ * `prefix` is the field path of the ObjectRef ("" or "ref."). Finishes the
+ * call and returns NULL when one is wrong. */
+static const ke_k8s_kind *ref_or_refuse(ke_rpc_call *call, const char *prefix, const char *kind,
+                                        const char *ns, int one, const char **ns_out,
+                                        const char *name)
 {
+    char why[320], path[32];
     const ke_k8s_kind *k = ke_k8s_kind_find(kind);
-    if (!k)
+    if (!k) {
+        char known[256];
+        ke_k8s_kind_list(known, sizeof(known));
         finish_err(call, KE_RPC_INVALID_ARGUMENT,
-                   "kind: the server doesn't have a resource type \"%s\"", kind);
+                   "%skind: the server doesn't have a resource type \"%.64s\" (known: %s)",
+                   prefix, kind ? kind : "", known);
+        return NULL;
+    }
+    snprintf(path, sizeof(path), "%sname", prefix);
+    if (ke_k8s_resolve_ns(k, ns, one, ns_out, why, sizeof(why)) != 0 ||
+        (name && ke_k8s_check_name(name, path, why, sizeof(why)) != 0)) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s%s", strncmp(why, "namespace", 9) == 0 ?
+                                                          prefix : "", why);
+        return NULL;
+    }
     return k;
-}
-
-static const char *ns_of(const ke_k8s_kind *k, const char *ns)
-{
-    if (!k->namespaced)
-        return "";
-    return ns && *ns ? ns : "default";
 }
 
 static void get_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     edgecontroller *ec = ud;
     const Ke__V1__ObjectRef *ref = (const Ke__V1__ObjectRef *)m;
-    const ke_k8s_kind *k = kind_or_refuse(call, ref->kind);
+    const char *ns;
+    const ke_k8s_kind *k = ref_or_refuse(call, "", ref->kind, ref->namespace_, 1, &ns, ref->name);
     if (!k)
         return;
     json_t *obj = NULL;
-    int rc = ke_store_get(ec->cfg.store, k->kind, ns_of(k, ref->namespace_), ref->name, &obj);
+    int rc = ke_store_get(ec->cfg.store, k->kind, ns, ref->name, &obj);
     if (rc != 0)
-        store_error(ec, call, rc, k, ns_of(k, ref->namespace_), ref->name);
+        store_error(ec, call, rc, k, ns, ref->name);
     else
         ke_k8s_reply_object(call, obj);
     json_decref(obj);
@@ -263,11 +304,24 @@ static void list_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
 {
     edgecontroller *ec = ud;
     const Ke__V1__ListRequest *req = (const Ke__V1__ListRequest *)m;
-    const ke_k8s_kind *k = kind_or_refuse(call, req->kind);
+    const char *ns;
+    const ke_k8s_kind *k = ref_or_refuse(call, "", req->kind, req->namespace_, 0, &ns, NULL);
     if (!k)
         return;
     /* one page (limit/continue_token), bounded in count and bytes */
-    ke_k8s_serve_list(call, ec->cfg.store, k->kind, k->namespaced ? req->namespace_ : "", req);
+    ke_k8s_serve_list(call, ec->cfg.store, k->kind, ns, req);
+}
+
+/* deletion_mark marks obj (a pod) for deletion as Kubernetes does:
+ * metadata.deletionTimestamp now and, when given, the grace period. */
+static void deletion_mark(json_t *obj, int64_t grace)
+{
+    char ts[32];
+    ke_time_rfc3339(ts, sizeof(ts), ke_time_wall_ms());
+    json_t *md = json_object_get(obj, "metadata");
+    json_object_set_new(md, "deletionTimestamp", json_string(ts));
+    if (grace > 0)
+        json_object_set_new(md, "deletionGracePeriodSeconds", json_integer(grace));
 }
 
 static void delete_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
@@ -278,23 +332,23 @@ static void delete_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
         finish_err(call, KE_RPC_INVALID_ARGUMENT, "ref: required");
         return;
     }
-    const ke_k8s_kind *k = kind_or_refuse(call, req->ref->kind);
+    if (req->grace_period_seconds < 0) {
+        finish_err(call, KE_RPC_INVALID_ARGUMENT, "grace_period_seconds: must not be negative");
+        return;
+    }
+    const char *ns, *name = req->ref->name;
+    const ke_k8s_kind *k = ref_or_refuse(call, "ref.", req->ref->kind, req->ref->namespace_, 1,
+                                         &ns, name);
     if (!k)
         return;
-    const char *ns = ns_of(k, req->ref->namespace_), *name = req->ref->name;
     json_t *obj = NULL, *out = NULL;
     int rc = ke_store_get(ec->cfg.store, k->kind, ns, name, &obj);
     const char *node = rc == 0 ? ke_k8s_str(obj, "spec.nodeName") : NULL;
-    if (rc == 0 && strcmp(k->kind, "Pod") == 0 && node && *node) {
+    int force_now = req->force && req->grace_period_seconds == 0;
+    if (rc == 0 && strcmp(k->kind, "Pod") == 0 && node && *node && !force_now) {
         /* Graceful: mark it; the pod leaves once its node confirms. */
         if (!json_object_get(json_object_get(obj, "metadata"), "deletionTimestamp")) {
-            char ts[32];
-            time_t t = time(NULL);
-            struct tm tm;
-            gmtime_r(&t, &tm);
-            strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
-            json_object_set_new(json_object_get(obj, "metadata"), "deletionTimestamp",
-                                json_string(ts));
+            deletion_mark(obj, req->grace_period_seconds);
             if (req->resource_version)
                 json_object_set_new(json_object_get(obj, "metadata"), "resourceVersion",
                                     json_sprintf("%llu", (unsigned long long)req->resource_version));
@@ -303,7 +357,12 @@ static void delete_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
             out = json_incref(obj);
         }
     } else if (rc == 0) {
+        /* Not bound, not a pod, or forced: gone from the store now. A node
+         * still holding a forced pod drops it when it next resyncs. */
         rc = ke_store_delete(ec->cfg.store, k->kind, ns, name, req->resource_version, &out);
+        if (rc == 0 && force_now && node && *node)
+            ke_log_warn(EC_MOD, "force-deleted pod %s/%s bound to node %s without its "
+                                "confirmation", ns, name, node);
     }
     if (rc != 0)
         store_error(ec, call, rc, k, ns, name);
@@ -331,7 +390,8 @@ static void watch_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
 {
     edgecontroller *ec = ud;
     const Ke__V1__WatchRequest *req = (const Ke__V1__WatchRequest *)m;
-    const ke_k8s_kind *k = kind_or_refuse(call, req->kind);
+    const char *ns;
+    const ke_k8s_kind *k = ref_or_refuse(call, "", req->kind, req->namespace_, 0, &ns, NULL);
     if (!k)
         return;
     char why[256];
@@ -346,11 +406,17 @@ static void watch_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     }
     ke_rpc_call_ref(call);
     w->call = call;
-    int rc = ke_store_watch_start(ec->cfg.store, k->kind, k->namespaced ? req->namespace_ : "",
-                            req->label_selector, req->field_selector, req->resource_version,
-                            watch_event, w, &w->w);
-    if (rc != 0) {
+    int rc = ke_store_watch_start(ec->cfg.store, k->kind, ns, req->label_selector,
+                                  req->field_selector, req->resource_version, watch_event, w,
+                                  &w->w);
+    if (rc == KE_EINVAL) /* selectors were checked: the version is ahead of the store */
+        finish_err(call, KE_RPC_INVALID_ARGUMENT,
+                   "resource_version: %llu is after the store's revision %llu",
+                   (unsigned long long)req->resource_version,
+                   (unsigned long long)ke_store_revision(ec->cfg.store));
+    else if (rc != 0)
         store_error(ec, call, rc, k, "", "");
+    if (rc != 0) {
         ke_rpc_call_unref(call);
         free(w);
         return;

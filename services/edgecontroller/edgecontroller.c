@@ -215,10 +215,18 @@ static int on_pod_status(edgecontroller *ec, const char *node, const char *ns, c
     json_decref(pod);
     json_error_t je;
     json_t *status = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
+    char why[256];
     if (!json_is_object(status)) {
         char ej[KE_LOG_ESC_SIZE(sizeof(je.text))];
         ke_log_warn(EC_MOD, "ignoring pod status that is not a JSON object pod=%s/%s node=%s: %s",
                     ns, name, node, ke_log_esc(je.text, ej, sizeof(ej)));
+        json_decref(status);
+        return 0;
+    }
+    if (ke_k8s_json_depth_check(status, KE_K8S_JSON_DEPTH_MAX, why, sizeof(why)) != 0) {
+        char ew[KE_LOG_ESC_SIZE(sizeof(why))];
+        ke_log_warn(EC_MOD, "ignoring pod status pod=%s/%s node=%s: %s", ns, name, node,
+                    ke_log_esc(why, ew, sizeof(ew)));
         json_decref(status);
         return 0;
     }
@@ -251,8 +259,13 @@ static int on_node_status(edgecontroller *ec, const char *node, const Ke__V1__Me
     json_error_t je;
     json_t *rep = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
     int rc = 0;
+    char why[256];
     if (!json_is_object(rep))
         ke_log_warn(EC_MOD, "ignoring node status that is not a JSON object node=%s", node);
+    else if (ke_k8s_json_depth_check(rep, KE_K8S_JSON_DEPTH_MAX, why, sizeof(why)) != 0)
+        char ew[KE_LOG_ESC_SIZE(sizeof(why))];
+        ke_log_warn(EC_MOD, "ignoring node status node=%s: %s", node,
+                    ke_log_esc(why, ew, sizeof(ew)));
     else if ((rc = node_get_or_create(ec, node, &obj)) == 0)
         rc = status_edit(ec, "Node", "", node, edit_node_status, rep);
     json_decref(obj);

@@ -95,7 +95,7 @@ static json_t *get(ke_cluster *c, const char *kind, const char *name)
     for (int i = 0; i < 100; i++) {
         Ke__V1__ObjectRef ref = KE__V1__OBJECT_REF__INIT;
         ref.kind = (char *)kind;
-        ref.namespace_ = "default";
+        ref.namespace_ = strcmp(kind, "Node") == 0 ? "" : "default"; /* cluster-scoped */
         ref.name = (char *)name;
         ke_rpc_stub ec = {c->api, &ke__v1__edge_controller__descriptor};
         ProtobufCMessage *reply = NULL;

@@ -91,12 +91,99 @@ static void test_k8s_kind_names_resolve(void **state)
     assert_null(ke_k8s_kind_find("deployments"));
 }
 
+static void test_k8s_numbers_are_finite(void **state)
+{
+    (void)state;
+    static const char *const ok[] = {"0", "-3.5", "1e3", "100"};
+    static const char *const bad[] = {"", " 1", "nan", "NaN", "inf", "-Infinity", "1e999",
+                                      "1x", "0x"};
+    double d;
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        json_t *v = json_string(ok[i]);
+        assert_int_equal(ke_k8s_parse_number(v, &d), 0);
+        json_decref(v);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        json_t *v = json_string(bad[i]);
+        if (ke_k8s_parse_number(v, &d) != KE_EINVAL)
+            fail_msg("\"%s\" was taken as a number", bad[i]);
+        json_decref(v);
+    }
+    json_t *n = json_real(2.5);
+    assert_int_equal(ke_k8s_parse_number(n, &d), 0);
+    assert_true(d == 2.5);
+    json_decref(n);
+}
+
+static void test_k8s_secret_data_is_base64_and_string_data_merges(void **state)
+{
+    (void)state;
+#define SECRET(rest) "{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"s\"}" rest "}"
+    expect(SECRET(",\"data\":{\"a\":\"YWJj\",\"b\":\"YQ==\",\"c\":\"\"}"), NULL);
+    expect(SECRET(",\"data\":{\"a\":\"abc\"}"), "data.a: not base64");
+    expect(SECRET(",\"data\":{\"a\":\"YQ=a\"}"), "data.a: not base64");
+    expect(SECRET(",\"data\":{\"a\":\"Y===\"}"), "data.a: not base64");
+    expect(SECRET(",\"data\":{\"a\":\"YW-j\"}"), "data.a: not base64");
+    expect(SECRET(",\"stringData\":{\"a\":[]}"), "stringData.a: must be a string");
+    json_t *o = json_loads(SECRET(",\"data\":{\"a\":\"b2xk\",\"k\":\"YQ==\"},"
+                                  "\"stringData\":{\"a\":\"new\",\"b\":\"xy\"}"),
+                           0, NULL);
+    assert_int_equal(ke_k8s_secret_merge(o), 0);
+    assert_null(json_object_get(o, "stringData"));
+    json_t *data = json_object_get(o, "data");
+    assert_string_equal(json_string_value(json_object_get(data, "a")), "bmV3");
+    assert_string_equal(json_string_value(json_object_get(data, "b")), "eHk=");
+    assert_string_equal(json_string_value(json_object_get(data, "k")), "YQ==");
+    json_decref(o);
+}
+
+static void test_k8s_json_depth_is_bounded_naming_where(void **state)
+{
+    (void)state;
+    json_t *v = json_object();
+    for (int i = 1; i < 5; i++)
+        v = i == 2 ? json_pack("[o]", v) : json_pack("{s:o}", "a", v);
+    char why[256];
+    /* {"a":{"a":[{"a":{}}]}}: depth 5 */
+    assert_int_equal(ke_k8s_json_depth_check(v, 5, why, sizeof(why)), 0);
+    assert_int_equal(ke_k8s_json_depth_check(v, 4, why, sizeof(why)), KE_EINVAL);
+    assert_string_equal(why, "a.a[0].a: nested deeper than 4 levels");
+    json_decref(v);
+}
+
+static void test_k8s_namespace_rule(void **state)
+{
+    (void)state;
+    const char *ns = NULL;
+    char why[256];
+    const ke_k8s_kind *pod = ke_k8s_kind_find("pods"), *node = ke_k8s_kind_find("no");
+    assert_int_equal(ke_k8s_resolve_ns(pod, "", 1, &ns, why, sizeof(why)), 0);
+    assert_string_equal(ns, "default");
+    assert_int_equal(ke_k8s_resolve_ns(pod, NULL, 0, &ns, why, sizeof(why)), 0);
+    assert_string_equal(ns, "");
+    assert_int_equal(ke_k8s_resolve_ns(pod, "team", 0, &ns, why, sizeof(why)), 0);
+    assert_string_equal(ns, "team");
+    assert_int_equal(ke_k8s_resolve_ns(pod, "a.b", 1, &ns, why, sizeof(why)), KE_EINVAL);
+    assert_int_equal(strncmp(why, "namespace: ", 11), 0);
+    assert_int_equal(ke_k8s_resolve_ns(node, "", 1, &ns, why, sizeof(why)), 0);
+    assert_string_equal(ns, "");
+    assert_int_equal(ke_k8s_resolve_ns(node, "default", 0, &ns, why, sizeof(why)), KE_EINVAL);
+    assert_int_equal(strncmp(why, "namespace: must be empty", 24), 0);
+    assert_int_equal(ke_k8s_check_name("", "ref.name", why, sizeof(why)), KE_EINVAL);
+    assert_string_equal(why, "ref.name: required");
+    assert_int_equal(ke_k8s_check_name("web.1", "name", why, sizeof(why)), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_k8s_valid_objects_pass),
         cmocka_unit_test(test_k8s_refusals_name_the_field),
         cmocka_unit_test(test_k8s_kind_names_resolve),
+        cmocka_unit_test(test_k8s_numbers_are_finite),
+        cmocka_unit_test(test_k8s_secret_data_is_base64_and_string_data_merges),
+        cmocka_unit_test(test_k8s_json_depth_is_bounded_naming_where),
+        cmocka_unit_test(test_k8s_namespace_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

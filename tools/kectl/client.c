@@ -137,7 +137,7 @@ static int parse_object(const ProtobufCBinaryData *b, json_t **obj)
 
 static int device_fallback(const kectl_kind *kind, const ke_rpc_status *st)
 {
-    return kind->device &&
+    return kectl_kind_is_device(kind) &&
            (st->code == KE_RPC_UNIMPLEMENTED || st->code == KE_RPC_INVALID_ARGUMENT);
 }
 

@@ -4,21 +4,30 @@
  * printing kubectl's `pod "web" deleted`. With -f, the files are read and
  * checked first (manifest.c) and nothing is deleted when one is malformed.
  * A NOT_FOUND is reported and the others are still deleted (exit 1),
- * unless --ignore-not-found.
+ * unless --ignore-not-found. --force with --grace-period=0 (or none)
+ * removes a pod from the store at once, without its node's confirmation
+ * (for pods whose node is gone), as kubectl's.
  */
 #include "kectl.h"
 
 #include "edgecontroller.pb-c.h"
 #include "ke_err.h"
 
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
-enum { OPT_IGNORE_NOT_FOUND = KECTL_OPT_VERB };
+enum { OPT_IGNORE_NOT_FOUND = KECTL_OPT_VERB, OPT_FORCE, OPT_GRACE_PERIOD };
+
+/* Largest --grace-period accepted (seconds; a year). */
+#define KECTL_GRACE_MAX (365LL * 24 * 3600)
 
 typedef struct delete_opts {
     const char *files[KECTL_MAX_FILES];
     size_t n_files;
     int ignore_not_found;
+    int force;
+    long long grace; /* -1: not given */
 } delete_opts;
 
 void kectl_help_delete(FILE *out)
@@ -38,11 +47,18 @@ void kectl_help_delete(FILE *out)
           "  -f, --filename FILE      file, folder or - (stdin) naming the objects; may be\n"
           "                           repeated\n"
           "      --ignore-not-found   treat objects that do not exist as deleted\n"
+          "      --force              with --grace-period=0 (the default with --force):\n"
+          "                           remove pods from the store at once, without waiting\n"
+          "                           for their node to confirm (for a node that is gone);\n"
+          "                           a node that comes back stops them on its next sync\n"
+          "      --grace-period N     seconds a pod is given to stop (recorded on the pod);\n"
+          "                           0 only with --force (without it, 0 means 1)\n"
           "\n"
           "Examples:\n"
           "  kectl delete pod web\n"
           "  kectl delete -f web.yaml\n"
           "  kectl delete device/thermometer -n plant-3\n"
+          "  kectl delete pod web --force --grace-period=0\n"
           "\n",
           out);
     kectl_global_help(out);
@@ -57,6 +73,17 @@ static int delete_opt(void *ud, int c, const char *arg)
         o->files[o->n_files++] = arg;
     } else if (c == OPT_IGNORE_NOT_FOUND) {
         o->ignore_not_found = 1;
+    } else if (c == OPT_FORCE) {
+        o->force = 1;
+    } else if (c == OPT_GRACE_PERIOD) {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(arg, &end, 10);
+        if (!*arg || *end || errno || v < -1 || v > KECTL_GRACE_MAX)
+            return kectl_usage_error("delete", "--grace-period wants seconds from 0 to %lld (-1: "
+                                               "the default), not \"%s\"",
+                                     KECTL_GRACE_MAX, arg);
+        o->grace = v;
     }
     return 0;
 }
@@ -64,14 +91,20 @@ static int delete_opt(void *ud, int c, const char *arg)
 /* delete_one deletes one object. Returns 0, 1 for an error about it, -1
  * when the run must stop. */
 static int delete_one(kectl *k, const kectl_kind *kind, const char *ns, const char *name,
-                      const char *source, int ignore_not_found)
+                      const char *source, const delete_opts *o)
 {
+    int ignore_not_found = o->ignore_not_found;
     Ke__V1__ObjectRef ref = KE__V1__OBJECT_REF__INIT;
     ref.kind = (char *)kind->kind;
     ref.namespace_ = (char *)(kind->namespaced ? ns : "");
     ref.name = (char *)name;
     Ke__V1__DeleteRequest req = KE__V1__DELETE_REQUEST__INIT;
     req.ref = &ref;
+    /* kubectl's rules: --force alone is grace 0; 0 without --force is 1 */
+    req.force = o->force;
+    req.grace_period_seconds = o->grace >= 0 ? o->grace : 0;
+    if (!o->force && o->grace == 0)
+        req.grace_period_seconds = 1;
     ProtobufCMessage *reply = NULL;
     ke_rpc_status st;
     int rc = kectl_call(k, &ke__v1__edge_controller__descriptor, "Delete", &req.base, &reply, &st);
@@ -79,7 +112,8 @@ static int delete_one(kectl *k, const kectl_kind *kind, const char *ns, const ch
         return k->ch ? 1 : -1;
     if (st.code == KE_RPC_OK) {
         protobuf_c_message_free_unpacked(reply, NULL);
-        printf("%s \"%s\" deleted\n", kind->singular, name);
+        printf("%s \"%s\" %s\n", kind->singular, name,
+               o->force && req.grace_period_seconds == 0 ? "force deleted" : "deleted");
         fflush(stdout);
         return 0;
     }
@@ -97,16 +131,22 @@ int kectl_cmd_delete(kectl *k, int argc, char **argv)
     static const struct option opts[] = {
         {"filename", required_argument, NULL, 'f'},
         {"ignore-not-found", no_argument, NULL, OPT_IGNORE_NOT_FOUND},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"grace-period", required_argument, NULL, OPT_GRACE_PERIOD},
         {NULL, 0, NULL, 0},
     };
     static const kectl_verb_def def = {"delete", opts, "f:", delete_opt, kectl_help_delete};
-    delete_opts o = {.n_files = 0};
+    delete_opts o = {.n_files = 0, .grace = -1};
     const char *pos[KECTL_MAX_ARGS];
     size_t n_pos;
     int rc = kectl_parse(k, &def, &o, argc, argv, pos, &n_pos);
     if (rc != 0)
         return rc == KECTL_HELP_SHOWN ? 0 : rc;
     int status = KECTL_EXIT_OK;
+    if (o.force && o.grace <= 0)
+        fprintf(stderr, "warning: a forced deletion does not wait for the node to confirm that "
+                        "the pod stopped; if its node comes back, the pod runs there until the "
+                        "node syncs again\n");
     if (o.n_files > 0) {
         if (n_pos > 0)
             return kectl_usage_error("delete", "give either -f or KIND NAME, not both");
@@ -117,7 +157,7 @@ int kectl_cmd_delete(kectl *k, int argc, char **argv)
             const kectl_manifest_obj *mo = &m.v[i];
             const char *ns = kectl_jstr(mo->obj, "metadata.namespace");
             int r = delete_one(k, mo->kind, ns ? ns : k->ns, kectl_jstr(mo->obj, "metadata.name"),
-                               mo->source, o.ignore_not_found);
+                               mo->source, &o);
             if (r != 0)
                 status = KECTL_EXIT_ERROR;
             if (r < 0)
@@ -134,7 +174,7 @@ int kectl_cmd_delete(kectl *k, int argc, char **argv)
     if (n_t == 0)
         return kectl_usage_error("delete", "resource(s) were provided, but no name was specified");
     for (size_t i = 0; i < n_t; i++) {
-        int r = delete_one(k, t[i].kind, k->ns, t[i].name, NULL, o.ignore_not_found);
+        int r = delete_one(k, t[i].kind, k->ns, t[i].name, NULL, &o);
         if (r != 0)
             status = KECTL_EXIT_ERROR;
         if (r < 0)

@@ -256,7 +256,7 @@ static int run_watch(kectl *k, const kectl_kind *kind, const char *ns, const cha
     req.field_selector = (char *)(fields ? fields : "");
     req.resource_version = rv;
     int ended = watch_once(k, &ke__v1__edge_controller__descriptor, "Watch", &req, &w, fds[0]);
-    if (ended && w.events == 0 && kind->device &&
+    if (ended && w.events == 0 && kectl_kind_is_device(kind) &&
         (w.st.code == KE_RPC_UNIMPLEMENTED || w.st.code == KE_RPC_INVALID_ARGUMENT)) {
         /* as in client.c: DeviceController also serves devices */
         ended = watch_once(k, &ke__v1__device_controller__descriptor, "WatchDevices", &req, &w,

@@ -22,6 +22,7 @@
 #define KECTL_H
 
 #include "devicecontroller.pb-c.h"
+#include "ke_k8s.h"
 #include "ke_rpc.h"
 
 #include <getopt.h>
@@ -125,16 +126,14 @@ int kectl_usage_error(const char *verb, const char *fmt, ...) __attribute__((for
 
 /* ---- kinds.c ---- */
 
-/* kectl_kind: one kind of object kectl knows. */
-typedef struct kectl_kind {
-    const char *kind;        /* "Pod": the JSON kind, and ObjectRef.kind */
-    const char *plural;      /* "pods", as in kubectl's messages */
-    const char *singular;    /* "pod", as in "pod/web created" */
-    const char *short_name;  /* "po", or NULL */
-    const char *api_version; /* what apply expects: "v1", "devices.kubeedge.io/v1beta1" */
-    int namespaced;
-    int device; /* Device: DeviceController serves it too, and has twins */
-} kectl_kind;
+/* kectl_kind: one kind of object kectl knows: an entry of the one kind
+ * table, lib/k8s's (kind, plural, singular, short name, apiVersion,
+ * scope), the table the servers resolve kind names with too. */
+typedef ke_k8s_kind kectl_kind;
+
+/* kectl_kind_is_device: Device, which DeviceController serves too and
+ * which has twins. */
+int kectl_kind_is_device(const kectl_kind *kind);
 
 /* kectl_kind_lookup finds a kind by a kubectl resource name: plural,
  * singular, short form or kind, any case, optionally followed by ".GROUP".
