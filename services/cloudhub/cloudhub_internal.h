@@ -91,6 +91,7 @@ typedef struct ch_node {
 } ch_node;
 
 typedef struct ch_metrics {
+    ke_metric *hello_timeouts;
     ke_metric *connected, *known, *queue_depth;
     ke_metric *sent, *acked, *coalesced, *overflows, *resyncs;
     ke_metric *up_received, *up_duplicates, *refused, *joins, *join_refused, *renewals;
@@ -109,6 +110,7 @@ struct cloudhub {
     ke_sqlite *db;
     ke_map *nodes;            /* name -> ch_node, registered nodes */
     ch_subscriber *subs;      /* live Subscribe streams, one per consumer */
+    struct tunnel_conn *unhello; /* Tunnel streams whose Hello is not complete (tunnel.c) */
     uint64_t digest_held;     /* digest entries held by sequences in progress */
     int stopping;
     pthread_t reaper;
@@ -214,6 +216,10 @@ int ch_tunnel_register(cloudhub *ch, ke_rpc_server *srv);
  * Returns KE_RPC_OK and the name, or a status code and the reason. */
 int ch_auth_node(cloudhub *ch, ke_rpc_call *call, char *node, size_t len, char *why,
                  size_t whylen);
+/* ch_tunnel_reap closes the Tunnel streams that have not completed their
+ * Hello within cfg.hello_timeout_ms of their first frame (now: monotonic
+ * ms), counted in ke_cloudhub_hello_timeouts_total. ch->mu held. */
+void ch_tunnel_reap(cloudhub *ch, int64_t now);
 /* ch_node_disconnect ends the node's stream (if any) with code/why. */
 void ch_node_disconnect(cloudhub *ch, ch_node *n, int code, const char *why);
 

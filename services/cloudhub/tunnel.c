@@ -16,6 +16,10 @@
  *   tunnel_on_ack        the edge applied everything up to seq: collect
  *                        acked tombstones, send more
  *   tunnel_on_keepalive  liveness; answered with a keepalive (a slot)
+ *
+ * A stream must complete its Hello within cfg.hello_timeout_ms: the rpc
+ * layer closes one that sends no first frame (the method's open timeout),
+ * and ch_tunnel_reap (from the reaper) one whose digest stays open.
  */
 #include "cloudhub_internal.h"
 
@@ -30,6 +34,10 @@
 
 typedef struct tunnel_conn {
     cloudhub *ch;
+    ke_rpc_call *call;       /* valid until on_close, which unlinks the conn */
+    struct tunnel_conn *prev, *next; /* ch->unhello while listed */
+    int listed;
+    int64_t hello_deadline;  /* monotonic ms */
     char node[CH_NODE_NAME_MAX];
     int hello;               /* a Hello was received */
     /* the digest being received (Hello, then DigestChunks) */
@@ -287,6 +295,38 @@ static void resync_drop_gone(resync *r)
                     r->n->name, r->n_gone);
 }
 
+/* unhello_unlink takes c off ch->unhello. ch->mu held. */
+static void unhello_unlink(cloudhub *ch, tunnel_conn *c)
+{
+    if (!c->listed)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        ch->unhello = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    c->listed = 0;
+}
+
+void ch_tunnel_reap(cloudhub *ch, int64_t now)
+{
+    for (tunnel_conn *c = ch->unhello, *next; c; c = next) {
+        next = c->next;
+        if (c->hello_deadline > now)
+            continue;
+        unhello_unlink(ch, c);
+        char why[160];
+        snprintf(why, sizeof(why), "no complete hello within cloudhub.hello_timeout (%lld ms)",
+                 (long long)ch->cfg.hello_timeout_ms);
+        ke_log_warn(CH_MOD, "closing a tunnel without a hello node=%s", c->node);
+        if (ke_rpc_call_abort(c->call, KE_RPC_DEADLINE_EXCEEDED, why) == 0)
+            ke_metric_add(ch->m.hello_timeouts, 1);
+        digest_drop(ch, c); /* the digest it held is freed now */
+    }
+}
+
 /* hello_complete does the work of a Hello once its digest is whole:
  * registers the stream (replacing an older one), answers HelloAck and
  * queues the difference, then ResyncDone. ch->mu held. */
@@ -295,6 +335,7 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
     cloudhub *ch = c->ch;
     ch_node *n = ke_map_get(ch->nodes, c->node);
     size_t digest_n = c->digest_n;
+    unhello_unlink(ch, c);
     if (!n) {
         digest_drop(ch, c);
         refuse(ch, call, c->node, KE_RPC_PERMISSION_DENIED, "node was removed");
@@ -578,8 +619,17 @@ static void on_open(ke_rpc_call *call, void *ud)
         return;
     }
     c->ch = ch;
+    c->call = call;
     snprintf(c->node, sizeof(c->node), "%s", node);
     ke_rpc_call_set_data(call, c);
+    pthread_mutex_lock(&ch->mu);
+    c->hello_deadline = ke_time_mono_ms() + ch->cfg.hello_timeout_ms;
+    c->next = ch->unhello;
+    if (ch->unhello)
+        ch->unhello->prev = c;
+    ch->unhello = c;
+    c->listed = 1;
+    pthread_mutex_unlock(&ch->mu);
     ke_log_debug(CH_MOD, "tunnel opened node=%s", node);
 }
 
@@ -659,6 +709,7 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
         ke_log_info(CH_MOD, "node disconnected node=%s status=%s reason=\"%s\"", c->node,
                     ke_rpc_status_name(st->code), st->message);
     }
+    unhello_unlink(ch, c);
     digest_drop(ch, c);
     pthread_mutex_unlock(&ch->mu);
     free(c);
@@ -670,6 +721,10 @@ int ch_tunnel_register(cloudhub *ch, ke_rpc_server *srv)
                                      .on_message = on_message,
                                      .on_drain = on_drain,
                                      .on_close = on_close};
-    return ke_rpc_server_add(srv, &ke__v1__cloud_hub__descriptor, "Tunnel", KE_RPC_BIDI_STREAM,
-                             &h, ch);
+    int rc = ke_rpc_server_add(srv, &ke__v1__cloud_hub__descriptor, "Tunnel", KE_RPC_BIDI_STREAM,
+                               &h, ch);
+    if (rc == 0) /* a stream that sends nothing never reaches on_open */
+        rc = ke_rpc_server_set_open_timeout(srv, "/ke.v1.CloudHub/Tunnel",
+                                            ch->cfg.hello_timeout_ms);
+    return rc;
 }
