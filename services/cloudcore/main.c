@@ -154,7 +154,7 @@ static const ke_config_field cloudcore_fields[] = {
      "distinct resources of one node waiting in the durable upstream log for consumers; past "
      "it the node's reports are not acked (it retries from its outbox)"},
     {"cloudhub.hello_timeout", KE_CONFIG_DURATION,
-     offsetof(struct cloudcore_config, hub_hello_timeout), "10s",
+     offsetof(struct cloudcore_config, hub_hello_timeout), "30s",
      "a tunnel stream must send its first frame within this and complete its hello (digest "
      "included) within this of it; else it is closed with DEADLINE_EXCEEDED"},
     {"store.db", KE_CONFIG_STRING, offsetof(struct cloudcore_config, store_db),

@@ -150,7 +150,7 @@ int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
     if (ch->cfg.dead_peer_ms <= 0)
         ch->cfg.dead_peer_ms = 3 * ch->cfg.keepalive_ms;
     if (ch->cfg.hello_timeout_ms <= 0)
-        ch->cfg.hello_timeout_ms = 10000;
+        ch->cfg.hello_timeout_ms = 30000;
     if (ch->cfg.node_cert_ttl_ms <= 0)
         ch->cfg.node_cert_ttl_ms = 365LL * 24 * 3600 * 1000;
     pthread_mutex_init(&ch->mu, NULL);

@@ -45,7 +45,7 @@ typedef struct cloudhub_config {
     int64_t hello_timeout_ms;      /* a Tunnel stream must send its first frame within
                                       this, and complete its Hello (digest included)
                                       within this of that frame; else it is closed with
-                                      DEADLINE_EXCEEDED. 0: 10 s */
+                                      DEADLINE_EXCEEDED. 0: 30 s */
 } cloudhub_config;
 
 /* Node certificates: CN "system:node:<name>", O "system:nodes" (issued by

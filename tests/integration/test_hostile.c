@@ -519,7 +519,7 @@ static int teardown(void **state)
     return 0;
 }
 
-static void test_hostile_clients_pin_no_memory_and_starve_no_one(void **state)
+static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **state)
 {
     (void)state;
     int64_t until = ke_time_mono_ms() + WAIT_MS;
@@ -697,7 +697,7 @@ static void test_hostile_clients_pin_no_memory_and_starve_no_one(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hostile_clients_pin_no_memory_and_starve_no_one),
+        cmocka_unit_test(test_hostile_clients_pin_no_memory_and_others_keep_flowing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
