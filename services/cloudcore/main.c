@@ -66,6 +66,7 @@ struct cloudcore_config {
     int64_t grpc_max_streams_id;
     int64_t grpc_max_conc_streams;
     int64_t hub_hello_timeout;
+    int64_t hub_uplog_node_window;
     int64_t mem_trim_interval;
     char *tls_ca;
     char *tls_cert;
@@ -153,6 +154,11 @@ static const ke_config_field cloudcore_fields[] = {
      offsetof(struct cloudcore_config, hub_uplog_node_max), "10000",
      "distinct resources of one node waiting in the durable upstream log for consumers; past "
      "it the node's reports are not acked (it retries from its outbox)"},
+    {"cloudhub.uplog_node_window", KE_CONFIG_INT64,
+     offsetof(struct cloudcore_config, hub_uplog_node_window), "256",
+     "a node's entries in the upstream log at a time, so that one node's flood is at most this "
+     "far ahead of another node's report; later reports wait unacked in memory (at most 16384 "
+     "or 16 MiB per node) until consumers make room; >= uplog_node_max turns it off"},
     {"cloudhub.hello_timeout", KE_CONFIG_DURATION,
      offsetof(struct cloudcore_config, hub_hello_timeout), "30s",
      "a tunnel stream must send its first frame within this and complete its hello (digest "
@@ -400,10 +406,11 @@ int main(int argc, char **argv)
         goto out;
     }
     if (cfg.hub_queue_max < 16 || cfg.hub_window < 1 || cfg.hub_window > CLOUDHUB_WINDOW_MAX ||
-        cfg.hub_uplog_node_max < 1 || cfg.hub_uplog_node_max > 100000000) {
+        cfg.hub_uplog_node_max < 1 || cfg.hub_uplog_node_max > 100000000 ||
+        cfg.hub_uplog_node_window < 1 || cfg.hub_uplog_node_window > 100000000) {
         fprintf(stderr, KE_PROGRAM ": cloudhub.queue_max must be >= 16, cloudhub.window 1..%u "
                         "(the stream's send queue keeps room for acks and keepalives) and "
-                        "cloudhub.uplog_node_max 1..100000000\n",
+                        "cloudhub.uplog_node_max and cloudhub.uplog_node_window 1..100000000\n",
                 CLOUDHUB_WINDOW_MAX);
         status = 2;
         goto out;
@@ -421,6 +428,7 @@ int main(int argc, char **argv)
             .window = (uint32_t)cfg.hub_window,
             .uplog_node_max = (uint32_t)cfg.hub_uplog_node_max,
             .hello_timeout_ms = cfg.hub_hello_timeout,
+            .uplog_node_window = (uint32_t)cfg.hub_uplog_node_window,
         };
         if ((rc = cloudhub_new(&hc, &hub)) != 0)
             goto fail;

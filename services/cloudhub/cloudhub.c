@@ -22,6 +22,10 @@ static void metrics_init(ch_metrics *m)
                            "tunnel streams closed for not completing a hello within "
                            "cloudhub.hello_timeout (no first frame, or a digest left open)",
                            NULL, &m->hello_timeouts);
+    ke_metrics_counter_new("ke_cloudhub_upstream_deferred_total",
+                           "upstream reports held back (unacked) while their node had "
+                           "cloudhub.uplog_node_window entries waiting for consumers",
+                           NULL, &m->up_deferred);
     ke_metrics_gauge_new("ke_cloudhub_nodes_connected", "edge nodes with an open tunnel", NULL,
                          &m->connected);
     ke_metrics_gauge_new("ke_cloudhub_nodes_known", "registered edge nodes", NULL, &m->known);
@@ -107,6 +111,7 @@ static void *reaper_main(void *arg)
         reap_ctx r = {ch, ke_time_mono_ms()};
         ke_map_each(ch->nodes, reap_one, &r);
         ch_tunnel_reap(ch, r.now);
+        ch_tunnel_undefer(ch); /* a safety net: acks that collect call it too */
     }
     pthread_mutex_unlock(&ch->mu);
     ke_watchdog_unregister(hb);
@@ -138,6 +143,10 @@ int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
         ch->cfg.window = 256;
     if (!ch->cfg.uplog_node_max)
         ch->cfg.uplog_node_max = CH_UPLOG_NODE_MAX_DEFAULT;
+    if (!ch->cfg.uplog_node_window)
+        ch->cfg.uplog_node_window = CH_UPLOG_NODE_WINDOW_DEFAULT;
+    if (ch->cfg.uplog_node_window > ch->cfg.uplog_node_max)
+        ch->cfg.uplog_node_window = ch->cfg.uplog_node_max; /* no window: the bound alone */
     if (ch->cfg.window > CH_WINDOW_MAX) {
         ke_log_error(CH_MOD, "window=%u is above %u: the rpc send queue (%u frames) must keep "
                              "room for acks and keepalives",

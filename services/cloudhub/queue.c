@@ -345,4 +345,5 @@ void ch_queue_clear(cloudhub *ch, ch_node *n)
     n->keepalive_owed = 0;
     n->upstream_stopped = 0;
     dels_free(n);
+    ch_tunnel_defer_clear(ch, n);
 }

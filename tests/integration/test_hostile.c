@@ -18,7 +18,12 @@
  *
  * Meanwhile a well-behaved edge (edgecore, node "good") reports its pod's
  * status, which must reach the store through the controller, and gets a
- * pod applied to it. cloudcore's VmRSS is sampled throughout and must stay
+ * pod applied to it. Fairness upstream: a Hub consumer of the test's,
+ * "observer", reads the report group and acks nothing until the good
+ * node's report reached it, so nothing is collected meanwhile; the flood
+ * then has at most cloudhub.uplog_node_window entries in the log, and the
+ * good node's report must come after no more than that many of them
+ * (without the window it comes after all 4,000). cloudcore's VmRSS is sampled throughout and must stay
  * under RSS_BOUND_MIB (README, "Bounds"); after the clients go, the
  * counters say what happened, no stream is left open and the RSS comes
  * back within RSS_MARGIN_MIB of what it was before.
@@ -32,6 +37,7 @@
 
 #include "edgecontroller.pb-c.h"
 #include "ke_cluster.h"
+#include "ke_consumer.h"
 #include "ke_err.h"
 #include "ke_pki.h"
 #include "ke_rawedge.h"
@@ -57,6 +63,7 @@
 #define LURKERS 24            /* Tunnel streams that send nothing */
 #define BIG_BYTES (900 * 1024)
 #define FLOOD_KEYS 4000
+#define NODE_WINDOW 256       /* cloudhub.uplog_node_window's default */
 #define BOMB_ENTRIES 60000    /* keys of ~60 bytes: a Hello just under 4 MiB */
 /* Bounds asserted (README "Bounds"). Measured with these flags: 22 MiB
  * before, 64-74 MiB at the peak, 26-27 MiB after; without the byte bound
@@ -400,7 +407,7 @@ static void *bomb_main(void *arg)
 
 typedef struct flood_ctx {
     ke_rawedge e;
-    atomic_int done;
+    atomic_int sent, done;
     int ok;
 } flood_ctx;
 
@@ -416,6 +423,7 @@ static void *flood_main(void *arg)
         snprintf(key, sizeof(key), "node/flood/default/Pod/flood-%05d", i);
         ok = ke_rawedge_report(&f->e, seq + (uint64_t)i, key, 1, "podstatus") == 0;
     }
+    atomic_store(&f->sent, 1);
     f->ok = ok && ke_rawedge_wait_acked(&f->e, seq + FLOOD_KEYS - 1, WAIT_MS);
     atomic_store(&f->done, 1);
     return NULL;
@@ -551,6 +559,9 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
     bomb_ctx b = {0};
     flood_ctx *fl = calloc(1, sizeof(*fl));
     assert_non_null(fl);
+    static const char *const obs_groups[] = {"podstatus", NULL};
+    ke_consumer obs;
+    ke_consumer_start(&obs, C.admin, "observer", obs_groups, 1024, 0, NULL, NULL);
     int64_t t0 = ke_time_mono_ms();
     assert_int_equal(pthread_create(&writer, NULL, writer_main, &updates), 0);
     assert_int_equal(pthread_create(&slow, NULL, slow_main, s), 0);
@@ -581,22 +592,46 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
     }
 
     long peak = base;
-    int reported = 0, applied = 0, good_status = 0, good_pod = 0, named = 0;
+    int reported = 0, applied = 0, good_status = 0, good_pod = 0, named = 0, observed = 0;
+    long flood_before = -1;
     int lurkers_closed = 0;
     long long n_seen = -1;
-    while (ke_time_mono_ms() - t0 < RUN_MS || !good_status || !good_pod) {
+    while (ke_time_mono_ms() - t0 < RUN_MS || !good_status || !good_pod || !observed ||
+           !atomic_load(&fl->done)) {
         long r = rss_kib();
         if (r > peak)
             peak = r;
         if (ke_time_mono_ms() - t0 > RUN_MS + WAIT_MS)
             break;
-        /* the well-behaved edge, once the flood is in the log */
-        if (atomic_load(&fl->done) && !reported) {
-            assert_true(fl->ok);
+        /* the well-behaved edge reports once the flood is sent */
+        if (atomic_load(&fl->sent) && !reported) {
             assert_int_equal(ke_edge_report(&good, "node/good/default/Pod/web", 2, "podstatus",
                                             "{\"phase\":\"Running\",\"n\":7}"),
                              0);
             reported = 1;
+        }
+        if (reported && !observed) {
+            pthread_mutex_lock(&obs.mu);
+            long flood = 0;
+            for (size_t i = 0; i < obs.n && !observed; i++) {
+                if (strcmp(obs.v[i].key, "node/good/default/Pod/web") == 0 && obs.v[i].rv == 2) {
+                    observed = 1;
+                    flood_before = flood;
+                }
+                flood += strcmp(obs.v[i].node, "flood") == 0;
+            }
+            pthread_mutex_unlock(&obs.mu);
+            if (observed)
+                fprintf(stderr, "hostile: the good node's report came after %ld of the "
+                                "flood's %d\n",
+                        flood_before, FLOOD_KEYS);
+        }
+        if (observed) { /* from now on the observer keeps up */
+            pthread_mutex_lock(&obs.mu);
+            uint64_t last = obs.n ? obs.v[obs.n - 1].log_id : 0;
+            pthread_mutex_unlock(&obs.mu);
+            if (last)
+                (void)ke_consumer_ack(&obs, last); /* cumulative: a later one covers a lost one */
         }
         if (reported && !good_status && (n_seen = pod_status_n("web")) == 7) {
             good_status = 1;
@@ -617,6 +652,11 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
     atomic_store(&stopping, 1);
     assert_true(good_status);
     assert_true(good_pod);
+    assert_true(observed);
+    assert_true(flood_before >= 0 && flood_before <= NODE_WINDOW);
+    assert_true(atomic_load(&fl->done) && fl->ok); /* and the flood went through too */
+    assert_true(ke_cluster_metric(&C, "ke_cloudhub_upstream_deferred_total") > 0);
+    ke_consumer_stop(&obs);
 
     /* the lurkers were closed at the hello timeout */
     for (int i = 0; i < LURKERS; i++) {
