@@ -499,6 +499,64 @@ static void setup_users(void)
     }
 }
 
+/* ---- the hostile clients, stopped in one place (also when the test fails) ---- */
+
+static struct {
+    pthread_t writer, slow, bomb, flood;
+    int threads_on;
+    slow_ctx *s;
+    bomb_ctx b;
+    flood_ctx *fl;
+    ke_consumer obs;
+    int obs_on;
+    ke_rawedge *lurk;
+    int n_lurk;
+    ke_rpc_channel *fch;
+    flood_stream fs[STREAM_CAP + FLOOD_EXTRA];
+    ke_rpc_call *fcall[STREAM_CAP + FLOOD_EXTRA];
+    int n_fcall;
+} H;
+
+/* clients_stop stops every hostile client still running and frees what
+ * they hold (not the contexts: their counts are read after). Idempotent;
+ * every wait is bounded. */
+static void clients_stop(void)
+{
+    atomic_store(&stopping, 1);
+    if (H.obs_on)
+        ke_consumer_stop(&H.obs);
+    H.obs_on = 0;
+    for (int i = 0; i < H.n_lurk; i++)
+        ke_rawedge_close(&H.lurk[i]);
+    H.n_lurk = 0;
+    for (int i = 0; i < H.n_fcall; i++)
+        ke_rpc_call_cancel(H.fcall[i]);
+    int named;
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    while (H.n_fcall && flood_count(H.fs, H.n_fcall, &named) < H.n_fcall &&
+           ke_time_mono_ms() < until)
+        pause_ms(20);
+    for (int i = 0; i < H.n_fcall; i++)
+        ke_rpc_call_unref(H.fcall[i]);
+    H.n_fcall = 0;
+    ke_rpc_channel_free(H.fch);
+    H.fch = NULL;
+    if (H.threads_on) {
+        pthread_join(H.writer, NULL);
+        pthread_join(H.slow, NULL);
+        pthread_join(H.bomb, NULL);
+        pthread_join(H.flood, NULL);
+        ke_rawedge_close(&H.fl->e);
+        grpc_channel_destroy(H.s->ch);
+        grpc_completion_queue_shutdown(H.s->cq);
+        while (grpc_completion_queue_next(H.s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                   .type != GRPC_QUEUE_SHUTDOWN)
+            ;
+        grpc_completion_queue_destroy(H.s->cq);
+    }
+    H.threads_on = 0;
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -521,6 +579,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    clients_stop();
+    free(H.s);
+    free(H.fl);
+    free(H.lurk);
     if (good.running)
         ke_edge_stop(&good);
     ke_cluster_stop(&C);
@@ -550,44 +612,42 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
     fprintf(stderr, "hostile: cloudcore RSS before: %.1f MiB\n", base / 1024.0);
 
     /* ---- together, for RUN_MS ---- */
-    pthread_t writer, slow, bomb, flood;
     long updates = 0;
-    slow_ctx *s = calloc(1, sizeof(*s));
-    assert_non_null(s);
+    H.s = calloc(1, sizeof(*H.s));
+    H.fl = calloc(1, sizeof(*H.fl));
+    H.lurk = calloc(LURKERS, sizeof(*H.lurk));
+    assert_true(H.s && H.fl && H.lurk);
+    slow_ctx *s = H.s;
+    flood_ctx *fl = H.fl;
     s->cq = grpc_completion_queue_create_for_next(NULL);
     s->ch = slow_channel();
-    bomb_ctx b = {0};
-    flood_ctx *fl = calloc(1, sizeof(*fl));
-    assert_non_null(fl);
     static const char *const obs_groups[] = {"podstatus", NULL};
-    ke_consumer obs;
-    ke_consumer_start(&obs, C.admin, "observer", obs_groups, 1024, 0, NULL, NULL);
+    ke_consumer_start(&H.obs, C.admin, "observer", obs_groups, 1024, 0, NULL, NULL);
+    H.obs_on = 1;
     int64_t t0 = ke_time_mono_ms();
-    assert_int_equal(pthread_create(&writer, NULL, writer_main, &updates), 0);
-    assert_int_equal(pthread_create(&slow, NULL, slow_main, s), 0);
-    assert_int_equal(pthread_create(&bomb, NULL, bomb_main, &b), 0);
-    assert_int_equal(pthread_create(&flood, NULL, flood_main, fl), 0);
+    assert_int_equal(pthread_create(&H.writer, NULL, writer_main, &updates), 0);
+    assert_int_equal(pthread_create(&H.slow, NULL, slow_main, s), 0);
+    assert_int_equal(pthread_create(&H.bomb, NULL, bomb_main, &H.b), 0);
+    assert_int_equal(pthread_create(&H.flood, NULL, flood_main, fl), 0);
+    H.threads_on = 1;
 
     /* lurkers: Tunnel streams that send nothing */
-    ke_rawedge *lurk = calloc(LURKERS, sizeof(*lurk));
-    assert_non_null(lurk);
-    for (int i = 0; i < LURKERS; i++)
-        ke_rawedge_open(&lurk[i], &C, "lurker", 0);
+    for (; H.n_lurk < LURKERS; H.n_lurk++)
+        ke_rawedge_open(&H.lurk[H.n_lurk], &C, "lurker", 0);
 
     /* the stream flood: STREAM_CAP + FLOOD_EXTRA watches as one user */
-    ke_rpc_channel *fch = user_channel("flooder");
-    flood_stream fs[STREAM_CAP + FLOOD_EXTRA];
-    ke_rpc_call *fcall[STREAM_CAP + FLOOD_EXTRA];
+    H.fch = user_channel("flooder");
     static const ke_rpc_handler fh = {.on_close = fs_close};
-    for (int i = 0; i < STREAM_CAP + FLOOD_EXTRA; i++) {
-        memset(&fs[i], 0, sizeof(fs[i]));
-        pthread_mutex_init(&fs[i].mu, NULL);
+    for (; H.n_fcall < STREAM_CAP + FLOOD_EXTRA; H.n_fcall++) {
+        int i = H.n_fcall;
+        memset(&H.fs[i], 0, sizeof(H.fs[i]));
+        pthread_mutex_init(&H.fs[i].mu, NULL);
         Ke__V1__WatchRequest req = KE__V1__WATCH_REQUEST__INIT;
         req.kind = "Pod";
         req.namespace_ = "default";
-        ke_rpc_stub ec = {fch, &ke__v1__edge_controller__descriptor};
-        assert_int_equal(ke_rpc_stub_start(&ec, "Watch", &fh, &fs[i], NULL, &fcall[i]), 0);
-        int rc = ke_rpc_call_send(fcall[i], &req.base);
+        ke_rpc_stub ec = {H.fch, &ke__v1__edge_controller__descriptor};
+        assert_int_equal(ke_rpc_stub_start(&ec, "Watch", &fh, &H.fs[i], NULL, &H.fcall[i]), 0);
+        int rc = ke_rpc_call_send(H.fcall[i], &req.base);
         assert_true(rc == 0 || rc == KE_ECLOSED); /* a refused stream may have ended */
     }
 
@@ -595,7 +655,6 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
     int reported = 0, applied = 0, good_status = 0, good_pod = 0, named = 0, observed = 0;
     long flood_before = -1;
     int lurkers_closed = 0;
-    long long n_seen = -1;
     while (ke_time_mono_ms() - t0 < RUN_MS || !good_status || !good_pod || !observed ||
            !atomic_load(&fl->done)) {
         long r = rss_kib();
@@ -611,29 +670,30 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
             reported = 1;
         }
         if (reported && !observed) {
-            pthread_mutex_lock(&obs.mu);
+            pthread_mutex_lock(&H.obs.mu);
             long flood = 0;
-            for (size_t i = 0; i < obs.n && !observed; i++) {
-                if (strcmp(obs.v[i].key, "node/good/default/Pod/web") == 0 && obs.v[i].rv == 2) {
+            for (size_t i = 0; i < H.obs.n && !observed; i++) {
+                if (strcmp(H.obs.v[i].key, "node/good/default/Pod/web") == 0 &&
+                    H.obs.v[i].rv == 2) {
                     observed = 1;
                     flood_before = flood;
                 }
-                flood += strcmp(obs.v[i].node, "flood") == 0;
+                flood += strcmp(H.obs.v[i].node, "flood") == 0;
             }
-            pthread_mutex_unlock(&obs.mu);
+            pthread_mutex_unlock(&H.obs.mu);
             if (observed)
                 fprintf(stderr, "hostile: the good node's report came after %ld of the "
                                 "flood's %d\n",
                         flood_before, FLOOD_KEYS);
         }
         if (observed) { /* from now on the observer keeps up */
-            pthread_mutex_lock(&obs.mu);
-            uint64_t last = obs.n ? obs.v[obs.n - 1].log_id : 0;
-            pthread_mutex_unlock(&obs.mu);
+            pthread_mutex_lock(&H.obs.mu);
+            uint64_t last = H.obs.n ? H.obs.v[H.obs.n - 1].log_id : 0;
+            pthread_mutex_unlock(&H.obs.mu);
             if (last)
-                (void)ke_consumer_ack(&obs, last); /* cumulative: a later one covers a lost one */
+                (void)ke_consumer_ack(&H.obs, last); /* cumulative: a later one covers a lost one */
         }
-        if (reported && !good_status && (n_seen = pod_status_n("web")) == 7) {
+        if (reported && !good_status && pod_status_n("web") == 7) {
             good_status = 1;
             fprintf(stderr, "hostile: the good node's report is in the store at %.1f s\n",
                     (ke_time_mono_ms() - t0) / 1000.0);
@@ -656,51 +716,27 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
     assert_true(flood_before >= 0 && flood_before <= NODE_WINDOW);
     assert_true(atomic_load(&fl->done) && fl->ok); /* and the flood went through too */
     assert_true(ke_cluster_metric(&C, "ke_cloudhub_upstream_deferred_total") > 0);
-    ke_consumer_stop(&obs);
 
     /* the lurkers were closed at the hello timeout */
-    for (int i = 0; i < LURKERS; i++) {
-        if (ke_rawedge_wait_closed(&lurk[i], WAIT_MS) && lurk[i].st.code == KE_RPC_DEADLINE_EXCEEDED)
-            lurkers_closed++;
-        ke_rawedge_close(&lurk[i]);
-    }
-    free(lurk);
+    for (int i = 0; i < H.n_lurk; i++)
+        lurkers_closed += ke_rawedge_wait_closed(&H.lurk[i], WAIT_MS) &&
+                          H.lurk[i].st.code == KE_RPC_DEADLINE_EXCEEDED;
     assert_int_equal(lurkers_closed, LURKERS);
 
     /* exactly the streams past the cap were refused, naming user and cap */
-    int closed = flood_count(fs, STREAM_CAP + FLOOD_EXTRA, &named);
+    int closed = flood_count(H.fs, H.n_fcall, &named);
     assert_int_equal(closed, FLOOD_EXTRA);
     assert_int_equal(named, FLOOD_EXTRA);
-    for (int i = 0; i < STREAM_CAP + FLOOD_EXTRA; i++)
-        ke_rpc_call_cancel(fcall[i]);
-    until = ke_time_mono_ms() + WAIT_MS;
-    while (flood_count(fs, STREAM_CAP + FLOOD_EXTRA, &named) < STREAM_CAP + FLOOD_EXTRA &&
-           ke_time_mono_ms() < until)
-        pause_ms(20);
-    for (int i = 0; i < STREAM_CAP + FLOOD_EXTRA; i++)
-        ke_rpc_call_unref(fcall[i]);
-    ke_rpc_channel_free(fch);
 
-    assert_int_equal(pthread_join(writer, NULL), 0);
-    assert_int_equal(pthread_join(slow, NULL), 0);
-    assert_int_equal(pthread_join(bomb, NULL), 0);
-    assert_int_equal(pthread_join(flood, NULL), 0);
-    ke_rawedge_close(&fl->e);
-    free(fl);
-    grpc_channel_destroy(s->ch);
-    grpc_completion_queue_shutdown(s->cq);
-    while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN)
-        ;
-    grpc_completion_queue_destroy(s->cq);
+    clients_stop();
     fprintf(stderr, "hostile: %ld ConfigMap updates; slow watches opened=%ld closed "
                     "RESOURCE_EXHAUSTED=%ld other=%ld; bombs sent=%ld timed out=%ld other=%ld; "
                     "peak RSS %.1f MiB\n",
-            updates, s->opened, s->exhausted, s->other, b.sent, b.timed_out, b.other,
+            updates, s->opened, s->exhausted, s->other, H.b.sent, H.b.timed_out, H.b.other,
             peak / 1024.0);
     assert_true(updates > 0);
-    assert_true(b.timed_out > 0);
-    assert_true(b.frame_bytes > 3u * 1024 * 1024 && b.frame_bytes < 4u * 1024 * 1024);
+    assert_true(H.b.timed_out > 0);
+    assert_true(H.b.frame_bytes > 3u * 1024 * 1024 && H.b.frame_bytes < 4u * 1024 * 1024);
     assert_true(peak < RSS_BOUND_MIB * 1024L);
 
     /* ---- the clients are gone: counted, closed, given back ---- */
@@ -708,7 +744,7 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
                                                   "ke.v1.EdgeController/Watch\"}");
     fprintf(stderr, "hostile: slow watches closed by cloudcore: %lld\n", slow_closed);
     assert_true(slow_closed > 0);
-    assert_true(ke_cluster_metric(&C, "ke_cloudhub_hello_timeouts_total") >= b.timed_out);
+    assert_true(ke_cluster_metric(&C, "ke_cloudhub_hello_timeouts_total") >= H.b.timed_out);
     assert_true(ke_cluster_metric(&C, "ke_rpc_server_open_timeouts_total{method=\"/ke.v1."
                                       "CloudHub/Tunnel\"}") >= LURKERS);
     assert_true(ke_cluster_metric(&C, "ke_rpc_server_streams_refused_total") >= FLOOD_EXTRA);
@@ -731,7 +767,6 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
     assert_int_equal(watches, 0);
     assert_int_equal(tunnels, 1); /* the good edge's */
     assert_true(now_rss < base + RSS_MARGIN_MIB * 1024L);
-    free(s);
 }
 
 int main(void)
