@@ -589,6 +589,7 @@ static int undefer_node(const char *name, void *value, void *arg)
         n->defer_len--;
         n->defer_bytes -= d->len;
         n->next_edge_seq = d->seq + 1;
+        n->uplog_full = 0;
         ke_metric_add(ch->m.up_received, 1);
         ch_control_ack(n, d->seq);
         ch_subscribe_wake(ch, d->group);
