@@ -341,7 +341,8 @@ struct ke_rpc_call {
     int refused;      /* finished at accept: nothing reaches the handler */
     int64_t open_deadline_ms; /* monotonic; 0: none, or a first message came */
     struct ke_rpc_call *wprev, *wnext; /* srv->waiting: no first message yet */
-    int waiting;
+    int waiting;      /* in srv->waiting (srv->mu) */
+    int first_seen;   /* a message or the half-close came (recv callbacks only) */
 
     grpc_byte_buffer *recv_bb;
     call_tag recv_tag, send_tag, end_tag, start_tag;
@@ -874,8 +875,10 @@ static void call_on_recv(ke_rpc_tag *t, int ok)
     ke_rpc_call *c = ((call_tag *)t)->call;
     grpc_byte_buffer *bb = c->recv_bb;
     c->recv_bb = NULL;
-    if (c->srv && c->waiting)
-        server_call_opened(c->srv, c); /* a message or the half-close came */
+    if (c->srv && c->open_deadline_ms && !c->first_seen) {
+        c->first_seen = 1; /* recv callbacks of a call never run concurrently */
+        server_call_opened(c->srv, c);
+    }
     if (c->refused) {
         if (bb) /* finished at accept: nothing more is read */
             grpc_byte_buffer_destroy(bb);
