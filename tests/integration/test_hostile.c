@@ -72,6 +72,13 @@
  * keep headroom for a slower or faster machine (more updates in the run). */
 #define RSS_BOUND_MIB 160
 #define RSS_MARGIN_MIB 24
+/* Under AddressSanitizer freed memory sits in its quarantine and every
+ * byte has shadow: the RSS figures mean nothing there and are only shown. */
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_ASSERTED 0
+#else
+#define RSS_ASSERTED 1
+#endif
 
 static ke_cluster C;
 static ke_edge good;
@@ -738,7 +745,7 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
     assert_true(updates > 0);
     assert_true(H.b.timed_out > 0);
     assert_true(H.b.frame_bytes > 3u * 1024 * 1024 && H.b.frame_bytes < 4u * 1024 * 1024);
-    assert_true(peak < RSS_BOUND_MIB * 1024L);
+    assert_true(!RSS_ASSERTED || peak < RSS_BOUND_MIB * 1024L);
 
     /* ---- the clients are gone: counted, closed, given back ---- */
     long long slow_closed = ke_cluster_metric(&C, "ke_rpc_slow_streams_closed_total{method=\"/"
@@ -758,7 +765,8 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
         tunnels = ke_cluster_metric(&C, "ke_rpc_server_calls_active{method=\"/ke.v1."
                                         "CloudHub/Tunnel\"}");
         now_rss = rss_kib();
-        if ((watches == 0 && tunnels == 1 && now_rss < base + RSS_MARGIN_MIB * 1024L) ||
+        if ((watches == 0 && tunnels == 1 &&
+             (!RSS_ASSERTED || now_rss < base + RSS_MARGIN_MIB * 1024L)) ||
             ke_time_mono_ms() > until)
             break;
         pause_ms(200);
@@ -767,7 +775,7 @@ static void test_hostile_clients_pin_no_memory_and_others_keep_flowing(void **st
             watches, tunnels, now_rss / 1024.0, base / 1024.0);
     assert_int_equal(watches, 0);
     assert_int_equal(tunnels, 1); /* the good edge's */
-    assert_true(now_rss < base + RSS_MARGIN_MIB * 1024L);
+    assert_true(!RSS_ASSERTED || now_rss < base + RSS_MARGIN_MIB * 1024L);
 }
 
 int main(void)
