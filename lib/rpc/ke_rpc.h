@@ -24,7 +24,8 @@
  * loop thread they log an error, and builds with KE_RPC_ASSERT_NONBLOCKING
  * (the sanitizer and Debug builds the tests run) abort, so a violation
  * fails the tests instead of deadlocking with grpc.threads: 1.
- * ke_rpc_call_send/finish/close_send/cancel are thread-safe.
+ * ke_rpc_call_send/send_control/finish/abort/close_slow/close_send/cancel
+ * are thread-safe.
  * Each loop thread has a watchdog heartbeat named "rpc-<loop>-<thread>"
  * (loops numbered from 0 in the order this process made them): a callback
  * that blocks past the stall limit turns /healthz to 503 (ke_watchdog.h).
