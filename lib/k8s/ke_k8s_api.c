@@ -135,9 +135,12 @@ void ke_k8s_send_watch_event(ke_rpc_call *call, int type, const json_t *obj, uin
     ev.object_json.data = (uint8_t *)json;
     ev.object_json.len = json ? strlen(json) : 0;
     ev.resource_version = rev;
+    /* A client that does not read is closed at once and its queue freed
+     * (counted in ke_rpc_slow_streams_closed_total): waiting behind the
+     * queue for a finish would keep the memory it pins. */
     if (ke_rpc_call_send(call, &ev.base) == KE_EFULL)
-        ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED,
-                           "watch client is not reading; watch again from the last version seen",
-                           NULL);
+        ke_rpc_call_close_slow(call, "watch client is not reading (its send queue is at "
+                                     "grpc.send_queue_bytes or 1024 events); watch again from "
+                                     "the last version seen");
     free(json);
 }

@@ -26,7 +26,9 @@
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_metrics.h"
+#include "ke_map.h"
 #include "ke_pki.h"
+#include "ke_time.h"
 #include "ke_watchdog.h"
 
 #include <grpc/byte_buffer_reader.h>
@@ -36,6 +38,7 @@
 #include <grpc/support/time.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,7 +82,13 @@ struct ke_rpc_loop {
     grpc_completion_queue *cq;
     loop_thread *threads;
     int nthreads;
+    /* servers on this loop, for the open-timeout sweep (loop_sweep) */
+    pthread_mutex_t mu;
+    struct ke_rpc_server *servers;
+    _Atomic int64_t next_sweep_ms;
 };
+
+static void loop_sweep(struct ke_rpc_loop *loop);
 
 /* Loops made in this process, numbering their heartbeats. */
 static _Atomic int loop_seq;
@@ -124,6 +133,7 @@ static void *loop_main(void *arg)
             TAG_ACQUIRE(t);
             t->fn(t, ev.success);
         }
+        loop_sweep(lt->loop);
     }
     return NULL;
 }
@@ -140,6 +150,7 @@ int ke_rpc_loop_new(int threads, ke_rpc_loop **out)
         free(loop);
         return KE_ENOMEM;
     }
+    pthread_mutex_init(&loop->mu, NULL);
     grpc_init();
     loop->cq = grpc_completion_queue_create_for_next(NULL);
     int seq = atomic_fetch_add(&loop_seq, 1);
@@ -178,6 +189,7 @@ void ke_rpc_loop_free(ke_rpc_loop *loop)
         ke_watchdog_unregister(loop->threads[i].hb);
     }
     grpc_completion_queue_destroy(loop->cq);
+    pthread_mutex_destroy(&loop->mu);
     free(loop->threads);
     free(loop);
     grpc_shutdown();
@@ -337,6 +349,8 @@ typedef struct method_metrics {
     ke_metric *invalid;   /* ke_rpc_server_invalid_messages_total{method} */
     ke_metric *failed;    /* ke_rpc_server_calls_failed_total{method}: non-OK status sent */
     ke_metric *active;    /* ke_rpc_server_calls_active{method} */
+    ke_metric *slow;      /* ke_rpc_slow_streams_closed_total{method} */
+    ke_metric *open_timeouts; /* ke_rpc_server_open_timeouts_total{method} */
 } method_metrics;
 
 static void method_metrics_init(method_metrics *mm, const char *path)
@@ -354,6 +368,13 @@ static void method_metrics_init(method_metrics *mm, const char *path)
                            "gRPC calls that ended with a non-OK status", labels, &mm->failed);
     ke_metrics_gauge_new("ke_rpc_server_calls_active", "gRPC calls open now", labels,
                          &mm->active);
+    ke_metrics_counter_new("ke_rpc_slow_streams_closed_total",
+                           "streams closed with RESOURCE_EXHAUSTED because the client did not "
+                           "read (send queue at its bound); their queue freed at once",
+                           labels, &mm->slow);
+    ke_metrics_counter_new("ke_rpc_server_open_timeouts_total",
+                           "calls closed because no request message came within the method's "
+                           "open timeout", labels, &mm->open_timeouts);
 }
 
 /* ------------------------------------------------------------------ call */
@@ -364,7 +385,12 @@ typedef struct send_item {
     struct send_item *next;
     enum send_kind kind;
     grpc_byte_buffer *bb; /* may be NULL for STATUS/CLOSE */
+    size_t len;           /* bytes of bb counted against the byte bound */
 } send_item;
+
+/* How enqueue bounds an item: not at all (status, half-close), by the
+ * message count (control messages), or by count and bytes (data). */
+enum send_bound { BOUND_NONE, BOUND_COUNT, BOUND_BYTES };
 
 typedef struct call_tag {
     ke_rpc_tag tag;
@@ -397,6 +423,16 @@ struct ke_rpc_call {
     int initial_md_sent;
     send_item *qhead, *qtail, *inflight;
     uint32_t qlen, qmax;
+    size_t qbytes, qmax_bytes; /* bytes queued (not counting inflight), bound */
+    int aborted;      /* ke_rpc_call_abort: c->final holds the code sent */
+
+    /* server: per-identity stream count and the open timeout */
+    char *id_key;     /* counted under this identity (srv->id_streams), or NULL */
+    int refused;      /* finished at accept: nothing reaches the handler */
+    int64_t open_deadline_ms; /* monotonic; 0: none, or a first message came */
+    struct ke_rpc_call *wprev, *wnext; /* srv->waiting: no first message yet */
+    int waiting;      /* in srv->waiting (srv->mu) */
+    int first_seen;   /* a message or the half-close came (recv callbacks only) */
 
     grpc_byte_buffer *recv_bb;
     call_tag recv_tag, send_tag, end_tag, start_tag;
@@ -491,7 +527,7 @@ static void server_call_closed(ke_rpc_server *srv);
 
 static ke_rpc_call *call_new(grpc_call *gc, int is_server, ke_rpc_kind kind,
                              const ProtobufCMessageDescriptor *in_desc, const ke_rpc_handler *h,
-                             void *ud, const char *method, uint32_t qmax)
+                             void *ud, const char *method, uint32_t qmax, uint32_t qmax_bytes)
 {
     ke_rpc_call *c = calloc(1, sizeof(*c));
     if (!c)
@@ -509,6 +545,7 @@ static ke_rpc_call *call_new(grpc_call *gc, int is_server, ke_rpc_kind kind,
         c->h = *h;
     c->ud = ud;
     c->qmax = qmax ? qmax : KE_RPC_DEFAULT_SEND_QUEUE;
+    c->qmax_bytes = qmax_bytes ? qmax_bytes : KE_RPC_DEFAULT_SEND_QUEUE_BYTES;
     c->refs = 1; /* the lifetime reference, dropped after on_close */
     pthread_mutex_init(&c->mu, NULL);
     c->recv_tag = (call_tag){{call_on_recv}, c};
@@ -553,6 +590,7 @@ static void call_destroy(ke_rpc_call *c)
     }
     free(c->send_md);
     pthread_mutex_destroy(&c->mu);
+    free(c->id_key);
     free(c->method);
     free(c);
 }
@@ -593,6 +631,8 @@ static int start_batch(ke_rpc_call *c, const grpc_op *ops, size_t n, call_tag *t
     return 0;
 }
 
+static void server_call_release(ke_rpc_server *srv, ke_rpc_call *c);
+
 static void deliver_close(ke_rpc_call *c)
 {
     if (c->mm) {
@@ -605,6 +645,8 @@ static void deliver_close(ke_rpc_call *c)
     if (c->h.on_close && !c->gated)
         c->h.on_close(c, &c->final, c->ud);
     ke_rpc_server *srv = c->srv;
+    if (srv)
+        server_call_release(srv, c);
     ke_rpc_call_unref(c); /* the lifetime reference */
     if (srv)
         server_call_closed(srv);
@@ -621,6 +663,7 @@ static void op_done(ke_rpc_call *c)
         queue_free(c->qhead);
         c->qhead = c->qtail = NULL;
         c->qlen = 0;
+        c->qbytes = 0;
     }
     pthread_mutex_unlock(&c->mu);
     if (fire)
@@ -648,6 +691,7 @@ static void pump_send(ke_rpc_call *c)
         c->qtail = NULL;
     it->next = NULL;
     c->qlen--;
+    c->qbytes -= it->len;
 
     grpc_op ops[3];
     size_t n = 0;
@@ -700,18 +744,32 @@ static void enqueue_locked(ke_rpc_call *c, send_item *it)
         c->qhead = it;
     c->qtail = it;
     c->qlen++;
+    c->qbytes += it->len;
     if (it->kind != SEND_MSG)
         c->finishing = 1;
     pump_send(c);
 }
 
-static int enqueue(ke_rpc_call *c, send_item *it, int bounded)
+/* over_bytes_locked: would `len` more bytes take the queue past its byte
+ * bound? Never when nothing is queued or in flight (one large message may
+ * always go). mu held. */
+static int over_bytes_locked(const ke_rpc_call *c, size_t len)
+{
+    size_t inflight = c->inflight ? c->inflight->len : 0;
+    if (!c->qhead && !c->inflight)
+        return 0;
+    return c->qbytes + inflight + len > c->qmax_bytes;
+}
+
+static int enqueue(ke_rpc_call *c, send_item *it, enum send_bound bound)
 {
     pthread_mutex_lock(&c->mu);
     int rc = 0;
     if (!call_open_locked(c))
         rc = KE_ECLOSED;
-    else if (bounded && c->qlen >= c->qmax)
+    else if (bound != BOUND_NONE && c->qlen >= c->qmax)
+        rc = KE_EFULL;
+    else if (bound == BOUND_BYTES && over_bytes_locked(c, it->len))
         rc = KE_EFULL;
     else
         enqueue_locked(c, it);
@@ -719,7 +777,7 @@ static int enqueue(ke_rpc_call *c, send_item *it, int bounded)
     return rc;
 }
 
-static int send_bb(ke_rpc_call *c, grpc_byte_buffer *bb)
+static int send_bb(ke_rpc_call *c, grpc_byte_buffer *bb, enum send_bound bound)
 {
     send_item *it = calloc(1, sizeof(*it));
     if (!it) {
@@ -728,7 +786,8 @@ static int send_bb(ke_rpc_call *c, grpc_byte_buffer *bb)
     }
     it->kind = SEND_MSG;
     it->bb = bb;
-    int rc = enqueue(c, it, 1);
+    it->len = grpc_byte_buffer_length(bb);
+    int rc = enqueue(c, it, bound);
     if (rc != 0)
         queue_free(it);
     return rc;
@@ -738,14 +797,21 @@ int ke_rpc_call_send(ke_rpc_call *c, const ProtobufCMessage *msg)
 {
     if (!c || !msg)
         return KE_EINVAL;
-    return send_bb(c, bb_from_msg(msg));
+    return send_bb(c, bb_from_msg(msg), BOUND_BYTES);
+}
+
+int ke_rpc_call_send_control(ke_rpc_call *c, const ProtobufCMessage *msg)
+{
+    if (!c || !msg)
+        return KE_EINVAL;
+    return send_bb(c, bb_from_msg(msg), BOUND_COUNT);
 }
 
 int ke_rpc_call_send_raw(ke_rpc_call *c, const void *data, size_t len)
 {
     if (!c || (!data && len))
         return KE_EINVAL;
-    return send_bb(c, bb_from_bytes(data, len));
+    return send_bb(c, bb_from_bytes(data, len), BOUND_BYTES);
 }
 
 int ke_rpc_call_finish(ke_rpc_call *c, int code, const char *message,
@@ -783,7 +849,7 @@ int ke_rpc_call_close_send(ke_rpc_call *c)
     if (!it)
         return KE_ENOMEM;
     it->kind = SEND_CLOSE;
-    int rc = enqueue(c, it, 0);
+    int rc = enqueue(c, it, BOUND_NONE);
     if (rc != 0)
         queue_free(it);
     return rc;
@@ -793,6 +859,38 @@ void ke_rpc_call_cancel(ke_rpc_call *c)
 {
     if (c)
         grpc_call_cancel(c->gc, NULL);
+}
+
+int ke_rpc_call_abort(ke_rpc_call *c, int code, const char *message)
+{
+    if (!c || code <= KE_RPC_OK || code > KE_RPC_UNAUTHENTICATED)
+        return KE_EINVAL;
+    char why[sizeof(c->final.message)];
+    pthread_mutex_lock(&c->mu);
+    if (c->closed || c->ended || c->aborted) {
+        pthread_mutex_unlock(&c->mu);
+        return KE_ECLOSED;
+    }
+    c->aborted = 1;
+    c->finishing = 1;
+    status_set(&c->final, code, message, message ? strlen(message) : 0);
+    snprintf(why, sizeof(why), "%s", c->final.message);
+    send_item *q = c->qhead;
+    c->qhead = c->qtail = NULL;
+    c->qlen = 0;
+    c->qbytes = 0;
+    pthread_mutex_unlock(&c->mu);
+    queue_free(q); /* the memory a non-reading peer pinned, freed now */
+    grpc_call_cancel_with_status(c->gc, (grpc_status_code)code, why, NULL);
+    return 0;
+}
+
+int ke_rpc_call_close_slow(ke_rpc_call *c, const char *message)
+{
+    int rc = ke_rpc_call_abort(c, KE_RPC_RESOURCE_EXHAUSTED, message);
+    if (rc == 0 && c->mm)
+        ke_metric_add(c->mm->slow, 1);
+    return rc;
 }
 
 const char *ke_rpc_call_method(const ke_rpc_call *c) { return c->method; }
@@ -862,12 +960,21 @@ static int server_call_admit(ke_rpc_call *c, const ProtobufCMessage *msg)
     return 1;
 }
 
+static void server_call_opened(ke_rpc_server *srv, ke_rpc_call *c);
+
 static void call_on_recv(ke_rpc_tag *t, int ok)
 {
     ke_rpc_call *c = ((call_tag *)t)->call;
     grpc_byte_buffer *bb = c->recv_bb;
     c->recv_bb = NULL;
-    if (ok && bb) {
+    if (c->srv && c->open_deadline_ms && !c->first_seen) {
+        c->first_seen = 1; /* recv callbacks of a call never run concurrently */
+        server_call_opened(c->srv, c);
+    }
+    if (c->refused) {
+        if (bb) /* finished at accept: nothing more is read */
+            grpc_byte_buffer_destroy(bb);
+    } else if (ok && bb) {
         ProtobufCMessage *msg = NULL;
         char why[200] = "";
         int rc = bb_decode(bb, c->in_desc, &msg, c->is_server ? why : NULL, sizeof(why));
@@ -939,7 +1046,7 @@ static void call_on_end(ke_rpc_tag *t, int ok)
     pthread_mutex_lock(&c->mu);
     c->ended = 1;
     if (c->is_server) {
-        if (c->cancelled)
+        if (c->cancelled && !c->aborted)
             status_set(&c->final, KE_RPC_CANCELLED, "cancelled", 9);
     } else {
         status_set(&c->final, (int)c->status, (const char *)GRPC_SLICE_START_PTR(c->recv_details),
@@ -967,6 +1074,7 @@ typedef struct method {
     void *handle;
     ke_rpc_server *srv;
     method_metrics mm;
+    int64_t open_timeout_ms; /* 0: none (ke_rpc_server_set_open_timeout) */
 } method;
 
 typedef struct accept_req {
@@ -993,7 +1101,11 @@ struct ke_rpc_server {
     grpc_server *gs;
     char *listen;
     grpc_server_credentials *creds;
-    uint32_t send_queue;
+    uint32_t send_queue, send_queue_bytes;
+    uint32_t max_streams_per_identity; /* 0: no cap */
+    ke_map *id_streams;        /* identity key -> open streams (uintptr_t), under mu */
+    ke_rpc_call *waiting;      /* calls with an open deadline and no first message; mu */
+    struct ke_rpc_server *next_on_loop; /* loop->servers, under loop->mu */
     int port;
     method *methods;
     ke_rpc_authorize_fn authz; /* NULL: every call goes to its handler */
@@ -1007,6 +1119,126 @@ struct ke_rpc_server {
 };
 
 static void server_on_accept(ke_rpc_tag *t, int ok);
+
+static ke_metric *streams_refused; /* ke_rpc_server_streams_refused_total */
+static pthread_once_t streams_refused_once = PTHREAD_ONCE_INIT;
+
+static void streams_refused_init(void)
+{
+    ke_metrics_counter_new("ke_rpc_server_streams_refused_total",
+                           "streaming calls refused because their identity had "
+                           "max_streams_per_identity open",
+                           NULL, &streams_refused);
+}
+
+/* waiting_unlink takes c off srv->waiting. srv->mu held. */
+static void waiting_unlink(ke_rpc_server *srv, ke_rpc_call *c)
+{
+    if (!c->waiting)
+        return;
+    if (c->wprev)
+        c->wprev->wnext = c->wnext;
+    else
+        srv->waiting = c->wnext;
+    if (c->wnext)
+        c->wnext->wprev = c->wprev;
+    c->wprev = c->wnext = NULL;
+    c->waiting = 0;
+}
+
+/* server_call_opened: c's first message (or half-close) came, so its open
+ * deadline no longer applies. */
+static void server_call_opened(ke_rpc_server *srv, ke_rpc_call *c)
+{
+    pthread_mutex_lock(&srv->mu);
+    waiting_unlink(srv, c);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* server_call_release undoes what accept counted for c: its identity's
+ * stream and its place among the waiting calls. */
+static void server_call_release(ke_rpc_server *srv, ke_rpc_call *c)
+{
+    pthread_mutex_lock(&srv->mu);
+    waiting_unlink(srv, c);
+    if (c->id_key) {
+        uintptr_t n = (uintptr_t)ke_map_get(srv->id_streams, c->id_key);
+        if (n <= 1)
+            ke_map_del(srv->id_streams, c->id_key);
+        else if (ke_map_put(srv->id_streams, c->id_key, (void *)(n - 1), NULL) != 0)
+            ke_log_error(LOG_MOD, "cannot update the stream count identity=%s", c->id_key);
+        free(c->id_key);
+        c->id_key = NULL;
+    }
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* server_sweep closes srv's calls whose open deadline passed. Runs on a
+ * loop thread (loop_sweep); cancels only, never blocks. */
+static void server_sweep(ke_rpc_server *srv, int64_t now)
+{
+    pthread_mutex_lock(&srv->mu);
+    for (ke_rpc_call *c = srv->waiting, *next; c; c = next) {
+        next = c->wnext;
+        if (c->open_deadline_ms > now)
+            continue;
+        waiting_unlink(srv, c); /* the call stays alive: on_close is still ahead */
+        char why[200];
+        snprintf(why, sizeof(why), "no request message within the open timeout of %s",
+                 c->method);
+        ke_log_warn(LOG_MOD, "closing a call that sent nothing method=%s", c->method);
+        if (ke_rpc_call_abort(c, KE_RPC_DEADLINE_EXCEEDED, why) == 0 && c->mm)
+            ke_metric_add(c->mm->open_timeouts, 1);
+    }
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* loop_sweep runs server_sweep on the loop's servers about every
+ * KE_RPC_SWEEP_MS: the first loop thread past the time does it. */
+static void loop_sweep(ke_rpc_loop *loop)
+{
+    int64_t now = ke_time_mono_ms();
+    int64_t due = atomic_load(&loop->next_sweep_ms);
+    if (now < due || !atomic_compare_exchange_strong(&loop->next_sweep_ms, &due,
+                                                     now + KE_RPC_SWEEP_MS))
+        return;
+    pthread_mutex_lock(&loop->mu);
+    for (ke_rpc_server *srv = loop->servers; srv; srv = srv->next_on_loop)
+        server_sweep(srv, now);
+    pthread_mutex_unlock(&loop->mu);
+}
+
+/* server_count_stream counts a streaming call under its caller's identity.
+ * Returns 0, or KE_EFULL with the refusal in why when the identity has
+ * the cap open already. In-process calls are not counted. */
+static int server_count_stream(ke_rpc_server *srv, ke_rpc_call *c, char *why, size_t len)
+{
+    ke_rpc_identity id;
+    int rc = ke_rpc_call_identity(c, &id);
+    if (rc == 0 && id.kind == KE_RPC_ID_INPROC)
+        return 0;
+    /* Anonymous callers, and certificates the authorizer will refuse, share
+     * one count: they cannot be told apart. */
+    const char *key = rc == 0 && id.kind == KE_RPC_ID_CERT ? id.user : "";
+    int out = 0;
+    pthread_mutex_lock(&srv->mu);
+    uintptr_t n = (uintptr_t)ke_map_get(srv->id_streams, key);
+    if (n >= srv->max_streams_per_identity) {
+        snprintf(why, len, "too many streams: %s%s%s has %u open (grpc.max_streams_per_identity"
+                           "=%u); close some first",
+                 *key ? "user \"" : "anonymous callers", key, *key ? "\"" : "", (unsigned)n,
+                 srv->max_streams_per_identity);
+        out = KE_EFULL;
+    } else if (!(c->id_key = strdup(key)) ||
+               ke_map_put(srv->id_streams, key, (void *)(n + 1), NULL) != 0) {
+        free(c->id_key);
+        c->id_key = NULL;
+        snprintf(why, len, "out of memory");
+        out = KE_ENOMEM;
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return out;
+}
 
 static void server_call_closed(ke_rpc_server *srv)
 {
@@ -1124,7 +1356,8 @@ static void server_on_accept(ke_rpc_tag *t, int ok)
         return;
     }
 
-    ke_rpc_call *c = call_new(gc, 1, m->kind, m->req, &m->h, m->ud, m->path, srv->send_queue);
+    ke_rpc_call *c = call_new(gc, 1, m->kind, m->req, &m->h, m->ud, m->path, srv->send_queue,
+                              srv->send_queue_bytes);
     if (!c) {
         grpc_metadata_array_destroy(&md);
         grpc_call_cancel(gc, NULL);
@@ -1140,6 +1373,27 @@ static void server_on_accept(ke_rpc_tag *t, int ok)
     c->authz_ud = srv->authz_ud;
     ke_metric_add(m->mm.calls, 1);
     ke_metric_add(m->mm.active, 1);
+    char why[256];
+    int count_rc = 0;
+    if (srv->max_streams_per_identity && m->kind != KE_RPC_UNARY)
+        count_rc = server_count_stream(srv, c, why, sizeof(why));
+    if (count_rc != 0) {
+        /* Refused before anything: the handler never sees the call. */
+        c->refused = 1;
+        c->gated = 1;
+        pthread_once(&streams_refused_once, streams_refused_init);
+        ke_metric_add(streams_refused, 1);
+        ke_log_warn(LOG_MOD, "refused stream method=%s reason=\"%s\"", m->path, why);
+    } else if (m->open_timeout_ms > 0) {
+        c->open_deadline_ms = ke_time_mono_ms() + m->open_timeout_ms;
+        pthread_mutex_lock(&srv->mu);
+        c->wnext = srv->waiting;
+        if (srv->waiting)
+            srv->waiting->wprev = c;
+        srv->waiting = c;
+        c->waiting = 1;
+        pthread_mutex_unlock(&srv->mu);
+    }
 
     grpc_op op;
     memset(&op, 0, sizeof(op));
@@ -1151,7 +1405,9 @@ static void server_on_accept(ke_rpc_tag *t, int ok)
     start_batch(c, &op, 1, &c->end_tag);
     pthread_mutex_unlock(&c->mu);
 
-    if (!c->gated && c->h.on_open)
+    if (c->refused)
+        ke_rpc_call_finish(c, KE_RPC_RESOURCE_EXHAUSTED, why, NULL);
+    else if (!c->gated && c->h.on_open)
         c->h.on_open(c, c->ud);
 
     pthread_mutex_lock(&c->mu);
@@ -1240,10 +1496,14 @@ int ke_rpc_server_new(ke_rpc_loop *loop, const ke_rpc_server_opts *opts, ke_rpc_
         return KE_ENOMEM;
     srv->loop = loop;
     srv->send_queue = opts->send_queue;
+    srv->send_queue_bytes = opts->send_queue_bytes;
+    srv->max_streams_per_identity = opts->max_streams_per_identity;
     srv->shutdown_tag.fn = server_on_shutdown;
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->cv, NULL);
     if (opts->listen && !(srv->listen = strdup(opts->listen)))
+        goto nomem;
+    if (!(srv->id_streams = ke_map_new()))
         goto nomem;
 
     if (opts->tls) {
@@ -1274,12 +1534,21 @@ int ke_rpc_server_new(ke_rpc_loop *loop, const ke_rpc_server_opts *opts, ke_rpc_
         srv->creds = grpc_insecure_server_credentials_create();
     }
 
-    grpc_arg args[2];
+    grpc_arg args[3];
     size_t nargs = 0;
     args_fill(args, &nargs, opts->max_message_bytes);
+    if (opts->max_concurrent_streams) {
+        args[nargs].type = GRPC_ARG_INTEGER;
+        args[nargs].key = (char *)GRPC_ARG_MAX_CONCURRENT_STREAMS;
+        args[nargs++].value.integer = (int)opts->max_concurrent_streams;
+    }
     grpc_channel_args ca = {nargs, args};
     srv->gs = grpc_server_create(&ca, NULL);
     grpc_server_register_completion_queue(srv->gs, loop->cq, NULL);
+    pthread_mutex_lock(&loop->mu);
+    srv->next_on_loop = loop->servers;
+    loop->servers = srv;
+    pthread_mutex_unlock(&loop->mu);
     *out = srv;
     return 0;
 nomem:
@@ -1313,6 +1582,19 @@ int ke_rpc_server_add_method(ke_rpc_server *srv, const char *path, ke_rpc_kind k
     m->next = srv->methods;
     srv->methods = m;
     return 0;
+}
+
+int ke_rpc_server_set_open_timeout(ke_rpc_server *srv, const char *path, int64_t ms)
+{
+    if (!srv || !path || ms < 0 || srv->started)
+        return KE_EINVAL;
+    for (method *m = srv->methods; m; m = m->next) {
+        if (strcmp(m->path, path) == 0) {
+            m->open_timeout_ms = ms;
+            return 0;
+        }
+    }
+    return KE_ENOTFOUND;
 }
 
 int ke_rpc_server_set_authorizer(ke_rpc_server *srv, ke_rpc_authorize_fn fn, void *ud)
@@ -1395,6 +1677,14 @@ void ke_rpc_server_free(ke_rpc_server *srv)
     if (!srv)
         return;
     ke_rpc_server_stop(srv);
+    pthread_mutex_lock(&srv->loop->mu);
+    for (ke_rpc_server **pp = &srv->loop->servers; *pp; pp = &(*pp)->next_on_loop) {
+        if (*pp == srv) {
+            *pp = srv->next_on_loop;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&srv->loop->mu);
     if (srv->gs)
         grpc_server_destroy(srv->gs);
     if (srv->creds)
@@ -1405,6 +1695,7 @@ void ke_rpc_server_free(ke_rpc_server *srv)
         free(m->path);
         free(m);
     }
+    ke_map_free(srv->id_streams);
     pthread_mutex_destroy(&srv->mu);
     pthread_cond_destroy(&srv->cv);
     free(srv->listen);
@@ -1521,7 +1812,7 @@ int ke_rpc_call_start(ke_rpc_channel *ch, const char *path, const ProtobufCMessa
     if (!gc)
         return KE_EIO;
     ke_rpc_call *c = call_new(gc, 0, KE_RPC_BIDI_STREAM, resp, h, ud, path,
-                              opts ? opts->send_queue : 0);
+                              opts ? opts->send_queue : 0, opts ? opts->send_queue_bytes : 0);
     if (!c) {
         grpc_call_unref(gc);
         return KE_ENOMEM;

@@ -26,7 +26,8 @@
  * loop thread they log an error, and builds with KE_RPC_ASSERT_NONBLOCKING
  * (the sanitizer and Debug builds the tests run) abort, so a violation
  * fails the tests instead of deadlocking with grpc.threads: 1.
- * ke_rpc_call_send/finish/close_send/cancel are thread-safe.
+ * ke_rpc_call_send/send_control/finish/abort/close_slow/close_send/cancel
+ * are thread-safe.
  * Each loop thread has a watchdog heartbeat named "rpc-<loop>-<thread>"
  * (loops numbered from 0 in the order this process made them): a callback
  * that blocks past the stall limit turns /healthz to 503 (ke_watchdog.h).
@@ -78,6 +79,10 @@ enum {
 #define KE_RPC_DEFAULT_MAX_MESSAGE (4u * 1024u * 1024u)
 /* Default bound on messages queued for sending on one call. */
 #define KE_RPC_DEFAULT_SEND_QUEUE 1024u
+/* Default bound on the bytes queued (and in flight) for sending on one
+ * call. One message larger than the bound still goes when nothing else is
+ * queued, so any message up to the message bound can be sent. */
+#define KE_RPC_DEFAULT_SEND_QUEUE_BYTES (4u * 1024u * 1024u)
 
 /* ke_rpc_status: the outcome of a call. */
 typedef struct ke_rpc_status {
@@ -157,7 +162,19 @@ typedef struct ke_rpc_server_opts {
     const ke_rpc_tls *tls;       /* NULL: plaintext */
     uint32_t max_message_bytes;  /* 0: KE_RPC_DEFAULT_MAX_MESSAGE */
     uint32_t send_queue;         /* per-call send queue bound; 0: default */
+    uint32_t send_queue_bytes;   /* per-call send queue bound in bytes; 0: default */
+    uint32_t max_streams_per_identity; /* open streaming calls per caller identity
+                                          (certificate user; every anonymous caller
+                                          together); in-process calls are exempt;
+                                          0: no cap */
+    uint32_t max_concurrent_streams;   /* per HTTP/2 connection; 0: grpc's default */
 } ke_rpc_server_opts;
+/* With max_streams_per_identity, a streaming call (server, client or bidi
+ * streaming) is counted from the moment it is accepted — before the
+ * authorizer, so streams that never send their first request count too —
+ * until it closes. One past the cap is finished at once with
+ * RESOURCE_EXHAUSTED naming the identity and the cap; its handler sees
+ * nothing. Counted in ke_rpc_server_streams_refused_total. */
 
 /* ke_rpc_server_new creates a server on `loop`. Nothing listens until
  * ke_rpc_server_start. Returns 0, KE_ETLS when a PEM file cannot be read,
@@ -189,6 +206,17 @@ typedef int (*ke_rpc_authorize_fn)(ke_rpc_call *call, const ProtobufCMessage *re
  * at all, not even on_close. Returns 0 or KE_EINVAL (started, NULL fn). */
 int ke_rpc_server_set_authorizer(ke_rpc_server *srv, ke_rpc_authorize_fn fn, void *ud);
 
+/* ke_rpc_server_set_open_timeout closes calls of method `path` that have
+ * not received their first request message within ms of being accepted
+ * (a stream opened and left silent), with DEADLINE_EXCEEDED; the handler
+ * sees nothing of such a call when an authorizer is set (it never opened),
+ * else its on_close. Counted in
+ * ke_rpc_server_open_timeouts_total{method}. The loop's threads check about
+ * every KE_RPC_SWEEP_MS (monotonic clock). Before start; ms 0 turns it
+ * off. Returns 0, KE_ENOTFOUND (no such method) or KE_EINVAL. */
+#define KE_RPC_SWEEP_MS 250
+int ke_rpc_server_set_open_timeout(ke_rpc_server *srv, const char *path, int64_t ms);
+
 /* ke_rpc_server_start binds and starts serving. Returns 0, or KE_EIO when
  * the address cannot be bound. */
 int ke_rpc_server_start(ke_rpc_server *srv);
@@ -206,18 +234,42 @@ void ke_rpc_server_free(ke_rpc_server *srv);
 /* ---- server-side call ---- */
 
 /* ke_rpc_call_send queues `msg` (packed at once; the caller keeps msg).
- * Returns 0, KE_EFULL when the send queue is at its bound (wait for
- * on_drain), KE_ECLOSED when the call ended or was finished. Thread-safe. */
+ * Returns 0, KE_EFULL when the send queue is at its bound in messages, or
+ * when msg would take the bytes queued and in flight past the byte bound
+ * (a message is always accepted when nothing is queued or in flight) —
+ * wait for on_drain —, KE_ECLOSED when the call ended or was finished.
+ * Thread-safe. */
 int ke_rpc_call_send(ke_rpc_call *call, const ProtobufCMessage *msg);
 
 /* ke_rpc_call_send_raw queues bytes that are sent as they are. */
 int ke_rpc_call_send_raw(ke_rpc_call *call, const void *data, size_t len);
+
+/* ke_rpc_call_send_control queues a small control message (an ack, a
+ * keepalive) that is bounded by its sender's design (coalesced slots): it
+ * counts against the queue's message bound only, not its byte bound, so
+ * data filling the byte bound does not hold it back. Returns as
+ * ke_rpc_call_send. */
+int ke_rpc_call_send_control(ke_rpc_call *call, const ProtobufCMessage *msg);
 
 /* ke_rpc_call_finish (server) ends the call with `code` and `message`
  * (may be NULL) after every queued message; `reply` (may be NULL) is sent
  * last, as the unary reply. Returns 0 or KE_ECLOSED. Thread-safe. */
 int ke_rpc_call_finish(ke_rpc_call *call, int code, const char *message,
                        const ProtobufCMessage *reply);
+
+/* ke_rpc_call_abort ends the call at once with `code` and `message`:
+ * messages still queued are dropped and freed now, and the stream is reset
+ * with that status (the peer sees it without reading what was queued). For
+ * a peer that does not read, where ke_rpc_call_finish would wait behind
+ * the queue. on_close runs with `code`. Returns 0, or KE_ECLOSED when the
+ * call already ended or was aborted. Thread-safe. */
+int ke_rpc_call_abort(ke_rpc_call *call, int code, const char *message);
+
+/* ke_rpc_call_close_slow (server) is ke_rpc_call_abort with
+ * RESOURCE_EXHAUSTED for a stream whose client does not read (its send
+ * queue hit a bound), counted in
+ * ke_rpc_slow_streams_closed_total{method}. Returns as ke_rpc_call_abort. */
+int ke_rpc_call_close_slow(ke_rpc_call *call, const char *message);
 
 /* ke_rpc_call_method returns the method path of the call. */
 const char *ke_rpc_call_method(const ke_rpc_call *call);
@@ -306,6 +358,7 @@ typedef struct ke_rpc_call_opts {
     const ke_rpc_md *md;  /* request metadata */
     size_t n_md;
     uint32_t send_queue;  /* 0: default */
+    uint32_t send_queue_bytes; /* 0: default */
 } ke_rpc_call_opts;
 
 /* ke_rpc_call_start opens a streaming call. Replies are decoded as `resp`

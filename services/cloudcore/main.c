@@ -34,6 +34,8 @@
 #include "ke_rpc.h"
 #include "ke_watchdog.h"
 
+#include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -60,6 +62,12 @@ struct cloudcore_config {
     char *grpc_listen;
     int64_t grpc_threads;
     int64_t grpc_max_message;
+    int64_t grpc_send_queue_bytes;
+    int64_t grpc_max_streams_id;
+    int64_t grpc_max_conc_streams;
+    int64_t hub_hello_timeout;
+    int64_t hub_uplog_node_window;
+    int64_t mem_trim_interval;
     char *tls_ca;
     char *tls_cert;
     char *tls_key;
@@ -96,6 +104,20 @@ static const ke_config_field cloudcore_fields[] = {
     {"grpc.max_message_bytes", KE_CONFIG_INT64,
      offsetof(struct cloudcore_config, grpc_max_message), "4194304",
      "largest message accepted; larger ones get RESOURCE_EXHAUSTED"},
+    {"grpc.send_queue_bytes", KE_CONFIG_INT64,
+     offsetof(struct cloudcore_config, grpc_send_queue_bytes), "4194304",
+     "bytes queued for sending on one stream (one larger message still goes alone); a watcher "
+     "that does not read past it is closed with RESOURCE_EXHAUSTED"},
+    {"grpc.max_streams_per_identity", KE_CONFIG_INT64,
+     offsetof(struct cloudcore_config, grpc_max_streams_id), "256",
+     "open streaming calls per client identity (certificate user; all anonymous callers "
+     "together); past it RESOURCE_EXHAUSTED; the controllers in-process are exempt"},
+    {"grpc.max_concurrent_streams", KE_CONFIG_INT64,
+     offsetof(struct cloudcore_config, grpc_max_conc_streams), "1024",
+     "concurrent calls on one HTTP/2 connection (grpc's channel argument)"},
+    {"memory.trim_interval", KE_CONFIG_DURATION,
+     offsetof(struct cloudcore_config, mem_trim_interval), "10s",
+     "how often freed heap is given back to the system (malloc_trim, off the rpc threads)"},
     {"grpc.tls.ca", KE_CONFIG_STRING, offsetof(struct cloudcore_config, tls_ca), NULL,
      "CA certificate (PEM) that verifies client certificates"},
     {"grpc.tls.cert", KE_CONFIG_STRING, offsetof(struct cloudcore_config, tls_cert), NULL,
@@ -132,6 +154,15 @@ static const ke_config_field cloudcore_fields[] = {
      offsetof(struct cloudcore_config, hub_uplog_node_max), "10000",
      "distinct resources of one node waiting in the durable upstream log for consumers; past "
      "it the node's reports are not acked (it retries from its outbox)"},
+    {"cloudhub.uplog_node_window", KE_CONFIG_INT64,
+     offsetof(struct cloudcore_config, hub_uplog_node_window), "256",
+     "a node's entries in the upstream log at a time, so that one node's flood is at most this "
+     "far ahead of another node's report; later reports wait unacked in memory (at most 16384 "
+     "or 16 MiB per node) until consumers make room; >= uplog_node_max turns it off"},
+    {"cloudhub.hello_timeout", KE_CONFIG_DURATION,
+     offsetof(struct cloudcore_config, hub_hello_timeout), "30s",
+     "a tunnel stream must send its first frame within this and complete its hello (digest "
+     "included) within this of it; else it is closed with DEADLINE_EXCEEDED"},
     {"store.db", KE_CONFIG_STRING, offsetof(struct cloudcore_config, store_db),
      "/var/lib/kubeedge/store.db", "the resource store's SQLite file (embedded mode)"},
     {"store.encryption_key_file", KE_CONFIG_STRING,
@@ -232,15 +263,41 @@ static int reencrypt_secrets(const struct cloudcore_config *cfg)
     return rc == 0 ? 0 : 1;
 }
 
-static int wait_for_signal(void)
+/* memory_setup keeps large buffers (watch events of big objects, digests,
+ * grpc's message slices) out of the heap: allocations from 256 KiB up are
+ * mapped and unmapped on their own, so freeing them gives the memory back
+ * at once. glibc's dynamic threshold would otherwise grow after the first
+ * large free and keep later ones on the heap, where hostile clients' peaks
+ * stay resident after they go. */
+static void memory_setup(void)
+{
+    if (mallopt(M_MMAP_THRESHOLD, 256 * 1024) != 1 || mallopt(M_TRIM_THRESHOLD, 1024 * 1024) != 1)
+        ke_log_warn(KE_PROGRAM, "cannot set malloc thresholds: freed memory may stay resident");
+}
+
+/* wait_for_signal waits for SIGTERM or SIGINT on the main thread, and
+ * meanwhile gives freed heap back to the system every trim_ms
+ * (malloc_trim walks every arena: here, never on an rpc thread). */
+static int wait_for_signal(int64_t trim_ms)
 {
     sigset_t set;
-    int sig = 0;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    sigwait(&set, &sig);
-    return sig;
+    for (;;) {
+        struct timespec ts = {.tv_sec = trim_ms / 1000, .tv_nsec = (trim_ms % 1000) * 1000000};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig > 0)
+            return sig;
+        if (errno != EAGAIN && errno != EINTR) {
+            ke_log_error(KE_PROGRAM, "sigtimedwait: %s", strerror(errno));
+            int s = 0;
+            sigwait(&set, &s);
+            return s;
+        }
+        if (errno == EAGAIN)
+            malloc_trim(0);
+    }
 }
 
 int main(int argc, char **argv)
@@ -305,6 +362,18 @@ int main(int argc, char **argv)
         status = 2;
         goto out;
     }
+    if (cfg.grpc_send_queue_bytes < 1024 || cfg.grpc_send_queue_bytes > (1 << 30) ||
+        cfg.grpc_max_streams_id < 1 || cfg.grpc_max_streams_id > 1000000 ||
+        cfg.grpc_max_conc_streams < 1 || cfg.grpc_max_conc_streams > 1000000 ||
+        cfg.hub_hello_timeout < 100 || cfg.hub_hello_timeout > 3600000 ||
+        cfg.mem_trim_interval < 100 || cfg.mem_trim_interval > 3600000) {
+        fprintf(stderr, KE_PROGRAM ": grpc.send_queue_bytes must be 1 KiB..1 GiB, "
+                        "grpc.max_streams_per_identity and grpc.max_concurrent_streams "
+                        "1..1000000, cloudhub.hello_timeout and memory.trim_interval 100ms..1h\n");
+        status = 2;
+        goto out;
+    }
+    memory_setup();
     if (cfg.stall_timeout < 1000 || cfg.stall_timeout > 3600000 ||
         cfg.shutdown_timeout < 1000 || cfg.shutdown_timeout > 3600000) {
         fprintf(stderr, KE_PROGRAM ": health.stall_timeout and shutdown.timeout must be "
@@ -337,10 +406,11 @@ int main(int argc, char **argv)
         goto out;
     }
     if (cfg.hub_queue_max < 16 || cfg.hub_window < 1 || cfg.hub_window > CLOUDHUB_WINDOW_MAX ||
-        cfg.hub_uplog_node_max < 1 || cfg.hub_uplog_node_max > 100000000) {
+        cfg.hub_uplog_node_max < 1 || cfg.hub_uplog_node_max > 100000000 ||
+        cfg.hub_uplog_node_window < 1 || cfg.hub_uplog_node_window > 100000000) {
         fprintf(stderr, KE_PROGRAM ": cloudhub.queue_max must be >= 16, cloudhub.window 1..%u "
                         "(the stream's send queue keeps room for acks and keepalives) and "
-                        "cloudhub.uplog_node_max 1..100000000\n",
+                        "cloudhub.uplog_node_max and cloudhub.uplog_node_window 1..100000000\n",
                 CLOUDHUB_WINDOW_MAX);
         status = 2;
         goto out;
@@ -357,6 +427,8 @@ int main(int argc, char **argv)
             .queue_max = (uint32_t)cfg.hub_queue_max,
             .window = (uint32_t)cfg.hub_window,
             .uplog_node_max = (uint32_t)cfg.hub_uplog_node_max,
+            .hello_timeout_ms = cfg.hub_hello_timeout,
+            .uplog_node_window = (uint32_t)cfg.hub_uplog_node_window,
         };
         if ((rc = cloudhub_new(&hc, &hub)) != 0)
             goto fail;
@@ -413,6 +485,9 @@ int main(int argc, char **argv)
         .listen = cfg.grpc_listen,
         .tls = use_tls ? &tls : NULL,
         .max_message_bytes = (uint32_t)cfg.grpc_max_message,
+        .send_queue_bytes = (uint32_t)cfg.grpc_send_queue_bytes,
+        .max_streams_per_identity = (uint32_t)cfg.grpc_max_streams_id,
+        .max_concurrent_streams = (uint32_t)cfg.grpc_max_conc_streams,
     };
     if ((rc = ke_rpc_server_new(loop, &sopts, &srv)) != 0 ||
         (rc = ke_rpc_server_set_authorizer(srv, ke_authz_rpc, authz)) != 0 ||
@@ -446,7 +521,7 @@ int main(int argc, char **argv)
     printf("ready grpc=%d http=%d\n", ke_rpc_server_port(srv), ke_http_port(http));
     fflush(stdout);
 
-    int sig = wait_for_signal();
+    int sig = wait_for_signal(cfg.mem_trim_interval);
     ke_log_info(KE_PROGRAM, "stopping signal=%d", sig);
     status = 0;
     goto stop;

@@ -18,6 +18,14 @@
 
 static void metrics_init(ch_metrics *m)
 {
+    ke_metrics_counter_new("ke_cloudhub_hello_timeouts_total",
+                           "tunnel streams closed for not completing a hello within "
+                           "cloudhub.hello_timeout (no first frame, or a digest left open)",
+                           NULL, &m->hello_timeouts);
+    ke_metrics_counter_new("ke_cloudhub_upstream_deferred_total",
+                           "upstream reports held back (unacked) while their node had "
+                           "cloudhub.uplog_node_window entries waiting for consumers",
+                           NULL, &m->up_deferred);
     ke_metrics_gauge_new("ke_cloudhub_nodes_connected", "edge nodes with an open tunnel", NULL,
                          &m->connected);
     ke_metrics_gauge_new("ke_cloudhub_nodes_known", "registered edge nodes", NULL, &m->known);
@@ -80,8 +88,9 @@ static int reap_one(const char *key, void *value, void *arg)
 
 /* The reaper wakes every second (or the watchdog's tick, if shorter; the
  * monotonic clock: a step of the wall clock neither fires nor delays it),
- * cancels streams of silent nodes (their on_close does the cleanup) and
- * beats the heartbeat "cloudhub-reaper" on every wake-up. */
+ * cancels streams of silent nodes (their on_close does the cleanup),
+ * closes streams whose Hello is overdue (ch_tunnel_reap) and beats the
+ * heartbeat "cloudhub-reaper" on every wake-up. */
 static void *reaper_main(void *arg)
 {
     cloudhub *ch = arg;
@@ -101,6 +110,8 @@ static void *reaper_main(void *arg)
         ke_watchdog_beat(hb);
         reap_ctx r = {ch, ke_time_mono_ms()};
         ke_map_each(ch->nodes, reap_one, &r);
+        ch_tunnel_reap(ch, r.now);
+        ch_tunnel_undefer(ch); /* a safety net: acks that collect call it too */
     }
     pthread_mutex_unlock(&ch->mu);
     ke_watchdog_unregister(hb);
@@ -132,6 +143,10 @@ int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
         ch->cfg.window = 256;
     if (!ch->cfg.uplog_node_max)
         ch->cfg.uplog_node_max = CH_UPLOG_NODE_MAX_DEFAULT;
+    if (!ch->cfg.uplog_node_window)
+        ch->cfg.uplog_node_window = CH_UPLOG_NODE_WINDOW_DEFAULT;
+    if (ch->cfg.uplog_node_window > ch->cfg.uplog_node_max)
+        ch->cfg.uplog_node_window = ch->cfg.uplog_node_max; /* no window: the bound alone */
     if (ch->cfg.window > CH_WINDOW_MAX) {
         ke_log_error(CH_MOD, "window=%u is above %u: the rpc send queue (%u frames) must keep "
                              "room for acks and keepalives",
@@ -143,6 +158,8 @@ int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
         ch->cfg.keepalive_ms = 5000;
     if (ch->cfg.dead_peer_ms <= 0)
         ch->cfg.dead_peer_ms = 3 * ch->cfg.keepalive_ms;
+    if (ch->cfg.hello_timeout_ms <= 0)
+        ch->cfg.hello_timeout_ms = 30000;
     if (ch->cfg.node_cert_ttl_ms <= 0)
         ch->cfg.node_cert_ttl_ms = 365LL * 24 * 3600 * 1000;
     pthread_mutex_init(&ch->mu, NULL);

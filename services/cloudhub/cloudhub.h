@@ -42,6 +42,14 @@ typedef struct cloudhub_config {
                                       CLOUDHUB_WINDOW_MAX (room for control frames) */
     uint32_t uplog_node_max;       /* a node's entries (keys) in the upstream log;
                                       0: 10,000 */
+    uint32_t uplog_node_window;    /* a node's entries in the upstream log at a time
+                                      (fairness): its later reports wait, unacked, in
+                                      memory until consumers make room; 0: 256; at
+                                      least uplog_node_max turns it off */
+    int64_t hello_timeout_ms;      /* a Tunnel stream must send its first frame within
+                                      this, and complete its Hello (digest included)
+                                      within this of that frame; else it is closed with
+                                      DEADLINE_EXCEEDED. 0: 30 s */
 } cloudhub_config;
 
 /* Node certificates: CN "system:node:<name>", O "system:nodes" (issued by

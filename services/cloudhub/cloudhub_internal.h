@@ -36,6 +36,11 @@
 _Static_assert(CH_WINDOW_MAX == CLOUDHUB_WINDOW_MAX, "cloudhub.h's window bound");
 /* Default bound on one node's entries (distinct keys) in the upstream log. */
 #define CH_UPLOG_NODE_MAX_DEFAULT 10000u
+/* Default window of one node's entries in the upstream log at a time, and
+ * the bounds on its reports held back meanwhile (one stream's). */
+#define CH_UPLOG_NODE_WINDOW_DEFAULT 256u
+#define CH_DEFER_MAX 16384u
+#define CH_DEFER_BYTES_MAX (16u * 1024u * 1024u)
 /* Digest bounds: one Hello + DigestChunk sequence, and every sequence in
  * progress together (memory a connecting node can pin). */
 #define CH_DIGEST_MAX 2000000u
@@ -54,6 +59,17 @@ typedef struct ch_entry {
     int synth_delete;  /* spilled delete of a key the cloud never had */
     uint32_t updates, deletes; /* marker only: resync counts */
 } ch_entry;
+
+/* An upstream report held back while its node has cfg.uplog_node_window
+ * entries in the log (not acked to the edge yet): logged, in seq order,
+ * when consumers make room (ch_tunnel_undefer). */
+typedef struct ch_deferred {
+    struct ch_deferred *next;
+    uint64_t seq;
+    char *group, *key;
+    uint8_t *msg;   /* the packed ke.v1.Message */
+    size_t len;
+} ch_deferred;
 
 /* A tombstone sent to the node and not yet acked: once the edge acks seq,
  * the objects row (key, rv, deleted) is removed. */
@@ -78,6 +94,10 @@ typedef struct ch_node {
     int upstream_stopped;    /* a report was not acked: ignore later ones on
                                 this stream (the edge resends after reconnect) */
     int uplog_full;          /* in a backpressure episode (logged once) */
+    /* reports held back for fairness, oldest first (this stream's) */
+    ch_deferred *defer_head, *defer_tail;
+    uint32_t defer_len;
+    size_t defer_bytes;
     /* tombstones in flight, oldest first (at most cfg.window) */
     ch_sent_delete *dels;
     uint32_t dels_head, dels_len;
@@ -91,6 +111,7 @@ typedef struct ch_node {
 } ch_node;
 
 typedef struct ch_metrics {
+    ke_metric *hello_timeouts, *up_deferred;
     ke_metric *connected, *known, *queue_depth;
     ke_metric *sent, *acked, *coalesced, *overflows, *resyncs;
     ke_metric *up_received, *up_duplicates, *refused, *joins, *join_refused, *renewals;
@@ -109,6 +130,8 @@ struct cloudhub {
     ke_sqlite *db;
     ke_map *nodes;            /* name -> ch_node, registered nodes */
     ch_subscriber *subs;      /* live Subscribe streams, one per consumer */
+    struct tunnel_conn *unhello; /* Tunnel streams whose Hello is not complete (tunnel.c) */
+    uint32_t deferring;       /* nodes with reports held back (tunnel.c) */
     uint64_t digest_held;     /* digest entries held by sequences in progress */
     int stopping;
     pthread_t reaper;
@@ -224,6 +247,18 @@ int ch_tunnel_register(cloudhub *ch, ke_rpc_server *srv);
  * Returns KE_RPC_OK and the name, or a status code and the reason. */
 int ch_auth_node(cloudhub *ch, ke_rpc_call *call, char *node, size_t len, char *why,
                  size_t whylen);
+/* ch_tunnel_reap closes the Tunnel streams that have not completed their
+ * Hello within cfg.hello_timeout_ms of their first frame (now: monotonic
+ * ms), counted in ke_cloudhub_hello_timeouts_total. ch->mu held. */
+void ch_tunnel_reap(cloudhub *ch, int64_t now);
+/* ch_tunnel_undefer logs the reports held back for every node whose
+ * entries in the upstream log dropped below cfg.uplog_node_window, in seq
+ * order, acks them and wakes consumers. Call after consumers made room
+ * (an ack that collected entries) and from the reaper. ch->mu held. */
+void ch_tunnel_undefer(cloudhub *ch);
+/* ch_tunnel_defer_clear forgets the node's held-back reports (its stream
+ * ended: they were not acked, the edge sends them again). ch->mu held. */
+void ch_tunnel_defer_clear(cloudhub *ch, ch_node *n);
 /* ch_node_disconnect ends the node's stream (if any) with code/why. */
 void ch_node_disconnect(cloudhub *ch, ch_node *n, int code, const char *why);
 

@@ -142,7 +142,7 @@ static int send_marker(ch_node *n, const ch_entry *e)
     done.deletes = e->deletes;
     f.frame_case = KE__V1__CLOUD_FRAME__FRAME_RESYNC_DONE;
     f.resync_done = &done;
-    return ke_rpc_call_send(n->stream, &f.base);
+    return ke_rpc_call_send_control(n->stream, &f.base);
 }
 
 /* ---- control slots ---- */
@@ -169,7 +169,7 @@ void ch_control_flush(cloudhub *ch, ch_node *n)
         ack.seq = n->ack_owed;
         f.frame_case = KE__V1__CLOUD_FRAME__FRAME_ACK;
         f.ack = &ack;
-        int rc = ke_rpc_call_send(n->stream, &f.base);
+        int rc = ke_rpc_call_send_control(n->stream, &f.base);
         /* KE_EFULL: stays owed until the drain. KE_ECLOSED: the stream is
          * ending; the edge learns next_edge_seq from the next HelloAck. */
         if (rc != KE_EFULL)
@@ -181,7 +181,7 @@ void ch_control_flush(cloudhub *ch, ch_node *n)
         k.time_ms = ke_time_wall_ms();
         f.frame_case = KE__V1__CLOUD_FRAME__FRAME_KEEPALIVE;
         f.keepalive = &k;
-        if (ke_rpc_call_send(n->stream, &f.base) != KE_EFULL)
+        if (ke_rpc_call_send_control(n->stream, &f.base) != KE_EFULL)
             n->keepalive_owed = 0;
     }
 }
@@ -345,4 +345,5 @@ void ch_queue_clear(cloudhub *ch, ch_node *n)
     n->keepalive_owed = 0;
     n->upstream_stopped = 0;
     dels_free(n);
+    ch_tunnel_defer_clear(ch, n);
 }

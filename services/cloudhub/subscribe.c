@@ -11,7 +11,11 @@
  * group has acked are removed. Nothing is dropped for a slow or absent
  * consumer: entries wait in the log, which is bounded per node
  * (cloudhub.uplog_node_max keys; past it the edge is not acked and
- * retries).
+ * retries). Each node has at most cloudhub.uplog_node_window entries in
+ * the log at a time (tunnel.c holds its later reports back), so entries
+ * are read in log order and yet one node's flood is at most a window ahead
+ * of another node's report; acks that collect entries let held-back
+ * reports in (ch_tunnel_undefer).
  *
  * One function per frame: subscribe_on_start, subscribe_on_ack. Sending is
  * non-blocking: sub_pump stops at a full rpc send queue and on_drain
@@ -344,6 +348,8 @@ static void subscribe_on_ack(cloudhub *ch, ke_rpc_call *call, ch_subscriber *s,
             return;
         }
         s->cursor = a->log_id;
+        if (collected > 0)
+            ch_tunnel_undefer(ch); /* room in nodes' windows: their held-back reports */
         while (s->in_len && s->inflight[s->in_head] <= a->log_id) {
             s->in_head = (s->in_head + 1) % s->window;
             s->in_len--;

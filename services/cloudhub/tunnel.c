@@ -12,10 +12,19 @@
  *   tunnel_on_message    an upstream report: node authorization, dedup by
  *                        sequence number, then in one transaction the next
  *                        expected seq and the durable upstream log entry;
- *                        acked only after the commit; consumers woken
+ *                        acked only after the commit; consumers woken.
+ *                        While the node has cfg.uplog_node_window entries in
+ *                        the log, its reports are held back in memory,
+ *                        unacked, and logged as consumers make room
+ *                        (ch_tunnel_undefer): one node's flood then sits
+ *                        ahead of another node's report by at most a window
  *   tunnel_on_ack        the edge applied everything up to seq: collect
  *                        acked tombstones, send more
  *   tunnel_on_keepalive  liveness; answered with a keepalive (a slot)
+ *
+ * A stream must complete its Hello within cfg.hello_timeout_ms: the rpc
+ * layer closes one that sends no first frame (the method's open timeout),
+ * and ch_tunnel_reap (from the reaper) one whose digest stays open.
  */
 #include "cloudhub_internal.h"
 
@@ -30,6 +39,10 @@
 
 typedef struct tunnel_conn {
     cloudhub *ch;
+    ke_rpc_call *call;       /* valid until on_close, which unlinks the conn */
+    struct tunnel_conn *prev, *next; /* ch->unhello while listed */
+    int listed;
+    int64_t hello_deadline;  /* monotonic ms */
     char node[CH_NODE_NAME_MAX];
     int hello;               /* a Hello was received */
     /* the digest being received (Hello, then DigestChunks) */
@@ -289,6 +302,38 @@ static void resync_drop_gone(resync *r)
                     r->n->name, r->n_gone);
 }
 
+/* unhello_unlink takes c off ch->unhello. ch->mu held. */
+static void unhello_unlink(cloudhub *ch, tunnel_conn *c)
+{
+    if (!c->listed)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        ch->unhello = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    c->listed = 0;
+}
+
+void ch_tunnel_reap(cloudhub *ch, int64_t now)
+{
+    for (tunnel_conn *c = ch->unhello, *next; c; c = next) {
+        next = c->next;
+        if (c->hello_deadline > now)
+            continue;
+        unhello_unlink(ch, c);
+        char why[160];
+        snprintf(why, sizeof(why), "no complete hello within cloudhub.hello_timeout (%lld ms)",
+                 (long long)ch->cfg.hello_timeout_ms);
+        ke_log_warn(CH_MOD, "closing a tunnel without a hello node=%s", c->node);
+        if (ke_rpc_call_abort(c->call, KE_RPC_DEADLINE_EXCEEDED, why) == 0)
+            ke_metric_add(ch->m.hello_timeouts, 1);
+        digest_drop(ch, c); /* the digest it held is freed now */
+    }
+}
+
 /* hello_complete does the work of a Hello once its digest is whole:
  * registers the stream (replacing an older one), answers HelloAck and
  * queues the difference, then ResyncDone. ch->mu held. */
@@ -297,6 +342,7 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
     cloudhub *ch = c->ch;
     ch_node *n = ke_map_get(ch->nodes, c->node);
     size_t digest_n = c->digest_n;
+    unhello_unlink(ch, c);
     if (!n) {
         digest_drop(ch, c);
         refuse(ch, call, c->node, KE_RPC_PERMISSION_DENIED, "node was removed");
@@ -457,6 +503,116 @@ static void upstream_refuse(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Seq
     send_refusal(call, sm->seq, why, 0);
 }
 
+/* ---- fairness: a window of each node's entries in the log ---- */
+
+static void deferred_free(ch_deferred *d)
+{
+    free(d->group);
+    free(d->key);
+    free(d->msg);
+    free(d);
+}
+
+void ch_tunnel_defer_clear(cloudhub *ch, ch_node *n)
+{
+    if (n->defer_head)
+        ch->deferring--;
+    while (n->defer_head) {
+        ch_deferred *d = n->defer_head;
+        n->defer_head = d->next;
+        deferred_free(d);
+    }
+    n->defer_tail = NULL;
+    n->defer_len = 0;
+    n->defer_bytes = 0;
+}
+
+/* defer_push holds back a report (msg is taken). Returns 0, or KE_EFULL
+ * past CH_DEFER_MAX / CH_DEFER_BYTES_MAX (msg freed), KE_ENOMEM. */
+static int defer_push(cloudhub *ch, ch_node *n, uint64_t seq, const char *group, const char *key,
+                      uint8_t *msg, size_t len)
+{
+    if (n->defer_len >= CH_DEFER_MAX || n->defer_bytes + len > CH_DEFER_BYTES_MAX) {
+        free(msg);
+        return KE_EFULL;
+    }
+    ch_deferred *d = calloc(1, sizeof(*d));
+    if (!d || !(d->group = strdup(group)) || !(d->key = strdup(key))) {
+        if (d)
+            deferred_free(d);
+        free(msg);
+        return KE_ENOMEM;
+    }
+    d->seq = seq;
+    d->msg = msg;
+    d->len = len;
+    if (n->defer_tail)
+        n->defer_tail->next = d;
+    else {
+        n->defer_head = d;
+        ch->deferring++;
+    }
+    n->defer_tail = d;
+    n->defer_len++;
+    n->defer_bytes += len;
+    ke_metric_add(ch->m.up_deferred, 1);
+    return 0;
+}
+
+/* uplog_node_cap: the entries a node may have in the log when its report
+ * is logged now — the window, or the bound when there is no window. */
+static uint32_t uplog_node_cap(const cloudhub *ch)
+{
+    return ch->cfg.uplog_node_window < ch->cfg.uplog_node_max ? ch->cfg.uplog_node_window
+                                                              : ch->cfg.uplog_node_max;
+}
+
+static void upstream_not_acked(cloudhub *ch, ch_node *n, uint64_t seq, int rc);
+
+/* undefer_node logs n's held-back reports while its window has room. */
+static int undefer_node(const char *name, void *value, void *arg)
+{
+    (void)name;
+    cloudhub *ch = arg;
+    ch_node *n = value;
+    int logged = 0;
+    while (n->defer_head && n->stream && !n->upstream_stopped) {
+        ch_deferred *d = n->defer_head;
+        uint64_t id = 0;
+        int rc = ch_store_uplog_append(ch, n->name, d->group, d->key, d->seq, d->msg, d->len,
+                                       uplog_node_cap(ch), &id);
+        if (rc == KE_EFULL)
+            break; /* no room yet */
+        if (rc != 0) {
+            upstream_not_acked(ch, n, d->seq, rc); /* clears the rest with the stream */
+            return 0;
+        }
+        n->defer_head = d->next;
+        if (!n->defer_head) {
+            n->defer_tail = NULL;
+            ch->deferring--;
+        }
+        n->defer_len--;
+        n->defer_bytes -= d->len;
+        n->next_edge_seq = d->seq + 1;
+        n->uplog_full = 0;
+        ke_metric_add(ch->m.up_received, 1);
+        ch_control_ack(n, d->seq);
+        ch_subscribe_wake(ch, d->group);
+        deferred_free(d);
+        logged++;
+    }
+    if (logged)
+        ch_control_flush(ch, n);
+    return 0;
+}
+
+void ch_tunnel_undefer(cloudhub *ch)
+{
+    if (ch->deferring)
+        ke_map_each(ch->nodes, undefer_node, ch);
+}
+
 /* upstream_not_acked ends the stream after a report that could not be
  * logged: nothing after it on this stream is accepted, and the edge, which
  * keeps it in its outbox, resends from HelloAck.next_edge_seq when it
@@ -466,15 +622,22 @@ static void upstream_not_acked(cloudhub *ch, ch_node *n, uint64_t seq, int rc)
     n->upstream_stopped = 1;
     if (rc == KE_EFULL) {
         ke_metric_add(ch->m.up_backpressure, 1);
+        int windowed = ch->cfg.uplog_node_window < ch->cfg.uplog_node_max;
         if (!n->uplog_full)
-            ke_log_warn(CH_MOD, "upstream log at its bound for node=%s seq=%llu max=%u: not "
+            ke_log_warn(CH_MOD, "upstream log at its bound for node=%s seq=%llu max=%u%s: not "
                                 "acked; the edge retries (consumers must ack to make room)",
-                        n->name, (unsigned long long)seq, ch->cfg.uplog_node_max);
+                        n->name, (unsigned long long)seq, ch->cfg.uplog_node_max,
+                        windowed ? " and its held-back reports at their bound" : "");
         n->uplog_full = 1;
-        char why[160];
-        snprintf(why, sizeof(why), "upstream log of this node is full (cloudhub.uplog_node_max=%u "
-                                   "keys): retry later",
-                 ch->cfg.uplog_node_max);
+        char why[200];
+        if (windowed)
+            snprintf(why, sizeof(why), "too many upstream reports waiting for consumers (%u in "
+                                       "memory past cloudhub.uplog_node_window=%u): retry later",
+                     n->defer_len, ch->cfg.uplog_node_window);
+        else
+            snprintf(why, sizeof(why), "upstream log of this node is full "
+                                       "(cloudhub.uplog_node_max=%u keys): retry later",
+                     ch->cfg.uplog_node_max);
         ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED, why);
         return;
     }
@@ -520,10 +683,22 @@ static void tunnel_on_message(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__S
     uint8_t *buf = malloc(len ? len : 1);
     uint64_t id = 0;
     int rc = buf ? 0 : KE_ENOMEM;
+    int windowed = ch->cfg.uplog_node_window < ch->cfg.uplog_node_max;
     if (buf) {
         protobuf_c_message_pack(&msg->base, buf);
-        rc = ch_store_uplog_append(ch, n->name, msg->route->group, msg->route->resource, sm->seq,
-                                   buf, len, ch->cfg.uplog_node_max, &id);
+        /* Behind reports held back, or past the window: held back too. */
+        rc = n->defer_head ? KE_EFULL
+                           : ch_store_uplog_append(ch, n->name, msg->route->group,
+                                                   msg->route->resource, sm->seq, buf, len,
+                                                   uplog_node_cap(ch), &id);
+        if (rc == KE_EFULL && windowed) {
+            rc = defer_push(ch, n, sm->seq, msg->route->group, msg->route->resource, buf, len);
+            buf = NULL; /* taken */
+            if (rc == 0) {
+                pthread_mutex_unlock(&ch->mu);
+                return; /* acked when logged */
+            }
+        }
     }
     free(buf);
     if (rc != 0) {
@@ -584,8 +759,17 @@ static void on_open(ke_rpc_call *call, void *ud)
         return;
     }
     c->ch = ch;
+    c->call = call;
     snprintf(c->node, sizeof(c->node), "%s", node);
     ke_rpc_call_set_data(call, c);
+    pthread_mutex_lock(&ch->mu);
+    c->hello_deadline = ke_time_mono_ms() + ch->cfg.hello_timeout_ms;
+    c->next = ch->unhello;
+    if (ch->unhello)
+        ch->unhello->prev = c;
+    ch->unhello = c;
+    c->listed = 1;
+    pthread_mutex_unlock(&ch->mu);
     ke_log_debug(CH_MOD, "tunnel opened node=%s", node);
 }
 
@@ -667,6 +851,7 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
                     ke_log_esc(c->node, en, sizeof(en)), ke_rpc_status_name(st->code),
                     ke_log_esc(st->message, ew, sizeof(ew)));
     }
+    unhello_unlink(ch, c);
     digest_drop(ch, c);
     pthread_mutex_unlock(&ch->mu);
     free(c);
@@ -678,6 +863,10 @@ int ch_tunnel_register(cloudhub *ch, ke_rpc_server *srv)
                                      .on_message = on_message,
                                      .on_drain = on_drain,
                                      .on_close = on_close};
-    return ke_rpc_server_add(srv, &ke__v1__cloud_hub__descriptor, "Tunnel", KE_RPC_BIDI_STREAM,
-                             &h, ch);
+    int rc = ke_rpc_server_add(srv, &ke__v1__cloud_hub__descriptor, "Tunnel", KE_RPC_BIDI_STREAM,
+                               &h, ch);
+    if (rc == 0) /* a stream that sends nothing never reaches on_open */
+        rc = ke_rpc_server_set_open_timeout(srv, "/ke.v1.CloudHub/Tunnel",
+                                            ch->cfg.hello_timeout_ms);
+    return rc;
 }

@@ -537,9 +537,9 @@ static void send_twin_events(dc_watch *w, const json_t *device)
         ev.device = &ref;
         ev.twin = &t;
         ev.state = state_of(device);
-        if (ke_rpc_call_send(w->call, &ev.base) == KE_EFULL)
-            ke_rpc_call_finish(w->call, KE_RPC_RESOURCE_EXHAUSTED,
-                               "watch client is not reading", NULL);
+        if (ke_rpc_call_send(w->call, &ev.base) == KE_EFULL) /* closed, queue freed, counted */
+            ke_rpc_call_close_slow(w->call, "watch client is not reading (its send queue is at "
+                                        "grpc.send_queue_bytes or 1024 events); watch again");
     }
 }
 
