@@ -749,13 +749,14 @@ int ke_rt_add(ke_rt *e, const ke_module_ops *ops, void *config)
     m->edge = e;
     m->config = config;
     const char *const labels[] = {"module", ops->name, NULL};
-    ke_metrics_counter_new("ke_bus_dropped_total",
-                           "Messages refused because the receiving module's queue was full.",
-                           labels, &m->m_dropped);
-    ke_metrics_counter_new("ke_bus_delivered_total", "Messages handed to the module.", labels,
-                           &m->m_delivered);
-    ke_metrics_gauge_new("ke_rt_module_healthy", "1 while the module reports itself healthy",
-                         labels, &m->m_healthy);
+    if (ke_metrics_counter_new("ke_bus_dropped_total",
+                               "Messages refused because the receiving module's queue was full.",
+                               labels, &m->m_dropped) != 0 ||
+        ke_metrics_counter_new("ke_bus_delivered_total", "Messages handed to the module.", labels,
+                               &m->m_delivered) != 0 ||
+        ke_metrics_gauge_new("ke_edge_module_healthy", "1 while the module reports itself healthy",
+                             labels, &m->m_healthy) != 0)
+        ke_log_warn(RT_MOD, "metrics of module %s not all registered", ops->name);
     return 0;
 }
 
