@@ -31,6 +31,7 @@
 #include <jansson.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
@@ -55,6 +56,7 @@ struct edgecore_config {
     char *local_listen;
     char *http_listen;
     bool en_metamanager, en_edgehub, en_edgelocal;
+    int64_t stall_timeout, shutdown_timeout;
 };
 
 #define F(k, t, m, d, h) {k, t, offsetof(struct edgecore_config, m), d, h}
@@ -85,6 +87,10 @@ static const ke_config_field edgecore_fields[] = {
       "EdgeLocal API address (unix:PATH or 127.0.0.1:PORT)"),
     F("http.listen", KE_CONFIG_STRING, http_listen, "127.0.0.1:10551",
       "address of /metrics and /healthz; empty: off"),
+    F("health.stall_timeout", KE_CONFIG_DURATION, stall_timeout, "30s",
+      "the loop (or an rpc thread) silent this long turns /healthz to 503"),
+    F("shutdown.timeout", KE_CONFIG_DURATION, shutdown_timeout, "10s",
+      "after SIGTERM, exit with status 1 if the modules have not stopped by then"),
     F("modules.metamanager.enable", KE_CONFIG_BOOL, en_metamanager, "true",
       "run MetaManager (the store's door on the bus; EdgeHub and EdgeLocal need it)"),
     F("modules.edgehub.enable", KE_CONFIG_BOOL, en_edgehub, "true",
@@ -175,19 +181,51 @@ typedef struct module_row {
     void *config;
 } module_row;
 
-static void on_sighup(ke_rt *e, void *arg)
+/* rotate_now: on the loop, SIGHUP's request to EdgeHub. */
+static void rotate_now(void *arg)
 {
-    (void)arg;
+    ke_rt *e = arg;
     if (!ke_rt_has_module(e, "edgehub"))
         return;
-    ke_log_info("edgecore", "SIGHUP: rotating the node certificate");
     Ke__V1__Message *m = ke_rt_message_new("edgecore", "", KE__V1__OPERATION__OPERATION_UPDATE,
-                                             EDGEHUB_ROTATE, NULL, 0);
+                                           EDGEHUB_ROTATE, NULL, 0);
     int rc = m ? ke_rt_send_to(e, "edgehub", m) : KE_ENOMEM;
     if (rc != 0) {
         if (m)
             ke__v1__message__free_unpacked(m, NULL);
         ke_log_warn("edgecore", "rotation request not delivered: %s", ke_strerror(rc));
+    }
+}
+
+/* Signals are taken by a thread of their own, not by the loop: a SIGTERM
+ * must end edgecore even when the loop is stuck. It arms the shutdown
+ * deadline first, then asks the runtime to stop. */
+typedef struct sig_thread {
+    ke_rt *rt;
+    sigset_t set;
+    int64_t shutdown_ms;
+} sig_thread;
+
+static void *signals_main(void *arg)
+{
+    sig_thread *t = arg;
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&t->set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            ke_log_info("edgecore", "SIGHUP: rotating the node certificate");
+            int rc = ke_rt_post(t->rt, rotate_now, t->rt, 0);
+            if (rc != 0)
+                ke_log_warn("edgecore", "rotation request not delivered: %s", ke_strerror(rc));
+            continue;
+        }
+        ke_log_info("edgecore", "stopping signal=%d", sig);
+        int rc = ke_watchdog_shutdown_arm(t->shutdown_ms);
+        if (rc != 0 && rc != KE_EEXIST)
+            ke_log_error("edgecore", "cannot arm the shutdown deadline: %s", ke_strerror(rc));
+        ke_rt_stop(t->rt);
+        return NULL;
     }
 }
 
@@ -243,8 +281,23 @@ int main(int argc, char **argv)
                         "metamanager.reported_max 1..4294967295\n");
         goto out;
     }
+    if (cfg.stall_timeout < 1000 || cfg.stall_timeout > 3600000 ||
+        cfg.shutdown_timeout < 1000 || cfg.shutdown_timeout > 3600000) {
+        fprintf(stderr, "edgecore: health.stall_timeout and shutdown.timeout must be "
+                        "between 1s and 1h\n");
+        goto out;
+    }
     status = 1;
     signal(SIGPIPE, SIG_IGN);
+    /* Blocked here, before any thread exists, so every thread inherits it
+     * and only the signal thread takes them. */
+    sig_thread sigs = {.shutdown_ms = cfg.shutdown_timeout};
+    sigemptyset(&sigs.set);
+    sigaddset(&sigs.set, SIGTERM);
+    sigaddset(&sigs.set, SIGINT);
+    sigaddset(&sigs.set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs.set, NULL);
+    ke_watchdog_set_default_stall(cfg.stall_timeout);
     if ((rc = ke_watchdog_start()) != 0) /* stall logs and gauges; /healthz checks anyway */
         ke_log_warn("edgecore", "watchdog monitor not started: %s", ke_strerror(rc));
 
@@ -262,8 +315,6 @@ int main(int argc, char **argv)
     ke_rt_config ec = {.store = store,
                          .rpc = loop,
                          .http_listen = cfg.http_listen,
-                         .handle_signals = 1,
-                         .on_sighup = on_sighup,
                          .on_started = on_started,
                          .started_arg = &ready};
     if ((rc = ke_rt_new(&ec, &edge)) != 0) {
@@ -302,6 +353,13 @@ int main(int argc, char **argv)
                 cfg.node_name, cfg.server ? cfg.server : "-", cfg.local_listen);
     /* The runtime arms the shutdown deadline (ke_watchdog.h) when it
      * starts stopping: a stuck module cannot keep edgecore alive. */
+    sigs.rt = edge;
+    pthread_t sig_tid;
+    if (pthread_create(&sig_tid, NULL, signals_main, &sigs) != 0) {
+        ke_log_error("edgecore", "cannot start the signal thread");
+        goto out;
+    }
+    pthread_detach(sig_tid); /* it ends at the first SIGTERM, or with the process */
     rc = ke_rt_run(edge);
     if (rc == 0)
         status = 0;

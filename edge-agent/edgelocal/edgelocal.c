@@ -72,9 +72,12 @@ static void report_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
     protobuf_c_message_free_unpacked(m, NULL);
     if (rc != 0) {
         free(p);
-        finish(call, rc == KE_EFULL ? KE_RPC_RESOURCE_EXHAUSTED : KE_RPC_UNAVAILABLE,
-               rc == KE_EFULL ? "edgecore is busy: metamanager's queue is full"
-                              : "metamanager is not running");
+        if (rc == KE_EFULL)
+            finish(call, KE_RPC_RESOURCE_EXHAUSTED, "edgecore is busy: metamanager's queue is full");
+        else if (rc == KE_ECLOSED) /* stopping: a retry reaches the next edgecore */
+            finish(call, KE_RPC_UNAVAILABLE, "edgecore is stopping");
+        else
+            finish(call, KE_RPC_RESOURCE_EXHAUSTED, "edgecore is out of memory");
         return;
     }
     ke_rpc_call_ref(call);
@@ -122,7 +125,7 @@ static void on_answer(el *s, const Ke__V1__Message *msg)
             finish(p->call, KE_RPC_RESOURCE_EXHAUSTED,
                    "outbox full: the cloud has not acknowledged earlier reports");
         else
-            finish(p->call, KE_RPC_UNAVAILABLE, "store error");
+            finish(p->call, KE_RPC_INTERNAL, "edge store error (see edgecore's log)");
     } else {
         Ke__V1__ReportReply r = KE__V1__REPORT_REPLY__INIT;
         r.outbox_seq = (uint64_t)json_integer_value(json_object_get(j, "seq"));
@@ -147,7 +150,7 @@ static void get_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
     if (rc == KE_ENOTFOUND) {
         finish(call, KE_RPC_NOT_FOUND, "key: not held by this node");
     } else if (rc != 0) {
-        finish(call, KE_RPC_UNAVAILABLE, "store error");
+        finish(call, KE_RPC_INTERNAL, "edge store error (see edgecore's log)");
     } else {
         o.key = req->key;
         o.content.data = content;
@@ -198,7 +201,7 @@ static void list_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
     edge_store *st = ke_rt_store(s->e);
     int rc = edge_store_list(st, req->prefix, list_one, &l);
     if (rc != 0) {
-        finish(call, KE_RPC_UNAVAILABLE, "store error");
+        finish(call, KE_RPC_INTERNAL, "edge store error (see edgecore's log)");
     } else {
         Ke__V1__EdgeListReply r = KE__V1__EDGE_LIST_REPLY__INIT;
         r.objects = l.v;

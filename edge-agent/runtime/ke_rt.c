@@ -18,7 +18,6 @@
 #include "ke_watchdog.h"
 
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,7 +58,6 @@ struct ke_rt {
     uv_async_t async;
     uv_idle_t bus_idle;
     uv_timer_t tick;
-    uv_signal_t sig_term, sig_int, sig_hup;
     int bus_idle_on;
     ke_module mods[KE_RT_MAX_MODULES];
     size_t n_mods;
@@ -617,7 +615,7 @@ static void health_update(ke_rt *e)
         detail[sizeof(detail) - 1] = '\0';
         ke_metric_set(m->m_healthy, rc == 0);
         bad |= rc != 0;
-        int n = snprintf(text + off, sizeof(text) - off, "%s%s: %s%s%s", off ? "; " : "",
+        int n = snprintf(text + off, sizeof(text) - off, "%s%s: %s%s%s", off ? "\n" : "",
                          m->ops->name, rc == 0 ? "ok" : "unhealthy", detail[0] ? " " : "",
                          detail);
         if (n < 0)
@@ -650,10 +648,6 @@ static void stop_modules(ke_rt *e)
     if (e->state != RT_RUNNING)
         return;
     e->state = RT_STOPPING;
-    /* A module stuck in its stop cannot keep edgecore alive. */
-    int rc = ke_watchdog_shutdown_arm(0);
-    if (rc != 0 && rc != KE_EEXIST)
-        ke_log_error(RT_MOD, "cannot arm the shutdown deadline: %s", ke_strerror(rc));
     for (size_t i = e->n_mods; i-- > 0;) {
         ke_module *m = &e->mods[i];
         if (!m->started)
@@ -691,11 +685,6 @@ static void finish_if_drained(ke_rt *e)
     uv_close((uv_handle_t *)&e->async, close_cb);
     uv_close((uv_handle_t *)&e->bus_idle, close_cb);
     uv_close((uv_handle_t *)&e->tick, close_cb);
-    if (e->cfg.handle_signals) {
-        uv_close((uv_handle_t *)&e->sig_term, close_cb);
-        uv_close((uv_handle_t *)&e->sig_int, close_cb);
-        uv_close((uv_handle_t *)&e->sig_hup, close_cb);
-    }
 }
 
 static void on_async(uv_async_t *h)
@@ -713,18 +702,6 @@ static void on_tick(uv_timer_t *t)
     ke_watchdog_beat(e->hb);
     if (e->state == RT_RUNNING)
         health_update(e);
-}
-
-static void on_signal(uv_signal_t *s, int signum)
-{
-    ke_rt *e = s->data;
-    if (signum == SIGHUP) {
-        if (e->cfg.on_sighup)
-            e->cfg.on_sighup(e, e->cfg.sighup_arg);
-        return;
-    }
-    ke_log_info(RT_MOD, "stopping signal=%d", signum);
-    ke_rt_stop(e);
 }
 
 int ke_rt_new(const ke_rt_config *cfg, ke_rt **out)
@@ -745,13 +722,6 @@ int ke_rt_new(const ke_rt_config *cfg, ke_rt **out)
         uv_idle_init(&e->loop, &e->bus_idle) != 0 || uv_timer_init(&e->loop, &e->tick) != 0)
         goto fail;
     e->async.data = e->bus_idle.data = e->tick.data = e;
-    if (cfg->handle_signals) {
-        if (uv_signal_init(&e->loop, &e->sig_term) != 0 ||
-            uv_signal_init(&e->loop, &e->sig_int) != 0 ||
-            uv_signal_init(&e->loop, &e->sig_hup) != 0)
-            goto fail;
-        e->sig_term.data = e->sig_int.data = e->sig_hup.data = e;
-    }
     snprintf(e->health_text, sizeof(e->health_text), "starting");
     if (cfg->http_listen && *cfg->http_listen) {
         ke_http_config hc = {.listen = cfg->http_listen, .health = http_health, .health_arg = e};
@@ -779,13 +749,14 @@ int ke_rt_add(ke_rt *e, const ke_module_ops *ops, void *config)
     m->edge = e;
     m->config = config;
     const char *const labels[] = {"module", ops->name, NULL};
-    ke_metrics_counter_new("ke_bus_dropped_total",
-                           "Messages refused because the receiving module's queue was full.",
-                           labels, &m->m_dropped);
-    ke_metrics_counter_new("ke_bus_delivered_total", "Messages handed to the module.", labels,
-                           &m->m_delivered);
-    ke_metrics_gauge_new("ke_rt_module_healthy", "1 while the module reports itself healthy",
-                         labels, &m->m_healthy);
+    if (ke_metrics_counter_new("ke_bus_dropped_total",
+                               "Messages refused because the receiving module's queue was full.",
+                               labels, &m->m_dropped) != 0 ||
+        ke_metrics_counter_new("ke_bus_delivered_total", "Messages handed to the module.", labels,
+                               &m->m_delivered) != 0 ||
+        ke_metrics_gauge_new("ke_edge_module_healthy", "1 while the module reports itself healthy",
+                             labels, &m->m_healthy) != 0)
+        ke_log_warn(RT_MOD, "metrics of module %s not all registered", ops->name);
     return 0;
 }
 
@@ -809,6 +780,11 @@ static void start_modules(void *arg)
         ke_log_info(RT_MOD, "module %s started", m->ops->name);
     }
     health_update(e);
+    /* The loop's heartbeat, beaten by the one-second tick: a loop stuck
+     * for the stall limit turns /healthz to 503 (ke_watchdog.h). */
+    int rc = ke_watchdog_register("edge-loop", 0, &e->hb);
+    if (rc != 0)
+        ke_log_warn(RT_MOD, "no watchdog heartbeat for the loop: %s", ke_strerror(rc));
     if (e->cfg.on_started)
         e->cfg.on_started(e, e->cfg.started_arg);
 }
@@ -817,15 +793,8 @@ int ke_rt_run(ke_rt *e)
 {
     if (e->state != RT_NEW)
         return KE_EINVAL;
-    int rc = ke_watchdog_register("edge-loop", 0, &e->hb);
-    if (rc != 0)
-        ke_log_warn(RT_MOD, "no watchdog heartbeat for the loop: %s", ke_strerror(rc));
-    uv_timer_start(&e->tick, on_tick, 0, KE_WATCHDOG_TICK_MAX_MS);
-    if (e->cfg.handle_signals) {
-        uv_signal_start(&e->sig_term, on_signal, SIGTERM);
-        uv_signal_start(&e->sig_int, on_signal, SIGINT);
-        uv_signal_start(&e->sig_hup, on_signal, SIGHUP);
-    }
+    int rc;
+    uv_timer_start(&e->tick, on_tick, KE_WATCHDOG_TICK_MAX_MS, KE_WATCHDOG_TICK_MAX_MS);
     if ((rc = ke_rt_post(e, start_modules, e, 0)) != 0)
         return rc;
     uv_run(&e->loop, UV_RUN_DEFAULT);

@@ -36,8 +36,9 @@
  * Lifetime
  * --------
  * ke_rt_add registers modules before ke_rt_run; they start in that
- * order, each on the loop. ke_rt_stop (any thread; SIGTERM/SIGINT do it)
- * stops them in reverse order; the runtime then keeps the loop running
+ * order, each on the loop. ke_rt_stop (any thread: edgecore's signal
+ * thread calls it on SIGTERM, after arming the shutdown deadline, so a
+ * stuck loop cannot keep the process) stops them in reverse order; the runtime then keeps the loop running
  * until every rpc call started through it has delivered its on_close, calls
  * each module's destroy (reverse order), closes what is left and returns.
  */
@@ -87,9 +88,6 @@ typedef struct ke_rt_config {
     edge_store *store;      /* the edge store (owned by the caller, outlives the runtime) */
     ke_rpc_loop *rpc;       /* grpc's threads (owned by the caller) */
     const char *http_listen; /* /metrics and /healthz; NULL or "": none */
-    int handle_signals;     /* SIGTERM/SIGINT stop, SIGHUP is passed to on_sighup */
-    void (*on_sighup)(ke_rt *e, void *arg);
-    void *sighup_arg;
     /* on_started: every module has started (loop thread); NULL: none */
     void (*on_started)(ke_rt *e, void *arg);
     void *started_arg;

@@ -90,9 +90,9 @@ int edge_store_open(const edge_store_opts *o, edge_store **out)
         edge_store_close(mm);
         return rc;
     }
-    ke_metrics_counter_new("ke_rt_store_applied_total", "downstream changes applied", NULL,
+    ke_metrics_counter_new("ke_metamanager_applied_total", "downstream changes applied", NULL,
                            &mm->applied);
-    ke_metrics_counter_new("ke_rt_store_stale_total",
+    ke_metrics_counter_new("ke_metamanager_stale_total",
                            "downstream changes ignored: not newer than the stored version", NULL,
                            &mm->stale);
     ke_metrics_gauge_new("ke_edgehub_outbox_pending", "upstream reports not yet acknowledged",

@@ -143,8 +143,14 @@ static enum MHD_Result serve_healthz(ke_http *h, struct MHD_Connection *c)
         reason[sizeof(reason) - 1] = '\0';
         return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, reason);
     }
-    if (!h->health || h->health(h->health_arg, reason, sizeof(reason)) == 0)
-        return reply(c, MHD_HTTP_OK, "ok");
+    if (!h->health || h->health(h->health_arg, reason, sizeof(reason)) == 0) {
+        reason[sizeof(reason) - 1] = '\0';
+        if (!reason[0])
+            return reply(c, MHD_HTTP_OK, "ok");
+        char ok[KE_HTTP_MAX_REASON + 4];
+        snprintf(ok, sizeof(ok), "ok\n%s", reason); /* the component's detail */
+        return reply(c, MHD_HTTP_OK, ok);
+    }
     reason[sizeof(reason) - 1] = '\0';
     return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, reason[0] ? reason : "unhealthy");
 }

@@ -25,10 +25,12 @@
 
 typedef struct ke_http ke_http;
 
-/* Health callback: return 0 when healthy. Otherwise write a one-line reason
+/* Health callback: return 0 when healthy. Otherwise write a reason
  * (NUL-terminated, at most `cap` bytes; truncated beyond) into `reason` and
- * return non-zero: /healthz then answers 503 with that reason. Called on the
- * server thread, once per /healthz request. */
+ * return non-zero: /healthz then answers 503 with that reason. A healthy
+ * component may write detail too (its parts' state, a line each): the
+ * answer is then 200 "ok" followed by a newline and that detail. Called on
+ * the server thread, once per /healthz request. */
 typedef int (*ke_http_health_fn)(void *arg, char *reason, size_t cap);
 
 typedef struct {

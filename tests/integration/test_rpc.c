@@ -416,54 +416,21 @@ static void test_rpc_invalid_protobuf_gives_invalid_argument_and_server_serves_o
     assert_int_equal(ping(s->ch, "x", 1, 0, 5000, NULL, &st), KE_RPC_OK);
 }
 
-/* http_get fetches http://127.0.0.1:<port><path> with curl into a malloc'd
- * string; returns the HTTP status. */
-static int http_get(int port, const char *path, char **body)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "curl -s -w '\\n%%{http_code}' http://127.0.0.1:%d%s", port, path);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 20, n = 0;
-    char *buf = calloc(1, cap);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0)
-        n += r;
-    pclose(p);
-    char *nl = strrchr(buf, '\n');
-    assert_non_null(nl);
-    *nl = '\0';
-    *body = buf;
-    return atoi(nl + 1);
-}
-
-/* metric_value finds `series` at the start of a line of a Prometheus text
- * body and returns its value, or -1. */
-static long long metric_value(const char *body, const char *series)
-{
-    size_t n = strlen(series);
-    for (const char *p = body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
-        if (strncmp(p, series, n) == 0 && p[n] == ' ')
-            return atoll(p + n + 1);
-    }
-    return -1;
-}
-
 static void test_cloudcore_metrics_count_calls_and_refusals(void **state)
 {
     server *s = *state;
     char *body = NULL;
-    assert_int_equal(http_get(s->http_port, "/healthz", &body), 200);
+    assert_int_equal(ke_tp_http_get(s->http_port, "/healthz", &body), 200);
     assert_string_equal(body, "ok");
     free(body);
-    assert_int_equal(http_get(s->http_port, "/metrics", &body), 200);
+    assert_int_equal(ke_tp_http_get(s->http_port, "/metrics", &body), 200);
     /* The tests above made hundreds of pings and two invalid ones. */
-    assert_true(metric_value(body, "ke_rpc_server_calls_total{method=\"/ke.v1.Diagnostics/Ping\"}") >= 100);
-    assert_true(metric_value(body, "ke_rpc_server_invalid_messages_total{method=\"/ke.v1.Diagnostics/Ping\"}") >= 2);
-    assert_true(metric_value(body, "ke_rpc_server_calls_cancelled_total{method=\"/ke.v1.Diagnostics/Echo\"}") >= 1);
-    assert_true(metric_value(body, "ke_rpc_server_calls_active{method=\"/ke.v1.Diagnostics/Echo\"}") >= 0);
+    assert_true(ke_tp_metric_value(body, "ke_rpc_server_calls_total{method=\"/ke.v1.Diagnostics/Ping\"}") >= 100);
+    assert_true(ke_tp_metric_value(body, "ke_rpc_server_invalid_messages_total{method=\"/ke.v1.Diagnostics/Ping\"}") >= 2);
+    assert_true(ke_tp_metric_value(body, "ke_rpc_server_calls_cancelled_total{method=\"/ke.v1.Diagnostics/Echo\"}") >= 1);
+    assert_true(ke_tp_metric_value(body, "ke_rpc_server_calls_active{method=\"/ke.v1.Diagnostics/Echo\"}") >= 0);
     free(body);
-    assert_int_equal(http_get(s->http_port, "/nope", &body), 404);
+    assert_int_equal(ke_tp_http_get(s->http_port, "/nope", &body), 404);
     free(body);
 }
 

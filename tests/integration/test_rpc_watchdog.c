@@ -29,41 +29,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* http_get fetches http://127.0.0.1:<port><path> with curl (at most 5 s)
- * into a malloc'd string; returns the HTTP status (0 when curl failed). */
-static int http_get(int port, const char *path, char **body)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "curl -s -m 5 -w '\\n%%{http_code}' http://127.0.0.1:%d%s", port,
-             path);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t cap = 1 << 20, n = 0;
-    char *buf = calloc(1, cap);
-    assert_non_null(buf);
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0)
-        n += r;
-    pclose(p);
-    char *nl = strrchr(buf, '\n');
-    assert_non_null(nl);
-    *nl = '\0';
-    *body = buf;
-    return atoi(nl + 1);
-}
-
-/* metric_value finds `series` at the start of a line of a Prometheus text
- * body and returns its value, or -1. */
-static long long metric_value(const char *body, const char *series)
-{
-    size_t n = strlen(series);
-    for (const char *p = body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
-        if (strncmp(p, series, n) == 0 && p[n] == ' ')
-            return atoll(p + n + 1);
-    }
-    return -1;
-}
-
 /* wait_metric polls /metrics until `series` has value `want`; returns 0, or
  * -1 when the deadline passed. */
 static int wait_metric(int port, const char *series, long long want, int64_t timeout_ms)
@@ -71,8 +36,8 @@ static int wait_metric(int port, const char *series, long long want, int64_t tim
     int64_t end = ke_time_mono_ms() + timeout_ms;
     do {
         char *body = NULL;
-        int code = http_get(port, "/metrics", &body);
-        long long v = code == 200 ? metric_value(body, series) : -1;
+        int code = ke_tp_http_get(port, "/metrics", &body);
+        long long v = code == 200 ? ke_tp_metric_value(body, series) : -1;
         free(body);
         if (v == want)
             return 0;
@@ -99,7 +64,7 @@ static void test_watchdog_idle_cloudcore_stays_healthy_past_stall_limit(void **s
     for (size_t i = 0; i < sizeof(workers) / sizeof(workers[0]); i++)
         assert_int_equal(wait_metric(c.http_port, workers[i], 0, 10000), 0);
     char *body = NULL;
-    assert_int_equal(http_get(c.http_port, "/metrics", &body), 200);
+    assert_int_equal(ke_tp_http_get(c.http_port, "/metrics", &body), 200);
     assert_non_null(strstr(body, "ke_watchdog_stalled{name=\"wq-"));
     assert_non_null(strstr(body, "ke_watchdog_stalled{name=\"up-"));
     free(body);
@@ -108,7 +73,7 @@ static void test_watchdog_idle_cloudcore_stays_healthy_past_stall_limit(void **s
     int64_t end = ke_time_mono_ms() + 6000;
     int polls = 0;
     while (ke_time_mono_ms() < end) {
-        int code = http_get(c.http_port, "/healthz", &body);
+        int code = ke_tp_http_get(c.http_port, "/healthz", &body);
         if (code != 200)
             fail_msg("idle cloudcore answered /healthz %d: %s", code, body);
         assert_string_equal(body, "ok");
@@ -150,7 +115,7 @@ static void test_watchdog_stalled_rpc_thread_fails_healthz_and_sigterm_still_exi
     int code = 0;
     char *body = NULL;
     for (;;) {
-        code = http_get(http_port, "/healthz", &body);
+        code = ke_tp_http_get(http_port, "/healthz", &body);
         if (code == 503 || ke_time_mono_ms() > end)
             break;
         free(body);

@@ -268,6 +268,8 @@ void ke_edge_start(ke_cluster *c, ke_edge *e, const char *node, int server_port,
     assert_int_equal(ke_tp_start_log(&e->proc, argv, e->log), 0);
     char line[256];
     assert_int_equal(ke_tp_wait_line(&e->proc, "ready ", 20000, line, sizeof(line)), 0);
+    const char *hp = strstr(line, " http=");
+    e->http_port = hp ? atoi(hp + 6) : 0;
     e->running = 1;
     if (!e->local) {
         char target[220];

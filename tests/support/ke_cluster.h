@@ -38,6 +38,7 @@ typedef struct ke_edge {
     char log[200];
     ke_tp proc;
     int running;
+    int http_port;         /* /healthz and /metrics, when started with --http.listen; else 0 */
     ke_rpc_channel *local; /* EdgeLocal */
 } ke_edge;
 

@@ -150,3 +150,34 @@ const char *ke_tp_env(const char *name)
         fail_msg("environment variable %s is not set (run the tests through ctest)", name);
     return v;
 }
+
+int ke_tp_http_get(int port, const char *path, char **body)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "curl -s -m 5 -w '\\n%%{http_code}' http://127.0.0.1:%d%s", port,
+             path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t cap = 1 << 20, n = 0;
+    char *buf = calloc(1, cap);
+    assert_non_null(buf);
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0)
+        n += r;
+    pclose(p);
+    char *nl = strrchr(buf, '\n');
+    assert_non_null(nl);
+    *nl = '\0';
+    *body = buf;
+    return atoi(nl + 1);
+}
+
+long long ke_tp_metric_value(const char *body, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        if (strncmp(p, series, n) == 0 && p[n] == ' ')
+            return atoll(p + n + 1);
+    }
+    return -1;
+}

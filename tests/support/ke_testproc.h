@@ -47,4 +47,13 @@ int ke_tp_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* ke_tp_env returns getenv(name), failing the test when it is unset. */
 const char *ke_tp_env(const char *name);
 
+/* ke_tp_http_get fetches http://127.0.0.1:<port><path> with curl (at most
+ * 5 s) into a malloc'd *body (the caller frees); returns the HTTP status,
+ * 0 when curl got no answer. */
+int ke_tp_http_get(int port, const char *path, char **body);
+
+/* ke_tp_metric_value finds `series` at the start of a line of a Prometheus
+ * text body and returns its value, or -1. */
+long long ke_tp_metric_value(const char *body, const char *series);
+
 #endif
