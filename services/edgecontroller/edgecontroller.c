@@ -259,11 +259,10 @@ static int on_node_status(edgecontroller *ec, const char *node, const Ke__V1__Me
     json_error_t je;
     json_t *rep = json_loadb((const char *)m->content.data, m->content.len, 0, &je);
     int rc = 0;
-    char why[256];
+    char why[256], ew[KE_LOG_ESC_SIZE(sizeof(why))];
     if (!json_is_object(rep))
         ke_log_warn(EC_MOD, "ignoring node status that is not a JSON object node=%s", node);
     else if (ke_k8s_json_depth_check(rep, KE_K8S_JSON_DEPTH_MAX, why, sizeof(why)) != 0)
-        char ew[KE_LOG_ESC_SIZE(sizeof(why))];
         ke_log_warn(EC_MOD, "ignoring node status node=%s: %s", node,
                     ke_log_esc(why, ew, sizeof(ew)));
     else if ((rc = node_get_or_create(ec, node, &obj)) == 0)
