@@ -142,7 +142,7 @@ static json_t *get_on(ke_rpc_channel *ch, const char *kind, const char *name, in
 {
     Ke__V1__ObjectRef ref = KE__V1__OBJECT_REF__INIT;
     ref.kind = (char *)kind;
-    ref.namespace_ = "default";
+    ref.namespace_ = strcmp(kind, "Node") == 0 ? "" : "default"; /* Nodes have none */
     ref.name = (char *)name;
     ke_rpc_stub ec = {ch, &ke__v1__edge_controller__descriptor};
     ProtobufCMessage *reply = NULL;
