@@ -35,39 +35,20 @@ static void pause_ms(long ms)
 
 static int apply(const char *json, char *msg, size_t len)
 {
-    Ke__V1__ApplyRequest req = KE__V1__APPLY_REQUEST__INIT;
-    req.object_json.data = (uint8_t *)json;
-    req.object_json.len = strlen(json);
-    ke_rpc_stub ec = {C.admin, &ke__v1__edge_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
     ke_rpc_status st;
-    ke_rpc_call_opts o = {.timeout_ms = 10000};
-    assert_int_equal(ke_rpc_stub_unary(&ec, "Apply", &req.base, &o, &reply, &st), 0);
+    int code = ke_ec_apply(C.admin, json, &st);
     if (msg)
         snprintf(msg, len, "%s", st.message);
-    if (reply)
-        protobuf_c_message_free_unpacked(reply, NULL);
-    return st.code;
+    return code;
 }
 
 /* get returns the object (json_decref it), or NULL with *code set. */
 static json_t *get(const char *kind, const char *ns, const char *name, int *code)
 {
-    Ke__V1__ObjectRef ref = KE__V1__OBJECT_REF__INIT;
-    ref.kind = (char *)kind;
-    ref.namespace_ = (char *)ns;
-    ref.name = (char *)name;
-    ke_rpc_stub ec = {C.admin, &ke__v1__edge_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
     ke_rpc_status st;
-    assert_int_equal(ke_rpc_stub_unary(&ec, "Get", &ref.base, NULL, &reply, &st), 0);
+    json_t *obj = ke_ec_get(C.admin, kind, ns, name, &st);
     if (code)
         *code = st.code;
-    if (st.code != KE_RPC_OK)
-        return NULL;
-    Ke__V1__ObjectReply *r = (Ke__V1__ObjectReply *)reply;
-    json_t *obj = json_loadb((const char *)r->object_json.data, r->object_json.len, 0, NULL);
-    protobuf_c_message_free_unpacked(reply, NULL);
     return obj;
 }
 

@@ -55,19 +55,11 @@ static void pause_ms(long ms)
 
 static int apply(ke_cluster *c, const char *json)
 {
-    Ke__V1__ApplyRequest req = KE__V1__APPLY_REQUEST__INIT;
-    req.object_json.data = (uint8_t *)json;
-    req.object_json.len = strlen(json);
-    ke_rpc_stub ec = {c->api, &ke__v1__edge_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
     ke_rpc_status st;
-    ke_rpc_call_opts o = {.timeout_ms = 10000};
-    assert_int_equal(ke_rpc_stub_unary(&ec, "Apply", &req.base, &o, &reply, &st), 0);
-    if (st.code != KE_RPC_OK)
+    int code = ke_ec_apply(c->api, json, &st);
+    if (code != KE_RPC_OK)
         fprintf(stderr, "apply: %s: %s\n", ke_rpc_status_name(st.code), st.message);
-    if (reply)
-        protobuf_c_message_free_unpacked(reply, NULL);
-    return st.code;
+    return code;
 }
 
 static int del(ke_cluster *c, const char *kind, const char *name)
@@ -92,27 +84,14 @@ static int del(ke_cluster *c, const char *kind, const char *name)
  * the controllers may be restarting. */
 static json_t *get(ke_cluster *c, const char *kind, const char *name)
 {
+    /* Nodes are cluster-scoped: no namespace */
+    const char *ns = strcmp(kind, "Node") == 0 ? "" : "default";
     for (int i = 0; i < 100; i++) {
-        Ke__V1__ObjectRef ref = KE__V1__OBJECT_REF__INIT;
-        ref.kind = (char *)kind;
-        ref.namespace_ = strcmp(kind, "Node") == 0 ? "" : "default"; /* cluster-scoped */
-        ref.name = (char *)name;
-        ke_rpc_stub ec = {c->api, &ke__v1__edge_controller__descriptor};
-        ProtobufCMessage *reply = NULL;
         ke_rpc_status st;
-        ke_rpc_call_opts o = {.timeout_ms = 10000};
-        if (ke_rpc_stub_unary(&ec, "Get", &ref.base, &o, &reply, &st) != 0)
-            return NULL;
-        if (st.code == KE_RPC_UNAVAILABLE) {
-            pause_ms(100);
-            continue;
-        }
-        if (st.code != KE_RPC_OK)
-            return NULL;
-        Ke__V1__ObjectReply *r = (Ke__V1__ObjectReply *)reply;
-        json_t *obj = json_loadb((const char *)r->object_json.data, r->object_json.len, 0, NULL);
-        protobuf_c_message_free_unpacked(reply, NULL);
-        return obj;
+        json_t *obj = ke_ec_get(c->api, kind, ns, name, &st);
+        if (st.code != KE_RPC_UNAVAILABLE)
+            return obj;
+        pause_ms(100);
     }
     return NULL;
 }

@@ -90,43 +90,13 @@ static const ke_module_ops probe_module = {
 
 /* ---- the cloud side ---- */
 
-static int apply(ke_cluster *c, const char *json)
-{
-    Ke__V1__ApplyRequest req = KE__V1__APPLY_REQUEST__INIT;
-    req.object_json.data = (uint8_t *)json;
-    req.object_json.len = strlen(json);
-    ke_rpc_stub ec = {c->api, &ke__v1__edge_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
-    ke_rpc_status st;
-    ke_rpc_call_opts o = {.timeout_ms = 10000};
-    assert_int_equal(ke_rpc_stub_unary(&ec, "Apply", &req.base, &o, &reply, &st), 0);
-    if (reply)
-        protobuf_c_message_free_unpacked(reply, NULL);
-    return st.code;
-}
-
 /* pod_n reads status.n of pod p-0 from EdgeController's store (-1: none). */
 static long long pod_n(ke_cluster *c)
 {
-    Ke__V1__ObjectRef ref = KE__V1__OBJECT_REF__INIT;
-    ref.kind = "Pod";
-    ref.namespace_ = "default";
-    ref.name = "p-0";
-    ke_rpc_stub ec = {c->api, &ke__v1__edge_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
-    ke_rpc_status st;
-    ke_rpc_call_opts o = {.timeout_ms = 10000};
-    long long n = -1;
-    if (ke_rpc_stub_unary(&ec, "Get", &ref.base, &o, &reply, &st) == 0 && st.code == KE_RPC_OK) {
-        Ke__V1__ObjectReply *r = (Ke__V1__ObjectReply *)reply;
-        json_t *pod = json_loadb((const char *)r->object_json.data, r->object_json.len, 0, NULL);
-        json_t *v = json_object_get(json_object_get(pod, "status"), "n");
-        if (json_is_integer(v))
-            n = json_integer_value(v);
-        json_decref(pod);
-    }
-    if (reply)
-        protobuf_c_message_free_unpacked(reply, NULL);
+    json_t *pod = ke_ec_get(c->api, "Pod", "default", "p-0", NULL);
+    json_t *v = json_object_get(json_object_get(pod, "status"), "n");
+    long long n = json_is_integer(v) ? json_integer_value(v) : -1;
+    json_decref(pod);
     return n;
 }
 
@@ -163,15 +133,15 @@ static void test_a_module_on_the_public_interface_gets_its_group_and_reports(voi
     /* A pod can be bound to the node once its Node object exists (edgecore
      * reports the node status that makes it; this runtime has only the
      * modules the test names, so the test makes it). */
-    assert_int_equal(apply(&c, "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":"
-                               "{\"name\":\"" NODE "\"}}"),
+    assert_int_equal(ke_ec_apply(c.api, "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":"
+                               "{\"name\":\"" NODE "\"}}", NULL),
                      KE_RPC_OK);
     const char *pod = "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"p-0\","
                       "\"namespace\":\"default\"},\"spec\":{\"nodeName\":\"" NODE "\","
                       "\"containers\":[{\"name\":\"c\",\"image\":\"busybox\"}]}}";
     int64_t until = ke_time_mono_ms() + 30000;
     int code;
-    while ((code = apply(&c, pod)) != KE_RPC_OK && ke_time_mono_ms() < until)
+    while ((code = ke_ec_apply(c.api, pod, NULL)) != KE_RPC_OK && ke_time_mono_ms() < until)
         pause_ms(20);
     assert_int_equal(code, KE_RPC_OK);
 

@@ -122,39 +122,20 @@ static ke_rpc_channel *user_channel(const char *user)
 
 static int apply(const char *json)
 {
-    Ke__V1__ApplyRequest req = KE__V1__APPLY_REQUEST__INIT;
-    req.object_json.data = (uint8_t *)json;
-    req.object_json.len = strlen(json);
-    ke_rpc_stub ec = {C.api, &ke__v1__edge_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
     ke_rpc_status st;
-    ke_rpc_call_opts o = {.timeout_ms = 20000};
-    assert_int_equal(ke_rpc_stub_unary(&ec, "Apply", &req.base, &o, &reply, &st), 0);
-    if (st.code != KE_RPC_OK)
+    int code = ke_ec_apply(C.api, json, &st);
+    if (code != KE_RPC_OK)
         fprintf(stderr, "apply: %s: %s\n", ke_rpc_status_name(st.code), st.message);
-    if (reply)
-        protobuf_c_message_free_unpacked(reply, NULL);
-    return st.code;
+    return code;
 }
 
 /* get returns the object (json_decref it) or NULL; *code: the status. */
 static json_t *get_on(ke_rpc_channel *ch, const char *kind, const char *name, int *code)
 {
-    Ke__V1__ObjectRef ref = KE__V1__OBJECT_REF__INIT;
-    ref.kind = (char *)kind;
-    ref.namespace_ = strcmp(kind, "Node") == 0 ? "" : "default"; /* Nodes have none */
-    ref.name = (char *)name;
-    ke_rpc_stub ec = {ch, &ke__v1__edge_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
     ke_rpc_status st;
-    ke_rpc_call_opts o = {.timeout_ms = 20000};
-    assert_int_equal(ke_rpc_stub_unary(&ec, "Get", &ref.base, &o, &reply, &st), 0);
+    /* Nodes are cluster-scoped: no namespace */
+    json_t *obj = ke_ec_get(ch, kind, strcmp(kind, "Node") == 0 ? "" : "default", name, &st);
     *code = st.code;
-    if (st.code != KE_RPC_OK)
-        return NULL;
-    Ke__V1__ObjectReply *r = (Ke__V1__ObjectReply *)reply;
-    json_t *obj = json_loadb((const char *)r->object_json.data, r->object_json.len, 0, NULL);
-    protobuf_c_message_free_unpacked(reply, NULL);
     return obj;
 }
 

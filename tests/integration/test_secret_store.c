@@ -79,19 +79,11 @@ static int teardown(void **state)
 
 static int apply(const char *json, char *msg, size_t len)
 {
-    Ke__V1__ApplyRequest req = KE__V1__APPLY_REQUEST__INIT;
-    req.object_json.data = (uint8_t *)json;
-    req.object_json.len = strlen(json);
-    ke_rpc_stub ec = {C.api, &ke__v1__edge_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
     ke_rpc_status st;
-    ke_rpc_call_opts o = {.timeout_ms = 10000};
-    assert_int_equal(ke_rpc_stub_unary(&ec, "Apply", &req.base, &o, &reply, &st), 0);
+    int code = ke_ec_apply(C.api, json, &st);
     if (msg)
         snprintf(msg, len, "%s", st.message);
-    if (reply)
-        protobuf_c_message_free_unpacked(reply, NULL);
-    return st.code;
+    return code;
 }
 
 /* get returns the object as text (free it), or NULL with *code and msg. */

@@ -3,6 +3,8 @@
  */
 #include "ke_cluster.h"
 
+#include "edgecontroller.pb-c.h"
+
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -442,4 +444,46 @@ int ke_file_wait_contains(const char *path, const char *text, int64_t timeout_ms
         nanosleep(&ts, NULL);
     }
     return 1;
+}
+
+int ke_ec_apply(ke_rpc_channel *ch, const char *json, ke_rpc_status *st)
+{
+    Ke__V1__ApplyRequest req = KE__V1__APPLY_REQUEST__INIT;
+    req.object_json.data = (uint8_t *)json;
+    req.object_json.len = strlen(json);
+    ke_rpc_stub ec = {ch, &ke__v1__edge_controller__descriptor};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status s;
+    ke_rpc_call_opts o = {.timeout_ms = 20000};
+    assert_int_equal(ke_rpc_stub_unary(&ec, "Apply", &req.base, &o, &reply, &s), 0);
+    if (reply)
+        protobuf_c_message_free_unpacked(reply, NULL);
+    if (st)
+        *st = s;
+    return s.code;
+}
+
+json_t *ke_ec_get(ke_rpc_channel *ch, const char *kind, const char *ns, const char *name,
+                  ke_rpc_status *st)
+{
+    Ke__V1__ObjectRef ref = KE__V1__OBJECT_REF__INIT;
+    ref.kind = (char *)kind;
+    ref.namespace_ = (char *)(ns ? ns : "");
+    ref.name = (char *)name;
+    ke_rpc_stub ec = {ch, &ke__v1__edge_controller__descriptor};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status s;
+    ke_rpc_call_opts o = {.timeout_ms = 20000};
+    assert_int_equal(ke_rpc_stub_unary(&ec, "Get", &ref.base, &o, &reply, &s), 0);
+    if (st)
+        *st = s;
+    if (s.code != KE_RPC_OK) {
+        if (reply)
+            protobuf_c_message_free_unpacked(reply, NULL);
+        return NULL;
+    }
+    Ke__V1__ObjectReply *r = (Ke__V1__ObjectReply *)reply;
+    json_t *obj = json_loadb((const char *)r->object_json.data, r->object_json.len, 0, NULL);
+    protobuf_c_message_free_unpacked(reply, NULL);
+    return obj;
 }

@@ -13,6 +13,7 @@
 #include "ke_rpc.h"
 #include "ke_testproc.h"
 
+#include <jansson.h>
 #include <stdint.h>
 
 typedef struct ke_cluster {
@@ -125,6 +126,16 @@ long long ke_cluster_metric(ke_cluster *c, const char *series);
 
 /* ke_cluster_node_connected asks Hub.ListNodes: 1 connected, 0 not, -1 unknown. */
 int ke_cluster_node_connected(ke_cluster *c, const char *node);
+
+/* ke_ec_apply applies an object (JSON text) through EdgeController.Apply on
+ * ch (c->api: the cluster's administrator). Returns the status code; *st
+ * (may be NULL) gets the whole status. */
+int ke_ec_apply(ke_rpc_channel *ch, const char *json, ke_rpc_status *st);
+
+/* ke_ec_get reads one object through EdgeController.Get on ch: the object
+ * (json_decref it), or NULL with the status in *st (may be NULL). */
+json_t *ke_ec_get(ke_rpc_channel *ch, const char *kind, const char *ns, const char *name,
+                  ke_rpc_status *st);
 
 /* ke_file_contains returns 1 when the file holds the text. */
 int ke_file_contains(const char *path, const char *text);
