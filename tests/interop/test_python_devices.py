@@ -110,7 +110,8 @@ class DeviceInterop(unittest.TestCase):
         for p in (cls.edge, cls.cloud):
             p.terminate()
             assert p.wait(timeout=15) == 0
-        shutil.rmtree(cls.tmp)
+        if not os.environ.get("KE_KEEP_TMP"):
+            shutil.rmtree(cls.tmp)
 
     def apply(self, obj):
         return json.loads(self.ec.Apply(ecp.ApplyRequest(object_json=json.dumps(obj).encode()))
@@ -143,12 +144,22 @@ class DeviceInterop(unittest.TestCase):
         stream = self.dc.WatchTwins(dcp.WatchTwinsRequest(namespace="default", name="therm-1"))
         threading.Thread(target=lambda: [events.put(e) for e in stream], daemon=True).start()
 
-        twin = self.dc.SetDesired(dcp.SetDesiredRequest(
-            device=dcp.DeviceRef(namespace="default", name="therm-1"),
-            property="temp", value="25"))
-        self.assertEqual(twin.desired.value, "25")
-        self.assertGreater(twin.desired.timestamp_ms, 0)
-        ev = events.get(timeout=30)
+        # The server registers the watch at some point after the call
+        # starts: until an event shows it is live, set the value again (each
+        # SetDesired is a new desired version, so a live watch sees one).
+        deadline = time.monotonic() + 30
+        ev = None
+        while ev is None and time.monotonic() < deadline:
+            twin = self.dc.SetDesired(dcp.SetDesiredRequest(
+                device=dcp.DeviceRef(namespace="default", name="therm-1"),
+                property="temp", value="25"))
+            self.assertEqual(twin.desired.value, "25")
+            self.assertGreater(twin.desired.timestamp_ms, 0)
+            try:
+                ev = events.get(timeout=1)
+            except queue.Empty:
+                pass
+        self.assertIsNotNone(ev, "no twin event on the watch within 30 s")
         self.assertEqual((ev.twin.property, ev.twin.desired.value), ("temp", "25"))
 
         # The edge's store receives the desired value.
