@@ -760,11 +760,10 @@ int ke_rt_add(ke_rt *e, const ke_module_ops *ops, void *config)
     return 0;
 }
 
-/* start_modules: on the loop (posted first), so a module's start already
- * runs under the threading rule. */
-static void start_modules(void *arg)
+/* start_modules: on the loop's thread, before its first turn, so a
+ * module's start already runs under the threading rule. */
+static void start_modules(ke_rt *e)
 {
-    ke_rt *e = arg;
     e->state = RT_RUNNING;
     for (size_t i = 0; i < e->n_mods; i++) {
         ke_module *m = &e->mods[i];
@@ -793,10 +792,10 @@ int ke_rt_run(ke_rt *e)
 {
     if (e->state != RT_NEW)
         return KE_EINVAL;
-    int rc;
     uv_timer_start(&e->tick, on_tick, KE_WATCHDOG_TICK_MAX_MS, KE_WATCHDOG_TICK_MAX_MS);
-    if ((rc = ke_rt_post(e, start_modules, e, 0)) != 0)
-        return rc;
+    /* This thread is the loop's: the modules start here, before any
+     * closure posted meanwhile runs (those run in the loop's first turn). */
+    start_modules(e);
     uv_run(&e->loop, UV_RUN_DEFAULT);
     pthread_mutex_lock(&e->post_mu);
     e->post_closed = 1;
