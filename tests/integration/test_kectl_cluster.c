@@ -33,18 +33,12 @@ static void pause_ms(long ms)
 static int run(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int run(char *out, size_t len, const char *fmt, ...)
 {
-    char args[1024], cmd[2200];
+    char args[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof(args), fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", kectl, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, len - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return ke_tp_capture(out, len, "%s %s", kectl, args);
 }
 
 static void write_file(const char *name, const char *text, char *path, size_t len)

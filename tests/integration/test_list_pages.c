@@ -106,20 +106,12 @@ static const char *item_name(const ProtobufCBinaryData *b, char *buf, size_t len
 static int run(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int run(char *out, size_t len, const char *fmt, ...)
 {
-    char args[1024], cmd[2200];
+    char args[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof(args), fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof(cmd), "%s %s 2>&1", kectl, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = 0, got;
-    while (n < len - 1 && (got = fread(out + n, 1, len - 1 - n, p)) > 0)
-        n += got;
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return ke_tp_capture(out, len, "%s %s", kectl, args);
 }
 
 static const char *pod_json(const char *ns, const char *name, char *buf, size_t len)

@@ -181,3 +181,21 @@ long long ke_tp_metric_value(const char *body, const char *series)
     }
     return -1;
 }
+
+int ke_tp_capture(char *out, size_t len, const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd) - 8, fmt, ap);
+    va_end(ap);
+    strcat(cmd, " 2>&1");
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = 0, got;
+    while (n < len - 1 && (got = fread(out + n, 1, len - 1 - n, p)) > 0)
+        n += got;
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}

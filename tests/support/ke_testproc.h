@@ -47,6 +47,11 @@ int ke_tp_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* ke_tp_env returns getenv(name), failing the test when it is unset. */
 const char *ke_tp_env(const char *name);
 
+/* ke_tp_capture runs the shell command `fmt ...` with its stderr joined to
+ * its stdout, puts what it printed in out (len bytes, NUL-terminated, cut
+ * beyond) and returns its exit code (-1 when it did not exit normally). */
+int ke_tp_capture(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* ke_tp_http_get fetches http://127.0.0.1:<port><path> with curl (at most
  * 5 s) into a malloc'd *body (the caller frees); returns the HTTP status,
  * 0 when curl got no answer. */
