@@ -67,7 +67,6 @@ typedef struct digest_sender {
 typedef enum { H_IDLE, H_BARRIER, H_STREAM } hub_phase;
 
 typedef struct hub {
-    ke_module *m;
     ke_rt *e;
     edge_store *st;
     edgehub_config cfg;
@@ -84,7 +83,7 @@ typedef struct hub {
     digest_sender digest;
     uint64_t tomb_mark;
     uint64_t unsent_ack; /* a downstream ack the full send queue refused */
-    uint64_t next_send, sent_upto, acked;
+    uint64_t sent_upto, acked;
     int64_t last_rx_ms, keepalive_ms, next_ka_ms, rotate_at_ms, reconnect_at_ms;
     int64_t backoff_ms;
     int attempts, was_ready;
@@ -274,7 +273,6 @@ static void on_hello_ack(hub *h, const Ke__V1__HelloAck *a)
     if (rc != 0)
         ke_log_warn(EH_MOD, "cannot drop acknowledged reports: %s", ke_strerror(rc));
     h->ready = h->was_ready = 1;
-    h->next_send = next;
     h->sent_upto = next - 1;
     h->acked = next - 1;
     if (a->keepalive_ms && a->keepalive_ms < h->cfg.keepalive_ms)
@@ -734,7 +732,6 @@ static int eh_start(ke_module *m)
     hub *h = calloc(1, sizeof(*h));
     if (!h)
         return KE_ENOMEM;
-    h->m = m;
     h->e = e;
     h->st = ke_rt_store(e);
     h->cfg = *cfg;

@@ -15,7 +15,6 @@
 #define MM_HUB "edgehub" /* where downstream changes come from; told of new reports */
 
 typedef struct mm {
-    ke_module *m;
     ke_rt *e;
     uv_check_t notice; /* tells EdgeHub of new reports once per loop turn */
     int notice_due;
@@ -146,7 +145,6 @@ static int mm_start(ke_module *m)
     mm *s = calloc(1, sizeof(*s));
     if (!s)
         return KE_ENOMEM;
-    s->m = m;
     s->e = ke_module_rt(m);
     if (uv_check_init(ke_rt_loop(s->e), &s->notice) != 0) {
         free(s);

@@ -4,7 +4,8 @@
  * The loop owns: an async handle (closures posted by other threads), an
  * idle handle (bus delivery, active only while a queue holds messages), a
  * one-second timer (the loop's watchdog heartbeat and the modules' health
- * snapshot) and, when asked, signal handles. Stopping: stop each started
+ * snapshot); signals are the program's (edgecore takes them on a thread of
+ * its own). Stopping: stop each started
  * module in reverse order, keep running until every rpc call made or served
  * through the runtime has delivered on_close, destroy the modules, close
  * the runtime's handles, and let uv_run return.
@@ -358,7 +359,6 @@ typedef struct call_ctx {
     ke_rt *e;
     ke_rt_rpc_handler h;
     void *ud;
-    int server;
     struct rpc_event *close_ev; /* made in advance: a close is never refused */
 } call_ctx;
 
@@ -437,7 +437,7 @@ static void post_event(call_ctx *c, ke_rpc_call *call, rpc_event *ev, size_t byt
 }
 
 
-static void tr_message(ke_rpc_call *call, const ProtobufCMessage *msg, void *ud, call_ctx *c)
+static void tr_message(call_ctx *c, ke_rpc_call *call, const ProtobufCMessage *msg)
 {
     rpc_event *ev = calloc(1, sizeof(*ev));
     size_t len = protobuf_c_message_get_packed_size(msg);
@@ -449,7 +449,6 @@ static void tr_message(ke_rpc_call *call, const ProtobufCMessage *msg, void *ud,
         ke_rpc_call_cancel(call);
         return;
     }
-    (void)ud;
     protobuf_c_message_pack(msg, buf);
     ev->type = EV_MESSAGE;
     ev->desc = msg->descriptor;
@@ -482,7 +481,7 @@ static void tr_close(call_ctx *c, ke_rpc_call *call, const ke_rpc_status *st)
 /* client calls: ud is the call_ctx */
 static void cl_on_message(ke_rpc_call *call, const ProtobufCMessage *msg, void *ud)
 {
-    tr_message(call, msg, ud, ud);
+    tr_message(ud, call, msg);
 }
 static void cl_on_drain(ke_rpc_call *call, void *ud) { tr_drain(ud, call); }
 static void cl_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
@@ -490,7 +489,7 @@ static void cl_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     tr_close(ud, call, st);
 }
 
-static call_ctx *ctx_new(ke_rt *e, const ke_rt_rpc_handler *h, void *ud, int server)
+static call_ctx *ctx_new(ke_rt *e, const ke_rt_rpc_handler *h, void *ud)
 {
     call_ctx *c = calloc(1, sizeof(*c));
     rpc_event *ev = calloc(1, sizeof(*ev));
@@ -502,7 +501,6 @@ static call_ctx *ctx_new(ke_rt *e, const ke_rt_rpc_handler *h, void *ud, int ser
     c->e = e;
     c->h = *h;
     c->ud = ud;
-    c->server = server;
     c->close_ev = ev;
     return c;
 }
@@ -517,7 +515,7 @@ int ke_rt_call_start(ke_rt *e, ke_rpc_channel *ch, const ProtobufCServiceDescrip
                        const char *method, const ke_rt_rpc_handler *h, void *ud,
                        const ke_rpc_call_opts *opts, ke_rpc_call **out)
 {
-    call_ctx *c = ctx_new(e, h, ud, 0);
+    call_ctx *c = ctx_new(e, h, ud);
     if (!c)
         return KE_ENOMEM;
     static const ke_rpc_handler tramp = {
@@ -537,7 +535,7 @@ int ke_rt_call_start(ke_rt *e, ke_rpc_channel *ch, const ProtobufCServiceDescrip
 static void sv_on_open(ke_rpc_call *call, void *ud)
 {
     method_ctx *mc = ud;
-    call_ctx *c = ctx_new(mc->e, &mc->h, mc->ud, 1);
+    call_ctx *c = ctx_new(mc->e, &mc->h, mc->ud);
     if (!c) {
         ke_log_error(RT_MOD, "out of memory for a call method=%s", ke_rpc_call_method(call));
         ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED, "edgecore is out of memory", NULL);
@@ -551,7 +549,7 @@ static void sv_on_message(ke_rpc_call *call, const ProtobufCMessage *msg, void *
     (void)ud;
     call_ctx *c = ke_rpc_call_get_data(call);
     if (c)
-        tr_message(call, msg, NULL, c);
+        tr_message(c, call, msg);
 }
 static void sv_on_drain(ke_rpc_call *call, void *ud)
 {
