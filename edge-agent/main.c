@@ -3,9 +3,10 @@
  * (runtime/ke_rt.h; edge-agent/README.md says how it works).
  *
  * The module registry is the table `modules` below: MetaManager (the bus's
- * door to the SQLite store), EdgeHub (the tunnel to CloudHub) and
- * EdgeLocal (the local API, api/edge.proto, on a Unix socket or loopback
- * for programs on this host), each turned on or off with
+ * door to the SQLite store), EdgeHub (the tunnel to CloudHub), EdgeLocal
+ * (the local API, api/edge.proto, on a Unix socket or loopback for
+ * programs on this host) and Edged (pods through the container runtime's
+ * CRI), each turned on or off with
  * modules.<name>.enable. Configuration: YAML (--config, written by
  * `keadm join`) and flags; `edgecore --help` lists the keys.
  *
@@ -15,6 +16,7 @@
  * SIGTERM/SIGINT stop it; SIGHUP rotates the node certificate now.
  */
 #include "edge_store.h"
+#include "edged.h"
 #include "edgehub.h"
 #include "edgelocal.h"
 #include "ke_config.h"
@@ -55,7 +57,9 @@ struct edgecore_config {
     int64_t outbox_max, reported_max;
     char *local_listen;
     char *http_listen;
-    bool en_metamanager, en_edgehub, en_edgelocal;
+    bool en_metamanager, en_edgehub, en_edgelocal, en_edged;
+    char *cri_endpoint, *edged_root;
+    int64_t relist, backoff_first, backoff_cap;
     int64_t stall_timeout, shutdown_timeout;
 };
 
@@ -97,6 +101,17 @@ static const ke_config_field edgecore_fields[] = {
       "run EdgeHub (the tunnel to CloudHub)"),
     F("modules.edgelocal.enable", KE_CONFIG_BOOL, en_edgelocal, "true",
       "run EdgeLocal (the local API on local.listen)"),
+    F("modules.edged.enable", KE_CONFIG_BOOL, en_edged, "true",
+      "run Edged (this node's pods, through the container runtime's CRI)"),
+    F("edged.runtime_endpoint", KE_CONFIG_STRING, cri_endpoint, "/run/containerd/containerd.sock",
+      "the container runtime's CRI socket"),
+    F("edged.root_dir", KE_CONFIG_STRING, edged_root, "",
+      "pods' volumes and logs; empty: edged/ beside metamanager.db"),
+    F("edged.relist_period", KE_CONFIG_DURATION, relist, "1s",
+      "how often the runtime is listed (exits, restarts, status)"),
+    F("edged.backoff_initial", KE_CONFIG_DURATION, backoff_first, "10s",
+      "restart delay of a failing container after its first restart (doubling)"),
+    F("edged.backoff_max", KE_CONFIG_DURATION, backoff_cap, "5m", "longest restart delay"),
 };
 
 /* report_node_status queues this host's addresses, capacity and system
@@ -270,8 +285,8 @@ int main(int argc, char **argv)
                            require(cfg.ca, "edgehub.tls.ca") || require(cfg.cert, "edgehub.tls.cert") ||
                            require(cfg.key, "edgehub.tls.key")))
         goto out;
-    if ((cfg.en_edgehub || cfg.en_edgelocal) && !cfg.en_metamanager) {
-        fprintf(stderr, "edgecore: modules.edgehub and modules.edgelocal need "
+    if ((cfg.en_edgehub || cfg.en_edgelocal || cfg.en_edged) && !cfg.en_metamanager) {
+        fprintf(stderr, "edgecore: modules.edgehub, modules.edgelocal and modules.edged need "
                         "modules.metamanager.enable: true\n");
         goto out;
     }
@@ -279,6 +294,12 @@ int main(int argc, char **argv)
         cfg.outbox_max > UINT32_MAX || cfg.reported_max < 1 || cfg.reported_max > UINT32_MAX) {
         fprintf(stderr, "edgecore: edgehub.window must be 1..65536, metamanager.outbox_max and "
                         "metamanager.reported_max 1..4294967295\n");
+        goto out;
+    }
+    if (cfg.relist < 100 || cfg.relist > 600000 || cfg.backoff_first < 0 ||
+        cfg.backoff_cap < cfg.backoff_first || cfg.backoff_cap > 86400000) {
+        fprintf(stderr, "edgecore: edged.relist_period must be between 100ms and 10m, and "
+                        "edged.backoff_initial <= edged.backoff_max <= 24h\n");
         goto out;
     }
     if (cfg.stall_timeout < 1000 || cfg.stall_timeout > 3600000 ||
@@ -337,10 +358,25 @@ int main(int argc, char **argv)
         .window = (uint32_t)cfg.window,
     };
     edgelocal_config lc = {.listen = cfg.local_listen};
+    char edged_root[4096];
+    if (cfg.edged_root && *cfg.edged_root) {
+        snprintf(edged_root, sizeof(edged_root), "%s", cfg.edged_root);
+    } else {
+        const char *slash = strrchr(cfg.db, '/');
+        snprintf(edged_root, sizeof(edged_root), "%.*s/edged",
+                 slash ? (int)(slash - cfg.db) : 1, slash ? cfg.db : ".");
+    }
+    edged_config dc = {.node_name = cfg.node_name,
+                       .runtime_endpoint = cfg.cri_endpoint,
+                       .root_dir = edged_root,
+                       .relist_ms = cfg.relist,
+                       .backoff_initial_ms = cfg.backoff_first,
+                       .backoff_max_ms = cfg.backoff_cap};
     const module_row modules[] = {
         {&metamanager_module, &cfg.en_metamanager, NULL},
         {&edgehub_module, &cfg.en_edgehub, &hc},
         {&edgelocal_module, &cfg.en_edgelocal, &lc},
+        {&edged_module, &cfg.en_edged, &dc},
     };
     for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++)
         if (*modules[i].enable && (rc = ke_rt_add(edge, modules[i].ops, modules[i].config)) != 0) {

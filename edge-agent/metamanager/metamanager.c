@@ -53,6 +53,30 @@ static void on_notice(uv_check_t *h)
     }
 }
 
+/* module_group: the bus group whose module acts on a change of the object
+ * at key "node/<node>/<namespace>/<Kind>/<name>", or NULL (kept only). */
+static const char *module_group(const char *key)
+{
+    static const struct {
+        const char *kind, *group;
+    } routes[] = {
+        {"Pod", "edged"}, {"ConfigMap", "edged"}, {"Secret", "edged"},
+        {"Device", "devicetwin"}, {"DeviceModel", "devicetwin"},
+    };
+    const char *p = key;
+    for (int i = 0; i < 3 && p; i++) /* past node/<node>/<ns>/ */
+        if ((p = strchr(p, '/')))
+            p++;
+    if (!p)
+        return NULL;
+    const char *end = strchr(p, '/');
+    size_t n = end ? (size_t)(end - p) : 0;
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (n == strlen(routes[i].kind) && strncmp(p, routes[i].kind, n) == 0)
+            return routes[i].group;
+    return NULL;
+}
+
 static void downstream(mm *s, Ke__V1__Message *msg)
 {
     int rc = edge_store_apply(ke_rt_store(s->e), msg);
@@ -66,17 +90,32 @@ static void downstream(mm *s, Ke__V1__Message *msg)
         return;
     }
     respond(s, msg, rc == 1 ? "{\"applied\":true}" : "{\"applied\":false}");
-    if (rc == 1 && msg->route->group && *msg->route->group &&
-        strcmp(msg->route->group, metamanager_module.group) != 0) {
+    const char *group = rc == 1 ? module_group(msg->route->resource) : NULL;
+    const char *rg = msg->route->group;
+    if (rc == 1 && !group && rg && *rg && strcmp(rg, "resource") != 0 &&
+        strcmp(rg, metamanager_module.group) != 0) { /* another module's own group */
         int frc = ke_rt_send(s->e, msg);
         if (frc == 0)
-            return; /* the bus owns it */
-        if (frc != KE_ENOTFOUND)
-        {
+            return;
+        if (frc != KE_ENOTFOUND) {
             char eg[KE_LOG_ESC_SIZE(64)];
             ke_log_warn(MM_MOD, "change not passed to group \"%s\": %s (the module resyncs "
-                                "from the store)",
-                        ke_log_esc(msg->route->group, eg, sizeof(eg)), ke_strerror(frc));
+                                "from the store)", ke_log_esc(rg, eg, sizeof(eg)), ke_strerror(frc));
+        }
+    } else if (group) {
+        char *was = msg->route->group;
+        msg->route->group = strdup(group);
+        if (!msg->route->group) {
+            msg->route->group = was;
+        } else {
+            if (was != protobuf_c_empty_string)
+                free(was);
+            int frc = ke_rt_send(s->e, msg);
+            if (frc == 0)
+                return; /* the bus owns it */
+            if (frc != KE_ENOTFOUND)
+                ke_log_warn(MM_MOD, "change not passed to group \"%s\": %s (the module resyncs "
+                                    "from the store)", group, ke_strerror(frc));
         }
     }
     ke__v1__message__free_unpacked(msg, NULL);

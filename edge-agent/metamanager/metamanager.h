@@ -6,8 +6,11 @@
  *                         PATCH): applied to the store (idempotent by
  *                         version); answered {"applied":true|false} or
  *                         {"error":"..."}; an applied change is then passed
- *                         on to the module serving its route.group, if any
- *                         (Edged, DeviceTwin, ...).
+ *                         on by its kind: Pod, ConfigMap, Secret to group
+ *                         "edged"; Device, DeviceModel to "devicetwin"
+ *                         (route.group becomes that group); another kind
+ *                         to the module serving its route.group (not
+ *                         "resource"); no such module: kept in the store.
  *   QUERY "meta/barrier"  answered {"mark":N}: the store's tombstone mark,
  *                         taken after every message sent before the query
  *                         (EdgeHub's barrier before a new stream's Hello).

@@ -51,7 +51,7 @@ r="$work/bb-root"
 mkdir -p "$r/bin" "$r/tmp" "$r/etc"
 cp "$bb" "$r/bin/busybox"
 for app in sh ls cat echo sleep env printenv wc head tail grep mkdir rm true false date id \
-           hostname kill ps touch sed awk nc wget; do
+           hostname kill ps touch sed awk nc wget httpd ip; do
   ln -sf busybox "$r/bin/$app"
 done
 echo "root:x:0:0:root:/:/bin/sh" > "$r/etc/passwd"
