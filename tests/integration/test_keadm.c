@@ -397,6 +397,21 @@ static void test_keadm_join_bad_node_name_is_usage_error(void **state)
     assert_int_equal(mode_of(f->dir, "edge"), -1);
 }
 
+static void test_keadm_join_bad_pod_subnet_is_usage_error(void **state)
+{
+    fixture *f = *state;
+    const char *bad[] = {"10.88.0.0", "10.88.0.0/33", "10.88.0.0/4", "fe80::/64", "x/16", NULL};
+    for (int i = 0; bad[i]; i++) {
+        assert_int_equal(keadm(f, "join --cloudhub 127.0.0.1:1 --token t --node-name e "
+                                  "--pod-subnet '%s' --cni-conf-dir %s/cni --dir %s/edge",
+                               bad[i], f->dir, f->dir),
+                         2);
+        assert_non_null(strstr(f->err, "--pod-subnet"));
+    }
+    assert_int_equal(mode_of(f->dir, "cni"), -1);
+    assert_int_equal(mode_of(f->dir, "edge"), -1);
+}
+
 /* ---- join against a real cloudcore ---- */
 
 static int group_cloud_setup(void **state)
@@ -464,9 +479,31 @@ static void test_keadm_join_writes_node_files_and_edgecore_config(void **state)
              "metamanager:\n"
              "  db: %1$s/edge.db\n"
              "local:\n"
-             "  listen: \"unix:%1$s/edgecore.sock\"\n",
+             "  listen: \"unix:%1$s/edgecore.sock\"\n"
+             "edged:\n"
+             "  runtime_endpoint: /run/containerd/containerd.sock\n"
+             "  root_dir: %1$s/edged\n",
              edge, f->port);
     assert_non_null(strstr(yaml, want));
+    /* with a pod subnet, the CNI config for containerd names it */
+    char edge2[160], cni[160];
+    snprintf(edge2, sizeof(edge2), "%s/edge-net", f->dir);
+    snprintf(cni, sizeof(cni), "%s/cni", f->dir);
+    assert_int_equal(keadm(f, "gettoken --dir %s", cloud), 0);
+    char token2[KE_PKI_TOKEN_MAX];
+    token_from_stdout(f, token2, sizeof(token2));
+    assert_int_equal(keadm(f, "join --cloudhub 127.0.0.1:%d --token %s --node-name edge-net "
+                              "--dir %s --pod-subnet 10.99.0.0/16 --cni-conf-dir %s "
+                              "--runtime-endpoint /tmp/cri.sock",
+                           f->port, token2, edge2, cni),
+                     0);
+    char *conf = read_in(cni, "10-kubeedge-c.conflist");
+    assert_non_null(strstr(conf, "\"subnet\": \"10.99.0.0/16\""));
+    assert_non_null(strstr(conf, "\"type\": \"bridge\""));
+    free(conf);
+    char *yaml2 = read_in(edge2, "edgecore.yaml");
+    assert_non_null(strstr(yaml2, "runtime_endpoint: /tmp/cri.sock\n"));
+    free(yaml2);
     /* a second join into the same dir refuses */
     assert_int_equal(keadm(f, "join --cloudhub 127.0.0.1:%d --token %s --node-name edge-ok "
                               "--dir %s",
@@ -539,6 +576,7 @@ int main(void)
         T(test_keadm_reset_of_a_random_dir_refuses),
         T(test_keadm_join_malformed_token_fails_without_network_or_files),
         T(test_keadm_join_bad_node_name_is_usage_error),
+        T(test_keadm_join_bad_pod_subnet_is_usage_error),
     };
     const struct CMUnitTest cloud[] = {
         cmocka_unit_test(test_keadm_join_writes_node_files_and_edgecore_config),

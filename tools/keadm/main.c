@@ -135,7 +135,8 @@ static const char USAGE_GETTOKEN[] =
 
 static const char USAGE_JOIN[] =
     "Usage: keadm join --cloudhub HOST:PORT --token TOKEN --node-name NAME\n"
-    "                  [--dir DIR] [--cert-ttl DURATION]\n"
+    "                  [--dir DIR] [--cert-ttl DURATION] [--runtime-endpoint PATH]\n"
+    "                  [--pod-subnet CIDR [--cni-conf-dir DIR]]\n"
     "\n"
     "Fetches the cluster CA from CloudHub, checks it against the CA hash in the token\n"
     "(so nothing is trusted or sent before that check), then sends the token and a\n"
@@ -150,6 +151,14 @@ static const char USAGE_JOIN[] =
     "                         and ending with a letter or digit (required)\n"
     "  --dir DIR              where to put the files (default " KEADM_EDGE_DIR ")\n"
     "  --cert-ttl DURATION    certificate lifetime to ask for (CloudHub decides)\n"
+    "  --runtime-endpoint PATH  the container runtime's CRI socket for Edged\n"
+    "                         (default /run/containerd/containerd.sock)\n"
+    "  --pod-subnet CIDR      give pods not on the host network their own network\n"
+    "                         namespace and an address from CIDR: writes a CNI\n"
+    "                         config (bridge + host-local, Debian's\n"
+    "                         containernetworking-plugins) for containerd\n"
+    "  --cni-conf-dir DIR     where containerd reads CNI configs (default\n"
+    "                         /etc/cni/net.d)\n"
     "  -h, --help             print this help\n";
 
 static const char USAGE_CERTS[] =
@@ -774,6 +783,9 @@ typedef struct join_args {
     const char *node;
     const char *dir;
     int64_t cert_ttl; /* 0: CloudHub's default */
+    const char *runtime_endpoint;
+    const char *pod_subnet; /* NULL: no CNI config written */
+    const char *cni_dir;
 } join_args;
 
 typedef struct edge_render {
@@ -805,6 +817,57 @@ static void render_edgecore(FILE *f, const void *arg)
         fputc(*p, f);
     }
     fputs("\"\n", f);
+    fputs("edged:\n  runtime_endpoint: ", f);
+    yaml_scalar(f, r->a->runtime_endpoint);
+    fputs("\n  root_dir: ", f);
+    yaml_path(f, r->dir, "edged");
+}
+
+/* subnet_ok: an IPv4 CIDR with a prefix of 8 to 28 bits. */
+static int subnet_ok(const char *cidr)
+{
+    char addr[32];
+    const char *slash = strchr(cidr, '/');
+    if (!slash || (size_t)(slash - cidr) >= sizeof(addr))
+        return 0;
+    memcpy(addr, cidr, (size_t)(slash - cidr));
+    addr[slash - cidr] = '\0';
+    struct in_addr in;
+    char *end = NULL;
+    long bits = strtol(slash + 1, &end, 10);
+    return inet_pton(AF_INET, addr, &in) == 1 && end && !*end && bits >= 8 && bits <= 28;
+}
+
+/* cni_write writes the pod network's CNI config for containerd. */
+static int cni_write(const join_args *a)
+{
+    char path[KEADM_PATH_MAX], tmp[KEADM_PATH_MAX + 8];
+    snprintf(path, sizeof(path), "%s/10-kubeedge-c.conflist", a->cni_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (mkdir(a->cni_dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "error: cannot create %s: %s\n", a->cni_dir, strerror(errno));
+        return 1;
+    }
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        fprintf(stderr, "error: cannot write %s: %s\n", tmp, strerror(errno));
+        return 1;
+    }
+    fprintf(f,
+            "{\"cniVersion\": \"0.4.0\", \"name\": \"kubeedge-c\",\n"
+            " \"plugins\": [{\"type\": \"bridge\", \"bridge\": \"kec0\", \"isGateway\": true,\n"
+            "              \"ipMasq\": true, \"hairpinMode\": true,\n"
+            "              \"ipam\": {\"type\": \"host-local\", \"ranges\": [[{\"subnet\": \"%s\"}]],\n"
+            "                       \"routes\": [{\"dst\": \"0.0.0.0/0\"}]}},\n"
+            "             {\"type\": \"portmap\", \"capabilities\": {\"portMappings\": true}}]}\n",
+            a->pod_subnet);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        fprintf(stderr, "error: cannot write %s: %s\n", path, strerror(errno));
+        unlink(tmp);
+        return 1;
+    }
+    printf("[join] wrote %s (pods get addresses from %s)\n", path, a->pod_subnet);
+    return 0;
 }
 
 /* rpc_error prints a failed call's status with a hint for the usual causes. */
@@ -958,10 +1021,15 @@ static int cmd_join(int argc, char **argv)
         {"node-name", required_argument, NULL, 'n'},
         {"dir", required_argument, NULL, 'd'},
         {"cert-ttl", required_argument, NULL, 'T'},
+        {"runtime-endpoint", required_argument, NULL, 'R'},
+        {"pod-subnet", required_argument, NULL, 'P'},
+        {"cni-conf-dir", required_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    join_args a = {.dir = KEADM_EDGE_DIR};
+    join_args a = {.dir = KEADM_EDGE_DIR,
+                   .runtime_endpoint = "/run/containerd/containerd.sock",
+                   .cni_dir = "/etc/cni/net.d"};
     int c;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
         switch (c) {
@@ -974,12 +1042,20 @@ static int cmd_join(int argc, char **argv)
                 return usage_error("join",
                                    "--cert-ttl: \"%s\" is not a duration like 24h or 365d", optarg);
             break;
+        case 'R': a.runtime_endpoint = optarg; break;
+        case 'P': a.pod_subnet = optarg; break;
+        case 'C': a.cni_dir = optarg; break;
         case 'h': fputs(USAGE_JOIN, stdout); return 0;
         default: return flag_error("join", c, argv);
         }
     }
     if (optind < argc)
         return usage_error("join", "unexpected argument \"%s\"", argv[optind]);
+    if (!*a.runtime_endpoint || strlen(a.runtime_endpoint) >= KEADM_PATH_MAX / 2)
+        return usage_error("join", "%s", "--runtime-endpoint: a socket path is required");
+    if (a.pod_subnet && !subnet_ok(a.pod_subnet))
+        return usage_error("join", "--pod-subnet: \"%s\" is not an IPv4 CIDR with a prefix of 8 to 28 bits",
+                           a.pod_subnet);
     if (!a.cloudhub)
         return usage_error("join", "%s", "--cloudhub is required");
     if (!a.token)
@@ -1059,7 +1135,8 @@ static int cmd_join(int argc, char **argv)
     }
     if (written_put(&w, "node.key", key, strlen(key), 0600) != 0 ||
         written_put(&w, "node.crt", cert, strlen(cert), 0644) != 0 ||
-        config_write(&w, "edgecore.yaml", render_edgecore, &er) != 0)
+        config_write(&w, "edgecore.yaml", render_edgecore, &er) != 0 ||
+        (a.pod_subnet && cni_write(&a) != 0))
         goto out;
     printf("[join] node \"%s\" joined; its certificate is valid until %s\n", a.node,
            fmt_utc(not_after, when, sizeof(when)));
