@@ -76,6 +76,8 @@ static void op_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
         op->next->prev = op->prev;
     c->n_open--;
     ke_rpc_status ok = *st;
+    if (st->code != KE_RPC_OK)
+        ke_log_debug("edged", "CRI call ended code=%d: %s", (int)st->code, st->message);
     if (st->code == KE_RPC_OK && !op->reply) {
         ok.code = KE_RPC_INTERNAL;
         snprintf(ok.message, sizeof(ok.message), "the runtime sent no reply");
@@ -112,8 +114,12 @@ int cri_call(cri_client *c, cri_service svc, const char *method, const ProtobufC
     c->n_open++;
     if ((rc = ke_rpc_call_send(op->call, req)) != 0 ||
         (rc = ke_rpc_call_close_send(op->call)) != 0) {
-        ke_log_warn("edged", "CRI %s not sent: %s", method, ke_strerror(rc));
-        ke_rpc_call_cancel(op->call); /* on_close runs done with CANCELLED */
+        /* KE_ECLOSED: the call already ended (the runtime refused it);
+         * on_close brings its status. Otherwise end it now. */
+        if (rc != KE_ECLOSED) {
+            ke_log_warn("edged", "CRI %s not sent: %s", method, ke_strerror(rc));
+            ke_rpc_call_cancel(op->call); /* on_close runs done with CANCELLED */
+        }
     }
     return 0;
 }
