@@ -130,6 +130,29 @@ static int waiting_reason(const json_t *pod, const void *arg)
     return r && strcmp(r, arg) == 0;
 }
 
+/* is_ready: the pod's Ready condition is arg ("True"/"False") while running */
+static int is_ready(const json_t *pod, const void *arg)
+{
+    if (!is_running(pod, NULL))
+        return 0;
+    size_t i;
+    const json_t *c;
+    json_array_foreach(json_object_get(json_object_get(pod, "status"), "conditions"), i, c) {
+        const char *t = ke_k8s_str(c, "type");
+        if (t && strcmp(t, "Ready") == 0)
+            return strcmp(ke_k8s_str(c, "status"), arg) == 0 &&
+                   json_is_true(json_object_get(cstatus(pod, 0), "ready")) ==
+                       (strcmp(arg, "True") == 0);
+    }
+    return 0;
+}
+
+static int restarted_at_least(const json_t *pod, const void *arg)
+{
+    return json_integer_value(json_object_get(cstatus(pod, 0), "restartCount")) >=
+           *(const int64_t *)arg;
+}
+
 static int restarted_twice(const json_t *pod, const void *arg)
 {
     (void)arg;
@@ -362,9 +385,11 @@ static void test_pod_gets_its_own_ip_and_serves_on_it(void **state)
                       "  nodeName: " NODE "\n"
                       "  containers:\n  - name: httpd\n    image: localhost/busybox:1.0\n"
                       "    command: [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+                      "    readinessProbe:\n      httpGet:\n        path: /index.html\n"
+                      "        port: 8080\n      periodSeconds: 1\n"
                       "    volumeMounts:\n    - name: www\n      mountPath: /www\n"
                       "  volumes:\n  - name: www\n    configMap:\n      name: www\n");
-    json_t *p = wait_pod("web", is_running, NULL, "Running");
+    json_t *p = wait_pod("web", is_ready, "True", "Ready (its httpGet readiness probe passing)");
     const char *ip = ke_k8s_str(p, "status.podIP");
     assert_non_null(ip);
     assert_true(strncmp(ip, "10.88.", 6) == 0);
@@ -380,6 +405,49 @@ static void test_pod_gets_its_own_ip_and_serves_on_it(void **state)
     json_decref(p);
     assert_int_equal(run(out, sizeof(out), "delete pod web"), 0);
     assert_true(wait_gone("web"));
+}
+
+/* ---- probes: exec readiness and liveness follow a ConfigMap's keys ---- */
+
+static void test_exec_probes_set_ready_and_restart_a_dead_container(void **state)
+{
+    (void)state;
+    apply_yaml("flags", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: flags\n"
+                        "data:\n  alive: \"1\"\n");
+    apply_yaml("probed", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: probed\nspec:\n"
+                         "  nodeName: " NODE "\n  hostNetwork: true\n"
+                         "  terminationGracePeriodSeconds: 1\n"
+                         "  containers:\n  - name: c\n    image: localhost/busybox:1.0\n"
+                         "    command: [\"sh\", \"-c\", \"while true; do sleep 1; done\"]\n"
+                         "    readinessProbe:\n      exec:\n"
+                         "        command: [\"test\", \"-f\", \"/flags/ready\"]\n"
+                         "      periodSeconds: 1\n      failureThreshold: 1\n"
+                         "    livenessProbe:\n      exec:\n"
+                         "        command: [\"test\", \"-f\", \"/flags/alive\"]\n"
+                         "      periodSeconds: 1\n      failureThreshold: 2\n"
+                         "    volumeMounts:\n    - name: flags\n      mountPath: /flags\n"
+                         "  volumes:\n  - name: flags\n    configMap:\n      name: flags\n");
+    json_t *p = wait_pod("probed", is_ready, "False", "Running and not ready");
+    assert_int_equal(json_integer_value(json_object_get(cstatus(p, 0), "restartCount")), 0);
+    json_decref(p);
+    /* the probe passes once the file is there, and fails again without it */
+    apply_yaml("flags2", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: flags\n"
+                         "data:\n  alive: \"1\"\n  ready: \"1\"\n");
+    json_decref(wait_pod("probed", is_ready, "True", "Ready"));
+    apply_yaml("flags3", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: flags\n"
+                         "data:\n  alive: \"1\"\n");
+    json_decref(wait_pod("probed", is_ready, "False", "not ready again"));
+    /* liveness failing: the container is killed and restarted */
+    apply_yaml("flags4", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: flags\n"
+                         "data:\n  ready: \"1\"\n");
+    int64_t one = 1;
+    json_decref(wait_pod("probed", restarted_at_least, &one, "restarted by its liveness probe"));
+    apply_yaml("flags5", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: flags\n"
+                         "data:\n  alive: \"1\"\n  ready: \"1\"\n");
+    json_decref(wait_pod("probed", is_ready, "True", "Ready after its restart"));
+    char out[256];
+    assert_int_equal(run(out, sizeof(out), "delete pod probed"), 0);
+    assert_true(wait_gone("probed"));
 }
 
 /* ---- 2: restart policy and back-off ---- */
@@ -578,6 +646,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pod_runs_with_configmap_env_and_secret_file),
         cmocka_unit_test(test_pod_gets_its_own_ip_and_serves_on_it),
+        cmocka_unit_test(test_exec_probes_set_ready_and_restart_a_dead_container),
         cmocka_unit_test(test_failing_container_restarts_with_backoff_and_never_fails),
         cmocka_unit_test(test_bad_pods_get_clear_reasons),
         cmocka_unit_test(test_pods_survive_cloud_and_edge_kills_and_status_catches_up),
