@@ -20,6 +20,25 @@
  * at a time, the last with last = true. A send queue at its bound
  * (KE_EFULL) pauses the digest until the call drains; nothing is dropped.
  *
+ * Log streams (kectl logs; edge-agent/README.md, "Log streams"). The
+ * cloud's LogRequest frame becomes a bus message to the module serving
+ * group "edged": operation QUERY, resource "logs/<stream_id>", route.source
+ * "edgehub", content {"namespace","pod","container","follow","tailLines",
+ * "limitBytes"}; no such module: a LogChunk with error "no Edged module on
+ * this node" and eof, at once. The answering module sends to module
+ * "edgehub" (ke_rt_send_to), resource "logs/<stream_id>": UPLOAD messages
+ * with raw log bytes as content (each at most 64 KiB; larger ones are cut
+ * into 64 KiB chunks here), then one RESPONSE with {"eof":true} or
+ * {"error":"text"}. Each becomes a LogChunk frame on the current tunnel
+ * (the data ones under the call's byte bound: a stream that hits it is
+ * dropped, the module told to stop and the cloud sent an error chunk).
+ * LogCancel from the cloud becomes DELETE "logs/<stream_id>" to group
+ * "edged"; so does anything the module sends for a stream EdgeHub does not
+ * know (ended, cancelled, or of a tunnel gone). When the tunnel ends,
+ * a DELETE of "logs/" + "*" stops them all. Log frames are not
+ * sequenced, not acked, and never touch the outbox. At most EH_LOGS_MAX
+ * streams at once (CloudHub allows 16 per node).
+ *
  * Clocks (ke_time.h): every timeout, keepalive, dead-peer check and
  * back-off is monotonic; wall time only for the certificate's validity and
  * the keepalive's informational time_ms.
@@ -51,6 +70,11 @@
 /* Bytes of entries per Hello or DigestChunk: under the 4 MiB message bound
  * with room for the frame, whatever the keys' lengths. */
 #define EH_DIGEST_CHUNK_BYTES (3u << 20)
+/* Log streams: the module that answers them, how many at once, the
+ * largest LogChunk data. */
+#define EH_EDGED_GROUP "edged"
+#define EH_LOGS_MAX 32
+#define EH_LOG_CHUNK_MAX (64u << 10)
 /* A pump from the timer as well as on MetaManager's notices. */
 #define EH_RETRY_ROTATION_MS 60000
 
@@ -88,6 +112,8 @@ typedef struct hub {
     int64_t backoff_ms;
     int attempts, was_ready;
     char *renew_key;
+    uint64_t logs[EH_LOGS_MAX]; /* log streams of the current tunnel */
+    size_t n_logs;
     ke_metric *m_connected, *m_reconnects, *m_rotations, *m_refused;
 } hub;
 
@@ -347,6 +373,157 @@ static void on_resync_done(hub *h, const Ke__V1__ResyncDone *rd)
         ke_log_info(EH_MOD, "tombstones collected count=%zu", collected);
 }
 
+/* ---- log streams ---- */
+
+static int logs_find(const hub *h, uint64_t id)
+{
+    for (size_t i = 0; i < h->n_logs; i++)
+        if (h->logs[i] == id)
+            return (int)i;
+    return -1;
+}
+
+static void logs_drop(hub *h, int i)
+{
+    h->logs[i] = h->logs[--h->n_logs];
+}
+
+/* edged_delete tells the module serving "edged" to stop resource
+ * ("logs/<id>" or "logs/" "*"). */
+static void edged_delete(hub *h, const char *resource)
+{
+    Ke__V1__Message *d = ke_rt_message_new(EH_MOD, EH_EDGED_GROUP,
+                                           KE__V1__OPERATION__OPERATION_DELETE, resource, NULL, 0);
+    int rc = d ? ke_rt_send(h->e, d) : KE_ENOMEM;
+    if (rc != 0 && d)
+        ke__v1__message__free_unpacked(d, NULL);
+    if (rc != 0 && rc != KE_ENOTFOUND && rc != KE_ECLOSED)
+        ke_log_warn(EH_MOD, "cannot tell edged to stop %s: %s", resource, ke_strerror(rc));
+}
+
+/* log_end sends the last LogChunk of stream id (error "" for a plain eof).
+ * A control frame: small, and one per stream. */
+static void log_end(hub *h, uint64_t id, const char *error)
+{
+    Ke__V1__LogChunk lc = KE__V1__LOG_CHUNK__INIT;
+    Ke__V1__EdgeFrame f = KE__V1__EDGE_FRAME__INIT;
+    lc.stream_id = id;
+    lc.eof = 1;
+    lc.error = (char *)error;
+    f.frame_case = KE__V1__EDGE_FRAME__FRAME_LOG_CHUNK;
+    f.log_chunk = &lc;
+    int rc = h->call ? ke_rpc_call_send_control(h->call, &f.base) : KE_ECLOSED;
+    if (rc != 0)
+        ke_log_debug(EH_MOD, "end of log stream %" PRIu64 " not sent: %s", id, ke_strerror(rc));
+}
+
+static void on_log_request(hub *h, const Ke__V1__LogRequest *r)
+{
+    char res[32];
+    snprintf(res, sizeof(res), "logs/%" PRIu64, r->stream_id);
+    if (logs_find(h, r->stream_id) >= 0)
+        return; /* asked twice: the first one is running */
+    if (h->n_logs >= EH_LOGS_MAX) {
+        log_end(h, r->stream_id, "too many log streams on this node");
+        return;
+    }
+    json_t *j = json_pack("{s:s, s:s, s:s, s:b, s:I, s:I}", "namespace", r->namespace_, "pod",
+                          r->pod, "container", r->container, "follow", r->follow, "tailLines",
+                          (json_int_t)r->tail_lines, "limitBytes", (json_int_t)r->limit_bytes);
+    char *content = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    Ke__V1__Message *q =
+        content ? ke_rt_message_new(EH_MOD, EH_EDGED_GROUP, KE__V1__OPERATION__OPERATION_QUERY,
+                                    res, content, strlen(content))
+                : NULL;
+    free(content);
+    int rc = q ? ke_rt_send(h->e, q) : KE_ENOMEM;
+    if (rc != 0 && q)
+        ke__v1__message__free_unpacked(q, NULL);
+    if (rc == KE_ENOTFOUND) {
+        log_end(h, r->stream_id, "no Edged module on this node");
+    } else if (rc != 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "edged cannot take the request: %s", ke_strerror(rc));
+        log_end(h, r->stream_id, why);
+    } else {
+        h->logs[h->n_logs++] = r->stream_id;
+        char ep[KE_LOG_ESC_SIZE(64)];
+        ke_log_debug(EH_MOD, "log stream %" PRIu64 " asked pod=%s follow=%d", r->stream_id,
+                     ke_log_esc(r->pod, ep, sizeof(ep)), r->follow);
+    }
+}
+
+static void on_log_cancel(hub *h, const Ke__V1__LogCancel *lc)
+{
+    int i = logs_find(h, lc->stream_id);
+    if (i < 0)
+        return;
+    logs_drop(h, i);
+    char res[32];
+    snprintf(res, sizeof(res), "logs/%" PRIu64, lc->stream_id);
+    edged_delete(h, res);
+}
+
+/* on_log_answer: the module's UPLOAD (log bytes) or RESPONSE (the end) of
+ * a stream. */
+static void on_log_answer(hub *h, const Ke__V1__Message *msg)
+{
+    const char *res = msg->route->resource;
+    uint64_t id = 0;
+    char extra;
+    if (sscanf(res, "logs/%" SCNu64 "%c", &id, &extra) != 1)
+        return; /* the wildcard or garbage: nothing of ours */
+    int i = logs_find(h, id);
+    Ke__V1__Operation op = msg->route->operation;
+    if (i < 0 || !h->call) {
+        if (i >= 0)
+            logs_drop(h, i);
+        if (op != KE__V1__OPERATION__OPERATION_RESPONSE)
+            edged_delete(h, res); /* ended, cancelled, or of a tunnel gone: stop */
+        return;
+    }
+    if (op == KE__V1__OPERATION__OPERATION_UPLOAD) {
+        for (size_t off = 0; off < msg->content.len; off += EH_LOG_CHUNK_MAX) {
+            size_t n = msg->content.len - off;
+            Ke__V1__LogChunk lc = KE__V1__LOG_CHUNK__INIT;
+            Ke__V1__EdgeFrame f = KE__V1__EDGE_FRAME__INIT;
+            lc.stream_id = id;
+            lc.data.data = msg->content.data + off;
+            lc.data.len = n > EH_LOG_CHUNK_MAX ? EH_LOG_CHUNK_MAX : n;
+            f.frame_case = KE__V1__EDGE_FRAME__FRAME_LOG_CHUNK;
+            f.log_chunk = &lc;
+            int rc = ke_rpc_call_send(h->call, &f.base);
+            if (rc != 0) {
+                /* The tunnel is at its bound (or ending): this stream
+                 * cannot keep up; it ends here, with a word to the cloud. */
+                ke_log_warn(EH_MOD, "log stream %" PRIu64 " dropped: %s", id, ke_strerror(rc));
+                logs_drop(h, i);
+                edged_delete(h, res);
+                log_end(h, id, "log stream dropped: the node's tunnel to the cloud is at its "
+                               "send bound");
+                return;
+            }
+        }
+    } else if (op == KE__V1__OPERATION__OPERATION_RESPONSE) {
+        json_t *j = json_loadb((const char *)msg->content.data, msg->content.len, 0, NULL);
+        const char *err = json_string_value(json_object_get(j, "error"));
+        int eof = json_is_true(json_object_get(j, "eof"));
+        logs_drop(h, i);
+        log_end(h, id, err ? err : eof ? "" : "edged ended the log stream without eof or error");
+        json_decref(j);
+    } else {
+        ke_log_warn(EH_MOD, "ignoring operation %d for log stream %" PRIu64, (int)op, id);
+    }
+}
+
+/* logs_tunnel_gone: every log stream ends with its tunnel. */
+static void logs_tunnel_gone(hub *h)
+{
+    h->n_logs = 0;
+    edged_delete(h, "logs/*");
+}
+
 static void tunnel_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
 {
     conn *c = ud;
@@ -375,6 +552,12 @@ static void tunnel_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
         on_resync_done(h, f->resync_done);
         break;
     case KE__V1__CLOUD_FRAME__FRAME_KEEPALIVE:
+        break;
+    case KE__V1__CLOUD_FRAME__FRAME_LOG_REQUEST:
+        on_log_request(h, f->log_request);
+        break;
+    case KE__V1__CLOUD_FRAME__FRAME_LOG_CANCEL:
+        on_log_cancel(h, f->log_cancel);
         break;
     default:
         ke_log_warn(EH_MOD, "ignoring an empty or unknown frame from the cloud");
@@ -412,6 +595,7 @@ static void tunnel_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud
         h->ready = 0;
         h->phase = H_IDLE;
         digest_clear(&h->digest);
+        logs_tunnel_gone(h);
         if (h->renew)
             ke_rpc_call_cancel(h->renew);
         if (!h->stopping) {
@@ -703,7 +887,9 @@ static void hub_arm(hub *h)
 static void eh_on_message(ke_module *m, Ke__V1__Message *msg)
 {
     hub *h = ke_module_data(m);
-    if (msg->route && msg->route->operation == KE__V1__OPERATION__OPERATION_RESPONSE) {
+    if (msg->route && strncmp(msg->route->resource, "logs/", 5) == 0) {
+        on_log_answer(h, msg); /* the log streams' module */
+    } else if (msg->route && msg->route->operation == KE__V1__OPERATION__OPERATION_RESPONSE) {
         on_meta_answer(h, msg);
     } else if (msg->route && msg->route->resource &&
                strcmp(msg->route->resource, EDGEHUB_ROTATE) == 0) {

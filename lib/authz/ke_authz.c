@@ -216,6 +216,18 @@ static int ex_watch_twins(const ProtobufCMessage *m, ask *a, char *why, size_t l
     return twin(a, "watch", r->namespace_, 0, r->name, why, len);
 }
 
+/* ex_logs: a pod's log is the subresource "pods/log" (as Kubernetes):
+ * get in the pod's namespace, naming the pod. The node rule knows no such
+ * resource: a node never reads logs. */
+static int ex_logs(const ProtobufCMessage *m, ask *a, char *why, size_t len)
+{
+    const Ke__V1__PodLogRequest *r = (const Ke__V1__PodLogRequest *)m;
+    a->verbs[0] = "get";
+    int code = ask_kind(a, "Pod", r->namespace_, 1, r->pod, why, len);
+    snprintf(a->resource, sizeof(a->resource), "pods/log");
+    return code;
+}
+
 /* --------------------------------------------------------- method table */
 
 typedef enum {
@@ -243,11 +255,13 @@ static const method_rule methods[] = {
     {"/ke.v1.Hub/ListNodes", M_HUB, "list", NULL},
     {"/ke.v1.Hub/ListNodeObjects", M_HUB, "list", NULL},
     {"/ke.v1.Hub/RemoveNode", M_HUB, "delete", NULL},
+    {"/ke.v1.Hub/Logs", M_HUB, "read logs through", NULL},
     {"/ke.v1.EdgeController/Apply", M_API, NULL, ex_apply},
     {"/ke.v1.EdgeController/Get", M_API, NULL, ex_get},
     {"/ke.v1.EdgeController/List", M_API, NULL, ex_list},
     {"/ke.v1.EdgeController/Delete", M_API, NULL, ex_delete},
     {"/ke.v1.EdgeController/Watch", M_API, NULL, ex_watch},
+    {"/ke.v1.EdgeController/Logs", M_API, NULL, ex_logs},
     {"/ke.v1.DeviceController/GetDevice", M_API, NULL, ex_get_device},
     {"/ke.v1.DeviceController/ListDevices", M_API, NULL, ex_list_devices},
     {"/ke.v1.DeviceController/WatchDevices", M_API, NULL, ex_watch_devices},

@@ -45,7 +45,9 @@
  * update (only update when the object carries metadata.resourceVersion:
  * such an Apply can only update), GetDevice get, ListDevices list,
  * WatchDevices watch; twins are the subresource "devices/twin": GetTwin get,
- * WatchTwins watch, SetDesired update.
+ * WatchTwins watch, SetDesired update; a pod's log is the subresource
+ * "pods/log" (as Kubernetes): EdgeController.Logs get, in the pod's
+ * namespace, naming the pod (a node never: the node rule has no logs).
  *
  * A denial is PERMISSION_DENIED (UNAUTHENTICATED with no identity) whose
  * message names identity, verb and resource —

@@ -9,6 +9,8 @@
  *   subscribe.c Hub.Subscribe: named consumers reading the durable
  *               upstream log from their cursors
  *   join.c      Bootstrap, Join, Renew
+ *   logs.c      Hub.Logs: container logs streamed from a node through its
+ *               tunnel (LogRequest / LogChunk / LogCancel frames)
  *
  * Locking: one mutex (ch->mu) guards all of it, SQLite included. It may be
  * held while calling into libke rpc (send/finish/cancel), never the reverse.
@@ -45,6 +47,11 @@ _Static_assert(CH_WINDOW_MAX == CLOUDHUB_WINDOW_MAX, "cloudhub.h's window bound"
  * progress together (memory a connecting node can pin). */
 #define CH_DIGEST_MAX 2000000u
 #define CH_DIGEST_HUB_MAX 4000000u
+
+typedef struct ch_logstream ch_logstream; /* logs.c */
+
+/* Log streams (logs.c): at most CH_LOGS_NODE_MAX open per node. */
+#define CH_LOGS_NODE_MAX 16u
 
 /* One queued downstream message; at most one per key (coalesced). Past
  * the node's bound the entry holds no bytes (msg NULL): the message is read
@@ -108,6 +115,9 @@ typedef struct ch_node {
     uint32_t held;           /* entries holding their message bytes (<= queue_max) */
     int spilling;            /* past the bound since the queue was last empty */
     uint64_t sent_seq, acked_seq; /* per stream */
+    /* Hub.Logs streams riding this node's tunnel (logs.c) */
+    ch_logstream *logs;
+    uint32_t n_logs;
 } ch_node;
 
 typedef struct ch_metrics {
@@ -139,6 +149,8 @@ struct cloudhub {
     uint32_t total_depth;
     uint32_t connected;
     uint64_t pub_seq;
+    ke_map *logstreams;       /* stream id (decimal) -> ch_logstream (logs.c) */
+    uint64_t log_next_id;     /* next log stream id (random start, logs.c) */
 };
 
 /* store.c — every function runs with ch->mu held. */
@@ -276,6 +288,21 @@ void ch_subscribe_free_all(cloudhub *ch);
 
 /* join.c */
 int ch_join_register(cloudhub *ch, ke_rpc_server *srv);
+
+/* logs.c */
+/* ch_logs_handler: the Logs method's callbacks (ud: the hub). */
+extern const ke_rpc_handler ch_logs_handler;
+/* ch_logs_init prepares the stream table (cloudhub_new). 0 or KE_ENOMEM. */
+int ch_logs_init(cloudhub *ch);
+/* ch_logs_free frees the table (cloudhub_free; every call has closed). */
+void ch_logs_free(cloudhub *ch);
+/* ch_logs_tunnel_gone ends every log stream of n with UNAVAILABLE (its
+ * tunnel ended or was replaced). ch->mu held. */
+void ch_logs_tunnel_gone(cloudhub *ch, ch_node *n, const char *why);
+/* ch_logs_on_chunk relays a LogChunk frame of node `node` received on
+ * tunnel `call` to its Logs caller. ch->mu NOT held. */
+void ch_logs_on_chunk(cloudhub *ch, const char *node, ke_rpc_call *call,
+                      const Ke__V1__LogChunk *chunk);
 
 /* ch_resource_node extracts <node> from "node/<node>/..." into buf;
  * returns 0 or KE_EINVAL. */

@@ -21,6 +21,8 @@
  *   tunnel_on_ack        the edge applied everything up to seq: collect
  *                        acked tombstones, send more
  *   tunnel_on_keepalive  liveness; answered with a keepalive (a slot)
+ *   log_chunk            a piece of a Hub.Logs stream: relayed to its
+ *                        caller (logs.c); not sequenced, not acked
  *
  * A stream must complete its Hello within cfg.hello_timeout_ms: the rpc
  * layer closes one that sends no first frame (the method's open timeout),
@@ -351,6 +353,7 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
     if (n->stream) {
         ke_log_info(CH_MOD, "replacing the previous stream node=%s", n->name);
         ch_node_disconnect(ch, n, KE_RPC_ABORTED, "replaced by a newer connection of this node");
+        ch_logs_tunnel_gone(ch, n, "its tunnel was replaced by a newer one");
         ke_rpc_call_unref(n->stream);
         n->stream = NULL;
         ch->connected--;
@@ -810,6 +813,9 @@ static void on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
     case KE__V1__EDGE_FRAME__FRAME_DIGEST_CHUNK:
         tunnel_on_digest_chunk(c, call, f->digest_chunk);
         break;
+    case KE__V1__EDGE_FRAME__FRAME_LOG_CHUNK:
+        ch_logs_on_chunk(c->ch, c->node, call, f->log_chunk);
+        break;
     default:
         refuse(c->ch, call, c->node, KE_RPC_INVALID_ARGUMENT, "empty or unknown frame");
         break;
@@ -843,6 +849,7 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
         n->last_seen_ms = ke_time_wall_ms();
         n->last_seen_mono = ke_time_mono_ms();
         ch_queue_clear(ch, n);
+        ch_logs_tunnel_gone(ch, n, "its tunnel ended");
         ch->connected--;
         ke_metric_set(ch->m.connected, ch->connected);
         ke_rpc_call_unref(call);

@@ -6,6 +6,7 @@
  *   sync.c            downstream: pods and the ConfigMaps/Secrets they
  *                     reference, to their nodes (store watches -> Hub.Publish)
  *   api.c             the user API (Apply, Get, List, Delete, Watch)
+ *   logs.c            the user API's Logs: a pod's log through Hub.Logs
  */
 #ifndef EC_INTERNAL_H
 #define EC_INTERNAL_H
@@ -41,6 +42,10 @@ int ec_api_register(edgecontroller *ec, ke_rpc_server *srv);
 /* ec_place picks a Ready edge node whose labels match the pod's
  * spec.nodeSelector; returns 0 and the name, or KE_ENOTFOUND. */
 int ec_place(edgecontroller *ec, const json_t *pod, char *node, size_t len);
+
+/* logs.c: the Logs method's callbacks (ud: the controller). */
+void ec_logs_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud);
+void ec_logs_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud);
 
 /* ec_node_ready reports whether the Node object says Ready=True. */
 int ec_node_ready(const json_t *node);

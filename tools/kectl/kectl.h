@@ -13,6 +13,7 @@
  *   yamljson.c  YAML/JSON to jansson and back (kectl_yaml.h)
  *   print.c     tables, ages, -o json|yaml|name
  *   get.c       get and get -w; apply.c, delete.c, describe.c, twin.c
+ *   logs.c      logs (a pod's container log, streamed from its edge node)
  *
  * Errors inside are negative KE_E* codes; what the user sees is printed
  * once, where the verb decides, and verbs return the exit code:
@@ -358,12 +359,14 @@ int kectl_cmd_apply(kectl *k, int argc, char **argv);
 int kectl_cmd_delete(kectl *k, int argc, char **argv);
 int kectl_cmd_describe(kectl *k, int argc, char **argv);
 int kectl_cmd_twin(kectl *k, int argc, char **argv);
+int kectl_cmd_logs(kectl *k, int argc, char **argv);
 
 void kectl_help_get(FILE *out);
 void kectl_help_apply(FILE *out);
 void kectl_help_delete(FILE *out);
 void kectl_help_describe(FILE *out);
 void kectl_help_twin(FILE *out);
+void kectl_help_logs(FILE *out);
 
 /* ---- twin.c, shared with describe ---- */
 

@@ -6,6 +6,7 @@
  *   kectl [global flags] get KIND [NAME] [-o wide|json|yaml|name] [-l] [-w]
  *   kectl [global flags] delete KIND NAME | -f FILE
  *   kectl [global flags] describe KIND [NAME]
+ *   kectl [global flags] logs POD [-c CONTAINER] [-f] [--tail N]
  *   kectl [global flags] twin get DEVICE | twin set DEVICE PROPERTY VALUE
  *   kectl [global flags] version | ping [-n N] [-s B]
  *
@@ -45,6 +46,8 @@ static const verb verbs[] = {
     {"get", "list objects, or watch them change", kectl_cmd_get, kectl_help_get},
     {"describe", "show the details of objects", kectl_cmd_describe, kectl_help_describe},
     {"delete", "delete objects by name or from files", kectl_cmd_delete, kectl_help_delete},
+    {"logs", "print (or follow) a container's log, read on its edge node", kectl_cmd_logs,
+     kectl_help_logs},
     {"twin", "read or set device twins (desired and reported values)", kectl_cmd_twin,
      kectl_help_twin},
     {"version", "print the client and server versions", cmd_version, help_version},
