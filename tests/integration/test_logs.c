@@ -135,7 +135,9 @@ static void lm_on_message(ke_module *m, Ke__V1__Message *msg)
             }
         atomic_store(&lm_last_cancel, id);
         atomic_fetch_add(&lm_cancels, 1);
-    } else {
+    } else if (strncmp(res, "node/", 5) != 0) {
+        /* changes of the node's pods (MetaManager passes them to group
+         * "edged" too) are Edged's business, not this module's */
         atomic_fetch_add(&lm_errors, 1);
     }
     ke__v1__message__free_unpacked(msg, NULL);

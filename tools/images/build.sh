@@ -51,7 +51,9 @@ r="$work/bb-root"
 mkdir -p "$r/bin" "$r/tmp" "$r/etc"
 cp "$bb" "$r/bin/busybox"
 for app in sh ls cat echo sleep env printenv wc head tail grep mkdir rm true false date id \
-           hostname kill ps touch sed awk nc wget httpd ip; do
+           hostname kill ps touch sed awk nc wget httpd ip test [ cp mv ln chmod uname seq \
+           tr cut sort uniq tee find xargs du df free top netstat ifconfig ping nslookup \
+           dd yes timeout; do
   ln -sf busybox "$r/bin/$app"
 done
 echo "root:x:0:0:root:/:/bin/sh" > "$r/etc/passwd"
