@@ -7,13 +7,16 @@
 #   2. cloudcore         CloudHub (mutual TLS), EdgeController,
 #                        DeviceController, the store, /metrics, /healthz
 #   3. keadm join        an edge node gets its certificate with a token
-#   4. edgecore          EdgeHub + MetaManager: the node connects and resyncs
-#   5. kectl             version, get nodes, ping; a killed edgecore comes back;
-#                        a pod (with its ConfigMap and Secret) and a device go to
-#                        edge-1, a desired value is set, and the pod's status and
-#                        the device's reported value come back (sent by
-#                        tools/edgelocal.py where Edged and DeviceTwin will)
-# Containers (Edged), the broker, DeviceTwin and a mapper join as they land.
+#   4. containerd        a private one under build/quickstart/containerd (root
+#                        needed), with the busybox and pause images built here
+#   5. edgecore          EdgeHub + MetaManager + Edged: the node connects and resyncs
+#   6. kectl             version, get nodes, ping; a killed edgecore comes back;
+#                        a pod (with its ConfigMap and Secret) runs as a real
+#                        container on edge-1, its status and logs come back; a
+#                        device goes to edge-1, a desired value is set, and its
+#                        reported value comes back (sent by tools/edgelocal.py
+#                        where DeviceTwin will)
+# The broker, DeviceTwin and a mapper join as they land.
 #
 #   tools/quickstart.sh          run the demo, then stop everything
 #   tools/quickstart.sh --keep   leave cloudcore and edgecore running until Ctrl-C
@@ -34,7 +37,14 @@ run=$(pwd)/build/quickstart
 rm -rf "$run"
 mkdir -p "$run"
 pids=""
-cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; }
+containers=0
+cleanup() {
+  for p in $pids; do kill "$p" 2>/dev/null || true; done
+  if [ $containers -eq 1 ]; then
+    sleep 1 # edgecore stopping; the pods' containers go with containerd's
+    tools/images/containerd.sh --stop "$run/containerd" || true
+  fi
+}
 trap cleanup EXIT INT TERM
 
 # wait_ready FIFO: prints the first line a program writes to FIFO
@@ -54,10 +64,19 @@ grpc=$(echo "$line" | sed -n 's/.*grpc=\([0-9]*\).*/\1/p')
 http=$(echo "$line" | sed -n 's/.*http=\([0-9]*\).*/\1/p')
 echo "    cloudcore: gRPC 127.0.0.1:$grpc, HTTP 127.0.0.1:$http (log $run/cloudcore.log)"
 
+if [ "$(id -u)" -eq 0 ] && command -v containerd >/dev/null && command -v runc >/dev/null; then
+  echo "==> Starting a private containerd under $run/containerd (images built locally, no registry)"
+  KE_IMAGE_CACHE="$bin/test-images" tools/images/containerd.sh "$run/containerd" | sed 's/^/    /'
+  containers=1
+else
+  echo "==> No containers: Edged needs root, containerd and runc (tools/deps.sh installs them);"
+  echo "    the pod's status is reported by tools/edgelocal.py instead"
+fi
+
 echo "==> keadm gettoken, then keadm join --node-name edge-1"
 token=$("$bin/tools/keadm" gettoken --dir "$run/cloud")
 "$bin/tools/keadm" join --cloudhub "127.0.0.1:$grpc" --token "$token" --node-name edge-1 \
-  --dir "$run/edge-1" | sed 's/^/    /'
+  --dir "$run/edge-1" --runtime-endpoint "$run/containerd/containerd.sock" | sed 's/^/    /'
 
 echo "==> Starting edgecore for edge-1"
 mkfifo "$run/edge.ready"
@@ -110,20 +129,29 @@ until $edgelocal list | grep -q "Device/thermometer-1"; do
   sleep 0.1
 done
 $edgelocal list | sed 's/^/    /'
-echo "==> The edge reports back (what Edged and DeviceTwin send through edgecore's outbox)"
-$edgelocal report node/edge-1/default/Pod/web 1 podstatus \
-  '{"phase":"Running","podIP":"127.0.0.1","conditions":[{"type":"Ready","status":"True"}],"containerStatuses":[{"name":"web","ready":true,"restartCount":0}]}' \
-  | sed 's/^/    /'
+if [ $containers -eq 0 ]; then
+  echo "==> The edge reports the pod's status (what Edged sends through edgecore's outbox)"
+  $edgelocal report node/edge-1/default/Pod/web 1 podstatus \
+    '{"phase":"Running","podIP":"127.0.0.1","conditions":[{"type":"Ready","status":"True"}],"containerStatuses":[{"name":"web","ready":true,"restartCount":0}]}' \
+    | sed 's/^/    /'
+fi
+echo "==> The device reports back (what DeviceTwin will send through edgecore's outbox)"
 $edgelocal report node/edge-1/default/Device/thermometer-1 1 twin \
   '{"twins":[{"propertyName":"temperature","reported":{"value":"19","metadata":{"timestamp":"'"$(date +%s)000"'"}}}],"state":"online"}' \
   | sed 's/^/    /'
 i=0
-until $kectl get pods -o wide | grep -q "web .*Running"; do
-  i=$((i + 1)); [ $i -lt 100 ] || { echo "pod status did not come back"; exit 1; }
+until $kectl get pods -o wide | grep -q "web .*1/1 *Running"; do
+  i=$((i + 1)); [ $i -lt 300 ] || { echo "pod status did not come back"; $kectl describe pod web; exit 1; }
   sleep 0.1
 done
 echo "==> kectl get pods -o wide"
 $kectl get pods -o wide | sed 's/^/    /'
+if [ $containers -eq 1 ]; then
+  echo "==> kectl logs web (read on edge-1, through the tunnel)"
+  $kectl logs web | sed 's/^/    /'
+  echo "==> curl http://127.0.0.1:8080/ (the container, on the host's network)"
+  curl -s http://127.0.0.1:8080/index.html | sed 's/^/    /'
+fi
 i=0
 until $kectl twin get thermometer-1 | grep -q "temperature .*19"; do
   i=$((i + 1)); [ $i -lt 100 ] || { echo "the reported value did not come back"; exit 1; }

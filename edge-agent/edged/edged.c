@@ -115,10 +115,13 @@ typedef struct ed {
     logstream *logs;
     unsigned n_logs;
     uv_timer_t log_timer;
+    struct probe_run *http_probes; /* httpGet probes in flight (ended at stop) */
 } ed;
 
+struct probe_run;
 static void pod_sync(ed *d, epod *p);
 static void report_status(ed *d, epod *p);
+static void http_finish(struct probe_run *r, int success);
 static void probes_tick(ed *d);
 
 /* ---- small helpers ---- */
@@ -1391,6 +1394,7 @@ typedef struct probe_run {
     size_t rlen;
     int open_handles;
     int result; /* -1: not decided yet */
+    struct probe_run *next; /* in ed.http_probes */
 } probe_run;
 
 static int64_t probe_int(const json_t *pr, const char *k, int64_t def, int64_t min)
@@ -1457,6 +1461,11 @@ static void http_closed(uv_handle_t *h)
 {
     probe_run *r = h->data;
     if (--r->open_handles == 0) {
+        for (probe_run **pp = &r->d->http_probes; *pp; pp = &(*pp)->next)
+            if (*pp == r) {
+                *pp = r->next;
+                break;
+            }
         probe_result(r, r->result == 1);
         free(r);
     }
@@ -1573,6 +1582,8 @@ static void probe_start(ed *d, epod *p, ectr *c, int live)
                      "Connection: close\r\n\r\n",
                      path && *path ? path : "/", host, portn);
             r->conn.data = r;
+            r->next = d->http_probes;
+            d->http_probes = r;
             uv_timer_start(&r->timer, http_timeout, (uint64_t)timeout * 1000, 0);
             if (uv_tcp_connect(&r->conn, &r->tcp, (const struct sockaddr *)&sa, http_connected) != 0)
                 http_finish(r, 0);
@@ -1999,6 +2010,8 @@ static void ed_stop(ke_module *m)
     uv_timer_stop(&d->relist);
     uv_timer_stop(&d->log_timer);
     log_cancel(d, "*");
+    for (probe_run *r = d->http_probes; r; r = r->next)
+        http_finish(r, 0); /* their handles close before the module is destroyed */
     cri_client_cancel(d->cri);
 }
 
