@@ -22,6 +22,7 @@
 #include "ke_config.h"
 #include "ke_rt.h"
 #include "ke_err.h"
+#include "ke_host.h"
 #include "ke_log.h"
 #include "ke_rpc.h"
 #include "ke_time.h"
@@ -29,10 +30,7 @@
 #include "metamanager.h"
 
 #include <arpa/inet.h>
-#include <ifaddrs.h>
 #include <jansson.h>
-#include <net/if.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/sysinfo.h>
@@ -122,17 +120,11 @@ static const ke_config_field edgecore_fields[] = {
  * new status a "duplicate". timestamp_ms is wall time, for people. */
 static void report_node_status(edge_store *store, const char *node)
 {
-    char host[256] = "localhost", ip[INET_ADDRSTRLEN] = "127.0.0.1";
+    char host[256] = "localhost", ip[INET_ADDRSTRLEN];
     gethostname(host, sizeof(host) - 1);
-    struct ifaddrs *ifs = NULL;
-    if (getifaddrs(&ifs) == 0) {
-        for (struct ifaddrs *i = ifs; i; i = i->ifa_next)
-            if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && !(i->ifa_flags & IFF_LOOPBACK)) {
-                inet_ntop(AF_INET, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, ip, sizeof(ip));
-                break;
-            }
-        freeifaddrs(ifs);
-    }
+    ke_host_ipv4(ip, sizeof(ip));
+    if (!ip[0])
+        snprintf(ip, sizeof(ip), "127.0.0.1");
     struct utsname u;
     uname(&u);
     struct sysinfo si;

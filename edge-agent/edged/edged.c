@@ -16,6 +16,7 @@
 #include "podspec.h"
 
 #include "ke_err.h"
+#include "ke_host.h"
 #include "ke_k8s.h"
 #include "ke_log.h"
 #include "ke_time.h"
@@ -116,6 +117,7 @@ typedef struct ed {
     unsigned n_logs;
     uv_timer_t log_timer;
     struct probe_run *http_probes; /* httpGet probes in flight (ended at stop) */
+    char host_ip[64]; /* status.hostIP, and podIP of host-network pods */
 } ed;
 
 struct probe_run;
@@ -405,6 +407,8 @@ static json_t *status_json(ed *d, epod *p)
                               "lastTransitionTime", since);
     json_t *s = json_pack("{s:s,s:o,s:o,s:s,s:s}", "phase", phase, "conditions", conds,
                           "containerStatuses", cs, "startTime", start, "qosClass", "BestEffort");
+    if (d->host_ip[0])
+        json_object_set_new(s, "hostIP", json_string(d->host_ip));
     if (p->ip_known && p->ip[0]) {
         json_object_set_new(s, "podIP", json_string(p->ip));
         json_object_set_new(s, "podIPs", json_pack("[{s:s}]", "ip", p->ip));
@@ -413,7 +417,6 @@ static json_t *status_json(ed *d, epod *p)
         json_object_set_new(s, "reason", json_string("SandboxError"));
         json_object_set_new(s, "message", json_string(p->sb_msg));
     }
-    (void)d;
     return s;
 }
 
@@ -914,7 +917,7 @@ static void step_done(const ProtobufCMessage *reply, const ke_rpc_status *st, vo
             snprintf(p->ip, sizeof(p->ip), "%s",
                      r->status->network && r->status->network->ip ? r->status->network->ip : "");
             if (!p->ip[0] && json_is_true(json_object_get(json_object_get(p->obj, "spec"), "hostNetwork")))
-                snprintf(p->ip, sizeof(p->ip), "%s", "");
+                snprintf(p->ip, sizeof(p->ip), "%s", d->host_ip); /* as kubelet: the node's */
             if (r->status->state != RUNTIME__V1__POD_SANDBOX_STATE__SANDBOX_READY)
                 p->sb_state = r->status->state;
         } else if (st->code == KE_RPC_NOT_FOUND) {
@@ -1959,6 +1962,7 @@ static int ed_start(ke_module *m)
     d->e = ke_module_rt(m);
     d->cfg = cfg;
     d->runtime_ok = 1;
+    ke_host_ipv4(d->host_ip, sizeof(d->host_ip));
     char dir[PATH_MAX];
     static const char *const sub[] = {"", "/pods", "/logs"};
     for (size_t i = 0; i < 3; i++) {
