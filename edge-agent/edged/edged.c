@@ -1113,6 +1113,7 @@ static void step_done(const ProtobufCMessage *reply, const ke_rpc_status *st, vo
 typedef struct cleanup {
     ed *d;
     char *id;
+    int sandbox;
     int removing;
 } cleanup;
 
@@ -1121,7 +1122,8 @@ static void cleanup_done(const ProtobufCMessage *reply, const ke_rpc_status *st,
     (void)reply;
     cleanup *cu = ud;
     if (st->code != KE_RPC_OK && st->code != KE_RPC_NOT_FOUND) {
-        ke_log_warn(ED_MOD, "removing sandbox %.12s failed: %s", cu->id, st->message);
+        ke_log_warn(ED_MOD, "removing %s %.12s failed: %s", cu->sandbox ? "sandbox" : "container",
+                    cu->id, st->message);
     } else if (!cu->removing && !cu->d->stopping) {
         cu->removing = 1;
         Runtime__V1__RemovePodSandboxRequest r = RUNTIME__V1__REMOVE_POD_SANDBOX_REQUEST__INIT;
@@ -1129,14 +1131,15 @@ static void cleanup_done(const ProtobufCMessage *reply, const ke_rpc_status *st,
         if (cri_call(cu->d->cri, CRI_RUNTIME, "RemovePodSandbox", &r.base, 0, cleanup_done, cu) == 0)
             return;
     } else {
-        ke_log_info(ED_MOD, "removed sandbox %.12s", cu->id);
+        ke_log_info(ED_MOD, "removed %s %.12s", cu->sandbox ? "sandbox" : "container", cu->id);
     }
     free(cu->id);
     free(cu);
 }
 
-/* remove_sandbox stops and removes a sandbox no pod owns */
-static void remove_sandbox(ed *d, const char *id)
+/* discard removes what no pod owns: a sandbox (stopped, then removed,
+ * with its containers) or one container (removed, running or not) */
+static void discard(ed *d, const char *id, int sandbox)
 {
     cleanup *cu = calloc(1, sizeof(*cu));
     if (!cu || !(cu->id = strdup(id))) {
@@ -1144,26 +1147,14 @@ static void remove_sandbox(ed *d, const char *id)
         return;
     }
     cu->d = d;
-    Runtime__V1__StopPodSandboxRequest r = RUNTIME__V1__STOP_POD_SANDBOX_REQUEST__INIT;
-    r.pod_sandbox_id = cu->id;
-    if (cri_call(d->cri, CRI_RUNTIME, "StopPodSandbox", &r.base, 0, cleanup_done, cu) != 0) {
-        free(cu->id);
-        free(cu);
-    }
-}
-
-static void remove_container_now(ed *d, const char *id)
-{
-    cleanup *cu = calloc(1, sizeof(*cu));
-    if (!cu || !(cu->id = strdup(id))) {
-        free(cu);
-        return;
-    }
-    cu->d = d;
-    cu->removing = 1;
-    Runtime__V1__RemoveContainerRequest r = RUNTIME__V1__REMOVE_CONTAINER_REQUEST__INIT;
-    r.container_id = cu->id;
-    if (cri_call(d->cri, CRI_RUNTIME, "RemoveContainer", &r.base, 0, cleanup_done, cu) != 0) {
+    cu->sandbox = sandbox;
+    cu->removing = !sandbox;
+    Runtime__V1__StopPodSandboxRequest sr = RUNTIME__V1__STOP_POD_SANDBOX_REQUEST__INIT;
+    Runtime__V1__RemoveContainerRequest cr = RUNTIME__V1__REMOVE_CONTAINER_REQUEST__INIT;
+    sr.pod_sandbox_id = cr.container_id = cu->id;
+    int rc = sandbox ? cri_call(d->cri, CRI_RUNTIME, "StopPodSandbox", &sr.base, 0, cleanup_done, cu)
+                     : cri_call(d->cri, CRI_RUNTIME, "RemoveContainer", &cr.base, 0, cleanup_done, cu);
+    if (rc != 0) {
         free(cu->id);
         free(cu);
     }
@@ -1243,7 +1234,7 @@ static void on_containers(const ProtobufCMessage *reply, const ke_rpc_status *st
         }
         /* a second sandbox for the pod (a crash between run and record):
          * the newer ready one stays */
-        remove_sandbox(d, s->id);
+        discard(d, s->id, 1);
     }
     /* the pod's sandbox vanished from the runtime */
     for (epod *p = d->pods; p; p = p->next) {
@@ -1272,7 +1263,7 @@ static void on_containers(const ProtobufCMessage *reply, const ke_rpc_status *st
             continue; /* another sandbox's: goes with it */
         ectr *c = name ? ctr_named(p, name) : NULL;
         if (!c) {
-            remove_container_now(d, x->id);
+            discard(d, x->id, 0);
             continue;
         }
         uint32_t at = x->metadata ? x->metadata->attempt : 0;
@@ -1283,7 +1274,7 @@ static void on_containers(const ProtobufCMessage *reply, const ke_rpc_status *st
         } else if (!c->cur.id || at > c->cur.attempt) {
             if (c->cur.id) {
                 if (c->prev.id && strcmp(c->prev.id, ED_REMOVED) != 0)
-                    remove_container_now(d, c->prev.id);
+                    discard(d, c->prev.id, 0);
                 inst_clear(&c->prev);
                 c->prev = c->cur;
                 memset(&c->cur, 0, sizeof(c->cur));
@@ -1294,13 +1285,13 @@ static void on_containers(const ProtobufCMessage *reply, const ke_rpc_status *st
             }
         } else if (!c->prev.id || at > c->prev.attempt) {
             if (c->prev.id && strcmp(c->prev.id, ED_REMOVED) != 0)
-                remove_container_now(d, c->prev.id);
+                discard(d, c->prev.id, 0);
             inst_clear(&c->prev);
             c->prev.id = strdup(x->id);
             c->prev.attempt = at;
             c->prev.state = x->state;
         } else {
-            remove_container_now(d, x->id);
+            discard(d, x->id, 0);
         }
     }
     protobuf_c_message_free_unpacked(&sbs->base, NULL);

@@ -39,6 +39,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -812,6 +813,16 @@ int ke_rpc_call_send_raw(ke_rpc_call *c, const void *data, size_t len)
     if (!c || (!data && len))
         return KE_EINVAL;
     return send_bb(c, bb_from_bytes(data, len), BOUND_BYTES);
+}
+
+int ke_rpc_call_finishf(ke_rpc_call *call, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return ke_rpc_call_finish(call, code, msg, NULL);
 }
 
 int ke_rpc_call_finish(ke_rpc_call *c, int code, const char *message,

@@ -257,6 +257,12 @@ int ke_rpc_call_send_control(ke_rpc_call *call, const ProtobufCMessage *msg);
 int ke_rpc_call_finish(ke_rpc_call *call, int code, const char *message,
                        const ProtobufCMessage *reply);
 
+/* ke_rpc_call_finishf (server) ends the call with `code`, no reply, and a
+ * message formatted as printf (truncated to 512 bytes). Returns as
+ * ke_rpc_call_finish. */
+int ke_rpc_call_finishf(ke_rpc_call *call, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* ke_rpc_call_abort ends the call at once with `code` and `message`:
  * messages still queued are dropped and freed now, and the stream is reset
  * with that status (the peer sees it without reading what was queued). For

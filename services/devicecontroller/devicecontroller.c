@@ -48,18 +48,6 @@ struct devicecontroller {
     int stopped;
 };
 
-static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    ke_rpc_call_finish(call, code, msg, NULL);
-}
-
 static const char *ns_or_default(const char *ns) { return ns && *ns ? ns : "default"; }
 
 /* ---- twins ---- */
@@ -265,21 +253,21 @@ static int get_device(devicecontroller *dc, ke_rpc_call *call, const char *prefi
     const char *ns;
     snprintf(path, sizeof(path), "%sname", prefix);
     if (!ref) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s: required", path);
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s: required", path);
         return -1;
     }
     if (ke_k8s_resolve_ns(ke_k8s_kind_find("Device"), ref->namespace_, 1, &ns, why,
                           sizeof(why)) != 0 ||
         ke_k8s_check_name(ref->name, path, why, sizeof(why)) != 0) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s%s",
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s%s",
                    strncmp(why, "namespace", 9) == 0 ? prefix : "", why);
         return -1;
     }
     int rc = ke_store_get(dc->store, "Device", ns, ref->name, out);
     if (rc == KE_ENOTFOUND)
-        finish_err(call, KE_RPC_NOT_FOUND, "devices \"%s\" not found", ref->name);
+        ke_rpc_call_finishf(call, KE_RPC_NOT_FOUND, "devices \"%s\" not found", ref->name);
     else if (rc != 0)
-        finish_err(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
+        ke_rpc_call_finishf(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
     return rc == 0 ? 0 : -1;
 }
 
@@ -301,12 +289,12 @@ static const ke_k8s_kind *device_kind(ke_rpc_call *call, const char *method, con
     char why[320];
     const ke_k8s_kind *k = ke_k8s_kind_find(kind && *kind ? kind : "Device");
     if (!k || (strcmp(k->kind, "Device") != 0 && strcmp(k->kind, "DeviceModel") != 0)) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT,
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
                    "kind: %s serves Device or DeviceModel, not \"%.64s\"", method, kind);
         return NULL;
     }
     if (ke_k8s_resolve_ns(k, ns, 0, ns_out, why, sizeof(why)) != 0) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
         return NULL;
     }
     return k;
@@ -381,7 +369,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
     devicecontroller *dc = ud;
     const Ke__V1__SetDesiredRequest *req = (const Ke__V1__SetDesiredRequest *)m;
     if (!req->property[0]) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "property: required");
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "property: required");
         return;
     }
     char why[320];
@@ -392,7 +380,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
         const char *ns = ns_or_default(ke_k8s_str(device, "metadata.namespace"));
         const char *mname = ke_k8s_str(device, "spec.deviceModelRef.name");
         if (ke_store_get(dc->store, "DeviceModel", ns, mname, &model) != 0) {
-            finish_err(call, KE_RPC_FAILED_PRECONDITION, "device's model \"%s\" not found", mname);
+            ke_rpc_call_finishf(call, KE_RPC_FAILED_PRECONDITION, "device's model \"%s\" not found", mname);
             json_decref(device);
             return;
         }
@@ -412,7 +400,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
             code = KE_RPC_INVALID_ARGUMENT;
         }
         if (code != KE_RPC_OK) {
-            finish_err(call, code, "%s", why);
+            ke_rpc_call_finishf(call, code, "%s", why);
             json_decref(device);
             json_decref(model);
             return;
@@ -440,11 +428,11 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
             continue; /* someone else wrote the device meanwhile: redo on the new version */
         }
         if (rc == KE_EINVAL) { /* the store's bound on an object's size */
-            finish_err(call, KE_RPC_INVALID_ARGUMENT,
+            ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
                        "value: too large: device %s/%s would exceed %d bytes", ns,
                        ke_k8s_str(device, "metadata.name"), KE_STORE_OBJECT_MAX);
         } else if (rc != 0) {
-            finish_err(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
+            ke_rpc_call_finishf(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
         } else {
             Ke__V1__Twin t;
             Ke__V1__TwinValue d, r;
@@ -460,7 +448,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
         json_decref(out);
         return;
     }
-    finish_err(call, KE_RPC_ABORTED, "device keeps changing; try again");
+    ke_rpc_call_finishf(call, KE_RPC_ABORTED, "device keeps changing; try again");
 }
 
 static void get_twin_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
@@ -560,7 +548,7 @@ static void watch_start(devicecontroller *dc, ke_rpc_call *call, int twins, cons
     dc_watch *w = calloc(1, sizeof(*w));
     if (!w || !(w->seen = ke_map_new())) {
         free(w);
-        finish_err(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        ke_rpc_call_finishf(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     w->twins = twins;
@@ -570,14 +558,14 @@ static void watch_start(devicecontroller *dc, ke_rpc_call *call, int twins, cons
     if (rc != 0) {
         /* selectors and names were checked: EINVAL is a version ahead */
         if (rc == KE_EINVAL)
-            finish_err(call, KE_RPC_INVALID_ARGUMENT,
+            ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
                        "resource_version: %llu is after the store's revision %llu",
                        (unsigned long long)from, (unsigned long long)ke_store_revision(dc->store));
         else if (rc == KE_EGONE)
-            finish_err(call, KE_RPC_OUT_OF_RANGE, "resource_version: too old; list again and "
+            ke_rpc_call_finishf(call, KE_RPC_OUT_OF_RANGE, "resource_version: too old; list again and "
                                                   "watch from the list's version");
         else
-            finish_err(call, ke_k8s_status_of(rc), "cannot watch: %s", ke_strerror(rc));
+            ke_rpc_call_finishf(call, ke_k8s_status_of(rc), "cannot watch: %s", ke_strerror(rc));
         ke_rpc_call_unref(call);
         ke_map_free(w->seen);
         free(w);
@@ -595,7 +583,7 @@ static void watch_devices_on_message(ke_rpc_call *call, const ProtobufCMessage *
     if (!k)
         return;
     if (ke_store_selector_check(req->label_selector, req->field_selector, why, sizeof(why)) != 0) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
         return;
     }
     watch_start(ud, call, 0, k->kind, ns, req->label_selector, req->field_selector,
@@ -610,7 +598,7 @@ static void watch_twins_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
     if (ke_k8s_resolve_ns(ke_k8s_kind_find("Device"), req->namespace_, 0, &ns, why,
                           sizeof(why)) != 0 ||
         (req->name[0] && ke_k8s_check_name(req->name, "name", why, sizeof(why)) != 0)) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
         return;
     }
     if (req->name[0])

@@ -35,18 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void finish_err(ke_rpc_call *call, int code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    ke_rpc_call_finish(call, code, msg, NULL);
-}
-
 /* store_error maps a store error to a status, kubectl-style. An object
  * that does not decrypt is INTERNAL, as Kubernetes' 500 "unable to
  * transform", naming the key it needs (never any of its content). */
@@ -59,37 +47,37 @@ static void store_error(edgecontroller *ec, ke_rpc_call *call, int rc, const ke_
     case KE_ECRYPT:
         if (k && name && *name)
             ke_store_crypt_check(ec->cfg.store, k->kind, ns, name, why, sizeof(why));
-        finish_err(call, KE_RPC_INTERNAL, "%s \"%s\": stored object does not decrypt: %s",
+        ke_rpc_call_finishf(call, KE_RPC_INTERNAL, "%s \"%s\": stored object does not decrypt: %s",
                    plural, name, why[0] ? why : "its encryption key is not in "
                                                 "store.encryption_key_file");
         break;
     case KE_ENOTFOUND:
-        finish_err(call, KE_RPC_NOT_FOUND, "%s \"%s\" not found", plural, name);
+        ke_rpc_call_finishf(call, KE_RPC_NOT_FOUND, "%s \"%s\" not found", plural, name);
         break;
     case KE_EEXIST:
-        finish_err(call, KE_RPC_ALREADY_EXISTS, "%s \"%s\" already exists", plural, name);
+        ke_rpc_call_finishf(call, KE_RPC_ALREADY_EXISTS, "%s \"%s\" already exists", plural, name);
         break;
     case KE_ECONFLICT:
-        finish_err(call, KE_RPC_ABORTED,
+        ke_rpc_call_finishf(call, KE_RPC_ABORTED,
                    "metadata.resourceVersion: the object has been modified; apply again to the "
                    "latest version of %s \"%s\"",
                    plural, name);
         break;
     case KE_EINVAL: /* what the store refuses that the checks before it let through */
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "object: %s \"%s\" refused by the store "
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "object: %s \"%s\" refused by the store "
                                                   "(too large, or a key part too long)",
                    plural, name);
         break;
     case KE_EGONE:
-        finish_err(call, KE_RPC_OUT_OF_RANGE, "resource_version: too old; list again and watch "
+        ke_rpc_call_finishf(call, KE_RPC_OUT_OF_RANGE, "resource_version: too old; list again and watch "
                                               "from the list's version");
         break;
     case KE_EFULL:
-        finish_err(call, KE_RPC_RESOURCE_EXHAUSTED, "too many open watches; close some and "
+        ke_rpc_call_finishf(call, KE_RPC_RESOURCE_EXHAUSTED, "too many open watches; close some and "
                                                     "watch again");
         break;
     default: /* never UNAVAILABLE: retrying the same call would not help */
-        finish_err(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
+        ke_rpc_call_finishf(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
         break;
     }
 }
@@ -138,13 +126,13 @@ static int check_refs(edgecontroller *ec, ke_rpc_call *call, json_t *obj, const 
     const char *node = ke_k8s_str(obj, "spec.nodeName");
     if ((strcmp(kind, "Pod") == 0 || strcmp(kind, "Device") == 0) && node && *node &&
         !exists(ec, "Node", "", node)) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "spec.nodeName: node \"%s\" not found", node);
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "spec.nodeName: node \"%s\" not found", node);
         return -1;
     }
     if (strcmp(kind, "Device") == 0) {
         const char *model = ke_k8s_str(obj, "spec.deviceModelRef.name");
         if (!exists(ec, "DeviceModel", ns, model)) {
-            finish_err(call, KE_RPC_INVALID_ARGUMENT,
+            ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
                        "spec.deviceModelRef.name: devicemodel \"%s\" not found in namespace %s",
                        model, ns);
             return -1;
@@ -183,12 +171,12 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     char why[512];
     if (!obj) {
         ke_err_oneline(je.text);
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "object_json: not valid JSON: %s (line %d)",
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "object_json: not valid JSON: %s (line %d)",
                    je.text, je.line);
         return;
     }
     if (ke_k8s_validate(obj, why, sizeof(why)) != 0) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
         json_decref(obj);
         return;
     }
@@ -196,7 +184,7 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     if (strcmp(k->kind, "Secret") == 0) {
         int mrc = ke_k8s_secret_merge(obj); /* stringData into data, as Kubernetes */
         if (mrc != 0) {
-            finish_err(call, ke_k8s_status_of(mrc), "stringData: %s",
+            ke_rpc_call_finishf(call, ke_k8s_status_of(mrc), "stringData: %s",
                        mrc == KE_EINVAL ? "a value is too large" : "out of memory");
             json_decref(obj);
             return;
@@ -212,7 +200,7 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     const char *name = ke_k8s_str(obj, "metadata.name");
     json_object_del(obj, "status");
     if (ke_store_object_check(obj, why, sizeof(why)) != 0) { /* label syntax, size */
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
         json_decref(obj);
         return;
     }
@@ -225,7 +213,7 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     if (rc == 0 && strcmp(k->kind, "Pod") == 0) {
         const char *was = ke_k8s_str(cur, "spec.nodeName"), *now = ke_k8s_str(obj, "spec.nodeName");
         if (was && *was && (!now || strcmp(was, now) != 0)) {
-            finish_err(call, KE_RPC_INVALID_ARGUMENT,
+            ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
                        "spec.nodeName: a bound pod cannot move (bound to \"%s\")", was);
             goto out;
         }
@@ -268,7 +256,7 @@ static const ke_k8s_kind *ref_or_refuse(ke_rpc_call *call, const char *prefix, c
     if (!k) {
         char known[256];
         ke_k8s_kind_list(known, sizeof(known));
-        finish_err(call, KE_RPC_INVALID_ARGUMENT,
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
                    "%skind: the server doesn't have a resource type \"%.64s\" (known: %s)",
                    prefix, kind ? kind : "", known);
         return NULL;
@@ -276,7 +264,7 @@ static const ke_k8s_kind *ref_or_refuse(ke_rpc_call *call, const char *prefix, c
     snprintf(path, sizeof(path), "%sname", prefix);
     if (ke_k8s_resolve_ns(k, ns, one, ns_out, why, sizeof(why)) != 0 ||
         (name && ke_k8s_check_name(name, path, why, sizeof(why)) != 0)) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s%s", strncmp(why, "namespace", 9) == 0 ?
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s%s", strncmp(why, "namespace", 9) == 0 ?
                                                           prefix : "", why);
         return NULL;
     }
@@ -329,11 +317,11 @@ static void delete_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
     edgecontroller *ec = ud;
     const Ke__V1__DeleteRequest *req = (const Ke__V1__DeleteRequest *)m;
     if (!req->ref) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "ref: required");
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "ref: required");
         return;
     }
     if (req->grace_period_seconds < 0) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "grace_period_seconds: must not be negative");
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "grace_period_seconds: must not be negative");
         return;
     }
     const char *ns, *name = req->ref->name;
@@ -396,12 +384,12 @@ static void watch_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
         return;
     char why[256];
     if (ke_store_selector_check(req->label_selector, req->field_selector, why, sizeof(why)) != 0) {
-        finish_err(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
         return;
     }
     watch_ctx *w = calloc(1, sizeof(*w));
     if (!w) {
-        finish_err(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        ke_rpc_call_finishf(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory");
         return;
     }
     ke_rpc_call_ref(call);
@@ -410,7 +398,7 @@ static void watch_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
                                   req->field_selector, req->resource_version, watch_event, w,
                                   &w->w);
     if (rc == KE_EINVAL) /* selectors were checked: the version is ahead of the store */
-        finish_err(call, KE_RPC_INVALID_ARGUMENT,
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
                    "resource_version: %llu is after the store's revision %llu",
                    (unsigned long long)req->resource_version,
                    (unsigned long long)ke_store_revision(ec->cfg.store));

@@ -79,18 +79,6 @@ static void hub_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
 static const ke_rpc_handler hub_handler = {.on_message = hub_on_message,
                                            .on_close = hub_on_close};
 
-static void finish_fmt(ke_rpc_call *call, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void finish_fmt(ke_rpc_call *call, int code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    ke_rpc_call_finish(call, code, msg, NULL);
-}
-
 /* pick_container checks the container the request names against the pod's
  * (spec.containers and spec.initContainers), or picks the only one of
  * spec.containers. Returns the name (borrowed from the pod or the request),
@@ -120,15 +108,15 @@ static const char *pick_container(ke_rpc_call *call, const json_t *pod, const ch
         }
     }
     if (*want)
-        finish_fmt(call, KE_RPC_INVALID_ARGUMENT,
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
                    "container: container %.253s is not valid for pod %s, choose one of: [%s]",
                    want, pod_name, names);
     else if (only)
         return only;
     else if (n_main == 0)
-        finish_fmt(call, KE_RPC_FAILED_PRECONDITION, "pod %s has no containers", pod_name);
+        ke_rpc_call_finishf(call, KE_RPC_FAILED_PRECONDITION, "pod %s has no containers", pod_name);
     else
-        finish_fmt(call, KE_RPC_INVALID_ARGUMENT,
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
                    "container: a container name must be specified for pod %s, choose one of: "
                    "[%s]",
                    pod_name, names);
@@ -143,38 +131,38 @@ void ec_logs_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
     char why[320];
     if (ke_k8s_check_name(req->pod, "pod", why, sizeof(why)) != 0 ||
         ke_k8s_check_name(ns, "namespace", why, sizeof(why)) != 0) {
-        finish_fmt(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
         return;
     }
     if (req->tail_lines < 0 || req->limit_bytes < 0) {
-        finish_fmt(call, KE_RPC_INVALID_ARGUMENT, "%s: must not be negative",
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s: must not be negative",
                    req->tail_lines < 0 ? "tail_lines" : "limit_bytes");
         return;
     }
     json_t *pod = NULL;
     int rc = ke_store_get(ec->cfg.store, "Pod", ns, req->pod, &pod);
     if (rc == KE_ENOTFOUND) {
-        finish_fmt(call, KE_RPC_NOT_FOUND, "pods \"%s\" not found", req->pod);
+        ke_rpc_call_finishf(call, KE_RPC_NOT_FOUND, "pods \"%s\" not found", req->pod);
         return;
     }
     if (rc != 0) {
-        finish_fmt(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
+        ke_rpc_call_finishf(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
         return;
     }
     const char *node = ke_k8s_str(pod, "spec.nodeName");
     const char *container = NULL;
     if (!node || !*node)
-        finish_fmt(call, KE_RPC_FAILED_PRECONDITION, "pod %s is not bound to a node", req->pod);
+        ke_rpc_call_finishf(call, KE_RPC_FAILED_PRECONDITION, "pod %s is not bound to a node", req->pod);
     else
         container = pick_container(call, pod, req->pod, req->container);
     ke_rpc_channel *hub = ec->hub;
     if (container && !hub) {
-        finish_fmt(call, KE_RPC_UNAVAILABLE, "edgecontroller is not connected to cloudhub yet");
+        ke_rpc_call_finishf(call, KE_RPC_UNAVAILABLE, "edgecontroller is not connected to cloudhub yet");
         container = NULL;
     }
     logs_ctx *c = container ? calloc(1, sizeof(*c)) : NULL;
     if (container && !c)
-        finish_fmt(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        ke_rpc_call_finishf(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory");
     if (!c) {
         json_decref(pod);
         return;
@@ -205,7 +193,7 @@ void ec_logs_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
     pthread_mutex_unlock(&c->mu);
     if (rc != 0) {
         atomic_fetch_sub(&c->refs, 1); /* no Hub call: its on_close never runs */
-        finish_fmt(call, KE_RPC_UNAVAILABLE, "cannot reach cloudhub: %s", ke_strerror(rc));
+        ke_rpc_call_finishf(call, KE_RPC_UNAVAILABLE, "cannot reach cloudhub: %s", ke_strerror(rc));
     } else {
         char ec_[KE_LOG_ESC_SIZE(64)];
         ke_log_debug(EC_MOD, "logs pod=%s/%s container=%s node=%s follow=%d", ns, req->pod,

@@ -26,6 +26,7 @@
 #include "ke_time.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -554,12 +555,44 @@ static int64_t restarts(const json_t *pod)
     return json_integer_value(json_object_get(cstatus(pod, 0), "restartCount"));
 }
 
+/* A Watch on one pod from a resourceVersion: every write to it, in order */
+typedef struct watch_rec {
+    pthread_mutex_t mu;
+    int64_t counts[4096]; /* restartCount of each event */
+    size_t n;
+    int closed;
+} watch_rec;
+
+static void watch_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    (void)call;
+    watch_rec *w = ud;
+    const Ke__V1__WatchEvent *ev = (const Ke__V1__WatchEvent *)m;
+    json_t *pod = json_loadb((const char *)ev->object_json.data, ev->object_json.len, 0, NULL);
+    pthread_mutex_lock(&w->mu);
+    if (pod && w->n < sizeof(w->counts) / sizeof(w->counts[0]))
+        w->counts[w->n++] = restarts(pod);
+    pthread_mutex_unlock(&w->mu);
+    json_decref(pod);
+}
+
+static void watch_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
+{
+    (void)call;
+    (void)st;
+    watch_rec *w = ud;
+    pthread_mutex_lock(&w->mu);
+    w->closed = 1;
+    pthread_mutex_unlock(&w->mu);
+}
+
 static void test_pods_survive_cloud_and_edge_kills_and_status_catches_up(void **state)
 {
     (void)state;
     json_t *p = pod_get("crash");
     assert_non_null(p);
     int64_t before = restarts(p);
+    uint64_t rv0 = strtoull(ke_k8s_str(p, "metadata.resourceVersion"), NULL, 10);
     json_decref(p);
     ke_cluster_kill_cloud(&C);
     ke_edge_kill(&E);
@@ -590,22 +623,43 @@ static void test_pods_survive_cloud_and_edge_kills_and_status_catches_up(void **
     }
     assert_true(exits >= 2);
     ke_cluster_start_cloud(&C, NULL);
-    /* every change made meanwhile reaches the store, in order: the restart
-     * count the cloud shows never goes down and passes what it was */
+    /* the changes made meanwhile reach the store in order: a Watch from
+     * before the kill sees every write to the pod, and its restart count
+     * never goes down on the way to what the edge counted */
+    static watch_rec w;
+    pthread_mutex_init(&w.mu, NULL);
+    static const ke_rpc_handler h = {.on_message = watch_message, .on_close = watch_close};
+    Ke__V1__WatchRequest req = KE__V1__WATCH_REQUEST__INIT;
+    req.kind = "Pod";
+    req.namespace_ = "default";
+    req.field_selector = "metadata.name=crash";
+    req.resource_version = rv0;
+    ke_rpc_stub ec = {C.api, &ke__v1__edge_controller__descriptor};
+    ke_rpc_call *watch = NULL;
+    assert_int_equal(ke_rpc_stub_start(&ec, "Watch", &h, &w, NULL, &watch), 0);
+    assert_int_equal(ke_rpc_call_send(watch, &req.base), 0);
+    assert_int_equal(ke_rpc_call_close_send(watch), 0);
     until = ke_time_mono_ms() + WAIT_MS;
-    int64_t seen = before, caught_up = 0;
+    int caught_up = 0;
     while (ke_time_mono_ms() < until && !caught_up) {
-        p = pod_get("crash");
-        if (p) {
-            int64_t r = restarts(p);
-            assert_true(r >= seen);
-            seen = r;
-            caught_up = r >= before + 2;
-            json_decref(p);
-        }
-        pause_ms(100);
+        pthread_mutex_lock(&w.mu);
+        caught_up = w.n > 0 && w.counts[w.n - 1] >= before + 2;
+        pthread_mutex_unlock(&w.mu);
+        if (!caught_up)
+            pause_ms(100);
     }
+    ke_rpc_call_cancel(watch);
+    for (int closed = 0; !closed; pause_ms(10)) {
+        pthread_mutex_lock(&w.mu);
+        closed = w.closed;
+        pthread_mutex_unlock(&w.mu);
+    }
+    ke_rpc_call_unref(watch);
     assert_true(caught_up);
+    assert_true(w.n >= 2);
+    for (size_t i = 1; i < w.n; i++)
+        assert_true(w.counts[i] >= w.counts[i - 1]);
+    assert_true(w.counts[0] >= before);
     p = wait_pod("app", is_running, NULL, "Running");
     assert_string_equal(ke_k8s_str(cstatus(p, 0), "containerID"), app_cid);
     json_decref(p);
@@ -617,9 +671,13 @@ static void test_pods_survive_cloud_and_edge_kills_and_status_catches_up(void **
 static void test_delete_stops_within_grace_then_the_cloud_forgets(void **state)
 {
     (void)state;
-    char out[4096];
+    char out[4096], follow[512];
+    /* SIGTERM first: the container's trap prints, seen by a reader following its log */
+    snprintf(follow, sizeof(follow), "%s/app-follow.log", C.dir);
+    assert_int_equal(ke_tp_sh("%s logs -f app > %s 2>&1 &", kectl, follow), 0);
+    assert_true(ke_file_wait_contains(follow, "GREETING=", WAIT_MS));
     assert_int_equal(run(out, sizeof(out), "delete pod app"), 0);
-    /* SIGTERM first: the container's trap prints */
+    assert_true(ke_file_wait_contains(follow, "got TERM", WAIT_MS));
     int gone_cloud = wait_gone("app");
     assert_true(gone_cloud);
     /* when the cloud forgets it, the runtime holds nothing of it */

@@ -16,8 +16,11 @@
 #include "edgecontroller.pb-c.h"
 #include "ke_err.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int kectl_connect(kectl *k)
 {
@@ -244,4 +247,44 @@ int kectl_list(kectl *k, const kectl_kind *kind, const char *ns, const char *lab
     }
     *items = arr;
     return 0;
+}
+
+/* ---- the wake pipe of streaming commands ---- */
+
+static volatile sig_atomic_t wake_fd = -1; /* its write end, for the signal handler */
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    int fd = wake_fd;
+    if (fd >= 0) {
+        char c = 'i';
+        ssize_t n = write(fd, &c, 1);
+        (void)n; /* a full pipe already holds a wake-up */
+    }
+}
+
+int kectl_wake_open(kectl_wake *w)
+{
+    if (pipe2(w->fds, O_CLOEXEC) != 0) {
+        fprintf(stderr, "error: pipe: %s\n", strerror(errno));
+        return -1;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    wake_fd = w->fds[1];
+    sigaction(SIGINT, &sa, &w->old_int);
+    sigaction(SIGTERM, &sa, &w->old_term);
+    return 0;
+}
+
+void kectl_wake_close(kectl_wake *w)
+{
+    sigaction(SIGINT, &w->old_int, NULL);
+    sigaction(SIGTERM, &w->old_term, NULL);
+    wake_fd = -1;
+    close(w->fds[0]);
+    close(w->fds[1]);
 }

@@ -129,19 +129,6 @@ static int is_table(kectl_output o)
 
 /* ---- watch ---- */
 
-static volatile sig_atomic_t watch_wake_fd = -1; /* the self-pipe's write end, for the signal handler */
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    int fd = watch_wake_fd;
-    if (fd >= 0) {
-        char c = 'i';
-        ssize_t n = write(fd, &c, 1);
-        (void)n;
-    }
-}
-
 typedef struct watch_ctx {
     kectl_table *t;
     const kectl_kind *kind;
@@ -234,20 +221,12 @@ static int run_watch(kectl *k, const kectl_kind *kind, const char *ns, const cha
 {
     if (kectl_connect(k) != 0)
         return KECTL_EXIT_ERROR;
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) {
-        fprintf(stderr, "error: pipe: %s\n", strerror(errno));
+    kectl_wake wk;
+    if (kectl_wake_open(&wk) != 0)
         return KECTL_EXIT_ERROR;
-    }
+    int *fds = wk.fds;
     watch_ctx w = {.t = t, .kind = kind, .out = out, .header_pending = header_pending,
                    .wake = fds[1]};
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    watch_wake_fd = fds[1];
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
 
     Ke__V1__WatchRequest req = KE__V1__WATCH_REQUEST__INIT;
     req.kind = (char *)kind->kind;
@@ -263,11 +242,7 @@ static int run_watch(kectl *k, const kectl_kind *kind, const char *ns, const cha
                            fds[0]);
     }
 
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    watch_wake_fd = -1;
-    close(fds[0]);
-    close(fds[1]);
+    kectl_wake_close(&wk);
     if (!ended || w.st.code == KE_RPC_OK)
         return KECTL_EXIT_OK;
     if (w.st.code == KE_RPC_OUT_OF_RANGE) {

@@ -27,6 +27,7 @@
 #include "ke_rpc.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdint.h>
@@ -192,6 +193,21 @@ int kectl_call(kectl *k, const ProtobufCServiceDescriptor *svc, const char *meth
 /* kectl_unreachable tells whether st means the server was not reached, so
  * that further calls are pointless. */
 int kectl_unreachable(const ke_rpc_status *st);
+
+/* kectl_wake: what a streaming command's main thread waits on. The rpc
+ * callbacks write to fds[1] (a byte of their choosing); SIGINT and SIGTERM
+ * write 'i' there while it is open, instead of killing kectl. */
+typedef struct kectl_wake {
+    int fds[2];
+    struct sigaction old_int, old_term;
+} kectl_wake;
+
+/* kectl_wake_open makes the pipe and takes SIGINT/SIGTERM. Returns 0, or
+ * -1 after saying why on stderr. One at a time. */
+int kectl_wake_open(kectl_wake *w);
+
+/* kectl_wake_close gives the signals back and closes the pipe. */
+void kectl_wake_close(kectl_wake *w);
 
 /* kectl_reason maps a gRPC status code to the Kubernetes reason kubectl
  * shows in "Error from server (Reason)": NotFound, AlreadyExists, ... */

@@ -87,19 +87,6 @@ static int logs_opt(void *ud, int c, const char *arg)
     }
 }
 
-static volatile sig_atomic_t logs_wake_fd = -1; /* the self-pipe's write end */
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    int fd = logs_wake_fd;
-    if (fd >= 0) {
-        char c = 'i';
-        ssize_t n = write(fd, &c, 1);
-        (void)n;
-    }
-}
-
 typedef struct logs_ctx {
     int wake;
     int write_failed;
@@ -153,19 +140,11 @@ int kectl_cmd_logs(kectl *k, int argc, char **argv)
         pod = strchr(pod, '/') + 1; /* kubectl accepts pod/NAME */
     if (kectl_connect(k) != 0)
         return KECTL_EXIT_ERROR;
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) {
-        fprintf(stderr, "error: pipe: %s\n", strerror(errno));
+    kectl_wake wk;
+    if (kectl_wake_open(&wk) != 0)
         return KECTL_EXIT_ERROR;
-    }
+    int *fds = wk.fds;
     logs_ctx c = {.wake = fds[1]};
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    logs_wake_fd = fds[1];
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
 
     Ke__V1__PodLogRequest req = KE__V1__POD_LOG_REQUEST__INIT;
     req.namespace_ = (char *)k->ns;
@@ -199,11 +178,7 @@ int kectl_cmd_logs(kectl *k, int argc, char **argv)
         }
         ke_rpc_call_unref(call);
     }
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
-    logs_wake_fd = -1;
-    close(fds[0]);
-    close(fds[1]);
+    kectl_wake_close(&wk);
     if (rc != 0)
         return KECTL_EXIT_ERROR;
     if (c.write_failed) {
