@@ -666,6 +666,61 @@ static void test_pods_survive_cloud_and_edge_kills_and_status_catches_up(void **
     assert_int_equal(runtime_containers(app_uid, &running, NULL, 0), 1);
 }
 
+/* ---- the runtime itself killed: pods keep running, Edged carries on ---- */
+
+/* log_count: how many lines of edgecore's log hold text */
+static int log_count(const char *text)
+{
+    char out[64] = "";
+    ke_tp_capture(out, sizeof(out), "grep -c '%s' %s", text, E.log);
+    return atoi(out);
+}
+
+/* wait_log_more waits until edgecore's log holds more lines with text than n */
+static int wait_log_more(const char *text, int n)
+{
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    while (ke_time_mono_ms() < until) {
+        if (log_count(text) > n)
+            return 1;
+        pause_ms(100);
+    }
+    return 0;
+}
+
+static void test_containerd_killed_and_back_pods_run_on(void **state)
+{
+    (void)state;
+    int down = log_count("unreachable"), up = log_count("container runtime reachable");
+    assert_int_equal(ke_tp_sh("kill -KILL $(cat %s/containerd.pid)", ctrd), 0);
+    /* Edged notices, and keeps everything as it is */
+    assert_true(wait_log_more("unreachable", down));
+    assert_int_equal(ke_tp_sh("KE_IMAGE_CACHE=%s/test-images %s/tools/images/containerd.sh %s "
+                              ">>%s/containerd.sh.log 2>&1",
+                              ke_tp_env("KE_BIN_DIR"), ke_tp_env("KE_SOURCE_DIR"), ctrd, C.dir),
+                     0);
+    assert_true(wait_log_more("container runtime reachable", up));
+    /* the same container runs on, one of it */
+    size_t running = 0;
+    char id[128] = "";
+    assert_int_equal(runtime_containers(app_uid, &running, id, sizeof(id)), 1);
+    assert_int_equal(running, 1);
+    assert_string_equal(id, app_cid + 13);
+    json_t *p = wait_pod("app", is_running, NULL, "Running");
+    assert_string_equal(ke_k8s_str(cstatus(p, 0), "containerID"), app_cid);
+    json_decref(p);
+    /* and a new pod runs */
+    apply_yaml("after", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: after\nspec:\n"
+                        "  nodeName: " NODE "\n  hostNetwork: true\n"
+                        "  terminationGracePeriodSeconds: 0\n"
+                        "  containers:\n  - name: c\n    image: localhost/busybox:1.0\n"
+                        "    command: [\"sleep\", \"3600\"]\n");
+    json_decref(wait_pod("after", is_running, NULL, "Running"));
+    char out[256];
+    assert_int_equal(run(out, sizeof(out), "delete pod after"), 0);
+    assert_true(wait_gone("after"));
+}
+
 /* ---- 4: graceful deletion, confirmed after the runtime is clean ---- */
 
 static void test_delete_stops_within_grace_then_the_cloud_forgets(void **state)
@@ -708,6 +763,7 @@ int main(void)
         cmocka_unit_test(test_failing_container_restarts_with_backoff_and_never_fails),
         cmocka_unit_test(test_bad_pods_get_clear_reasons),
         cmocka_unit_test(test_pods_survive_cloud_and_edge_kills_and_status_catches_up),
+        cmocka_unit_test(test_containerd_killed_and_back_pods_run_on),
         cmocka_unit_test(test_delete_stops_within_grace_then_the_cloud_forgets),
     };
     return cmocka_run_group_tests_name("edged", tests, setup, teardown);
