@@ -118,6 +118,7 @@ typedef struct ed {
     uv_timer_t log_timer;
     struct probe_run *http_probes; /* httpGet probes in flight (ended at stop) */
     char host_ip[64]; /* status.hostIP, and podIP of host-network pods */
+    int closing;      /* timers still to close at destroy */
 } ed;
 
 struct probe_run;
@@ -2010,10 +2011,12 @@ static void ed_stop(ke_module *m)
     cri_client_cancel(d->cri);
 }
 
+/* close_free: each of the module's two timers closed; the last frees it
+ * (libuv runs close callbacks in no promised order) */
 static void close_free(uv_handle_t *h)
 {
     ed *d = h->data;
-    if (h == (uv_handle_t *)&d->relist)
+    if (--d->closing > 0)
         return;
     while (d->pods) {
         epod *p = d->pods;
@@ -2031,8 +2034,9 @@ static void ed_destroy(ke_module *m)
     if (d->sandboxes)
         protobuf_c_message_free_unpacked(&d->sandboxes->base, NULL);
     d->sandboxes = NULL;
+    d->closing = 2;
     uv_close((uv_handle_t *)&d->relist, close_free);
-    uv_close((uv_handle_t *)&d->log_timer, close_free); /* closed last: frees d */
+    uv_close((uv_handle_t *)&d->log_timer, close_free);
 }
 
 const ke_module_ops edged_module = {

@@ -554,6 +554,15 @@ static void test_logs_tunnel_gone_ends_the_stream(void **state)
     while (atomic_load(&lm_follows) < 1 && ke_time_mono_ms() < until)
         pause_ms(10);
     assert_int_equal(atomic_load(&lm_follows), 1);
+    /* what the edge sent first has reached the caller before the tunnel goes */
+    for (int got = 0; !got;) {
+        pthread_mutex_lock(&w.mu);
+        got = strstr(out, "line 20\n") != NULL;
+        pthread_mutex_unlock(&w.mu);
+        assert_true(got || ke_time_mono_ms() < until);
+        if (!got)
+            pause_ms(10);
+    }
     Ke__V1__RemoveNodeRequest rm = KE__V1__REMOVE_NODE_REQUEST__INIT;
     rm.node_name = NODE;
     ke_rpc_stub hub = {C.admin, &ke__v1__hub__descriptor};
