@@ -241,6 +241,17 @@ static void start_edge(void)
     ke_edge_start(&C, &E, NODE, C.grpc_port, edge_extra);
 }
 
+/* stop_runtime stops the test's containerd and everything it runs; also
+ * at exit, so a failed set-up (cmocka then skips teardown) leaves nothing */
+static int runtime_started;
+static void stop_runtime(void)
+{
+    if (!runtime_started)
+        return;
+    runtime_started = 0;
+    ke_tp_sh("%s/tools/images/containerd.sh --stop %s", ke_tp_env("KE_SOURCE_DIR"), ctrd);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -252,6 +263,8 @@ static int setup(void **state)
     ke_cluster_start(&C, NULL);
     snprintf(ctrd, sizeof(ctrd), "%s/ctrd", C.dir);
     snprintf(sock, sizeof(sock), "%s/containerd.sock", ctrd);
+    runtime_started = 1;
+    atexit(stop_runtime);
     assert_int_equal(ke_tp_sh("KE_IMAGE_CACHE=%s/test-images %s/tools/images/containerd.sh %s "
                               ">%s/containerd.sh.log 2>&1",
                               ke_tp_env("KE_BIN_DIR"), ke_tp_env("KE_SOURCE_DIR"), ctrd, C.dir),
@@ -283,7 +296,7 @@ static int teardown(void **state)
     (void)state;
     ke_edge_stop(&E);
     ke_rpc_channel_free(cri);
-    ke_tp_sh("%s/tools/images/containerd.sh --stop %s", ke_tp_env("KE_SOURCE_DIR"), ctrd);
+    stop_runtime();
     ke_cluster_stop(&C);
     return 0;
 }
