@@ -30,9 +30,11 @@
 #include "metamanager.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/statvfs.h>
 #include <sys/sysinfo.h>
 #include <sys/utsname.h>
 #include <stdbool.h>
@@ -118,7 +120,7 @@ static const ke_config_field edgecore_fields[] = {
  * in ms when that is larger (a store wiped by a rejoin starts again above
  * what the cloud saw). A wall clock stepped back therefore never makes a
  * new status a "duplicate". timestamp_ms is wall time, for people. */
-static void report_node_status(edge_store *store, const char *node)
+static void report_node_status(edge_store *store, const char *node, const char *data_dir)
 {
     char host[256] = "localhost", ip[INET_ADDRSTRLEN];
     gethostname(host, sizeof(host) - 1);
@@ -138,6 +140,20 @@ static void report_node_status(edge_store *store, const char *node)
                            "nodeInfo", "kubeletVersion", "kubeedge-c/" EDGECORE_VERSION,
                            "operatingSystem", "linux", "architecture", u.machine,
                            "kernelVersion", u.release, "osImage", u.sysname);
+    /* the disk of edgecore's data (pods' volumes and logs go beside it):
+     * ephemeral-storage, as kubelet reports it */
+    struct statvfs fs;
+    if (statvfs(data_dir, &fs) == 0) {
+        char eph[32];
+        snprintf(eph, sizeof(eph), "%lluKi",
+                 (unsigned long long)fs.f_blocks * fs.f_frsize / 1024ULL);
+        json_object_set_new(json_object_get(st, "capacity"), "ephemeral-storage", json_string(eph));
+    } else {
+        ke_log_warn("edgecore", "no ephemeral-storage in the node status: statvfs %s: %s",
+                    data_dir, strerror(errno));
+    }
+    /* nothing is reserved for the system: all of it can go to pods */
+    json_object_set(st, "allocatable", json_object_get(st, "capacity"));
     char *content = json_dumps(st, JSON_COMPACT);
     json_decref(st);
     char key[160];
@@ -350,14 +366,19 @@ int main(int argc, char **argv)
         .window = (uint32_t)cfg.window,
     };
     edgelocal_config lc = {.listen = cfg.local_listen};
-    char edged_root[4096];
-    if (cfg.edged_root && *cfg.edged_root) {
+    /* edgecore's data directory: the store's; Edged's root defaults to
+     * edged/ in it */
+    char data_dir[4096], edged_root[4200];
+    const char *db_slash = strrchr(cfg.db, '/');
+    if (db_slash == cfg.db)
+        snprintf(data_dir, sizeof(data_dir), "/");
+    else
+        snprintf(data_dir, sizeof(data_dir), "%.*s", db_slash ? (int)(db_slash - cfg.db) : 1,
+                 db_slash ? cfg.db : ".");
+    if (cfg.edged_root && *cfg.edged_root)
         snprintf(edged_root, sizeof(edged_root), "%s", cfg.edged_root);
-    } else {
-        const char *slash = strrchr(cfg.db, '/');
-        snprintf(edged_root, sizeof(edged_root), "%.*s/edged",
-                 slash ? (int)(slash - cfg.db) : 1, slash ? cfg.db : ".");
-    }
+    else
+        snprintf(edged_root, sizeof(edged_root), "%s/edged", data_dir);
     edged_config dc = {.node_name = cfg.node_name,
                        .runtime_endpoint = cfg.cri_endpoint,
                        .root_dir = edged_root,
@@ -376,7 +397,7 @@ int main(int argc, char **argv)
                          ke_strerror(rc));
             goto out;
         }
-    report_node_status(store, cfg.node_name);
+    report_node_status(store, cfg.node_name, data_dir);
     ke_log_info("edgecore", "running version=%s node=%s server=%s local=%s", EDGECORE_VERSION,
                 cfg.node_name, cfg.server ? cfg.server : "-", cfg.local_listen);
     /* The runtime arms the shutdown deadline (ke_watchdog.h) when it

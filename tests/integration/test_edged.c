@@ -372,6 +372,14 @@ static void test_pod_runs_with_configmap_env_and_secret_file(void **state)
     assert_int_equal(run(out, sizeof(out), "get pods app"), 0);
     assert_non_null(strstr(out, "Running"));
     assert_non_null(strstr(out, "1/1"));
+    /* the node's status: what the host has, all of it for pods */
+    json_t *node = ke_ec_get(C.api, "Node", "", NODE, NULL);
+    assert_non_null(node);
+    assert_non_null(ke_k8s_str(node, "status.capacity.ephemeral-storage"));
+    assert_non_null(ke_k8s_str(node, "status.allocatable.cpu"));
+    assert_string_equal(ke_k8s_str(node, "status.allocatable.memory"),
+                        ke_k8s_str(node, "status.capacity.memory"));
+    json_decref(node);
     /* the secret file has the mode asked for */
     char path[700];
     snprintf(path, sizeof(path), "%s/pods/%s/volumes/secret/token", edged_root, app_uid);
