@@ -291,13 +291,21 @@ static int setup(void **state)
     return 0;
 }
 
+/* teardown stops everything before it judges how edgecore ended, so a
+ * failure there leaves no process behind */
 static int teardown(void **state)
 {
     (void)state;
-    ke_edge_stop(&E);
+    int edge_status = E.running ? ke_tp_stop(&E.proc) : 0;
+    E.running = 0;
+    ke_rpc_channel_free(E.local);
+    E.local = NULL;
     ke_rpc_channel_free(cri);
     stop_runtime();
+    if (edge_status != 0)
+        ke_tp_sh("echo edgecore exited with status %d >&2; tail -40 %s >&2", edge_status, E.log);
     ke_cluster_stop(&C);
+    assert_int_equal(edge_status, 0);
     return 0;
 }
 
