@@ -5,8 +5,8 @@
  * The module registry is the table `modules` below: MetaManager (the bus's
  * door to the SQLite store), EdgeHub (the tunnel to CloudHub), EdgeLocal
  * (the local API, api/edge.proto, on a Unix socket or loopback for
- * programs on this host) and Edged (pods through the container runtime's
- * CRI), each turned on or off with
+ * programs on this host), Edged (pods through the container runtime's
+ * CRI) and EventBus (MQTT topics on a broker), each turned on or off with
  * modules.<name>.enable. Configuration: YAML (--config, written by
  * `keadm join`) and flags; `edgecore --help` lists the keys.
  *
@@ -19,6 +19,7 @@
 #include "edged.h"
 #include "edgehub.h"
 #include "edgelocal.h"
+#include "eventbus.h"
 #include "ke_config.h"
 #include "ke_rt.h"
 #include "ke_err.h"
@@ -57,10 +58,12 @@ struct edgecore_config {
     int64_t outbox_max, reported_max;
     char *local_listen;
     char *http_listen;
-    bool en_metamanager, en_edgehub, en_edgelocal, en_edged;
+    bool en_metamanager, en_edgehub, en_edgelocal, en_edged, en_eventbus;
     char *cri_endpoint, *edged_root;
     int64_t relist, backoff_first, backoff_cap;
     int64_t stall_timeout, shutdown_timeout;
+    char *eb_broker, *eb_client_id, *eb_user, *eb_password, *eb_ca, *eb_subscribe;
+    int64_t eb_backoff_initial, eb_backoff_max;
 };
 
 #define F(k, t, m, d, h) {k, t, offsetof(struct edgecore_config, m), d, h}
@@ -112,6 +115,22 @@ static const ke_config_field edgecore_fields[] = {
     F("edged.backoff_initial", KE_CONFIG_DURATION, backoff_first, "10s",
       "restart delay of a failing container after its first restart (doubling)"),
     F("edged.backoff_max", KE_CONFIG_DURATION, backoff_cap, "5m", "longest restart delay"),
+    F("modules.eventbus.enable", KE_CONFIG_BOOL, en_eventbus, "true",
+      "run EventBus (MQTT topics on a broker to and from the cloud)"),
+    F("eventbus.broker", KE_CONFIG_STRING, eb_broker, "127.0.0.1:1883",
+      "MQTT broker host:port (a numeric address: no name lookup on the loop)"),
+    F("eventbus.client_id", KE_CONFIG_STRING, eb_client_id, "",
+      "MQTT client id (fixed: the broker keeps its session); empty: edgecore-<node_name>"),
+    F("eventbus.username", KE_CONFIG_STRING, eb_user, "", "MQTT user name (optional)"),
+    F("eventbus.password", KE_CONFIG_STRING, eb_password, "", "MQTT password (optional)"),
+    F("eventbus.tls.ca", KE_CONFIG_STRING, eb_ca, "",
+      "CA certificate (PEM) of the broker: TLS to the broker; empty: plain TCP"),
+    F("eventbus.subscribe", KE_CONFIG_STRING, eb_subscribe, "$hw/events/upload/#",
+      "comma-separated MQTT topic filters forwarded to the cloud (QoS 1)"),
+    F("eventbus.backoff_initial", KE_CONFIG_DURATION, eb_backoff_initial, "500ms",
+      "first broker reconnect delay (jittered, doubling)"),
+    F("eventbus.backoff_max", KE_CONFIG_DURATION, eb_backoff_max, "30s",
+      "longest broker reconnect delay"),
 };
 
 /* report_node_status queues this host's addresses, capacity and system
@@ -293,9 +312,10 @@ int main(int argc, char **argv)
                            require(cfg.ca, "edgehub.tls.ca") || require(cfg.cert, "edgehub.tls.cert") ||
                            require(cfg.key, "edgehub.tls.key")))
         goto out;
-    if ((cfg.en_edgehub || cfg.en_edgelocal || cfg.en_edged) && !cfg.en_metamanager) {
-        fprintf(stderr, "edgecore: modules.edgehub, modules.edgelocal and modules.edged need "
-                        "modules.metamanager.enable: true\n");
+    if ((cfg.en_edgehub || cfg.en_edgelocal || cfg.en_edged || cfg.en_eventbus) &&
+        !cfg.en_metamanager) {
+        fprintf(stderr, "edgecore: modules.edgehub, modules.edgelocal, modules.edged and "
+                        "modules.eventbus need modules.metamanager.enable: true\n");
         goto out;
     }
     if (cfg.window < 1 || cfg.window > 65536 || cfg.outbox_max < 1 ||
@@ -314,6 +334,12 @@ int main(int argc, char **argv)
         cfg.shutdown_timeout < 1000 || cfg.shutdown_timeout > 3600000) {
         fprintf(stderr, "edgecore: health.stall_timeout and shutdown.timeout must be "
                         "between 1s and 1h\n");
+        goto out;
+    }
+    if (cfg.eb_backoff_initial < 1 || cfg.eb_backoff_max < cfg.eb_backoff_initial ||
+        cfg.eb_backoff_max > 3600000) {
+        fprintf(stderr, "edgecore: eventbus.backoff_initial must be at least 1ms and at most "
+                        "eventbus.backoff_max, which is at most 1h\n");
         goto out;
     }
     status = 1;
@@ -385,11 +411,21 @@ int main(int argc, char **argv)
                        .relist_ms = cfg.relist,
                        .backoff_initial_ms = cfg.backoff_first,
                        .backoff_max_ms = cfg.backoff_cap};
+    eventbus_config bc = {.node_name = cfg.node_name,
+                          .broker = cfg.eb_broker,
+                          .client_id = cfg.eb_client_id,
+                          .username = cfg.eb_user,
+                          .password = cfg.eb_password,
+                          .ca_file = cfg.eb_ca,
+                          .subscribe = cfg.eb_subscribe,
+                          .backoff_initial_ms = cfg.eb_backoff_initial,
+                          .backoff_max_ms = cfg.eb_backoff_max};
     const module_row modules[] = {
         {&metamanager_module, &cfg.en_metamanager, NULL},
         {&edgehub_module, &cfg.en_edgehub, &hc},
         {&edgelocal_module, &cfg.en_edgelocal, &lc},
         {&edged_module, &cfg.en_edged, &dc},
+        {&eventbus_module, &cfg.en_eventbus, &bc},
     };
     for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++)
         if (*modules[i].enable && (rc = ke_rt_add(edge, modules[i].ops, modules[i].config)) != 0) {

@@ -266,6 +266,8 @@ void ke_edge_start(ke_cluster *c, ke_edge *e, const char *node, int server_port,
     argv[n++] = "--edgehub.backoff_max=500ms";
     /* no container runtime unless a test brings one (and turns Edged on) */
     argv[n++] = "--modules.edged.enable=false";
+    /* no MQTT broker unless a test brings one (and turns EventBus on) */
+    argv[n++] = "--modules.eventbus.enable=false";
     for (int i = 0; extra && extra[i] && n < 30; i++)
         argv[n++] = (char *)extra[i];
     argv[n] = NULL;
