@@ -10,7 +10,8 @@ KE_DEB_PACKAGES="build-essential cmake pkg-config
   protobuf-c-compiler libprotobuf-c-dev nanopb libnanopb-dev
   libsqlite3-dev libssl-dev openssl libyaml-dev libjansson-dev libmicrohttpd-dev libuv1-dev
   libcmocka-dev python3 python3-grpcio python3-protobuf curl
-  containerd runc busybox-static containernetworking-plugins"
+  containerd runc busybox-static containernetworking-plugins
+  mosquitto libmosquitto-dev mosquitto-clients"
 
 ke_install_deps() {
   missing=""
