@@ -104,6 +104,60 @@ int eventbus_topic_encode(const char *topic, char *out, size_t cap)
     return 0;
 }
 
+/* topic_decode: the percent-encoded name of an MQTTMessage key back to a
+ * topic (malloc'd), or NULL when malformed. */
+static char *topic_decode(const char *s)
+{
+    size_t n = strlen(s);
+    char *out = malloc(n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const char *p = s; *p; p++) {
+        if (*p != '%') {
+            *o++ = *p;
+            continue;
+        }
+        int v = 0;
+        for (int k = 1; k <= 2; k++) {
+            char c = p[k];
+            int d = c >= '0' && c <= '9'   ? c - '0'
+                    : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                    : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                           : -1;
+            if (d < 0) {
+                free(out);
+                return NULL;
+            }
+            v = v * 16 + d;
+        }
+        if (v == 0) {
+            free(out);
+            return NULL;
+        }
+        *o++ = (char)v;
+        p += 2;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* publish_topic: the topic a downstream message names (malloc'd), or NULL:
+ * "eventbus/publish/<topic>", or the cloud's object
+ * "node/<node>/<ns>/MQTTMessage/<percent-encoded topic>". */
+static char *publish_topic(const char *res)
+{
+    size_t pl = strlen(EVENTBUS_PUBLISH_PREFIX);
+    if (strncmp(res, EVENTBUS_PUBLISH_PREFIX, pl) == 0)
+        return strdup(res + pl);
+    if (strncmp(res, "node/", 5) != 0)
+        return NULL;
+    const char *p = strchr(res + 5, '/'); /* after the node */
+    p = p ? strchr(p + 1, '/') : NULL;    /* after the namespace */
+    if (!p || strncmp(p + 1, EVENTBUS_KIND "/", strlen(EVENTBUS_KIND) + 1) != 0)
+        return NULL;
+    return topic_decode(p + 1 + strlen(EVENTBUS_KIND) + 1);
+}
+
 static void schedule_retry(eb *b, const char *why);
 static void update_poll(eb *b);
 
@@ -372,24 +426,32 @@ static void eb_on_message(ke_module *m, Ke__V1__Message *msg)
         ke__v1__message__free_unpacked(msg, NULL);
         return;
     }
-    size_t pl = strlen(EVENTBUS_PUBLISH_PREFIX);
-    if (strncmp(res, EVENTBUS_PUBLISH_PREFIX, pl) != 0 || !res[pl] ||
-        mosquitto_pub_topic_check(res + pl) != MOSQ_ERR_SUCCESS) {
-        ke_log_warn(EB_MOD, "message ignored resource=%s: not eventbus/publish/<topic>", res);
+    if (msg->route && msg->route->operation == KE__V1__OPERATION__OPERATION_DELETE) {
+        ke__v1__message__free_unpacked(msg, NULL); /* the cloud dropped the object: nothing */
+        return;
+    }
+    char *topic = publish_topic(res);
+    if (!topic || !*topic || mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS) {
+        ke_log_warn(EB_MOD, "message ignored resource=%s: not eventbus/publish/<topic> or an "
+                    EVENTBUS_KIND " object", res);
+        free(topic);
         ke__v1__message__free_unpacked(msg, NULL);
         return;
     }
     size_t len = msg->content.len;
     if (b->qlen >= b->cfg.queue_max || b->qbytes + len > b->cfg.queue_bytes) {
         ke_log_warn(EB_MOD, "publish refused topic=%s: queue full (%" PRIu32 " messages, %zu "
-                    "bytes)", res + pl, b->qlen, b->qbytes);
+                    "bytes)", topic, b->qlen, b->qbytes);
         ke_metric_add(b->m_dropped, 1);
+        free(topic);
         ke__v1__message__free_unpacked(msg, NULL);
         return;
     }
     eb_pub *p = calloc(1, sizeof(*p));
+    if (!p)
+        free(topic);
     if (p) {
-        p->topic = strdup(res + pl);
+        p->topic = topic;
         p->payload = msg->content.data; /* taken */
         p->len = len;
         msg->content.data = NULL;
@@ -583,8 +645,9 @@ static int eb_health(ke_module *m, char *detail, size_t cap)
         snprintf(detail, cap, "connecting broker=%s:%d", b->host, b->port);
     else {
         int64_t left = b->retry_at ? b->retry_at - ke_time_mono_ms() : 0;
-        snprintf(detail, cap, "disconnected: %s, retry in %llds", b->reason[0] ? b->reason : "-",
-                 (long long)(left > 0 ? (left + 999) / 1000 : 0));
+        snprintf(detail, cap, "disconnected: %s, retry in %llds, queued=%" PRIu32,
+                 b->reason[0] ? b->reason : "-", (long long)(left > 0 ? (left + 999) / 1000 : 0),
+                 b->qlen);
     }
     return 0; /* a broker away is reported, not fatal */
 }

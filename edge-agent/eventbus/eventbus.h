@@ -16,8 +16,10 @@
  *                   (topic percent-encoded, see eventbus_topic_encode;
  *                   <boot> random per start, <n> counting), content the
  *                   payload, header.sync set.
- *   cloud -> MQTT   a message whose resource is "eventbus/publish/<topic>":
- *                   its content is published on <topic> with QoS 1; while
+ *   cloud -> MQTT   a message whose resource is "eventbus/publish/<topic>"
+ *                   (from a module), or a change of an EVENTBUS_KIND
+ *                   object (from the cloud, through MetaManager): its
+ *                   content is published on <topic> with QoS 1; while
  *                   the broker is away it waits in a bounded queue
  *                   (eventbus_config.queue_max / queue_bytes), sent in
  *                   order on reconnect; past the bound it is refused and
@@ -34,6 +36,10 @@
 #include <stdint.h>
 
 #define EVENTBUS_PUBLISH_PREFIX "eventbus/publish/"
+/* The kind of the cloud's objects published on the broker: a change of
+ * "node/<node>/<ns>/MQTTMessage/<percent-encoded topic>" sent to group
+ * "eventbus" (MetaManager passes it on once stored) publishes its content. */
+#define EVENTBUS_KIND "MQTTMessage"
 
 typedef struct eventbus_config {
     const char *node_name;

@@ -17,6 +17,8 @@
 
 #include "ke_cluster.h"
 #include "ke_consumer.h"
+#include "ke_err.h"
+#include "ke_hubclient.h"
 #include "ke_mqtt.h"
 #include "ke_testproc.h"
 #include "ke_time.h"
@@ -325,12 +327,71 @@ static void test_edgecore_restart_sends_nothing_twice(void **state)
     }
 }
 
+/* ---- 4: the cloud's MQTTMessage objects are published on the broker ---- */
+
+/* wait_health polls /healthz until it holds text. */
+static void wait_health(const char *text)
+{
+    char *body = NULL;
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    for (;;) {
+        assert_int_equal(ke_tp_http_get(E.http_port, "/healthz", &body), 200);
+        if (strstr(body, text))
+            break;
+        if (ke_time_mono_ms() > until)
+            fail_msg("no \"%s\" in /healthz:\n%s", text, body);
+        free(body);
+        body = NULL;
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    free(body);
+}
+
+static int cloud_publish(const char *topic_enc, uint64_t version, const char *payload)
+{
+    char key[200];
+    snprintf(key, sizeof(key), "node/" NODE "//MQTTMessage/%s", topic_enc);
+    return ke_hub_publish(C.admin, NODE, key, KE__V1__OPERATION__OPERATION_UPDATE, "eventbus",
+                          payload, strlen(payload), version, 0);
+}
+
+static void test_cloud_messages_are_published(void **state)
+{
+    (void)state;
+    /* a persistent QoS 1 session at the broker that keeps what is
+     * published on down/# until the test reads it */
+    const char *sub = "mosquitto_sub -h 127.0.0.1 -p %d -c -i ke-test-sub -q 1 -t 'down/#'";
+    char cmd[256], out[512];
+    snprintf(cmd, sizeof(cmd), sub, B.port);
+    assert_int_equal(ke_tp_sh("%s -E", cmd), 0);
+    assert_int_equal(cloud_publish("down%2Fa", 1, "to-device-1"), 0);
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s -v -C 1 -W 30", cmd), 0);
+    assert_string_equal(out, "down/a to-device-1\n");
+
+    /* the broker away: publishes wait in order, and go out on reconnect */
+    int connects = count_in_file(E.log, "connected to the broker");
+    assert_int_equal(ke_mqtt_stop(&B), 0);
+    wait_health("eventbus: ok disconnected: ");
+    assert_int_equal(cloud_publish("down%2Fa", 2, "queued-1"), 0);
+    assert_int_equal(cloud_publish("down%2Fb", 1, "queued-2"), 0);
+    wait_health(", queued=2");
+    ke_mqtt_restart(&B);
+    if (!wait_count_in_file(E.log, "connected to the broker", connects + 1, WAIT_MS))
+        fail_msg("edgecore did not reconnect");
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s -v -C 2 -W 30", cmd), 0);
+    assert_string_equal(out, "down/a queued-1\ndown/b queued-2\n");
+    wait_health("eventbus: ok connected broker=127.0.0.1:");
+    wait_health("queued=0");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_message_reaches_the_cloud),
         cmocka_unit_test(test_broker_restart),
         cmocka_unit_test(test_edgecore_restart_sends_nothing_twice),
+        cmocka_unit_test(test_cloud_messages_are_published),
     };
     return cmocka_run_group_tests_name("eventbus", tests, setup, teardown);
 }
