@@ -18,8 +18,7 @@ typedef struct cri_op cri_op;
 struct cri_client {
     ke_rt *e;
     ke_rpc_channel *ch;
-    cri_op *open; /* doubly linked list of open calls */
-    unsigned n_open;
+    cri_op *open; /* doubly linked list of open calls (cancelled at stop) */
 };
 
 struct cri_op {
@@ -74,7 +73,6 @@ static void op_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
         c->open = op->next;
     if (op->next)
         op->next->prev = op->prev;
-    c->n_open--;
     ke_rpc_status ok = *st;
     if (st->code != KE_RPC_OK)
         ke_log_debug("edged", "CRI call ended code=%d: %s", (int)st->code, st->message);
@@ -111,7 +109,6 @@ int cri_call(cri_client *c, cri_service svc, const char *method, const ProtobufC
     if (c->open)
         c->open->prev = op;
     c->open = op;
-    c->n_open++;
     if ((rc = ke_rpc_call_send(op->call, req)) != 0 ||
         (rc = ke_rpc_call_close_send(op->call)) != 0) {
         /* KE_ECLOSED: the call already ended (the runtime refused it);
@@ -123,8 +120,6 @@ int cri_call(cri_client *c, cri_service svc, const char *method, const ProtobufC
     }
     return 0;
 }
-
-unsigned cri_calls_open(const cri_client *c) { return c ? c->n_open : 0; }
 
 void cri_client_cancel(cri_client *c)
 {

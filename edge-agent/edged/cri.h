@@ -27,9 +27,6 @@ int cri_client_new(ke_rt *e, const char *endpoint, cri_client **out);
 int cri_call(cri_client *c, cri_service svc, const char *method, const ProtobufCMessage *req,
              int64_t timeout_ms, cri_done done, void *ud);
 
-/* cri_calls_open: calls started whose done has not run yet. */
-unsigned cri_calls_open(const cri_client *c);
-
 /* cri_client_cancel cancels every open call (their done runs with
  * CANCELLED); cri_client_free frees a client with no open call. */
 void cri_client_cancel(cri_client *c);

@@ -168,10 +168,6 @@ void ed_pod_unlink(ed *d, epod *p)
 
 /* ---- the store ---- */
 
-typedef struct lookup_arg {
-    ed *d;
-} lookup_arg;
-
 json_t *ed_lookup(const char *kind, const char *ns, const char *name, void *arg)
 {
     ed *d = arg;

@@ -80,11 +80,10 @@ typedef struct epod {
     int volumes_done;
     int64_t vol_retry_at;
     int busy; /* calls in flight for this pod */
-    int again;
     int64_t start_wall_ms;
     char *reported;
     uint64_t last_rv;
-    int64_t cond_time[2]; /* ContainersReady/Ready: when it last changed */
+    int64_t cond_time; /* wall ms ContainersReady/Ready last changed */
     int cond_val;
     struct epod *next;
 } epod;
@@ -100,7 +99,6 @@ typedef struct ed {
     int relisting;
     int stopping;
     int runtime_ok;
-    char runtime_err[256];
     uv_timer_t relist;
     Runtime__V1__ListPodSandboxResponse *sandboxes; /* between the two list calls */
     logstream *logs;

@@ -105,22 +105,33 @@ static size_t ed_cri_lines(const char *in, size_t n, char *out, size_t *consumed
 static int log_pump(logstream *ls)
 {
     ed *d = ls->d;
-    char buf[ED_LOG_CHUNK];
+    /* the text of a record is never longer than the record: out fits in */
+    char in[ED_LOG_CHUNK], out[ED_LOG_CHUNK];
     for (;;) {
-        size_t have = ls->plen;
-        char in[ED_LOG_CHUNK + 8192];
+        size_t have = ls->plen, n, used;
         if (have)
             memcpy(in, ls->partial, have);
-        ssize_t r = read(ls->fd, in + have, sizeof(in) - have);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return ls->follow;
-        size_t used;
-        size_t n = ed_cri_lines(in, have + (size_t)r, buf, &used);
+        if (have == sizeof(in)) {
+            /* a record longer than the buffer (containerd splits lines at
+             * 16 KiB, so not one of its own): passed on as it is */
+            memcpy(out, in, have);
+            n = used = have;
+        } else {
+            ssize_t r = read(ls->fd, in + have, sizeof(in) - have);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0) {
+                ke_log_warn(ED_MOD, "log %s: read failed: %s", ls->path, strerror(errno));
+                return 0;
+            }
+            if (r == 0)
+                return ls->follow;
+            n = ed_cri_lines(in, have + (size_t)r, out, &used);
+            have += (size_t)r;
+        }
         free(ls->partial);
         ls->partial = NULL;
-        ls->plen = have + (size_t)r - used;
+        ls->plen = have - used;
         if (ls->plen) {
             ls->partial = malloc(ls->plen);
             if (!ls->partial)
@@ -129,7 +140,7 @@ static int log_pump(logstream *ls)
         }
         if (ls->limit > 0 && ls->sent + (int64_t)n > ls->limit)
             n = (size_t)(ls->limit - ls->sent);
-        if (n && log_send(d, ls->id, KE__V1__OPERATION__OPERATION_UPLOAD, buf, n) != 0)
+        if (n && log_send(d, ls->id, KE__V1__OPERATION__OPERATION_UPLOAD, out, n) != 0)
             return 0;
         ls->sent += (int64_t)n;
         if (ls->limit > 0 && ls->sent >= ls->limit)

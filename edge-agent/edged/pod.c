@@ -331,11 +331,8 @@ void ed_pod_sync(ed *d, epod *p)
 {
     if (d->stopping || !d->listed)
         return;
-    if (p->busy) {
-        p->again = 1;
-        return;
-    }
-    p->again = 0;
+    if (p->busy)
+        return; /* the call in flight syncs it again when it completes */
     int rc = pod_step(d, p);
     if (rc == 0)
         ed_report_status(d, p);

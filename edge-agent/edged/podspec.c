@@ -453,8 +453,6 @@ Runtime__V1__PodSandboxConfig *podspec_sandbox(podspec_arena *a, const json_t *p
                 sc->port_mappings[sc->n_port_mappings++] = pm;
             }
     }
-    (void)why;
-    (void)cap;
     return sc;
 }
 
@@ -678,7 +676,7 @@ int podspec_volumes(const json_t *pod, const podspec_ctx *c, char *why, size_t c
 int podspec_volume_refers(const json_t *pod, const char *kind, const char *name)
 {
     size_t i;
-    const json_t *v, *e, *c;
+    const json_t *v;
     int secret = strcmp(kind, "Secret") == 0;
     json_array_foreach(json_object_get(json_object_get(pod, "spec"), "volumes"), i, v) {
         const char *n = secret ? json_string_value(json_object_get(json_object_get(v, "secret"), "secretName"))
@@ -686,8 +684,6 @@ int podspec_volume_refers(const json_t *pod, const char *kind, const char *name)
         if (n && strcmp(n, name) == 0)
             return 1;
     }
-    (void)e;
-    (void)c;
     return 0;
 }
 

@@ -227,12 +227,11 @@ static void on_sandboxes(const ProtobufCMessage *reply, const ke_rpc_status *st,
     ed *d = ud;
     if (st->code != KE_RPC_OK || d->stopping) {
         d->relisting = 0;
-        if (st->code != KE_RPC_OK && (d->runtime_ok || !d->runtime_err[0])) {
+        if (st->code != KE_RPC_OK && d->runtime_ok) { /* said once per outage */
             ke_log_warn(ED_MOD, "container runtime %s unreachable: %s", d->cfg->runtime_endpoint,
                         st->message);
             d->runtime_ok = 0;
         }
-        snprintf(d->runtime_err, sizeof(d->runtime_err), "%s", st->message);
         return;
     }
     /* keep the reply: unpack a copy the second callback frees */

@@ -24,16 +24,17 @@
 
 void ed_send_report(ed *d, epod *p, Ke__V1__Operation op, const char *content)
 {
-    uint64_t stored = 0;
-    int rc = edge_store_reported_rv(ke_rt_store(d->e), p->key, &stored);
-    if (rc != 0)
-        ke_log_warn(ED_MOD, "cannot read the last status version pod=%s/%s: %s", p->ns, p->name,
-                    ke_strerror(rc));
-    /* above everything reported before, also across restarts and a wiped
-     * store (the wall clock), as the node status does */
-    uint64_t rv = p->last_rv > stored ? p->last_rv : stored;
+    /* above everything reported before, also across restarts (the store,
+     * read once per pod) and a wiped store (the wall clock), as the node
+     * status does */
+    if (p->last_rv == 0) {
+        int rc = edge_store_reported_rv(ke_rt_store(d->e), p->key, &p->last_rv);
+        if (rc != 0)
+            ke_log_warn(ED_MOD, "cannot read the last status version pod=%s/%s: %s", p->ns,
+                        p->name, ke_strerror(rc));
+    }
     int64_t wall = ke_time_wall_ms();
-    rv = wall > 0 && (uint64_t)wall > rv ? (uint64_t)wall : rv + 1;
+    uint64_t rv = wall > 0 && (uint64_t)wall > p->last_rv ? (uint64_t)wall : p->last_rv + 1;
     p->last_rv = rv;
     Ke__V1__Message *m = ke_rt_message_new(ED_MOD, "podstatus", op, p->key, content,
                                            content ? strlen(content) : 0);
@@ -42,7 +43,8 @@ void ed_send_report(ed *d, epod *p, Ke__V1__Operation op, const char *content)
         return;
     }
     m->header->resource_version = rv;
-    if ((rc = ke_rt_send_to(d->e, ED_META, m)) != 0) {
+    int rc = ke_rt_send_to(d->e, ED_META, m);
+    if (rc != 0) {
         ke__v1__message__free_unpacked(m, NULL);
         ke_log_error(ED_MOD, "status of pod %s/%s not queued: %s", p->ns, p->name,
                      ke_strerror(rc));
@@ -146,12 +148,12 @@ static json_t *status_json(ed *d, epod *p)
                              p->nc && p->c[0].cur.id))
         phase = "Running";
     int ready = all_ready && !ed_deleting(p);
-    if (ready != p->cond_val || !p->cond_time[0]) {
+    if (ready != p->cond_val || !p->cond_time) {
         p->cond_val = ready;
-        p->cond_time[0] = ke_time_wall_ms();
+        p->cond_time = ke_time_wall_ms();
     }
     char since[40], start[40];
-    ke_time_rfc3339(since, sizeof(since), p->cond_time[0]);
+    ke_time_rfc3339(since, sizeof(since), p->cond_time);
     ke_time_rfc3339(start, sizeof(start), p->start_wall_ms);
     const char *rs = ready ? "True" : "False";
     json_t *conds = json_pack("[{s:s,s:s},{s:s,s:s},{s:s,s:s,s:s},{s:s,s:s,s:s}]", "type",

@@ -312,7 +312,9 @@ static void flush(eb *b)
         if (rc == MOSQ_ERR_NO_CONN) /* libmosquitto keeps a QoS 1 message itself then */
             rc = MOSQ_ERR_SUCCESS;
         if (rc != MOSQ_ERR_SUCCESS) {
-            ke_log_warn(EB_MOD, "publish refused topic=%s: %s", p->topic, mosquitto_strerror(rc));
+            char et[KE_LOG_ESC_SIZE(128)];
+            ke_log_warn(EB_MOD, "publish refused topic=%s: %s",
+                        ke_log_esc(p->topic, et, sizeof(et)), mosquitto_strerror(rc));
             ke_metric_add(b->m_dropped, 1);
         } else {
             ke_metric_add(b->m_published, 1);
@@ -397,16 +399,11 @@ static void cb_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
             ke__v1__message__free_unpacked(msg, NULL);
     }
     if (rc != 0) {
-        ke_log_warn(EB_MOD, "message dropped topic=%s: %s", mm->topic, ke_strerror(rc));
+        char et[KE_LOG_ESC_SIZE(128)];
+        ke_log_warn(EB_MOD, "message dropped topic=%s: %s", ke_log_esc(mm->topic, et, sizeof(et)),
+                    ke_strerror(rc));
         ke_metric_add(b->m_dropped, 1);
     }
-}
-
-static void cb_publish(struct mosquitto *mosq, void *ud, int mid)
-{
-    (void)mosq;
-    (void)ud;
-    (void)mid; /* the broker has it (PUBACK): nothing more to do */
 }
 
 static void eb_on_message(ke_module *m, Ke__V1__Message *msg)
@@ -432,16 +429,18 @@ static void eb_on_message(ke_module *m, Ke__V1__Message *msg)
     }
     char *topic = publish_topic(res);
     if (!topic || !*topic || mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS) {
+        char er[KE_LOG_ESC_SIZE(128)];
         ke_log_warn(EB_MOD, "message ignored resource=%s: not eventbus/publish/<topic> or an "
-                    EVENTBUS_KIND " object", res);
+                    EVENTBUS_KIND " object", ke_log_esc(res, er, sizeof(er)));
         free(topic);
         ke__v1__message__free_unpacked(msg, NULL);
         return;
     }
     size_t len = msg->content.len;
     if (b->qlen >= b->cfg.queue_max || b->qbytes + len > b->cfg.queue_bytes) {
+        char et[KE_LOG_ESC_SIZE(128)];
         ke_log_warn(EB_MOD, "publish refused topic=%s: queue full (%" PRIu32 " messages, %zu "
-                    "bytes)", topic, b->qlen, b->qbytes);
+                    "bytes)", ke_log_esc(topic, et, sizeof(et)), b->qlen, b->qbytes);
         ke_metric_add(b->m_dropped, 1);
         free(topic);
         ke__v1__message__free_unpacked(msg, NULL);
@@ -606,7 +605,6 @@ static int eb_start(ke_module *m)
     mosquitto_connect_callback_set(b->mosq, cb_connect);
     mosquitto_disconnect_callback_set(b->mosq, cb_disconnect);
     mosquitto_message_callback_set(b->mosq, cb_message);
-    mosquitto_publish_callback_set(b->mosq, cb_publish);
     uv_timer_init(ke_rt_loop(b->e), &b->misc);
     uv_timer_init(ke_rt_loop(b->e), &b->retry);
     b->misc.data = b;
