@@ -228,6 +228,18 @@ static int ex_logs(const ProtobufCMessage *m, ask *a, char *why, size_t len)
     return code;
 }
 
+/* ex_proxy: a request to a service on a node's host is the subresource
+ * "nodes/proxy" (as Kubernetes names it), verb create, naming the node.
+ * The node rule knows no such resource: a node never proxies. */
+static int ex_proxy(const ProtobufCMessage *m, ask *a, char *why, size_t len)
+{
+    const Ke__V1__NodeHTTPRequest *r = (const Ke__V1__NodeHTTPRequest *)m;
+    a->verbs[0] = "create";
+    int code = ask_kind(a, "Node", "", 0, r->node_name, why, len);
+    snprintf(a->resource, sizeof(a->resource), "nodes/proxy");
+    return code;
+}
+
 /* --------------------------------------------------------- method table */
 
 typedef enum {
@@ -256,12 +268,14 @@ static const method_rule methods[] = {
     {"/ke.v1.Hub/ListNodeObjects", M_HUB, "list", NULL},
     {"/ke.v1.Hub/RemoveNode", M_HUB, "delete", NULL},
     {"/ke.v1.Hub/Logs", M_HUB, "read logs through", NULL},
+    {"/ke.v1.Hub/ProxyHTTP", M_HUB, "proxy through", NULL},
     {"/ke.v1.EdgeController/Apply", M_API, NULL, ex_apply},
     {"/ke.v1.EdgeController/Get", M_API, NULL, ex_get},
     {"/ke.v1.EdgeController/List", M_API, NULL, ex_list},
     {"/ke.v1.EdgeController/Delete", M_API, NULL, ex_delete},
     {"/ke.v1.EdgeController/Watch", M_API, NULL, ex_watch},
     {"/ke.v1.EdgeController/Logs", M_API, NULL, ex_logs},
+    {"/ke.v1.EdgeController/ProxyHTTP", M_API, NULL, ex_proxy},
     {"/ke.v1.DeviceController/GetDevice", M_API, NULL, ex_get_device},
     {"/ke.v1.DeviceController/ListDevices", M_API, NULL, ex_list_devices},
     {"/ke.v1.DeviceController/WatchDevices", M_API, NULL, ex_watch_devices},

@@ -47,7 +47,10 @@
  * WatchDevices watch; twins are the subresource "devices/twin": GetTwin get,
  * WatchTwins watch, SetDesired update; a pod's log is the subresource
  * "pods/log" (as Kubernetes): EdgeController.Logs get, in the pod's
- * namespace, naming the pod (a node never: the node rule has no logs).
+ * namespace, naming the pod (a node never: the node rule has no logs); a
+ * request to a service on a node's host is the subresource "nodes/proxy"
+ * (as Kubernetes): EdgeController.ProxyHTTP create, naming the node (a
+ * node never).
  *
  * A denial is PERMISSION_DENIED (UNAUTHENTICATED with no identity) whose
  * message names identity, verb and resource —

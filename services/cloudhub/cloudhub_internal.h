@@ -11,6 +11,8 @@
  *   join.c      Bootstrap, Join, Renew
  *   logs.c      Hub.Logs: container logs streamed from a node through its
  *               tunnel (LogRequest / LogChunk / LogCancel frames)
+ *   service.c   Hub.ProxyHTTP: one HTTP request to a service on a node's
+ *               host through its tunnel (ServiceRequest / ServiceResponse)
  *
  * Locking: one mutex (ch->mu) guards all of it, SQLite included. It may be
  * held while calling into libke rpc (send/finish/cancel), never the reverse.
@@ -49,6 +51,7 @@ _Static_assert(CH_WINDOW_MAX == CLOUDHUB_WINDOW_MAX, "cloudhub.h's window bound"
 #define CH_DIGEST_HUB_MAX 4000000u
 
 typedef struct ch_logstream ch_logstream; /* logs.c */
+typedef struct ch_svccall ch_svccall;     /* service.c */
 
 /* Log streams (logs.c): at most CH_LOGS_NODE_MAX open per node. */
 #define CH_LOGS_NODE_MAX 16u
@@ -118,6 +121,9 @@ typedef struct ch_node {
     /* Hub.Logs streams riding this node's tunnel (logs.c) */
     ch_logstream *logs;
     uint32_t n_logs;
+    /* Hub.ProxyHTTP calls waiting for this node's answer (service.c) */
+    ch_svccall *svc;
+    uint32_t n_svc;
 } ch_node;
 
 typedef struct ch_metrics {
@@ -151,6 +157,8 @@ struct cloudhub {
     uint64_t pub_seq;
     ke_map *logstreams;       /* stream id (decimal) -> ch_logstream (logs.c) */
     uint64_t log_next_id;     /* next log stream id (random start, logs.c) */
+    ke_map *svccalls;         /* request id (decimal) -> ch_svccall (service.c) */
+    uint64_t svc_next_id;     /* next service request id (random start, service.c) */
 };
 
 /* store.c — every function runs with ch->mu held. */
@@ -303,6 +311,21 @@ void ch_logs_tunnel_gone(cloudhub *ch, ch_node *n, const char *why);
  * tunnel `call` to its Logs caller. ch->mu NOT held. */
 void ch_logs_on_chunk(cloudhub *ch, const char *node, ke_rpc_call *call,
                       const Ke__V1__LogChunk *chunk);
+
+/* service.c */
+/* ch_service_handler: the ProxyHTTP method's callbacks (ud: the hub). */
+extern const ke_rpc_handler ch_service_handler;
+/* ch_service_init prepares the call table (cloudhub_new). 0 or KE_ENOMEM. */
+int ch_service_init(cloudhub *ch);
+/* ch_service_free frees the table (cloudhub_free; every call has closed). */
+void ch_service_free(cloudhub *ch);
+/* ch_service_tunnel_gone ends every service call of n with UNAVAILABLE
+ * (its tunnel ended or was replaced, or the node was removed). ch->mu held. */
+void ch_service_tunnel_gone(cloudhub *ch, ch_node *n, const char *why);
+/* ch_service_on_response ends the ProxyHTTP call a ServiceResponse frame of
+ * node `node`, received on tunnel `call`, answers. ch->mu NOT held. */
+void ch_service_on_response(cloudhub *ch, const char *node, ke_rpc_call *call,
+                            const Ke__V1__ServiceResponse *r);
 
 /* ch_resource_node extracts <node> from "node/<node>/..." into buf;
  * returns 0 or KE_EINVAL. */

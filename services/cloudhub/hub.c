@@ -11,6 +11,7 @@
  *               key order and in pages, optionally of some kinds only
  *   RemoveNode  forget a node: close its stream, drop its state
  *   Logs        see logs.c (container logs through the node's tunnel)
+ *   ProxyHTTP   see service.c (an HTTP request through the node's tunnel)
  *
  * Who may call: the server's authorizer (lib/authz, installed by
  * cloudcore) lets only system:masters through, the controllers inside
@@ -353,6 +354,7 @@ static void remove_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
     if (n->stream) {
         ch_node_disconnect(ch, n, KE_RPC_PERMISSION_DENIED, "node was removed");
         ch_logs_tunnel_gone(ch, n, "node was removed");
+        ch_service_tunnel_gone(ch, n, "node was removed");
         ke_rpc_call_unref(n->stream);
         ch->connected--;
         ke_metric_set(ch->m.connected, ch->connected);
@@ -376,9 +378,11 @@ int ch_hub_register(cloudhub *ch, ke_rpc_server *srv)
         {"ListNodeObjects", KE_RPC_UNARY, {.on_message = objects_on_message}},
         {"RemoveNode", KE_RPC_UNARY, {.on_message = remove_on_message}},
         {"Logs", KE_RPC_SERVER_STREAM, {0}},
+        {"ProxyHTTP", KE_RPC_UNARY, {0}},
     };
     methods[1].handler = ch_subscribe_handler;
     methods[5].handler = ch_logs_handler;
+    methods[6].handler = ch_service_handler;
     return ke_rpc_server_add_all(srv, &ke__v1__hub__descriptor, methods,
                                  sizeof(methods) / sizeof(methods[0]), ch);
 }

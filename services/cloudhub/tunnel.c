@@ -23,6 +23,8 @@
  *   tunnel_on_keepalive  liveness; answered with a keepalive (a slot)
  *   log_chunk            a piece of a Hub.Logs stream: relayed to its
  *                        caller (logs.c); not sequenced, not acked
+ *   service_response     the answer to a Hub.ProxyHTTP call: ends it
+ *                        (service.c); not sequenced, not acked
  *
  * A stream must complete its Hello within cfg.hello_timeout_ms: the rpc
  * layer closes one that sends no first frame (the method's open timeout),
@@ -354,6 +356,7 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
         ke_log_info(CH_MOD, "replacing the previous stream node=%s", n->name);
         ch_node_disconnect(ch, n, KE_RPC_ABORTED, "replaced by a newer connection of this node");
         ch_logs_tunnel_gone(ch, n, "its tunnel was replaced by a newer one");
+        ch_service_tunnel_gone(ch, n, "its tunnel was replaced by a newer one");
         ke_rpc_call_unref(n->stream);
         n->stream = NULL;
         ch->connected--;
@@ -816,6 +819,9 @@ static void on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
     case KE__V1__EDGE_FRAME__FRAME_LOG_CHUNK:
         ch_logs_on_chunk(c->ch, c->node, call, f->log_chunk);
         break;
+    case KE__V1__EDGE_FRAME__FRAME_SERVICE_RESPONSE:
+        ch_service_on_response(c->ch, c->node, call, f->service_response);
+        break;
     default:
         refuse(c->ch, call, c->node, KE_RPC_INVALID_ARGUMENT, "empty or unknown frame");
         break;
@@ -850,6 +856,7 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
         n->last_seen_mono = ke_time_mono_ms();
         ch_queue_clear(ch, n);
         ch_logs_tunnel_gone(ch, n, "its tunnel ended");
+        ch_service_tunnel_gone(ch, n, "its tunnel ended");
         ch->connected--;
         ke_metric_set(ch->m.connected, ch->connected);
         ke_rpc_call_unref(call);

@@ -7,6 +7,8 @@
  *                     reference, to their nodes (store watches -> Hub.Publish)
  *   api.c             the user API (Apply, Get, List, Delete, Watch)
  *   logs.c            the user API's Logs: a pod's log through Hub.Logs
+ *   proxy.c           the user API's ProxyHTTP: an HTTP request to a service
+ *                     on a node's host through Hub.ProxyHTTP (ServiceBus)
  */
 #ifndef EC_INTERNAL_H
 #define EC_INTERNAL_H
@@ -46,6 +48,10 @@ int ec_place(edgecontroller *ec, const json_t *pod, char *node, size_t len);
 /* logs.c: the Logs method's callbacks (ud: the controller). */
 void ec_logs_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud);
 void ec_logs_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud);
+
+/* proxy.c: the ProxyHTTP method's callbacks (ud: the controller). */
+void ec_proxy_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud);
+void ec_proxy_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud);
 
 /* ec_node_ready reports whether the Node object says Ready=True. */
 int ec_node_ready(const json_t *node);

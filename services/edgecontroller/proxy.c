@@ -1,0 +1,183 @@
+/*
+ * proxy.c — EdgeController.ProxyHTTP (ServiceBus): one HTTP request to a
+ * service on an edge node's host, relayed through CloudHub (Hub.ProxyHTTP,
+ * which rides the node's tunnel) to the node's ServiceBus module. Nothing
+ * is kept in the cloud.
+ *
+ * Before the Hub call: the request is well formed and within its bounds
+ * (lib/servicebus: INVALID_ARGUMENT naming the field), and the Node object
+ * exists (NOT_FOUND). Authorization (RBAC create on nodes/proxy naming the
+ * node) happened in lib/authz already. Whether the target is reachable is
+ * the node's to say (modules.servicebus.allow): the cloud does not know it.
+ *
+ * Two calls, one context, as logs.c: the user's (server side) and the
+ * Hub's (client side, on the same rpc loop, never waited for). The Hub's
+ * answer is the user's (OK with the upstream's status, headers and body;
+ * else its code and message); the user going away cancels the Hub call.
+ * The Hub call's deadline is the request's timeout plus
+ * EC_PROXY_GRACE_MS, so that the edge's own DEADLINE_EXCEEDED (with its
+ * reason) normally arrives first; an edge that never answers is ended by
+ * that deadline.
+ */
+#include "ec_internal.h"
+
+#include "cloudhub.pb-c.h"
+#include "edgecontroller.pb-c.h"
+#include "ke_err.h"
+#include "ke_k8s.h"
+#include "ke_k8s_api.h"
+#include "ke_log.h"
+#include "ke_servicebus.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Time the edge has, past the request's timeout, to say it timed out. */
+#define EC_PROXY_GRACE_MS 5000
+
+typedef struct proxy_ctx {
+    atomic_int refs;   /* the user call's on_close and the Hub call's */
+    ke_rpc_call *user; /* a reference */
+    pthread_mutex_t mu;
+    ke_rpc_call *hub;  /* a reference, once started */
+    char node[KE_STORE_NAME_MAX + 1];
+    int64_t timeout_ms;
+} proxy_ctx;
+
+static void ctx_unref(proxy_ctx *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    if (c->hub)
+        ke_rpc_call_unref(c->hub);
+    ke_rpc_call_unref(c->user);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+static void hub_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    (void)call;
+    proxy_ctx *c = ud;
+    const Ke__V1__ServiceResponse *in = (const Ke__V1__ServiceResponse *)m;
+    Ke__V1__NodeHTTPResponse out = KE__V1__NODE_HTTPRESPONSE__INIT;
+    out.status = in->status;
+    out.n_headers = in->n_headers;
+    out.headers = in->headers; /* borrowed for the finish, which packs it */
+    out.body = in->body;
+    ke_rpc_call_finish(c->user, KE_RPC_OK, NULL, &out.base);
+}
+
+static void hub_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
+{
+    (void)call;
+    proxy_ctx *c = ud;
+    /* After the reply the user's call is finished already (ECLOSED: fine). */
+    if (st->code == KE_RPC_DEADLINE_EXCEEDED)
+        ke_rpc_call_finishf(c->user, st->code, "node %s did not answer within %lld ms", c->node,
+                            (long long)c->timeout_ms);
+    else if (st->code != KE_RPC_OK)
+        ke_rpc_call_finish(c->user, st->code, st->message, NULL);
+    ctx_unref(c);
+}
+
+static const ke_rpc_handler hub_handler = {.on_message = hub_on_message,
+                                           .on_close = hub_on_close};
+
+void ec_proxy_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    edgecontroller *ec = ud;
+    const Ke__V1__NodeHTTPRequest *req = (const Ke__V1__NodeHTTPRequest *)m;
+    char why[320];
+    if (ke_k8s_check_name(req->node_name, "node_name", why, sizeof(why)) != 0) {
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    if (req->timeout_ms < 0 || req->timeout_ms > KE_SERVICEBUS_TIMEOUT_MAX_MS) {
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
+                            "timeout_ms: 0 (%d ms) or 1..%d", KE_SERVICEBUS_TIMEOUT_DEFAULT_MS,
+                            KE_SERVICEBUS_TIMEOUT_MAX_MS);
+        return;
+    }
+    Ke__V1__ServiceRequest sr = KE__V1__SERVICE_REQUEST__INIT;
+    sr.target = req->target;
+    sr.method = req->method[0] ? req->method : "GET";
+    sr.path = req->path[0] ? req->path : "/";
+    sr.n_headers = req->n_headers;
+    sr.headers = req->headers;
+    sr.body = req->body;
+    sr.timeout_ms = req->timeout_ms ? req->timeout_ms : KE_SERVICEBUS_TIMEOUT_DEFAULT_MS;
+    if (ke_servicebus_check_request(&sr, why, sizeof(why)) != 0) {
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
+        return;
+    }
+    json_t *node = NULL;
+    int rc = ke_store_get(ec->cfg.store, "Node", "", req->node_name, &node);
+    json_decref(node);
+    if (rc == KE_ENOTFOUND) {
+        ke_rpc_call_finishf(call, KE_RPC_NOT_FOUND, "nodes \"%s\" not found", req->node_name);
+        return;
+    }
+    if (rc != 0) {
+        ke_rpc_call_finishf(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
+        return;
+    }
+    ke_rpc_channel *hub = ec->hub;
+    if (!hub) {
+        ke_rpc_call_finishf(call, KE_RPC_UNAVAILABLE,
+                            "edgecontroller is not connected to cloudhub yet");
+        return;
+    }
+    proxy_ctx *c = calloc(1, sizeof(*c));
+    if (!c) {
+        ke_rpc_call_finishf(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    Ke__V1__ProxyHTTPRequest hr = KE__V1__PROXY_HTTPREQUEST__INIT;
+    hr.node_name = req->node_name;
+    hr.request = &sr;
+    snprintf(c->node, sizeof(c->node), "%s", req->node_name);
+    c->timeout_ms = sr.timeout_ms;
+    atomic_init(&c->refs, 2);
+    pthread_mutex_init(&c->mu, NULL);
+    ke_rpc_call_ref(call);
+    c->user = call;
+    ke_rpc_call_set_data(call, c);
+    ke_rpc_call *hc = NULL;
+    ke_rpc_call_opts o = {.timeout_ms = sr.timeout_ms + EC_PROXY_GRACE_MS};
+    pthread_mutex_lock(&c->mu);
+    rc = ke_rpc_call_start(hub, "/ke.v1.Hub/ProxyHTTP", &ke__v1__service_response__descriptor,
+                           &hub_handler, c, &o, &hc);
+    if (rc == 0) {
+        c->hub = hc;
+        if (ke_rpc_call_send(hc, &hr.base) != 0 || ke_rpc_call_close_send(hc) != 0)
+            ke_rpc_call_cancel(hc); /* its on_close ends the user's call */
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (rc != 0) {
+        atomic_fetch_sub(&c->refs, 1); /* no Hub call: its on_close never runs */
+        ke_rpc_call_finishf(call, KE_RPC_UNAVAILABLE, "cannot reach cloudhub: %s",
+                            ke_strerror(rc));
+        return;
+    }
+    char et[KE_LOG_ESC_SIZE(64)];
+    ke_log_debug(EC_MOD, "proxy node=%s target=%s method=%s body=%zu", req->node_name,
+                 ke_log_esc(sr.target, et, sizeof(et)), sr.method, sr.body.len);
+}
+
+void ec_proxy_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
+{
+    (void)st;
+    (void)ud;
+    proxy_ctx *c = ke_rpc_call_get_data(call);
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    ke_rpc_call *hc = c->hub;
+    pthread_mutex_unlock(&c->mu);
+    if (hc)
+        ke_rpc_call_cancel(hc); /* a no-op when it has ended already */
+    ctx_unref(c);
+}
