@@ -6,7 +6,8 @@
  * door to the SQLite store), EdgeHub (the tunnel to CloudHub), EdgeLocal
  * (the local API, api/edge.proto, on a Unix socket or loopback for
  * programs on this host), Edged (pods through the container runtime's
- * CRI) and EventBus (MQTT topics on a broker), each turned on or off with
+ * CRI), EventBus (MQTT topics on a broker) and ServiceBus (cloud callers
+ * to HTTP services on this host), each turned on or off with
  * modules.<name>.enable. Configuration: YAML (--config, written by
  * `keadm join`) and flags; `edgecore --help` lists the keys.
  *
@@ -26,9 +27,11 @@
 #include "ke_host.h"
 #include "ke_log.h"
 #include "ke_rpc.h"
+#include "ke_servicebus.h"
 #include "ke_time.h"
 #include "ke_watchdog.h"
 #include "metamanager.h"
+#include "servicebus.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -58,12 +61,13 @@ struct edgecore_config {
     int64_t outbox_max, reported_max;
     char *local_listen;
     char *http_listen;
-    bool en_metamanager, en_edgehub, en_edgelocal, en_edged, en_eventbus;
+    bool en_metamanager, en_edgehub, en_edgelocal, en_edged, en_eventbus, en_servicebus;
     char *cri_endpoint, *edged_root;
     int64_t relist, backoff_first, backoff_cap;
     int64_t stall_timeout, shutdown_timeout;
     char *eb_broker, *eb_client_id, *eb_user, *eb_password, *eb_ca, *eb_subscribe;
     int64_t eb_backoff_initial, eb_backoff_max;
+    char *sb_allow;
 };
 
 #define F(k, t, m, d, h) {k, t, offsetof(struct edgecore_config, m), d, h}
@@ -131,6 +135,10 @@ static const ke_config_field edgecore_fields[] = {
       "first broker reconnect delay (jittered, doubling)"),
     F("eventbus.backoff_max", KE_CONFIG_DURATION, eb_backoff_max, "30s",
       "longest broker reconnect delay"),
+    F("modules.servicebus.enable", KE_CONFIG_BOOL, en_servicebus, "true",
+      "run ServiceBus (cloud callers reach HTTP services on this host)"),
+    F("modules.servicebus.allow", KE_CONFIG_STRING, sb_allow, "",
+      "comma-separated host:port targets cloud callers may reach; empty: none"),
 };
 
 /* report_node_status queues this host's addresses, capacity and system
@@ -342,6 +350,11 @@ int main(int argc, char **argv)
                         "eventbus.backoff_max, which is at most 1h\n");
         goto out;
     }
+    char sb_why[300];
+    if (ke_servicebus_check_allow(cfg.sb_allow, sb_why, sizeof(sb_why)) != 0) {
+        fprintf(stderr, "edgecore: modules.servicebus.allow: %s\n", sb_why);
+        goto out;
+    }
     status = 1;
     signal(SIGPIPE, SIG_IGN);
     /* Blocked here, before any thread exists, so every thread inherits it
@@ -420,12 +433,14 @@ int main(int argc, char **argv)
                           .subscribe = cfg.eb_subscribe,
                           .backoff_initial_ms = cfg.eb_backoff_initial,
                           .backoff_max_ms = cfg.eb_backoff_max};
+    servicebus_config sc = {.node_name = cfg.node_name, .allow = cfg.sb_allow};
     const module_row modules[] = {
         {&metamanager_module, &cfg.en_metamanager, NULL},
         {&edgehub_module, &cfg.en_edgehub, &hc},
         {&edgelocal_module, &cfg.en_edgelocal, &lc},
         {&edged_module, &cfg.en_edged, &dc},
         {&eventbus_module, &cfg.en_eventbus, &bc},
+        {&servicebus_module, &cfg.en_servicebus, &sc},
     };
     for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++)
         if (*modules[i].enable && (rc = ke_rt_add(edge, modules[i].ops, modules[i].config)) != 0) {

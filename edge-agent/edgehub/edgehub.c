@@ -39,6 +39,19 @@
  * sequenced, not acked, and never touch the outbox. At most EH_LOGS_MAX
  * streams at once (CloudHub allows 16 per node).
  *
+ * Service calls (ServiceBus; edge-agent/README.md, "Service calls"). The
+ * cloud's ServiceRequest frame becomes a bus message to the module serving
+ * group "servicebus": operation QUERY, resource "servicebus/<request_id>",
+ * route.source "edgehub", content the packed ke.v1.ServiceRequest. The
+ * module answers with one RESPONSE to module "edgehub", same resource,
+ * content a packed ke.v1.ServiceResponse, which goes up as a
+ * ServiceResponse frame on the current tunnel. No such module: a
+ * ServiceResponse FAILED_PRECONDITION at once. Nothing is tracked here:
+ * the module bounds and times out its calls itself, and an answer whose
+ * tunnel has gone is dropped (its cloud caller has been told UNAVAILABLE).
+ * A tunnel at its byte bound: the answer goes as a control frame without
+ * its body, code UNAVAILABLE.
+ *
  * Clocks (ke_time.h): every timeout, keepalive, dead-peer check and
  * back-off is monotonic; wall time only for the certificate's validity and
  * the keepalive's informational time_ms.
@@ -75,6 +88,8 @@
 #define EH_EDGED_GROUP "edged"
 #define EH_LOGS_MAX 32
 #define EH_LOG_CHUNK_MAX (64u << 10)
+/* Service calls: the module that answers them. */
+#define EH_SERVICEBUS_GROUP "servicebus"
 /* A pump from the timer as well as on MetaManager's notices. */
 #define EH_RETRY_ROTATION_MS 60000
 
@@ -524,6 +539,98 @@ static void logs_tunnel_gone(hub *h)
     edged_delete(h, "logs/*");
 }
 
+/* ---- service calls ---- */
+
+/* service_fail answers request id with code and error (a control frame:
+ * small, one per request). */
+static void service_fail(hub *h, uint64_t id, int code, const char *error)
+{
+    Ke__V1__ServiceResponse sr = KE__V1__SERVICE_RESPONSE__INIT;
+    Ke__V1__EdgeFrame f = KE__V1__EDGE_FRAME__INIT;
+    sr.request_id = id;
+    sr.code = code;
+    sr.error = (char *)error;
+    f.frame_case = KE__V1__EDGE_FRAME__FRAME_SERVICE_RESPONSE;
+    f.service_response = &sr;
+    int rc = h->call ? ke_rpc_call_send_control(h->call, &f.base) : KE_ECLOSED;
+    if (rc != 0)
+        ke_log_debug(EH_MOD, "answer to service request %" PRIu64 " not sent: %s", id,
+                     ke_strerror(rc));
+}
+
+static void on_service_request(hub *h, const Ke__V1__ServiceRequest *r)
+{
+    char res[40];
+    snprintf(res, sizeof(res), "servicebus/%" PRIu64, r->request_id);
+    size_t len = ke__v1__service_request__get_packed_size(r);
+    uint8_t *buf = malloc(len ? len : 1);
+    Ke__V1__Message *q = NULL;
+    if (buf) {
+        ke__v1__service_request__pack(r, buf);
+        q = ke_rt_message_new(EH_MOD, EH_SERVICEBUS_GROUP, KE__V1__OPERATION__OPERATION_QUERY,
+                              res, buf, len);
+    }
+    free(buf);
+    int rc = q ? ke_rt_send(h->e, q) : KE_ENOMEM;
+    if (rc != 0 && q)
+        ke__v1__message__free_unpacked(q, NULL);
+    if (rc == KE_ENOTFOUND) {
+        service_fail(h, r->request_id, KE_RPC_FAILED_PRECONDITION,
+                     "no ServiceBus module on this node (modules.servicebus.enable)");
+    } else if (rc != 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "servicebus cannot take the request: %s", ke_strerror(rc));
+        ke_log_warn(EH_MOD, "service request %" PRIu64 " refused: %s", r->request_id, why);
+        service_fail(h, r->request_id,
+                     rc == KE_EFULL ? KE_RPC_RESOURCE_EXHAUSTED : KE_RPC_UNAVAILABLE, why);
+    } else {
+        ke_log_debug(EH_MOD, "service request %" PRIu64 " asked", r->request_id);
+    }
+}
+
+/* on_service_answer: the module's RESPONSE to a service request. */
+static void on_service_answer(hub *h, const Ke__V1__Message *msg)
+{
+    const char *res = msg->route->resource;
+    uint64_t id = 0;
+    char extra;
+    if (sscanf(res, "servicebus/%" SCNu64 "%c", &id, &extra) != 1 ||
+        msg->route->operation != KE__V1__OPERATION__OPERATION_RESPONSE) {
+        ke_log_warn(EH_MOD, "ignoring a servicebus message that is not an answer op=%d",
+                    (int)msg->route->operation);
+        return;
+    }
+    Ke__V1__ServiceResponse *sr =
+        ke__v1__service_response__unpack(NULL, msg->content.len, msg->content.data);
+    if (!sr || sr->request_id != id) {
+        ke_log_warn(EH_MOD, "servicebus answered request %" PRIu64 " with %s", id,
+                    sr ? "another request's id" : "an undecodable ServiceResponse");
+        service_fail(h, id, KE_RPC_INTERNAL, "the edge's ServiceBus answered garbage");
+    } else if (!h->call) {
+        ke_log_debug(EH_MOD, "answer to service request %" PRIu64 " dropped: no tunnel (its "
+                             "caller was told UNAVAILABLE)",
+                     id);
+    } else {
+        Ke__V1__EdgeFrame f = KE__V1__EDGE_FRAME__INIT;
+        f.frame_case = KE__V1__EDGE_FRAME__FRAME_SERVICE_RESPONSE;
+        f.service_response = sr;
+        int rc = ke_rpc_call_send(h->call, &f.base);
+        if (rc == KE_EFULL) {
+            ke_log_warn(EH_MOD, "answer to service request %" PRIu64 " dropped: the tunnel is "
+                                "at its send bound",
+                        id);
+            service_fail(h, id, KE_RPC_UNAVAILABLE,
+                         "the answer was dropped: the node's tunnel to the cloud is at its send "
+                         "bound; try again");
+        } else if (rc != 0) {
+            ke_log_debug(EH_MOD, "answer to service request %" PRIu64 " not sent: %s", id,
+                         ke_strerror(rc));
+        }
+    }
+    if (sr)
+        ke__v1__service_response__free_unpacked(sr, NULL);
+}
+
 static void tunnel_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
 {
     conn *c = ud;
@@ -558,6 +665,9 @@ static void tunnel_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
         break;
     case KE__V1__CLOUD_FRAME__FRAME_LOG_CANCEL:
         on_log_cancel(h, f->log_cancel);
+        break;
+    case KE__V1__CLOUD_FRAME__FRAME_SERVICE_REQUEST:
+        on_service_request(h, f->service_request);
         break;
     default:
         ke_log_warn(EH_MOD, "ignoring an empty or unknown frame from the cloud");
@@ -889,6 +999,8 @@ static void eh_on_message(ke_module *m, Ke__V1__Message *msg)
     hub *h = ke_module_data(m);
     if (msg->route && strncmp(msg->route->resource, "logs/", 5) == 0) {
         on_log_answer(h, msg); /* the log streams' module */
+    } else if (msg->route && strncmp(msg->route->resource, "servicebus/", 11) == 0) {
+        on_service_answer(h, msg); /* ServiceBus */
     } else if (msg->route && msg->route->operation == KE__V1__OPERATION__OPERATION_RESPONSE) {
         on_meta_answer(h, msg);
     } else if (msg->route && msg->route->resource &&
