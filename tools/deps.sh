@@ -9,6 +9,7 @@ KE_DEB_PACKAGES="build-essential cmake pkg-config
   libgrpc-dev protobuf-compiler protobuf-compiler-grpc
   protobuf-c-compiler libprotobuf-c-dev nanopb libnanopb-dev
   libsqlite3-dev libssl-dev openssl libyaml-dev libjansson-dev libmicrohttpd-dev libuv1-dev
+  libcurl4-openssl-dev
   libcmocka-dev python3 python3-grpcio python3-protobuf curl
   containerd runc busybox-static containernetworking-plugins
   mosquitto libmosquitto-dev mosquitto-clients"

@@ -28,6 +28,7 @@
 #include "ke_k8s_api.h"
 #include "ke_log.h"
 #include "ke_servicebus.h"
+#include "ke_time.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,6 +45,7 @@ typedef struct proxy_ctx {
     ke_rpc_call *hub;  /* a reference, once started */
     char node[KE_STORE_NAME_MAX + 1];
     int64_t timeout_ms;
+    int64_t hub_deadline_ms; /* monotonic: when the Hub call's deadline passes */
 } proxy_ctx;
 
 static void ctx_unref(proxy_ctx *c)
@@ -74,8 +76,10 @@ static void hub_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
 {
     (void)call;
     proxy_ctx *c = ud;
-    /* After the reply the user's call is finished already (ECLOSED: fine). */
-    if (st->code == KE_RPC_DEADLINE_EXCEEDED)
+    /* After the reply the user's call is finished already (ECLOSED: fine).
+     * A DEADLINE_EXCEEDED before the Hub call's own deadline is the edge's
+     * (with its reason): passed on as it is. */
+    if (st->code == KE_RPC_DEADLINE_EXCEEDED && ke_time_mono_ms() >= c->hub_deadline_ms)
         ke_rpc_call_finishf(c->user, st->code, "node %s did not answer within %lld ms", c->node,
                             (long long)c->timeout_ms);
     else if (st->code != KE_RPC_OK)
@@ -147,6 +151,7 @@ void ec_proxy_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
     ke_rpc_call_set_data(call, c);
     ke_rpc_call *hc = NULL;
     ke_rpc_call_opts o = {.timeout_ms = sr.timeout_ms + EC_PROXY_GRACE_MS};
+    c->hub_deadline_ms = ke_time_mono_ms() + o.timeout_ms;
     pthread_mutex_lock(&c->mu);
     rc = ke_rpc_call_start(hub, "/ke.v1.Hub/ProxyHTTP", &ke__v1__service_response__descriptor,
                            &hub_handler, c, &o, &hc);
