@@ -215,7 +215,18 @@ void ch_service_on_response(cloudhub *ch, const char *node, ke_rpc_call *tunnel,
         return;
     }
     unlink_call(ch, sc);
-    if (r->code == KE_RPC_OK) {
+    if (r->code == KE_RPC_OK &&
+        (r->body.len > KE_SERVICEBUS_BODY_MAX || r->n_headers > KE_SERVICEBUS_HEADERS_MAX)) {
+        /* ServiceBus cuts an answer at these bounds: an edge that does not
+         * is refused rather than passed on. */
+        ke_log_warn(CH_MOD, "service response past its bounds node=%s request=%" PRIu64
+                            " body=%zu headers=%zu",
+                    node, r->request_id, r->body.len, r->n_headers);
+        ke_rpc_call_finishf(sc->call, KE_RPC_RESOURCE_EXHAUSTED,
+                            "node %s answered past the response bounds (body %u bytes, %d "
+                            "headers)",
+                            node, KE_SERVICEBUS_BODY_MAX, KE_SERVICEBUS_HEADERS_MAX);
+    } else if (r->code == KE_RPC_OK) {
         Ke__V1__ServiceResponse out = *r; /* borrowed fields */
         out.request_id = 0;
         ke_rpc_call_finish(sc->call, KE_RPC_OK, NULL, &out.base);
