@@ -23,7 +23,9 @@
  *   (e) refusals in the cloud: a request body past 1 MiB, a bad header, an
  *       unknown node, a node not connected, a node's certificate, a user
  *       without RBAC create on nodes/proxy (while one with it succeeds)
- *   (f) a tunnel that goes away ends a call in flight UNAVAILABLE
+ *   (f) kectl call: the response (with -i its status and headers), the
+ *       server's refusal as kectl's message with exit 1, --fail
+ *   (g) a tunnel that goes away ends a call in flight UNAVAILABLE
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -194,6 +196,7 @@ static void svc_start(void)
 
 static ke_cluster C;
 static ke_edgetest EDGE;
+static char KECTL[1024]; /* kectl as the administrator */
 static char ALLOW[128];
 static servicebus_config SBC;
 
@@ -223,6 +226,10 @@ static int setup(void **state)
     ke_cluster_start(&C, extra);
     assert_int_equal(ke_cluster_join(&C, NODE, ke_cluster_token(&C)), 0);
     assert_int_equal(ke_cluster_join(&C, FAR, ke_cluster_token(&C)), 0);
+    snprintf(KECTL, sizeof(KECTL),
+             "%s/tools/kectl --server 127.0.0.1:%d --ca %s/cloud/ca.crt --cert "
+             "%s/cloud/admin.crt --key %s/cloud/admin.key",
+             ke_tp_env("KE_BIN_DIR"), C.grpc_port, C.dir, C.dir, C.dir);
     const char *keadm = ke_tp_env("KE_KEADM");
     assert_int_equal(ke_tp_sh("%s certs user viewer --dir %s/cloud >/dev/null", keadm, C.dir), 0);
     assert_int_equal(ke_tp_sh("%s certs user prober --dir %s/cloud >/dev/null", keadm, C.dir), 0);
@@ -550,6 +557,52 @@ static void test_servicebus_refusals(void **state)
 
 /* ---- (f) ---- */
 
+static void test_servicebus_kectl_call(void **state)
+{
+    (void)state;
+    char out[4096], want[256];
+    assert_int_equal(ke_tp_capture(out, sizeof(out),
+                                   "%s call " NODE " 'http://127.0.0.1:%d/echo?q=7' -X PUT "
+                                   "-H 'X-Test: from kectl' -d hi -i",
+                                   KECTL, SVC_PORT),
+                     0);
+    assert_int_equal(strncmp(out, "HTTP/1.1 200\r\n", 14), 0);
+    assert_non_null(strstr(out, "X-Echo: from kectl\r\n"));
+    assert_non_null(strstr(out, "X-Query: 7\r\n"));
+    assert_non_null(strstr(out, "\r\n\r\necho:PUT:hi"));
+    /* -d alone is a POST; the body only without -i */
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s call " NODE " http://127.0.0.1:%d/echo "
+                                                     "-d abc",
+                                   KECTL, SVC_PORT),
+                     0);
+    assert_string_equal(out, "echo:POST:abc");
+    /* an HTTP error is a response: exit 0, or 1 with --fail */
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s call " NODE " http://127.0.0.1:%d/fail",
+                                   KECTL, SVC_PORT),
+                     0);
+    assert_string_equal(out, "backend down");
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s call " NODE
+                                                     " http://127.0.0.1:%d/fail --fail",
+                                   KECTL, SVC_PORT),
+                     1);
+    assert_string_equal(out, "backend downerror: the service answered 503\n");
+    /* the server's refusal, as kubectl says it */
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s call " NODE " http://localhost:%d/echo",
+                                   KECTL, SVC_PORT),
+                     1);
+    snprintf(want, sizeof(want),
+             "Error from server (Forbidden): node " NODE ": target localhost:%d is not in "
+             "modules.servicebus.allow of node " NODE "\n",
+             SVC_PORT);
+    assert_string_equal(out, want);
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s call " NODE " ftp://127.0.0.1:%d/",
+                                   KECTL, SVC_PORT),
+                     2);
+    assert_non_null(strstr(out, "URL must start with http://"));
+}
+
+/* ---- (g) ---- */
+
 typedef struct async_wait {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -624,6 +677,7 @@ int main(void)
         cmocka_unit_test(test_servicebus_response_past_its_bound),
         cmocka_unit_test(test_servicebus_target_not_allowed),
         cmocka_unit_test(test_servicebus_refusals),
+        cmocka_unit_test(test_servicebus_kectl_call),
         cmocka_unit_test(test_servicebus_tunnel_gone_ends_the_call),
     };
     return cmocka_run_group_tests_name("servicebus", tests, setup, teardown);

@@ -376,6 +376,7 @@ int kectl_cmd_delete(kectl *k, int argc, char **argv);
 int kectl_cmd_describe(kectl *k, int argc, char **argv);
 int kectl_cmd_twin(kectl *k, int argc, char **argv);
 int kectl_cmd_logs(kectl *k, int argc, char **argv);
+int kectl_cmd_call(kectl *k, int argc, char **argv);
 
 void kectl_help_get(FILE *out);
 void kectl_help_apply(FILE *out);
@@ -383,6 +384,7 @@ void kectl_help_delete(FILE *out);
 void kectl_help_describe(FILE *out);
 void kectl_help_twin(FILE *out);
 void kectl_help_logs(FILE *out);
+void kectl_help_call(FILE *out);
 
 /* ---- twin.c, shared with describe ---- */
 

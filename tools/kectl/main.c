@@ -48,6 +48,8 @@ static const verb verbs[] = {
     {"delete", "delete objects by name or from files", kectl_cmd_delete, kectl_help_delete},
     {"logs", "print (or follow) a container's log, read on its edge node", kectl_cmd_logs,
      kectl_help_logs},
+    {"call", "send an HTTP request to a service on an edge node's host", kectl_cmd_call,
+     kectl_help_call},
     {"twin", "read or set device twins (desired and reported values)", kectl_cmd_twin,
      kectl_help_twin},
     {"version", "print the client and server versions", cmd_version, help_version},
