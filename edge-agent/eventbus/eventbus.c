@@ -45,6 +45,13 @@ typedef struct eb_pub {
     size_t len;
 } eb_pub;
 
+/* A module's subscription: messages on topics matching filter go to it
+ * (on the bus, PUBLISH, resource = the topic), not to the cloud. */
+typedef struct eb_sub {
+    char *filter;
+    char module[32];
+} eb_sub;
+
 typedef enum { EB_IDLE, EB_CONNECTING, EB_CONNECTED, EB_STOPPED } eb_phase;
 
 typedef struct eb {
@@ -56,6 +63,8 @@ typedef struct eb {
     char client_id[256];
     char *topics[EB_MAX_TOPICS];
     size_t ntopics;
+    eb_sub subs[EB_MAX_TOPICS];
+    size_t nsubs;
     struct mosquitto *mosq;
     int ever_connected; /* connect_async done once: reconnect_async after */
     eb_phase phase;
@@ -329,6 +338,73 @@ static void flush(eb *b)
     update_poll(b);
 }
 
+static void subscribe(eb *b, const char *filter)
+{
+    int rc = mosquitto_subscribe(b->mosq, NULL, filter, 1);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        char et[KE_LOG_ESC_SIZE(128)];
+        ke_log_warn(EB_MOD, "cannot subscribe topic=%s: %s", ke_log_esc(filter, et, sizeof(et)),
+                    mosquitto_strerror(rc));
+    }
+}
+
+/* to_module hands a message on a module's topic to that module; 1 when
+ * the topic is a module's (handed over or dropped), 0 otherwise. */
+static int to_module(eb *b, const struct mosquitto_message *mm)
+{
+    for (size_t i = 0; i < b->nsubs; i++) {
+        bool match = false;
+        if (mosquitto_topic_matches_sub(b->subs[i].filter, mm->topic, &match) !=
+                MOSQ_ERR_SUCCESS ||
+            !match)
+            continue;
+        Ke__V1__Message *msg = ke_rt_message_new(
+            EB_MOD, "", KE__V1__OPERATION__OPERATION_PUBLISH, mm->topic, mm->payload,
+            mm->payloadlen > 0 ? (size_t)mm->payloadlen : 0);
+        int rc = msg ? ke_rt_send_to(b->e, b->subs[i].module, msg) : KE_ENOMEM;
+        if (rc != 0) {
+            char et[KE_LOG_ESC_SIZE(128)];
+            ke_log_warn(EB_MOD, "message dropped topic=%s module=%s: %s",
+                        ke_log_esc(mm->topic, et, sizeof(et)), b->subs[i].module,
+                        ke_strerror(rc));
+            ke_metric_add(b->m_dropped, 1);
+            if (msg)
+                ke__v1__message__free_unpacked(msg, NULL);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* add_sub records a module's subscription (INSERT eventbus/subscribe/<filter>)
+ * and subscribes at once when connected. */
+static void add_sub(eb *b, const char *module, const char *filter)
+{
+    char ef[KE_LOG_ESC_SIZE(128)];
+    if (!*module || strlen(module) >= sizeof(b->subs[0].module) ||
+        mosquitto_sub_topic_check(filter) != MOSQ_ERR_SUCCESS) {
+        ke_log_warn(EB_MOD, "subscription refused module=%s topic=%s: not a topic filter",
+                    module, ke_log_esc(filter, ef, sizeof(ef)));
+        return;
+    }
+    for (size_t i = 0; i < b->nsubs; i++)
+        if (strcmp(b->subs[i].filter, filter) == 0 && strcmp(b->subs[i].module, module) == 0)
+            return;
+    char *f = b->nsubs < EB_MAX_TOPICS ? strdup(filter) : NULL;
+    if (!f) {
+        ke_log_warn(EB_MOD, "subscription refused module=%s topic=%s: at most %d", module,
+                    ke_log_esc(filter, ef, sizeof(ef)), EB_MAX_TOPICS);
+        return;
+    }
+    b->subs[b->nsubs].filter = f;
+    snprintf(b->subs[b->nsubs].module, sizeof(b->subs[0].module), "%s", module);
+    b->nsubs++;
+    if (b->phase == EB_CONNECTED) {
+        subscribe(b, f);
+        update_poll(b);
+    }
+}
+
 static void cb_connect(struct mosquitto *mosq, void *ud, int rc)
 {
     (void)mosq;
@@ -347,12 +423,10 @@ static void cb_connect(struct mosquitto *mosq, void *ud, int rc)
     ke_metric_set(b->m_connected, 1);
     ke_log_info(EB_MOD, "connected to the broker broker=%s:%d client_id=%s", b->host, b->port,
                 b->client_id);
-    for (size_t i = 0; i < b->ntopics; i++) {
-        int src = mosquitto_subscribe(b->mosq, NULL, b->topics[i], 1);
-        if (src != MOSQ_ERR_SUCCESS)
-            ke_log_warn(EB_MOD, "cannot subscribe topic=%s: %s", b->topics[i],
-                        mosquitto_strerror(src));
-    }
+    for (size_t i = 0; i < b->ntopics; i++)
+        subscribe(b, b->topics[i]);
+    for (size_t i = 0; i < b->nsubs; i++)
+        subscribe(b, b->subs[i].filter);
     flush(b);
 }
 
@@ -370,6 +444,8 @@ static void cb_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
     (void)mosq;
     eb *b = ud;
     ke_metric_add(b->m_received, 1);
+    if (to_module(b, mm))
+        return;
     char enc[1024], key[1400];
     if (eventbus_topic_encode(mm->topic, enc, sizeof(enc)) != 0) {
         ke_log_warn(EB_MOD, "message dropped: topic too long (%zu bytes)", strlen(mm->topic));
@@ -420,6 +496,13 @@ static void eb_on_message(ke_module *m, Ke__V1__Message *msg)
         } else {
             ke_metric_add(b->m_forwarded, 1);
         }
+        ke__v1__message__free_unpacked(msg, NULL);
+        return;
+    }
+    if (msg->route && msg->route->operation == KE__V1__OPERATION__OPERATION_INSERT &&
+        strncmp(res, EVENTBUS_SUBSCRIBE_PREFIX, strlen(EVENTBUS_SUBSCRIBE_PREFIX)) == 0) {
+        add_sub(b, msg->route->source ? msg->route->source : "",
+                res + strlen(EVENTBUS_SUBSCRIBE_PREFIX));
         ke__v1__message__free_unpacked(msg, NULL);
         return;
     }
@@ -527,6 +610,8 @@ static void eb_free(eb *b)
         mosquitto_destroy(b->mosq);
     for (size_t i = 0; i < b->ntopics; i++)
         free(b->topics[i]);
+    for (size_t i = 0; i < b->nsubs; i++)
+        free(b->subs[i].filter);
     while (b->qhead) {
         eb_pub *p = b->qhead;
         b->qhead = p->next;

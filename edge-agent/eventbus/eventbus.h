@@ -24,6 +24,12 @@
  *                   (eventbus_config.queue_max / queue_bytes), sent in
  *                   order on reconnect; past the bound it is refused and
  *                   counted.
+ *   module topics   a module sends INSERT "eventbus/subscribe/<filter>"
+ *                   (route.source: its name): messages on topics matching
+ *                   the filter go to that module instead of the cloud, as
+ *                   PUBLISH with resource = the topic and content = the
+ *                   payload (DeviceTwin's device topics). Subscribed with
+ *                   QoS 1 at once and at every connect.
  *   RESPONSE        MetaManager's answer to a report ({"seq":N} once it is
  *                   in the outbox): counted as forwarded.
  */
@@ -36,6 +42,7 @@
 #include <stdint.h>
 
 #define EVENTBUS_PUBLISH_PREFIX "eventbus/publish/"
+#define EVENTBUS_SUBSCRIBE_PREFIX "eventbus/subscribe/"
 /* The kind of the cloud's objects published on the broker: a change of
  * "node/<node>/<ns>/MQTTMessage/<percent-encoded topic>" sent to group
  * "eventbus" (MetaManager passes it on once stored) publishes its content. */

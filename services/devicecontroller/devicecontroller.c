@@ -10,7 +10,9 @@
  * Upstream reports (group "twin", resource node/<node>/<ns>/Device/<name>)
  * carry {"twins":[{"propertyName":..,"reported":{"value":..,
  * "metadata":{"timestamp":..}}}], "state":"online"}; only the node the
- * device is bound to may report for it.
+ * device is bound to may report for it. A reported value older (by its
+ * timestamp, when the reading was taken) than the one held is stale and
+ * does not replace it.
  */
 #include "devicecontroller.h"
 
@@ -165,6 +167,9 @@ static void merge_report(json_t *device, const json_t *rep)
         if (!cur) {
             cur = json_pack("{s:s}", "propertyName", name);
             json_array_append_new(twins, cur);
+        } else if (ts_of(cur, "reported.metadata.timestamp") >
+                   ts_of(t, "reported.metadata.timestamp")) {
+            continue; /* a reading older than the one held: stale */
         }
         json_object_set(cur, "reported", reported);
     }
@@ -313,57 +318,6 @@ static void list_devices_on_message(ke_rpc_call *call, const ProtobufCMessage *m
         ke_k8s_serve_list(call, dc->store, k->kind, ns, req);
 }
 
-/* check_value verifies value against the model property prop: its type
- * (int: a whole decimal number; float/double: a finite number, so "nan",
- * "inf" and "1e999" are refused; boolean: true or false) and, for numbers,
- * its minimum and maximum. Returns 0, or KE_EINVAL with "value: ..."
- * naming the property in why. */
-static int check_value(const json_t *prop, const char *value, char *why, size_t len)
-{
-    const char *type = ke_k8s_str(prop, "type"), *pname = ke_k8s_str(prop, "name");
-    char shown[72];
-    snprintf(shown, sizeof(shown), "%s", value);
-    ke_err_oneline(shown);
-    int is_int = type && strcasecmp(type, "int") == 0;
-    int is_float = type && (strcasecmp(type, "float") == 0 || strcasecmp(type, "double") == 0);
-    if (type && strcasecmp(type, "boolean") == 0 && strcmp(value, "true") != 0 &&
-        strcmp(value, "false") != 0)
-        goto bad;
-    if (!is_int && !is_float)
-        return 0;
-    double d;
-    json_t *jv = json_string(value);
-    int rc = jv ? ke_k8s_parse_number(jv, &d) : KE_ENOMEM;
-    json_decref(jv);
-    if (rc != 0)
-        goto bad;
-    if (is_int) {
-        char *end = NULL;
-        errno = 0;
-        long long ll = strtoll(value, &end, 10);
-        if (*end || errno)
-            goto bad;
-        d = (double)ll;
-    }
-    double lim;
-    const json_t *min = json_object_get(prop, "minimum"), *max = json_object_get(prop, "maximum");
-    if (min && ke_k8s_parse_number(min, &lim) == 0 && d < lim) {
-        snprintf(why, len, "value: %s is below the minimum %g of property \"%s\"", shown, lim,
-                 pname);
-        return KE_EINVAL;
-    }
-    if (max && ke_k8s_parse_number(max, &lim) == 0 && d > lim) {
-        snprintf(why, len, "value: %s is above the maximum %g of property \"%s\"", shown, lim,
-                 pname);
-        return KE_EINVAL;
-    }
-    return 0;
-bad:
-    snprintf(why, len, "value: \"%s\" is not a valid %s for property \"%s\"%s", shown, type,
-             pname, is_float ? " (a finite number)" : "");
-    return KE_EINVAL;
-}
-
 static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     devicecontroller *dc = ud;
@@ -396,7 +350,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
                    strcmp(ke_k8s_str(prop, "accessMode"), "ReadOnly") == 0) {
             code = KE_RPC_FAILED_PRECONDITION;
             snprintf(why, sizeof(why), "property: \"%s\" is ReadOnly", req->property);
-        } else if (check_value(prop, req->value, why, sizeof(why)) != 0) {
+        } else if (ke_k8s_twin_value_check(prop, req->value, 1, why, sizeof(why)) != 0) {
             code = KE_RPC_INVALID_ARGUMENT;
         }
         if (code != KE_RPC_OK) {
