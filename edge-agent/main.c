@@ -426,6 +426,15 @@ int main(int argc, char **argv)
                           .backoff_initial_ms = cfg.eb_backoff_initial,
                           .backoff_max_ms = cfg.eb_backoff_max};
     devicetwin_config tc = {.node_name = cfg.node_name};
+    /* DeviceTwin's topics reach it through EventBus */
+    char dt_filters[DEVICETWIN_FILTERS_N][DEVICETWIN_FILTER_MAX];
+    eventbus_route routes[DEVICETWIN_FILTERS_N];
+    if (cfg.en_devicetwin) {
+        bc.n_routes = devicetwin_filters(cfg.node_name, dt_filters, DEVICETWIN_FILTERS_N);
+        for (size_t i = 0; i < bc.n_routes; i++)
+            routes[i] = (eventbus_route){dt_filters[i], devicetwin_module.name};
+        bc.routes = routes;
+    }
     const module_row modules[] = {
         {&metamanager_module, &cfg.en_metamanager, NULL},
         {&edgehub_module, &cfg.en_edgehub, &hc},

@@ -1131,19 +1131,20 @@ static void on_mapper_topic(dt *t, const char *topic, const void *payload, size_
 
 /* ---- the module ---- */
 
-static void subscribe(dt *t, const char *filter)
+size_t devicetwin_filters(const char *node_name, char (*out)[DEVICETWIN_FILTER_MAX], size_t cap)
 {
-    char res[300];
-    snprintf(res, sizeof(res), "eventbus/subscribe/%s", filter);
-    Ke__V1__Message *msg =
-        ke_rt_message_new(DT_MOD, "eventbus", KE__V1__OPERATION__OPERATION_INSERT, res, NULL, 0);
-    int rc = msg ? ke_rt_send_to(t->e, "eventbus", msg) : KE_ENOMEM;
-    if (rc != 0) {
-        if (msg)
-            ke__v1__message__free_unpacked(msg, NULL);
-        if (rc != KE_ENOTFOUND)
-            ke_log_warn(DT_MOD, "cannot subscribe %s: %s", filter, ke_strerror(rc));
-    }
+    static const char *const filters[] = {
+        DT_DEVICE_TOPIC "+/twin/update", DT_DEVICE_TOPIC "+/+/twin/update",
+        DT_DEVICE_TOPIC "+/twin/get",    DT_DEVICE_TOPIC "+/+/twin/get",
+        DT_DEVICE_TOPIC "+/state/update", DT_DEVICE_TOPIC "+/+/state/update",
+        DT_MAPPER_TOPIC "+/up",          DT_MAPPER_TOPIC "+/+/up",
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]) && n < cap; i++)
+        snprintf(out[n++], DEVICETWIN_FILTER_MAX, "%s", filters[i]);
+    if (n < cap)
+        snprintf(out[n++], DEVICETWIN_FILTER_MAX, "$hw/events/node/%s/membership/get", node_name);
+    return n;
 }
 
 static void dt_on_message(ke_module *m, Ke__V1__Message *msg)
@@ -1228,17 +1229,6 @@ static int dt_start(ke_module *m)
     if (rc != 0)
         ke_log_warn(DT_MOD, "cannot read devices from the store: %s (they come with the next "
                     "change)", ke_strerror(rc));
-    static const char *const filters[] = {
-        DT_DEVICE_TOPIC "+/twin/update", DT_DEVICE_TOPIC "+/+/twin/update",
-        DT_DEVICE_TOPIC "+/twin/get",    DT_DEVICE_TOPIC "+/+/twin/get",
-        DT_DEVICE_TOPIC "+/state/update", DT_DEVICE_TOPIC "+/+/state/update",
-        DT_MAPPER_TOPIC "+/up",          DT_MAPPER_TOPIC "+/+/up",
-    };
-    for (size_t i = 0; i < sizeof(filters) / sizeof(filters[0]); i++)
-        subscribe(t, filters[i]);
-    char mg[256];
-    snprintf(mg, sizeof(mg), "$hw/events/node/%s/membership/get", cfg->node_name);
-    subscribe(t, mg);
     ke_log_info(DT_MOD, "started devices=%zu models=%zu", ke_map_len(t->devs),
                 ke_map_len(t->models));
     return 0;

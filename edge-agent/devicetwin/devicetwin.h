@@ -6,8 +6,8 @@
  *   from MetaManager  a Device or DeviceModel of this node changed (the
  *                     store holds it): membership/updated when a device
  *                     comes or goes, a delta when a desired value changed.
- *   from EventBus     a message on one of its topics (EventBus's module
- *                     subscriptions): KubeEdge's JSON topics
+ *   from EventBus     a message on one of its topics (devicetwin_filters,
+ *                     EventBus's routes): KubeEdge's JSON topics
  *                       $hw/events/device/<id>/twin/update      -> .../result, .../document
  *                       $hw/events/device/<id>/twin/get         -> .../result
  *                       $hw/events/device/<id>/state/update     -> .../result
@@ -35,5 +35,12 @@ typedef struct devicetwin_config {
 } devicetwin_config;
 
 extern const ke_module_ops devicetwin_module;
+
+/* The MQTT topic filters DeviceTwin answers, for EventBus's routes
+ * (eventbus_config.routes): devicetwin_filters writes at most cap of them
+ * for node_name into out and returns how many (DEVICETWIN_FILTERS_N). */
+#define DEVICETWIN_FILTER_MAX 256
+#define DEVICETWIN_FILTERS_N 9
+size_t devicetwin_filters(const char *node_name, char (*out)[DEVICETWIN_FILTER_MAX], size_t cap);
 
 #endif

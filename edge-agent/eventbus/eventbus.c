@@ -45,12 +45,6 @@ typedef struct eb_pub {
     size_t len;
 } eb_pub;
 
-/* A module's subscription: messages on topics matching filter go to it
- * (on the bus, PUBLISH, resource = the topic), not to the cloud. */
-typedef struct eb_sub {
-    char *filter;
-    char module[32];
-} eb_sub;
 
 typedef enum { EB_IDLE, EB_CONNECTING, EB_CONNECTED, EB_STOPPED } eb_phase;
 
@@ -63,8 +57,6 @@ typedef struct eb {
     char client_id[256];
     char *topics[EB_MAX_TOPICS];
     size_t ntopics;
-    eb_sub subs[EB_MAX_TOPICS];
-    size_t nsubs;
     struct mosquitto *mosq;
     int ever_connected; /* connect_async done once: reconnect_async after */
     eb_phase phase;
@@ -352,20 +344,21 @@ static void subscribe(eb *b, const char *filter)
  * the topic is a module's (handed over or dropped), 0 otherwise. */
 static int to_module(eb *b, const struct mosquitto_message *mm)
 {
-    for (size_t i = 0; i < b->nsubs; i++) {
+    for (size_t i = 0; i < b->cfg.n_routes; i++) {
+        const eventbus_route *r = &b->cfg.routes[i];
         bool match = false;
-        if (mosquitto_topic_matches_sub(b->subs[i].filter, mm->topic, &match) !=
+        if (mosquitto_topic_matches_sub(r->filter, mm->topic, &match) !=
                 MOSQ_ERR_SUCCESS ||
             !match)
             continue;
         Ke__V1__Message *msg = ke_rt_message_new(
             EB_MOD, "", KE__V1__OPERATION__OPERATION_PUBLISH, mm->topic, mm->payload,
             mm->payloadlen > 0 ? (size_t)mm->payloadlen : 0);
-        int rc = msg ? ke_rt_send_to(b->e, b->subs[i].module, msg) : KE_ENOMEM;
+        int rc = msg ? ke_rt_send_to(b->e, r->module, msg) : KE_ENOMEM;
         if (rc != 0) {
             char et[KE_LOG_ESC_SIZE(128)];
             ke_log_warn(EB_MOD, "message dropped topic=%s module=%s: %s",
-                        ke_log_esc(mm->topic, et, sizeof(et)), b->subs[i].module,
+                        ke_log_esc(mm->topic, et, sizeof(et)), r->module,
                         ke_strerror(rc));
             ke_metric_add(b->m_dropped, 1);
             if (msg)
@@ -374,35 +367,6 @@ static int to_module(eb *b, const struct mosquitto_message *mm)
         return 1;
     }
     return 0;
-}
-
-/* add_sub records a module's subscription (INSERT eventbus/subscribe/<filter>)
- * and subscribes at once when connected. */
-static void add_sub(eb *b, const char *module, const char *filter)
-{
-    char ef[KE_LOG_ESC_SIZE(128)];
-    if (!*module || strlen(module) >= sizeof(b->subs[0].module) ||
-        mosquitto_sub_topic_check(filter) != MOSQ_ERR_SUCCESS) {
-        ke_log_warn(EB_MOD, "subscription refused module=%s topic=%s: not a topic filter",
-                    module, ke_log_esc(filter, ef, sizeof(ef)));
-        return;
-    }
-    for (size_t i = 0; i < b->nsubs; i++)
-        if (strcmp(b->subs[i].filter, filter) == 0 && strcmp(b->subs[i].module, module) == 0)
-            return;
-    char *f = b->nsubs < EB_MAX_TOPICS ? strdup(filter) : NULL;
-    if (!f) {
-        ke_log_warn(EB_MOD, "subscription refused module=%s topic=%s: at most %d", module,
-                    ke_log_esc(filter, ef, sizeof(ef)), EB_MAX_TOPICS);
-        return;
-    }
-    b->subs[b->nsubs].filter = f;
-    snprintf(b->subs[b->nsubs].module, sizeof(b->subs[0].module), "%s", module);
-    b->nsubs++;
-    if (b->phase == EB_CONNECTED) {
-        subscribe(b, f);
-        update_poll(b);
-    }
 }
 
 static void cb_connect(struct mosquitto *mosq, void *ud, int rc)
@@ -425,8 +389,8 @@ static void cb_connect(struct mosquitto *mosq, void *ud, int rc)
                 b->client_id);
     for (size_t i = 0; i < b->ntopics; i++)
         subscribe(b, b->topics[i]);
-    for (size_t i = 0; i < b->nsubs; i++)
-        subscribe(b, b->subs[i].filter);
+    for (size_t i = 0; i < b->cfg.n_routes; i++)
+        subscribe(b, b->cfg.routes[i].filter);
     flush(b);
 }
 
@@ -496,13 +460,6 @@ static void eb_on_message(ke_module *m, Ke__V1__Message *msg)
         } else {
             ke_metric_add(b->m_forwarded, 1);
         }
-        ke__v1__message__free_unpacked(msg, NULL);
-        return;
-    }
-    if (msg->route && msg->route->operation == KE__V1__OPERATION__OPERATION_INSERT &&
-        strncmp(res, EVENTBUS_SUBSCRIBE_PREFIX, strlen(EVENTBUS_SUBSCRIBE_PREFIX)) == 0) {
-        add_sub(b, msg->route->source ? msg->route->source : "",
-                res + strlen(EVENTBUS_SUBSCRIBE_PREFIX));
         ke__v1__message__free_unpacked(msg, NULL);
         return;
     }
@@ -610,8 +567,6 @@ static void eb_free(eb *b)
         mosquitto_destroy(b->mosq);
     for (size_t i = 0; i < b->ntopics; i++)
         free(b->topics[i]);
-    for (size_t i = 0; i < b->nsubs; i++)
-        free(b->subs[i].filter);
     while (b->qhead) {
         eb_pub *p = b->qhead;
         b->qhead = p->next;
@@ -649,6 +604,14 @@ static int eb_start(ke_module *m)
         eb_free(b);
         return KE_EINVAL;
     }
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        if (cfg->n_routes > EB_MAX_TOPICS ||
+            mosquitto_sub_topic_check(cfg->routes[i].filter) != MOSQ_ERR_SUCCESS) {
+            ke_log_error(EB_MOD, "route %zu: not a topic filter, or more than %d routes", i,
+                         EB_MAX_TOPICS);
+            eb_free(b);
+            return KE_EINVAL;
+        }
     int rc = parse_topics(b, cfg->subscribe);
     if (rc != 0) {
         ke_log_error(EB_MOD, "eventbus.subscribe: not a list of topic filters (at most %d): %s",
