@@ -193,17 +193,6 @@ static void device_topic(char *out, size_t cap, const char *id, const char *suff
 
 /* ---- devices, models, twins ---- */
 
-static json_t *find_by(const json_t *arr, const char *field, const char *value)
-{
-    size_t i;
-    json_t *e;
-    json_array_foreach(arr, i, e) {
-        const char *v = ke_k8s_str(e, field);
-        if (v && strcmp(v, value) == 0)
-            return e;
-    }
-    return NULL;
-}
 
 static const json_t *model_of(dt *t, const dt_dev *d)
 {
@@ -224,7 +213,8 @@ static const json_t *model_props(dt *t, const dt_dev *d)
 static const char *desired(const dt_dev *d, const char *name, int64_t *ts)
 {
     const json_t *p =
-        find_by(json_object_get(json_object_get(d->obj, "spec"), "properties"), "name", name);
+        ke_k8s_find_by(json_object_get(json_object_get(d->obj, "spec"), "properties"), "name",
+                       name);
     const char *v = p ? ke_k8s_str(p, "desired.value") : NULL;
     if (ts) {
         const char *s = p ? ke_k8s_str(p, "desired.metadata.timestamp") : NULL;
@@ -499,8 +489,8 @@ static void dev_upsert(dt *t, const char *key, json_t *obj, uint64_t rv, int ann
     json_array_foreach(json_object_get(json_object_get(obj, "spec"), "properties"), i, p) {
         const char *pn = ke_k8s_str(p, "name");
         const char *now = ke_k8s_str(p, "desired.value");
-        json_t *op = find_by(json_object_get(json_object_get(old, "spec"), "properties"), "name",
-                             pn ? pn : "");
+        json_t *op = ke_k8s_find_by(json_object_get(json_object_get(old, "spec"), "properties"),
+                                    "name", pn ? pn : "");
         const char *was = op ? ke_k8s_str(op, "desired.value") : NULL;
         if (now && (!was || strcmp(now, was) != 0))
             changed = 1;
@@ -666,7 +656,7 @@ static int apply_reported(dt *t, dt_dev *d, const dt_reading *r, size_t n, json_
         return refuse(err, R_UNKNOWN_PROPERTY, "device %s/%s has no model on this node", d->ns,
                       d->name);
     for (size_t i = 0; i < n; i++) {
-        const json_t *prop = find_by(props, "name", r[i].name);
+        const json_t *prop = ke_k8s_find_by(props, "name", r[i].name);
         if (!prop)
             return refuse(err, R_UNKNOWN_PROPERTY, "property \"%.64s\": not in the model of %s",
                           r[i].name, d->name);
@@ -803,7 +793,7 @@ static void on_twin_update(dt *t, dt_dev *d, const char *id, json_t *in, dt_err 
     const char *k;
     json_t *v;
     json_object_foreach(twin, k, v) {
-        const json_t *prop = find_by(model_props(t, d), "name", k);
+        const json_t *prop = ke_k8s_find_by(model_props(t, d), "name", k);
         const char *mode = prop ? ke_k8s_str(prop, "accessMode") : NULL;
         if (!json_is_object(v)) {
             refuse(err, R_MALFORMED, "twin.%.64s: an object is required", k);
@@ -835,7 +825,7 @@ static void on_twin_update(dt *t, dt_dev *d, const char *id, json_t *in, dt_err 
     }
     json_t *changed = json_object(), *lasts = json_object();
     for (size_t i = 0; !err->why[0] && i < n; i++) {
-        const json_t *prop = find_by(model_props(t, d), "name", r[i].name);
+        const json_t *prop = ke_k8s_find_by(model_props(t, d), "name", r[i].name);
         json_t *last = prop ? msg_twin(d, prop, 0) : NULL;
         if (last)
             json_object_set_new(lasts, r[i].name, last);
@@ -854,7 +844,7 @@ static void on_twin_update(dt *t, dt_dev *d, const char *id, json_t *in, dt_err 
     json_t *doc = base_message(t, event_id ? event_id : "");
     json_t *dtw = json_object();
     json_object_foreach(twin, k, v) {
-        const json_t *prop = find_by(model_props(t, d), "name", k);
+        const json_t *prop = ke_k8s_find_by(model_props(t, d), "name", k);
         json_t *cur = prop ? msg_twin(d, prop, 1) : NULL;
         if (cur)
             json_object_set_new(tw, k, cur);
@@ -863,7 +853,7 @@ static void on_twin_update(dt *t, dt_dev *d, const char *id, json_t *in, dt_err 
     publish_json(t, rtopic, res);
     if (json_object_size(changed) > 0) {
         json_object_foreach(changed, k, v) {
-            const json_t *prop = find_by(model_props(t, d), "name", k);
+            const json_t *prop = ke_k8s_find_by(model_props(t, d), "name", k);
             json_t *cur = msg_twin(d, prop, 0);
             json_t *last = json_object_get(lasts, k);
             if (cur)

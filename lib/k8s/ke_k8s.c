@@ -603,3 +603,15 @@ bad:
              pname, is_float ? " (a finite number)" : "");
     return KE_EINVAL;
 }
+
+json_t *ke_k8s_find_by(const json_t *arr, const char *field, const char *value)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e) {
+        const char *v = ke_k8s_str(e, field);
+        if (v && strcmp(v, value) == 0)
+            return e;
+    }
+    return NULL;
+}

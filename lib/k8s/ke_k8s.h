@@ -82,6 +82,11 @@ int ke_k8s_parse_number(const json_t *v, double *out);
 int ke_k8s_twin_value_check(const json_t *prop, const char *value, int range, char *why,
                             size_t len);
 
+/* ke_k8s_find_by returns the element of the array arr whose string field
+ * `field` equals value (a model's property by "name", a twin by
+ * "propertyName"), or NULL. Borrowed from arr. */
+json_t *ke_k8s_find_by(const json_t *arr, const char *field, const char *value);
+
 /* ke_k8s_str returns the string at a dotted path ("metadata.name",
  * "spec.nodeName") of obj, or NULL. Borrowed from obj. */
 const char *ke_k8s_str(const json_t *obj, const char *path);

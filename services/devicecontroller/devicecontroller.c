@@ -54,19 +54,6 @@ static const char *ns_or_default(const char *ns) { return ns && *ns ? ns : "defa
 
 /* ---- twins ---- */
 
-/* find_by adds nothing: returns the element of array arr whose field equals value. */
-static json_t *find_by(json_t *arr, const char *field, const char *value)
-{
-    size_t i;
-    json_t *e;
-    json_array_foreach(arr, i, e) {
-        const char *v = ke_k8s_str(e, field);
-        if (v && strcmp(v, value) == 0)
-            return e;
-    }
-    return NULL;
-}
-
 static int64_t ts_of(const json_t *v, const char *path)
 {
     const char *s = ke_k8s_str(v, path);
@@ -81,14 +68,15 @@ static void twin_fill(const json_t *device, const char *name, Ke__V1__Twin *t,
     ke__v1__twin_value__init(desired);
     ke__v1__twin_value__init(reported);
     t->property = (char *)name;
-    json_t *p = find_by(json_object_get(json_object_get(device, "spec"), "properties"), "name", name);
+    json_t *p = ke_k8s_find_by(json_object_get(json_object_get(device, "spec"), "properties"),
+                               "name", name);
     if (p && json_object_get(p, "desired")) {
         const char *v = ke_k8s_str(p, "desired.value");
         desired->value = (char *)(v ? v : "");
         desired->timestamp_ms = ts_of(p, "desired.metadata.timestamp");
         t->desired = desired;
     }
-    json_t *r = find_by(json_object_get(json_object_get(device, "status"), "twins"),
+    json_t *r = ke_k8s_find_by(json_object_get(json_object_get(device, "status"), "twins"),
                         "propertyName", name);
     if (r && json_object_get(r, "reported")) {
         const char *v = ke_k8s_str(r, "reported.value");
@@ -163,7 +151,7 @@ static void merge_report(json_t *device, const json_t *rep)
         json_t *reported = json_object_get(t, "reported");
         if (!name || !json_is_object(reported))
             continue;
-        json_t *cur = find_by(twins, "propertyName", name);
+        json_t *cur = ke_k8s_find_by(twins, "propertyName", name);
         if (!cur) {
             cur = json_pack("{s:s}", "propertyName", name);
             json_array_append_new(twins, cur);
@@ -339,7 +327,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
             return;
         }
         json_t *prop =
-            find_by(json_object_get(json_object_get(model, "spec"), "properties"), "name",
+            ke_k8s_find_by(json_object_get(json_object_get(model, "spec"), "properties"), "name",
                     req->property);
         int code = KE_RPC_OK;
         if (!prop) {
@@ -365,7 +353,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
             props = json_array();
             json_object_set_new(spec, "properties", props);
         }
-        json_t *p = find_by(props, "name", req->property);
+        json_t *p = ke_k8s_find_by(props, "name", req->property);
         if (!p) {
             p = json_pack("{s:s}", "name", req->property);
             json_array_append_new(props, p);
