@@ -789,8 +789,14 @@ int main(int argc, char **argv)
     if (!failed)
         failed = run(B.n_reports, half, r1.rate / 2, &r2) != 0;
     long rss_after = settle_rss(B.edge);
-    double refused = metric_sum("ke_devicetwin_refused_total") - refused0;
-    double reports = metric_sum("ke_devicetwin_reports_total") - reports0;
+    double refused1 = metric_sum("ke_devicetwin_refused_total");
+    double reports1 = metric_sum("ke_devicetwin_reports_total");
+    if (refused0 < 0 || refused1 < 0 || reports0 < 0 || reports1 < 0) {
+        fprintf(stderr, DB_NAME ": cannot read edgecore's /metrics on 127.0.0.1:%d\n",
+                B.edge_http);
+        failed = 1;
+    }
+    double refused = refused1 - refused0, reports = reports1 - reports0;
     long missing = (r1.sent - r1.arrived) + (r2.sent - r2.arrived);
     if (failed && r2.sent == 0)
         missing += half; /* run 2 never started */
