@@ -11,7 +11,7 @@ KE_DEB_PACKAGES="build-essential cmake pkg-config
   libsqlite3-dev libssl-dev openssl libyaml-dev libjansson-dev libmicrohttpd-dev libuv1-dev
   libcmocka-dev python3 python3-grpcio python3-protobuf curl
   containerd runc busybox-static containernetworking-plugins
-  mosquitto libmosquitto-dev mosquitto-clients"
+  mosquitto libmosquitto-dev mosquitto-clients python3-paho-mqtt"
 
 ke_install_deps() {
   missing=""
