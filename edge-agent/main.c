@@ -6,8 +6,9 @@
  * door to the SQLite store), EdgeHub (the tunnel to CloudHub), EdgeLocal
  * (the local API, api/edge.proto, on a Unix socket or loopback for
  * programs on this host), Edged (pods through the container runtime's
- * CRI), EventBus (MQTT topics on a broker) and ServiceBus (cloud callers
- * to HTTP services on this host), each turned on or off with
+ * CRI), EventBus (MQTT topics on a broker), DeviceTwin (devices and twins
+ * on the mappers' topics) and ServiceBus (cloud callers to HTTP services on
+ * this host), each turned on or off with
  * modules.<name>.enable. Configuration: YAML (--config, written by
  * `keadm join`) and flags; `edgecore --help` lists the keys.
  *
@@ -20,6 +21,7 @@
 #include "edged.h"
 #include "edgehub.h"
 #include "edgelocal.h"
+#include "devicetwin.h"
 #include "eventbus.h"
 #include "ke_config.h"
 #include "ke_rt.h"
@@ -61,7 +63,8 @@ struct edgecore_config {
     int64_t outbox_max, reported_max;
     char *local_listen;
     char *http_listen;
-    bool en_metamanager, en_edgehub, en_edgelocal, en_edged, en_eventbus, en_servicebus;
+    bool en_metamanager, en_edgehub, en_edgelocal, en_edged, en_eventbus, en_devicetwin,
+        en_servicebus;
     char *cri_endpoint, *edged_root;
     int64_t relist, backoff_first, backoff_cap;
     int64_t stall_timeout, shutdown_timeout;
@@ -119,6 +122,8 @@ static const ke_config_field edgecore_fields[] = {
     F("edged.backoff_initial", KE_CONFIG_DURATION, backoff_first, "10s",
       "restart delay of a failing container after its first restart (doubling)"),
     F("edged.backoff_max", KE_CONFIG_DURATION, backoff_cap, "5m", "longest restart delay"),
+    F("modules.devicetwin.enable", KE_CONFIG_BOOL, en_devicetwin, "true",
+      "DeviceTwin: devices and twins of this node, mappers' MQTT topics (through EventBus)"),
     F("modules.eventbus.enable", KE_CONFIG_BOOL, en_eventbus, "true",
       "run EventBus (MQTT topics on a broker to and from the cloud)"),
     F("eventbus.broker", KE_CONFIG_STRING, eb_broker, "127.0.0.1:1883",
@@ -320,10 +325,12 @@ int main(int argc, char **argv)
                            require(cfg.ca, "edgehub.tls.ca") || require(cfg.cert, "edgehub.tls.cert") ||
                            require(cfg.key, "edgehub.tls.key")))
         goto out;
-    if ((cfg.en_edgehub || cfg.en_edgelocal || cfg.en_edged || cfg.en_eventbus) &&
+    if ((cfg.en_edgehub || cfg.en_edgelocal || cfg.en_edged || cfg.en_eventbus ||
+         cfg.en_devicetwin) &&
         !cfg.en_metamanager) {
-        fprintf(stderr, "edgecore: modules.edgehub, modules.edgelocal, modules.edged and "
-                        "modules.eventbus need modules.metamanager.enable: true\n");
+        fprintf(stderr, "edgecore: modules.edgehub, modules.edgelocal, modules.edged, "
+                        "modules.eventbus and modules.devicetwin need "
+                        "modules.metamanager.enable: true\n");
         goto out;
     }
     if (cfg.window < 1 || cfg.window > 65536 || cfg.outbox_max < 1 ||
@@ -433,6 +440,16 @@ int main(int argc, char **argv)
                           .subscribe = cfg.eb_subscribe,
                           .backoff_initial_ms = cfg.eb_backoff_initial,
                           .backoff_max_ms = cfg.eb_backoff_max};
+    devicetwin_config tc = {.node_name = cfg.node_name};
+    /* DeviceTwin's topics reach it through EventBus */
+    char dt_filters[DEVICETWIN_FILTERS_N][DEVICETWIN_FILTER_MAX];
+    eventbus_route routes[DEVICETWIN_FILTERS_N];
+    if (cfg.en_devicetwin) {
+        bc.n_routes = devicetwin_filters(cfg.node_name, dt_filters, DEVICETWIN_FILTERS_N);
+        for (size_t i = 0; i < bc.n_routes; i++)
+            routes[i] = (eventbus_route){dt_filters[i], devicetwin_module.name};
+        bc.routes = routes;
+    }
     servicebus_config sc = {.node_name = cfg.node_name, .allow = cfg.sb_allow};
     const module_row modules[] = {
         {&metamanager_module, &cfg.en_metamanager, NULL},
@@ -440,6 +457,7 @@ int main(int argc, char **argv)
         {&edgelocal_module, &cfg.en_edgelocal, &lc},
         {&edged_module, &cfg.en_edged, &dc},
         {&eventbus_module, &cfg.en_eventbus, &bc},
+        {&devicetwin_module, &cfg.en_devicetwin, &tc},
         {&servicebus_module, &cfg.en_servicebus, &sc},
     };
     for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++)

@@ -12,7 +12,7 @@ KE_DEB_PACKAGES="build-essential cmake pkg-config
   libcurl4-openssl-dev
   libcmocka-dev python3 python3-grpcio python3-protobuf curl
   containerd runc busybox-static containernetworking-plugins
-  mosquitto libmosquitto-dev mosquitto-clients"
+  mosquitto libmosquitto-dev mosquitto-clients python3-paho-mqtt"
 
 ke_install_deps() {
   missing=""

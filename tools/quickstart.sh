@@ -9,14 +9,17 @@
 #   3. keadm join        an edge node gets its certificate with a token
 #   4. containerd        a private one under build/quickstart/containerd (root
 #                        needed), with the busybox and pause images built here
-#   5. edgecore          EdgeHub + MetaManager + Edged: the node connects and resyncs
-#   6. kectl             version, get nodes, ping; a killed edgecore comes back;
+#   5. mosquitto         a private broker on a free loopback port, its own
+#                        config in build/quickstart
+#   6. edgecore          EdgeHub + MetaManager + Edged + EventBus (on that
+#                        broker) + DeviceTwin: the node connects and resyncs
+#   7. kectl             version, get nodes, ping; a killed edgecore comes back;
 #                        a pod (with its ConfigMap and Secret) runs as a real
-#                        container on edge-1, its status and logs come back; a
-#                        device goes to edge-1, a desired value is set, and its
-#                        reported value comes back (sent by tools/edgelocal.py
-#                        where DeviceTwin will)
-# The broker, DeviceTwin and a mapper join as they land.
+#                        container on edge-1, its status and logs come back
+#   8. a mapper          tools/json_mapper.py speaks KubeEdge's JSON topics for
+#                        device thermometer-1: `kectl twin set` reaches it as a
+#                        delta, and the value it reports back, with its
+#                        reading, shows in `kectl twin get`
 #
 #   tools/quickstart.sh          run the demo, then stop everything
 #   tools/quickstart.sh --keep   leave cloudcore and edgecore running until Ctrl-C
@@ -78,10 +81,22 @@ token=$("$bin/tools/keadm" gettoken --dir "$run/cloud")
 "$bin/tools/keadm" join --cloudhub "127.0.0.1:$grpc" --token "$token" --node-name edge-1 \
   --dir "$run/edge-1" --runtime-endpoint "$run/containerd/containerd.sock" | sed 's/^/    /'
 
-echo "==> Starting edgecore for edge-1"
+echo "==> Starting a private mosquitto (its own config in $run, a free loopback port)"
+mqtt=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$mqtt" >"$run/mosquitto.conf"
+/usr/sbin/mosquitto -c "$run/mosquitto.conf" 2>"$run/mosquitto.log" &
+pids="$pids $!"
+i=0
+until mosquitto_pub -h 127.0.0.1 -p "$mqtt" -t ke/quickstart/hello -m hello 2>/dev/null; do
+  i=$((i + 1)); [ $i -lt 100 ] || { echo "mosquitto did not start"; cat "$run/mosquitto.log"; exit 1; }
+  sleep 0.1
+done
+echo "    mosquitto: 127.0.0.1:$mqtt (log $run/mosquitto.log)"
+
+echo "==> Starting edgecore for edge-1 (EventBus and DeviceTwin on 127.0.0.1:$mqtt)"
 mkfifo "$run/edge.ready"
 "$bin/edge-agent/edgecore" --config "$run/edge-1/edgecore.yaml" --http.listen=127.0.0.1:0 \
-  >"$run/edge.ready" 2>"$run/edgecore.log" &
+  --eventbus.broker="127.0.0.1:$mqtt" >"$run/edge.ready" 2>"$run/edgecore.log" &
 edge=$!
 pids="$pids $edge"
 wait_ready "$run/edge.ready" >/dev/null || { cat "$run/edgecore.log"; exit 1; }
@@ -103,7 +118,7 @@ echo "==> Killing edgecore with SIGKILL and starting it again: it resyncs from i
 kill -9 $edge; wait $edge 2>/dev/null || true
 mkfifo "$run/edge2.ready"
 "$bin/edge-agent/edgecore" --config "$run/edge-1/edgecore.yaml" --http.listen=127.0.0.1:0 \
-  >"$run/edge2.ready" 2>>"$run/edgecore.log" &
+  --eventbus.broker="127.0.0.1:$mqtt" >"$run/edge2.ready" 2>>"$run/edgecore.log" &
 pids="$pids $!"
 wait_ready "$run/edge2.ready" >/dev/null
 i=0
@@ -120,8 +135,6 @@ echo "==> kectl apply -f deploy/examples/web.yaml (a pod for edge-1 with its Con
 $kectl apply -f deploy/examples/web.yaml | sed 's/^/    /'
 echo "==> kectl apply -f deploy/examples/thermometer.yaml (a device model and a device on edge-1)"
 $kectl apply -f deploy/examples/thermometer.yaml | sed 's/^/    /'
-echo "==> kectl twin set thermometer-1 target-temperature 21"
-$kectl twin set thermometer-1 target-temperature 21 | sed 's/^/    /'
 echo "==> What edge-1 now holds (edgecore's store, read through its local API)"
 i=0
 until $edgelocal list | grep -q "Device/thermometer-1"; do
@@ -135,10 +148,6 @@ if [ $containers -eq 0 ]; then
     '{"phase":"Running","podIP":"127.0.0.1","conditions":[{"type":"Ready","status":"True"}],"containerStatuses":[{"name":"web","ready":true,"restartCount":0}]}' \
     | sed 's/^/    /'
 fi
-echo "==> The device reports back (what DeviceTwin will send through edgecore's outbox)"
-$edgelocal report node/edge-1/default/Device/thermometer-1 1 twin \
-  '{"twins":[{"propertyName":"temperature","reported":{"value":"19","metadata":{"timestamp":"'"$(date +%s)000"'"}}}],"state":"online"}' \
-  | sed 's/^/    /'
 i=0
 until $kectl get pods -o wide | grep -q "web .*1/1 *Running"; do
   i=$((i + 1)); [ $i -lt 300 ] || { echo "pod status did not come back"; $kectl describe pod web; exit 1; }
@@ -152,11 +161,30 @@ if [ $containers -eq 1 ]; then
   echo "==> curl http://127.0.0.1:8080/ (the container, on the host's network)"
   curl -s http://127.0.0.1:8080/index.html | sed 's/^/    /'
 fi
+
+echo "==> Starting a mapper for thermometer-1 (tools/json_mapper.py: KubeEdge's JSON topics on 127.0.0.1:$mqtt)"
+/usr/bin/python3 tools/json_mapper.py --broker "127.0.0.1:$mqtt" --device thermometer-1 \
+  --reading temperature=19 --interval 2 >"$run/mapper.log" 2>&1 &
+pids="$pids $!"
+# twin_reported PROPERTY VALUE: kectl twin get shows VALUE as PROPERTY's reported value
+twin_reported() { $kectl twin get thermometer-1 | awk -v p="$1" -v v="$2" '$1 == p && $3 == v { f = 1 } END { exit !f }'; }
 i=0
-until $kectl twin get thermometer-1 | grep -q "temperature .*19"; do
-  i=$((i + 1)); [ $i -lt 100 ] || { echo "the reported value did not come back"; exit 1; }
+until twin_reported temperature 19; do
+  i=$((i + 1)); [ $i -lt 300 ] || { echo "the mapper's reading did not come back"; cat "$run/mapper.log"; exit 1; }
+  [ $((i % 20)) -ne 0 ] || echo "    waiting for the mapper's first reading ($((i / 10)) s)"
   sleep 0.1
 done
+echo "==> kectl twin set thermometer-1 target-temperature 22 (the cloud's desired value)"
+$kectl twin set thermometer-1 target-temperature 22 | sed 's/^/    /'
+echo "==> Waiting until the mapper has set it and reported it back"
+i=0
+until twin_reported target-temperature 22; do
+  i=$((i + 1)); [ $i -lt 300 ] || { echo "the desired value did not come back as reported"; cat "$run/mapper.log"; exit 1; }
+  [ $((i % 10)) -ne 0 ] || echo "    target-temperature not reported as 22 yet ($((i / 10)) s)"
+  sleep 0.1
+done
+echo "==> The mapper's log"
+sed 's/^/    /' "$run/mapper.log"
 echo "==> kectl twin get thermometer-1"
 $kectl twin get thermometer-1 | sed 's/^/    /'
 echo "==> kectl get devices"

@@ -45,6 +45,7 @@ typedef struct eb_pub {
     size_t len;
 } eb_pub;
 
+
 typedef enum { EB_IDLE, EB_CONNECTING, EB_CONNECTED, EB_STOPPED } eb_phase;
 
 typedef struct eb {
@@ -329,6 +330,45 @@ static void flush(eb *b)
     update_poll(b);
 }
 
+static void subscribe(eb *b, const char *filter)
+{
+    int rc = mosquitto_subscribe(b->mosq, NULL, filter, 1);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        char et[KE_LOG_ESC_SIZE(128)];
+        ke_log_warn(EB_MOD, "cannot subscribe topic=%s: %s", ke_log_esc(filter, et, sizeof(et)),
+                    mosquitto_strerror(rc));
+    }
+}
+
+/* to_module hands a message on a module's topic to that module; 1 when
+ * the topic is a module's (handed over or dropped), 0 otherwise. */
+static int to_module(eb *b, const struct mosquitto_message *mm)
+{
+    for (size_t i = 0; i < b->cfg.n_routes; i++) {
+        const eventbus_route *r = &b->cfg.routes[i];
+        bool match = false;
+        if (mosquitto_topic_matches_sub(r->filter, mm->topic, &match) !=
+                MOSQ_ERR_SUCCESS ||
+            !match)
+            continue;
+        Ke__V1__Message *msg = ke_rt_message_new(
+            EB_MOD, "", KE__V1__OPERATION__OPERATION_PUBLISH, mm->topic, mm->payload,
+            mm->payloadlen > 0 ? (size_t)mm->payloadlen : 0);
+        int rc = msg ? ke_rt_send_to(b->e, r->module, msg) : KE_ENOMEM;
+        if (rc != 0) {
+            char et[KE_LOG_ESC_SIZE(128)];
+            ke_log_warn(EB_MOD, "message dropped topic=%s module=%s: %s",
+                        ke_log_esc(mm->topic, et, sizeof(et)), r->module,
+                        ke_strerror(rc));
+            ke_metric_add(b->m_dropped, 1);
+            if (msg)
+                ke__v1__message__free_unpacked(msg, NULL);
+        }
+        return 1;
+    }
+    return 0;
+}
+
 static void cb_connect(struct mosquitto *mosq, void *ud, int rc)
 {
     (void)mosq;
@@ -347,12 +387,10 @@ static void cb_connect(struct mosquitto *mosq, void *ud, int rc)
     ke_metric_set(b->m_connected, 1);
     ke_log_info(EB_MOD, "connected to the broker broker=%s:%d client_id=%s", b->host, b->port,
                 b->client_id);
-    for (size_t i = 0; i < b->ntopics; i++) {
-        int src = mosquitto_subscribe(b->mosq, NULL, b->topics[i], 1);
-        if (src != MOSQ_ERR_SUCCESS)
-            ke_log_warn(EB_MOD, "cannot subscribe topic=%s: %s", b->topics[i],
-                        mosquitto_strerror(src));
-    }
+    for (size_t i = 0; i < b->ntopics; i++)
+        subscribe(b, b->topics[i]);
+    for (size_t i = 0; i < b->cfg.n_routes; i++)
+        subscribe(b, b->cfg.routes[i].filter);
     flush(b);
 }
 
@@ -370,6 +408,8 @@ static void cb_message(struct mosquitto *mosq, void *ud, const struct mosquitto_
     (void)mosq;
     eb *b = ud;
     ke_metric_add(b->m_received, 1);
+    if (to_module(b, mm))
+        return;
     char enc[1024], key[1400];
     if (eventbus_topic_encode(mm->topic, enc, sizeof(enc)) != 0) {
         ke_log_warn(EB_MOD, "message dropped: topic too long (%zu bytes)", strlen(mm->topic));
@@ -564,6 +604,14 @@ static int eb_start(ke_module *m)
         eb_free(b);
         return KE_EINVAL;
     }
+    for (size_t i = 0; i < cfg->n_routes; i++)
+        if (cfg->n_routes > EB_MAX_TOPICS ||
+            mosquitto_sub_topic_check(cfg->routes[i].filter) != MOSQ_ERR_SUCCESS) {
+            ke_log_error(EB_MOD, "route %zu: not a topic filter, or more than %d routes", i,
+                         EB_MAX_TOPICS);
+            eb_free(b);
+            return KE_EINVAL;
+        }
     int rc = parse_topics(b, cfg->subscribe);
     if (rc != 0) {
         ke_log_error(EB_MOD, "eventbus.subscribe: not a list of topic filters (at most %d): %s",

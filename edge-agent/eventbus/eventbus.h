@@ -24,6 +24,13 @@
  *                   (eventbus_config.queue_max / queue_bytes), sent in
  *                   order on reconnect; past the bound it is refused and
  *                   counted.
+ *   routes          messages on topics matching a route's filter
+ *                   (eventbus_config.routes, known before the first
+ *                   connect, so a message the session kept is never
+ *                   taken for another's) go to the route's module instead
+ *                   of the cloud, as PUBLISH with resource = the topic and
+ *                   content = the payload (DeviceTwin's device topics).
+ *                   Subscribed with QoS 1 at every connect.
  *   RESPONSE        MetaManager's answer to a report ({"seq":N} once it is
  *                   in the outbox): counted as forwarded.
  */
@@ -41,6 +48,12 @@
  * "eventbus" (MetaManager passes it on once stored) publishes its content. */
 #define EVENTBUS_KIND "MQTTMessage"
 
+/* A route: MQTT messages on topics matching filter go to module. */
+typedef struct eventbus_route {
+    const char *filter;
+    const char *module;
+} eventbus_route;
+
 typedef struct eventbus_config {
     const char *node_name;
     const char *broker;    /* "host:port" (numeric host: no DNS on the loop) */
@@ -51,6 +64,8 @@ typedef struct eventbus_config {
     int64_t backoff_initial_ms, backoff_max_ms;
     uint32_t queue_max;    /* publishes waiting for the broker; 0: 1,000 */
     size_t queue_bytes;    /* their payload bytes; 0: 4 MiB */
+    const eventbus_route *routes; /* borrowed; at most 32 */
+    size_t n_routes;
 } eventbus_config;
 
 extern const ke_module_ops eventbus_module;

@@ -171,12 +171,20 @@ static void mm_on_message(ke_module *m, Ke__V1__Message *msg)
         return;
     }
     if (msg->route->operation == KE__V1__OPERATION__OPERATION_QUERY && msg->route->resource &&
-        strncmp(msg->route->resource, "meta/", 5) == 0)
+        strncmp(msg->route->resource, "meta/", 5) == 0) {
         query(s, msg); /* a question for MetaManager itself */
-    else if (msg->route->source && strcmp(msg->route->source, MM_HUB) == 0)
+    } else if (msg->route->resource && strcmp(msg->route->resource, "meta/outbox") == 0) {
+        /* a module queued reports in the store itself (DeviceTwin) */
+        if (!s->notice_due) {
+            s->notice_due = 1;
+            uv_check_start(&s->notice, on_notice);
+        }
+        ke__v1__message__free_unpacked(msg, NULL);
+    } else if (msg->route->source && strcmp(msg->route->source, MM_HUB) == 0) {
         downstream(s, msg);
-    else
+    } else {
         report(s, msg);
+    }
 }
 
 static int mm_start(ke_module *m)

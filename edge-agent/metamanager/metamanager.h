@@ -14,6 +14,8 @@
  *   QUERY "meta/barrier"  answered {"mark":N}: the store's tombstone mark,
  *                         taken after every message sent before the query
  *                         (EdgeHub's barrier before a new stream's Hello).
+ *   "meta/outbox"         a module queued reports in the store itself
+ *                         (edge_store_local_put): EdgeHub is told, as below.
  *   anything else         a report for the cloud (a QUERY of another
  *                         resource included: the edge asking the cloud):
  *                         queued in the outbox

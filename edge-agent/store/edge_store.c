@@ -10,6 +10,7 @@
  *             last report (eviction order)
  *   audit     optional record of every applied change, for tests and
  *             forensics
+ *   local     key -> content: state the edge owns (not the cloud's objects)
  */
 #include "edge_store.h"
 
@@ -52,6 +53,9 @@ static const char *const mm_migrations[] = {
     "ALTER TABLE reported ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;"
     "CREATE INDEX reported_seq ON reported(seq);"
     "CREATE INDEX outbox_key ON outbox(key);",
+    /* 3: state the edge owns (DeviceTwin's reported twins), written in
+     * one transaction with the report that carries it upstream */
+    "CREATE TABLE local (key TEXT PRIMARY KEY, content BLOB NOT NULL);",
 };
 
 /* load_u64 runs a one-value query (count or max) into *out. */
@@ -79,7 +83,7 @@ int edge_store_open(const edge_store_opts *o, edge_store **out)
     mm->reported_max = o->reported_max ? o->reported_max : 100000;
     int rc = ke_sqlite_open(o->path, &mm->db);
     if (rc == 0)
-        rc = ke_sqlite_migrate(mm->db, mm_migrations, 2);
+        rc = ke_sqlite_migrate(mm->db, mm_migrations, 3);
     if (rc == 0)
         rc = load_u64(mm, "SELECT count(*) FROM outbox", &mm->pending);
     if (rc == 0)
@@ -435,30 +439,25 @@ int edge_store_reported_rv(edge_store *mm, const char *key, uint64_t *rv)
     return rc < 0 ? rc : 0;
 }
 
-int edge_store_report(edge_store *mm, const Ke__V1__Message *msg, uint64_t *seq,
-                       int *duplicate)
+/* report_locked queues msg inside the caller's transaction; *known says
+ * whether its key had a reported row, *evicted how many rows eviction took.
+ * The counters are the caller's to move once the transaction commits. */
+static int report_locked(edge_store *mm, const Ke__V1__Message *msg, uint64_t *seq,
+                         int *duplicate, int *known, uint64_t *evicted)
 {
-    if (!msg || !msg->route || !msg->header || !msg->route->resource[0] ||
-        msg->header->resource_version == 0)
-        return KE_EINVAL;
     const char *key = msg->route->resource;
     uint64_t rv = msg->header->resource_version;
-    *seq = 0;
-    *duplicate = 0;
     size_t len = protobuf_c_message_get_packed_size(&msg->base);
     uint8_t *packed = malloc(len ? len : 1);
     if (!packed)
         return KE_ENOMEM;
     protobuf_c_message_pack(&msg->base, packed);
     sqlite3_stmt *st;
-    int known = 0; /* the key has a reported row */
-    int rc = ke_sqlite_begin(mm->db);
-    if (rc == 0)
-        rc = ke_sqlite_prepare(mm->db, "SELECT rv FROM reported WHERE key = ?", &st);
+    int rc = ke_sqlite_prepare(mm->db, "SELECT rv FROM reported WHERE key = ?", &st);
     if (rc == 0) {
         sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
         rc = ke_sqlite_step(mm->db, st);
-        known = rc == 1;
+        *known = rc == 1;
         if (rc == 1 && (uint64_t)sqlite3_column_int64(st, 0) >= rv)
             *duplicate = 1;
         ke_sqlite_release(mm->db, st);
@@ -492,12 +491,54 @@ int edge_store_report(edge_store *mm, const Ke__V1__Message *msg, uint64_t *seq,
             rc = rc < 0 ? rc : 0;
         }
     }
-    uint64_t evicted = 0;
-    if (rc == 0 && !*duplicate && !known && mm->reported + 1 > mm->reported_max &&
+    if (rc == 0 && !*duplicate && !*known && mm->reported + 1 > mm->reported_max &&
         mm->reported + 1 >= mm->evict_at)
-        rc = evict_reported_locked(mm, &evicted);
+        rc = evict_reported_locked(mm, evicted);
+    free(packed);
+    return rc;
+}
+
+static int report_valid(const Ke__V1__Message *msg)
+{
+    return msg && msg->route && msg->header && msg->route->resource[0] &&
+           msg->header->resource_version != 0;
+}
+
+/* local_write_locked writes (content) or deletes (content NULL) a local row. */
+static int local_write_locked(edge_store *mm, const char *key, const void *content, size_t len)
+{
+    sqlite3_stmt *st;
+    int rc = ke_sqlite_prepare(mm->db,
+                               content ? "INSERT INTO local(key, content) VALUES (?,?) ON "
+                                         "CONFLICT(key) DO UPDATE SET content = excluded.content"
+                                       : "DELETE FROM local WHERE key = ?",
+                               &st);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (content)
+        sqlite3_bind_blob(st, 2, len ? content : "", (int)len, SQLITE_STATIC);
+    rc = ke_sqlite_step(mm->db, st);
+    ke_sqlite_release(mm->db, st);
+    return rc < 0 ? rc : 0;
+}
+
+/* write_and_report: the local write (key not NULL) and the report (msg not
+ * NULL), one transaction. */
+static int write_and_report(edge_store *mm, const char *key, const void *content, size_t len,
+                            const Ke__V1__Message *msg, uint64_t *seq, int *duplicate)
+{
+    int known = 0;
+    uint64_t evicted = 0;
+    *seq = 0;
+    *duplicate = 0;
+    int rc = ke_sqlite_begin(mm->db);
+    if (rc == 0 && key)
+        rc = local_write_locked(mm, key, content, len);
+    if (rc == 0 && msg)
+        rc = report_locked(mm, msg, seq, duplicate, &known, &evicted);
     if (rc == 0 && ke_sqlite_commit(mm->db) == 0) {
-        if (!*duplicate) {
+        if (msg && !*duplicate) {
             mm->pending++;
             mm->reported += (known ? 0 : 1);
             mm->reported -= evicted;
@@ -508,10 +549,69 @@ int edge_store_report(edge_store *mm, const Ke__V1__Message *msg, uint64_t *seq,
             rc = KE_EDB;
         *seq = 0;
     }
-    uint64_t pending = mm->pending;
-    free(packed);
-    ke_metric_set(mm->outbox, (int64_t)pending);
+    ke_metric_set(mm->outbox, (int64_t)mm->pending);
     return rc;
+}
+
+int edge_store_report(edge_store *mm, const Ke__V1__Message *msg, uint64_t *seq,
+                       int *duplicate)
+{
+    if (!report_valid(msg))
+        return KE_EINVAL;
+    return write_and_report(mm, NULL, NULL, 0, msg, seq, duplicate);
+}
+
+int edge_store_local_put(edge_store *mm, const char *key, const void *content, size_t len,
+                         const Ke__V1__Message *report, uint64_t *seq, int *duplicate)
+{
+    uint64_t s;
+    int d;
+    if (!key || !*key || (report && !report_valid(report)))
+        return KE_EINVAL;
+    return write_and_report(mm, key, content, len, report, seq ? seq : &s,
+                            duplicate ? duplicate : &d);
+}
+
+int edge_store_local_get(edge_store *mm, const char *key, uint8_t **content, size_t *len)
+{
+    sqlite3_stmt *st;
+    *content = NULL;
+    *len = 0;
+    int rc = ke_sqlite_prepare(mm->db, "SELECT content FROM local WHERE key = ?", &st);
+    if (rc == 0) {
+        sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+        rc = ke_sqlite_step(mm->db, st);
+        if (rc == 1) {
+            *len = (size_t)sqlite3_column_bytes(st, 0);
+            if (*len && (*content = malloc(*len)) != NULL)
+                memcpy(*content, sqlite3_column_blob(st, 0), *len);
+            rc = (*len && !*content) ? KE_ENOMEM : 0;
+        } else if (rc == 0) {
+            rc = KE_ENOTFOUND;
+        }
+        ke_sqlite_release(mm->db, st);
+    }
+    return rc;
+}
+
+int edge_store_local_list(edge_store *mm, const char *prefix,
+                          int (*fn)(const char *key, const void *content, size_t len, void *arg),
+                          void *arg)
+{
+    sqlite3_stmt *st;
+    int rc = ke_sqlite_prepare(mm->db,
+                               "SELECT key, content FROM local WHERE "
+                               "substr(key, 1, length(?1)) = ?1 ORDER BY key",
+                               &st);
+    if (rc == 0) {
+        sqlite3_bind_text(st, 1, prefix, -1, SQLITE_STATIC);
+        while ((rc = ke_sqlite_step(mm->db, st)) == 1)
+            if (fn((const char *)sqlite3_column_text(st, 0), sqlite3_column_blob(st, 1),
+                   (size_t)sqlite3_column_bytes(st, 1), arg))
+                break;
+        ke_sqlite_release(mm->db, st);
+    }
+    return rc < 0 ? rc : 0;
 }
 
 int edge_store_outbox_scan(edge_store *mm, uint64_t from, size_t max,

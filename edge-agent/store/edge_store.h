@@ -20,6 +20,7 @@
  *             oldest rows of keys with no live object and nothing in the
  *             outbox are evicted.
  *   outbox    outbox_max; acked reports are deleted.
+ *   local     what its owner writes (one row per device for DeviceTwin).
  *   audit     only with `audit` (tests, forensics): grows with every change.
  */
 #ifndef EDGE_STORE_H
@@ -126,6 +127,24 @@ int edge_store_outbox_ack(edge_store *mm, uint64_t upto);
 /* edge_store_reported_rv sets *rv to the highest version reported for key
  * (0 when none is remembered). Returns 0 or KE_EDB. */
 int edge_store_reported_rv(edge_store *mm, const char *key, uint64_t *rv);
+
+/* edge_store_local_put writes state the edge owns (DeviceTwin's reported
+ * twins) at key in the local table: content (len bytes), or removes the
+ * row when content is NULL. When report is not NULL it is queued as by
+ * edge_store_report in the same transaction: both happen or neither (seq
+ * and duplicate may be NULL). Returns 0, KE_EINVAL, KE_EFULL, KE_EDB. */
+int edge_store_local_put(edge_store *mm, const char *key, const void *content, size_t len,
+                         const Ke__V1__Message *report, uint64_t *seq, int *duplicate);
+
+/* edge_store_local_get copies the local row at key (malloc'd *content).
+ * KE_ENOTFOUND when absent. */
+int edge_store_local_get(edge_store *mm, const char *key, uint8_t **content, size_t *len);
+
+/* edge_store_local_list calls fn for each local row whose key starts with
+ * prefix, in key order, until fn returns non-zero. */
+int edge_store_local_list(edge_store *mm, const char *prefix,
+                          int (*fn)(const char *key, const void *content, size_t len, void *arg),
+                          void *arg);
 
 /* edge_store_outbox_pending returns the number of queued reports. */
 uint64_t edge_store_outbox_pending(edge_store *mm);

@@ -554,3 +554,64 @@ int ke_k8s_validate(const json_t *obj, char *why, size_t len)
         return validate_binding(obj, strcmp(k->kind, "ClusterRoleBinding") == 0, why, len);
     return 0;
 }
+
+int ke_k8s_twin_value_check(const json_t *prop, const char *value, int range, char *why,
+                            size_t len)
+{
+    const char *type = ke_k8s_str(prop, "type"), *pname = ke_k8s_str(prop, "name");
+    char shown[72];
+    snprintf(shown, sizeof(shown), "%s", value);
+    ke_err_oneline(shown);
+    int is_int = type && strcasecmp(type, "int") == 0;
+    int is_float = type && (strcasecmp(type, "float") == 0 || strcasecmp(type, "double") == 0);
+    if (type && strcasecmp(type, "boolean") == 0 && strcmp(value, "true") != 0 &&
+        strcmp(value, "false") != 0)
+        goto bad;
+    if (!is_int && !is_float)
+        return 0;
+    double d;
+    json_t *jv = json_string(value);
+    int rc = jv ? ke_k8s_parse_number(jv, &d) : KE_ENOMEM;
+    json_decref(jv);
+    if (rc != 0)
+        goto bad;
+    if (is_int) {
+        char *end = NULL;
+        errno = 0;
+        long long ll = strtoll(value, &end, 10);
+        if (*end || errno)
+            goto bad;
+        d = (double)ll;
+    }
+    if (!range)
+        return 0;
+    double lim;
+    const json_t *min = json_object_get(prop, "minimum"), *max = json_object_get(prop, "maximum");
+    if (min && ke_k8s_parse_number(min, &lim) == 0 && d < lim) {
+        snprintf(why, len, "value: %s is below the minimum %g of property \"%s\"", shown, lim,
+                 pname);
+        return KE_EINVAL;
+    }
+    if (max && ke_k8s_parse_number(max, &lim) == 0 && d > lim) {
+        snprintf(why, len, "value: %s is above the maximum %g of property \"%s\"", shown, lim,
+                 pname);
+        return KE_EINVAL;
+    }
+    return 0;
+bad:
+    snprintf(why, len, "value: \"%s\" is not a valid %s for property \"%s\"%s", shown, type,
+             pname, is_float ? " (a finite number)" : "");
+    return KE_EINVAL;
+}
+
+json_t *ke_k8s_find_by(const json_t *arr, const char *field, const char *value)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(arr, i, e) {
+        const char *v = ke_k8s_str(e, field);
+        if (v && strcmp(v, value) == 0)
+            return e;
+    }
+    return NULL;
+}

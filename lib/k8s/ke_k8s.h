@@ -71,6 +71,22 @@ int ke_k8s_secret_merge(json_t *obj);
  * Returns 0 and *out, or KE_EINVAL. */
 int ke_k8s_parse_number(const json_t *v, double *out);
 
+/* ke_k8s_twin_value_check checks a twin value (text) against prop, a
+ * DeviceModel's spec.properties[] entry: its type (int: a whole decimal
+ * number; float/double: a finite number, so "nan", "inf" and "1e999" are
+ * refused; boolean: true or false; string and bytes: anything) and, when
+ * `range` is set, a number's minimum and maximum (desired values; a
+ * reading outside them is still a reading). The cloud checks desired
+ * values with it, the edge reported ones. Returns 0, or KE_EINVAL with
+ * "value: ..." naming the property in why. */
+int ke_k8s_twin_value_check(const json_t *prop, const char *value, int range, char *why,
+                            size_t len);
+
+/* ke_k8s_find_by returns the element of the array arr whose string field
+ * `field` equals value (a model's property by "name", a twin by
+ * "propertyName"), or NULL. Borrowed from arr. */
+json_t *ke_k8s_find_by(const json_t *arr, const char *field, const char *value);
+
 /* ke_k8s_str returns the string at a dotted path ("metadata.name",
  * "spec.nodeName") of obj, or NULL. Borrowed from obj. */
 const char *ke_k8s_str(const json_t *obj, const char *path);

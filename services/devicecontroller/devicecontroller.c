@@ -10,7 +10,9 @@
  * Upstream reports (group "twin", resource node/<node>/<ns>/Device/<name>)
  * carry {"twins":[{"propertyName":..,"reported":{"value":..,
  * "metadata":{"timestamp":..}}}], "state":"online"}; only the node the
- * device is bound to may report for it.
+ * device is bound to may report for it. A reported value older (by its
+ * timestamp, when the reading was taken) than the one held is stale and
+ * does not replace it.
  */
 #include "devicecontroller.h"
 
@@ -52,19 +54,6 @@ static const char *ns_or_default(const char *ns) { return ns && *ns ? ns : "defa
 
 /* ---- twins ---- */
 
-/* find_by adds nothing: returns the element of array arr whose field equals value. */
-static json_t *find_by(json_t *arr, const char *field, const char *value)
-{
-    size_t i;
-    json_t *e;
-    json_array_foreach(arr, i, e) {
-        const char *v = ke_k8s_str(e, field);
-        if (v && strcmp(v, value) == 0)
-            return e;
-    }
-    return NULL;
-}
-
 static int64_t ts_of(const json_t *v, const char *path)
 {
     const char *s = ke_k8s_str(v, path);
@@ -79,14 +68,15 @@ static void twin_fill(const json_t *device, const char *name, Ke__V1__Twin *t,
     ke__v1__twin_value__init(desired);
     ke__v1__twin_value__init(reported);
     t->property = (char *)name;
-    json_t *p = find_by(json_object_get(json_object_get(device, "spec"), "properties"), "name", name);
+    json_t *p = ke_k8s_find_by(json_object_get(json_object_get(device, "spec"), "properties"),
+                               "name", name);
     if (p && json_object_get(p, "desired")) {
         const char *v = ke_k8s_str(p, "desired.value");
         desired->value = (char *)(v ? v : "");
         desired->timestamp_ms = ts_of(p, "desired.metadata.timestamp");
         t->desired = desired;
     }
-    json_t *r = find_by(json_object_get(json_object_get(device, "status"), "twins"),
+    json_t *r = ke_k8s_find_by(json_object_get(json_object_get(device, "status"), "twins"),
                         "propertyName", name);
     if (r && json_object_get(r, "reported")) {
         const char *v = ke_k8s_str(r, "reported.value");
@@ -161,10 +151,13 @@ static void merge_report(json_t *device, const json_t *rep)
         json_t *reported = json_object_get(t, "reported");
         if (!name || !json_is_object(reported))
             continue;
-        json_t *cur = find_by(twins, "propertyName", name);
+        json_t *cur = ke_k8s_find_by(twins, "propertyName", name);
         if (!cur) {
             cur = json_pack("{s:s}", "propertyName", name);
             json_array_append_new(twins, cur);
+        } else if (ts_of(cur, "reported.metadata.timestamp") >
+                   ts_of(t, "reported.metadata.timestamp")) {
+            continue; /* a reading older than the one held: stale */
         }
         json_object_set(cur, "reported", reported);
     }
@@ -313,57 +306,6 @@ static void list_devices_on_message(ke_rpc_call *call, const ProtobufCMessage *m
         ke_k8s_serve_list(call, dc->store, k->kind, ns, req);
 }
 
-/* check_value verifies value against the model property prop: its type
- * (int: a whole decimal number; float/double: a finite number, so "nan",
- * "inf" and "1e999" are refused; boolean: true or false) and, for numbers,
- * its minimum and maximum. Returns 0, or KE_EINVAL with "value: ..."
- * naming the property in why. */
-static int check_value(const json_t *prop, const char *value, char *why, size_t len)
-{
-    const char *type = ke_k8s_str(prop, "type"), *pname = ke_k8s_str(prop, "name");
-    char shown[72];
-    snprintf(shown, sizeof(shown), "%s", value);
-    ke_err_oneline(shown);
-    int is_int = type && strcasecmp(type, "int") == 0;
-    int is_float = type && (strcasecmp(type, "float") == 0 || strcasecmp(type, "double") == 0);
-    if (type && strcasecmp(type, "boolean") == 0 && strcmp(value, "true") != 0 &&
-        strcmp(value, "false") != 0)
-        goto bad;
-    if (!is_int && !is_float)
-        return 0;
-    double d;
-    json_t *jv = json_string(value);
-    int rc = jv ? ke_k8s_parse_number(jv, &d) : KE_ENOMEM;
-    json_decref(jv);
-    if (rc != 0)
-        goto bad;
-    if (is_int) {
-        char *end = NULL;
-        errno = 0;
-        long long ll = strtoll(value, &end, 10);
-        if (*end || errno)
-            goto bad;
-        d = (double)ll;
-    }
-    double lim;
-    const json_t *min = json_object_get(prop, "minimum"), *max = json_object_get(prop, "maximum");
-    if (min && ke_k8s_parse_number(min, &lim) == 0 && d < lim) {
-        snprintf(why, len, "value: %s is below the minimum %g of property \"%s\"", shown, lim,
-                 pname);
-        return KE_EINVAL;
-    }
-    if (max && ke_k8s_parse_number(max, &lim) == 0 && d > lim) {
-        snprintf(why, len, "value: %s is above the maximum %g of property \"%s\"", shown, lim,
-                 pname);
-        return KE_EINVAL;
-    }
-    return 0;
-bad:
-    snprintf(why, len, "value: \"%s\" is not a valid %s for property \"%s\"%s", shown, type,
-             pname, is_float ? " (a finite number)" : "");
-    return KE_EINVAL;
-}
-
 static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     devicecontroller *dc = ud;
@@ -385,7 +327,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
             return;
         }
         json_t *prop =
-            find_by(json_object_get(json_object_get(model, "spec"), "properties"), "name",
+            ke_k8s_find_by(json_object_get(json_object_get(model, "spec"), "properties"), "name",
                     req->property);
         int code = KE_RPC_OK;
         if (!prop) {
@@ -396,7 +338,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
                    strcmp(ke_k8s_str(prop, "accessMode"), "ReadOnly") == 0) {
             code = KE_RPC_FAILED_PRECONDITION;
             snprintf(why, sizeof(why), "property: \"%s\" is ReadOnly", req->property);
-        } else if (check_value(prop, req->value, why, sizeof(why)) != 0) {
+        } else if (ke_k8s_twin_value_check(prop, req->value, 1, why, sizeof(why)) != 0) {
             code = KE_RPC_INVALID_ARGUMENT;
         }
         if (code != KE_RPC_OK) {
@@ -411,7 +353,7 @@ static void set_desired_on_message(ke_rpc_call *call, const ProtobufCMessage *m,
             props = json_array();
             json_object_set_new(spec, "properties", props);
         }
-        json_t *p = find_by(props, "name", req->property);
+        json_t *p = ke_k8s_find_by(props, "name", req->property);
         if (!p) {
             p = json_pack("{s:s}", "name", req->property);
             json_array_append_new(props, p);
