@@ -37,6 +37,10 @@
 #define EB_CONNECT_TIMEOUT_MS 10000
 #define EB_KEEPALIVE_S 30
 #define EB_MAX_TOPICS 32
+/* Publishes handed to libmosquitto and not yet acknowledged by the broker.
+ * libmosquitto's own queue has no bound: past this, publishes wait in
+ * ours (queue_max / queue_bytes), where a full queue refuses them. */
+#define EB_INFLIGHT_MAX 1024
 
 typedef struct eb_pub {
     struct eb_pub *next;
@@ -77,6 +81,7 @@ typedef struct eb {
     /* publishes waiting for the broker */
     eb_pub *qhead, *qtail;
     uint32_t qlen;
+    uint32_t inflight; /* handed to libmosquitto, no PUBACK yet */
     size_t qbytes;
     ke_metric *m_received, *m_forwarded, *m_published, *m_dropped, *m_reconnects, *m_connected;
 } eb;
@@ -307,7 +312,7 @@ static void pub_free(eb_pub *p)
 /* flush: send the waiting publishes, in order, while connected. */
 static void flush(eb *b)
 {
-    while (b->qhead && b->phase == EB_CONNECTED) {
+    while (b->qhead && b->phase == EB_CONNECTED && b->inflight < EB_INFLIGHT_MAX) {
         eb_pub *p = b->qhead;
         int rc = mosquitto_publish(b->mosq, NULL, p->topic, (int)p->len, p->payload, 1, false);
         if (rc == MOSQ_ERR_NO_CONN) /* libmosquitto keeps a QoS 1 message itself then */
@@ -318,7 +323,7 @@ static void flush(eb *b)
                         ke_log_esc(p->topic, et, sizeof(et)), mosquitto_strerror(rc));
             ke_metric_add(b->m_dropped, 1);
         } else {
-            ke_metric_add(b->m_published, 1);
+            b->inflight++;
         }
         b->qhead = p->next;
         if (!b->qhead)
@@ -367,6 +372,20 @@ static int to_module(eb *b, const struct mosquitto_message *mm)
         return 1;
     }
     return 0;
+}
+
+/* cb_publish: the broker acknowledged a publish (libmosquitto resends
+ * unacknowledged ones itself after a reconnect). */
+static void cb_publish(struct mosquitto *mosq, void *ud, int mid)
+{
+    (void)mosq;
+    (void)mid;
+    eb *b = ud;
+    if (b->inflight)
+        b->inflight--;
+    ke_metric_add(b->m_published, 1);
+    if (b->phase == EB_CONNECTED)
+        flush(b);
 }
 
 static void cb_connect(struct mosquitto *mosq, void *ud, int rc)
@@ -590,7 +609,7 @@ static int eb_start(ke_module *m)
     b->e = ke_module_rt(m);
     b->cfg = *cfg;
     if (!b->cfg.queue_max)
-        b->cfg.queue_max = 1000;
+        b->cfg.queue_max = 10000;
     if (!b->cfg.queue_bytes)
         b->cfg.queue_bytes = 4u << 20;
     if (b->cfg.backoff_initial_ms < 1)
@@ -636,6 +655,9 @@ static int eb_start(ke_module *m)
         return KE_ENOMEM;
     }
     mosquitto_int_option(b->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+    /* as many on the wire as we hand over (its default, 20, paces a busy
+     * edge to one broker round trip per 20 publishes) */
+    mosquitto_max_inflight_messages_set(b->mosq, EB_INFLIGHT_MAX);
     if (cfg->username && *cfg->username &&
         mosquitto_username_pw_set(b->mosq, cfg->username,
                                   cfg->password && *cfg->password ? cfg->password : NULL) !=
@@ -653,6 +675,7 @@ static int eb_start(ke_module *m)
     mosquitto_connect_callback_set(b->mosq, cb_connect);
     mosquitto_disconnect_callback_set(b->mosq, cb_disconnect);
     mosquitto_message_callback_set(b->mosq, cb_message);
+    mosquitto_publish_callback_set(b->mosq, cb_publish);
     uv_timer_init(ke_rt_loop(b->e), &b->misc);
     uv_timer_init(ke_rt_loop(b->e), &b->retry);
     b->misc.data = b;
@@ -661,7 +684,8 @@ static int eb_start(ke_module *m)
                            &b->m_received);
     ke_metrics_counter_new("ke_eventbus_forwarded_total", "MQTT messages queued for the cloud",
                            NULL, &b->m_forwarded);
-    ke_metrics_counter_new("ke_eventbus_published_total", "messages published to the broker",
+    ke_metrics_counter_new("ke_eventbus_published_total",
+                           "messages published to the broker and acknowledged by it",
                            NULL, &b->m_published);
     ke_metrics_counter_new("ke_eventbus_dropped_total",
                            "messages dropped (queue full, refused, outbox error)", NULL,
@@ -685,8 +709,8 @@ static int eb_health(ke_module *m, char *detail, size_t cap)
     if (!b)
         return 0;
     if (b->phase == EB_CONNECTED)
-        snprintf(detail, cap, "connected broker=%s:%d queued=%" PRIu32, b->host, b->port,
-                 b->qlen);
+        snprintf(detail, cap, "connected broker=%s:%d queued=%" PRIu32 " inflight=%" PRIu32,
+                 b->host, b->port, b->qlen, b->inflight);
     else if (b->phase == EB_CONNECTING)
         snprintf(detail, cap, "connecting broker=%s:%d", b->host, b->port);
     else {

@@ -62,7 +62,7 @@ typedef struct eventbus_config {
     const char *ca_file;   /* optional: TLS to the broker, verified with this CA */
     const char *subscribe; /* comma-separated topic filters forwarded to the cloud */
     int64_t backoff_initial_ms, backoff_max_ms;
-    uint32_t queue_max;    /* publishes waiting for the broker; 0: 1,000 */
+    uint32_t queue_max;    /* publishes waiting for the broker; 0: 10,000 */
     size_t queue_bytes;    /* their payload bytes; 0: 4 MiB */
     const eventbus_route *routes; /* borrowed; at most 32 */
     size_t n_routes;
