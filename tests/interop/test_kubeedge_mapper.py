@@ -410,6 +410,16 @@ spec:
         # the cloud holds what it held: nothing refused got through
         after = self.run_kectl("twin", "get", "therm-1", "-o", "json").stdout
         self.assertEqual(json.loads(before), json.loads(after))
+        # membership/get that is not JSON, a protobuf topic with bytes that
+        # are no frame, and one over 64 KiB: refused and counted
+        for topic, payload, reason in [
+                ("$hw/events/node/%s/membership/get" % NODE, "{oops", "malformed"),
+                ("ke/mapper/therm-1/up", b"\xff\xff\xff\xff not a frame", "malformed"),
+                ("ke/mapper/therm-1/up", b"\x08" * 70000, "oversized")]:
+            with self.subTest(topic=topic, reason=reason):
+                n = self.refused(reason)
+                m.publish(topic, payload)
+                wait_for(lambda: self.refused(reason) == n + 1, "refused{%s} + 1" % reason)
         # a message on a topic no one answers is counted, not answered
         n = self.refused("topic")
         m.publish("ke/mapper/therm-1/sideways", b"x")
