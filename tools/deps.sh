@@ -12,9 +12,22 @@ KE_DEB_PACKAGES="build-essential cmake pkg-config
   libcurl4-openssl-dev
   libcmocka-dev python3 python3-grpcio python3-protobuf curl
   containerd runc busybox-static containernetworking-plugins
-  mosquitto libmosquitto-dev mosquitto-clients python3-paho-mqtt"
+  mosquitto libmosquitto-dev mosquitto-clients python3-paho-mqtt
+  gcc-arm-none-eabi binutils-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dpkg-dev"
+
+# Firmware compiles nanopb's C sources, fetched with `apt-get source nanopb`
+# (mappers/boards/fetch_nanopb.sh): that needs a deb-src entry for Debian.
+KE_DEBIAN_SOURCES=/etc/apt/sources.list.d/debian.sources
 
 ke_install_deps() {
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  need_update=""
+  if [ -f "$KE_DEBIAN_SOURCES" ] && ! grep -q '^Types:.*deb-src' "$KE_DEBIAN_SOURCES"; then
+    echo "==> Adding deb-src to $KE_DEBIAN_SOURCES (nanopb's sources for firmware)"
+    $sudo sed -i 's/^Types: deb$/Types: deb deb-src/' "$KE_DEBIAN_SOURCES"
+    need_update=1
+  fi
   missing=""
   for p in $KE_DEB_PACKAGES; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -22,12 +35,11 @@ ke_install_deps() {
     fi
   done
   if [ -z "$missing" ]; then
+    [ -z "$need_update" ] || $sudo apt-get update -qq
     echo "==> Debian packages: all present"
     return 0
   fi
   echo "==> Installing missing Debian packages:$missing"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
   # shellcheck disable=SC2086
