@@ -204,11 +204,15 @@ static void timers(ke_link *l, uint32_t now)
     (void)transmit(l, now); /* a failure is counted; the next timeout tries again */
 }
 
-/* poll_stream reads stream bytes through the decoder. */
+/* poll_stream reads stream bytes through the decoder, at most
+ * KE_LINK_RX_BUDGET bytes a call so a babbling line cannot hold the loop. */
 static int poll_stream(ke_link *l, ke_mapper_v1_MapperFrame *in)
 {
+    size_t budget = KE_LINK_RX_BUDGET;
     for (;;) {
         if (l->chunk_pos == l->chunk_len) {
+            if (budget == 0)
+                return 0;
             int n = l->tr->recv(l->tr->ctx, l->chunk, sizeof(l->chunk));
             if (n < 0)
                 l->stats.recv_errors++;
@@ -216,6 +220,7 @@ static int poll_stream(ke_link *l, ke_mapper_v1_MapperFrame *in)
                 return 0;
             l->chunk_len = (size_t)n > sizeof(l->chunk) ? sizeof(l->chunk) : (size_t)n;
             l->chunk_pos = 0;
+            budget = budget > l->chunk_len ? budget - l->chunk_len : 0;
         }
         while (l->chunk_pos < l->chunk_len) {
             const uint8_t *p;
@@ -227,10 +232,10 @@ static int poll_stream(ke_link *l, ke_mapper_v1_MapperFrame *in)
     }
 }
 
-/* poll_messages reads whole messages. */
+/* poll_messages reads whole messages, at most KE_LINK_RX_MSGS a call. */
 static int poll_messages(ke_link *l, ke_mapper_v1_MapperFrame *in)
 {
-    for (;;) {
+    for (int i = 0; i < KE_LINK_RX_MSGS; i++) {
         int n = l->tr->recv(l->tr->ctx, l->dec.buf, KE_FRAME_MAX);
         if (n < 0)
             l->stats.recv_errors++; /* the next poll reads on */
@@ -243,6 +248,7 @@ static int poll_messages(ke_link *l, ke_mapper_v1_MapperFrame *in)
         if (link_on_payload(l, l->dec.buf, (size_t)n, in) == 1)
             return 1;
     }
+    return 0;
 }
 
 int ke_link_poll(ke_link *l, uint32_t now_ms, ke_mapper_v1_MapperFrame *in)

@@ -49,6 +49,10 @@ typedef struct ke_transport {
 #define KE_LINK_RETRY_MS 1000 /* default wait for an ack before sending again */
 #define KE_LINK_RETRIES 5     /* default retransmissions before giving up */
 #define KE_LINK_RX_CHUNK 64   /* stream bytes read per recv call */
+/* What one ke_link_poll reads at most, so input arriving faster than it is
+ * handled cannot keep the caller's loop: stream bytes, or messages. */
+#define KE_LINK_RX_BUDGET (4 * KE_FRAME_WIRE_MAX)
+#define KE_LINK_RX_MSGS 16
 
 /* How the outstanding frame ended (ke_link_done_fn). */
 typedef enum {
@@ -123,7 +127,8 @@ int ke_link_send(ke_link *l, ke_mapper_v1_MapperFrame *f, uint32_t now_ms, uint3
  * acks data frames and settles acks and refusals. It stops at the first
  * new data frame and returns 1 with it decoded in *in (call again until it
  * returns 0: more may be waiting). Returns 0 when there is nothing more to
- * read. */
+ * read, or when this call read its budget (KE_LINK_RX_BUDGET bytes or
+ * KE_LINK_RX_MSGS messages): the rest waits for the next call. */
 int ke_link_poll(ke_link *l, uint32_t now_ms, ke_mapper_v1_MapperFrame *in);
 
 /* ke_link_encode_frame encodes f with nanopb into buf[0..cap): the helper

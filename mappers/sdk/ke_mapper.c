@@ -197,7 +197,7 @@ static pb_size_t build_report(ke_mapper *m)
 /* send_next sends the most urgent waiting frame when the link is free. */
 static void send_next(ke_mapper *m, uint32_t now)
 {
-    if (ke_link_busy(&m->link))
+    if (ke_link_busy(&m->link) || !(m->need_state || m->need_get || m->dirty))
         return;
     ke_mapper_v1_MapperFrame *f = &m->frame;
     memset(f, 0, sizeof(*f));
@@ -227,7 +227,8 @@ static void send_next(ke_mapper *m, uint32_t now)
 
 void ke_mapper_poll(ke_mapper *m, uint32_t now_ms)
 {
-    while (ke_link_poll(&m->link, now_ms, &m->frame) == 1)
+    for (int i = 0; i < KE_MAPPER_RX_PER_POLL && ke_link_poll(&m->link, now_ms, &m->frame) == 1;
+         i++)
         mapper_on_frame(m, &m->frame);
     sample(m, now_ms);
     send_next(m, now_ms);

@@ -35,6 +35,7 @@
 #define KE_MAPPER_PROPS_MAX 32  /* properties per device (a 32-bit mask) */
 #define KE_MAPPER_TEXT_MAX 63   /* bytes of a name or a value (mapper.options) */
 #define KE_MAPPER_FRAME_PROPS 8 /* properties per ReportedUpdate (mapper.options) */
+#define KE_MAPPER_RX_PER_POLL 8 /* received frames handled per ke_mapper_poll */
 
 /* Property types, as in the device model; values travel as text. */
 typedef enum { KE_PROP_INT, KE_PROP_FLOAT, KE_PROP_BOOL, KE_PROP_STRING } ke_prop_type;
