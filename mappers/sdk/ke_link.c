@@ -151,23 +151,29 @@ static void link_on_refused(ke_link *l, const ke_mapper_v1_Refusal *r)
         l->stats.stale++;
 }
 
-/* link_on_data acks a data frame; returns 1 when it is new. */
-static int link_on_data(ke_link *l, uint32_t seq)
+/* link_on_data acks a data frame; returns 1 when it is new. A repeat of
+ * the last seq is a duplicate only within the time a sender retransmits
+ * (the link's own retry budget stands for the peer's): later, it is a peer
+ * that restarted its numbering, and its frame is new. */
+static int link_on_data(ke_link *l, uint32_t seq, uint32_t now)
 {
     send_ack(l, seq);
-    if (l->have_last && seq == l->last_seq) {
+    uint32_t window = l->retry_ms * ((uint32_t)l->retries + 1);
+    if (l->have_last && seq == l->last_seq && (uint32_t)(now - l->last_at) <= window) {
         l->stats.duplicates++;
         return 0;
     }
     l->have_last = true;
     l->last_seq = seq;
+    l->last_at = now;
     l->stats.delivered++;
     return 1;
 }
 
 /* link_on_payload handles one received payload; returns 1 when it
  * delivered a data frame into *in. */
-static int link_on_payload(ke_link *l, const uint8_t *p, size_t n, ke_mapper_v1_MapperFrame *in)
+static int link_on_payload(ke_link *l, const uint8_t *p, size_t n, ke_mapper_v1_MapperFrame *in,
+                           uint32_t now)
 {
     if (ke_link_decode_frame(p, n, in) != 0) {
         l->stats.undecodable++;
@@ -184,7 +190,7 @@ static int link_on_payload(ke_link *l, const uint8_t *p, size_t n, ke_mapper_v1_
     case ke_mapper_v1_MapperFrame_reported_tag:
     case ke_mapper_v1_MapperFrame_get_tag:
     case ke_mapper_v1_MapperFrame_state_tag:
-        return link_on_data(l, in->seq);
+        return link_on_data(l, in->seq, now);
     default: /* no body: nothing to ack or deliver */
         l->stats.undecodable++;
         return 0;
@@ -206,7 +212,7 @@ static void timers(ke_link *l, uint32_t now)
 
 /* poll_stream reads stream bytes through the decoder, at most
  * KE_LINK_RX_BUDGET bytes a call so a babbling line cannot hold the loop. */
-static int poll_stream(ke_link *l, ke_mapper_v1_MapperFrame *in)
+static int poll_stream(ke_link *l, ke_mapper_v1_MapperFrame *in, uint32_t now)
 {
     size_t budget = KE_LINK_RX_BUDGET;
     for (;;) {
@@ -226,14 +232,14 @@ static int poll_stream(ke_link *l, ke_mapper_v1_MapperFrame *in)
             const uint8_t *p;
             size_t len;
             if (ke_frame_decoder_push(&l->dec, l->chunk[l->chunk_pos++], &p, &len) == 1 &&
-                link_on_payload(l, p, len, in) == 1)
+                link_on_payload(l, p, len, in, now) == 1)
                 return 1;
         }
     }
 }
 
 /* poll_messages reads whole messages, at most KE_LINK_RX_MSGS a call. */
-static int poll_messages(ke_link *l, ke_mapper_v1_MapperFrame *in)
+static int poll_messages(ke_link *l, ke_mapper_v1_MapperFrame *in, uint32_t now)
 {
     for (int i = 0; i < KE_LINK_RX_MSGS; i++) {
         int n = l->tr->recv(l->tr->ctx, l->dec.buf, KE_FRAME_MAX);
@@ -245,7 +251,7 @@ static int poll_messages(ke_link *l, ke_mapper_v1_MapperFrame *in)
             l->stats.recv_errors++;
             continue;
         }
-        if (link_on_payload(l, l->dec.buf, (size_t)n, in) == 1)
+        if (link_on_payload(l, l->dec.buf, (size_t)n, in, now) == 1)
             return 1;
     }
     return 0;
@@ -253,7 +259,7 @@ static int poll_messages(ke_link *l, ke_mapper_v1_MapperFrame *in)
 
 int ke_link_poll(ke_link *l, uint32_t now_ms, ke_mapper_v1_MapperFrame *in)
 {
-    int rc = l->tr->framed ? poll_stream(l, in) : poll_messages(l, in);
+    int rc = l->tr->framed ? poll_stream(l, in, now_ms) : poll_messages(l, in, now_ms);
     timers(l, now_ms);
     return rc;
 }

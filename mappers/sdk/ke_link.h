@@ -7,8 +7,10 @@
  *     0, that the sender increments per new frame; a retransmission carries
  *     the same seq;
  *   - the receiver answers each data frame with MapperFrame{seq 0, ack = seq}
- *     and delivers it once: a frame with the seq of the last delivered one
- *     is a duplicate (our ack was lost), acked again and not delivered;
+ *     and delivers it once: a frame with the seq of the last delivered one,
+ *     within retry_ms * (retries + 1) of it, is a duplicate (our ack was
+ *     lost), acked again and not delivered; later it is new (the peer
+ *     restarted its numbering, as edgecore does when it restarts);
  *   - one data frame is outstanding at a time (a window of 1): it is done
  *     when acked, or when the peer sends Refusal{seq} (done, not accepted:
  *     DeviceTwin's answer to a frame it will not apply), or after
@@ -97,6 +99,7 @@ typedef struct ke_link {
     /* receiving */
     bool have_last;
     uint32_t last_seq; /* seq of the last data frame delivered */
+    uint32_t last_at;  /* when it was */
     ke_frame_decoder dec; /* framed: the decoder; messages: dec.buf holds one */
     uint8_t chunk[KE_LINK_RX_CHUNK];
     size_t chunk_len, chunk_pos;

@@ -226,6 +226,23 @@ static void test_seq_skips_zero_when_it_wraps(void **state)
     assert_int_equal(seq, 1);
 }
 
+static void test_the_same_seq_long_after_is_a_new_frame(void **state)
+{
+    fixture *fx = *state;
+    ke_mapper_v1_MapperFrame f;
+    a_state_frame(&f);
+    assert_int_equal(ke_link_send(&fx->a, &f, 0, NULL), 0);
+    assert_int_equal(deliveries(fx, 0), 1);
+    ke_link_poll(&fx->a, 1, &fx->in);
+    /* the sender restarts and numbers from 1 again, long after */
+    ke_link_init(&fx->a, &fx->ea.tr, RETRY, RETRIES, 1, on_done, &fx->oa);
+    uint32_t later = RETRY * (RETRIES + 1) + 1;
+    assert_int_equal(ke_link_send(&fx->a, &f, later, NULL), 0);
+    assert_int_equal(deliveries(fx, later), 1);
+    assert_int_equal(fx->b.stats.duplicates, 0);
+    assert_int_equal(fx->b.stats.delivered, 2);
+}
+
 static void test_undecodable_payloads_are_counted(void **state)
 {
     fixture *fx = *state;
@@ -251,6 +268,7 @@ int main(void)
         cmocka_unit_test_setup(test_a_refusal_ends_the_frame_without_retransmission,
                                setup_messages),
         cmocka_unit_test_setup(test_seq_skips_zero_when_it_wraps, setup_framed),
+        cmocka_unit_test_setup(test_the_same_seq_long_after_is_a_new_frame, setup_framed),
         cmocka_unit_test_setup(test_undecodable_payloads_are_counted, setup_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
