@@ -4,8 +4,9 @@
  * mosquitto broker, against a scripted peer that speaks as edgecore's
  * DeviceTwin does on ke/mapper/<device>/up and /down: acks by seq, a
  * Refusal, a DesiredUpdate. Checks that frames travel whole (nanopb, no
- * framing), that a Refusal settles a frame, and that a desired setpoint is
- * written and reported back. Skipped (exit 77) without mosquitto.
+ * framing), that a Refusal settles a frame, that a desired setpoint is
+ * written and reported back, and that a report due while the broker
+ * restarts arrives once it is back. Skipped (exit 77) without mosquitto.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -92,6 +93,17 @@ static void run(ke_mapper *m, struct mosquitto *peer, int want)
         assert_int_equal(mosquitto_loop(peer, 10, 1), MOSQ_ERR_SUCCESS);
     }
     assert_int_equal(n_seen, want);
+}
+
+/* settle drives both until the mapper's outstanding frame is done. */
+static void settle(ke_mapper *m, struct mosquitto *peer)
+{
+    uint32_t end = now_ms() + WAIT_MS;
+    while (ke_link_busy(&m->link) && (int32_t)(now_ms() - end) < 0) {
+        ke_mapper_poll(m, now_ms());
+        assert_int_equal(mosquitto_loop(peer, 10, 1), MOSQ_ERR_SUCCESS);
+    }
+    assert_false(ke_link_busy(&m->link));
 }
 
 static void answer(struct mosquitto *peer, uint32_t seq, int refuse)
@@ -182,6 +194,28 @@ static void test_a_host_mapper_talks_to_the_twin_over_mqtt(void **state)
     assert_string_equal(r->body.reported.properties[0].value, "42");
     assert_int_equal(setpoint, 42);
     assert_int_equal(m.stats.writes, 1);
+    answer(peer, r->seq, 0);
+    settle(&m, peer);
+
+    /* the broker restarts while a report is due: it arrives afterwards */
+    assert_int_equal(ke_mqtt_stop(&B), 0);
+    setpoint = 50;
+    assert_int_equal(ke_mapper_changed(&m, 1), 0);
+    for (uint32_t end = now_ms() + 1500; (int32_t)(now_ms() - end) < 0;)
+        ke_mapper_poll(&m, now_ms()); /* sends into the void, retries */
+    assert_true(m.link.stats.send_errors + m.link.stats.retransmits > 0);
+    ke_mqtt_restart(&B);
+    assert_int_equal(mosquitto_reconnect(peer), MOSQ_ERR_SUCCESS);
+    assert_int_equal(mosquitto_subscribe(peer, NULL, "ke/mapper/sensor-1/up", 1), MOSQ_ERR_SUCCESS);
+    int before = n_seen;
+    run(&m, peer, before + 1);
+    const ke_mapper_v1_MapperFrame *again = &seen[before];
+    assert_int_equal(again->which_body, ke_mapper_v1_MapperFrame_reported_tag);
+    assert_string_equal(again->body.reported.properties[0].name, "setpoint");
+    assert_string_equal(again->body.reported.properties[0].value, "50");
+    assert_true(t.reconnects >= 1);
+    answer(peer, again->seq, 0);
+    settle(&m, peer);
 
     ke_mqtt_transport_close(&t);
     ke_mqtt_transport_close(&t); /* twice is safe */

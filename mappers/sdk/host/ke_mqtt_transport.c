@@ -12,6 +12,13 @@
 
 #include <mosquitto.h>
 
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void on_message(struct mosquitto *mosq, void *ctx, const struct mosquitto_message *msg)
 {
     (void)mosq;
@@ -40,6 +47,18 @@ static void on_subscribe(struct mosquitto *mosq, void *ctx, int mid, int n, cons
     t->subscribed = n > 0 && qos[0] <= 2;
 }
 
+/* on_connect subscribes, at the first connection and after each reconnect
+ * (the session is clean: the broker forgets subscriptions). */
+static void on_connect(struct mosquitto *mosq, void *ctx, int rc)
+{
+    ke_mqtt_transport *t = ctx;
+    if (rc != 0)
+        return;
+    int s = mosquitto_subscribe(mosq, NULL, t->down, 1);
+    if (s != MOSQ_ERR_SUCCESS)
+        fprintf(stderr, "ke_mqtt_transport: subscribe %s: %s\n", t->down, mosquitto_strerror(s));
+}
+
 static int mqtt_send(void *ctx, const uint8_t *buf, size_t len)
 {
     ke_mqtt_transport *t = ctx;
@@ -54,8 +73,16 @@ static int mqtt_recv(void *ctx, uint8_t *buf, size_t cap)
     ke_mqtt_transport *t = ctx;
     if (t->q_len == 0) {
         int rc = mosquitto_loop(t->mosq, 0, 1);
-        if (rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_NO_CONN)
-            rc = mosquitto_reconnect(t->mosq); /* the link retransmits what was lost */
+        if (rc == MOSQ_ERR_CONN_LOST || rc == MOSQ_ERR_NO_CONN) {
+            /* once a second at most; the link retransmits what was lost
+             * meanwhile and on_connect subscribes again */
+            long long now = mono_ms();
+            if (now < t->next_reconnect_ms)
+                return 0;
+            t->next_reconnect_ms = now + KE_MQTT_RECONNECT_MS;
+            t->reconnects++;
+            rc = mosquitto_reconnect(t->mosq);
+        }
         if (rc != MOSQ_ERR_SUCCESS)
             return -1;
         if (t->q_len == 0)
@@ -68,13 +95,6 @@ static int mqtt_recv(void *ctx, uint8_t *buf, size_t cap)
         return -1;
     memcpy(buf, m->data, m->len);
     return (int)m->len;
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int ke_mqtt_transport_open(ke_mqtt_transport *t, const char *host, int port, const char *device,
@@ -101,15 +121,11 @@ int ke_mqtt_transport_open(ke_mqtt_transport *t, const char *host, int port, con
     }
     mosquitto_message_callback_set(t->mosq, on_message);
     mosquitto_subscribe_callback_set(t->mosq, on_subscribe);
+    mosquitto_connect_callback_set(t->mosq, on_connect);
     int rc = mosquitto_connect(t->mosq, host, port, 30);
     if (rc != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "ke_mqtt_transport: connect %s:%d: %s\n", host, port,
                 mosquitto_strerror(rc));
-        return -1;
-    }
-    rc = mosquitto_subscribe(t->mosq, NULL, t->down, 1);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        fprintf(stderr, "ke_mqtt_transport: subscribe %s: %s\n", t->down, mosquitto_strerror(rc));
         return -1;
     }
     long long end = mono_ms() + timeout_ms;

@@ -11,7 +11,9 @@
  * (mosquitto_loop with timeout 0), so the mapper's poll loop drives MQTT
  * too. Received messages wait in a fixed queue (KE_MQTT_QUEUE); when it is
  * full a message is dropped and counted, and the sender's retransmission
- * brings it again.
+ * brings it again. A lost connection is tried again at most once a second
+ * (KE_MQTT_RECONNECT_MS), from recv; the subscription is renewed on each
+ * connection.
  */
 #ifndef KE_MQTT_TRANSPORT_H
 #define KE_MQTT_TRANSPORT_H
@@ -24,6 +26,7 @@
 
 #define KE_MQTT_QUEUE 16
 #define KE_MQTT_TOPIC_MAX 160
+#define KE_MQTT_RECONNECT_MS 1000 /* at most one reconnection attempt per */
 
 struct mosquitto;
 
@@ -38,6 +41,8 @@ typedef struct ke_mqtt_transport {
     ke_mqtt_msg q[KE_MQTT_QUEUE];
     size_t q_head, q_len;
     bool lib_init, subscribed;
+    long long next_reconnect_ms;
+    uint32_t reconnects; /* reconnection attempts */
     uint32_t dropped;   /* messages dropped: queue full */
     uint32_t oversized; /* messages longer than KE_FRAME_MAX */
     ke_transport tr;    /* what the link uses (framed = false) */
