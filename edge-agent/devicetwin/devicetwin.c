@@ -57,8 +57,8 @@
 #define DT_PAYLOAD_MAX (64 * 1024) /* a message on a device topic */
 #define DT_VALUE_MAX 512           /* a twin value, as KubeEdge bounds it */
 #define DT_READINGS_MAX 256        /* properties in one report */
-#define DT_FRAME_PROPS 8           /* properties per MapperFrame (mapper.options) */
-#define DT_FRAME_TEXT 63           /* a name or value in a MapperFrame */
+#define DT_FRAME_PROPS 4           /* properties per MapperFrame (mapper.options) */
+#define DT_FRAME_TEXT 31           /* a name or value in a MapperFrame */
 #define DT_JSON_DEPTH 8
 #define DT_DEVICE_TOPIC "$hw/events/device/"
 #define DT_MAPPER_TOPIC "ke/mapper/"
@@ -998,8 +998,8 @@ static void frame_answer(dt *t, dt_dev *d, const char *id, uint32_t seq, const d
         ke__mapper__v1__refusal__init(&r);
         r.seq = seq;
         r.code = (uint32_t)reason_codes[err->reason];
-        char reason[96];
-        snprintf(reason, sizeof(reason), "%.95s", err->why); /* mapper.options bound */
+        char reason[64];
+        snprintf(reason, sizeof(reason), "%.63s", err->why); /* mapper.options bound */
         r.reason = reason;
         f.body_case = KE__MAPPER__V1__MAPPER_FRAME__BODY_REFUSED;
         f.refused = &r;

@@ -23,7 +23,7 @@
 
 /* The largest payload: a MapperFrame at its api/mapper.options bounds
  * (ke_mapper_v1_MapperFrame_size, checked at compile time in ke_link.c). */
-#define KE_FRAME_MAX 1232
+#define KE_FRAME_MAX 360
 /* CRC-16 bytes after the payload. */
 #define KE_FRAME_CRC_LEN 2
 /* COBS adds one byte per started 254-byte block. */

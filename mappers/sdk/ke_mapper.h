@@ -33,8 +33,8 @@
 #include "ke_link.h"
 
 #define KE_MAPPER_PROPS_MAX 32  /* properties per device (a 32-bit mask) */
-#define KE_MAPPER_TEXT_MAX 63   /* bytes of a name or a value (mapper.options) */
-#define KE_MAPPER_FRAME_PROPS 8 /* properties per ReportedUpdate (mapper.options) */
+#define KE_MAPPER_TEXT_MAX 31   /* bytes of a name or a value (mapper.options) */
+#define KE_MAPPER_FRAME_PROPS 4 /* properties per ReportedUpdate (mapper.options) */
 #define KE_MAPPER_RX_PER_POLL 8 /* received frames handled per ke_mapper_poll */
 
 /* Property types, as in the device model; values travel as text. */
@@ -45,7 +45,7 @@ enum { KE_PROP_READ = 1, KE_PROP_WRITE = 2, KE_PROP_READWRITE = 3 };
 
 /* ke_prop: one row of the author's property table (kept by pointer). */
 typedef struct ke_prop {
-    const char *name;   /* as in the device model, at most 63 bytes */
+    const char *name;   /* as in the device model, at most 31 bytes */
     ke_prop_type type;
     uint8_t access;     /* KE_PROP_READ, KE_PROP_WRITE or KE_PROP_READWRITE */
     uint32_t period_ms; /* report every period_ms (0: only at start and on change) */
@@ -63,7 +63,7 @@ typedef int (*ke_read_fn)(void *user, const ke_prop *prop, char *value, size_t s
 typedef int (*ke_write_fn)(void *user, const ke_prop *prop, const char *value);
 
 typedef struct ke_mapper_config {
-    const char *device;         /* the device's name, at most 63 bytes */
+    const char *device;         /* the device's name, at most 31 bytes */
     const ke_prop *props;       /* the table (borrowed) */
     size_t n_props;             /* 1..KE_MAPPER_PROPS_MAX */
     ke_read_fn read;            /* required */

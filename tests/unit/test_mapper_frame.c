@@ -15,6 +15,7 @@
 
 #include "ke_frame.h"
 #include "ke_link.h"
+#include "ke_mapper.h"
 
 /* What a feed delivered: the last payload and how many. */
 typedef struct got {
@@ -52,10 +53,10 @@ static void fill_text(char *s, size_t n, char c)
 
 static void fill_props(ke_mapper_v1_PropertyValue *pv, pb_size_t *count)
 {
-    *count = 8;
-    for (int i = 0; i < 8; i++) {
-        fill_text(pv[i].name, 63, (char)('a' + i));
-        fill_text(pv[i].value, 63, (char)('A' + i));
+    *count = KE_MAPPER_FRAME_PROPS;
+    for (int i = 0; i < KE_MAPPER_FRAME_PROPS; i++) {
+        fill_text(pv[i].name, KE_MAPPER_TEXT_MAX, (char)('a' + i));
+        fill_text(pv[i].value, KE_MAPPER_TEXT_MAX, (char)('A' + i));
         pv[i].timestamp_ms = i % 2 ? INT64_MAX : INT64_MIN;
     }
 }
@@ -97,39 +98,41 @@ static void test_every_body_round_trips_at_its_bounds(void **state)
 {
     (void)state;
     static ke_mapper_v1_MapperFrame f, out;
-    /* desired and reported: 63-byte device, 8 properties of 63/63 bytes */
+    /* desired and reported: a device name and KE_MAPPER_FRAME_PROPS properties
+     * at KE_MAPPER_TEXT_MAX bytes each (mapper.options) */
     memset(&f, 0, sizeof(f));
     f.seq = UINT32_MAX;
     f.which_body = ke_mapper_v1_MapperFrame_desired_tag;
-    fill_text(f.body.desired.device, 63, 'd');
+    fill_text(f.body.desired.device, KE_MAPPER_TEXT_MAX, 'd');
     fill_props(f.body.desired.properties, &f.body.desired.properties_count);
     round_trip(&f, &out);
     assert_int_equal(out.which_body, ke_mapper_v1_MapperFrame_desired_tag);
-    assert_int_equal(out.body.desired.properties_count, 8);
-    assert_string_equal(out.body.desired.properties[7].value, f.body.desired.properties[7].value);
+    assert_int_equal(out.body.desired.properties_count, KE_MAPPER_FRAME_PROPS);
+    assert_string_equal(out.body.desired.properties[KE_MAPPER_FRAME_PROPS - 1].value,
+                        f.body.desired.properties[KE_MAPPER_FRAME_PROPS - 1].value);
     assert_true(out.body.desired.properties[1].timestamp_ms == INT64_MAX);
 
     memset(&f, 0, sizeof(f));
     f.seq = 1;
     f.which_body = ke_mapper_v1_MapperFrame_reported_tag;
-    fill_text(f.body.reported.device, 63, 'r');
+    fill_text(f.body.reported.device, KE_MAPPER_TEXT_MAX, 'r');
     fill_props(f.body.reported.properties, &f.body.reported.properties_count);
     round_trip(&f, &out);
     assert_int_equal(out.which_body, ke_mapper_v1_MapperFrame_reported_tag);
     assert_string_equal(out.body.reported.device, f.body.reported.device);
-    assert_int_equal(out.body.reported.properties_count, 8);
+    assert_int_equal(out.body.reported.properties_count, KE_MAPPER_FRAME_PROPS);
 
     memset(&f, 0, sizeof(f));
     f.seq = 2;
     f.which_body = ke_mapper_v1_MapperFrame_get_tag;
-    fill_text(f.body.get.device, 63, 'g');
+    fill_text(f.body.get.device, KE_MAPPER_TEXT_MAX, 'g');
     round_trip(&f, &out);
     assert_string_equal(out.body.get.device, f.body.get.device);
 
     memset(&f, 0, sizeof(f));
     f.seq = 3;
     f.which_body = ke_mapper_v1_MapperFrame_state_tag;
-    fill_text(f.body.state.device, 63, 's');
+    fill_text(f.body.state.device, KE_MAPPER_TEXT_MAX, 's');
     f.body.state.state = ke_mapper_v1_DeviceState_DEVICE_STATE_OFFLINE;
     round_trip(&f, &out);
     assert_int_equal(out.body.state.state, ke_mapper_v1_DeviceState_DEVICE_STATE_OFFLINE);
@@ -171,7 +174,7 @@ static void test_payloads_of_every_shape_round_trip(void **state)
     static uint8_t p[KE_FRAME_MAX], wire[KE_FRAME_WIRE_MAX];
     static ke_frame_decoder d;
     ke_frame_decoder_init(&d);
-    size_t lens[] = {1, 2, 253, 254, 255, 508, 509, KE_FRAME_MAX - 1, KE_FRAME_MAX};
+    size_t lens[] = {1, 2, 253, 254, 255, KE_FRAME_MAX - 1, KE_FRAME_MAX};
     for (int shape = 0; shape < 4; shape++) {
         for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
             size_t n = lens[k];
