@@ -9,7 +9,7 @@ ke_firmware_image(virtual-sensor
   SOURCES ${_vs}/fw_main.c ${_vs}/vsensor.c
           ${_sdk}/ke_frame.c ${_sdk}/ke_link.c ${_sdk}/ke_mapper.c
   LIBS ke_nanopb
-  STACK 1024)
+  STACK 1536)
 foreach(b ${KE_BOARDS})
   target_include_directories(virtual-sensor_${b} PRIVATE ${_vs} ${_sdk})
   target_compile_definitions(virtual-sensor_${b} PRIVATE KE_VSENSOR_DEVICE="${KE_VSENSOR_DEVICE}")

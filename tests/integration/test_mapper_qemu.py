@@ -50,7 +50,7 @@ BOARDS = ["lm3s6965evb", "netduinoplus2"]
 NODE = "edge-1"
 DEVICE = "vsensor-1"
 IMAGE = "virtual-sensor"
-STACK_RESERVED = 1024  # STACK in mappers/virtual-sensor/firmware.cmake
+STACK_RESERVED = 1536  # STACK in mappers/virtual-sensor/firmware.cmake
 WAIT = 30.0            # seconds for any one observable change
 
 
@@ -82,7 +82,7 @@ def port_open(port):
 
 
 UP_RE = re.compile(r"up device=\S+ seq=(\d+) reported(.*)$")
-ACK_RE = re.compile(r"down device=\S+ seq=0 ack (\d+)$")
+ACK_RE = re.compile(r"down device=\S+ seq=\d+ ack (\d+)$")
 CLOSED_RE = re.compile(r"line device=\S+ \S+ closed")
 
 
