@@ -150,7 +150,7 @@ static void test_every_body_round_trips_at_its_bounds(void **state)
     f.which_body = ke_mapper_v1_MapperFrame_refused_tag;
     f.body.refused.seq = UINT32_MAX;
     f.body.refused.code = UINT32_MAX;
-    fill_text(f.body.refused.reason, 95, 'x');
+    fill_text(f.body.refused.reason, sizeof(f.body.refused.reason) - 1, 'x');
     round_trip(&f, &out);
     assert_int_equal(out.body.refused.code, UINT32_MAX);
     assert_string_equal(out.body.refused.reason, f.body.refused.reason);
