@@ -20,6 +20,11 @@
 #                        device thermometer-1: `kectl twin set` reaches it as a
 #                        delta, and the value it reports back, with its
 #                        reading, shows in `kectl twin get`
+#   9. an emulated MCU   when qemu-system-arm and the firmware images are
+#                        there: the virtual-sensor firmware in QEMU
+#                        (lm3s6965evb), its UART wired to DeviceTwin by
+#                        ke-mapper-bridge; its readings and the setpoint
+#                        set from the cloud show in `kectl twin get`
 #
 #   tools/quickstart.sh          run the demo, then stop everything
 #   tools/quickstart.sh --keep   leave cloudcore and edgecore running until Ctrl-C
@@ -189,6 +194,40 @@ echo "==> kectl twin get thermometer-1"
 $kectl twin get thermometer-1 | sed 's/^/    /'
 echo "==> kectl get devices"
 $kectl get devices | sed 's/^/    /'
+
+elf="$bin/firmware/lm3s6965evb/virtual-sensor.elf"
+if command -v qemu-system-arm >/dev/null && [ -f "$elf" ]; then
+  echo "==> kectl apply -f deploy/examples/virtual-sensor.yaml (device vsensor-1 on edge-1)"
+  $kectl apply -f deploy/examples/virtual-sensor.yaml | sed 's/^/    /'
+  uart=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  echo "==> Starting the virtual-sensor firmware in QEMU (lm3s6965evb, UART on tcp:127.0.0.1:$uart)"
+  qemu-system-arm -M lm3s6965evb -nographic -monitor none -kernel "$elf" \
+    -semihosting-config enable=on,target=native \
+    -serial "tcp:127.0.0.1:$uart,server=on,wait=on,nodelay=on" \
+    </dev/null >/dev/null 2>"$run/qemu.log" &
+  pids="$pids $!"
+  echo "==> Starting ke-mapper-bridge (vsensor-1=tcp:127.0.0.1:$uart <-> 127.0.0.1:$mqtt)"
+  "$bin/mappers/bridge/ke-mapper-bridge" --broker "127.0.0.1:$mqtt" \
+    --line "vsensor-1=tcp:127.0.0.1:$uart" >/dev/null 2>"$run/bridge.log" &
+  pids="$pids $!"
+  vs_reported() { $kectl twin get vsensor-1 | awk -v p="$1" -v v="$2" '$1 == p && (v == "" ? $3 != "" : $3 == v) { f = 1 } END { exit !f }'; }
+  i=0
+  until vs_reported count ""; do
+    i=$((i + 1)); [ $i -lt 300 ] || { echo "the emulated sensor's readings did not arrive"; cat "$run/bridge.log"; exit 1; }
+    sleep 0.1
+  done
+  echo "==> kectl twin set vsensor-1 setpoint 30 (the emulated MCU applies it and reports it back)"
+  $kectl twin set vsensor-1 setpoint 30 | sed 's/^/    /'
+  i=0
+  until vs_reported setpoint 30; do
+    i=$((i + 1)); [ $i -lt 300 ] || { echo "the setpoint did not come back as reported"; cat "$run/bridge.log"; exit 1; }
+    sleep 0.1
+  done
+  echo "==> kectl twin get vsensor-1 (the temperature drifts toward the setpoint)"
+  $kectl twin get vsensor-1 | sed 's/^/    /'
+else
+  echo "==> (no qemu-system-arm or no firmware images: the emulated sensor is skipped)"
+fi
 
 echo "==> CloudHub metrics"
 curl -s "http://127.0.0.1:$http/metrics" | grep -E '^ke_cloudhub_(nodes|resyncs|joins)' | sed 's/^/    /'
