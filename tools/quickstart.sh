@@ -210,7 +210,7 @@ if command -v qemu-system-arm >/dev/null && [ -f "$elf" ]; then
   "$bin/mappers/bridge/ke-mapper-bridge" --broker "127.0.0.1:$mqtt" \
     --line "vsensor-1=tcp:127.0.0.1:$uart" >/dev/null 2>"$run/bridge.log" &
   pids="$pids $!"
-  vs_reported() { $kectl twin get vsensor-1 | awk -v p="$1" -v v="$2" '$1 == p && (v == "" ? $3 != "" : $3 == v) { f = 1 } END { exit !f }'; }
+  vs_reported() { $kectl twin get vsensor-1 2>/dev/null | awk -v p="$1" -v v="$2" '$1 == p && (v == "" ? $3 != "" : $3 == v) { f = 1 } END { exit !f }'; }
   i=0
   until vs_reported count ""; do
     i=$((i + 1)); [ $i -lt 300 ] || { echo "the emulated sensor's readings did not arrive"; cat "$run/bridge.log"; exit 1; }
@@ -221,6 +221,11 @@ if command -v qemu-system-arm >/dev/null && [ -f "$elf" ]; then
   i=0
   until vs_reported setpoint 30; do
     i=$((i + 1)); [ $i -lt 300 ] || { echo "the setpoint did not come back as reported"; cat "$run/bridge.log"; exit 1; }
+    sleep 0.1
+  done
+  i=0 # a few readings more, so the drift toward 30 shows
+  until $kectl twin get vsensor-1 | awk '$1 == "count" && $3 + 0 >= 4 { f = 1 } END { exit !f }'; do
+    i=$((i + 1)); [ $i -lt 300 ] || { echo "the emulated sensor stopped reporting"; cat "$run/bridge.log"; exit 1; }
     sleep 0.1
   done
   echo "==> kectl twin get vsensor-1 (the temperature drifts toward the setpoint)"

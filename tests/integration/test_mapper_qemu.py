@@ -5,7 +5,8 @@ edgecore with EventBus on that broker), a DeviceModel and a Device, QEMU
 running mappers/virtual-sensor's image with its UART on a TCP socket, and
 ke-mapper-bridge between that socket and DeviceTwin's protobuf topics.
 
-Checked, per board:
+Checked first, once: the same sensor built for the host (ke-virtual-sensor,
+over MQTT) reports, and takes a setpoint. Then, per board:
   - readings (temperature, humidity, count) and the device's state online
     show in the cloud (kectl twin get -o json);
   - `kectl twin set vsensor-1 setpoint 30` reaches the MCU, which echoes
@@ -165,9 +166,9 @@ class Cluster:
         r = self.run_kectl("apply", "-f", path)
         assert r.returncode == 0, r.stderr
 
-    def twin(self):
-        """The cloud's twin of the device: (state, {property: reported value})."""
-        r = self.run_kectl("twin", "get", DEVICE, "-o", "json")
+    def twin(self, device=DEVICE):
+        """The cloud's twin of a device: (state, {property: reported value})."""
+        r = self.run_kectl("twin", "get", device, "-o", "json")
         if r.returncode != 0:
             return None, {}
         j = json.loads(r.stdout)
@@ -175,8 +176,8 @@ class Cluster:
                if t.get("reported") and t["reported"].get("value")}
         return j["state"], rep
 
-    def reported(self, prop):
-        return self.twin()[1].get(prop)
+    def reported(self, prop, device=DEVICE):
+        return self.twin(device)[1].get(prop)
 
     def count(self):
         v = self.reported("count")
@@ -237,6 +238,41 @@ class Rig:
                     p.stdout.close()
 
 
+def check_host_program(cluster):
+    """The same sensor built for the host (ke-virtual-sensor, the SDK's MQTT
+    transport): readings arrive, a desired setpoint comes back reported,
+    and SIGTERM stops it cleanly."""
+    cluster.apply("device-host.yaml", """
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: vsensor-host}
+spec:
+  deviceModelRef: {name: virtual-sensor}
+  nodeName: %s
+""" % NODE)
+    p = subprocess.Popen(
+        [os.path.join(BIN, "mappers", "virtual-sensor", "ke-virtual-sensor"), "--broker",
+         "127.0.0.1:%d" % cluster.mqtt_port, "--device", "vsensor-host"],
+        stdout=subprocess.PIPE, stderr=open(os.path.join(cluster.tmp, "host-sensor.log"), "w"),
+        text=True)
+    try:
+        assert p.stdout.readline().startswith("ready "), "ke-virtual-sensor did not start"
+        wait_for(lambda: int(cluster.reported("count", "vsensor-host") or 0) >= 2,
+                 "the host sensor's readings")
+        r = cluster.run_kectl("twin", "set", "vsensor-host", "setpoint", "25")
+        assert r.returncode == 0, r.stderr
+        wait_for(lambda: cluster.reported("setpoint", "vsensor-host") == "25",
+                 "the host sensor's setpoint 25 reported")
+        p.terminate()
+        assert p.wait(timeout=10) == 0
+        print("host: ke-virtual-sensor over MQTT: readings in the cloud, setpoint 25 reported")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+
+
 def check_board(board, elf):
     tmp = tempfile.mkdtemp(prefix="ke-mapper-qemu-")
     cluster = rig = None
@@ -263,6 +299,8 @@ spec:
   deviceModelRef: {name: virtual-sensor}
   nodeName: %s
 """ % (DEVICE, NODE))
+        if board == BOARDS[0]:
+            check_host_program(cluster)
         rig = Rig(tmp, board, elf, cluster.mqtt_port)
         rig.start_qemu()
         rig.start_bridge()
