@@ -116,11 +116,10 @@ static void describe(const ke_mapper_v1_MapperFrame *f, char *out, size_t cap)
     switch (f->which_body) {
     case ke_mapper_v1_MapperFrame_reported_tag:
     case ke_mapper_v1_MapperFrame_desired_tag: {
-        const ke_mapper_v1_ReportedUpdate *r = &f->body.reported; /* same layout checked below */
         bool rep = f->which_body == ke_mapper_v1_MapperFrame_reported_tag;
-        pb_size_t n = rep ? r->properties_count : f->body.desired.properties_count;
+        pb_size_t n = rep ? f->body.reported.properties_count : f->body.desired.properties_count;
         const ke_mapper_v1_PropertyValue *pv =
-            rep ? r->properties : f->body.desired.properties;
+            rep ? f->body.reported.properties : f->body.desired.properties;
         o += (size_t)snprintf(out, cap, "%s", rep ? "reported" : "desired");
         for (pb_size_t i = 0; i < n && o < cap; i++)
             o += (size_t)snprintf(out + o, cap - o, " %s=%s", pv[i].name, pv[i].value);
@@ -265,6 +264,11 @@ static void on_connect(struct mosquitto *m, void *ctx, int rc)
     }
     b->connected = true;
     b->backoff_ms = BR_BROKER_BACKOFF_MIN_MS;
+    /* A new connection: libmosquitto sends again what was in flight, and a
+     * PUBACK lost with the old one would hold its slot for ever; free them
+     * (the bound then holds per connection). */
+    for (size_t i = 0; i < b->n_dev; i++)
+        memset(b->dev[i].inflight, 0, sizeof(b->dev[i].inflight));
     for (size_t i = 0; i < b->n_dev; i++) {
         int src = mosquitto_subscribe(m, NULL, b->dev[i].down, 1);
         if (src != MOSQ_ERR_SUCCESS) /* the connection is going: on_disconnect retries */
