@@ -424,6 +424,8 @@ static void cb_disconnect(struct mosquitto *mosq, void *ud, int rc)
 {
     (void)mosq;
     eb *b = ud;
+    if (b->phase == EB_IDLE) /* already lost (a refused CONNACK): keep its reason */
+        return;
     char why[128];
     snprintf(why, sizeof(why), "disconnected: %s", mosquitto_strerror(rc));
     lost(b, why);
