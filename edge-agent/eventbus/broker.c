@@ -7,6 +7,14 @@
  * handles are closed and on_stopped runs after the last close callback.
  * Each spawn has its own malloc'd uv_process_t, freed by its close
  * callback, so a restart never waits on a close.
+ *
+ * A broker left running by an edgecore that was killed (SIGKILL, a crash:
+ * nothing stopped it) still holds the port. Its pid is in <dir>/broker.pid;
+ * at start, when that process is still a broker of this config (its
+ * /proc/<pid>/cmdline has our config's path), it gets SIGTERM (SIGKILL
+ * after EVENTBUS_BROKER_KILL_MS) and the first spawn waits for it to go
+ * (REAPING, polled every EVENTBUS_BROKER_POLL_MS: it is not our child, so
+ * there is no exit callback).
  */
 #include "broker.h"
 
@@ -27,12 +35,16 @@
 #include <unistd.h>
 
 #define BR_MOD "eventbus"
+#define EVENTBUS_BROKER_POLL_MS 50
 
-typedef enum { BR_NEW, BR_RUNNING, BR_WAITING, BR_STOPPING } br_state;
+typedef enum { BR_NEW, BR_REAPING, BR_RUNNING, BR_WAITING, BR_STOPPING } br_state;
 
 struct eventbus_broker {
     uv_loop_t *loop;
-    char binary[1024], dir[3800], conf[4096], log[4096], host[256];
+    char binary[1024], dir[3800], conf[4096], log[4096], pidfile[4096], host[256];
+    int stale_pid;          /* REAPING: the broker an earlier edgecore left */
+    int stale_killed;       /* SIGKILL sent to it */
+    int64_t stale_deadline; /* monotonic ms */
     int port;
     int64_t backoff_max_ms, backoff_ms;
     br_state state;
@@ -71,6 +83,7 @@ int eventbus_broker_new(uv_loop_t *loop, const eventbus_broker_config *cfg,
     }
     snprintf(b->conf, sizeof(b->conf), "%s/mosquitto.conf", b->dir);
     snprintf(b->log, sizeof(b->log), "%s/mosquitto.log", b->dir);
+    snprintf(b->pidfile, sizeof(b->pidfile), "%s/broker.pid", b->dir);
     b->backoff_max_ms = cfg->backoff_max_ms < EVENTBUS_BROKER_BACKOFF_MS
                             ? EVENTBUS_BROKER_BACKOFF_MS
                             : cfg->backoff_max_ms;
@@ -119,6 +132,100 @@ static int write_conf(eventbus_broker *b)
 
 static void spawn(eventbus_broker *b);
 
+/* write_pidfile records the running broker's pid for the next edgecore
+ * (see the top comment); a failure costs only that clean-up. */
+static void write_pidfile(eventbus_broker *b)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", b->pidfile);
+    FILE *f = fopen(tmp, "w");
+    int ok = f && fprintf(f, "%d\n", b->pid) > 0;
+    if (f && fclose(f) != 0)
+        ok = 0;
+    if (!ok || rename(tmp, b->pidfile) != 0) {
+        ke_log_warn(BR_MOD, "internal broker: cannot write %s: %s", b->pidfile, strerror(errno));
+        unlink(tmp);
+    }
+}
+
+/* is_our_broker: is pid alive and a broker of this config? (A zombie's
+ * cmdline is empty: gone.) */
+static int is_our_broker(const eventbus_broker *b, int pid)
+{
+    char path[64], buf[8192];
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    for (size_t i = 0; i < n; i += strlen(buf + i) + 1)
+        if (strcmp(buf + i, b->conf) == 0)
+            return 1;
+    return 0;
+}
+
+/* on_reap_poll: REAPING: the earlier broker gone, start ours. */
+static void on_reap_poll(uv_timer_t *t)
+{
+    eventbus_broker *b = t->data;
+    if (b->state != BR_REAPING)
+        return;
+    if (!is_our_broker(b, b->stale_pid)) {
+        ke_log_info(BR_MOD, "internal broker left by an earlier edgecore has stopped pid=%d",
+                    b->stale_pid);
+        uv_timer_stop(&b->kill);
+        spawn(b);
+        return;
+    }
+    if (ke_time_mono_ms() < b->stale_deadline)
+        return;
+    if (!b->stale_killed) {
+        ke_log_warn(BR_MOD, "internal broker left by an earlier edgecore pid=%d still running "
+                            "%dms after SIGTERM: SIGKILL",
+                    b->stale_pid, EVENTBUS_BROKER_KILL_MS);
+        if (kill(b->stale_pid, SIGKILL) != 0 && errno != ESRCH)
+            ke_log_warn(BR_MOD, "SIGKILL pid=%d: %s", b->stale_pid, strerror(errno));
+        b->stale_killed = 1;
+        b->stale_deadline = ke_time_mono_ms() + EVENTBUS_BROKER_KILL_MS;
+        return;
+    }
+    ke_log_error(BR_MOD, "internal broker left by an earlier edgecore pid=%d does not end: "
+                         "starting ours anyway",
+                 b->stale_pid);
+    uv_timer_stop(&b->kill);
+    spawn(b);
+}
+
+/* stop_stale: 1 when a broker an earlier edgecore left is being stopped
+ * (REAPING), 0 when there is none. */
+static int stop_stale(eventbus_broker *b)
+{
+    FILE *f = fopen(b->pidfile, "r");
+    int pid = 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "%d", &pid) != 1)
+        pid = 0;
+    fclose(f);
+    if (pid <= 1 || pid == (int)getpid() || !is_our_broker(b, pid))
+        return 0;
+    ke_log_warn(BR_MOD, "internal broker left by an earlier edgecore is running pid=%d: "
+                        "stopping it before starting ours",
+                pid);
+    if (kill(pid, SIGTERM) != 0) {
+        ke_log_warn(BR_MOD, "SIGTERM pid=%d: %s", pid, strerror(errno));
+        if (errno == ESRCH)
+            return 0;
+    }
+    b->stale_pid = pid;
+    b->stale_deadline = ke_time_mono_ms() + EVENTBUS_BROKER_KILL_MS;
+    b->state = BR_REAPING;
+    uv_timer_start(&b->kill, on_reap_poll, EVENTBUS_BROKER_POLL_MS, EVENTBUS_BROKER_POLL_MS);
+    return 1;
+}
+
 static void on_restart(uv_timer_t *t)
 {
     eventbus_broker *b = t->data;
@@ -166,6 +273,9 @@ static void broker_exited(uv_process_t *p, int64_t status, int sig)
             ke_log_warn(BR_MOD, "internal broker stopped: %s", b->last_exit);
         else
             ke_log_info(BR_MOD, "internal broker stopped pid=%d", pid);
+        if (unlink(b->pidfile) != 0 && errno != ENOENT)
+            ke_log_warn(BR_MOD, "internal broker: cannot remove %s: %s", b->pidfile,
+                        strerror(errno));
         finish(b);
         return;
     }
@@ -219,6 +329,7 @@ static void spawn(eventbus_broker *b)
     b->pid = p->pid;
     b->started_at = ke_time_mono_ms();
     b->state = BR_RUNNING;
+    write_pidfile(b);
     ke_log_info(BR_MOD, "internal broker started pid=%d listener=%s:%d conf=%s", b->pid, b->host,
                 b->port, b->conf);
 }
@@ -240,7 +351,8 @@ int eventbus_broker_start(eventbus_broker *b)
     b->restart.data = b;
     b->kill.data = b;
     b->timers_inited = 1;
-    spawn(b);
+    if (!stop_stale(b))
+        spawn(b);
     return 0;
 }
 
@@ -315,6 +427,11 @@ void eventbus_broker_detail(const eventbus_broker *b, char *out, size_t cap)
 {
     if (b->proc) {
         snprintf(out, cap, "broker pid=%d restarts=%" PRIu64, b->pid, b->restarts);
+        return;
+    }
+    if (b->state == BR_REAPING) {
+        snprintf(out, cap, "broker starting: waiting for pid=%d (left by an earlier edgecore) "
+                           "to stop", b->stale_pid);
         return;
     }
     int64_t left = b->state == BR_WAITING ? b->restart_at - ke_time_mono_ms() : 0;

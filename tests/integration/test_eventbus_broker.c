@@ -272,6 +272,54 @@ static void test_internal_broker_is_started_restarted_and_stopped(void **state)
     assert_true(ke_file_wait_contains(E.log, "internal broker stopped pid=", 1));
 }
 
+/* is_broker_of: is pid alive and running the broker with config conf? (A
+ * zombie's cmdline is empty: not.) */
+static int is_broker_of(int pid, const char *conf)
+{
+    char out[16];
+    return ke_tp_capture(out, sizeof(out), "tr '\\0' '\\n' </proc/%d/cmdline | grep -qxF -- '%s'",
+                         pid, conf) == 0;
+}
+
+/* edgecore SIGKILLed leaves its broker running; the next edgecore stops
+ * that one and starts its own */
+static void test_internal_broker_left_by_a_killed_edgecore_is_replaced(void **state)
+{
+    (void)state;
+    int port = ke_mqtt_free_port();
+    assert_true(port > 0);
+    char broker[64], conf[300];
+    snprintf(broker, sizeof(broker), "127.0.0.1:%d", port);
+    snprintf(conf, sizeof(conf), "%s/" NODE "/mosquitto/mosquitto.conf", C.dir);
+    const char *extra[] = {"--modules.eventbus.mode=internal", NULL};
+    start_edge(broker, extra);
+    char *h = health_wait("eventbus: ok connected broker=", " broker pid=");
+    int pid1 = broker_pid(h);
+    free(h);
+    assert_true(pid1 > 0);
+    ke_edge_kill(&E);
+    ke_rpc_channel_free(E.local);
+    E.local = NULL;
+    assert_true(is_broker_of(pid1, conf));
+    int left = count_in_file(E.log, "left by an earlier edgecore has stopped pid=");
+    start_edge(broker, extra);
+    h = health_wait("eventbus: ok connected broker=", " broker pid=");
+    int pid2 = broker_pid(h);
+    free(h);
+    assert_true(pid2 > 0 && pid2 != pid1);
+    assert_false(is_broker_of(pid1, conf));
+    assert_int_equal(count_in_file(E.log, "left by an earlier edgecore has stopped pid="),
+                     left + 1);
+    ke_mqtt P;
+    memset(&P, 0, sizeof(P));
+    snprintf(P.dir, sizeof(P.dir), "%s", C.dir);
+    P.port = port;
+    assert_int_equal(ke_mqtt_pub(&P, TOPIC, "internal-3"), 0);
+    expect_payload("internal-3");
+    stop_edge();
+    assert_false(is_broker_of(pid2, conf));
+}
+
 /* bad configuration of the internal broker: exit 2 with the reason */
 static void test_internal_broker_bad_config_is_refused(void **state)
 {
@@ -406,6 +454,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_internal_broker_is_started_restarted_and_stopped),
+        cmocka_unit_test(test_internal_broker_left_by_a_killed_edgecore_is_replaced),
         cmocka_unit_test(test_internal_broker_bad_config_is_refused),
         cmocka_unit_test(test_password_right_forwards),
         cmocka_unit_test(test_password_wrong_is_refused_and_said),
