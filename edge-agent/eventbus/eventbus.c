@@ -255,13 +255,17 @@ static void attempt(eb *b)
 {
     b->attempt_at = ke_time_mono_ms();
     b->retry_at = 0;
+    b->tls_err[0] = '\0'; /* only this attempt's */
     int rc = b->ever_connected ? mosquitto_reconnect_async(b->mosq)
                                : mosquitto_connect_async(b->mosq, b->host, b->port,
                                                          EB_KEEPALIVE_S);
     if (rc != MOSQ_ERR_SUCCESS) {
         char why[160];
-        snprintf(why, sizeof(why), "connect: %s",
-                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        if (rc == MOSQ_ERR_TLS && b->tls_err[0])
+            snprintf(why, sizeof(why), "TLS: %.120s", b->tls_err);
+        else
+            snprintf(why, sizeof(why), "connect: %s",
+                     rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         /* a socket may have been made: nothing polls it, libmosquitto
          * closes it at the next attempt */
         b->phase = EB_IDLE;
