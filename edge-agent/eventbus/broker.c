@@ -23,6 +23,7 @@
 #include "ke_metrics.h"
 #include "ke_time.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -285,8 +286,37 @@ static void broker_exited(uv_process_t *p, int64_t status, int sig)
     wait_and_restart(b);
 }
 
+/* cloexec_all marks every descriptor of edgecore but stdio close-on-exec:
+ * libraries open some without it (the HTTP server's listener, a pipe),
+ * and the broker, which outlives an edgecore that is SIGKILLed, must not
+ * hold them (the next edgecore could not bind its port). uv_spawn runs no
+ * code of ours in the child, so it is done here, before each spawn. */
+static void cloexec_all(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) {
+        ke_log_warn(BR_MOD, "internal broker: /proc/self/fd: %s (descriptors may leak to it)",
+                    strerror(errno));
+        return;
+    }
+    int dfd = dirfd(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        int fd = atoi(de->d_name);
+        if (fd <= 2 || fd == dfd)
+            continue;
+        int fl = fcntl(fd, F_GETFD);
+        if (fl >= 0 && !(fl & FD_CLOEXEC) && fcntl(fd, F_SETFD, fl | FD_CLOEXEC) != 0)
+            ke_log_warn(BR_MOD, "internal broker: fd %d close-on-exec: %s", fd, strerror(errno));
+    }
+    closedir(d);
+}
+
 static void spawn(eventbus_broker *b)
 {
+    cloexec_all();
     int fd = open(b->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(b->last_exit, sizeof(b->last_exit), "cannot open its log: %s", strerror(errno));

@@ -291,7 +291,11 @@ static void test_internal_broker_left_by_a_killed_edgecore_is_replaced(void **st
     char broker[64], conf[300];
     snprintf(broker, sizeof(broker), "127.0.0.1:%d", port);
     snprintf(conf, sizeof(conf), "%s/" NODE "/mosquitto/mosquitto.conf", C.dir);
-    const char *extra[] = {"--modules.eventbus.mode=internal", NULL};
+    /* the same health port for both edgecores: the broker left behind
+     * must not hold the first one's listener (close-on-exec) */
+    char http[64];
+    snprintf(http, sizeof(http), "--http.listen=127.0.0.1:%d", ke_mqtt_free_port());
+    const char *extra[] = {"--modules.eventbus.mode=internal", http, NULL};
     start_edge(broker, extra);
     char *h = health_wait("eventbus: ok connected broker=", " broker pid=");
     int pid1 = broker_pid(h);
