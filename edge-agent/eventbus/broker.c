@@ -37,6 +37,7 @@
 
 #define BR_MOD "eventbus"
 #define EVENTBUS_BROKER_POLL_MS 50
+#define EVENTBUS_BROKER_LOG_CHECK_MS 60000
 
 typedef enum { BR_NEW, BR_REAPING, BR_RUNNING, BR_WAITING, BR_STOPPING } br_state;
 
@@ -56,7 +57,7 @@ struct eventbus_broker {
     uint64_t restarts;
     char last_exit[96];
     unsigned seed;
-    uv_timer_t restart, kill;
+    uv_timer_t restart, kill, logcheck;
     int timers_inited;
     int closing; /* close callbacks to come */
     int finishing;
@@ -314,9 +315,34 @@ static void cloexec_all(void)
     closedir(d);
 }
 
+/* rotate_log: mosquitto.log past EVENTBUS_BROKER_LOG_MAX becomes
+ * mosquitto.log.1 (the one before is dropped); a running broker is told
+ * with SIGHUP, on which mosquitto reopens its log file (and reads its
+ * config again: ours, unchanged). */
+static void rotate_log(eventbus_broker *b)
+{
+    struct stat st;
+    if (stat(b->log, &st) != 0 || st.st_size <= EVENTBUS_BROKER_LOG_MAX)
+        return;
+    char old[4200];
+    snprintf(old, sizeof(old), "%s.1", b->log);
+    if (rename(b->log, old) != 0) {
+        ke_log_warn(BR_MOD, "internal broker: cannot rotate %s: %s", b->log, strerror(errno));
+        return;
+    }
+    if (b->proc) {
+        int rc = uv_process_kill(b->proc, SIGHUP);
+        if (rc != 0)
+            ke_log_warn(BR_MOD, "internal broker pid=%d: SIGHUP: %s", b->pid, uv_strerror(rc));
+    }
+}
+
+static void on_logcheck(uv_timer_t *t) { rotate_log(t->data); }
+
 static void spawn(eventbus_broker *b)
 {
     cloexec_all();
+    rotate_log(b);
     int fd = open(b->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(b->last_exit, sizeof(b->last_exit), "cannot open its log: %s", strerror(errno));
@@ -378,9 +404,13 @@ int eventbus_broker_start(eventbus_broker *b)
         ke_log_warn(BR_MOD, "no ke_eventbus_broker_restarts_total metric: %s", ke_strerror(rc));
     uv_timer_init(b->loop, &b->restart);
     uv_timer_init(b->loop, &b->kill);
+    uv_timer_init(b->loop, &b->logcheck);
     b->restart.data = b;
     b->kill.data = b;
+    b->logcheck.data = b;
     b->timers_inited = 1;
+    uv_timer_start(&b->logcheck, on_logcheck, EVENTBUS_BROKER_LOG_CHECK_MS,
+                   EVENTBUS_BROKER_LOG_CHECK_MS);
     if (!stop_stale(b))
         spawn(b);
     return 0;
@@ -407,9 +437,11 @@ static void finish(eventbus_broker *b)
     b->finishing = 1;
     uv_timer_stop(&b->restart);
     uv_timer_stop(&b->kill);
-    b->closing += 2;
+    uv_timer_stop(&b->logcheck);
+    b->closing += 3;
     uv_close((uv_handle_t *)&b->restart, timer_closed);
     uv_close((uv_handle_t *)&b->kill, timer_closed);
+    uv_close((uv_handle_t *)&b->logcheck, timer_closed);
 }
 
 static void on_kill(uv_timer_t *t)

@@ -17,6 +17,9 @@
  *   stop     SIGTERM (mosquitto then writes its persistence file), SIGKILL
  *            after EVENTBUS_BROKER_KILL_MS; on_stopped runs once the
  *            process has exited and every handle is closed
+ *   log      checked every minute and at each spawn: past
+ *            EVENTBUS_BROKER_LOG_MAX it becomes mosquitto.log.1 (SIGHUP:
+ *            mosquitto reopens it)
  *
  * Used by EventBus only (eventbus.c); all calls on the loop thread.
  */
@@ -30,6 +33,8 @@
 #define EVENTBUS_BROKER_BACKOFF_MS 200
 #define EVENTBUS_BROKER_STABLE_MS 10000
 #define EVENTBUS_BROKER_KILL_MS 5000
+/* mosquitto.log is rotated past this (one previous file kept) */
+#define EVENTBUS_BROKER_LOG_MAX (8 << 20)
 
 typedef struct eventbus_broker eventbus_broker;
 
