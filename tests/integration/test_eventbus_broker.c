@@ -324,6 +324,39 @@ static void test_internal_broker_left_by_a_killed_edgecore_is_replaced(void **st
     assert_false(is_broker_of(pid2, conf));
 }
 
+/* a broker that ignores SIGTERM is SIGKILLed after 5 s; edgecore still
+ * exits 0, within its shutdown deadline */
+static void test_internal_broker_ignoring_sigterm_is_killed(void **state)
+{
+    (void)state;
+    char fake[300];
+    snprintf(fake, sizeof(fake), "%s/fake-broker.sh", C.dir);
+    FILE *f = fopen(fake, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 1; done\n");
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(ke_tp_sh("chmod +x %s", fake), 0);
+    char broker[64], bin[340];
+    snprintf(broker, sizeof(broker), "127.0.0.1:%d", ke_mqtt_free_port());
+    snprintf(bin, sizeof(bin), "--eventbus.internal.binary=%s", fake);
+    const char *extra[] = {"--modules.eventbus.mode=internal", bin, NULL};
+    int killed = count_in_file(E.log, "after SIGTERM: SIGKILL");
+    start_edge(broker, extra);
+    char *h = health_wait(" broker pid=", NULL);
+    int pid = broker_pid(h);
+    free(h);
+    assert_true(pid > 0);
+    int64_t t0 = ke_time_mono_ms();
+    stop_edge();
+    int64_t took = ke_time_mono_ms() - t0;
+    assert_int_equal(count_in_file(E.log, "after SIGTERM: SIGKILL"), killed + 1);
+    char stopped[96];
+    snprintf(stopped, sizeof(stopped), "internal broker stopped: pid %d killed by signal 9", pid);
+    assert_int_equal(count_in_file(E.log, stopped), 1);
+    assert_int_equal(kill(pid, 0), -1);
+    print_message("edgecore stopped in %lld ms with a broker ignoring SIGTERM\n", (long long)took);
+}
+
 /* bad configuration of the internal broker: exit 2 with the reason */
 static void test_internal_broker_bad_config_is_refused(void **state)
 {
@@ -459,6 +492,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_internal_broker_is_started_restarted_and_stopped),
         cmocka_unit_test(test_internal_broker_left_by_a_killed_edgecore_is_replaced),
+        cmocka_unit_test(test_internal_broker_ignoring_sigterm_is_killed),
         cmocka_unit_test(test_internal_broker_bad_config_is_refused),
         cmocka_unit_test(test_password_right_forwards),
         cmocka_unit_test(test_password_wrong_is_refused_and_said),
