@@ -200,6 +200,31 @@ static int teardown(void **state)
     return 0;
 }
 
+/* case_cleanup: after each case, passed or failed (cmocka leaves a failed
+ * case mid-way): what it left running is stopped, so the next case starts
+ * clean and nothing is left behind. */
+static int is_broker_of(int pid, const char *conf);
+
+static int case_cleanup(void **state)
+{
+    (void)state;
+    if (E.running) {
+        ke_tp_stop(&E.proc);
+        E.running = 0;
+    }
+    /* an internal broker left by a killed edgecore (a failed case) */
+    char pidfile[300], conf[300], out[32];
+    snprintf(pidfile, sizeof(pidfile), "%s/" NODE "/mosquitto/broker.pid", C.dir);
+    snprintf(conf, sizeof(conf), "%s/" NODE "/mosquitto/mosquitto.conf", C.dir);
+    if (ke_tp_capture(out, sizeof(out), "cat %s 2>/dev/null", pidfile) == 0 && atoi(out) > 1 &&
+        is_broker_of(atoi(out), conf))
+        kill(atoi(out), SIGKILL);
+    ke_rpc_channel_free(E.local);
+    E.local = NULL;
+    ke_mqtt_stop(&B);
+    return 0;
+}
+
 /* stop_edge: SIGTERM; edgecore exits 0. */
 static void stop_edge(void)
 {
@@ -490,14 +515,14 @@ static void test_tls_other_ca_is_refused_and_said(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_internal_broker_is_started_restarted_and_stopped),
-        cmocka_unit_test(test_internal_broker_left_by_a_killed_edgecore_is_replaced),
-        cmocka_unit_test(test_internal_broker_ignoring_sigterm_is_killed),
-        cmocka_unit_test(test_internal_broker_bad_config_is_refused),
-        cmocka_unit_test(test_password_right_forwards),
-        cmocka_unit_test(test_password_wrong_is_refused_and_said),
-        cmocka_unit_test(test_tls_right_ca_forwards),
-        cmocka_unit_test(test_tls_other_ca_is_refused_and_said),
+        cmocka_unit_test_teardown(test_internal_broker_is_started_restarted_and_stopped, case_cleanup),
+        cmocka_unit_test_teardown(test_internal_broker_left_by_a_killed_edgecore_is_replaced, case_cleanup),
+        cmocka_unit_test_teardown(test_internal_broker_ignoring_sigterm_is_killed, case_cleanup),
+        cmocka_unit_test_teardown(test_internal_broker_bad_config_is_refused, case_cleanup),
+        cmocka_unit_test_teardown(test_password_right_forwards, case_cleanup),
+        cmocka_unit_test_teardown(test_password_wrong_is_refused_and_said, case_cleanup),
+        cmocka_unit_test_teardown(test_tls_right_ca_forwards, case_cleanup),
+        cmocka_unit_test_teardown(test_tls_other_ca_is_refused_and_said, case_cleanup),
     };
     return cmocka_run_group_tests_name("eventbus_broker", tests, setup, teardown);
 }
