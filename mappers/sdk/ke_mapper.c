@@ -95,6 +95,17 @@ int ke_mapper_start(ke_mapper *m, const ke_mapper_config *cfg, uint32_t now_ms)
     return 0;
 }
 
+int ke_mapper_set_online(ke_mapper *m, bool online)
+{
+    if (!m)
+        return -1;
+    if (m->offline == !online)
+        return 0;
+    m->offline = !online;
+    m->need_state = true;
+    return 0;
+}
+
 int ke_mapper_changed(ke_mapper *m, size_t i)
 {
     if (!m || i >= m->cfg.n_props || !(m->cfg.props[i].access & KE_PROP_READ))
@@ -206,7 +217,8 @@ static void send_next(ke_mapper *m, uint32_t now)
         m->need_state = false;
         f->which_body = ke_mapper_v1_MapperFrame_state_tag;
         memcpy(f->body.state.device, m->cfg.device, strlen(m->cfg.device) + 1);
-        f->body.state.state = ke_mapper_v1_DeviceState_DEVICE_STATE_ONLINE;
+        f->body.state.state = m->offline ? ke_mapper_v1_DeviceState_DEVICE_STATE_OFFLINE
+                                         : ke_mapper_v1_DeviceState_DEVICE_STATE_ONLINE;
     } else if (m->need_get) {
         m->need_get = false;
         f->which_body = ke_mapper_v1_MapperFrame_get_tag;

@@ -1,0 +1,444 @@
+/*
+ * test_modbus_mapper.c — ke-modbus-mapper end to end: a Modbus TCP server
+ * in this process (libmodbus: modbus_tcp_listen, modbus_receive,
+ * modbus_reply on a modbus_mapping_t, in a thread) holds the registers; a
+ * private mosquitto; cloudcore; edgecore with EventBus and DeviceTwin;
+ * the DeviceModel and a Device with KubeEdge's v1beta1 modbus protocol
+ * config; and the mapper process (mappers/modbus) with that Device as its
+ * --config. What is checked is what a user sees in the cloud
+ * (DeviceController.GetTwin) and what the server's registers hold.
+ *
+ *   - an input register × scale shows as reported; a changed register
+ *     shows up
+ *   - SetDesired setpoint=42 reaches the holding register and is
+ *     reported back
+ *   - the server goes: the device turns OFFLINE; it returns: ONLINE again
+ *     and readings resume
+ *
+ * Skipped (exit 77) without libmodbus, the mapper program or mosquitto.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "devicecontroller.pb-c.h"
+#include "ke_cluster.h"
+#include "ke_err.h"
+#include "ke_mqtt.h"
+#include "ke_testproc.h"
+#include "ke_time.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef KE_HAVE_LIBMODBUS
+#include <arpa/inet.h>
+#include <modbus.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define NODE "edge-1"
+#define DEVICE "boiler-1"
+#define WAIT_MS 30000
+#define CLIENTS_MAX 8
+
+static ke_cluster C;
+static ke_edge E;
+static ke_mqtt B;
+static ke_tp mapper;
+static int mapper_running;
+static char mapper_log[200];
+static char broker_arg[64];
+static const char *edge_extra[8];
+
+/* ---- the Modbus server: a thread serving a mapping that outlives it ---- */
+
+static struct {
+    pthread_mutex_t mu; /* guards map */
+    modbus_mapping_t *map;
+    modbus_t *ctx;
+    int listen_fd, port;
+    pthread_t th;
+    atomic_int stop;
+    int running;
+} S = {.mu = PTHREAD_MUTEX_INITIALIZER, .listen_fd = -1};
+
+static void *server_main(void *arg)
+{
+    (void)arg;
+    int clients[CLIENTS_MAX], n = 0;
+    uint8_t query[MODBUS_TCP_MAX_ADU_LENGTH];
+    while (!atomic_load(&S.stop)) {
+        fd_set rd;
+        FD_ZERO(&rd);
+        FD_SET(S.listen_fd, &rd);
+        int maxfd = S.listen_fd;
+        for (int i = 0; i < n; i++) {
+            FD_SET(clients[i], &rd);
+            maxfd = clients[i] > maxfd ? clients[i] : maxfd;
+        }
+        struct timeval tv = {0, 50000}; /* to see stop */
+        int r = select(maxfd + 1, &rd, NULL, NULL, &tv);
+        if (r < 0 && errno != EINTR) {
+            fprintf(stderr, "modbus server: select: %s\n", strerror(errno));
+            break;
+        }
+        if (r <= 0)
+            continue;
+        if (FD_ISSET(S.listen_fd, &rd)) {
+            int fd = accept(S.listen_fd, NULL, NULL);
+            if (fd >= 0 && n < CLIENTS_MAX)
+                clients[n++] = fd;
+            else if (fd >= 0)
+                close(fd); /* bounded: the mapper needs one */
+        }
+        for (int i = 0; i < n; i++) {
+            if (!FD_ISSET(clients[i], &rd))
+                continue;
+            modbus_set_socket(S.ctx, clients[i]);
+            int len = modbus_receive(S.ctx, query);
+            if (len > 0) {
+                pthread_mutex_lock(&S.mu);
+                if (modbus_reply(S.ctx, query, len, S.map) < 0)
+                    fprintf(stderr, "modbus server: reply: %s\n", modbus_strerror(errno));
+                pthread_mutex_unlock(&S.mu);
+            } else if (len < 0) {
+                close(clients[i]); /* the client went */
+                clients[i--] = clients[--n];
+            }
+        }
+    }
+    for (int i = 0; i < n; i++)
+        close(clients[i]); /* the mapper's connection goes with the server */
+    return NULL;
+}
+
+/* server_start listens on port (0: a free one, kept in S.port). */
+static void server_start(int port)
+{
+    S.ctx = modbus_new_tcp("127.0.0.1", port);
+    assert_non_null(S.ctx);
+    S.listen_fd = modbus_tcp_listen(S.ctx, 4);
+    if (S.listen_fd < 0)
+        fail_msg("modbus_tcp_listen on %d: %s", port, modbus_strerror(errno));
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    assert_int_equal(getsockname(S.listen_fd, (struct sockaddr *)&sa, &sl), 0);
+    S.port = ntohs(sa.sin_port);
+    atomic_store(&S.stop, 0);
+    assert_int_equal(pthread_create(&S.th, NULL, server_main, NULL), 0);
+    S.running = 1;
+}
+
+static void server_stop(void)
+{
+    if (!S.running)
+        return;
+    atomic_store(&S.stop, 1);
+    pthread_join(S.th, NULL);
+    close(S.listen_fd);
+    S.listen_fd = -1;
+    modbus_free(S.ctx);
+    S.ctx = NULL;
+    S.running = 0;
+}
+
+static void set_input(int addr, uint16_t v)
+{
+    pthread_mutex_lock(&S.mu);
+    S.map->tab_input_registers[addr] = v;
+    pthread_mutex_unlock(&S.mu);
+}
+
+static uint16_t holding(int addr)
+{
+    pthread_mutex_lock(&S.mu);
+    uint16_t v = S.map->tab_registers[addr];
+    pthread_mutex_unlock(&S.mu);
+    return v;
+}
+
+/* ---- the cloud side ---- */
+
+static void set_desired(const char *prop, const char *value)
+{
+    Ke__V1__DeviceRef ref = KE__V1__DEVICE_REF__INIT;
+    ref.namespace_ = "default";
+    ref.name = DEVICE;
+    Ke__V1__SetDesiredRequest r = KE__V1__SET_DESIRED_REQUEST__INIT;
+    r.device = &ref;
+    r.property = (char *)prop;
+    r.value = (char *)value;
+    ke_rpc_stub stub = {C.api, &ke__v1__device_controller__descriptor};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    assert_int_equal(ke_rpc_stub_unary(&stub, "SetDesired", &r.base, NULL, &reply, &st), 0);
+    if (st.code != KE_RPC_OK)
+        fail_msg("SetDesired %s=%s: %s", prop, value, st.message);
+    protobuf_c_message_free_unpacked(reply, NULL);
+}
+
+/* get_twin: the cloud's twin of the device, or NULL (the caller frees). */
+static Ke__V1__TwinReply *get_twin(void)
+{
+    Ke__V1__DeviceRef ref = KE__V1__DEVICE_REF__INIT;
+    ref.namespace_ = "default";
+    ref.name = DEVICE;
+    ke_rpc_stub stub = {C.api, &ke__v1__device_controller__descriptor};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    if (ke_rpc_stub_unary(&stub, "GetTwin", &ref.base, NULL, &reply, &st) != 0 ||
+        st.code != KE_RPC_OK) {
+        if (reply)
+            protobuf_c_message_free_unpacked(reply, NULL);
+        return NULL;
+    }
+    return (Ke__V1__TwinReply *)reply;
+}
+
+static void tails(void)
+{
+    ke_tp_sh("echo '--- mapper'; tail -20 %s; echo '--- edgecore'; tail -20 %s", mapper_log,
+             E.log);
+}
+
+static void poll_pause(void)
+{
+    struct timespec ts = {0, 20 * 1000000L}; /* between polls of the cloud's state */
+    nanosleep(&ts, NULL);
+}
+
+/* wait_reported: the cloud shows prop reported as value. */
+static void wait_reported(const char *prop, const char *value)
+{
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    char last[80] = "none";
+    while (ke_time_mono_ms() < until) {
+        Ke__V1__TwinReply *r = get_twin();
+        int ok = 0;
+        for (size_t i = 0; r && i < r->n_twins; i++)
+            if (strcmp(r->twins[i]->property, prop) == 0 && r->twins[i]->reported) {
+                snprintf(last, sizeof(last), "%s", r->twins[i]->reported->value);
+                ok = strcmp(last, value) == 0;
+            }
+        if (r)
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+        if (ok)
+            return;
+        poll_pause();
+    }
+    tails();
+    fail_msg("the cloud shows %s reported as %s, not %s", prop, last, value);
+}
+
+/* wait_state: the cloud shows the device in state. */
+static void wait_state(Ke__V1__DeviceState state)
+{
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    int last = -1;
+    while (ke_time_mono_ms() < until) {
+        Ke__V1__TwinReply *r = get_twin();
+        last = r ? (int)r->state : -1;
+        if (r)
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+        if (last == (int)state)
+            return;
+        poll_pause();
+    }
+    tails();
+    fail_msg("the device's state in the cloud is %d, not %d", last, (int)state);
+}
+
+/* ---- set-up ---- */
+
+static void apply_retry(const char *json)
+{
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    ke_rpc_status st;
+    while (ke_ec_apply(C.api, json, &st) != KE_RPC_OK) {
+        if (ke_time_mono_ms() > until)
+            fail_msg("apply: %s", st.message);
+        poll_pause(); /* the node is not known to the cloud yet */
+    }
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void stop_broker(void) { ke_mqtt_stop(&B); }
+
+static const char *MODEL =
+    "{\"apiVersion\":\"devices.kubeedge.io/v1beta1\",\"kind\":\"DeviceModel\","
+    "\"metadata\":{\"name\":\"boiler\"},\"spec\":{\"protocol\":\"modbus\",\"properties\":["
+    "{\"name\":\"temperature\",\"type\":\"FLOAT\",\"accessMode\":\"ReadOnly\"},"
+    "{\"name\":\"setpoint\",\"type\":\"INT\",\"accessMode\":\"ReadWrite\"}]}}";
+
+static int setup(void **state)
+{
+    (void)state;
+    const char *bin = getenv("KE_MODBUS_MAPPER");
+    if (!ke_mqtt_available() || !bin || !bin[0]) {
+        fprintf(stderr, "mosquitto or ke-modbus-mapper not available: skipping\n");
+        exit(77);
+    }
+    S.map = modbus_mapping_new(8, 8, 8, 8);
+    assert_non_null(S.map);
+    set_input(0, 215);
+    S.map->tab_registers[1] = 7;
+    server_start(0);
+
+    ke_cluster_start(&C, NULL);
+    char dir[200];
+    snprintf(dir, sizeof(dir), "%s/mqtt", C.dir);
+    atexit(stop_broker);
+    ke_mqtt_start(&B, dir, 0);
+    assert_int_equal(ke_cluster_join(&C, NODE, ke_cluster_token(&C)), 0);
+    apply_retry(MODEL);
+    snprintf(broker_arg, sizeof(broker_arg), "--eventbus.broker=127.0.0.1:%d", B.port);
+    edge_extra[0] = "--modules.eventbus.enable=true";
+    edge_extra[1] = broker_arg;
+    edge_extra[2] = "--eventbus.backoff_initial=100ms";
+    edge_extra[3] = "--eventbus.backoff_max=1s";
+    edge_extra[4] = NULL;
+    ke_edge_start(&C, &E, NODE, C.grpc_port, edge_extra);
+    if (!ke_file_wait_contains(E.log, "connected to the broker", WAIT_MS))
+        fail_msg("edgecore did not connect to the broker");
+
+    /* the Device as KubeEdge v1beta1 writes it; the same JSON is the
+     * mapper's --config. Cycles are in nanoseconds (200 ms). */
+    char device[2048];
+    snprintf(device, sizeof(device),
+             "{\"apiVersion\":\"devices.kubeedge.io/v1beta1\",\"kind\":\"Device\","
+             "\"metadata\":{\"name\":\"" DEVICE "\",\"namespace\":\"default\"},"
+             "\"spec\":{\"deviceModelRef\":{\"name\":\"boiler\"},\"nodeName\":\"" NODE "\","
+             "\"protocol\":{\"protocolName\":\"modbus\",\"configData\":"
+             "{\"url\":\"tcp://127.0.0.1:%d\",\"slaveID\":1}},"
+             "\"properties\":["
+             "{\"name\":\"temperature\",\"collectCycle\":200000000,\"reportCycle\":0,"
+             "\"visitors\":{\"protocolName\":\"modbus\",\"configData\":"
+             "{\"register\":\"InputRegister\",\"offset\":0,\"limit\":1,\"scale\":0.1}}},"
+             "{\"name\":\"setpoint\",\"collectCycle\":200000000,"
+             "\"visitors\":{\"protocolName\":\"modbus\",\"configData\":"
+             "{\"register\":\"HoldingRegister\",\"offset\":1,\"limit\":1,\"scale\":1,"
+             "\"isSwap\":false,\"isRegisterSwap\":false}}}]}}",
+             S.port);
+    apply_retry(device);
+    char dev_path[200], model_path[200], broker[64];
+    snprintf(dev_path, sizeof(dev_path), "%s/device.json", C.dir);
+    snprintf(model_path, sizeof(model_path), "%s/model.json", C.dir);
+    snprintf(mapper_log, sizeof(mapper_log), "%s/mapper.log", C.dir);
+    snprintf(broker, sizeof(broker), "127.0.0.1:%d", B.port);
+    write_file(dev_path, device);
+    write_file(model_path, MODEL);
+    char *argv[] = {(char *)bin, "--broker", broker, "--device", DEVICE, "--config", dev_path,
+                    "--model", model_path, NULL};
+    assert_int_equal(ke_tp_start_log(&mapper, argv, mapper_log), 0);
+    mapper_running = 1;
+    char line[128];
+    if (ke_tp_wait_line(&mapper, "ready", WAIT_MS, line, sizeof(line)) != 0) {
+        tails();
+        fail_msg("the mapper did not start");
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int mapper_status = mapper_running ? ke_tp_stop(&mapper) : 0;
+    mapper_running = 0;
+    server_stop();
+    int edge_status = E.running ? ke_tp_stop(&E.proc) : 0;
+    E.running = 0;
+    ke_rpc_channel_free(E.local);
+    E.local = NULL;
+    int broker_status = ke_mqtt_stop(&B);
+    if (edge_status != 0 || mapper_status != 0)
+        ke_tp_sh("echo edgecore %d mapper %d >&2; tail -40 %s %s >&2", edge_status,
+                 mapper_status, E.log, mapper_log);
+    ke_cluster_stop(&C);
+    modbus_mapping_free(S.map);
+    S.map = NULL;
+    assert_int_equal(mapper_status, 0);
+    assert_int_equal(edge_status, 0);
+    assert_int_equal(broker_status, 0);
+    return 0;
+}
+
+/* ---- the behaviours ---- */
+
+static void test_registers_show_in_the_cloud_scaled(void **state)
+{
+    (void)state;
+    wait_state(KE__V1__DEVICE_STATE__DEVICE_STATE_ONLINE);
+    wait_reported("temperature", "21.5"); /* 215 × 0.1 */
+    wait_reported("setpoint", "7");
+    set_input(0, 300);
+    wait_reported("temperature", "30");
+}
+
+static void test_a_desired_value_is_written_to_the_holding_register(void **state)
+{
+    (void)state;
+    set_desired("setpoint", "42");
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    while (holding(1) != 42) {
+        if (ke_time_mono_ms() > until) {
+            tails();
+            fail_msg("holding register 1 is %u, not 42", holding(1));
+        }
+        poll_pause();
+    }
+    wait_reported("setpoint", "42");
+}
+
+static void test_a_server_gone_makes_the_device_offline_then_online(void **state)
+{
+    (void)state;
+    int port = S.port;
+    server_stop();
+    wait_state(KE__V1__DEVICE_STATE__DEVICE_STATE_OFFLINE);
+    set_input(0, 250);
+    server_start(port);
+    wait_state(KE__V1__DEVICE_STATE__DEVICE_STATE_ONLINE);
+    wait_reported("temperature", "25");
+    /* the link is whole again: a write still reaches the register */
+    set_desired("setpoint", "43");
+    wait_reported("setpoint", "43");
+    assert_int_equal(holding(1), 43);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_registers_show_in_the_cloud_scaled),
+        cmocka_unit_test(test_a_desired_value_is_written_to_the_holding_register),
+        cmocka_unit_test(test_a_server_gone_makes_the_device_offline_then_online),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
+
+#else /* no libmodbus */
+
+int main(void)
+{
+    fprintf(stderr, "libmodbus not installed (or ke-modbus-mapper not built): skipping\n");
+    return 77;
+}
+
+#endif
