@@ -37,6 +37,9 @@
 #define KE_MB_FAILS_OFFLINE 2        /* failures in a row that make the device offline */
 #define KE_MB_TICK_MS 50             /* longest wait of the loop */
 #define KE_MB_MQTT_TIMEOUT_MS 10000  /* first connection to the broker */
+#define KE_MB_RESYNC_MIN_MS 500      /* first resync after a 404 Refusal */
+#define KE_MB_RESYNC_MAX_MS 10000    /* resync back-off ceiling */
+#define KE_MB_REFUSED_UNKNOWN 404    /* DeviceTwin: the device is not (yet) on this node */
 
 typedef struct mb_point {
     char value[KE_MAPPER_TEXT_MAX + 1]; /* last value read */
@@ -54,6 +57,9 @@ typedef struct mb_mapper {
     unsigned fails;       /* link failures in a row */
     uint32_t backoff_ms;  /* the next reconnection delay */
     uint32_t next_connect;
+    uint32_t refused_seen;  /* m.stats.frames_refused already looked at */
+    bool resync_due;        /* a resync waits for next_resync */
+    uint32_t next_resync, resync_ms;
     ke_mqtt_transport mqtt;
     ke_mapper m;
 } mb_mapper;
@@ -333,6 +339,31 @@ static void usage(FILE *f)
             "            scale is 1, else FLOAT; coils and holding registers writable)\n");
 }
 
+/* watch_refusals: DeviceTwin refuses frames of a device it does not know
+ * yet (404: the Device has not reached the edge, e.g. the mapper started
+ * first) and the SDK never sends a refused frame again; so after such a
+ * refusal the state, a TwinGet and every value are sent again, with a
+ * doubling delay while the refusals go on. */
+static void watch_refusals(mb_mapper *mb, uint32_t now)
+{
+    if (mb->m.stats.frames_refused != mb->refused_seen) {
+        mb->refused_seen = mb->m.stats.frames_refused;
+        if (mb->m.stats.last_refusal_code == KE_MB_REFUSED_UNKNOWN && !mb->resync_due) {
+            mb->resync_due = true;
+            mb->next_resync = now + mb->resync_ms;
+            fprintf(stderr, "ke-modbus-mapper: device=%s unknown to the edge; again in %u ms\n",
+                    mb->cfg.device, mb->resync_ms);
+            mb->resync_ms = mb->resync_ms * 2 > KE_MB_RESYNC_MAX_MS ? KE_MB_RESYNC_MAX_MS
+                                                                    : mb->resync_ms * 2;
+        }
+    }
+    if (mb->resync_due && due(now, mb->next_resync)) {
+        mb->resync_due = false;
+        if (ke_mapper_resync(&mb->m) != 0)
+            fprintf(stderr, "ke-modbus-mapper: device=%s: resync failed\n", mb->cfg.device);
+    }
+}
+
 /* run: the loop; returns when SIGTERM or SIGINT arrived. */
 static void run(mb_mapper *mb)
 {
@@ -348,6 +379,7 @@ static void run(mb_mapper *mb)
             (void)collect(mb, i, now); /* failures are logged and acted on in there */
         }
         ke_mapper_poll(&mb->m, now_ms());
+        watch_refusals(mb, now_ms());
         int fd = mosquitto_socket(mb->mqtt.mosq);
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         if (fd < 0) {
@@ -424,6 +456,7 @@ int main(int argc, char **argv)
     /* one attempt before start, so the first StateReport is the truth */
     uint32_t now = now_ms();
     mb.backoff_ms = KE_MB_BACKOFF_MIN_MS;
+    mb.resync_ms = KE_MB_RESYNC_MIN_MS;
     mb.online = true; /* what the SDK reports at start */
     mb.fails = KE_MB_FAILS_OFFLINE - 1; /* a failure now means offline at once */
     ke_mapper_config mc = {

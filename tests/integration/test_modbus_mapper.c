@@ -8,6 +8,8 @@
  * --config. What is checked is what a user sees in the cloud
  * (DeviceController.GetTwin) and what the server's registers hold.
  *
+ *   - the mapper starts before its Device reaches the edge (DeviceTwin
+ *     refuses its first frames, 404): it sends state and values again
  *   - an input register × scale shows as reported; a changed register
  *     shows up
  *   - SetDesired setpoint=42 reaches the holding register and is
@@ -337,7 +339,6 @@ static int setup(void **state)
              "{\"register\":\"HoldingRegister\",\"offset\":1,\"limit\":1,\"scale\":1,"
              "\"isSwap\":false,\"isRegisterSwap\":false}}}]}}",
              S.port);
-    apply_retry(device);
     char dev_path[200], model_path[200], broker[64];
     snprintf(dev_path, sizeof(dev_path), "%s/device.json", C.dir);
     snprintf(model_path, sizeof(model_path), "%s/model.json", C.dir);
@@ -354,6 +355,14 @@ static int setup(void **state)
         tails();
         fail_msg("the mapper did not start");
     }
+    /* the Device reaches the edge only once DeviceTwin has refused the
+     * mapper's first frames as of an unknown device: it must send them again */
+    if (!ke_file_wait_contains(E.log, "topic=ke/mapper/" DEVICE "/up reason=unknown_device",
+                               WAIT_MS)) {
+        tails();
+        fail_msg("DeviceTwin did not refuse the mapper's first frame");
+    }
+    apply_retry(device);
     return 0;
 }
 
@@ -387,6 +396,11 @@ static void test_registers_show_in_the_cloud_scaled(void **state)
     (void)state;
     wait_state(KE__V1__DEVICE_STATE__DEVICE_STATE_ONLINE);
     wait_reported("temperature", "21.5"); /* 215 × 0.1 */
+    /* ... after its first frames were refused: the Device came later */
+    if (!ke_file_contains(mapper_log, "unknown to the edge")) {
+        tails();
+        fail_msg("the mapper's first frames were not refused: the path is not tested");
+    }
     wait_reported("setpoint", "7");
     set_input(0, 300);
     wait_reported("temperature", "30");

@@ -303,6 +303,24 @@ static void test_a_refused_report_is_not_sent_again(void **state)
     assert_int_equal(fx->up.sends, sends); /* no retransmission, nothing else due */
 }
 
+/* resync: after a refusal (its code kept), state, TwinGet and every value
+ * go again, as at start */
+static void test_resync_sends_state_get_and_values_again(void **state)
+{
+    fixture *fx = *state;
+    test_a_refused_report_is_not_sent_again(state);
+    assert_int_equal(fx->m.stats.last_refusal_code, 409);
+    int n = fx->n_seen;
+    assert_int_equal(ke_mapper_resync(&fx->m), 0);
+    run(fx, 2000);
+    assert_int_equal(fx->n_seen, n + 3);
+    assert_int_equal(fx->seen[n].which_body, ke_mapper_v1_MapperFrame_state_tag);
+    assert_int_equal(fx->seen[n + 1].which_body, ke_mapper_v1_MapperFrame_get_tag);
+    assert_string_equal(reported(fx, n + 2, "temperature"), "23.0");
+    assert_string_equal(reported(fx, n + 2, "setpoint"), "20");
+    assert_int_equal(ke_mapper_resync(NULL), -1);
+}
+
 static void test_a_report_given_up_is_sent_again_later(void **state)
 {
     fixture *fx = *state;
@@ -348,6 +366,7 @@ int main(void)
         cmocka_unit_test_setup(test_a_change_is_reported_at_the_next_sample, setup),
         cmocka_unit_test_setup(test_a_refused_report_is_not_sent_again, setup),
         cmocka_unit_test_setup(test_a_report_given_up_is_sent_again_later, setup),
+        cmocka_unit_test_setup(test_resync_sends_state_get_and_values_again, setup),
         cmocka_unit_test_setup(test_a_bad_config_is_refused, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
