@@ -70,6 +70,7 @@ struct edgecore_config {
     int64_t stall_timeout, shutdown_timeout;
     char *eb_broker, *eb_client_id, *eb_user, *eb_password, *eb_ca, *eb_subscribe;
     int64_t eb_backoff_initial, eb_backoff_max;
+    char *eb_mode, *eb_binary;
     char *sb_allow;
 };
 
@@ -126,6 +127,11 @@ static const ke_config_field edgecore_fields[] = {
       "DeviceTwin: devices and twins of this node, mappers' MQTT topics (through EventBus)"),
     F("modules.eventbus.enable", KE_CONFIG_BOOL, en_eventbus, "true",
       "run EventBus (MQTT topics on a broker to and from the cloud)"),
+    F("modules.eventbus.mode", KE_CONFIG_STRING, eb_mode, "external",
+      "external: connect to a broker run by someone else; internal: edgecore starts, "
+      "restarts and stops mosquitto itself, listening on eventbus.broker"),
+    F("eventbus.internal.binary", KE_CONFIG_STRING, eb_binary, "/usr/sbin/mosquitto",
+      "mode internal: the mosquitto program (its files: mosquitto/ beside metamanager.db)"),
     F("eventbus.broker", KE_CONFIG_STRING, eb_broker, "127.0.0.1:1883",
       "MQTT broker host:port (a numeric address: no name lookup on the loop)"),
     F("eventbus.client_id", KE_CONFIG_STRING, eb_client_id, "",
@@ -218,6 +224,43 @@ static void report_node_status(edge_store *store, const char *node, const char *
         ke_log_info("edgecore", "node status queued ip=%s cpu=%s memory=%s rv=%llu", ip, cpu, mem,
                     (unsigned long long)h.resource_version);
     free(content);
+}
+
+/* check_internal_broker: what modules.eventbus.mode: internal needs, said
+ * at start. The internal broker listens on eventbus.broker, which must be
+ * a numeric address (or localhost): it is edgecore's own, on this host. */
+static int check_internal_broker(const struct edgecore_config *cfg)
+{
+    const char *b = cfg->eb_broker ? cfg->eb_broker : "";
+    const char *colon = strrchr(b, ':');
+    char host[64];
+    unsigned char addr[16];
+    long port = colon ? strtol(colon + 1, NULL, 10) : 0;
+    if (!colon || (size_t)(colon - b) >= sizeof(host) || port < 1 || port > 65535) {
+        fprintf(stderr, "edgecore: eventbus.broker must be host:port (got \"%s\")\n", b);
+        return -1;
+    }
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - b), b);
+    if (strcmp(host, "localhost") != 0 && inet_pton(AF_INET, host, addr) != 1 &&
+        inet_pton(AF_INET6, host, addr) != 1) {
+        fprintf(stderr, "edgecore: modules.eventbus.mode internal: eventbus.broker's host must be "
+                        "a numeric address such as 127.0.0.1 (the internal broker's listener), "
+                        "not \"%s\"\n", host);
+        return -1;
+    }
+    if ((cfg->eb_user && *cfg->eb_user) || (cfg->eb_ca && *cfg->eb_ca)) {
+        fprintf(stderr, "edgecore: modules.eventbus.mode internal runs an anonymous, plain-TCP "
+                        "broker on this host: eventbus.username and eventbus.tls.ca are for an "
+                        "external broker (unset them, or use mode external)\n");
+        return -1;
+    }
+    if (!cfg->eb_binary || access(cfg->eb_binary, X_OK) != 0) {
+        fprintf(stderr, "edgecore: modules.eventbus.mode internal: eventbus.internal.binary "
+                        "\"%s\" is not an executable program (install mosquitto, or set the "
+                        "key)\n", cfg->eb_binary ? cfg->eb_binary : "");
+        return -1;
+    }
+    return 0;
 }
 
 static int require(const char *value, const char *key)
@@ -357,6 +400,14 @@ int main(int argc, char **argv)
                         "eventbus.backoff_max, which is at most 1h\n");
         goto out;
     }
+    bool eb_internal = cfg.eb_mode && strcmp(cfg.eb_mode, "internal") == 0;
+    if (!cfg.eb_mode || (!eb_internal && strcmp(cfg.eb_mode, "external") != 0)) {
+        fprintf(stderr, "edgecore: modules.eventbus.mode must be external or internal (got "
+                        "\"%s\")\n", cfg.eb_mode ? cfg.eb_mode : "");
+        goto out;
+    }
+    if (eb_internal && cfg.en_eventbus && check_internal_broker(&cfg) != 0)
+        goto out;
     char sb_why[300];
     if (ke_servicebus_check_allow(cfg.sb_allow, sb_why, sizeof(sb_why)) != 0) {
         fprintf(stderr, "edgecore: modules.servicebus.allow: %s\n", sb_why);
@@ -425,6 +476,8 @@ int main(int argc, char **argv)
         snprintf(edged_root, sizeof(edged_root), "%s", cfg.edged_root);
     else
         snprintf(edged_root, sizeof(edged_root), "%s/edged", data_dir);
+    char eb_dir[4200];
+    snprintf(eb_dir, sizeof(eb_dir), "%s/mosquitto", data_dir);
     edged_config dc = {.node_name = cfg.node_name,
                        .runtime_endpoint = cfg.cri_endpoint,
                        .root_dir = edged_root,
@@ -439,7 +492,10 @@ int main(int argc, char **argv)
                           .ca_file = cfg.eb_ca,
                           .subscribe = cfg.eb_subscribe,
                           .backoff_initial_ms = cfg.eb_backoff_initial,
-                          .backoff_max_ms = cfg.eb_backoff_max};
+                          .backoff_max_ms = cfg.eb_backoff_max,
+                          .internal = eb_internal,
+                          .broker_binary = cfg.eb_binary,
+                          .broker_dir = eb_dir};
     devicetwin_config tc = {.node_name = cfg.node_name};
     /* DeviceTwin's topics reach it through EventBus */
     char dt_filters[DEVICETWIN_FILTERS_N][DEVICETWIN_FILTER_MAX];

@@ -12,7 +12,7 @@ KE_DEB_PACKAGES="build-essential cmake pkg-config
   libcurl4-openssl-dev
   libcmocka-dev python3 python3-grpcio python3-protobuf curl
   containerd runc busybox-static containernetworking-plugins
-  mosquitto libmosquitto-dev mosquitto-clients python3-paho-mqtt
+  mosquitto libmosquitto-dev mosquitto-clients python3-paho-mqtt libmodbus-dev
   gcc-arm-none-eabi binutils-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dpkg-dev"
 
 # Firmware compiles nanopb's C sources, fetched with `apt-get source nanopb`

@@ -27,7 +27,7 @@ case "${1:-}" in
           # the programs these tests run, and the tests themselves
           targets="edgecore cloudcore keadm kectl test_edge_store test_edge_bus test_edgehub_digest
                    test_clock_step test_edge_module test_edge_runtime test_edged test_logs
-                   test_devicetwin test_eventbus test_servicebus test_tunnel_loss test_tunnel_overflow
+                   test_devicetwin test_eventbus test_eventbus_broker test_servicebus test_tunnel_loss test_tunnel_overflow
                    test_tunnel_refusals"
           only='unit/test_edge|unit/test_clock_step|integration/test_edge|integration/test_logs|integration/test_devicetwin|integration/test_eventbus|integration/test_servicebus|integration/test_tunnel|module_includes'
           export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" ;;

@@ -19,6 +19,8 @@
  */
 #include "eventbus.h"
 
+#include "broker.h"
+
 #include "ke_err.h"
 #include "ke_log.h"
 #include "ke_metrics.h"
@@ -83,6 +85,8 @@ typedef struct eb {
     uint32_t qlen;
     uint32_t inflight; /* handed to libmosquitto, no PUBACK yet */
     size_t qbytes;
+    eventbus_broker *broker; /* mode internal: the broker we supervise */
+    char tls_err[160];       /* libmosquitto's last error log line (OpenSSL's reason) */
     ke_metric *m_received, *m_forwarded, *m_published, *m_dropped, *m_reconnects, *m_connected;
 } eb;
 
@@ -209,8 +213,11 @@ static void on_poll(uv_poll_t *h, int status, int events)
         return;
     if (rc != MOSQ_ERR_SUCCESS) {
         char why[128];
-        snprintf(why, sizeof(why), "%s",
-                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        if (rc == MOSQ_ERR_TLS && b->tls_err[0])
+            snprintf(why, sizeof(why), "TLS: %.120s", b->tls_err);
+        else
+            snprintf(why, sizeof(why), "%s",
+                     rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         lost(b, why);
         return;
     }
@@ -248,13 +255,17 @@ static void attempt(eb *b)
 {
     b->attempt_at = ke_time_mono_ms();
     b->retry_at = 0;
+    b->tls_err[0] = '\0'; /* only this attempt's */
     int rc = b->ever_connected ? mosquitto_reconnect_async(b->mosq)
                                : mosquitto_connect_async(b->mosq, b->host, b->port,
                                                          EB_KEEPALIVE_S);
     if (rc != MOSQ_ERR_SUCCESS) {
         char why[160];
-        snprintf(why, sizeof(why), "connect: %s",
-                 rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        if (rc == MOSQ_ERR_TLS && b->tls_err[0])
+            snprintf(why, sizeof(why), "TLS: %.120s", b->tls_err);
+        else
+            snprintf(why, sizeof(why), "connect: %s",
+                     rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
         /* a socket may have been made: nothing polls it, libmosquitto
          * closes it at the next attempt */
         b->phase = EB_IDLE;
@@ -417,9 +428,23 @@ static void cb_disconnect(struct mosquitto *mosq, void *ud, int rc)
 {
     (void)mosq;
     eb *b = ud;
+    if (b->phase == EB_IDLE) /* already lost (a refused CONNACK): keep its reason */
+        return;
     char why[128];
     snprintf(why, sizeof(why), "disconnected: %s", mosquitto_strerror(rc));
     lost(b, why);
+}
+
+/* cb_log keeps libmosquitto's last error line: a failed TLS handshake is
+ * only MOSQ_ERR_TLS to the caller, the reason (OpenSSL's) is logged. */
+static void cb_log(struct mosquitto *mosq, void *ud, int level, const char *str)
+{
+    (void)mosq;
+    eb *b = ud;
+    if (level == MOSQ_LOG_ERR && str) {
+        snprintf(b->tls_err, sizeof(b->tls_err), "%s", str);
+        ke_log_debug(EB_MOD, "libmosquitto: %s", str);
+    }
 }
 
 static void cb_message(struct mosquitto *mosq, void *ud, const struct mosquitto_message *mm)
@@ -584,6 +609,7 @@ static void eb_free(eb *b)
         return;
     if (b->mosq)
         mosquitto_destroy(b->mosq);
+    eventbus_broker_free(b->broker);
     for (size_t i = 0; i < b->ntopics; i++)
         free(b->topics[i]);
     while (b->qhead) {
@@ -676,6 +702,24 @@ static int eb_start(ke_module *m)
     mosquitto_disconnect_callback_set(b->mosq, cb_disconnect);
     mosquitto_message_callback_set(b->mosq, cb_message);
     mosquitto_publish_callback_set(b->mosq, cb_publish);
+    mosquitto_log_callback_set(b->mosq, cb_log);
+    if (cfg->internal) {
+        eventbus_broker_config bcfg = {.binary = cfg->broker_binary,
+                                       .dir = cfg->broker_dir,
+                                       .host = b->host,
+                                       .port = b->port,
+                                       .backoff_max_ms = b->cfg.backoff_max_ms};
+        rc = eventbus_broker_new(ke_rt_loop(b->e), &bcfg, &b->broker);
+        if (rc == 0)
+            rc = eventbus_broker_start(b->broker);
+        if (rc != 0) {
+            ke_log_error(EB_MOD, "cannot start the internal broker (binary=%s dir=%s): %s",
+                         cfg->broker_binary ? cfg->broker_binary : "",
+                         cfg->broker_dir ? cfg->broker_dir : "", ke_strerror(rc));
+            eb_free(b);
+            return rc;
+        }
+    }
     uv_timer_init(ke_rt_loop(b->e), &b->misc);
     uv_timer_init(ke_rt_loop(b->e), &b->retry);
     b->misc.data = b;
@@ -695,8 +739,8 @@ static int eb_start(ke_module *m)
     ke_metrics_gauge_new("ke_eventbus_connected", "1 while connected to the broker", NULL,
                          &b->m_connected);
     ke_module_set_data(m, b);
-    ke_log_info(EB_MOD, "starting broker=%s:%d client_id=%s topics=%zu", b->host, b->port,
-                b->client_id, b->ntopics);
+    ke_log_info(EB_MOD, "starting broker=%s:%d client_id=%s topics=%zu mode=%s", b->host,
+                b->port, b->client_id, b->ntopics, b->broker ? "internal" : "external");
     uv_timer_start(&b->misc, on_misc, 1000, 1000);
     b->phase = EB_IDLE;
     attempt(b);
@@ -708,16 +752,21 @@ static int eb_health(ke_module *m, char *detail, size_t cap)
     eb *b = ke_module_data(m);
     if (!b)
         return 0;
+    char br[128] = "";
+    if (b->broker) {
+        br[0] = ' ';
+        eventbus_broker_detail(b->broker, br + 1, sizeof(br) - 1);
+    }
     if (b->phase == EB_CONNECTED)
-        snprintf(detail, cap, "connected broker=%s:%d queued=%" PRIu32 " inflight=%" PRIu32,
-                 b->host, b->port, b->qlen, b->inflight);
+        snprintf(detail, cap, "connected broker=%s:%d queued=%" PRIu32 " inflight=%" PRIu32 "%s",
+                 b->host, b->port, b->qlen, b->inflight, br);
     else if (b->phase == EB_CONNECTING)
-        snprintf(detail, cap, "connecting broker=%s:%d", b->host, b->port);
+        snprintf(detail, cap, "connecting broker=%s:%d%s", b->host, b->port, br);
     else {
         int64_t left = b->retry_at ? b->retry_at - ke_time_mono_ms() : 0;
-        snprintf(detail, cap, "disconnected: %s, retry in %llds, queued=%" PRIu32,
+        snprintf(detail, cap, "disconnected: %s, retry in %llds, queued=%" PRIu32 "%s",
                  b->reason[0] ? b->reason : "-", (long long)(left > 0 ? (left + 999) / 1000 : 0),
-                 b->qlen);
+                 b->qlen, br);
     }
     return 0; /* a broker away is reported, not fatal */
 }
@@ -727,6 +776,14 @@ static void eb_free(eb *b);
 static void timer_closed(uv_handle_t *h)
 {
     eb *b = h->data;
+    if (--b->closing == 0 && b->destroyed)
+        eb_free(b);
+}
+
+/* broker_stopped: the internal broker has exited and its handles closed. */
+static void broker_stopped(void *arg)
+{
+    eb *b = arg;
     if (--b->closing == 0 && b->destroyed)
         eb_free(b);
 }
@@ -747,6 +804,13 @@ static void eb_stop(ke_module *m)
     b->closing = 2;
     uv_close((uv_handle_t *)&b->misc, timer_closed);
     uv_close((uv_handle_t *)&b->retry, timer_closed);
+    /* the broker goes after the client's DISCONNECT; the loop runs until
+     * it has exited (its process handle keeps uv_run going), so edgecore
+     * never leaves it behind */
+    if (b->broker) {
+        b->closing++;
+        eventbus_broker_stop(b->broker, broker_stopped, b);
+    }
     if (b->qlen)
         ke_log_warn(EB_MOD, "stopping with %" PRIu32 " publishes not sent", b->qlen);
 }

@@ -66,6 +66,11 @@ typedef struct eventbus_config {
     size_t queue_bytes;    /* their payload bytes; 0: 4 MiB */
     const eventbus_route *routes; /* borrowed; at most 32 */
     size_t n_routes;
+    /* modules.eventbus.mode: internal: EventBus starts and supervises the
+     * broker itself (broker.h), listening on `broker` */
+    int internal;
+    const char *broker_binary; /* mosquitto */
+    const char *broker_dir;    /* its config, persistence and log */
 } eventbus_config;
 
 extern const ke_module_ops eventbus_module;

@@ -48,13 +48,14 @@ static void on_done(void *ctx, uint32_t seq, ke_link_outcome outcome,
                     const ke_mapper_v1_Refusal *refusal)
 {
     (void)seq;
-    (void)refusal;
     ke_mapper *m = ctx;
     uint8_t kind = m->in_flight_kind;
     m->in_flight_kind = 0;
     if (outcome == KE_LINK_REFUSED) {
         /* done, not accepted: sending it again would be refused again */
         m->stats.frames_refused++;
+        if (refusal)
+            m->stats.last_refusal_code = refusal->code;
     } else if (outcome == KE_LINK_GAVE_UP) {
         /* the peer is away: what the frame said is still owed */
         m->stats.frames_lost++;
@@ -92,6 +93,29 @@ int ke_mapper_start(ke_mapper *m, const ke_mapper_config *cfg, uint32_t now_ms)
         m->next_report[i] = now_ms + cfg->props[i].period_ms;
         m->next_sample[i] = now_ms + cfg->props[i].change_ms;
     }
+    return 0;
+}
+
+int ke_mapper_set_online(ke_mapper *m, bool online)
+{
+    if (!m)
+        return -1;
+    if (m->offline == !online)
+        return 0;
+    m->offline = !online;
+    m->need_state = true;
+    return 0;
+}
+
+int ke_mapper_resync(ke_mapper *m)
+{
+    if (!m)
+        return -1;
+    m->need_state = true;
+    m->need_get = true;
+    for (size_t i = 0; i < m->cfg.n_props; i++)
+        if (m->cfg.props[i].access & KE_PROP_READ)
+            m->dirty |= BIT(i);
     return 0;
 }
 
@@ -206,7 +230,8 @@ static void send_next(ke_mapper *m, uint32_t now)
         m->need_state = false;
         f->which_body = ke_mapper_v1_MapperFrame_state_tag;
         memcpy(f->body.state.device, m->cfg.device, strlen(m->cfg.device) + 1);
-        f->body.state.state = ke_mapper_v1_DeviceState_DEVICE_STATE_ONLINE;
+        f->body.state.state = m->offline ? ke_mapper_v1_DeviceState_DEVICE_STATE_OFFLINE
+                                         : ke_mapper_v1_DeviceState_DEVICE_STATE_ONLINE;
     } else if (m->need_get) {
         m->need_get = false;
         f->which_body = ke_mapper_v1_MapperFrame_get_tag;

@@ -85,6 +85,7 @@ typedef struct ke_mapper_stats {
     uint32_t reads_failed;    /* read() calls that returned an error */
     uint32_t frames_refused;  /* our frames the peer refused (Refusal) */
     uint32_t frames_lost;     /* our frames given up after the retries */
+    uint32_t last_refusal_code; /* Refusal.code of the last refused frame (404: unknown device) */
 } ke_mapper_stats;
 
 /* ke_mapper: one device. Fields are private except stats and link.stats. */
@@ -92,6 +93,7 @@ typedef struct ke_mapper {
     ke_mapper_config cfg;
     ke_link link;
     bool need_state, need_get;
+    bool offline;       /* the state to report (ke_mapper_set_online) */
     uint32_t dirty;     /* properties waiting to be reported */
     uint32_t in_flight; /* properties in the outstanding ReportedUpdate */
     uint8_t in_flight_kind; /* body tag of the outstanding frame (0: none) */
@@ -114,6 +116,22 @@ int ke_mapper_start(ke_mapper *m, const ke_mapper_config *cfg, uint32_t now_ms);
  * sends the next waiting frame when the link is free. Call it often (every
  * few ms, or when the transport has input) with a monotonic clock. */
 void ke_mapper_poll(ke_mapper *m, uint32_t now_ms);
+
+/* ke_mapper_set_online sets the device's health as the mapper sees it
+ * (true at start): when it changes, a StateReport{online|offline} is due
+ * and goes before anything else; if it changes again before that frame
+ * leaves, only the current state is sent. For host mappers whose device is
+ * behind a bus that can fail (a Modbus server gone, a serial line silent).
+ * Returns 0, or -1 for a NULL m. */
+int ke_mapper_set_online(ke_mapper *m, bool online);
+
+/* ke_mapper_resync makes due again what ke_mapper_start did: a
+ * StateReport of the current state, a TwinGet and a report of every
+ * readable property. For a mapper whose frames were refused because the
+ * peer did not know the device yet (stats.last_refusal_code 404: the
+ * Device had not reached the edge): refused frames are never sent again
+ * by themselves. Returns 0, or -1 for a NULL m. */
+int ke_mapper_resync(ke_mapper *m);
 
 /* ke_mapper_changed marks property index i (in the table) to be reported
  * at the next poll: for authors who know when a value changes (an

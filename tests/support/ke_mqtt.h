@@ -2,7 +2,9 @@
  * ke_mqtt.h — a private MQTT broker for tests: Debian's mosquitto on a free
  * loopback port, with its own config, persistence directory (QoS 1 state
  * and persistent sessions survive a restart) and log, started and stopped
- * by the test; and a publisher (mosquitto_pub).
+ * by the test; and a publisher (mosquitto_pub). Optionally the broker asks
+ * for a user name and password (a password file made with
+ * mosquitto_passwd) and/or listens with TLS (the test's certificates).
  */
 #ifndef KE_MQTT_H
 #define KE_MQTT_H
@@ -11,8 +13,17 @@
 
 #define KE_MQTT_BROKER "/usr/sbin/mosquitto"
 
+/* What the broker asks of its clients; every member may be NULL. */
+typedef struct ke_mqtt_opts {
+    const char *user, *password; /* both: allow_anonymous false, a password file */
+    const char *cafile;          /* TLS listener with certfile and keyfile; also what */
+    const char *certfile;        /*   ke_mqtt_pub trusts */
+    const char *keyfile;
+} ke_mqtt_opts;
+
 typedef struct ke_mqtt {
     char dir[200];  /* config, persistence and log live here */
+    char user[64], password[64], cafile[300]; /* what ke_mqtt_pub presents */
     char conf[260];
     char log[260];
     int port;
@@ -28,6 +39,13 @@ int ke_mqtt_available(void);
  * the port accepts connections. Fails the test on error. */
 void ke_mqtt_start(ke_mqtt *b, const char *dir, int port);
 
+/* ke_mqtt_start_opts is ke_mqtt_start with what the broker asks of its
+ * clients (opts may be NULL). */
+void ke_mqtt_start_opts(ke_mqtt *b, const char *dir, int port, const ke_mqtt_opts *opts);
+
+/* ke_mqtt_free_port returns a loopback TCP port free right now (0 on error). */
+int ke_mqtt_free_port(void);
+
 /* ke_mqtt_restart starts a stopped broker again on the same port and files. */
 void ke_mqtt_restart(ke_mqtt *b);
 
@@ -36,7 +54,8 @@ void ke_mqtt_restart(ke_mqtt *b);
 int ke_mqtt_stop(ke_mqtt *b);
 
 /* ke_mqtt_pub publishes payload on topic with QoS 1 (mosquitto_pub waits
- * for the broker's PUBACK); returns mosquitto_pub's exit code. */
+ * for the broker's PUBACK), with the broker's user, password and CA when it
+ * has them; returns mosquitto_pub's exit code. */
 int ke_mqtt_pub(const ke_mqtt *b, const char *topic, const char *payload);
 
 #endif

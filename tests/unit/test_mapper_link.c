@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "ke_link.h"
+#include "ke_mapper.h"
 #include "mapper_wire.h"
 
 #define RETRY 100
@@ -243,6 +244,36 @@ static void test_the_same_seq_long_after_is_a_new_frame(void **state)
     assert_int_equal(fx->b.stats.delivered, 2);
 }
 
+static void test_a_frame_at_its_bounds_crosses_the_link(void **state)
+{
+    fixture *fx = *state;
+    static ke_mapper_v1_MapperFrame f;
+    memset(&f, 0, sizeof(f));
+    f.which_body = ke_mapper_v1_MapperFrame_desired_tag;
+    memset(f.body.desired.device, 'd', KE_MAPPER_TEXT_MAX);
+    f.body.desired.properties_count = KE_MAPPER_FRAME_PROPS;
+    for (int i = 0; i < KE_MAPPER_FRAME_PROPS; i++) {
+        /* 0x7F... and zero-free runs across the frame */
+        memset(f.body.desired.properties[i].name, 'a' + i, KE_MAPPER_TEXT_MAX);
+        memset(f.body.desired.properties[i].value, 0x7F, KE_MAPPER_TEXT_MAX);
+        f.body.desired.properties[i].timestamp_ms = i ? INT64_MIN : 0;
+    }
+    assert_int_equal(ke_link_send(&fx->a, &f, 0, NULL), 0);
+    /* framed in place in the link's one buffer: within a few bytes of the bound */
+    assert_true(fx->a.out_len > ke_mapper_v1_MapperFrame_size - 16);
+    assert_int_equal(deliveries(fx, 0), 1);
+    assert_int_equal(fx->in.body.desired.properties_count, KE_MAPPER_FRAME_PROPS);
+    assert_string_equal(fx->in.body.desired.device, f.body.desired.device);
+    for (int i = 0; i < KE_MAPPER_FRAME_PROPS; i++) {
+        assert_string_equal(fx->in.body.desired.properties[i].name,
+                            f.body.desired.properties[i].name);
+        assert_string_equal(fx->in.body.desired.properties[i].value,
+                            f.body.desired.properties[i].value);
+        assert_true(fx->in.body.desired.properties[i].timestamp_ms ==
+                    f.body.desired.properties[i].timestamp_ms);
+    }
+}
+
 static void test_undecodable_payloads_are_counted(void **state)
 {
     fixture *fx = *state;
@@ -269,6 +300,8 @@ int main(void)
                                setup_messages),
         cmocka_unit_test_setup(test_seq_skips_zero_when_it_wraps, setup_framed),
         cmocka_unit_test_setup(test_the_same_seq_long_after_is_a_new_frame, setup_framed),
+        cmocka_unit_test_setup(test_a_frame_at_its_bounds_crosses_the_link, setup_framed),
+        cmocka_unit_test_setup(test_a_frame_at_its_bounds_crosses_the_link, setup_messages),
         cmocka_unit_test_setup(test_undecodable_payloads_are_counted, setup_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

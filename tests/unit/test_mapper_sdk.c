@@ -165,6 +165,31 @@ static void test_start_sends_state_online_twin_get_and_a_first_report(void **sta
     assert_int_equal(fx->m.stats.reports, 1);
 }
 
+/* set_online: each change goes as a StateReport; a change back before
+ * the frame leaves sends only the current state */
+static void test_set_online_reports_offline_then_online(void **state)
+{
+    fixture *fx = *state;
+    run(fx, 0);
+    int n = fx->n_seen;
+    assert_int_equal(ke_mapper_set_online(&fx->m, false), 0);
+    run(fx, 10);
+    assert_int_equal(fx->n_seen, n + 1);
+    assert_int_equal(fx->seen[n].which_body, ke_mapper_v1_MapperFrame_state_tag);
+    assert_int_equal(fx->seen[n].body.state.state, ke_mapper_v1_DeviceState_DEVICE_STATE_OFFLINE);
+    assert_int_equal(ke_mapper_set_online(&fx->m, false), 0); /* no change: nothing sent */
+    run(fx, 20);
+    assert_int_equal(fx->n_seen, n + 1);
+    assert_int_equal(ke_mapper_set_online(&fx->m, true), 0);
+    assert_int_equal(ke_mapper_set_online(&fx->m, false), 0);
+    assert_int_equal(ke_mapper_set_online(&fx->m, true), 0);
+    run(fx, 30);
+    assert_int_equal(fx->n_seen, n + 2);
+    assert_int_equal(fx->seen[n + 1].body.state.state,
+                     ke_mapper_v1_DeviceState_DEVICE_STATE_ONLINE);
+    assert_int_equal(ke_mapper_set_online(NULL, true), -1);
+}
+
 static void test_a_desired_setpoint_is_written_and_reported_back(void **state)
 {
     fixture *fx = *state;
@@ -278,6 +303,24 @@ static void test_a_refused_report_is_not_sent_again(void **state)
     assert_int_equal(fx->up.sends, sends); /* no retransmission, nothing else due */
 }
 
+/* resync: after a refusal (its code kept), state, TwinGet and every value
+ * go again, as at start */
+static void test_resync_sends_state_get_and_values_again(void **state)
+{
+    fixture *fx = *state;
+    test_a_refused_report_is_not_sent_again(state);
+    assert_int_equal(fx->m.stats.last_refusal_code, 409);
+    int n = fx->n_seen;
+    assert_int_equal(ke_mapper_resync(&fx->m), 0);
+    run(fx, 2000);
+    assert_int_equal(fx->n_seen, n + 3);
+    assert_int_equal(fx->seen[n].which_body, ke_mapper_v1_MapperFrame_state_tag);
+    assert_int_equal(fx->seen[n + 1].which_body, ke_mapper_v1_MapperFrame_get_tag);
+    assert_string_equal(reported(fx, n + 2, "temperature"), "23.0");
+    assert_string_equal(reported(fx, n + 2, "setpoint"), "20");
+    assert_int_equal(ke_mapper_resync(NULL), -1);
+}
+
 static void test_a_report_given_up_is_sent_again_later(void **state)
 {
     fixture *fx = *state;
@@ -316,12 +359,14 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_start_sends_state_online_twin_get_and_a_first_report, setup),
+        cmocka_unit_test_setup(test_set_online_reports_offline_then_online, setup),
         cmocka_unit_test_setup(test_a_desired_setpoint_is_written_and_reported_back, setup),
         cmocka_unit_test_setup(test_a_desired_value_of_a_read_only_property_is_refused, setup),
         cmocka_unit_test_setup(test_periodic_reports_follow_the_clock, setup),
         cmocka_unit_test_setup(test_a_change_is_reported_at_the_next_sample, setup),
         cmocka_unit_test_setup(test_a_refused_report_is_not_sent_again, setup),
         cmocka_unit_test_setup(test_a_report_given_up_is_sent_again_later, setup),
+        cmocka_unit_test_setup(test_resync_sends_state_get_and_values_again, setup),
         cmocka_unit_test_setup(test_a_bad_config_is_refused, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -48,7 +48,8 @@ static void on_subscribe(struct mosquitto *mosq, void *ctx, int mid, int n, cons
 }
 
 /* on_connect subscribes, at the first connection and after each reconnect
- * (the session is clean: the broker forgets subscriptions). */
+ * (the session is persistent, but a broker that lost its state has
+ * forgotten it; subscribing again is harmless). */
 static void on_connect(struct mosquitto *mosq, void *ctx, int rc)
 {
     ke_mqtt_transport *t = ctx;
@@ -114,7 +115,11 @@ int ke_mqtt_transport_open(ke_mqtt_transport *t, const char *host, int port, con
      * cleanup per close */
     mosquitto_lib_init();
     t->lib_init = true;
-    t->mosq = mosquitto_new(id, true, t);
+    /* a persistent session (fixed id, clean_session false): the broker
+     * keeps the subscription and what arrives on the down topic while the
+     * mapper reconnects, so an ack published before on_connect has
+     * subscribed again is not lost */
+    t->mosq = mosquitto_new(id, false, t);
     if (!t->mosq) {
         fprintf(stderr, "ke_mqtt_transport: mosquitto_new failed\n");
         return -1;
