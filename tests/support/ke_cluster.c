@@ -467,6 +467,27 @@ int ke_ec_apply(ke_rpc_channel *ch, const char *json, ke_rpc_status *st)
     return s.code;
 }
 
+void ke_cluster_apply_ok(ke_cluster *c, const char *json)
+{
+    int64_t until = ke_time_mono_ms() + 30000;
+    ke_rpc_status st;
+    int code;
+    while ((code = ke_ec_apply(c->api, json, &st)) != KE_RPC_OK && ke_time_mono_ms() < until) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL); /* a Node object may not be there yet */
+    }
+    if (code != KE_RPC_OK)
+        fail_msg("apply %.80s: %s %s", json, ke_rpc_status_name(code), st.message);
+}
+
+void ke_cluster_kectl(ke_cluster *c, char *buf, size_t len)
+{
+    snprintf(buf, len,
+             "%s/tools/kectl --server 127.0.0.1:%d --ca %s/cloud/ca.crt --cert "
+             "%s/cloud/admin.crt --key %s/cloud/admin.key",
+             ke_tp_env("KE_BIN_DIR"), c->grpc_port, c->dir, c->dir, c->dir);
+}
+
 json_t *ke_ec_get(ke_rpc_channel *ch, const char *kind, const char *ns, const char *name,
                   ke_rpc_status *st)
 {
