@@ -420,14 +420,7 @@ static int logs_call(ke_rpc_channel *ch, const char *pod, const char *container,
 
 static ke_rpc_channel *channel(const char *cert, const char *key)
 {
-    char target[64], ca[160];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", C.grpc_port);
-    snprintf(ca, sizeof(ca), "%s/cloud/ca.crt", C.dir);
-    ke_rpc_tls tls = {.ca_file = ca, .cert_file = cert, .key_file = key};
-    ke_rpc_channel_opts o = {.tls = &tls};
-    ke_rpc_channel *c = NULL;
-    assert_int_equal(ke_rpc_channel_new(C.loop, target, &o, &c), 0);
-    return c;
+    return ke_cluster_channel(&C, cert, key);
 }
 
 static void test_logs_refusals(void **state)

@@ -480,6 +480,18 @@ void ke_cluster_apply_ok(ke_cluster *c, const char *json)
         fail_msg("apply %.80s: %s %s", json, ke_rpc_status_name(code), st.message);
 }
 
+ke_rpc_channel *ke_cluster_channel(ke_cluster *c, const char *cert, const char *key)
+{
+    char target[64], ca[160];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", c->grpc_port);
+    snprintf(ca, sizeof(ca), "%s/cloud/ca.crt", c->dir);
+    ke_rpc_tls tls = {.ca_file = ca, .cert_file = cert, .key_file = key};
+    ke_rpc_channel_opts o = {.tls = &tls};
+    ke_rpc_channel *ch = NULL;
+    assert_int_equal(ke_rpc_channel_new(c->loop, target, &o, &ch), 0);
+    return ch;
+}
+
 void ke_cluster_kectl(ke_cluster *c, char *buf, size_t len)
 {
     snprintf(buf, len,

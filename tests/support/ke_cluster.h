@@ -137,6 +137,11 @@ int ke_ec_apply(ke_rpc_channel *ch, const char *json, ke_rpc_status *st);
  * the test with the last status otherwise. */
 void ke_cluster_apply_ok(ke_cluster *c, const char *json);
 
+/* ke_cluster_channel opens a channel to c's gRPC port with the cluster's CA
+ * and the client certificate cert/key (the caller frees it); fails the test
+ * on error. */
+ke_rpc_channel *ke_cluster_channel(ke_cluster *c, const char *cert, const char *key);
+
 /* ke_cluster_kectl writes into buf the kectl command line (KE_BIN_DIR's)
  * that speaks to c as the administrator, for ke_tp_capture and the like. */
 void ke_cluster_kectl(ke_cluster *c, char *buf, size_t len);
