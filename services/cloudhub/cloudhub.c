@@ -171,7 +171,7 @@ int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
     metrics_init(&ch->m);
     int rc = KE_ENOMEM;
     uint8_t secret[KE_PKI_SECRET_MAX];
-    if (!(ch->nodes = ke_map_new()) || ch_logs_init(ch) != 0 || ch_service_init(ch) != 0)
+    if (!(ch->nodes = ke_map_new()) || ch_tcall_init(ch) != 0)
         goto fail;
     if ((rc = ke_pki_read_file(cfg->ca_cert_file, &ch->ca_pem, NULL)) != 0 ||
         (rc = ke_pki_read_file(cfg->ca_key_file, &ch->ca_key_pem, NULL)) != 0 ||
@@ -244,8 +244,7 @@ void cloudhub_free(cloudhub *ch)
         ke_map_free(ch->nodes);
     }
     ch_subscribe_free_all(ch);
-    ch_logs_free(ch);
-    ch_service_free(ch);
+    ch_tcall_free(ch);
     ke_sqlite_close(ch->db);
     free(ch->ca_pem);
     free(ch->ca_key_pem);

@@ -13,6 +13,8 @@
  *               tunnel (LogRequest / LogChunk / LogCancel frames)
  *   service.c   Hub.ProxyHTTP: one HTTP request to a service on a node's
  *               host through its tunnel (ServiceRequest / ServiceResponse)
+ *   tcall.c     tunnel calls: the id, table and per-node list that logs.c
+ *               and service.c share for a call waiting on a node's tunnel
  *
  * Locking: one mutex (ch->mu) guards all of it, SQLite included. It may be
  * held while calling into libke rpc (send/finish/cancel), never the reverse.
@@ -50,8 +52,43 @@ _Static_assert(CH_WINDOW_MAX == CLOUDHUB_WINDOW_MAX, "cloudhub.h's window bound"
 #define CH_DIGEST_MAX 2000000u
 #define CH_DIGEST_HUB_MAX 4000000u
 
-typedef struct ch_logstream ch_logstream; /* logs.c */
-typedef struct ch_svccall ch_svccall;     /* service.c */
+typedef struct ch_node ch_node;
+
+/* Tunnel calls (tcall.c): a caller's rpc call waiting on frames of a node's
+ * tunnel, one table and one per-node list per kind. */
+enum { CH_TCALL_LOGS, CH_TCALL_SERVICE, CH_TCALL_KINDS };
+
+typedef struct ch_tcall {
+    uint64_t id;
+    char key[24];             /* id in decimal: the table's key */
+    int kind;                 /* CH_TCALL_* */
+    ke_rpc_call *call;        /* the caller's call (valid until its on_close) */
+    ch_node *n;               /* while active */
+    struct ch_tcall *prev, *next; /* n->tcalls[kind] */
+    int active;
+    char node[CH_NODE_NAME_MAX];
+} ch_tcall;
+
+typedef struct ch_tcall_list {
+    ch_tcall *head;
+    uint32_t len;
+} ch_tcall_list;
+
+typedef struct ch_tcall_table {
+    ke_map *by_id;            /* id (decimal) -> ch_tcall */
+    uint64_t next_id;         /* next id (random start) */
+} ch_tcall_table;
+
+/* What a kind of tunnel call is: its per-node bound and how it asks. */
+typedef struct ch_tcall_kind {
+    int kind;                 /* CH_TCALL_* */
+    uint32_t node_max;        /* calls per node; RESOURCE_EXHAUSTED past it */
+    const char *busy;         /* "node X has <node_max> <busy>" past the bound */
+    const char *tunnel_full;  /* "node X is not connected (its tunnel is <...>)" */
+    /* send puts the request with id on the node's tunnel (ch->mu held);
+     * 0 or an rpc send error (KE_EFULL: at its bound). */
+    int (*send)(ke_rpc_call *tunnel, uint64_t id, const void *arg);
+} ch_tcall_kind;
 
 /* Log streams (logs.c): at most CH_LOGS_NODE_MAX open per node. */
 #define CH_LOGS_NODE_MAX 16u
@@ -89,7 +126,7 @@ typedef struct ch_sent_delete {
     char *key;
 } ch_sent_delete;
 
-typedef struct ch_node {
+struct ch_node {
     char name[CH_NODE_NAME_MAX];
     ke_rpc_call *stream;     /* the live Tunnel call (a reference), or NULL */
     int hello_done;
@@ -118,13 +155,10 @@ typedef struct ch_node {
     uint32_t held;           /* entries holding their message bytes (<= queue_max) */
     int spilling;            /* past the bound since the queue was last empty */
     uint64_t sent_seq, acked_seq; /* per stream */
-    /* Hub.Logs streams riding this node's tunnel (logs.c) */
-    ch_logstream *logs;
-    uint32_t n_logs;
-    /* Hub.ProxyHTTP calls waiting for this node's answer (service.c) */
-    ch_svccall *svc;
-    uint32_t n_svc;
-} ch_node;
+    /* Hub.Logs streams riding this node's tunnel, Hub.ProxyHTTP calls
+     * waiting for its answer (tcall.c) */
+    ch_tcall_list tcalls[CH_TCALL_KINDS];
+};
 
 typedef struct ch_metrics {
     ke_metric *hello_timeouts, *up_deferred;
@@ -155,10 +189,7 @@ struct cloudhub {
     uint32_t total_depth;
     uint32_t connected;
     uint64_t pub_seq;
-    ke_map *logstreams;       /* stream id (decimal) -> ch_logstream (logs.c) */
-    uint64_t log_next_id;     /* next log stream id (random start, logs.c) */
-    ke_map *svccalls;         /* request id (decimal) -> ch_svccall (service.c) */
-    uint64_t svc_next_id;     /* next service request id (random start, service.c) */
+    ch_tcall_table tcalls[CH_TCALL_KINDS]; /* log streams, service calls (tcall.c) */
 };
 
 /* store.c — every function runs with ch->mu held. */
@@ -297,16 +328,38 @@ void ch_subscribe_free_all(cloudhub *ch);
 /* join.c */
 int ch_join_register(cloudhub *ch, ke_rpc_server *srv);
 
+/* tcall.c */
+/* ch_tcall_init prepares the tables (cloudhub_new). 0 or KE_ENOMEM. */
+int ch_tcall_init(cloudhub *ch);
+/* ch_tcall_free frees the tables (cloudhub_free; every call has closed). */
+void ch_tcall_free(cloudhub *ch);
+/* ch_tcall_open registers the caller's call for node as a tunnel call of
+ * kind and sends its request (kind->send with arg) on the node's tunnel.
+ * The ch_tcall becomes the call's data, freed by ch_tcall_close. Returns
+ * its id, or 0 after finishing the call (not connected, past the bound,
+ * out of memory, tunnel full). ch->mu NOT held. */
+uint64_t ch_tcall_open(cloudhub *ch, const ch_tcall_kind *kind, ke_rpc_call *call,
+                       const char *node, const void *arg);
+/* ch_tcall_close is the caller's on_close: a call still linked is unlinked
+ * and handed to abandoned (ch->mu held; n its node, whose stream may be
+ * NULL), then its memory is freed. ch->mu NOT held. */
+void ch_tcall_close(cloudhub *ch, ke_rpc_call *call,
+                    void (*abandoned)(cloudhub *ch, ch_node *n, const ch_tcall *tc));
+/* ch_tcall_find returns the active call of kind with id if it belongs to
+ * node and rides tunnel, else NULL. ch->mu held. */
+ch_tcall *ch_tcall_find(cloudhub *ch, int kind, uint64_t id, const char *node,
+                        ke_rpc_call *tunnel);
+/* ch_tcall_unlink takes tc out of its table and node list (its end);
+ * a no-op when it is not linked. ch->mu held. */
+void ch_tcall_unlink(cloudhub *ch, ch_tcall *tc);
+/* ch_tcall_tunnel_gone ends every tunnel call of n, log streams first, with
+ * UNAVAILABLE (its tunnel ended or was replaced, or the node was removed).
+ * ch->mu held. */
+void ch_tcall_tunnel_gone(cloudhub *ch, ch_node *n, const char *why);
+
 /* logs.c */
 /* ch_logs_handler: the Logs method's callbacks (ud: the hub). */
 extern const ke_rpc_handler ch_logs_handler;
-/* ch_logs_init prepares the stream table (cloudhub_new). 0 or KE_ENOMEM. */
-int ch_logs_init(cloudhub *ch);
-/* ch_logs_free frees the table (cloudhub_free; every call has closed). */
-void ch_logs_free(cloudhub *ch);
-/* ch_logs_tunnel_gone ends every log stream of n with UNAVAILABLE (its
- * tunnel ended or was replaced). ch->mu held. */
-void ch_logs_tunnel_gone(cloudhub *ch, ch_node *n, const char *why);
 /* ch_logs_on_chunk relays a LogChunk frame of node `node` received on
  * tunnel `call` to its Logs caller. ch->mu NOT held. */
 void ch_logs_on_chunk(cloudhub *ch, const char *node, ke_rpc_call *call,
@@ -315,13 +368,6 @@ void ch_logs_on_chunk(cloudhub *ch, const char *node, ke_rpc_call *call,
 /* service.c */
 /* ch_service_handler: the ProxyHTTP method's callbacks (ud: the hub). */
 extern const ke_rpc_handler ch_service_handler;
-/* ch_service_init prepares the call table (cloudhub_new). 0 or KE_ENOMEM. */
-int ch_service_init(cloudhub *ch);
-/* ch_service_free frees the table (cloudhub_free; every call has closed). */
-void ch_service_free(cloudhub *ch);
-/* ch_service_tunnel_gone ends every service call of n with UNAVAILABLE
- * (its tunnel ended or was replaced, or the node was removed). ch->mu held. */
-void ch_service_tunnel_gone(cloudhub *ch, ch_node *n, const char *why);
 /* ch_service_on_response ends the ProxyHTTP call a ServiceResponse frame of
  * node `node`, received on tunnel `call`, answers. ch->mu NOT held. */
 void ch_service_on_response(cloudhub *ch, const char *node, ke_rpc_call *call,

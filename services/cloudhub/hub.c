@@ -353,8 +353,7 @@ static void remove_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
     ke_map_del(ch->nodes, n->name);
     if (n->stream) {
         ch_node_disconnect(ch, n, KE_RPC_PERMISSION_DENIED, "node was removed");
-        ch_logs_tunnel_gone(ch, n, "node was removed");
-        ch_service_tunnel_gone(ch, n, "node was removed");
+        ch_tcall_tunnel_gone(ch, n, "node was removed");
         ke_rpc_call_unref(n->stream);
         ch->connected--;
         ke_metric_set(ch->m.connected, ch->connected);

@@ -355,8 +355,7 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
     if (n->stream) {
         ke_log_info(CH_MOD, "replacing the previous stream node=%s", n->name);
         ch_node_disconnect(ch, n, KE_RPC_ABORTED, "replaced by a newer connection of this node");
-        ch_logs_tunnel_gone(ch, n, "its tunnel was replaced by a newer one");
-        ch_service_tunnel_gone(ch, n, "its tunnel was replaced by a newer one");
+        ch_tcall_tunnel_gone(ch, n, "its tunnel was replaced by a newer one");
         ke_rpc_call_unref(n->stream);
         n->stream = NULL;
         ch->connected--;
@@ -855,8 +854,7 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
         n->last_seen_ms = ke_time_wall_ms();
         n->last_seen_mono = ke_time_mono_ms();
         ch_queue_clear(ch, n);
-        ch_logs_tunnel_gone(ch, n, "its tunnel ended");
-        ch_service_tunnel_gone(ch, n, "its tunnel ended");
+        ch_tcall_tunnel_gone(ch, n, "its tunnel ended");
         ch->connected--;
         ke_metric_set(ch->m.connected, ch->connected);
         ke_rpc_call_unref(call);

@@ -434,9 +434,9 @@ int ec_api_register(edgecontroller *ec, ke_rpc_server *srv)
         {"Watch", KE_RPC_SERVER_STREAM,
          {.on_message = watch_on_message, .on_close = watch_on_close}},
         {"Logs", KE_RPC_SERVER_STREAM,
-         {.on_message = ec_logs_on_message, .on_close = ec_logs_on_close}},
+         {.on_message = ec_logs_on_message, .on_close = ec_relay_on_close}},
         {"ProxyHTTP", KE_RPC_UNARY,
-         {.on_message = ec_proxy_on_message, .on_close = ec_proxy_on_close}},
+         {.on_message = ec_proxy_on_message, .on_close = ec_relay_on_close}},
     };
     return ke_rpc_server_add_all(srv, &ke__v1__edge_controller__descriptor, methods,
                                  sizeof(methods) / sizeof(methods[0]), ec);

@@ -9,6 +9,8 @@
  *   logs.c            the user API's Logs: a pod's log through Hub.Logs
  *   proxy.c           the user API's ProxyHTTP: an HTTP request to a service
  *                     on a node's host through Hub.ProxyHTTP (ServiceBus)
+ *   relay.c           what logs.c and proxy.c share: a user call relayed
+ *                     through one Hub call
  */
 #ifndef EC_INTERNAL_H
 #define EC_INTERNAL_H
@@ -20,6 +22,8 @@
 
 #include <jansson.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
 
 #define EC_MOD "edgecontroller"
 
@@ -45,13 +49,40 @@ int ec_api_register(edgecontroller *ec, ke_rpc_server *srv);
  * spec.nodeSelector; returns 0 and the name, or KE_ENOTFOUND. */
 int ec_place(edgecontroller *ec, const json_t *pod, char *node, size_t len);
 
-/* logs.c: the Logs method's callbacks (ud: the controller). */
-void ec_logs_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud);
-void ec_logs_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud);
+/* relay.c: a user call relayed through one Hub call. An ec_relay is the
+ * first member of its kind's context (logs_ctx, proxy_ctx), which holds no
+ * other resource: the last unref frees it with free(). */
+typedef struct ec_relay {
+    atomic_int refs;       /* the user call's on_close and the Hub call's */
+    ke_rpc_call *user;     /* a reference */
+    ke_rpc_channel *chan;  /* ec->hub, borrowed */
+    pthread_mutex_t mu;
+    ke_rpc_call *hub;      /* a reference, once started */
+} ec_relay;
+/* ec_relay_new allocates a zeroed context of size bytes (an ec_relay
+ * first) for user; NULL after finishing user (UNAVAILABLE when
+ * edgecontroller has no CloudHub channel yet, RESOURCE_EXHAUSTED). */
+void *ec_relay_new(edgecontroller *ec, ke_rpc_call *user, size_t size);
+/* ec_relay_start makes r user's data, starts the Hub call method (h's ud:
+ * r) and sends req on it, then closes its send side. 0, or an error after
+ * finishing user UNAVAILABLE; either way r belongs to the calls now (user's
+ * on_close, ec_relay_on_close, releases it). */
+int ec_relay_start(ec_relay *r, ke_rpc_call *user, const char *method,
+                   const ProtobufCMessageDescriptor *reply, const ke_rpc_handler *h,
+                   const ke_rpc_call_opts *o, const ProtobufCMessage *req);
+/* ec_relay_unref drops one of the two references (the Hub call's on_close
+ * calls it; the user's is ec_relay_on_close's). */
+void ec_relay_unref(ec_relay *r);
+/* ec_relay_on_close: the user call's on_close: cancels the Hub call. */
+void ec_relay_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud);
 
-/* proxy.c: the ProxyHTTP method's callbacks (ud: the controller). */
+/* logs.c: the Logs method's on_message (ud: the controller); on_close is
+ * ec_relay_on_close. */
+void ec_logs_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud);
+
+/* proxy.c: the ProxyHTTP method's on_message (ud: the controller); on_close
+ * is ec_relay_on_close. */
 void ec_proxy_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud);
-void ec_proxy_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud);
 
 /* ec_node_ready reports whether the Node object says Ready=True. */
 int ec_node_ready(const json_t *node);

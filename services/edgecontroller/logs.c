@@ -9,8 +9,9 @@
  * ARGUMENT, as kubectl says it; the only container when none is named).
  * Authorization (RBAC get on pods/log) happened in lib/authz already.
  *
- * Two calls, one context: the user's (server side) and the Hub's (client
- * side, on the same rpc loop, never waited for). The Hub call's end is the
+ * Two calls, one context (relay.c): the user's (server side) and the
+ * Hub's (client side, on the same rpc loop, never waited for). The Hub
+ * call's end is the
  * user's end (its code and message: UNAVAILABLE "node X is not connected",
  * FAILED_PRECONDITION with the edge's error, OK after eof); the user going
  * away (cancel, deadline) cancels the Hub call, and CloudHub tells the
@@ -33,23 +34,8 @@
 #include <string.h>
 
 typedef struct logs_ctx {
-    atomic_int refs;   /* the user call's on_close and the Hub call's */
-    ke_rpc_call *user; /* a reference */
-    pthread_mutex_t mu;
-    ke_rpc_call *hub;  /* a reference, once started */
-    int user_closed;
+    ec_relay rel; /* first: the user's call and the Hub's (relay.c) */
 } logs_ctx;
-
-static void ctx_unref(logs_ctx *c)
-{
-    if (atomic_fetch_sub(&c->refs, 1) != 1)
-        return;
-    if (c->hub)
-        ke_rpc_call_unref(c->hub);
-    ke_rpc_call_unref(c->user);
-    pthread_mutex_destroy(&c->mu);
-    free(c);
-}
 
 static void hub_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
@@ -59,10 +45,10 @@ static void hub_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *u
         return;
     Ke__V1__PodLogChunk out = KE__V1__POD_LOG_CHUNK__INIT;
     out.data = in->data;
-    int rc = ke_rpc_call_send(c->user, &out.base);
+    int rc = ke_rpc_call_send(c->rel.user, &out.base);
     if (rc == KE_EFULL)
-        ke_rpc_call_close_slow(c->user, "log reader is not reading (its send queue is at its "
-                                        "bound)");
+        ke_rpc_call_close_slow(c->rel.user, "log reader is not reading (its send queue is at "
+                                            "its bound)");
     if (rc != 0)
         ke_rpc_call_cancel(call); /* CloudHub tells the edge to stop */
 }
@@ -72,8 +58,8 @@ static void hub_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     (void)call;
     logs_ctx *c = ud;
     /* The Hub's end is the user's (a user already gone: ECLOSED, fine). */
-    ke_rpc_call_finish(c->user, st->code, st->code == KE_RPC_OK ? NULL : st->message, NULL);
-    ctx_unref(c);
+    ke_rpc_call_finish(c->rel.user, st->code, st->code == KE_RPC_OK ? NULL : st->message, NULL);
+    ec_relay_unref(&c->rel);
 }
 
 static const ke_rpc_handler hub_handler = {.on_message = hub_on_message,
@@ -155,14 +141,7 @@ void ec_logs_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
         ke_rpc_call_finishf(call, KE_RPC_FAILED_PRECONDITION, "pod %s is not bound to a node", req->pod);
     else
         container = pick_container(call, pod, req->pod, req->container);
-    ke_rpc_channel *hub = ec->hub;
-    if (container && !hub) {
-        ke_rpc_call_finishf(call, KE_RPC_UNAVAILABLE, "edgecontroller is not connected to cloudhub yet");
-        container = NULL;
-    }
-    logs_ctx *c = container ? calloc(1, sizeof(*c)) : NULL;
-    if (container && !c)
-        ke_rpc_call_finishf(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory");
+    logs_ctx *c = container ? ec_relay_new(ec, call, sizeof(*c)) : NULL;
     if (!c) {
         json_decref(pod);
         return;
@@ -175,45 +154,13 @@ void ec_logs_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
     hr.follow = req->follow;
     hr.tail_lines = req->tail_lines;
     hr.limit_bytes = req->limit_bytes;
-    atomic_init(&c->refs, 2);
-    pthread_mutex_init(&c->mu, NULL);
-    ke_rpc_call_ref(call);
-    c->user = call;
-    ke_rpc_call_set_data(call, c);
-    ke_rpc_call *hc = NULL;
     ke_rpc_call_opts o = {.timeout_ms = 0}; /* -f has no deadline; the user's ends it */
-    pthread_mutex_lock(&c->mu);
-    rc = ke_rpc_call_start(hub, "/ke.v1.Hub/Logs", &ke__v1__log_chunk__descriptor, &hub_handler,
-                           c, &o, &hc);
+    rc = ec_relay_start(&c->rel, call, "/ke.v1.Hub/Logs", &ke__v1__log_chunk__descriptor,
+                        &hub_handler, &o, &hr.base);
     if (rc == 0) {
-        c->hub = hc;
-        if (ke_rpc_call_send(hc, &hr.base) != 0 || ke_rpc_call_close_send(hc) != 0)
-            ke_rpc_call_cancel(hc); /* its on_close ends the user's call */
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (rc != 0) {
-        atomic_fetch_sub(&c->refs, 1); /* no Hub call: its on_close never runs */
-        ke_rpc_call_finishf(call, KE_RPC_UNAVAILABLE, "cannot reach cloudhub: %s", ke_strerror(rc));
-    } else {
         char ec_[KE_LOG_ESC_SIZE(64)];
         ke_log_debug(EC_MOD, "logs pod=%s/%s container=%s node=%s follow=%d", ns, req->pod,
                      ke_log_esc(container, ec_, sizeof(ec_)), node, req->follow);
     }
     json_decref(pod);
-}
-
-void ec_logs_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
-{
-    (void)st;
-    (void)ud;
-    logs_ctx *c = ke_rpc_call_get_data(call);
-    if (!c)
-        return;
-    pthread_mutex_lock(&c->mu);
-    c->user_closed = 1;
-    ke_rpc_call *hc = c->hub;
-    pthread_mutex_unlock(&c->mu);
-    if (hc)
-        ke_rpc_call_cancel(hc); /* a no-op when it has ended already */
-    ctx_unref(c);
 }

@@ -10,8 +10,8 @@
  * node) happened in lib/authz already. Whether the target is reachable is
  * the node's to say (modules.servicebus.allow): the cloud does not know it.
  *
- * Two calls, one context, as logs.c: the user's (server side) and the
- * Hub's (client side, on the same rpc loop, never waited for). The Hub's
+ * Two calls, one context (relay.c), as logs.c: the user's (server side)
+ * and the Hub's (client side, on the same rpc loop, never waited for). The Hub's
  * answer is the user's (OK with the upstream's status, headers and body;
  * else its code and message); the user going away cancels the Hub call.
  * The Hub call's deadline is the request's timeout plus
@@ -39,25 +39,11 @@
 #define EC_PROXY_GRACE_MS 5000
 
 typedef struct proxy_ctx {
-    atomic_int refs;   /* the user call's on_close and the Hub call's */
-    ke_rpc_call *user; /* a reference */
-    pthread_mutex_t mu;
-    ke_rpc_call *hub;  /* a reference, once started */
+    ec_relay rel; /* first: the user's call and the Hub's (relay.c) */
     char node[KE_STORE_NAME_MAX + 1];
     int64_t timeout_ms;
     int64_t hub_deadline_ms; /* monotonic: when the Hub call's deadline passes */
 } proxy_ctx;
-
-static void ctx_unref(proxy_ctx *c)
-{
-    if (atomic_fetch_sub(&c->refs, 1) != 1)
-        return;
-    if (c->hub)
-        ke_rpc_call_unref(c->hub);
-    ke_rpc_call_unref(c->user);
-    pthread_mutex_destroy(&c->mu);
-    free(c);
-}
 
 static void hub_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
@@ -69,7 +55,7 @@ static void hub_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *u
     out.n_headers = in->n_headers;
     out.headers = in->headers; /* borrowed for the finish, which packs it */
     out.body = in->body;
-    ke_rpc_call_finish(c->user, KE_RPC_OK, NULL, &out.base);
+    ke_rpc_call_finish(c->rel.user, KE_RPC_OK, NULL, &out.base);
 }
 
 static void hub_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
@@ -80,11 +66,11 @@ static void hub_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
      * A DEADLINE_EXCEEDED before the Hub call's own deadline is the edge's
      * (with its reason): passed on as it is. */
     if (st->code == KE_RPC_DEADLINE_EXCEEDED && ke_time_mono_ms() >= c->hub_deadline_ms)
-        ke_rpc_call_finishf(c->user, st->code, "node %s did not answer within %lld ms", c->node,
-                            (long long)c->timeout_ms);
+        ke_rpc_call_finishf(c->rel.user, st->code, "node %s did not answer within %lld ms",
+                            c->node, (long long)c->timeout_ms);
     else if (st->code != KE_RPC_OK)
-        ke_rpc_call_finish(c->user, st->code, st->message, NULL);
-    ctx_unref(c);
+        ke_rpc_call_finish(c->rel.user, st->code, st->message, NULL);
+    ec_relay_unref(&c->rel);
 }
 
 static const ke_rpc_handler hub_handler = {.on_message = hub_on_message,
@@ -128,61 +114,20 @@ void ec_proxy_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
         ke_rpc_call_finishf(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
         return;
     }
-    ke_rpc_channel *hub = ec->hub;
-    if (!hub) {
-        ke_rpc_call_finishf(call, KE_RPC_UNAVAILABLE,
-                            "edgecontroller is not connected to cloudhub yet");
+    proxy_ctx *c = ec_relay_new(ec, call, sizeof(*c));
+    if (!c)
         return;
-    }
-    proxy_ctx *c = calloc(1, sizeof(*c));
-    if (!c) {
-        ke_rpc_call_finishf(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory");
-        return;
-    }
     Ke__V1__ProxyHTTPRequest hr = KE__V1__PROXY_HTTPREQUEST__INIT;
     hr.node_name = req->node_name;
     hr.request = &sr;
     snprintf(c->node, sizeof(c->node), "%s", req->node_name);
     c->timeout_ms = sr.timeout_ms;
-    atomic_init(&c->refs, 2);
-    pthread_mutex_init(&c->mu, NULL);
-    ke_rpc_call_ref(call);
-    c->user = call;
-    ke_rpc_call_set_data(call, c);
-    ke_rpc_call *hc = NULL;
     ke_rpc_call_opts o = {.timeout_ms = sr.timeout_ms + EC_PROXY_GRACE_MS};
     c->hub_deadline_ms = ke_time_mono_ms() + o.timeout_ms;
-    pthread_mutex_lock(&c->mu);
-    rc = ke_rpc_call_start(hub, "/ke.v1.Hub/ProxyHTTP", &ke__v1__service_response__descriptor,
-                           &hub_handler, c, &o, &hc);
-    if (rc == 0) {
-        c->hub = hc;
-        if (ke_rpc_call_send(hc, &hr.base) != 0 || ke_rpc_call_close_send(hc) != 0)
-            ke_rpc_call_cancel(hc); /* its on_close ends the user's call */
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (rc != 0) {
-        atomic_fetch_sub(&c->refs, 1); /* no Hub call: its on_close never runs */
-        ke_rpc_call_finishf(call, KE_RPC_UNAVAILABLE, "cannot reach cloudhub: %s",
-                            ke_strerror(rc));
+    if (ec_relay_start(&c->rel, call, "/ke.v1.Hub/ProxyHTTP",
+                       &ke__v1__service_response__descriptor, &hub_handler, &o, &hr.base) != 0)
         return;
-    }
     char et[KE_LOG_ESC_SIZE(64)];
     ke_log_debug(EC_MOD, "proxy node=%s target=%s method=%s body=%zu", req->node_name,
                  ke_log_esc(sr.target, et, sizeof(et)), sr.method, sr.body.len);
-}
-
-void ec_proxy_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
-{
-    (void)st;
-    (void)ud;
-    proxy_ctx *c = ke_rpc_call_get_data(call);
-    if (!c)
-        return;
-    pthread_mutex_lock(&c->mu);
-    ke_rpc_call *hc = c->hub;
-    pthread_mutex_unlock(&c->mu);
-    if (hc)
-        ke_rpc_call_cancel(hc); /* a no-op when it has ended already */
-    ctx_unref(c);
 }

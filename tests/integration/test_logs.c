@@ -175,13 +175,7 @@ static void pause_ms(long ms)
 
 static void apply_ok(const char *json)
 {
-    int64_t until = ke_time_mono_ms() + 30000;
-    ke_rpc_status st;
-    int code;
-    while ((code = ke_ec_apply(C.api, json, &st)) != KE_RPC_OK && ke_time_mono_ms() < until)
-        pause_ms(20); /* a Node object may not be there yet */
-    if (code != KE_RPC_OK)
-        fail_msg("apply %.80s: %s %s", json, ke_rpc_status_name(code), st.message);
+    ke_cluster_apply_ok(&C, json);
 }
 
 static void apply_pod(const char *name, const char *node, const char *containers)
@@ -205,32 +199,9 @@ static int setup(void **state)
     const char *keadm = ke_tp_env("KE_KEADM");
     assert_int_equal(ke_tp_sh("%s certs user viewer --dir %s/cloud >/dev/null", keadm, C.dir), 0);
     assert_int_equal(ke_tp_sh("%s certs user logger --dir %s/cloud >/dev/null", keadm, C.dir), 0);
-    snprintf(KECTL, sizeof(KECTL),
-             "%s/tools/kectl --server 127.0.0.1:%d --ca %s/cloud/ca.crt --cert "
-             "%s/cloud/admin.crt --key %s/cloud/admin.key",
-             ke_tp_env("KE_BIN_DIR"), C.grpc_port, C.dir, C.dir, C.dir);
+    ke_cluster_kectl(&C, KECTL, sizeof(KECTL));
 
-    char ca[160], crt[160], key[160], db[160], server[64];
-    snprintf(ca, sizeof(ca), "%s/%s/ca.crt", C.dir, NODE);
-    snprintf(crt, sizeof(crt), "%s/%s/node.crt", C.dir, NODE);
-    snprintf(key, sizeof(key), "%s/%s/node.key", C.dir, NODE);
-    snprintf(db, sizeof(db), "%s/%s/logs.db", C.dir, NODE);
-    snprintf(server, sizeof(server), "127.0.0.1:%d", C.grpc_port);
-    static edgehub_config hc;
-    hc = (edgehub_config){.node_name = NODE,
-                          .server = strdup(server),
-                          .ca_file = strdup(ca),
-                          .cert_file = strdup(crt),
-                          .key_file = strdup(key),
-                          .agent_version = "test",
-                          .keepalive_ms = 1000,
-                          .backoff_initial_ms = 50,
-                          .backoff_max_ms = 500};
-    ke_edgetest_start(&EDGE, db, C.loop, &hc, &log_module, NULL);
-    int64_t until = ke_time_mono_ms() + 30000;
-    while (ke_cluster_node_connected(&C, NODE) != 1 && ke_time_mono_ms() < until)
-        pause_ms(20);
-    assert_int_equal(ke_cluster_node_connected(&C, NODE), 1);
+    ke_edgetest_start_node(&EDGE, &C, NODE, "logs.db", &log_module, NULL);
 
     apply_ok("{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"" NODE "\"}}");
     apply_ok("{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"" FAR "\"}}");
@@ -449,14 +420,7 @@ static int logs_call(ke_rpc_channel *ch, const char *pod, const char *container,
 
 static ke_rpc_channel *channel(const char *cert, const char *key)
 {
-    char target[64], ca[160];
-    snprintf(target, sizeof(target), "127.0.0.1:%d", C.grpc_port);
-    snprintf(ca, sizeof(ca), "%s/cloud/ca.crt", C.dir);
-    ke_rpc_tls tls = {.ca_file = ca, .cert_file = cert, .key_file = key};
-    ke_rpc_channel_opts o = {.tls = &tls};
-    ke_rpc_channel *c = NULL;
-    assert_int_equal(ke_rpc_channel_new(C.loop, target, &o, &c), 0);
-    return c;
+    return ke_cluster_channel(&C, cert, key);
 }
 
 static void test_logs_refusals(void **state)

@@ -467,6 +467,39 @@ int ke_ec_apply(ke_rpc_channel *ch, const char *json, ke_rpc_status *st)
     return s.code;
 }
 
+void ke_cluster_apply_ok(ke_cluster *c, const char *json)
+{
+    int64_t until = ke_time_mono_ms() + 30000;
+    ke_rpc_status st;
+    int code;
+    while ((code = ke_ec_apply(c->api, json, &st)) != KE_RPC_OK && ke_time_mono_ms() < until) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL); /* a Node object may not be there yet */
+    }
+    if (code != KE_RPC_OK)
+        fail_msg("apply %.80s: %s %s", json, ke_rpc_status_name(code), st.message);
+}
+
+ke_rpc_channel *ke_cluster_channel(ke_cluster *c, const char *cert, const char *key)
+{
+    char target[64], ca[160];
+    snprintf(target, sizeof(target), "127.0.0.1:%d", c->grpc_port);
+    snprintf(ca, sizeof(ca), "%s/cloud/ca.crt", c->dir);
+    ke_rpc_tls tls = {.ca_file = ca, .cert_file = cert, .key_file = key};
+    ke_rpc_channel_opts o = {.tls = &tls};
+    ke_rpc_channel *ch = NULL;
+    assert_int_equal(ke_rpc_channel_new(c->loop, target, &o, &ch), 0);
+    return ch;
+}
+
+void ke_cluster_kectl(ke_cluster *c, char *buf, size_t len)
+{
+    snprintf(buf, len,
+             "%s/tools/kectl --server 127.0.0.1:%d --ca %s/cloud/ca.crt --cert "
+             "%s/cloud/admin.crt --key %s/cloud/admin.key",
+             ke_tp_env("KE_BIN_DIR"), c->grpc_port, c->dir, c->dir, c->dir);
+}
+
 json_t *ke_ec_get(ke_rpc_channel *ch, const char *kind, const char *ns, const char *name,
                   ke_rpc_status *st)
 {

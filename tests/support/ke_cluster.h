@@ -132,6 +132,20 @@ int ke_cluster_node_connected(ke_cluster *c, const char *node);
  * (may be NULL) gets the whole status. */
 int ke_ec_apply(ke_rpc_channel *ch, const char *json, ke_rpc_status *st);
 
+/* ke_cluster_apply_ok applies an object through c->api, retrying for 30 s
+ * while it is refused (a Node object it needs may not be there yet); fails
+ * the test with the last status otherwise. */
+void ke_cluster_apply_ok(ke_cluster *c, const char *json);
+
+/* ke_cluster_channel opens a channel to c's gRPC port with the cluster's CA
+ * and the client certificate cert/key (the caller frees it); fails the test
+ * on error. */
+ke_rpc_channel *ke_cluster_channel(ke_cluster *c, const char *cert, const char *key);
+
+/* ke_cluster_kectl writes into buf the kectl command line (KE_BIN_DIR's)
+ * that speaks to c as the administrator, for ke_tp_capture and the like. */
+void ke_cluster_kectl(ke_cluster *c, char *buf, size_t len);
+
 /* ke_ec_get reads one object through EdgeController.Get on ch: the object
  * (json_decref it), or NULL with the status in *st (may be NULL). */
 json_t *ke_ec_get(ke_rpc_channel *ch, const char *kind, const char *ns, const char *name,

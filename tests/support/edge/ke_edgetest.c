@@ -10,12 +10,21 @@
 
 #include "ke_edgetest.h"
 
+#include "ke_cluster.h"
 #include "ke_err.h"
 #include "ke_metrics.h"
+#include "ke_time.h"
 #include "metamanager.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+struct ke_edgetest_node {
+    edgehub_config hc; /* EdgeHub keeps the pointer while it runs */
+    char node[64], server[64], ca[160], crt[160], key[160];
+};
 
 static void *run(void *arg)
 {
@@ -39,6 +48,37 @@ void ke_edgetest_start(ke_edgetest *t, const char *db, ke_rpc_loop *rpc,
     assert_int_equal(pthread_create(&t->thread, NULL, run, t), 0);
 }
 
+void ke_edgetest_start_node(ke_edgetest *t, struct ke_cluster *c, const char *node, const char *db_name,
+                            const ke_module_ops *extra, void *extra_cfg)
+{
+    ke_edgetest_node *nc = calloc(1, sizeof(*nc));
+    assert_non_null(nc);
+    char db[160];
+    snprintf(nc->node, sizeof(nc->node), "%s", node);
+    snprintf(nc->ca, sizeof(nc->ca), "%s/%s/ca.crt", c->dir, node);
+    snprintf(nc->crt, sizeof(nc->crt), "%s/%s/node.crt", c->dir, node);
+    snprintf(nc->key, sizeof(nc->key), "%s/%s/node.key", c->dir, node);
+    snprintf(db, sizeof(db), "%s/%s/%s", c->dir, node, db_name);
+    snprintf(nc->server, sizeof(nc->server), "127.0.0.1:%d", c->grpc_port);
+    nc->hc = (edgehub_config){.node_name = nc->node,
+                              .server = nc->server,
+                              .ca_file = nc->ca,
+                              .cert_file = nc->crt,
+                              .key_file = nc->key,
+                              .agent_version = "test",
+                              .keepalive_ms = 1000,
+                              .backoff_initial_ms = 50,
+                              .backoff_max_ms = 500};
+    ke_edgetest_start(t, db, c->loop, &nc->hc, extra, extra_cfg);
+    t->node = nc;
+    int64_t until = ke_time_mono_ms() + 30000;
+    while (ke_cluster_node_connected(c, node) != 1 && ke_time_mono_ms() < until) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(ke_cluster_node_connected(c, node), 1);
+}
+
 void ke_edgetest_stop(ke_edgetest *t)
 {
     ke_rt_stop(t->edge);
@@ -46,8 +86,10 @@ void ke_edgetest_stop(ke_edgetest *t)
     assert_int_equal(t->run_rc, 0);
     ke_rt_free(t->edge);
     edge_store_close(t->store);
+    free(t->node); /* after the runtime: EdgeHub held its config */
     t->edge = NULL;
     t->store = NULL;
+    t->node = NULL;
 }
 
 typedef struct get_arg {
