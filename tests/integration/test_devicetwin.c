@@ -286,40 +286,19 @@ static int is_desired(const Ke__Mapper__V1__MapperFrame *f, const void *arg)
 
 static void set_desired(const char *prop, const char *value)
 {
-    Ke__V1__DeviceRef ref = KE__V1__DEVICE_REF__INIT;
-    ref.namespace_ = "default";
-    ref.name = DEVICE;
-    Ke__V1__SetDesiredRequest r = KE__V1__SET_DESIRED_REQUEST__INIT;
-    r.device = &ref;
-    r.property = (char *)prop;
-    r.value = (char *)value;
-    ke_rpc_stub stub = {C.api, &ke__v1__device_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
-    ke_rpc_status st;
-    assert_int_equal(ke_rpc_stub_unary(&stub, "SetDesired", &r.base, NULL, &reply, &st), 0);
-    if (st.code != KE_RPC_OK)
-        fail_msg("SetDesired %s=%s: %s", prop, value, st.message);
-    protobuf_c_message_free_unpacked(reply, NULL);
+    ke_dc_set_desired(C.api, "default", DEVICE, prop, value);
 }
 
 /* reported_in_cloud: the cloud's reported value of prop (malloc'd), or NULL. */
 static char *reported_in_cloud(const char *prop)
 {
-    Ke__V1__DeviceRef ref = KE__V1__DEVICE_REF__INIT;
-    ref.namespace_ = "default";
-    ref.name = DEVICE;
-    ke_rpc_stub stub = {C.api, &ke__v1__device_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
-    ke_rpc_status st;
-    if (ke_rpc_stub_unary(&stub, "GetTwin", &ref.base, NULL, &reply, &st) != 0 ||
-        st.code != KE_RPC_OK)
-        return NULL;
-    Ke__V1__TwinReply *r = (Ke__V1__TwinReply *)reply;
+    Ke__V1__TwinReply *r = ke_dc_get_twin(C.api, "default", DEVICE);
     char *out = NULL;
-    for (size_t i = 0; i < r->n_twins; i++)
+    for (size_t i = 0; r && i < r->n_twins; i++)
         if (strcmp(r->twins[i]->property, prop) == 0 && r->twins[i]->reported)
             out = strdup(r->twins[i]->reported->value);
-    protobuf_c_message_free_unpacked(reply, NULL);
+    if (r)
+        protobuf_c_message_free_unpacked(&r->base, NULL);
     return out;
 }
 

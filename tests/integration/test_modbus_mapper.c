@@ -270,39 +270,11 @@ static uint16_t rtu_get(int addr)
 
 static void set_desired(const char *prop, const char *value)
 {
-    Ke__V1__DeviceRef ref = KE__V1__DEVICE_REF__INIT;
-    ref.namespace_ = "default";
-    ref.name = (char *)twin_device;
-    Ke__V1__SetDesiredRequest r = KE__V1__SET_DESIRED_REQUEST__INIT;
-    r.device = &ref;
-    r.property = (char *)prop;
-    r.value = (char *)value;
-    ke_rpc_stub stub = {C.api, &ke__v1__device_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
-    ke_rpc_status st;
-    assert_int_equal(ke_rpc_stub_unary(&stub, "SetDesired", &r.base, NULL, &reply, &st), 0);
-    if (st.code != KE_RPC_OK)
-        fail_msg("SetDesired %s=%s: %s", prop, value, st.message);
-    protobuf_c_message_free_unpacked(reply, NULL);
+    ke_dc_set_desired(C.api, "default", twin_device, prop, value);
 }
 
 /* get_twin: the cloud's twin of the device, or NULL (the caller frees). */
-static Ke__V1__TwinReply *get_twin(void)
-{
-    Ke__V1__DeviceRef ref = KE__V1__DEVICE_REF__INIT;
-    ref.namespace_ = "default";
-    ref.name = (char *)twin_device;
-    ke_rpc_stub stub = {C.api, &ke__v1__device_controller__descriptor};
-    ProtobufCMessage *reply = NULL;
-    ke_rpc_status st;
-    if (ke_rpc_stub_unary(&stub, "GetTwin", &ref.base, NULL, &reply, &st) != 0 ||
-        st.code != KE_RPC_OK) {
-        if (reply)
-            protobuf_c_message_free_unpacked(reply, NULL);
-        return NULL;
-    }
-    return (Ke__V1__TwinReply *)reply;
-}
+static Ke__V1__TwinReply *get_twin(void) { return ke_dc_get_twin(C.api, "default", twin_device); }
 
 static void tails(void)
 {

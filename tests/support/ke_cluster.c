@@ -3,6 +3,7 @@
  */
 #include "ke_cluster.h"
 
+#include "devicecontroller.pb-c.h"
 #include "edgecontroller.pb-c.h"
 
 #include <setjmp.h>
@@ -523,4 +524,40 @@ json_t *ke_ec_get(ke_rpc_channel *ch, const char *kind, const char *ns, const ch
     json_t *obj = json_loadb((const char *)r->object_json.data, r->object_json.len, 0, NULL);
     protobuf_c_message_free_unpacked(reply, NULL);
     return obj;
+}
+
+void ke_dc_set_desired(ke_rpc_channel *ch, const char *ns, const char *name, const char *prop,
+                       const char *value)
+{
+    Ke__V1__DeviceRef ref = KE__V1__DEVICE_REF__INIT;
+    ref.namespace_ = (char *)ns;
+    ref.name = (char *)name;
+    Ke__V1__SetDesiredRequest r = KE__V1__SET_DESIRED_REQUEST__INIT;
+    r.device = &ref;
+    r.property = (char *)prop;
+    r.value = (char *)value;
+    ke_rpc_stub stub = {ch, &ke__v1__device_controller__descriptor};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    assert_int_equal(ke_rpc_stub_unary(&stub, "SetDesired", &r.base, NULL, &reply, &st), 0);
+    if (st.code != KE_RPC_OK)
+        fail_msg("SetDesired %s=%s: %s", prop, value, st.message);
+    protobuf_c_message_free_unpacked(reply, NULL);
+}
+
+Ke__V1__TwinReply *ke_dc_get_twin(ke_rpc_channel *ch, const char *ns, const char *name)
+{
+    Ke__V1__DeviceRef ref = KE__V1__DEVICE_REF__INIT;
+    ref.namespace_ = (char *)ns;
+    ref.name = (char *)name;
+    ke_rpc_stub stub = {ch, &ke__v1__device_controller__descriptor};
+    ProtobufCMessage *reply = NULL;
+    ke_rpc_status st;
+    if (ke_rpc_stub_unary(&stub, "GetTwin", &ref.base, NULL, &reply, &st) != 0 ||
+        st.code != KE_RPC_OK) {
+        if (reply)
+            protobuf_c_message_free_unpacked(reply, NULL);
+        return NULL;
+    }
+    return (Ke__V1__TwinReply *)reply;
 }

@@ -9,6 +9,7 @@
 #define KE_CLUSTER_H
 
 #include "cloudhub.pb-c.h"
+#include "devicecontroller.pb-c.h"
 #include "edge.pb-c.h"
 #include "ke_rpc.h"
 #include "ke_testproc.h"
@@ -120,6 +121,15 @@ int ke_edge_report_op(ke_edge *e, const char *key, uint64_t rv, const char *grou
 /* ke_edge_list returns EdgeLocal.List (free with
  * protobuf_c_message_free_unpacked), or NULL. */
 Ke__V1__EdgeListReply *ke_edge_list(ke_edge *e);
+
+/* ke_dc_set_desired sets a desired value through DeviceController.SetDesired
+ * on ch; fails the test when it is refused. */
+void ke_dc_set_desired(ke_rpc_channel *ch, const char *ns, const char *name, const char *prop,
+                       const char *value);
+
+/* ke_dc_get_twin returns DeviceController.GetTwin of the device (free with
+ * protobuf_c_message_free_unpacked), or NULL when the call fails. */
+Ke__V1__TwinReply *ke_dc_get_twin(ke_rpc_channel *ch, const char *ns, const char *name);
 
 /* ke_cluster_metric reads one series from cloudcore's /metrics; -1 if absent. */
 long long ke_cluster_metric(ke_cluster *c, const char *series);
