@@ -4,7 +4,8 @@
  * validation of an object's shape, with errors that name the field path
  * ("spec.containers[0].image: required"), as the API server does.
  *
- * Kinds: Pod, ConfigMap, Secret, Node (core v1), Device, DeviceModel
+ * Kinds: Pod, ConfigMap, Secret, Node, Namespace, Service, Event (core
+ * v1; Node and Namespace cluster-scoped), Device, DeviceModel
  * (devices.kubeedge.io/v1beta1, KubeEdge's shape) and Role, ClusterRole,
  * RoleBinding, ClusterRoleBinding (rbac.authorization.k8s.io/v1, the
  * policy lib/authz reads; ClusterRole and ClusterRoleBinding are

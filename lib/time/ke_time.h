@@ -45,4 +45,9 @@ struct timespec ke_time_deadline(int64_t ms);
  * "YYYY-MM-DDTHH:MM:SSZ" (UTC) into buf (at least 21 bytes). */
 void ke_time_rfc3339(char *buf, size_t len, int64_t ms);
 
+/* ke_time_rfc3339_parse reads an RFC 3339 time ("2024-05-01T10:00:00Z",
+ * fractional seconds and a "+hh:mm"/"-hh:mm" offset accepted) into ms since
+ * the epoch (the fraction is dropped). Returns 0 or KE_EINVAL. */
+int ke_time_rfc3339_parse(const char *s, int64_t *ms);
+
 #endif

@@ -8,6 +8,8 @@
 
 #include "kectl_yaml.h"
 #include "ke_err.h"
+#include "ke_k8s_print.h"
+#include "ke_time.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -83,84 +85,21 @@ void kectl_join_map(char *buf, size_t len, const json_t *map, const char *sep)
 
 int kectl_parse_time(const char *s, int64_t *out)
 {
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    int n = 0;
-    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                     &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6)
-        return KE_EINVAL;
-    const char *p = s + n;
-    if (*p == '.')
-        for (p++; isdigit((unsigned char)*p); p++) {
-        }
-    long offset = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int hh, mm, m = 0;
-        if (sscanf(p + 1, "%2d:%2d%n", &hh, &mm, &m) != 2)
-            return KE_EINVAL;
-        offset = (hh * 3600L + mm * 60L) * (*p == '-' ? -1 : 1);
-        p += 1 + m;
-    } else {
-        return KE_EINVAL;
-    }
-    if (*p != '\0')
-        return KE_EINVAL;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return KE_EINVAL;
-    *out = (int64_t)t - offset;
-    return 0;
+    int64_t ms;
+    int rc = ke_time_rfc3339_parse(s, &ms);
+    if (rc == 0)
+        *out = ms / 1000;
+    return rc;
 }
 
 void kectl_human_duration(char *buf, size_t len, int64_t s)
 {
-    /* k8s.io/apimachinery/pkg/util/duration.HumanDuration */
-    if (s < -1) {
-        snprintf(buf, len, "<invalid>");
-        return;
-    }
-    if (s < 0)
-        s = 0;
-    long long sec = s, min = s / 60, h = s / 3600, d = h / 24;
-    if (sec < 120)
-        snprintf(buf, len, "%llds", sec);
-    else if (min < 10)
-        snprintf(buf, len, sec % 60 ? "%lldm%llds" : "%lldm", min, sec % 60);
-    else if (min < 180)
-        snprintf(buf, len, "%lldm", min);
-    else if (h < 8)
-        snprintf(buf, len, min % 60 ? "%lldh%lldm" : "%lldh", h, min % 60);
-    else if (h < 48)
-        snprintf(buf, len, "%lldh", h);
-    else if (h < 24 * 8)
-        snprintf(buf, len, h % 24 ? "%lldd%lldh" : "%lldd", d, h % 24);
-    else if (h < 24 * 365 * 2)
-        snprintf(buf, len, "%lldd", d);
-    else if (h < 24 * 365 * 8)
-        snprintf(buf, len, d % 365 ? "%lldy%lldd" : "%lldy", d / 365, d % 365);
-    else
-        snprintf(buf, len, "%lldy", d / 365);
-}
-
-static int64_t now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec;
+    ke_k8s_human_duration(buf, len, s);
 }
 
 void kectl_age(char *buf, size_t len, const char *timestamp)
 {
-    int64_t t;
-    if (kectl_parse_time(timestamp, &t) != 0) {
-        snprintf(buf, len, "<unknown>");
-        return;
-    }
-    kectl_human_duration(buf, len, now_s() - t);
+    ke_k8s_age(buf, len, timestamp, ke_time_wall_ms());
 }
 
 void kectl_age_ms(char *buf, size_t len, int64_t ms)
@@ -169,7 +108,7 @@ void kectl_age_ms(char *buf, size_t len, int64_t ms)
         snprintf(buf, len, "<never>");
         return;
     }
-    kectl_human_duration(buf, len, now_s() - ms / 1000);
+    kectl_human_duration(buf, len, ke_time_wall_ms() / 1000 - ms / 1000);
 }
 
 /* ---- rows ---- */
@@ -184,218 +123,21 @@ void kectl_row_add(kectl_row *r, const char *fmt, ...)
     va_end(ap);
 }
 
-static size_t count_keys(const json_t *o)
-{
-    return json_is_object(o) ? json_object_size(o) : 0;
-}
-
-static void add_age(kectl_row *r, const json_t *o)
-{
-    char age[32];
-    kectl_age(age, sizeof(age), kectl_jstr(o, "metadata.creationTimestamp"));
-    kectl_row_add(r, "%s", age);
-}
-
-/* pod_status is kubectl's STATUS column: the phase, or the pod's reason,
- * or the reason a container waits or terminated, or Terminating. */
-static void pod_status(const json_t *o, char *buf, size_t len, int *ready, int *total,
-                       long long *restarts)
-{
-    const char *reason = kectl_jstr(o, "status.phase");
-    if (!reason || !reason[0])
-        reason = "Pending"; /* what the API server defaults a new pod's phase to */
-    const char *r = kectl_jstr(o, "status.reason");
-    if (r && r[0])
-        reason = r;
-    json_t *cs = kectl_jget(o, "status.containerStatuses");
-    size_t n = json_is_array(cs) ? json_array_size(cs) : 0;
-    json_t *spec_c = kectl_jget(o, "spec.containers");
-    *total = json_is_array(spec_c) ? (int)json_array_size(spec_c) : (int)n;
-    *ready = 0;
-    *restarts = 0;
-    int running = 0;
-    char exitbuf[48];
-    for (size_t i = n; i > 0; i--) {
-        json_t *c = json_array_get(cs, i - 1);
-        *restarts += json_integer_value(json_object_get(c, "restartCount"));
-        const char *wr = kectl_jstr(c, "state.waiting.reason");
-        json_t *term = kectl_jget(c, "state.terminated");
-        if (json_is_true(json_object_get(c, "ready")))
-            (*ready)++;
-        if (wr && wr[0]) {
-            reason = wr;
-        } else if (json_is_object(term)) {
-            const char *tr = kectl_jstr(term, "reason");
-            if (tr && tr[0]) {
-                reason = tr;
-            } else {
-                long long sig = json_integer_value(json_object_get(term, "signal"));
-                snprintf(exitbuf, sizeof(exitbuf), sig ? "Signal:%lld" : "ExitCode:%lld",
-                         sig ? sig : json_integer_value(json_object_get(term, "exitCode")));
-                reason = exitbuf;
-            }
-        } else if (json_is_object(kectl_jget(c, "state.running"))) {
-            running = 1;
-        }
-    }
-    if (strcmp(reason, "Completed") == 0 && running)
-        reason = "Running";
-    if (kectl_jget(o, "metadata.deletionTimestamp"))
-        reason = r && strcmp(r, "NodeLost") == 0 ? "Unknown" : "Terminating";
-    snprintf(buf, len, "%s", reason);
-}
-
-static void pod_row(kectl_row *row, const json_t *o, int wide)
-{
-    char status[64];
-    int ready, total;
-    long long restarts;
-    pod_status(o, status, sizeof(status), &ready, &total, &restarts);
-    kectl_row_add(row, "%d/%d", ready, total);
-    kectl_row_add(row, "%s", status);
-    kectl_row_add(row, "%lld", restarts);
-    add_age(row, o);
-    if (wide) {
-        kectl_row_add(row, "%s", or_none(kectl_jstr(o, "status.podIP")));
-        kectl_row_add(row, "%s", or_none(kectl_jstr(o, "spec.nodeName")));
-    }
-}
-
-/* node_roles: the suffixes of node-role.kubernetes.io/ labels (and
- * kubernetes.io/role), sorted; an edge node is an agent too, as KubeEdge
- * labels it. */
-static void node_roles(const json_t *o, char *buf, size_t len)
-{
-    static const char prefix[] = "node-role.kubernetes.io/";
-    const char *roles[32];
-    size_t n = 0;
-    int has_edge = 0, has_agent = 0;
-    const char *k;
-    json_t *v;
-    json_t *labels = kectl_jget(o, "metadata.labels");
-    if (json_is_object(labels)) {
-        json_object_foreach(labels, k, v) {
-            const char *role = NULL;
-            if (strncmp(k, prefix, sizeof(prefix) - 1) == 0 && k[sizeof(prefix) - 1])
-                role = k + sizeof(prefix) - 1;
-            else if (strcmp(k, "kubernetes.io/role") == 0 && json_string_value(v))
-                role = json_string_value(v);
-            if (!role || n == sizeof(roles) / sizeof(roles[0]) - 1)
-                continue;
-            has_edge |= strcmp(role, "edge") == 0;
-            has_agent |= strcmp(role, "agent") == 0;
-            roles[n++] = role;
-        }
-    }
-    if (has_edge && !has_agent)
-        roles[n++] = "agent";
-    qsort(roles, n, sizeof(roles[0]), cmp_str);
-    snprintf(buf, len, "<none>");
-    size_t used = 0;
-    for (size_t i = 0; i < n && used < len; i++) {
-        if (i > 0 && strcmp(roles[i], roles[i - 1]) == 0)
-            continue;
-        int w = snprintf(buf + used, len - used, "%s%s", used ? "," : "", roles[i]);
-        if (w < 0)
-            break;
-        used += (size_t)w;
-    }
-}
-
-static const char *node_address(const json_t *o, const char *type)
-{
-    json_t *addrs = kectl_jget(o, "status.addresses"), *a;
-    size_t i;
-    json_array_foreach(addrs, i, a) {
-        const char *t = kectl_jstr(a, "type");
-        if (t && strcmp(t, type) == 0)
-            return kectl_jstr(a, "address");
-    }
-    return NULL;
-}
-
-static void node_row(kectl_row *row, const json_t *o, int wide)
-{
-    const char *status = "NotReady";
-    json_t *conds = kectl_jget(o, "status.conditions"), *c;
-    size_t i;
-    json_array_foreach(conds, i, c) {
-        const char *t = kectl_jstr(c, "type");
-        const char *s = kectl_jstr(c, "status");
-        if (t && strcmp(t, "Ready") == 0)
-            status = s && strcmp(s, "True") == 0 ? "Ready" : "NotReady";
-    }
-    char roles[KECTL_CELL_MAX];
-    node_roles(o, roles, sizeof(roles));
-    kectl_row_add(row, "%s%s", status,
-                  json_is_true(kectl_jget(o, "spec.unschedulable")) ? ",SchedulingDisabled" : "");
-    kectl_row_add(row, "%s", roles);
-    add_age(row, o);
-    kectl_row_add(row, "%s", or_none(kectl_jstr(o, "status.nodeInfo.kubeletVersion")));
-    if (wide) {
-        kectl_row_add(row, "%s", or_none(node_address(o, "InternalIP")));
-        kectl_row_add(row, "%s", or_none(node_address(o, "ExternalIP")));
-        kectl_row_add(row, "%s", or_none(kectl_jstr(o, "status.nodeInfo.osImage")));
-        kectl_row_add(row, "%s", or_none(kectl_jstr(o, "status.nodeInfo.kernelVersion")));
-        kectl_row_add(row, "%s",
-                      or_none(kectl_jstr(o, "status.nodeInfo.containerRuntimeVersion")));
-    }
-}
-
-static void configmap_row(kectl_row *row, const json_t *o)
-{
-    kectl_row_add(row, "%zu",
-                  count_keys(kectl_jget(o, "data")) + count_keys(kectl_jget(o, "binaryData")));
-    add_age(row, o);
-}
-
-static void secret_row(kectl_row *row, const json_t *o)
-{
-    const char *type = kectl_jstr(o, "type");
-    kectl_row_add(row, "%s", type && type[0] ? type : "Opaque");
-    kectl_row_add(row, "%zu",
-                  count_keys(kectl_jget(o, "data")) + count_keys(kectl_jget(o, "stringData")));
-    add_age(row, o);
-}
-
-static void device_row(kectl_row *row, const json_t *o)
-{
-    const char *state = kectl_jstr(o, "status.state");
-    kectl_row_add(row, "%s", or_none(kectl_jstr(o, "spec.deviceModelRef.name")));
-    kectl_row_add(row, "%s", or_none(kectl_jstr(o, "spec.nodeName")));
-    kectl_row_add(row, "%s", state && state[0] ? state : "Unknown");
-    add_age(row, o);
-}
-
-static void devicemodel_row(kectl_row *row, const json_t *o)
-{
-    json_t *props = kectl_jget(o, "spec.properties");
-    kectl_row_add(row, "%zu", json_is_array(props) ? json_array_size(props) : 0);
-    add_age(row, o);
-}
-
-/* object_row fills the row of obj for a table of its kind. */
+/* object_row fills the row of obj for a table of its kind: the cells of
+ * the columns shown (lib/k8s's printing; priority 1 only when wide). */
 static void object_row(const kectl_table *t, const json_t *o, kectl_row *row)
 {
     row->n = 0;
     if (t->ns_col)
         kectl_row_add(row, "%s", or_none(kectl_jstr(o, "metadata.namespace")));
-    kectl_row_add(row, "%s", or_none(kectl_jstr(o, "metadata.name")));
-    const char *kind = t->kind->kind;
-    if (strcmp(kind, "Pod") == 0)
-        pod_row(row, o, t->wide);
-    else if (strcmp(kind, "Node") == 0)
-        node_row(row, o, t->wide);
-    else if (strcmp(kind, "ConfigMap") == 0)
-        configmap_row(row, o);
-    else if (strcmp(kind, "Secret") == 0)
-        secret_row(row, o);
-    else if (strcmp(kind, "Device") == 0)
-        device_row(row, o);
-    else if (strcmp(kind, "DeviceModel") == 0)
-        devicemodel_row(row, o);
-    else
-        add_age(row, o);
+    const ke_k8s_kind *k = ke_k8s_kind_find(t->kind->kind);
+    size_t ncols;
+    const ke_k8s_column *cols = ke_k8s_print_columns(k, &ncols);
+    char cells[KE_K8S_PRINT_COLS_MAX][KE_K8S_PRINT_CELL_MAX];
+    size_t n = ke_k8s_print_row(k, o, ke_time_wall_ms(), cells);
+    for (size_t i = 0; i < n && i < ncols; i++)
+        if (cols[i].priority == 0 || t->wide)
+            kectl_row_add(row, "%s", cells[i]);
 }
 
 /* ---- tables ---- */
@@ -418,36 +160,11 @@ int kectl_table_init_kind(kectl_table *t, const kectl_kind *kind, int wide, int 
     ns_col = ns_col && kind->namespaced;
     if (ns_col)
         h[n++] = "NAMESPACE";
-    h[n++] = "NAME";
-    const char *k = kind->kind;
-    if (strcmp(k, "Pod") == 0) {
-        static const char *const c[] = {"READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"};
-        for (size_t i = 0; i < (wide ? 6u : 4u); i++)
-            h[n++] = c[i];
-    } else if (strcmp(k, "Node") == 0) {
-        static const char *const c[] = {"STATUS",      "ROLES",    "AGE",
-                                        "VERSION",     "INTERNAL-IP", "EXTERNAL-IP",
-                                        "OS-IMAGE",    "KERNEL-VERSION", "CONTAINER-RUNTIME"};
-        for (size_t i = 0; i < (wide ? 9u : 4u); i++)
-            h[n++] = c[i];
-    } else if (strcmp(k, "ConfigMap") == 0) {
-        h[n++] = "DATA";
-        h[n++] = "AGE";
-    } else if (strcmp(k, "Secret") == 0) {
-        h[n++] = "TYPE";
-        h[n++] = "DATA";
-        h[n++] = "AGE";
-    } else if (strcmp(k, "Device") == 0) {
-        h[n++] = "MODEL";
-        h[n++] = "NODE";
-        h[n++] = "STATE";
-        h[n++] = "AGE";
-    } else if (strcmp(k, "DeviceModel") == 0) {
-        h[n++] = "PROPERTIES";
-        h[n++] = "AGE";
-    } else {
-        h[n++] = "AGE";
-    }
+    size_t ncols;
+    const ke_k8s_column *cols = ke_k8s_print_columns(ke_k8s_kind_find(kind->kind), &ncols);
+    for (size_t i = 0; i < ncols && n < KECTL_TABLE_MAX_COLS; i++)
+        if (cols[i].priority == 0 || wide)
+            h[n++] = cols[i].name;
     int rc = kectl_table_init(t, h, n);
     t->kind = kind;
     t->wide = wide;
