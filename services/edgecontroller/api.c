@@ -35,51 +35,57 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* store_error maps a store error to a status, kubectl-style. An object
- * that does not decrypt is INTERNAL, as Kubernetes' 500 "unable to
- * transform", naming the key it needs (never any of its content). */
-static void store_error(edgecontroller *ec, ke_rpc_call *call, int rc, const ke_k8s_kind *k,
-                        const char *ns, const char *name)
+/* store_why writes what a store error means for (k, ns, name) into why,
+ * kubectl-style. An object that does not decrypt is INTERNAL, as
+ * Kubernetes' 500 "unable to transform", naming the key it needs (never any
+ * of its content). */
+static void store_why(edgecontroller *ec, int rc, const ke_k8s_kind *k, const char *ns,
+                      const char *name, char *why, size_t len)
 {
     const char *plural = k ? k->plural : "objects";
-    char why[256] = "";
+    char key[256] = "";
     switch (rc) {
     case KE_ECRYPT:
         if (k && name && *name)
-            ke_store_crypt_check(ec->cfg.store, k->kind, ns, name, why, sizeof(why));
-        ke_rpc_call_finishf(call, KE_RPC_INTERNAL, "%s \"%s\": stored object does not decrypt: %s",
-                   plural, name, why[0] ? why : "its encryption key is not in "
-                                                "store.encryption_key_file");
+            ke_store_crypt_check(ec->cfg.store, k->kind, ns, name, key, sizeof(key));
+        snprintf(why, len, "%s \"%s\": stored object does not decrypt: %s", plural, name,
+                 key[0] ? key : "its encryption key is not in store.encryption_key_file");
         break;
     case KE_ENOTFOUND:
-        ke_rpc_call_finishf(call, KE_RPC_NOT_FOUND, "%s \"%s\" not found", plural, name);
+        snprintf(why, len, "%s \"%s\" not found", plural, name);
         break;
     case KE_EEXIST:
-        ke_rpc_call_finishf(call, KE_RPC_ALREADY_EXISTS, "%s \"%s\" already exists", plural, name);
+        snprintf(why, len, "%s \"%s\" already exists", plural, name);
         break;
     case KE_ECONFLICT:
-        ke_rpc_call_finishf(call, KE_RPC_ABORTED,
-                   "metadata.resourceVersion: the object has been modified; apply again to the "
-                   "latest version of %s \"%s\"",
-                   plural, name);
+        snprintf(why, len, "metadata.resourceVersion: the object has been modified; apply again "
+                           "to the latest version of %s \"%s\"", plural, name);
         break;
     case KE_EINVAL: /* what the store refuses that the checks before it let through */
-        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "object: %s \"%s\" refused by the store "
-                                                  "(too large, or a key part too long)",
-                   plural, name);
+        snprintf(why, len, "object: %s \"%s\" refused by the store (too large, or a key part "
+                           "too long)", plural, name);
         break;
     case KE_EGONE:
-        ke_rpc_call_finishf(call, KE_RPC_OUT_OF_RANGE, "resource_version: too old; list again and watch "
-                                              "from the list's version");
+        snprintf(why, len, "resource_version: too old; list again and watch from the list's "
+                           "version");
         break;
     case KE_EFULL:
-        ke_rpc_call_finishf(call, KE_RPC_RESOURCE_EXHAUSTED, "too many open watches; close some and "
-                                                    "watch again");
+        snprintf(why, len, "too many open watches; close some and watch again");
         break;
-    default: /* never UNAVAILABLE: retrying the same call would not help */
-        ke_rpc_call_finishf(call, ke_k8s_status_of(rc), "store error: %s", ke_strerror(rc));
+    default:
+        snprintf(why, len, "store error: %s", ke_strerror(rc));
         break;
     }
+}
+
+/* store_error finishes call with a store error. Never UNAVAILABLE:
+ * retrying the same call would not help. */
+static void store_error(edgecontroller *ec, ke_rpc_call *call, int rc, const ke_k8s_kind *k,
+                        const char *ns, const char *name)
+{
+    char why[512];
+    store_why(ec, rc, k, ns, name, why, sizeof(why));
+    ke_rpc_call_finishf(call, rc == KE_ECRYPT ? KE_RPC_INTERNAL : ke_k8s_status_of(rc), "%s", why);
 }
 
 int ec_place(edgecontroller *ec, const json_t *pod, char *node, size_t len)
@@ -118,24 +124,24 @@ static int exists(edgecontroller *ec, const char *kind, const char *ns, const ch
     return rc == 0;
 }
 
-/* check_refs verifies what the object points at exists; on failure it
- * finishes the call. */
-static int check_refs(edgecontroller *ec, ke_rpc_call *call, json_t *obj, const char *kind,
-                      const char *ns)
+/* check_refs verifies what the object points at exists: 0, or KE_EINVAL
+ * with the field path in why. */
+static int check_refs(edgecontroller *ec, json_t *obj, const char *kind, const char *ns,
+                      char *why, size_t len)
 {
     const char *node = ke_k8s_str(obj, "spec.nodeName");
     if ((strcmp(kind, "Pod") == 0 || strcmp(kind, "Device") == 0) && node && *node &&
         !exists(ec, "Node", "", node)) {
-        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "spec.nodeName: node \"%s\" not found", node);
-        return -1;
+        snprintf(why, len, "spec.nodeName: node \"%s\" not found", node);
+        return KE_EINVAL;
     }
     if (strcmp(kind, "Device") == 0) {
         const char *model = ke_k8s_str(obj, "spec.deviceModelRef.name");
         if (!exists(ec, "DeviceModel", ns, model)) {
-            ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
-                       "spec.deviceModelRef.name: devicemodel \"%s\" not found in namespace %s",
-                       model, ns);
-            return -1;
+            snprintf(why, len,
+                     "spec.deviceModelRef.name: devicemodel \"%s\" not found in namespace %s",
+                     model, ns);
+            return KE_EINVAL;
         }
     }
     return 0;
@@ -162,32 +168,19 @@ static int keep_deletion_mark(json_t *obj, const json_t *cur)
     return 0;
 }
 
-static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+int edgecontroller_write(edgecontroller *ec, json_t *obj, int mode, int dry_run, json_t **out,
+                         char *why, size_t len)
 {
-    edgecontroller *ec = ud;
-    const Ke__V1__ApplyRequest *req = (const Ke__V1__ApplyRequest *)m;
-    json_error_t je;
-    json_t *obj = json_loadb((const char *)req->object_json.data, req->object_json.len, 0, &je);
-    char why[512];
-    if (!obj) {
-        ke_err_oneline(je.text);
-        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "object_json: not valid JSON: %s (line %d)",
-                   je.text, je.line);
-        return;
-    }
-    if (ke_k8s_validate(obj, why, sizeof(why)) != 0) {
-        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
-        json_decref(obj);
-        return;
-    }
+    *out = NULL;
+    if (ke_k8s_validate(obj, why, len) != 0)
+        return KE_EINVAL;
     const ke_k8s_kind *k = ke_k8s_kind_find(ke_k8s_str(obj, "kind"));
     if (strcmp(k->kind, "Secret") == 0) {
         int mrc = ke_k8s_secret_merge(obj); /* stringData into data, as Kubernetes */
         if (mrc != 0) {
-            ke_rpc_call_finishf(call, ke_k8s_status_of(mrc), "stringData: %s",
-                       mrc == KE_EINVAL ? "a value is too large" : "out of memory");
-            json_decref(obj);
-            return;
+            snprintf(why, len, "stringData: %s",
+                     mrc == KE_EINVAL ? "a value is too large" : "out of memory");
+            return mrc;
         }
     }
     json_t *md = json_object_get(obj, "metadata");
@@ -199,45 +192,71 @@ static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
     ns = k->namespaced ? ke_k8s_str(obj, "metadata.namespace") : "";
     const char *name = ke_k8s_str(obj, "metadata.name");
     json_object_del(obj, "status");
-    if (ke_store_object_check(obj, why, sizeof(why)) != 0) { /* label syntax, size */
-        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "%s", why);
-        json_decref(obj);
-        return;
-    }
-    if (check_refs(ec, call, obj, k->kind, ns) != 0) {
-        json_decref(obj);
-        return;
-    }
-    json_t *cur = NULL, *out = NULL;
-    int rc = ke_store_get(ec->cfg.store, k->kind, ns, name, &cur);
-    if (rc == 0 && strcmp(k->kind, "Pod") == 0) {
+    if (ke_store_object_check(obj, why, len) != 0) /* label syntax, size */
+        return KE_EINVAL;
+    int rc = check_refs(ec, obj, k->kind, ns, why, len);
+    if (rc != 0)
+        return rc;
+    json_t *cur = NULL;
+    rc = ke_store_get(ec->cfg.store, k->kind, ns, name, &cur);
+    if (rc == 0 && mode == EC_WRITE_CREATE)
+        rc = KE_EEXIST;
+    else if (rc == KE_ENOTFOUND && mode == EC_WRITE_UPDATE)
+        rc = KE_ENOTFOUND;
+    else if (rc == 0 && strcmp(k->kind, "Pod") == 0) {
         const char *was = ke_k8s_str(cur, "spec.nodeName"), *now = ke_k8s_str(obj, "spec.nodeName");
         if (was && *was && (!now || strcmp(was, now) != 0)) {
-            ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT,
-                       "spec.nodeName: a bound pod cannot move (bound to \"%s\")", was);
-            goto out;
+            snprintf(why, len, "spec.nodeName: a bound pod cannot move (bound to \"%s\")", was);
+            json_decref(cur);
+            return KE_EINVAL;
         }
     }
-    if (rc == KE_ENOTFOUND && strcmp(k->kind, "Pod") == 0 && !ke_k8s_str(obj, "spec.nodeName")) {
+    if (rc == KE_ENOTFOUND && mode != EC_WRITE_UPDATE && strcmp(k->kind, "Pod") == 0 &&
+        !ke_k8s_str(obj, "spec.nodeName")) {
         char node[64];
         if (ec_place(ec, obj, node, sizeof(node)) == 0)
             json_object_set_new(json_object_get(obj, "spec"), "nodeName", json_string(node));
     }
-    if ((rc == 0 || rc == KE_ENOTFOUND) && keep_deletion_mark(obj, rc == 0 ? cur : NULL) != 0)
+    int exists_now = rc == 0;
+    if ((rc == 0 || (rc == KE_ENOTFOUND && mode != EC_WRITE_UPDATE)) &&
+        keep_deletion_mark(obj, exists_now ? cur : NULL) != 0)
         rc = KE_ENOMEM;
+    else if (dry_run && (rc == 0 || (rc == KE_ENOTFOUND && mode != EC_WRITE_UPDATE)))
+        rc = (*out = json_incref(obj)) ? 0 : KE_ENOMEM; /* checked, nothing written */
     else if (rc == 0)
-        rc = ke_store_update(ec->cfg.store, obj, &out);
-    else if (rc == KE_ENOTFOUND)
-        rc = ke_store_create(ec->cfg.store, obj, &out);
+        rc = ke_store_update(ec->cfg.store, obj, out);
+    else if (rc == KE_ENOTFOUND && mode != EC_WRITE_UPDATE)
+        rc = ke_store_create(ec->cfg.store, obj, out);
     if (rc != 0) {
-        store_error(ec, call, rc, k, ns, name);
-        goto out;
+        store_why(ec, rc, k, ns, name, why, len);
+    } else if (!dry_run) {
+        ke_log_info(EC_MOD, "%s %s %s/%s rv=%s", exists_now ? "updated" : "created", k->kind, ns,
+                    name, ke_k8s_str(*out, "metadata.resourceVersion"));
     }
-    ke_log_info(EC_MOD, "applied %s %s/%s rv=%s", k->kind, ns, name,
-                ke_k8s_str(out, "metadata.resourceVersion"));
-    ke_k8s_reply_object(call, out);
-out:
     json_decref(cur);
+    return rc;
+}
+
+static void apply_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    edgecontroller *ec = ud;
+    const Ke__V1__ApplyRequest *req = (const Ke__V1__ApplyRequest *)m;
+    json_error_t je;
+    json_t *obj = json_loadb((const char *)req->object_json.data, req->object_json.len, 0, &je);
+    if (!obj) {
+        ke_err_oneline(je.text);
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "object_json: not valid JSON: %s (line %d)",
+                   je.text, je.line);
+        return;
+    }
+    char why[512];
+    json_t *out = NULL;
+    int rc = edgecontroller_write(ec, obj, EC_WRITE_APPLY, 0, &out, why, sizeof(why));
+    if (rc == 0)
+        ke_k8s_reply_object(call, out);
+    else
+        ke_rpc_call_finishf(call, rc == KE_ECRYPT ? KE_RPC_INTERNAL : ke_k8s_status_of(rc), "%s",
+                            why);
     json_decref(out);
     json_decref(obj);
 }
@@ -312,6 +331,52 @@ static void deletion_mark(json_t *obj, int64_t grace)
         json_object_set_new(md, "deletionGracePeriodSeconds", json_integer(grace));
 }
 
+int edgecontroller_delete(edgecontroller *ec, const ke_k8s_kind *k, const char *ns,
+                          const char *name, int64_t grace, int force, uint64_t precondition_rv,
+                          const char *precondition_uid, int dry_run, json_t **out, char *why,
+                          size_t len)
+{
+    *out = NULL;
+    json_t *obj = NULL;
+    int rc = ke_store_get(ec->cfg.store, k->kind, ns, name, &obj);
+    const char *node = rc == 0 ? ke_k8s_str(obj, "spec.nodeName") : NULL;
+    int force_now = force && grace == 0;
+    if (rc == 0 && precondition_uid && *precondition_uid) {
+        const char *uid = ke_k8s_str(obj, "metadata.uid");
+        if (!uid || strcmp(uid, precondition_uid) != 0) {
+            snprintf(why, len, "Precondition failed: UID in precondition: %s, UID in object meta: "
+                               "%s", precondition_uid, uid ? uid : "");
+            json_decref(obj);
+            return KE_ECONFLICT;
+        }
+    }
+    if (rc == 0 && dry_run) {
+        *out = json_incref(obj);
+    } else if (rc == 0 && strcmp(k->kind, "Pod") == 0 && node && *node && !force_now) {
+        /* Graceful: mark it; the pod leaves once its node confirms. */
+        if (!json_object_get(json_object_get(obj, "metadata"), "deletionTimestamp")) {
+            deletion_mark(obj, grace);
+            if (precondition_rv)
+                json_object_set_new(json_object_get(obj, "metadata"), "resourceVersion",
+                                    json_sprintf("%llu", (unsigned long long)precondition_rv));
+            rc = ke_store_update(ec->cfg.store, obj, out);
+        } else {
+            *out = json_incref(obj);
+        }
+    } else if (rc == 0) {
+        /* Not bound, not a pod, or forced: gone from the store now. A node
+         * still holding a forced pod drops it when it next resyncs. */
+        rc = ke_store_delete(ec->cfg.store, k->kind, ns, name, precondition_rv, out);
+        if (rc == 0 && force_now && node && *node)
+            ke_log_warn(EC_MOD, "force-deleted pod %s/%s bound to node %s without its "
+                                "confirmation", ns, name, node);
+    }
+    if (rc != 0)
+        store_why(ec, rc, k, ns, name, why, len);
+    json_decref(obj);
+    return rc;
+}
+
 static void delete_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     edgecontroller *ec = ud;
@@ -329,34 +394,15 @@ static void delete_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
                                          &ns, name);
     if (!k)
         return;
-    json_t *obj = NULL, *out = NULL;
-    int rc = ke_store_get(ec->cfg.store, k->kind, ns, name, &obj);
-    const char *node = rc == 0 ? ke_k8s_str(obj, "spec.nodeName") : NULL;
-    int force_now = req->force && req->grace_period_seconds == 0;
-    if (rc == 0 && strcmp(k->kind, "Pod") == 0 && node && *node && !force_now) {
-        /* Graceful: mark it; the pod leaves once its node confirms. */
-        if (!json_object_get(json_object_get(obj, "metadata"), "deletionTimestamp")) {
-            deletion_mark(obj, req->grace_period_seconds);
-            if (req->resource_version)
-                json_object_set_new(json_object_get(obj, "metadata"), "resourceVersion",
-                                    json_sprintf("%llu", (unsigned long long)req->resource_version));
-            rc = ke_store_update(ec->cfg.store, obj, &out);
-        } else {
-            out = json_incref(obj);
-        }
-    } else if (rc == 0) {
-        /* Not bound, not a pod, or forced: gone from the store now. A node
-         * still holding a forced pod drops it when it next resyncs. */
-        rc = ke_store_delete(ec->cfg.store, k->kind, ns, name, req->resource_version, &out);
-        if (rc == 0 && force_now && node && *node)
-            ke_log_warn(EC_MOD, "force-deleted pod %s/%s bound to node %s without its "
-                                "confirmation", ns, name, node);
-    }
+    json_t *out = NULL;
+    char why[512];
+    int rc = edgecontroller_delete(ec, k, ns, name, req->grace_period_seconds, req->force,
+                                   req->resource_version, NULL, 0, &out, why, sizeof(why));
     if (rc != 0)
-        store_error(ec, call, rc, k, ns, name);
+        ke_rpc_call_finishf(call, rc == KE_ECRYPT ? KE_RPC_INTERNAL : ke_k8s_status_of(rc), "%s",
+                            why);
     else
         ke_k8s_reply_object(call, out);
-    json_decref(obj);
     json_decref(out);
 }
 

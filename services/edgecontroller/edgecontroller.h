@@ -16,6 +16,7 @@
 #ifndef EDGECONTROLLER_H
 #define EDGECONTROLLER_H
 
+#include "ke_k8s.h"
 #include "ke_rpc.h"
 #include "ke_store.h"
 
@@ -56,6 +57,38 @@ void edgecontroller_stop(edgecontroller *ec);
  * ke_authz_holds_fn with ud = the edgecontroller. */
 int edgecontroller_node_holds(void *ec, const char *node, const char *kind, const char *ns,
                               const char *name);
+
+/* The object writes of the user APIs (EdgeController's Apply and Delete,
+ * the Kubernetes gateway's create, update, patch and delete), one set of
+ * rules for both: validation with field paths (lib/k8s), the namespace
+ * rule, references that must exist (a pod's or device's node, a device's
+ * model), placement of an unbound pod, a bound pod never moving, status
+ * ignored (it comes from the edge), the deletion mark kept. */
+typedef enum {
+    EC_WRITE_APPLY = 0,  /* create or update */
+    EC_WRITE_CREATE = 1, /* KE_EEXIST when it exists */
+    EC_WRITE_UPDATE = 2, /* KE_ENOTFOUND when it does not */
+} ec_write_mode;
+
+/* edgecontroller_write writes obj (borrowed; completed in place: namespace,
+ * node, Secret stringData folded into data). With metadata.resourceVersion
+ * set, only at that version (KE_ECONFLICT). dry_run: every check, nothing
+ * written, *out is obj. Returns 0 and *out (new reference), or a KE_E* code
+ * with the reason in why: KE_EINVAL (invalid; why starts with the field
+ * path), KE_EEXIST, KE_ENOTFOUND, KE_ECONFLICT, KE_ECRYPT, store errors. */
+int edgecontroller_write(edgecontroller *ec, json_t *obj, int mode, int dry_run, json_t **out,
+                         char *why, size_t len);
+
+/* edgecontroller_delete deletes (k, ns, name): a pod bound to a node is
+ * marked (metadata.deletionTimestamp, grace when > 0) and leaves the store
+ * when its node confirms, unless force with grace 0; anything else leaves
+ * at once. precondition_rv (0 none) and precondition_uid (NULL none) must
+ * match the stored object (KE_ECONFLICT). *out is the object as deleted or
+ * marked (new reference). Errors as edgecontroller_write. */
+int edgecontroller_delete(edgecontroller *ec, const ke_k8s_kind *k, const char *ns,
+                          const char *name, int64_t grace, int force, uint64_t precondition_rv,
+                          const char *precondition_uid, int dry_run, json_t **out, char *why,
+                          size_t len);
 
 /* edgecontroller_free stops (if needed) and frees; call it after the rpc
  * server it is registered on has stopped. NULL: no-op. */
