@@ -747,6 +747,46 @@ static int node_allows(ke_authz *az, const char *node, const ask *a)
     return 0;
 }
 
+static int node_lists_own_pods(const char *node, const ask *a, const char *field_sel);
+
+/* decide_ask: the node rule for a node (node set), RBAC for everyone else.
+ * node_list_ok: a node may list and watch pods whose field selector pins
+ * spec.nodeName to itself (the REST gateway's kubelet-style list). */
+static int decide_ask(ke_authz *az, const ke_rpc_identity *id, const char *node, const ask *a,
+                      const char *field_sel, char *why, size_t len)
+{
+    if (node) {
+        if (node_allows(az, node, a) || node_lists_own_pods(node, a, field_sel))
+            return KE_RPC_OK;
+        return deny_ask(id, a->verbs[0], a,
+                        ": a node reaches only its own Node and what is bound to it", why, len);
+    }
+    const char *groups[KE_RPC_ID_GROUPS_MAX];
+    for (size_t i = 0; i < id->n_groups; i++)
+        groups[i] = id->groups[i];
+    for (int i = 0; i < 2 && a->verbs[i]; i++)
+        if (!ke_authz_rbac_allows(az, id->user, groups, id->n_groups, a->verbs[i], a->group,
+                                  a->resource, a->ns, a->name))
+            return deny_ask(id, a->verbs[i], a, NULL, why, len);
+    return KE_RPC_OK;
+}
+
+/* node_lists_own_pods: list or watch of pods with the field selector
+ * exactly "spec.nodeName=<node>" (or "=="). */
+static int node_lists_own_pods(const char *node, const ask *a, const char *field_sel)
+{
+    if (!field_sel || strcmp(a->resource, "pods") != 0 || a->verbs[1] ||
+        (strcmp(a->verbs[0], "list") != 0 && strcmp(a->verbs[0], "watch") != 0))
+        return 0;
+    static const char key[] = "spec.nodeName=";
+    if (strncmp(field_sel, key, sizeof(key) - 1) != 0)
+        return 0;
+    const char *v = field_sel + sizeof(key) - 1;
+    if (*v == '=')
+        v++;
+    return strcmp(v, node) == 0;
+}
+
 /* ------------------------------------------------------------- decision */
 
 int ke_authz_decide(ke_authz *az, const ke_rpc_identity *id, const char *method,
@@ -816,20 +856,7 @@ int ke_authz_decide(ke_authz *az, const ke_rpc_identity *id, const char *method,
     int code = m->ex(req, &a, why, len);
     if (code != KE_RPC_OK)
         return code;
-    if (is_node) {
-        if (node_allows(az, node, &a))
-            return KE_RPC_OK;
-        return deny_ask(id, a.verbs[0], &a,
-                        ": a node reaches only its own Node and what is bound to it", why, len);
-    }
-    const char *groups[KE_RPC_ID_GROUPS_MAX];
-    for (size_t i = 0; i < id->n_groups; i++)
-        groups[i] = id->groups[i];
-    for (int i = 0; i < 2 && a.verbs[i]; i++)
-        if (!ke_authz_rbac_allows(az, id->user, groups, id->n_groups, a.verbs[i], a.group,
-                                  a.resource, a.ns, a.name))
-            return deny_ask(id, a.verbs[i], &a, NULL, why, len);
-    return KE_RPC_OK;
+    return decide_ask(az, id, is_node ? node : NULL, &a, NULL, why, len);
 }
 
 int ke_authz_rpc(ke_rpc_call *call, const ProtobufCMessage *req, char *why, size_t len, void *ud)
@@ -852,4 +879,47 @@ int ke_authz_rpc(ke_rpc_call *call, const ProtobufCMessage *req, char *why, size
                     id.n_groups, ke_rpc_status_name(code), ke_log_esc(why, r, sizeof(r)));
     }
     return code;
+}
+
+int ke_authz_decide_request(ke_authz *az, const ke_rpc_identity *id, const char *verb,
+                            const char *kind, const char *sub, const char *ns, const char *name,
+                            const char *field_sel, char *why, size_t len)
+{
+    if (id->kind == KE_RPC_ID_ANONYMOUS) {
+        snprintf(why, len, "a client certificate of the cluster CA is required");
+        return KE_RPC_UNAUTHENTICATED;
+    }
+    if (in_group(id, KE_AUTHZ_GROUP_MASTERS))
+        return KE_RPC_OK;
+    ask a;
+    memset(&a, 0, sizeof(a));
+    int code = ask_kind(&a, kind, ns, 0, name, why, len);
+    if (code != KE_RPC_OK)
+        return code;
+    if (sub && *sub) {
+        size_t used = strlen(a.resource);
+        if (used + 1 + strlen(sub) >= sizeof(a.resource)) {
+            snprintf(why, len, "subresource: too long");
+            return KE_RPC_INVALID_ARGUMENT;
+        }
+        snprintf(a.resource + used, sizeof(a.resource) - used, "/%s", sub);
+    }
+    a.verbs[0] = verb;
+    char node[KE_RPC_ID_NAME_MAX] = "";
+    int legacy = 0, is_node = node_of(az, id, node, sizeof(node), &legacy);
+    if (is_node && !legacy && az->cfg.node_cert) {
+        int r = az->cfg.node_cert(az->cfg.node_cert_ud, node, id->fingerprint);
+        if (r < 0) {
+            snprintf(why, len, "node registry unavailable");
+            return KE_RPC_INTERNAL;
+        }
+        if (r == 0) {
+            char w[400];
+            who(id, w, sizeof(w));
+            snprintf(why, len, "%s: node %s is not registered with this certificate (never "
+                               "joined, removed, or replaced): run keadm join again", w, node);
+            return KE_RPC_PERMISSION_DENIED;
+        }
+    }
+    return decide_ask(az, id, is_node ? node : NULL, &a, field_sel, why, len);
 }

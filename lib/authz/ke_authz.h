@@ -134,6 +134,19 @@ int ke_authz_rpc(ke_rpc_call *call, const ProtobufCMessage *req, char *why, size
 int ke_authz_decide(ke_authz *az, const ke_rpc_identity *id, const char *method,
                     const ProtobufCMessage *req, char *why, size_t len);
 
+/* ke_authz_decide_request decides a request that is not a gRPC method —
+ * the Kubernetes REST gateway's — by the same rules: anonymous is
+ * UNAUTHENTICATED, system:masters may do anything, a node follows the node
+ * rule (plus list and watch of pods whose field_sel is exactly
+ * "spec.nodeName=<itself>", as a kubelet lists), everyone else RBAC.
+ * verb is Kubernetes' (get, list, watch, create, update, patch, delete,
+ * deletecollection); kind any name of the kind table; sub a subresource
+ * ("status", "log") or NULL; ns "" all namespaces (or cluster-scoped);
+ * name "" none. Returns KE_RPC_OK or the refusal as ke_authz_decide. */
+int ke_authz_decide_request(ke_authz *az, const ke_rpc_identity *id, const char *verb,
+                            const char *kind, const char *sub, const char *ns, const char *name,
+                            const char *field_sel, char *why, size_t len);
+
 /* ke_authz_rbac_allows reports (1/0) whether the RBAC objects in memory
  * let user (in groups[0..n_groups)) do verb on resource (a plural, or
  * "devices/twin") in API group `group` ("" core) in namespace ns ("" all

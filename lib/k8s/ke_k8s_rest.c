@@ -138,11 +138,11 @@ void ke_k8s_query_init(ke_k8s_query *q)
 
 static int parse_bool(const char *v, int *out)
 {
-    if (!v || !*v || strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
+    if (!v || !*v || strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0) {
         *out = 1;
         return 0;
     }
-    if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
+    if (strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0) {
         *out = 0;
         return 0;
     }

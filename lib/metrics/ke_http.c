@@ -1,7 +1,7 @@
 /*
  * ke_http.c — see ke_http.h.
  *
- * Map: parse_listen turns "host:port" into a socket address; ke_http_start
+ * Map: ke_http_parse_listen turns "host:port" into a socket address; ke_http_start
  * hands it to libmicrohttpd with bounded connections and timeouts; on_request
  * routes GET /metrics and GET /healthz to one function each. libmicrohttpd's
  * own diagnostics go through ke_log.
@@ -35,9 +35,9 @@ struct ke_http {
     int port;
 };
 
-/* parse_listen resolves "host:port" ("[v6]:port", ":port" = 0.0.0.0) into
+/* ke_http_parse_listen resolves "host:port" ("[v6]:port", ":port" = 0.0.0.0) into
  * *ss. Host names resolve through getaddrinfo; the first answer is used. */
-static int parse_listen(const char *listen, struct sockaddr_storage *ss)
+int ke_http_parse_listen(const char *listen, struct sockaddr_storage *ss)
 {
     char host[256];
     const char *port;
@@ -81,8 +81,8 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss)
     return rv;
 }
 
-/* mhd_log routes libmicrohttpd's messages into the process log. */
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+/* ke_http_mhd_log routes libmicrohttpd's messages into the process log. */
+void ke_http_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char line[512];
@@ -182,7 +182,7 @@ int ke_http_start(const ke_http_config *cfg, ke_http **out)
         return KE_EINVAL;
     *out = NULL;
     struct sockaddr_storage ss;
-    if (parse_listen(cfg->listen, &ss) != 0) {
+    if (ke_http_parse_listen(cfg->listen, &ss) != 0) {
         ke_log_error(LOG_MOD, "bad listen address listen=%s (want host:port)",
                      cfg->listen ? cfg->listen : "(null)");
         return KE_EINVAL;
@@ -200,7 +200,7 @@ int ke_http_start(const ke_http_config *cfg, ke_http **out)
                                              : ((struct sockaddr_in *)&ss)->sin_port;
     /* the logger goes first so that option errors reach it too */
     h->daemon = MHD_start_daemon(flags, ntohs(port), NULL, NULL, on_request, h,
-                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                                 MHD_OPTION_EXTERNAL_LOGGER, ke_http_mhd_log, NULL,
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)KE_HTTP_MAX_CONNECTIONS,
                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)KE_HTTP_TIMEOUT_S,

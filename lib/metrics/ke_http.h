@@ -16,7 +16,10 @@
 #ifndef KE_HTTP_H
 #define KE_HTTP_H
 
+#include <stdarg.h>
 #include <stddef.h>
+
+struct sockaddr_storage;
 
 /* Bounds: concurrent connections, idle connection timeout, health reason. */
 #define KE_HTTP_MAX_CONNECTIONS 64
@@ -55,5 +58,17 @@ void ke_http_stop(ke_http *h);
 /* ke_http_port returns the bound TCP port — the real one when the config
  * asked for port 0 — or 0 for NULL. */
 int ke_http_port(const ke_http *h);
+
+/* What the project's other libmicrohttpd servers (the Kubernetes gateway,
+ * MetaServer) share with this one: */
+/* ke_http_parse_listen resolves "host:port" ("[v6]:port", ":port" =
+ * 0.0.0.0; names through getaddrinfo, first answer) into *ss. Returns 0 or
+ * KE_EINVAL. */
+int ke_http_parse_listen(const char *listen, struct sockaddr_storage *ss);
+
+/* ke_http_mhd_log is the MHD_OPTION_EXTERNAL_LOGGER that routes
+ * libmicrohttpd's messages into the process log, escaped (they can quote
+ * what a client sent). */
+void ke_http_mhd_log(void *cls, const char *fmt, va_list ap);
 
 #endif
