@@ -64,7 +64,7 @@ echo "==> keadm init --dir $run/cloud"
 echo "==> Starting cloudcore (CloudHub with mutual TLS) on a free port"
 mkfifo "$run/cloud.ready"
 "$bin/services/cloudcore/cloudcore" --config "$run/cloud/cloudcore.yaml" \
-  --grpc.listen=127.0.0.1:0 --http.listen=127.0.0.1:0 \
+  --grpc.listen=127.0.0.1:0 --http.listen=127.0.0.1:0 --kubeapi.listen=127.0.0.1:0 \
   >"$run/cloud.ready" 2>"$run/cloudcore.log" &
 pids="$pids $!"
 line=$(wait_ready "$run/cloud.ready") || { cat "$run/cloudcore.log"; exit 1; }

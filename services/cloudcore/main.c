@@ -22,6 +22,7 @@
 #include "cloudhub.h"
 #include "devicecontroller.h"
 #include "edgecontroller.h"
+#include "kubeapi.h"
 #include "ke_store.h"
 #include "ke_authz.h"
 #include "ke_config.h"
@@ -92,6 +93,9 @@ struct cloudcore_config {
     int64_t stall_timeout;
     int64_t shutdown_timeout;
     char *remote_hub, *remote_ca, *remote_cert, *remote_key;
+    bool kubeapi_enable;
+    char *kubeapi_listen;
+    int64_t kubeapi_conns;
 };
 
 static const ke_config_field cloudcore_fields[] = {
@@ -186,6 +190,14 @@ static const ke_config_field cloudcore_fields[] = {
      "60s", "every node's objects are checked against CloudHub at least this often"},
     {"edgecontroller.sync_qps", KE_CONFIG_INT64, offsetof(struct cloudcore_config, ec_sync_qps),
      "500", "node reconciliations per second at most (each controller)"},
+    {"kubeapi.enable", KE_CONFIG_BOOL, offsetof(struct cloudcore_config, kubeapi_enable),
+     KE_DEFAULT_CONTROLLERS,
+     "serve the Kubernetes API (kubectl, client libraries) beside the controllers; HTTPS with "
+     "grpc.tls.* (needs edgecontroller.enable and TLS)"},
+    {"kubeapi.listen", KE_CONFIG_STRING, offsetof(struct cloudcore_config, kubeapi_listen),
+     "0.0.0.0:6443", "address of the Kubernetes API (host:port; port 0 picks one)"},
+    {"kubeapi.max_connections", KE_CONFIG_INT64, offsetof(struct cloudcore_config, kubeapi_conns),
+     "256", "concurrent connections to the Kubernetes API (each watch holds one)"},
     {"health.stall_timeout", KE_CONFIG_DURATION,
      offsetof(struct cloudcore_config, stall_timeout), "30s",
      "a worker thread (rpc loop, store watch, work queue, consumer, reaper) silent this long "
@@ -335,6 +347,7 @@ int main(int argc, char **argv)
     devicecontroller *dc = NULL;
     ke_rpc_channel *self = NULL;
     ke_authz *authz = NULL;
+    kubeapi *kapi = NULL;
     ke_log_level level;
     ke_rpc_tls tls = {0};
 
@@ -507,6 +520,21 @@ int main(int argc, char **argv)
                (rc = edgecontroller_start(ec, self)) != 0 ||
                (rc = devicecontroller_start(dc, self)) != 0))
         goto fail;
+    if (ec && cfg.kubeapi_enable && use_tls) {
+        kubeapi_config kc = {.listen = cfg.kubeapi_listen,
+                             .ca_file = cfg.tls_ca,
+                             .cert_file = cfg.tls_cert,
+                             .key_file = cfg.tls_key,
+                             .store = store,
+                             .ec = ec,
+                             .authz = authz,
+                             .max_connections = (unsigned)cfg.kubeapi_conns};
+        if ((rc = kubeapi_start(&kc, &kapi)) != 0)
+            goto fail;
+    } else if (cfg.kubeapi_enable && ec) {
+        ke_log_info(KE_PROGRAM, "not serving the Kubernetes API: it needs grpc.tls.* (HTTPS with "
+                                "client certificates)");
+    }
     ke_http_config hc = {.listen = cfg.http_listen,
                          .health = hub ? cloudhub_health : NULL,
                          .health_arg = hub};
@@ -518,7 +546,11 @@ int main(int argc, char **argv)
                 CLOUDCORE_VERSION, cfg.grpc_listen, ke_rpc_server_port(srv),
                 use_tls ? cfg.tls_client_auth : "off", hub ? "on" : "off", ec ? "on" : "off",
                 ke_http_port(http));
-    printf("ready grpc=%d http=%d\n", ke_rpc_server_port(srv), ke_http_port(http));
+    if (kapi)
+        printf("ready grpc=%d http=%d kubeapi=%d\n", ke_rpc_server_port(srv),
+               ke_http_port(http), kubeapi_port(kapi));
+    else
+        printf("ready grpc=%d http=%d\n", ke_rpc_server_port(srv), ke_http_port(http));
     fflush(stdout);
 
     int sig = wait_for_signal(cfg.mem_trim_interval);
@@ -535,6 +567,8 @@ stop:
 out:
     ke_watchdog_shutdown_step("http");
     ke_http_stop(http);
+    ke_watchdog_shutdown_step("kubeapi");
+    kubeapi_stop(kapi);
     ke_watchdog_shutdown_step("controllers");
     edgecontroller_stop(ec); /* the controllers' own calls first: they go through srv */
     devicecontroller_stop(dc);

@@ -35,7 +35,7 @@ static void run_cloudcore(const char *yaml, const char *flags, run *r, char *pat
     fclose(f);
     char errfile[128];
     snprintf(errfile, sizeof(errfile), "%s/stderr", dir);
-    r->code = ke_tp_sh("%s --config %s --grpc.listen=127.0.0.1:0 --http.listen=127.0.0.1:0 --cloudhub.enable=false %s "
+    r->code = ke_tp_sh("%s --config %s --grpc.listen=127.0.0.1:0 --http.listen=127.0.0.1:0 --kubeapi.listen=127.0.0.1:0 --cloudhub.enable=false %s "
                        ">/dev/null 2>%s",
                        ke_tp_env("KE_CLOUDCORE"), path, flags ? flags : "", errfile);
     f = fopen(errfile, "r");

@@ -426,6 +426,7 @@ static int group_cloud_setup(void **state)
     snprintf(cfg, sizeof(cfg), "%s/cloudcore.yaml", cloud);
     char *argv[] = {(char *)ke_tp_env("KE_CLOUDCORE"), "--config", cfg,
                     "--grpc.listen=127.0.0.1:0", "--http.listen=127.0.0.1:0",
+                    "--kubeapi.listen=127.0.0.1:0",
                     "--log_level=warn", NULL};
     if (ke_tp_start(&f->cloudcore, argv) != 0)
         return -1;

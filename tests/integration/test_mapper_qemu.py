@@ -126,7 +126,7 @@ class Cluster:
         cc = subprocess.Popen(
             [os.path.join(BIN, "services", "cloudcore", "cloudcore"), "--config",
              os.path.join(cloud, "cloudcore.yaml"), "--grpc.listen=127.0.0.1:0",
-             "--http.listen=127.0.0.1:0"],
+             "--http.listen=127.0.0.1:0", "--kubeapi.listen=127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, "cloudcore.log"), "w"),
             text=True)
         self.procs["cloudcore"] = cc

@@ -45,6 +45,7 @@ static void server_start(server *s, const char *const *extra)
     argv[n++] = (char *)ke_tp_env("KE_CLOUDCORE");
     argv[n++] = "--grpc.listen=127.0.0.1:0";
     argv[n++] = "--http.listen=127.0.0.1:0";
+    argv[n++] = "--kubeapi.listen=127.0.0.1:0";
     argv[n++] = "--log_level=warn";
     argv[n++] = "--cloudhub.enable=false";
     for (int i = 0; extra && extra[i]; i++)

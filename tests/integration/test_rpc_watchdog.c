@@ -97,7 +97,7 @@ static void test_watchdog_stalled_rpc_thread_fails_healthz_and_sigterm_still_exi
     assert_int_equal(ke_tp_tmpdir(dir), 0);
     snprintf(log, sizeof(log), "%s/cloudcore.log", dir);
     char *argv[] = {(char *)ke_tp_env("KE_CLOUDCORE"), "--grpc.listen=127.0.0.1:0",
-                    "--http.listen=127.0.0.1:0", "--log_level=info", "--cloudhub.enable=false",
+                    "--http.listen=127.0.0.1:0", "--kubeapi.listen=127.0.0.1:0", "--log_level=info", "--cloudhub.enable=false",
                     "--grpc.threads=2", "--health.stall_timeout=1s", "--shutdown.timeout=2s",
                     NULL};
     assert_int_equal(setenv("KE_TEST_STALL", "rpc-0-1", 1), 0);

@@ -52,7 +52,8 @@ static void test_controllers_in_their_own_process_drive_a_remote_cloudhub(void *
     snprintf(log, sizeof(log), "%s/edgecontroller.log", c.dir);
     char tca[128];
     snprintf(tca, sizeof(tca), "--grpc.tls.ca=%s/cloud/ca.crt", c.dir);
-    char *argv[] = {ec_bin, "--grpc.listen=127.0.0.1:0", "--http.listen=127.0.0.1:0", tca,
+    char *argv[] = {ec_bin, "--grpc.listen=127.0.0.1:0", "--http.listen=127.0.0.1:0",
+                    "--kubeapi.listen=127.0.0.1:0", tca,
                     admin_cert, admin_key, db, hub, ca, cert, key, NULL};
     ke_tp ecp;
     assert_int_equal(ke_tp_start_log(&ecp, argv, log), 0);

@@ -133,7 +133,7 @@ class KubeEdgeMapper(unittest.TestCase):
         cls.cloud = subprocess.Popen(
             [os.path.join(BIN, "services", "cloudcore", "cloudcore"), "--config",
              os.path.join(cloud, "cloudcore.yaml"), "--grpc.listen=127.0.0.1:0",
-             "--http.listen=127.0.0.1:0"],
+             "--http.listen=127.0.0.1:0", "--kubeapi.listen=127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=open(os.path.join(cls.tmp, "cloudcore.log"), "w"),
             text=True)
         cls.procs.append(cls.cloud)

@@ -39,7 +39,7 @@ class CloudcoreInterop(unittest.TestCase):
         import diag_pb2
         import diag_pb2_grpc
         cls.proc = subprocess.Popen(
-            [CLOUDCORE, "--grpc.listen=127.0.0.1:0", "--http.listen=127.0.0.1:0",
+            [CLOUDCORE, "--grpc.listen=127.0.0.1:0", "--http.listen=127.0.0.1:0", "--kubeapi.listen=127.0.0.1:0",
              "--cloudhub.enable=false"],
             stdout=subprocess.PIPE, text=True)
         line = cls.proc.stdout.readline()

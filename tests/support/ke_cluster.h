@@ -41,6 +41,7 @@ typedef struct ke_edge {
     ke_tp proc;
     int running;
     int http_port;         /* /healthz and /metrics, when started with --http.listen; else 0 */
+    int kubeapi_port;      /* the Kubernetes API gateway's port; 0 when not serving */
     ke_rpc_channel *local; /* EdgeLocal */
 } ke_edge;
 

@@ -250,6 +250,7 @@ pid_t bench_cloudcore_start(const char *cloudcore, const char *dir, const char *
                                          config,
                                          "--grpc.listen=127.0.0.1:0",
                                          "--http.listen=127.0.0.1:0",
+                                         "--kubeapi.listen=127.0.0.1:0",
                                          "--log_level=warn"};
     for (int i = 0; extra && extra[i]; i++) {
         if (i == EXTRA_MAX)

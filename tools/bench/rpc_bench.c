@@ -52,6 +52,7 @@ static pid_t start_cloudcore(const char *path, int *port)
         dup2(fds[1], STDOUT_FILENO);
         close(fds[0]);
         execl(path, path, "--grpc.listen=127.0.0.1:0", "--http.listen=127.0.0.1:0",
+              "--kubeapi.listen=127.0.0.1:0",
               "--log_level=error", "--cloudhub.enable=false", (char *)NULL);
         _exit(127);
     }

@@ -1,0 +1,69 @@
+/*
+ * kubeapi_internal.h — the gateway's private state, shared by its files:
+ *   kubeapi.c    the server: TLS, client identity, bodies, routing
+ *   discovery.c  /version, /api, /apis, group-versions, /openapi/*
+ *   resources.c  get, list, create, update, patch, delete, deletecollection
+ *   watch.c      watch streams
+ */
+#ifndef KUBEAPI_INTERNAL_H
+#define KUBEAPI_INTERNAL_H
+
+#include "kubeapi.h"
+#include "ke_k8s_rest.h"
+#include "ke_rpc.h"
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+
+#define KA_MOD "kubeapi"
+
+typedef struct ka_watch ka_watch;
+
+struct kubeapi {
+    kubeapi_config cfg;
+    struct MHD_Daemon *d;
+    char *ca, *cert, *key;
+    int port;
+    pthread_mutex_t mu; /* guards watches and stopping */
+    int mu_init;
+    int stopping;
+    ka_watch *watches; /* open watches (a list through ka_watch.next) */
+};
+
+/* One request: its body (bounded by KUBEAPI_BODY_MAX), caller and query. */
+typedef struct ka_req {
+    char *body;
+    size_t len, cap;
+    int too_large;
+    ke_rpc_identity id;
+    ke_k8s_query q;
+    int query_rc;
+    char query_why[256];
+    const char *method, *url, *accept, *content_type;
+} ka_req;
+
+/* Replies. ka_send_json sends body (stolen; NULL: out of memory → 500)
+ * with a Warning header when warning is set. */
+enum MHD_Result ka_send_json(struct MHD_Connection *c, unsigned code, json_t *body,
+                             const char *warning);
+enum MHD_Result ka_send_status(struct MHD_Connection *c, unsigned code, const char *reason,
+                               const char *message, const ke_k8s_kind *k, const char *name);
+/* ka_send_error answers a KE_E* error (ke_k8s_http_of) with why. */
+enum MHD_Result ka_send_error(struct MHD_Connection *c, int rc, const char *why,
+                              const ke_k8s_kind *k, const char *name);
+
+enum MHD_Result ka_serve_discovery(kubeapi *ka, struct MHD_Connection *c, ka_req *r);
+enum MHD_Result ka_serve_other(kubeapi *ka, struct MHD_Connection *c, ka_req *r);
+enum MHD_Result ka_serve_resource(kubeapi *ka, struct MHD_Connection *c, ka_req *r);
+/* ka_serve_group_version answers GET /api/v1 or /apis/G/V (an
+ * APIResourceList), or /apis/G (an APIGroup); 0 when the path is not one. */
+int ka_is_group_path(const char *url);
+enum MHD_Result ka_serve_group(kubeapi *ka, struct MHD_Connection *c, ka_req *r);
+
+/* watch.c */
+enum MHD_Result ka_serve_watch(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
+                               const ke_k8s_path *p, const char *ns, int table);
+void ka_watches_stop(kubeapi *ka);
+
+#endif
