@@ -96,6 +96,64 @@ REQUIRED = {
 }
 
 
+# Fields newer than the model classes of the packaged python3-kubernetes
+# (stable in Kubernetes 1.23 to 1.33), so objects using them still pass:
+# definition -> field -> schema; and the definitions they need.
+def added_fields():
+    s = {"type": "string"}
+
+    def obj(props, required=()):
+        d = {"type": "object", "properties": props}
+        if required:
+            d["required"] = sorted(required)
+        return d
+
+    def arr(item, key=None, strategy="merge"):
+        d = {"type": "array", "items": item}
+        if key:
+            d["x-kubernetes-patch-strategy"] = strategy
+            d["x-kubernetes-patch-merge-key"] = key
+        return d
+
+    defs = {
+        CORE + "PodOS": obj({"name": s}, ["name"]),
+        CORE + "PodSchedulingGate": obj({"name": s}, ["name"]),
+        CORE + "PodResourceClaim": obj({"name": s, "resourceClaimName": s,
+                                        "resourceClaimTemplateName": s}, ["name"]),
+        CORE + "ContainerResizePolicy": obj({"resourceName": s, "restartPolicy": s},
+                                            ["resourceName", "restartPolicy"]),
+        CORE + "GRPCAction": obj({"port": {"type": "integer"}, "service": s}, ["port"]),
+        CORE + "ResourceClaim": obj({"name": s, "request": s}, ["name"]),
+        CORE + "HostIP": obj({"ip": s}),
+        CORE + "AppArmorProfile": obj({"type": s, "localhostProfile": s}, ["type"]),
+        CORE + "SleepAction": obj({"seconds": {"type": "integer"}}, ["seconds"]),
+    }
+    container = {"resizePolicy": arr(ref(CORE + "ContainerResizePolicy")), "restartPolicy": s}
+    fields = {
+        CORE + "PodSpec": {
+            "os": ref(CORE + "PodOS"),
+            "hostUsers": {"type": "boolean"},
+            "schedulingGates": arr(ref(CORE + "PodSchedulingGate"), "name"),
+            "resourceClaims": arr(ref(CORE + "PodResourceClaim"), "name", "merge,retainKeys"),
+        },
+        CORE + "Container": container,
+        CORE + "EphemeralContainer": container,
+        CORE + "Probe": {"grpc": ref(CORE + "GRPCAction")},
+        CORE + "ResourceRequirements": {"claims": arr(ref(CORE + "ResourceClaim"))},
+        CORE + "PodStatus": {"hostIPs": arr(ref(CORE + "HostIP"), "ip"), "resize": s},
+        CORE + "ContainerStatus": {
+            "allocatedResources": {"type": "object", "additionalProperties": ref(QUANTITY)},
+            "resources": ref(CORE + "ResourceRequirements"),
+        },
+        CORE + "ServiceSpec": {"trafficDistribution": s},
+        CORE + "PodSecurityContext": {"appArmorProfile": ref(CORE + "AppArmorProfile"),
+                                      "supplementalGroupsPolicy": s, "seLinuxChangePolicy": s},
+        CORE + "SecurityContext": {"appArmorProfile": ref(CORE + "AppArmorProfile")},
+        CORE + "Handler": {"sleep": ref(CORE + "SleepAction")},
+    }
+    return fields, defs
+
+
 def def_name(cls):
     if cls in META_CLASSES:
         return META + cls[2:]
@@ -228,10 +286,11 @@ def device_definitions():
             "protocol": s,
             "properties": {"type": "array", "items": ref(DEV + "ModelProperty")},
         }},
-        # minimum and maximum: a number, or a string holding one.
+        # minimum and maximum: a number, or a string holding one (no type).
         DEV + "ModelProperty": {"type": "object", "required": ["name"], "properties": {
             "name": s, "description": s, "type": s, "accessMode": s,
-            "minimum": {}, "maximum": {}, "unit": s,
+            "minimum": {"description": "A number, or a string holding one."},
+            "maximum": {"description": "A number, or a string holding one."}, "unit": s,
         }},
     }
     for kind in ("Device", "DeviceModel"):
@@ -246,6 +305,14 @@ def main():
         os.path.dirname(os.path.abspath(__file__)), "..", "api", "openapi", "schema.json")
     defs = model_definitions()
     defs.update(device_definitions())
+    fields, extra = added_fields()
+    for name, d in extra.items():
+        defs.setdefault(name, d)
+    for name, props in fields.items():
+        if name not in defs:
+            raise SystemExit("gen-openapi: no definition %s for the added fields" % name)
+        for field, schema in props.items():
+            defs[name]["properties"].setdefault(field, schema)
     for (name, field), (strategy, key) in PATCH.items():
         if name.startswith(DEV):  # hand-written: set here
             prop = defs[name]["properties"][field]

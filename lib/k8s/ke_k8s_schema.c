@@ -14,6 +14,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -502,8 +503,8 @@ static json_t *operation(int v3, const resource *r, const char *action)
     char def[128], opid[160], kdef[128];
     def_name(r, ops[k].suffix, def, sizeof(def));
     def_name(r, "", kdef, sizeof(kdef));
-    snprintf(opid, sizeof(opid), "%s%s%s%s", ops[k].verb, r->namespaced ? "Namespaced" : "",
-             r->kind, ops[k].suffix);
+    snprintf(opid, sizeof(opid), "%s%s%s", ops[k].verb, r->namespaced ? "Namespaced" : "",
+             r->kind);
     json_t *resp_schema = ops[k].body == 3 ? ref_to(v3, META_DEF "Status") : ref_to(v3, def);
     json_t *op = json_pack("{s:s,s:s,s:{s:s,s:s,s:s},s:o,s:[]}", "operationId", opid,
                            "x-kubernetes-action", action, "x-kubernetes-group-version-kind",
@@ -789,4 +790,275 @@ json_t *ke_k8s_openapi_v3_index(const char *hash_query)
         }
     }
     return index;
+}
+
+/* ---- /openapi/v2 in protobuf ---------------------------------------------
+ * kubectl asks for /openapi/v2 only in protobuf: the gnostic openapi.v2
+ * Document message (field numbers below are that message's). Only what the
+ * document above uses is encoded; vendor extensions carry their value as
+ * JSON text in Any.yaml (JSON is YAML). */
+
+typedef struct pbuf {
+    unsigned char *b;
+    size_t n, cap;
+    int err;
+} pbuf;
+
+static void pb_raw(pbuf *p, const void *d, size_t n)
+{
+    if (p->err || n == 0)
+        return;
+    if (p->n + n > p->cap) {
+        size_t cap = p->cap ? p->cap : 256;
+        while (cap < p->n + n)
+            cap *= 2;
+        unsigned char *nb = realloc(p->b, cap);
+        if (!nb) {
+            p->err = 1;
+            return;
+        }
+        p->b = nb;
+        p->cap = cap;
+    }
+    memcpy(p->b + p->n, d, n);
+    p->n += n;
+}
+
+static void pb_varint(pbuf *p, uint64_t v)
+{
+    unsigned char tmp[10];
+    size_t n = 0;
+    do {
+        tmp[n] = (unsigned char)(v & 0x7f);
+        v >>= 7;
+        if (v)
+            tmp[n] |= 0x80;
+        n++;
+    } while (v);
+    pb_raw(p, tmp, n);
+}
+
+static void pb_bytes(pbuf *p, unsigned field, const void *d, size_t n)
+{
+    pb_varint(p, (uint64_t)field << 3 | 2);
+    pb_varint(p, n);
+    pb_raw(p, d, n);
+}
+
+static void pb_str(pbuf *p, unsigned field, const char *s)
+{
+    if (s)
+        pb_bytes(p, field, s, strlen(s));
+}
+
+static void pb_bool(pbuf *p, unsigned field, int v)
+{
+    if (v) {
+        pb_varint(p, (uint64_t)field << 3);
+        pb_varint(p, 1);
+    }
+}
+
+/* pb_msg embeds child (consumed) as field. */
+static void pb_msg(pbuf *p, unsigned field, pbuf *child)
+{
+    if (child->err)
+        p->err = 1;
+    else
+        pb_bytes(p, field, child->b ? (const void *)child->b : "", child->n);
+    free(child->b);
+    *child = (pbuf){0};
+}
+
+static const char *jstr(const json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+
+/* pb_ext encodes the x-... keys of o as NamedAny entries of field. */
+static void pb_ext(pbuf *p, unsigned field, const json_t *o)
+{
+    const char *key;
+    const json_t *v;
+    json_object_foreach((json_t *)o, key, v) {
+        if (strncmp(key, "x-", 2) != 0)
+            continue;
+        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!text) {
+            p->err = 1;
+            return;
+        }
+        pbuf any = {0}, named = {0};
+        pb_str(&any, 2, text);
+        free(text);
+        pb_str(&named, 1, key);
+        pb_msg(&named, 2, &any);
+        pb_msg(p, field, &named);
+    }
+}
+
+static void pb_schema(pbuf *p, const json_t *s, int depth)
+{
+    if (depth > SCHEMA_DEPTH_MAX) {
+        p->err = 1;
+        return;
+    }
+    pb_str(p, 1, jstr(s, "$ref"));
+    pb_str(p, 2, jstr(s, "format"));
+    pb_str(p, 4, jstr(s, "description"));
+    size_t i;
+    const json_t *e;
+    json_array_foreach(json_object_get(s, "required"), i, e) pb_str(p, 19, json_string_value(e));
+    const json_t *addl = json_object_get(s, "additionalProperties");
+    if (addl) {
+        pbuf item = {0}, sub = {0};
+        if (json_is_object(addl)) {
+            pb_schema(&sub, addl, depth + 1);
+            pb_msg(&item, 1, &sub);
+        } else {
+            pb_varint(&item, 2 << 3);
+            pb_varint(&item, json_is_true(addl));
+        }
+        pb_msg(p, 21, &item);
+    }
+    if (jstr(s, "type")) {
+        pbuf t = {0};
+        pb_str(&t, 1, jstr(s, "type"));
+        pb_msg(p, 22, &t);
+    }
+    const json_t *items = json_object_get(s, "items");
+    if (json_is_object(items)) {
+        pbuf it = {0}, sub = {0};
+        pb_schema(&sub, items, depth + 1);
+        pb_msg(&it, 1, &sub);
+        pb_msg(p, 23, &it);
+    }
+    const json_t *props = json_object_get(s, "properties");
+    if (json_is_object(props)) {
+        pbuf ps = {0};
+        const char *key;
+        const json_t *v;
+        json_object_foreach((json_t *)props, key, v) {
+            pbuf named = {0}, sub = {0};
+            pb_str(&named, 1, key);
+            pb_schema(&sub, v, depth + 1);
+            pb_msg(&named, 2, &sub);
+            pb_msg(&ps, 1, &named);
+        }
+        pb_msg(p, 25, &ps);
+    }
+    pb_ext(p, 31, s);
+}
+
+/* pb_param encodes one parameter as a ParametersItem of field. */
+static void pb_param(pbuf *p, unsigned field, const json_t *prm)
+{
+    const char *in = jstr(prm, "in");
+    int required = json_is_true(json_object_get(prm, "required"));
+    int unique = json_is_true(json_object_get(prm, "uniqueItems"));
+    pbuf sub = {0}, param = {0}, item = {0};
+    if (in && strcmp(in, "body") == 0) {
+        pbuf body = {0}, schema = {0};
+        pb_str(&body, 2, jstr(prm, "name"));
+        pb_str(&body, 3, in);
+        pb_bool(&body, 4, required);
+        pb_schema(&schema, json_object_get(prm, "schema"), 1);
+        pb_msg(&body, 5, &schema);
+        pb_msg(&param, 1, &body);
+    } else {
+        int query = in && strcmp(in, "query") == 0;
+        pb_bool(&sub, 1, required);
+        pb_str(&sub, 2, in);
+        pb_str(&sub, 4, jstr(prm, "name"));
+        pb_str(&sub, query ? 6 : 5, jstr(prm, "type"));
+        pb_bool(&sub, query ? 20 : 19, unique);
+        pbuf nonbody = {0};
+        pb_msg(&nonbody, query ? 3 : 4, &sub);
+        pb_msg(&param, 2, &nonbody);
+    }
+    pb_msg(&item, 1, &param);
+    pb_msg(p, field, &item);
+}
+
+static void pb_operation(pbuf *p, const json_t *op)
+{
+    size_t i;
+    const json_t *e;
+    pb_str(p, 5, jstr(op, "operationId"));
+    json_array_foreach(json_object_get(op, "produces"), i, e) pb_str(p, 6, json_string_value(e));
+    json_array_foreach(json_object_get(op, "consumes"), i, e) pb_str(p, 7, json_string_value(e));
+    json_array_foreach(json_object_get(op, "parameters"), i, e) pb_param(p, 8, e);
+    pbuf resps = {0};
+    const char *code;
+    const json_t *r;
+    json_object_foreach(json_object_get(op, "responses"), code, r) {
+        pbuf resp = {0}, value = {0}, named = {0};
+        pb_str(&resp, 1, jstr(r, "description"));
+        if (json_object_get(r, "schema")) {
+            pbuf item = {0}, schema = {0};
+            pb_schema(&schema, json_object_get(r, "schema"), 1);
+            pb_msg(&item, 1, &schema);
+            pb_msg(&resp, 2, &item);
+        }
+        pb_msg(&value, 1, &resp);
+        pb_str(&named, 1, code);
+        pb_msg(&named, 2, &value);
+        pb_msg(&resps, 1, &named);
+    }
+    pb_msg(p, 9, &resps);
+    pb_ext(p, 13, op);
+}
+
+int ke_k8s_openapi_v2_pb(unsigned char **out, size_t *len)
+{
+    static const struct {
+        const char *method;
+        unsigned field;
+    } methods[] = {{"get", 2}, {"put", 3}, {"post", 4}, {"delete", 5}, {"patch", 8}};
+    *out = NULL;
+    *len = 0;
+    json_t *doc = ke_k8s_openapi_v2();
+    if (!doc)
+        return KE_ENOMEM;
+    pbuf p = {0}, info = {0}, paths = {0}, defs = {0};
+    pb_str(&p, 1, jstr(doc, "swagger"));
+    pb_str(&info, 1, jstr(json_object_get(doc, "info"), "title"));
+    pb_str(&info, 2, jstr(json_object_get(doc, "info"), "version"));
+    pb_msg(&p, 2, &info);
+    const char *key;
+    const json_t *v;
+    json_object_foreach(json_object_get(doc, "paths"), key, v) {
+        pbuf item = {0}, named = {0};
+        for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+            const json_t *op = json_object_get(v, methods[m].method);
+            if (op) {
+                pbuf o = {0};
+                pb_operation(&o, op);
+                pb_msg(&item, methods[m].field, &o);
+            }
+        }
+        size_t i;
+        const json_t *e;
+        json_array_foreach(json_object_get(v, "parameters"), i, e) pb_param(&item, 9, e);
+        pb_str(&named, 1, key);
+        pb_msg(&named, 2, &item);
+        pb_msg(&paths, 2, &named);
+    }
+    pb_msg(&p, 8, &paths);
+    json_object_foreach(json_object_get(doc, "definitions"), key, v) {
+        pbuf named = {0}, schema = {0};
+        pb_str(&named, 1, key);
+        pb_schema(&schema, v, 1);
+        pb_msg(&named, 2, &schema);
+        pb_msg(&defs, 1, &named);
+    }
+    pb_msg(&p, 9, &defs);
+    json_decref(doc);
+    if (p.err) {
+        free(p.b);
+        return KE_ENOMEM;
+    }
+    *out = p.b;
+    *len = p.n;
+    return 0;
 }

@@ -63,6 +63,17 @@ int ke_k8s_schema_patch_meta(void *ud, const char *kind, const char *path,
  * definitions. A new reference, or NULL (out of memory, schema damaged). */
 json_t *ke_k8s_openapi_v2(void);
 
+/* kubectl asks /openapi/v2 for protobuf only (Accept
+ * "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"); the
+ * answer's Content-Type is this ('@' is not allowed in a media type). */
+#define KE_K8S_OPENAPI_V2_PB_TYPE "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+
+/* ke_k8s_openapi_v2_pb encodes the ke_k8s_openapi_v2 document as the
+ * protobuf message kubectl reads (gnostic's openapi.v2.Document; vendor
+ * extensions as JSON text). On 0, *out (free() it) holds *len bytes.
+ * Returns 0 or KE_ENOMEM. */
+int ke_k8s_openapi_v2_pb(unsigned char **out, size_t *len);
+
 /* ke_k8s_openapi_v3_index builds the /openapi/v3 discovery document:
  * {"paths":{"api/v1":{"serverRelativeURL":"/openapi/v3/api/v1?<q>=<H>"},
  * "apis/devices.kubeedge.io/v1beta1":{...}}}, H the SHA-256 (hex) of that

@@ -15,6 +15,7 @@
 #include "ke_err.h"
 #include "ke_k8s_schema.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static json_t *parse(const char *text)
@@ -55,7 +56,9 @@ static const char *const web_pod =
     "\"/index.html\",\"port\":8080},\"periodSeconds\":2},\"livenessProbe\":{\"tcpSocket\":{"
     "\"port\":\"http\"}}}],\"volumes\":[{\"name\":\"secret\",\"secret\":{\"secretName\":"
     "\"web-secret\"}},{\"name\":\"tmp\",\"emptyDir\":{\"sizeLimit\":\"1Gi\"}}],\"tolerations\":"
-    "[{\"key\":\"k\",\"operator\":\"Exists\"}]},\"status\":null}";
+    "[{\"key\":\"k\",\"operator\":\"Exists\"}],\"os\":{\"name\":\"linux\"},"
+    "\"initContainers\":[{\"name\":\"side\",\"image\":\"i\",\"restartPolicy\":\"Always\","
+    "\"startupProbe\":{\"grpc\":{\"port\":9000}}}]},\"status\":null}";
 
 /* deploy/examples/thermometer.yaml, the Device with a status. */
 static const char *const thermometer =
@@ -405,6 +408,105 @@ static void test_schema_openapi_v3(void **state)
     assert_null(ke_k8s_openapi_v3(NULL));
 }
 
+/* pb_field finds field number `field` (length-delimited) in the message
+ * [b, b+n) after *pos; sets *v and *vn to its bytes. 1 found, 0 not. */
+static int pb_field(const unsigned char *b, size_t n, size_t *pos, unsigned field,
+                    const unsigned char **v, size_t *vn)
+{
+    while (*pos < n) {
+        uint64_t key = 0, len = 0;
+        for (int shift = 0; *pos < n; shift += 7) {
+            unsigned char c = b[(*pos)++];
+            key |= (uint64_t)(c & 0x7f) << shift;
+            if (!(c & 0x80))
+                break;
+        }
+        unsigned wt = (unsigned)(key & 7);
+        if (wt == 0) {
+            while (*pos < n && (b[(*pos)++] & 0x80))
+                ;
+            continue;
+        }
+        assert_int_equal(wt, 2); /* the document uses varints and bytes only */
+        for (int shift = 0; *pos < n; shift += 7) {
+            unsigned char c = b[(*pos)++];
+            len |= (uint64_t)(c & 0x7f) << shift;
+            if (!(c & 0x80))
+                break;
+        }
+        assert_true(len <= n - *pos);
+        const unsigned char *d = b + *pos;
+        *pos += len;
+        if ((key >> 3) == field) {
+            *v = d;
+            *vn = len;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* pb_named finds, among the repeated field `field` of a message, the
+ * Named* entry (1: name, 2: value) called name; its value in *v, *vn. */
+static int pb_named(const unsigned char *b, size_t n, unsigned field, const char *name,
+                    const unsigned char **v, size_t *vn)
+{
+    size_t pos = 0;
+    const unsigned char *e;
+    size_t en;
+    while (pb_field(b, n, &pos, field, &e, &en)) {
+        size_t p2 = 0;
+        const unsigned char *k;
+        size_t kn;
+        if (pb_field(e, en, &p2, 1, &k, &kn) && kn == strlen(name) && memcmp(k, name, kn) == 0) {
+            p2 = 0;
+            return pb_field(e, en, &p2, 2, v, vn);
+        }
+    }
+    return 0;
+}
+
+static void test_schema_openapi_v2_protobuf(void **state)
+{
+    (void)state;
+    unsigned char *b = NULL;
+    size_t n = 0;
+    assert_int_equal(ke_k8s_openapi_v2_pb(&b, &n), 0);
+    assert_non_null(b);
+    assert_true(n > 1000);
+    assert_memory_equal(b, "\x0a\x03" "2.0", 5); /* swagger = 1 */
+    const unsigned char *v, *w, *x;
+    size_t vn, wn, xn, pos = 0;
+    /* definitions (9) -> io.k8s.api.core.v1.Pod -> its vendor extensions (31) */
+    assert_true(pb_field(b, n, &pos, 9, &v, &vn));
+    assert_true(pb_named(v, vn, 1, "io.k8s.api.core.v1.Pod", &w, &wn));
+    assert_true(pb_named(w, wn, 31, "x-kubernetes-group-version-kind", &x, &xn));
+    pos = 0;
+    const unsigned char *y;
+    size_t yn;
+    assert_true(pb_field(x, xn, &pos, 2, &y, &yn)); /* Any.yaml */
+    const char *want = "[{\"group\":\"\",\"kind\":\"Pod\",\"version\":\"v1\"}]";
+    assert_int_equal(yn, strlen(want));
+    assert_memory_equal(y, want, yn);
+    /* paths (8) -> the pod item -> patch (8) -> a query parameter fieldValidation */
+    pos = 0;
+    assert_true(pb_field(b, n, &pos, 8, &v, &vn));
+    assert_true(pb_named(v, vn, 2, "/api/v1/namespaces/{namespace}/pods/{name}", &w, &wn));
+    pos = 0;
+    assert_true(pb_field(w, wn, &pos, 8, &x, &xn));
+    int found = 0;
+    pos = 0;
+    while (!found && pb_field(x, xn, &pos, 8, &y, &yn)) { /* ParametersItem */
+        const unsigned char *a, *c, *d, *e;
+        size_t an, cn, dn, en, p1 = 0, p2 = 0, p3 = 0, p4 = 0;
+        if (pb_field(y, yn, &p1, 1, &a, &an) && pb_field(a, an, &p2, 2, &c, &cn) &&
+            pb_field(c, cn, &p3, 3, &d, &dn) && pb_field(d, dn, &p4, 4, &e, &en))
+            found = en == strlen("fieldValidation") && memcmp(e, "fieldValidation", en) == 0;
+    }
+    assert_true(found);
+    free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +515,7 @@ int main(void)
         cmocka_unit_test(test_schema_wrong_types_refused),
         cmocka_unit_test(test_schema_patch_meta),
         cmocka_unit_test(test_schema_openapi_v2),
+        cmocka_unit_test(test_schema_openapi_v2_protobuf),
         cmocka_unit_test(test_schema_openapi_v3),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
