@@ -245,7 +245,8 @@ static void unknown_field(checker *c)
     int n = snprintf(c->why + c->used, room, "%sunknown field \"%s\"",
                      c->unknown == 1 ? "strict decoding error: " : ", ", c->path);
     if (n < 0 || (size_t)n >= room) {
-        c->why[c->used] = '\0'; /* whole entries only */
+        if (c->used > 0)
+            c->why[c->used] = '\0'; /* whole entries only, after the first */
         c->full = 1;
         return;
     }
@@ -350,7 +351,8 @@ int ke_k8s_schema_check(const json_t *obj, char *why, size_t len)
     if (rc != 0)
         return fail(rc, why, len, "the embedded OpenAPI schema did not load");
     if (!json_is_object(obj))
-        return fail(KE_EINVAL, why, len, "expected object, got %s", obj ? json_kind(obj) : "nothing");
+        return fail(KE_EINVAL, why, len, "expected object, got %s",
+                    obj ? json_kind(obj) : "nothing");
     const char *av = json_string_value(json_object_get(obj, "apiVersion"));
     const char *kind = json_string_value(json_object_get(obj, "kind"));
     if (!av || !*av || !kind || !*kind)

@@ -40,7 +40,8 @@ int ke_k8s_schema_check(const json_t *obj, char *why, size_t len);
 #define KE_K8S_PATCH_META_DEFINED
 /* The strategic merge patch facts of one list field: strategy ("merge",
  * "merge,retainKeys", ...) and merge key ("name"; NULL for a list of
- * scalars merged as a set). Static strings. */
+ * scalars merged as a set); from ke_k8s_schema_patch_meta, strings of the
+ * loaded schema, valid for the life of the process. */
 typedef struct ke_k8s_patch_meta {
     const char *strategy;
     const char *merge_key;

@@ -131,7 +131,8 @@ static void test_schema_unknown_fields_named_by_path(void **state)
           KE_EINVAL,
           "strict decoding error: unknown field \"extra\", unknown field \"metadata.labelz\", "
           "unknown field \"spec.foo\", unknown field \"spec.containers[1].imagee\", unknown field "
-          "\"spec.containers[1].env[0].vaule\", unknown field \"spec.volumes[0].secret.secretNam\"");
+          "\"spec.containers[1].env[0].vaule\", unknown field "
+          "\"spec.volumes[0].secret.secretNam\"");
     check("{\"apiVersion\":\"devices.kubeedge.io/v1beta1\",\"kind\":\"Device\",\"metadata\":{"
           "\"name\":\"d\"},\"spec\":{\"deviceModelRef\":{\"name\":\"m\",\"kind\":\"x\"},"
           "\"properties\":[{\"name\":\"a\"},{\"name\":\"b\",\"desired\":{\"valu\":\"1\"}}]},"
@@ -154,6 +155,9 @@ static void test_schema_unknown_fields_named_by_path(void **state)
     assert_int_equal(ke_k8s_schema_check(o, why, sizeof(why)), KE_EINVAL);
     assert_string_equal(why, "strict decoding error: unknown field \"aaaa\"");
     assert_int_equal(ke_k8s_schema_check(o, NULL, 0), KE_EINVAL);
+    char tiny[16];
+    assert_int_equal(ke_k8s_schema_check(o, tiny, sizeof(tiny)), KE_EINVAL);
+    assert_string_equal(tiny, "strict decoding");
     json_decref(o);
 }
 
@@ -177,7 +181,8 @@ static void test_schema_wrong_types_refused(void **state)
           KE_EINVAL, "spec.ports[0].targetPort: expected string or integer, got boolean");
     check("{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"spec\":{\"containers\":[{\"name\":\"a\","
           "\"resources\":{\"limits\":{\"cpu\":[]}}}]}}",
-          KE_EINVAL, "spec.containers[0].resources.limits.cpu: expected string or number, got array");
+          KE_EINVAL,
+          "spec.containers[0].resources.limits.cpu: expected string or number, got array");
     check("{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"data\":{\"a\":1}}", KE_EINVAL,
           "data.a: expected string, got integer");
     /* a type mismatch is reported over unknown fields */
@@ -368,7 +373,8 @@ static void test_schema_openapi_v3(void **state)
     assert_null(json_object_get(schemas, "io.kubeedge.devices.v1beta1.Device"));
     assert_true(refs_resolve(doc, schemas, "#/components/schemas/"));
     json_t *patch = json_object_get(
-        json_object_get(json_object_get(doc, "paths"), "/api/v1/namespaces/{namespace}/pods/{name}"),
+        json_object_get(json_object_get(doc, "paths"),
+                        "/api/v1/namespaces/{namespace}/pods/{name}"),
         "patch");
     assert_non_null(patch);
     assert_true(has_query_param(patch, "fieldValidation"));
