@@ -8,7 +8,9 @@
 
 #include "ke_k8s_schema.h"
 
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The Kubernetes version this API answers as: the kinds and behaviour
@@ -184,6 +186,16 @@ enum MHD_Result ka_serve_discovery(kubeapi *ka, struct MHD_Connection *c, ka_req
                         NULL);
 }
 
+/* v3_index: the index of the v3 documents, built once (it hashes them). */
+static json_t *index_doc;
+static void index_build(void) { index_doc = ke_k8s_openapi_v3_index(NULL); }
+static json_t *v3_index(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, index_build);
+    return index_doc;
+}
+
 static enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *text)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), (void *)text,
@@ -214,16 +226,29 @@ enum MHD_Result ka_serve_other(kubeapi *ka, struct MHD_Connection *c, ka_req *r)
     if (strcmp(u, "/healthz") == 0 || strcmp(u, "/readyz") == 0 || strcmp(u, "/livez") == 0)
         return send_text(c, 200, "ok");
     if (strcmp(u, "/openapi/v2") == 0) {
-        /* kubectl asks for the protobuf encoding first; JSON is what is
-         * served (docs/kubeapi.md: kubectl ≥ 1.27 uses v3) */
+        /* kubectl asks for the protobuf encoding (gnostic's OpenAPI v2) */
         const char *acc = r->accept ? r->accept : "";
-        if (strstr(acc, "protobuf") && !strstr(acc, "json"))
-            return ka_send_status(c, 406, "NotAcceptable",
-                                  "only application/json is served for /openapi/v2", NULL, NULL);
+        if (strstr(acc, "protobuf")) {
+            unsigned char *pb = NULL;
+            size_t n = 0;
+            if (ke_k8s_openapi_v2_pb(&pb, &n) != 0)
+                return ka_send_status(c, 500, "InternalError", "cannot encode the OpenAPI v2 "
+                                                               "document", NULL, NULL);
+            struct MHD_Response *resp =
+                MHD_create_response_from_buffer(n, pb, MHD_RESPMEM_MUST_FREE);
+            if (!resp) {
+                free(pb);
+                return MHD_NO;
+            }
+            MHD_add_response_header(resp, "Content-Type", KE_K8S_OPENAPI_V2_PB_TYPE);
+            enum MHD_Result rc = MHD_queue_response(c, 200, resp);
+            MHD_destroy_response(resp);
+            return rc;
+        }
         return ka_send_json(c, 200, ke_k8s_openapi_v2(), NULL);
     }
     if (strcmp(u, "/openapi/v3") == 0 || strcmp(u, "/openapi/v3/") == 0)
-        return ka_send_json(c, 200, ke_k8s_openapi_v3_index(NULL), NULL);
+        return ka_send_json(c, 200, json_incref(v3_index()), NULL);
     if (strncmp(u, "/openapi/v3/", 12) == 0) {
         json_t *doc = ke_k8s_openapi_v3(u + 12);
         if (!doc)

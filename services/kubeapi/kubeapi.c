@@ -72,15 +72,27 @@ enum MHD_Result ka_send_error(struct MHD_Connection *c, int rc, const char *why,
 {
     const char *reason;
     int code = ke_k8s_http_of(rc, &reason);
-    char msg[1024];
-    if (rc == KE_EINVAL && k)
-        /* kubectl prints it as: The Pod "web" is invalid: spec...: ... */
+    if (rc == KE_EINVAL && k) {
+        /* Invalid names the Kind and lists the causes, field by field:
+         * kubectl prints The Pod "web" is invalid: spec...: ... */
+        char msg[1024], field[256] = "";
+        const char *colon = strstr(why, ": ");
+        if (colon && (size_t)(colon - why) < sizeof(field) && !memchr(why, ' ', colon - why)) {
+            memcpy(field, why, (size_t)(colon - why));
+            field[colon - why] = '\0';
+        }
         snprintf(msg, sizeof(msg), "%s \"%s\" is invalid: %s", k->kind, name ? name : "", why);
-    else if (rc == KE_ECRYPT)
-        snprintf(msg, sizeof(msg), "%s", why);
-    else
-        snprintf(msg, sizeof(msg), "%s", why);
-    return ka_send_status(c, (unsigned)code, reason, msg, k, name);
+        json_t *st = ke_k8s_status(422, "Invalid", msg, k, name);
+        json_t *d = st ? json_object_get(st, "details") : NULL;
+        if (d) {
+            json_object_set_new(d, "kind", json_string(k->kind));
+            json_object_set_new(d, "causes",
+                                json_pack("[{s:s, s:s, s:s}]", "reason", "FieldValueInvalid",
+                                          "message", field[0] ? colon + 2 : why, "field", field));
+        }
+        return ka_send_json(c, 422, st, NULL);
+    }
+    return ka_send_status(c, (unsigned)code, reason, why, k, name);
 }
 
 /* ---- identity ---- */

@@ -1,7 +1,7 @@
 /*
  * kubeapi_internal.h — the gateway's private state, shared by its files:
  *   kubeapi.c    the server: TLS, client identity, bodies, routing
- *   discovery.c  /version, /api, /apis, group-versions, /openapi/*
+ *   discovery.c  /version, /api, /apis, group-versions, the OpenAPI documents
  *   resources.c  get, list, create, update, patch, delete, deletecollection
  *   watch.c      watch streams
  */

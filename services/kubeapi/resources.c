@@ -606,7 +606,7 @@ static enum MHD_Result do_delete(kubeapi *ka, struct MHD_Connection *c, ka_req *
         return ka_send_json(c, 200, out, NULL);
     json_decref(out);
     if (rc == KE_ECONFLICT) {
-        char msg[800];
+        char msg[1200];
         snprintf(msg, sizeof(msg), "Operation cannot be fulfilled on %s \"%s\": %s", p->resource,
                  p->name, why);
         return ka_send_error(c, rc, msg, p->kind, p->name);

@@ -23,6 +23,7 @@ typedef struct ke_cluster {
     char cloud_bin[512]; /* the cloud program: KE_CLOUDCORE, or cloudhub when split */
     ke_tp cloud;
     int grpc_port, http_port;
+    int kubeapi_port; /* the Kubernetes API gateway's port; 0 when not serving */
     ke_rpc_loop *loop;
     ke_rpc_channel *admin; /* Hub API (and, in one process, every API), as system:admin */
     /* split mode: the `edgecontroller` program beside the `cloudhub` one */
@@ -41,7 +42,6 @@ typedef struct ke_edge {
     ke_tp proc;
     int running;
     int http_port;         /* /healthz and /metrics, when started with --http.listen; else 0 */
-    int kubeapi_port;      /* the Kubernetes API gateway's port; 0 when not serving */
     ke_rpc_channel *local; /* EdgeLocal */
 } ke_edge;
 

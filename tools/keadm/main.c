@@ -49,6 +49,7 @@
 #define KEADM_ADMIN_GROUP "system:masters" /* allowed everything (docs/security.md) */
 #define KEADM_USER_NAME_MAX 64          /* a user certificate's CN */
 #define KEADM_DEFAULT_SERVER "localhost:10000"
+#define KEADM_DEFAULT_KUBEAPI "127.0.0.1:6443" /* cloudcore's kubeapi.listen default */
 #define KEADM_CA_DAYS 3650              /* default CA lifetime */
 #define KEADM_CA_DAYS_MAX 36500
 #define KEADM_LEAF_DAYS 365             /* server and admin certificates (never past the CA) */
@@ -68,7 +69,7 @@
  * cloudcore / edgecore, which put them where keadm's configs say. */
 static const char *const CLOUD_FILES[] = {
     "ca.crt",         "ca.key",       "server.crt",      "server.key",
-    "token.secret",   "admin.crt",    "admin.key",       "cloudcore.yaml",
+    "token.secret",   "admin.crt",    "admin.key",       "cloudcore.yaml", "admin.kubeconfig",
     "cloudhub.db",    "cloudhub.db-wal", "cloudhub.db-shm", "cloudhub.db-journal",
     "store.db",       "store.db-wal",    "store.db-shm",    "store.db-journal",
     "encryption.keys",
@@ -76,7 +77,7 @@ static const char *const CLOUD_FILES[] = {
 };
 static const char *const EDGE_FILES[] = {
     "node.key", "node.crt", "edgecore.yaml", "edge.db", "edge.db-wal", "edge.db-shm",
-    "edge.db-journal", "edgecore.sock", NULL, /* ca.crt is in CLOUD_FILES */
+    "edge.db-journal", "edgecore.sock", "node.kubeconfig", NULL, /* ca.crt is in CLOUD_FILES */
 };
 
 /* ---- help ---- */
@@ -103,7 +104,8 @@ static const char USAGE_INIT[] =
     "certificate (server.crt, server.key; CN cloudhub), the \"system:admin\" client\n"
     "certificate in group system:masters, used by the controllers and kectl\n"
     "(admin.crt, admin.key), the join\n"
-    "token secret (token.secret) and DIR/cloudcore.yaml pointing at them.\n"
+    "token secret (token.secret), DIR/cloudcore.yaml pointing at them and\n"
+    "DIR/admin.kubeconfig, for kubectl as system:admin.\n"
     "\n"
     "Flags:\n"
     "  --dir DIR                   where to put the files (required)\n"
@@ -112,6 +114,8 @@ static const char USAGE_INIT[] =
     "                              certificate names them plus localhost and 127.0.0.1\n"
     "  --ca-days N                 CA validity in days (default 3650); the server and\n"
     "                              admin certificates last 365 days, never past the CA\n"
+    "  --kubeapi-server HOST:PORT  the Kubernetes API address admin.kubeconfig names\n"
+    "                              (default " KEADM_DEFAULT_KUBEAPI "; cloudcore's kubeapi.listen)\n"
     "  --encrypt-secrets           also write encryption.keys (mode 0600; one random\n"
     "                              AES-256 key) and name it as store.encryption_key_file:\n"
     "                              Secrets are encrypted at rest in the store\n"
@@ -159,6 +163,8 @@ static const char USAGE_JOIN[] =
     "                         containernetworking-plugins) for containerd\n"
     "  --cni-conf-dir DIR     where containerd reads CNI configs (default\n"
     "                         /etc/cni/net.d)\n"
+    "  --kubeapi-server HOST:PORT  also write node.kubeconfig: kubectl as this node\n"
+    "                         (user system:node:NAME) on the Kubernetes API there\n"
     "  -h, --help             print this help\n";
 
 static const char USAGE_CERTS[] =
@@ -461,6 +467,46 @@ static void yaml_path(FILE *f, const char *dir, const char *name)
     fputc('\n', f);
 }
 
+typedef struct kubeconfig_render {
+    const char *dir, *user, *server;
+    const char *crt, *key; /* file names in dir; NULL: USER.crt, USER.key */
+    const char *comment;   /* the first line, without "# " */
+} kubeconfig_render;
+
+/* render_kubeconfig writes a kubeconfig (one cluster, one user, one
+ * context): kectl's (server HOST:PORT, the gRPC port) or kubectl's (server
+ * https://HOST:PORT, the Kubernetes API gateway). */
+static void render_kubeconfig(FILE *f, const void *arg)
+{
+    const kubeconfig_render *k = arg;
+    char crt[KEADM_USER_NAME_MAX + 8], key[KEADM_USER_NAME_MAX + 8];
+    snprintf(crt, sizeof(crt), "%s", k->crt ? k->crt : k->user);
+    snprintf(key, sizeof(key), "%s", k->key ? k->key : k->user);
+    if (!k->crt)
+        strcat(crt, ".crt");
+    if (!k->key)
+        strcat(key, ".key");
+    fprintf(f, "# %s\n", k->comment ? k->comment : "kectl client config written by keadm certs user.");
+    fputs("apiVersion: v1\n"
+          "kind: Config\n"
+          "clusters:\n"
+          "- name: kubeedge-c\n"
+          "  cluster:\n"
+          "    server: ", f);
+    yaml_scalar(f, k->server);
+    fputs("\n    certificate-authority: ", f);
+    yaml_path(f, k->dir, "ca.crt");
+    fputs("users:\n- name: ", f);
+    yaml_scalar(f, k->user);
+    fputs("\n  user:\n    client-certificate: ", f);
+    yaml_path(f, k->dir, crt);
+    fputs("    client-key: ", f);
+    yaml_path(f, k->dir, key);
+    fputs("contexts:\n- name: default\n  context:\n    cluster: kubeedge-c\n    user: ", f);
+    yaml_scalar(f, k->user);
+    fputs("\ncurrent-context: default\n", f);
+}
+
 /* ---- init ---- */
 
 /* What cloudcore.yaml is rendered from. */
@@ -558,10 +604,11 @@ static int cmd_init(int argc, char **argv)
         {"advertise-address", required_argument, NULL, 'a'},
         {"ca-days", required_argument, NULL, 'c'},
         {"encrypt-secrets", no_argument, NULL, 'e'},
+        {"kubeapi-server", required_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *dir = NULL;
+    const char *dir = NULL, *kubeapi = KEADM_DEFAULT_KUBEAPI;
     int encrypt = 0;
     const char *sans[KE_PKI_MAX_SANS + 1];
     int nsans = 0, rc;
@@ -584,6 +631,11 @@ static int cmd_init(int argc, char **argv)
                                    optarg);
             break;
         case 'e': encrypt = 1; break;
+        case 'k':
+            if (!hostport_ok(optarg))
+                return usage_error("init", "--kubeapi-server: \"%s\" is not HOST:PORT", optarg);
+            kubeapi = optarg;
+            break;
         case 'h': fputs(USAGE_INIT, stdout); return 0;
         default: return flag_error("init", c, argv);
         }
@@ -648,6 +700,10 @@ static int cmd_init(int argc, char **argv)
         return 1;
     }
     y.dir = w.dir;
+    char kubeapi_url[300];
+    snprintf(kubeapi_url, sizeof(kubeapi_url), "https://%s", kubeapi);
+    kubeconfig_render kr = {w.dir, KEADM_ADMIN_CN, kubeapi_url, "admin.crt", "admin.key",
+                            "kubectl config for the Kubernetes API, written by keadm init."};
     int failed = written_put(&w, "ca.key", m.ca_key, strlen(m.ca_key), 0600) ||
                  written_put(&w, "ca.crt", m.ca, strlen(m.ca), 0644) ||
                  written_put(&w, "server.key", m.server_key, strlen(m.server_key), 0600) ||
@@ -656,7 +712,8 @@ static int cmd_init(int argc, char **argv)
                  written_put(&w, "admin.crt", m.admin, strlen(m.admin), 0644) ||
                  written_put(&w, "token.secret", m.secret, strlen(m.secret), 0600) ||
                  (encrypt && written_put(&w, "encryption.keys", m.keys, strlen(m.keys), 0600)) ||
-                 config_write(&w, "cloudcore.yaml", render_cloudcore, &y);
+                 config_write(&w, "cloudcore.yaml", render_cloudcore, &y) ||
+                 config_write(&w, "admin.kubeconfig", render_kubeconfig, &kr);
     if (failed) {
         written_undo(&w);
         init_material_free(&m);
@@ -685,10 +742,12 @@ static int cmd_init(int argc, char **argv)
         printf("[init] encryption.keys         AES-256 key encrypting Secrets at rest (keep it "
                "secret)\n");
     printf("[init] cloudcore.yaml          cloudcore configuration using the files above\n");
+    printf("[init] admin.kubeconfig        for kubectl (server %s)\n", kubeapi_url);
     printf("\nNext steps:\n"
            "  cloudcore --config %s/cloudcore.yaml\n"
-           "  keadm gettoken --dir %s\n",
-           w.dir, w.dir);
+           "  keadm gettoken --dir %s\n"
+           "  kubectl --kubeconfig %s/admin.kubeconfig get nodes\n",
+           w.dir, w.dir, w.dir);
     init_material_free(&m);
     return 0;
 }
@@ -786,7 +845,20 @@ typedef struct join_args {
     const char *runtime_endpoint;
     const char *pod_subnet; /* NULL: no CNI config written */
     const char *cni_dir;
+    const char *kubeapi; /* NULL: no node.kubeconfig */
 } join_args;
+
+/* node_kubeconfig writes node.kubeconfig: kubectl as the node's own
+ * identity (what the node rule lets it read) on the Kubernetes API. */
+static int node_kubeconfig(written *w, const join_args *a)
+{
+    char user[128], url[300];
+    snprintf(user, sizeof(user), "system:node:%s", a->node);
+    snprintf(url, sizeof(url), "https://%s", a->kubeapi);
+    kubeconfig_render kr = {w->dir, user, url, "node.crt", "node.key",
+                            "kubectl config for this node's identity, written by keadm join."};
+    return config_write(w, "node.kubeconfig", render_kubeconfig, &kr);
+}
 
 typedef struct edge_render {
     const join_args *a;
@@ -1024,6 +1096,7 @@ static int cmd_join(int argc, char **argv)
         {"runtime-endpoint", required_argument, NULL, 'R'},
         {"pod-subnet", required_argument, NULL, 'P'},
         {"cni-conf-dir", required_argument, NULL, 'C'},
+        {"kubeapi-server", required_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1045,6 +1118,11 @@ static int cmd_join(int argc, char **argv)
         case 'R': a.runtime_endpoint = optarg; break;
         case 'P': a.pod_subnet = optarg; break;
         case 'C': a.cni_dir = optarg; break;
+        case 'k':
+            if (!hostport_ok(optarg))
+                return usage_error("join", "--kubeapi-server: \"%s\" is not HOST:PORT", optarg);
+            a.kubeapi = optarg;
+            break;
         case 'h': fputs(USAGE_JOIN, stdout); return 0;
         default: return flag_error("join", c, argv);
         }
@@ -1136,11 +1214,13 @@ static int cmd_join(int argc, char **argv)
     if (written_put(&w, "node.key", key, strlen(key), 0600) != 0 ||
         written_put(&w, "node.crt", cert, strlen(cert), 0644) != 0 ||
         config_write(&w, "edgecore.yaml", render_edgecore, &er) != 0 ||
+        (a.kubeapi && node_kubeconfig(&w, &a) != 0) ||
         (a.pod_subnet && cni_write(&a) != 0))
         goto out;
     printf("[join] node \"%s\" joined; its certificate is valid until %s\n", a.node,
            fmt_utc(not_after, when, sizeof(when)));
-    printf("[join] wrote %s/ca.crt, node.key, node.crt, edgecore.yaml\n", w.dir);
+    printf("[join] wrote %s/ca.crt, node.key, node.crt, edgecore.yaml%s\n", w.dir,
+           a.kubeapi ? ", node.kubeconfig" : "");
     printf("\nNext step:\n  edgecore --config %s/edgecore.yaml\n", w.dir);
     status = 0;
 out:
@@ -1273,39 +1353,6 @@ static int user_name_ok(const char *s)
     return 1;
 }
 
-typedef struct kubeconfig_render {
-    const char *dir, *user, *server;
-} kubeconfig_render;
-
-/* render_kubeconfig writes a kubeconfig-style client config (one cluster,
- * one user, one context) that kectl --kubeconfig reads. */
-static void render_kubeconfig(FILE *f, const void *arg)
-{
-    const kubeconfig_render *k = arg;
-    char crt[KEADM_USER_NAME_MAX + 8], key[KEADM_USER_NAME_MAX + 8];
-    snprintf(crt, sizeof(crt), "%s.crt", k->user);
-    snprintf(key, sizeof(key), "%s.key", k->user);
-    fputs("# kectl client config written by keadm certs user.\n"
-          "apiVersion: v1\n"
-          "kind: Config\n"
-          "clusters:\n"
-          "- name: kubeedge-c\n"
-          "  cluster:\n"
-          "    server: ", f);
-    yaml_scalar(f, k->server);
-    fputs("\n    certificate-authority: ", f);
-    yaml_path(f, k->dir, "ca.crt");
-    fputs("users:\n- name: ", f);
-    yaml_scalar(f, k->user);
-    fputs("\n  user:\n    client-certificate: ", f);
-    yaml_path(f, k->dir, crt);
-    fputs("    client-key: ", f);
-    yaml_path(f, k->dir, key);
-    fputs("contexts:\n- name: default\n  context:\n    cluster: kubeedge-c\n    user: ", f);
-    yaml_scalar(f, k->user);
-    fputs("\ncurrent-context: default\n", f);
-}
-
 static int cmd_certs(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -1394,7 +1441,7 @@ static int cmd_certs(int argc, char **argv)
     memset(&w, 0, sizeof(w));
     if (dir_prepare(dir, w.dir, &w.made_dir) != 0)
         goto out;
-    kubeconfig_render kr = {w.dir, name, server};
+    kubeconfig_render kr = {w.dir, name, server, NULL, NULL, NULL};
     if (written_put(&w, key, cert_key, strlen(cert_key), 0600) ||
         written_put(&w, crt, cert, strlen(cert), 0600) ||
         config_write(&w, kcfg, render_kubeconfig, &kr)) {
