@@ -86,6 +86,7 @@ struct cloudcore_config {
     int64_t hub_uplog_node_max;
     char *store_db;
     char *store_key_file;
+    int64_t store_history;
     bool ec_enable;
     int64_t ec_node_grace;
     int64_t ec_resync;
@@ -169,6 +170,9 @@ static const ke_config_field cloudcore_fields[] = {
      "included) within this of it; else it is closed with DEADLINE_EXCEEDED"},
     {"store.db", KE_CONFIG_STRING, offsetof(struct cloudcore_config, store_db),
      "/var/lib/kubeedge/store.db", "the resource store's SQLite file (embedded mode)"},
+    {"store.history", KE_CONFIG_INT64, offsetof(struct cloudcore_config, store_history), "10000",
+     "changes kept for watches and paginated lists; a watch or continue token older than them "
+     "gets 410 Gone and lists again"},
     {"store.encryption_key_file", KE_CONFIG_STRING,
      offsetof(struct cloudcore_config, store_key_file), NULL,
      "key file encrypting Secrets at rest (lines \"name: base64 of 32 bytes\"; the first "
@@ -237,6 +241,14 @@ static int store_open(const struct cloudcore_config *cfg, ke_store **out)
     }
     if ((rc = ke_store_open(cfg->store_db, out)) != 0) {
         ke_log_error(KE_PROGRAM, "cannot open the store db=%s", cfg->store_db);
+        ke_crypt_free(kr);
+        return rc;
+    }
+    if ((rc = ke_store_set_history(*out, (uint64_t)cfg->store_history)) != 0) {
+        ke_log_error(KE_PROGRAM, "store.history: must be 1..%d, not %lld", KE_STORE_HISTORY_MAX,
+                     (long long)cfg->store_history);
+        ke_store_close(*out);
+        *out = NULL;
         ke_crypt_free(kr);
         return rc;
     }

@@ -96,10 +96,86 @@ static json_t *group_obj(const char *g)
     return NULL;
 }
 
+/* The CustomResourceDefinitions of the kinds served under API groups of
+ * their own (devices.kubeedge.io), read-only and made from the kind table:
+ * kubectl looks them up when it meets a kind it does not know. */
+#define CRD_GROUP "apiextensions.k8s.io"
+#define CRD_GV CRD_GROUP "/v1"
+
+static int is_crd_kind(const ke_k8s_kind *k)
+{
+    return strchr(k->api_version, '/') && strncmp(k->api_version, "rbac.", 5) != 0;
+}
+
+static json_t *crd_of(const ke_k8s_kind *k)
+{
+    char g[64], v[16], name[160], list[80];
+    split_gv(k->api_version, g, sizeof(g), v, sizeof(v));
+    snprintf(name, sizeof(name), "%s.%s", k->plural, g);
+    snprintf(list, sizeof(list), "%sList", k->kind);
+    return json_pack("{s:s, s:s, s:{s:s}, s:{s:s, s:{s:s, s:s, s:s, s:s}, s:s, "
+                     "s:[{s:s, s:b, s:b}]}, s:{s:{s:s, s:s, s:s, s:s}}}",
+                     "apiVersion", CRD_GV, "kind", "CustomResourceDefinition", "metadata",
+                     "name", name, "spec", "group", g, "names", "kind", k->kind, "listKind",
+                     list, "plural", k->plural, "singular", k->singular, "scope",
+                     k->namespaced ? "Namespaced" : "Cluster", "versions", "name", v, "served",
+                     1, "storage", 1, "status", "acceptedNames", "kind", k->kind, "listKind",
+                     list, "plural", k->plural, "singular", k->singular);
+}
+
+int ka_is_crd_path(const char *url)
+{
+    return strncmp(url, "/apis/" CRD_GV "/customresourcedefinitions",
+                   strlen("/apis/" CRD_GV "/customresourcedefinitions")) == 0;
+}
+
+enum MHD_Result ka_serve_crds(kubeapi *ka, struct MHD_Connection *c, ka_req *r)
+{
+    (void)ka;
+    if (strcmp(r->method, "GET") != 0)
+        return ka_send_status(c, 405, "MethodNotAllowed",
+                              "customresourcedefinitions are read-only here: the kinds are built "
+                              "in", NULL, NULL);
+    const char *rest = r->url + strlen("/apis/" CRD_GV "/customresourcedefinitions");
+    while (*rest == '/')
+        rest++;
+    size_t n;
+    const ke_k8s_kind *t = ke_k8s_kinds(&n);
+    json_t *items = json_array();
+    for (size_t i = 0; items && i < n; i++) {
+        if (!is_crd_kind(&t[i]))
+            continue;
+        json_t *crd = crd_of(&t[i]);
+        if (*rest) {
+            if (crd && strcmp(ke_k8s_str(crd, "metadata.name"), rest) == 0) {
+                json_decref(items);
+                return ka_send_json(c, 200, crd, NULL);
+            }
+            json_decref(crd);
+            continue;
+        }
+        json_array_append_new(items, crd);
+    }
+    if (*rest) {
+        json_decref(items);
+        char msg[300];
+        snprintf(msg, sizeof(msg),
+                 "customresourcedefinitions.apiextensions.k8s.io \"%.200s\" not found", rest);
+        return ka_send_status(c, 404, "NotFound", msg, NULL, NULL);
+    }
+    return ka_send_json(c, 200,
+                        json_pack("{s:s, s:s, s:{s:s}, s:o}", "kind",
+                                  "CustomResourceDefinitionList", "apiVersion", CRD_GV,
+                                  "metadata", "resourceVersion", "0", "items", items),
+                        NULL);
+}
+
 static json_t *group_list(void)
 {
-    json_t *l = json_pack("{s:s, s:s, s:[]}", "kind", "APIGroupList", "apiVersion", "v1",
-                          "groups");
+    json_t *l = json_pack("{s:s, s:s, s:[{s:s, s:[{s:s, s:s}], s:{s:s, s:s}}]}", "kind",
+                          "APIGroupList", "apiVersion", "v1", "groups", "name", CRD_GROUP,
+                          "versions", "groupVersion", CRD_GV, "version", "v1",
+                          "preferredVersion", "groupVersion", CRD_GV, "version", "v1");
     if (!l)
         return NULL;
     json_t *gs = json_object_get(l, "groups");
@@ -161,7 +237,21 @@ enum MHD_Result ka_serve_group(kubeapi *ka, struct MHD_Connection *c, ka_req *r)
             memcpy(v, rest, vl);
             v[vl] = '\0';
         }
-        doc = *v ? resource_list(g, v) : group_obj(g);
+        if (strcmp(g, CRD_GROUP) == 0)
+            doc = !*v ? json_pack("{s:s, s:s, s:s, s:[{s:s, s:s}], s:{s:s, s:s}}", "kind",
+                                  "APIGroup", "apiVersion", "v1", "name", CRD_GROUP, "versions",
+                                  "groupVersion", CRD_GV, "version", "v1", "preferredVersion",
+                                  "groupVersion", CRD_GV, "version", "v1")
+                : strcmp(v, "v1") == 0
+                    ? json_pack("{s:s, s:s, s:s, s:[{s:s, s:s, s:b, s:s, s:[s,s], s:[s]}]}",
+                                "kind", "APIResourceList", "apiVersion", "v1", "groupVersion",
+                                CRD_GV, "resources", "name", "customresourcedefinitions",
+                                "singularName", "customresourcedefinition", "namespaced", 0,
+                                "kind", "CustomResourceDefinition", "verbs", "get", "list",
+                                "shortNames", "crd")
+                    : NULL;
+        else
+            doc = *v ? resource_list(g, v) : group_obj(g);
     }
     if (!doc)
         return ka_send_status(c, 404, "NotFound", "the server could not find the requested "

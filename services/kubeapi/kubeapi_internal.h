@@ -61,6 +61,11 @@ enum MHD_Result ka_serve_resource(kubeapi *ka, struct MHD_Connection *c, ka_req 
 int ka_is_group_path(const char *url);
 enum MHD_Result ka_serve_group(kubeapi *ka, struct MHD_Connection *c, ka_req *r);
 
+/* The read-only CustomResourceDefinitions of the kinds of API groups of
+ * their own (kubectl looks kinds up there). */
+int ka_is_crd_path(const char *url);
+enum MHD_Result ka_serve_crds(kubeapi *ka, struct MHD_Connection *c, ka_req *r);
+
 /* watch.c */
 enum MHD_Result ka_serve_watch(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
                                const ke_k8s_path *p, const char *ns, int table);

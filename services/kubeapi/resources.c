@@ -668,11 +668,21 @@ enum MHD_Result ka_serve_resource(kubeapi *ka, struct MHD_Connection *c, ka_req 
 {
     if (ka_is_group_path(r->url))
         return ka_serve_group(ka, c, r);
+    if (ka_is_crd_path(r->url))
+        return ka_serve_crds(ka, c, r);
     ke_k8s_path p;
     char why[512];
     int rc = ke_k8s_path_parse(r->url, &p, why, sizeof(why));
     if (rc == KE_ENOTFOUND)
         return not_found_path(c);
+    if (rc != 0 && p.kind && p.resource[0]) {
+        /* a name or namespace no object can have: nothing is there (the
+         * body of a create is what validation speaks about) */
+        char msg[600];
+        snprintf(msg, sizeof(msg), "%s \"%.200s\" not found", p.resource,
+                 p.name[0] ? p.name : p.ns);
+        return ka_send_status(c, 404, "NotFound", msg, p.kind, p.name);
+    }
     if (rc != 0)
         return ka_send_status(c, 400, "BadRequest", why, NULL, NULL);
     if (r->query_rc != 0)
