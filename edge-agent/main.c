@@ -152,6 +152,47 @@ static const ke_config_field edgecore_fields[] = {
       "comma-separated host:port targets cloud callers may reach; empty: none"),
 };
 
+/* first_line reads the first line of a file (a host fact: /etc/machine-id,
+ * the boot id) into buf, or leaves "" when it cannot. */
+static void first_line(const char *path, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    if (!fgets(buf, (int)len, f))
+        buf[0] = '\0';
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+}
+
+/* os_image reads PRETTY_NAME from /etc/os-release ("Debian GNU/Linux 12
+ * (bookworm)"), as a node reports its OS image; the kernel's name when
+ * there is none. */
+static void os_image(char *buf, size_t len, const char *fallback)
+{
+    snprintf(buf, len, "%s", fallback);
+    FILE *f = fopen("/etc/os-release", "r");
+    if (!f)
+        return;
+    char line[256];
+    while (fgets(line, sizeof(line), f)) {
+        if (strncmp(line, "PRETTY_NAME=", 12) != 0)
+            continue;
+        char *v = line + 12;
+        v[strcspn(v, "\r\n")] = '\0';
+        size_t n = strlen(v);
+        if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+            v[n - 1] = '\0';
+            v++;
+        }
+        if (*v)
+            snprintf(buf, len, "%.*s", (int)(len - 1), v);
+        break;
+    }
+    fclose(f);
+}
+
 /* report_node_status queues this host's addresses, capacity and system
  * info for the cloud's Node object (group "nodestatus"). The version must
  * grow at every start: one past the last one reported, or the wall clock
@@ -172,12 +213,25 @@ static void report_node_status(edge_store *store, const char *node, const char *
     char cpu[32], mem[32];
     snprintf(cpu, sizeof(cpu), "%ld", sysconf(_SC_NPROCESSORS_ONLN));
     snprintf(mem, sizeof(mem), "%lluKi", (unsigned long long)si.totalram * si.mem_unit / 1024ULL);
-    json_t *st = json_pack("{s:[{s:s,s:s},{s:s,s:s}], s:{s:s,s:s,s:s}, s:{s:s,s:s,s:s,s:s,s:s}}",
+    /* nodeInfo as a kubelet fills it (Kubernetes clients require every
+     * field): the machine and boot ids from the host; the container runtime
+     * is Edged's to tell, "" here */
+    char machine[64], boot[64], uuid[64], image[128];
+    first_line("/etc/machine-id", machine, sizeof(machine));
+    first_line("/proc/sys/kernel/random/boot_id", boot, sizeof(boot));
+    first_line("/sys/class/dmi/id/product_uuid", uuid, sizeof(uuid));
+    if (!uuid[0])
+        snprintf(uuid, sizeof(uuid), "%s", machine);
+    os_image(image, sizeof(image), u.sysname);
+    json_t *st = json_pack("{s:[{s:s,s:s},{s:s,s:s}], s:{s:s,s:s,s:s}, "
+                           "s:{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}}",
                            "addresses", "type", "InternalIP", "address", ip, "type", "Hostname",
                            "address", host, "capacity", "cpu", cpu, "memory", mem, "pods", "110",
                            "nodeInfo", "kubeletVersion", "kubeedge-c/" EDGECORE_VERSION,
                            "operatingSystem", "linux", "architecture", u.machine,
-                           "kernelVersion", u.release, "osImage", u.sysname);
+                           "kernelVersion", u.release, "osImage", image, "machineID", machine,
+                           "bootID", boot, "systemUUID", uuid, "kubeProxyVersion", "",
+                           "containerRuntimeVersion", "");
     /* the disk of edgecore's data (pods' volumes and logs go beside it):
      * ephemeral-storage, as kubelet reports it */
     struct statvfs fs;

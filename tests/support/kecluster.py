@@ -98,6 +98,9 @@ class Cluster:
         if self.cloud and self.cloud.poll() is None:
             (self.cloud.kill if sig_kill else self.cloud.terminate)()
             self.cloud.wait(timeout=30)
+        if self.cloud:
+            self.cloud.stdout.close()
+            self.cloud_log.close()
         self.cloud = None
 
     def stop(self):
@@ -109,6 +112,11 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+            if p:
+                p.stdout.close()
+        for f in ("edge_log", "cloud_log"):
+            if getattr(self, f, None):
+                getattr(self, f).close()
         self.edge = self.cloud = None
 
     def cleanup(self):
