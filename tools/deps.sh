@@ -9,6 +9,7 @@ KE_DEB_PACKAGES="build-essential cmake pkg-config
   libgrpc-dev protobuf-compiler protobuf-compiler-grpc
   protobuf-c-compiler libprotobuf-c-dev nanopb libnanopb-dev
   libsqlite3-dev libssl-dev openssl libyaml-dev libjansson-dev libmicrohttpd-dev libuv1-dev
+  libgnutls28-dev python3-kubernetes
   libcurl4-openssl-dev
   libcmocka-dev python3 python3-grpcio python3-protobuf curl
   containerd runc busybox-static containernetworking-plugins
@@ -47,6 +48,27 @@ ke_install_deps() {
   echo "==> Installed:$missing"
 }
 
+# Debian's kubectl (kubernetes-client, 1.20) for the API compatibility test,
+# unpacked beside the one on PATH rather than installed: its /usr/bin/kubectl
+# would clash with another kubectl package (tests/interop/test_kubectl.py).
+KE_KUBECTL_120_DIR=/opt/kubernetes-client-1.20
+
+ke_unpack_kubectl_120() {
+  [ -x "$KE_KUBECTL_120_DIR/usr/bin/kubectl" ] && return 0
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "==> Unpacking Debian's kubectl 1.20 (kubernetes-client) into $KE_KUBECTL_120_DIR"
+  tmp=$(mktemp -d)
+  if (cd "$tmp" && apt-get download kubernetes-client >/dev/null 2>&1) &&
+     $sudo dpkg-deb -x "$tmp"/kubernetes-client_*.deb "$KE_KUBECTL_120_DIR"; then
+    echo "==> kubectl 1.20 at $KE_KUBECTL_120_DIR/usr/bin/kubectl"
+  else
+    echo "==> kubectl 1.20 not available: the API test runs the other kubectl versions only"
+  fi
+  rm -rf "$tmp"
+}
+
 if [ "${0##*/}" = "deps.sh" ]; then
   ke_install_deps
+  ke_unpack_kubectl_120
 fi

@@ -36,6 +36,7 @@ case "${1:-}" in
 esac
 
 ke_install_deps
+ke_unpack_kubectl_120
 jobs=$(nproc 2>/dev/null || echo 2)
 echo "==> Configuring $build/ (KE_SANITIZE=$sanitize KE_TSAN=$tsan)"
 cmake -S . -B "$build" -DKE_SANITIZE=$sanitize -DKE_TSAN=$tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

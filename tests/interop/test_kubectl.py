@@ -81,6 +81,7 @@ class Kubectl(unittest.TestCase):
             [versions[0][1], "get", "node", "edge-1", "--no-headers"], capture_output=True,
             text=True, env=dict(os.environ, KUBECONFIG=self.c.kubeconfig, HOME=self.work)).stdout
         kecluster.wait_for(node_ready, "edge-1 Ready")
+        print("kubectl versions:", ", ".join(v for v, _ in versions), flush=True)
         for version, path in versions:
             with self.subTest(kubectl=version):
                 self.version, self.bin = version, path
