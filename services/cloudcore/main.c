@@ -360,6 +360,7 @@ int main(int argc, char **argv)
     ke_rpc_channel *self = NULL;
     ke_authz *authz = NULL;
     kubeapi *kapi = NULL;
+    ke_rpc_channel *kapi_self = NULL; /* the gateway's calls to EdgeController (pod logs) */
     ke_log_level level;
     ke_rpc_tls tls = {0};
 
@@ -533,7 +534,10 @@ int main(int argc, char **argv)
                (rc = devicecontroller_start(dc, self)) != 0))
         goto fail;
     if (ec && cfg.kubeapi_enable && use_tls) {
+        if ((rc = ke_rpc_channel_new_inproc(loop, srv, &kapi_self)) != 0)
+            goto fail;
         kubeapi_config kc = {.listen = cfg.kubeapi_listen,
+                             .self = kapi_self,
                              .ca_file = cfg.tls_ca,
                              .cert_file = cfg.tls_cert,
                              .key_file = cfg.tls_key,
@@ -581,6 +585,7 @@ out:
     ke_http_stop(http);
     ke_watchdog_shutdown_step("kubeapi");
     kubeapi_stop(kapi);
+    ke_rpc_channel_free(kapi_self);
     ke_watchdog_shutdown_step("controllers");
     edgecontroller_stop(ec); /* the controllers' own calls first: they go through srv */
     devicecontroller_stop(dc);

@@ -29,6 +29,7 @@
 
 #include "edgecontroller.h"
 #include "ke_authz.h"
+#include "ke_rpc.h"
 #include "ke_store.h"
 
 #include <stddef.h>
@@ -53,6 +54,8 @@ typedef struct kubeapi_config {
     ke_store *store;      /* borrowed */
     edgecontroller *ec;   /* borrowed: the write rules */
     ke_authz *authz;      /* borrowed */
+    ke_rpc_channel *self; /* borrowed: an in-process channel to the server holding
+                             EdgeController, for pod logs; NULL: no pods/log */
     unsigned max_connections; /* 0: KUBEAPI_CONNECTIONS_DEFAULT */
 } kubeapi_config;
 

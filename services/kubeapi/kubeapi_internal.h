@@ -4,6 +4,7 @@
  *   discovery.c  /version, /api, /apis, group-versions, the OpenAPI documents
  *   resources.c  get, list, create, update, patch, delete, deletecollection
  *   watch.c      watch streams
+ *   logs.c       pod logs through EdgeController.Logs
  */
 #ifndef KUBEAPI_INTERNAL_H
 #define KUBEAPI_INTERNAL_H
@@ -65,6 +66,10 @@ enum MHD_Result ka_serve_group(kubeapi *ka, struct MHD_Connection *c, ka_req *r)
  * their own (kubectl looks kinds up there). */
 int ka_is_crd_path(const char *url);
 enum MHD_Result ka_serve_crds(kubeapi *ka, struct MHD_Connection *c, ka_req *r);
+
+/* logs.c: GET pods/NAME/log (authorized as get pods/log) */
+enum MHD_Result ka_serve_log(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
+                             const ke_k8s_path *p, const char *ns);
 
 /* watch.c */
 enum MHD_Result ka_serve_watch(kubeapi *ka, struct MHD_Connection *c, ka_req *r,

@@ -691,8 +691,11 @@ enum MHD_Result ka_serve_resource(kubeapi *ka, struct MHD_Connection *c, ka_req 
     /* a namespaced kind names one object only within its namespace */
     if (k->namespaced && !p.ns_given && (p.name[0] || strcmp(r->method, "POST") == 0))
         return not_found_path(c);
-    if (p.sub[0] && (strcmp(p.sub, "status") != 0 || !p.name[0]))
+    int is_log = strcmp(p.sub, "log") == 0 && strcmp(k->kind, "Pod") == 0;
+    if (p.sub[0] && ((strcmp(p.sub, "status") != 0 && !is_log) || !p.name[0]))
         return not_found_path(c);
+    if (is_log && strcmp(r->method, "GET") != 0)
+        return method_not_allowed(c);
     const char *ns = k->namespaced ? p.ns : "";
     const char *m = r->method, *verb;
     int watch = 0;
@@ -720,6 +723,8 @@ enum MHD_Result ka_serve_resource(kubeapi *ka, struct MHD_Connection *c, ka_req 
                     p.sub, ns, p.name, ke_log_esc(why, ew, sizeof(ew)));
         return deny(c, code, why, &p);
     }
+    if (is_log)
+        return ka_serve_log(ka, c, r, &p, ns);
     if (strcmp(verb, "get") == 0)
         return do_get(ka, c, r, &p, ns);
     if (strcmp(verb, "list") == 0)

@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -506,6 +507,59 @@ static void test_logs_edge_error_reaches_kectl(void **state)
                              ": container c not running\n");
 }
 
+/* kubectl logs through the Kubernetes API gateway: the same stream, the
+ * same refusals, as Status objects kubectl prints. */
+static void test_logs_through_kubectl(void **state)
+{
+    (void)state;
+    const char *kubectl = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+    if (access(kubectl, X_OK) != 0 || C.kubeapi_port == 0) {
+        skip();
+        return;
+    }
+    char kc[600], out[4096], want[4096];
+    snprintf(kc, sizeof(kc),
+             "HOME=%s %s --server https://127.0.0.1:%d --certificate-authority %s/cloud/ca.crt",
+             C.dir, kubectl, C.kubeapi_port, C.dir);
+    int q0 = atomic_load(&lm_queries);
+    expected(want, sizeof(want), 1, SCRIPT_LINES);
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s --client-certificate %s/cloud/admin.crt "
+                                                     "--client-key %s/cloud/admin.key logs web",
+                                   kc, C.dir, C.dir),
+                     0);
+    assert_string_equal(out, want);
+    expected(want, sizeof(want), SCRIPT_LINES - 4, SCRIPT_LINES);
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s --client-certificate %s/cloud/admin.crt "
+                                                     "--client-key %s/cloud/admin.key logs web "
+                                                     "-c c --tail=5",
+                                   kc, C.dir, C.dir),
+                     0);
+    assert_string_equal(out, want);
+    assert_int_equal(atomic_load(&lm_queries), q0 + 2);
+    /* the edge's refusal and a node not connected: their status, exit 1 */
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s --client-certificate %s/cloud/admin.crt "
+                                                     "--client-key %s/cloud/admin.key logs broken",
+                                   kc, C.dir, C.dir),
+                     1);
+    assert_string_equal(out, "Error from server (BadRequest): node " NODE
+                             ": container c not running\n");
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s --client-certificate %s/cloud/admin.crt "
+                                                     "--client-key %s/cloud/admin.key logs far",
+                                   kc, C.dir, C.dir),
+                     1);
+    assert_string_equal(out, "Error from server (ServiceUnavailable): node " FAR
+                             " is not connected\n");
+    /* viewer may get the pod but not its log: 403, nothing reaches the edge */
+    int q1 = atomic_load(&lm_queries);
+    assert_int_equal(ke_tp_capture(out, sizeof(out), "%s --client-certificate %s/cloud/viewer.crt "
+                                                     "--client-key %s/cloud/viewer.key logs web",
+                                   kc, C.dir, C.dir),
+                     1);
+    assert_non_null(strstr(out, "Error from server (Forbidden)"));
+    assert_non_null(strstr(out, "cannot get pods/log"));
+    assert_int_equal(atomic_load(&lm_queries), q1);
+}
+
 /* Last (it removes the node): a follow stream whose tunnel goes away ends
  * UNAVAILABLE at the caller, and the edge stops every stream. */
 static void test_logs_tunnel_gone_ends_the_stream(void **state)
@@ -554,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_logs_follow_streams_and_cancel_reaches_the_edge),
         cmocka_unit_test(test_logs_refusals),
         cmocka_unit_test(test_logs_edge_error_reaches_kectl),
+        cmocka_unit_test(test_logs_through_kubectl),
         cmocka_unit_test(test_logs_tunnel_gone_ends_the_stream),
     };
     return cmocka_run_group_tests_name("logs", tests, setup, teardown);
