@@ -233,6 +233,9 @@ static int secret_data(const json_t *obj, char *why, size_t len)
 
 int ke_k8s_secret_merge(json_t *obj)
 {
+    const char *type = json_string_value(json_object_get(obj, "type"));
+    if ((!type || !*type) && json_object_set_new(obj, "type", json_string("Opaque")) != 0)
+        return KE_ENOMEM;
     json_t *sd = json_object_get(obj, "stringData");
     if (!sd)
         return 0;

@@ -61,9 +61,10 @@ int ke_k8s_validate(const json_t *obj, char *why, size_t len);
 /* ke_k8s_secret_merge folds a Secret's stringData into its data, as the
  * Kubernetes API server does on write: each stringData value is base64-
  * encoded into data under its key (replacing a data entry of the same
- * key), and stringData is removed. obj must have passed ke_k8s_validate.
- * No stringData: nothing to do. Returns 0, KE_EINVAL (a value larger than
- * KE_K8S_SECRET_VALUE_MAX) or KE_ENOMEM (obj is then partly merged). */
+ * key), and stringData is removed; a missing or empty type is defaulted to
+ * "Opaque", as the API server does. obj must have passed ke_k8s_validate.
+ * Returns 0, KE_EINVAL (a value larger than KE_K8S_SECRET_VALUE_MAX) or
+ * KE_ENOMEM (obj is then partly merged). */
 int ke_k8s_secret_merge(json_t *obj);
 
 /* ke_k8s_parse_number reads a finite number from a JSON number or a

@@ -5,6 +5,7 @@
  *   resources.c  get, list, create, update, patch, delete, deletecollection
  *   watch.c      watch streams
  *   logs.c       pod logs through EdgeController.Logs
+ *   pb.c         protobuf request bodies (kubectl create configmap|secret|namespace)
  */
 #ifndef KUBEAPI_INTERNAL_H
 #define KUBEAPI_INTERNAL_H
@@ -66,6 +67,12 @@ enum MHD_Result ka_serve_group(kubeapi *ka, struct MHD_Connection *c, ka_req *r)
  * their own (kubectl looks kinds up there). */
 int ka_is_crd_path(const char *url);
 enum MHD_Result ka_serve_crds(kubeapi *ka, struct MHD_Connection *c, ka_req *r);
+
+/* pb.c: a body in Kubernetes' protobuf encoding into the JSON object (v1
+ * ConfigMap, Secret, Namespace: what kubectl create sends). 0 and *out;
+ * KE_EINVAL (not a valid body, 400) or KE_EPROTO (another kind, 415) with
+ * why. */
+int ka_pb_to_json(const void *body, size_t len, json_t **out, char *why, size_t wlen);
 
 /* logs.c: GET pods/NAME/log (authorized as get pods/log) */
 enum MHD_Result ka_serve_log(kubeapi *ka, struct MHD_Connection *c, ka_req *r,

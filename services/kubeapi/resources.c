@@ -75,10 +75,14 @@ static json_t *parse_body(struct MHD_Connection *c, ka_req *r, enum MHD_Result *
         return NULL;
     }
     if (strstr(ct, "protobuf")) {
-        *res = ka_send_status(c, 415, "UnsupportedMediaType",
-                              "the body of the request was in an unknown format - accepted media "
-                              "types include: application/json", NULL, NULL);
-        return NULL;
+        char why[300];
+        json_t *o = NULL;
+        int rc = ka_pb_to_json(r->body ? r->body : "", r->len, &o, why, sizeof(why));
+        if (rc != 0)
+            *res = ka_send_status(c, rc == KE_EPROTO ? 415 : 400,
+                                  rc == KE_EPROTO ? "UnsupportedMediaType" : "BadRequest", why,
+                                  NULL, NULL);
+        return o;
     }
     json_error_t je;
     json_t *o = r->len ? json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &je) : NULL;

@@ -91,11 +91,22 @@ class Kubectl(unittest.TestCase):
     def suite(self):
         ns = self.ns
         legacy = self.version == "1.20"
-        # a namespace through apply (kubectl create namespace sends protobuf)
-        p = self.kc("apply", "-f", "-", stdin="apiVersion: v1\nkind: Namespace\nmetadata:\n"
-                                              "  name: %s\n" % ns)
+        # kubectl create's typed commands (protobuf bodies)
+        p = self.kc("create", "namespace", ns)
         self.assertIn("namespace/%s created" % ns, p.stdout)
         self.assertIn(ns, self.kc("get", "ns").stdout)
+        self.kc("create", "configmap", "made", "-n", ns, "--from-literal=a=1",
+                "--from-literal=b=two")
+        self.kc("create", "secret", "generic", "made", "-n", ns, "--from-literal=p=s3cret")
+        made = json.loads(self.kc("get", "cm", "made", "-n", ns, "-o", "json").stdout)
+        self.assertEqual(made["data"], {"a": "1", "b": "two"})
+        made = json.loads(self.kc("get", "secret", "made", "-n", ns, "-o", "json").stdout)
+        self.assertEqual(made["data"], {"p": "czNjcmV0"})
+        self.assertEqual(made["type"], "Opaque")
+        p = self.kc("create", "configmap", "made", "-n", ns, "--from-literal=a=1", ok=False)
+        self.assertIn('configmaps "made" already exists',
+                      p.stderr)
+        self.kc("delete", "cm,secret", "made", "-n", ns)
 
         # apply: create, then a changed file (a strategic merge patch)
         web = os.path.join(EXAMPLES, "web.yaml")
