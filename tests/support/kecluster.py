@@ -104,7 +104,10 @@ class Cluster:
         self.cloud = None
 
     def stop(self):
-        for p in (self.edge, self.cloud):
+        """Stops edgecore and cloudcore with SIGTERM; both must exit 0 (an
+        orderly shutdown; under the sanitizers, no leak or error either)."""
+        bad = []
+        for name, p in (("edgecore", self.edge), ("cloudcore", self.cloud)):
             if p and p.poll() is None:
                 p.terminate()
                 try:
@@ -112,16 +115,25 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+                    bad.append("%s did not stop within 20 s of SIGTERM" % name)
+                if p.returncode not in (0, None) and not bad:
+                    bad.append("%s exited with status %d (see %s)" % (name, p.returncode,
+                                                                      self.tmp))
             if p:
                 p.stdout.close()
         for f in ("edge_log", "cloud_log"):
             if getattr(self, f, None):
                 getattr(self, f).close()
         self.edge = self.cloud = None
+        if bad:
+            os.environ["KE_KEEP_TMP"] = "1"
+            raise AssertionError("; ".join(bad))
 
     def cleanup(self):
-        self.stop()
-        if os.environ.get("KE_KEEP_TMP"):
-            print("kept", self.tmp)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            if os.environ.get("KE_KEEP_TMP"):
+                print("kept", self.tmp)
+            else:
+                shutil.rmtree(self.tmp, ignore_errors=True)
