@@ -3,6 +3,9 @@
  */
 #include "ke_err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *ke_strerror(int err)
 {
     switch (err) {
@@ -31,4 +34,16 @@ void ke_err_oneline(char *s)
     for (; s && *s; s++)
         if ((unsigned char)*s < 0x20 || *s == 0x7f)
             *s = '?';
+}
+
+int ke_err_why(int code, char *why, size_t len, const char *fmt, ...)
+{
+    if (why && len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, len, fmt, ap);
+        va_end(ap);
+        ke_err_oneline(why);
+    }
+    return code;
 }

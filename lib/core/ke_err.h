@@ -9,6 +9,8 @@
 #ifndef KE_ERR_H
 #define KE_ERR_H
 
+#include <stddef.h>
+
 enum {
     KE_OK = 0,
     KE_EINVAL = -1,     /* bad argument or malformed input */
@@ -35,5 +37,11 @@ const char *ke_strerror(int err);
  * modified in place) with '?'. Error lines quote input (a YAML value, a
  * label key); this keeps them one line, so they cannot forge log lines. */
 void ke_err_oneline(char *s);
+
+/* ke_err_why writes the printf-style reason into why[0..len) as one line
+ * (ke_err_oneline) when why is not NULL, and returns code: the one way a
+ * function says why it fails ("spec.containers[0].image: required"). */
+int ke_err_why(int code, char *why, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -99,16 +99,8 @@ int ke_k8s_valid_label(const char *s)
     return ke_k8s_valid_name(s) && strlen(s) <= 63 && !strchr(s, '.');
 }
 
-static int fail(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *why, size_t len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, len, fmt, ap);
-    va_end(ap);
-    ke_err_oneline(why);
-    return KE_EINVAL;
-}
+/* fail: KE_EINVAL with the reason (ke_err_why). */
+#define fail(why, len, ...) ke_err_why(KE_EINVAL, why, len, __VA_ARGS__)
 
 int ke_k8s_resolve_ns(const ke_k8s_kind *k, const char *ns, int one, const char **out, char *why,
                       size_t len)

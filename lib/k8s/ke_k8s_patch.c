@@ -21,19 +21,8 @@
 #include "ke_err.h"
 #include "ke_k8s.h"
 
-static int failc(char *why, size_t len, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int failc(char *why, size_t len, int code, const char *fmt, ...)
-{
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-        ke_err_oneline(why);
-    }
-    return code;
-}
+/* failc: code with the reason (ke_err_why). */
+#define failc(why, len, code, ...) ke_err_why(code, why, len, __VA_ARGS__)
 
 static int oom(char *why, size_t len)
 {

@@ -55,13 +55,10 @@ int ke_k8s_json_patch(json_t **doc, const json_t *ops, char *why, size_t len);
  * list merges when "merge" is one of them). merge_key names the field that
  * identifies an element of a list of objects ("name", "containerPort",
  * "mountPath"); NULL for a list of primitives, merged as a set. */
-#ifndef KE_K8S_PATCH_META_DEFINED
-#define KE_K8S_PATCH_META_DEFINED
 typedef struct ke_k8s_patch_meta {
     const char *strategy;
     const char *merge_key;
 } ke_k8s_patch_meta;
-#endif
 
 /* ke_k8s_patch_meta_fn looks up the patch metadata of the field at path of
  * an object of kind `kind`. path runs from the object root, dot-separated,

@@ -13,18 +13,8 @@
 #include <string.h>
 #include <strings.h>
 
-static int fail(char *why, size_t len, int rc, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(char *why, size_t len, int rc, const char *fmt, ...)
-{
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
+/* fail: rc with the reason (ke_err_why). */
+#define fail(why, len, rc, ...) ke_err_why(rc, why, len, __VA_ARGS__)
 
 /* next_seg copies the next '/'-separated segment of *s into buf; 0, or
  * -1 when too long; "" at the end. */

@@ -103,20 +103,6 @@ int ke_k8s_schema_load(void)
     return schema_rc;
 }
 
-static int fail(int rc, char *why, size_t len, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(int rc, char *why, size_t len, const char *fmt, ...)
-{
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
-
 /* def_name writes the definition name of a served kind (kind_suffix "" or
  * "List") into buf. */
 static void def_name(const resource *r, const char *suffix, char *buf, size_t len)
@@ -349,27 +335,27 @@ int ke_k8s_schema_check(const json_t *obj, char *why, size_t len)
         why[0] = '\0';
     int rc = ke_k8s_schema_load();
     if (rc != 0)
-        return fail(rc, why, len, "the embedded OpenAPI schema did not load");
+        return ke_err_why(rc, why, len, "the embedded OpenAPI schema did not load");
     if (!json_is_object(obj))
-        return fail(KE_EINVAL, why, len, "expected object, got %s",
+        return ke_err_why(KE_EINVAL, why, len, "expected object, got %s",
                     obj ? json_kind(obj) : "nothing");
     const char *av = json_string_value(json_object_get(obj, "apiVersion"));
     const char *kind = json_string_value(json_object_get(obj, "kind"));
     if (!av || !*av || !kind || !*kind)
-        return fail(KE_EINVAL, why, len, "apiVersion and kind: required, strings");
+        return ke_err_why(KE_EINVAL, why, len, "apiVersion and kind: required, strings");
     const json_t *s = kind_schema(av, kind);
     if (!s)
-        return fail(KE_ENOTFOUND, why, len, "no schema for kind \"%s\" in version \"%s\"", kind,
-                    av);
+        return ke_err_why(KE_ENOTFOUND, why, len, "no schema for kind \"%s\" in version \"%s\"",
+                          kind, av);
     checker *c = calloc(1, sizeof(*c));
     if (!c)
-        return fail(KE_ENOMEM, why, len, "out of memory");
+        return ke_err_why(KE_ENOMEM, why, len, "out of memory");
     c->why = why;
     c->len = len;
     walk(c, s, obj, 1);
     rc = 0;
     if (c->has_type_err) {
-        fail(0, why, len, "%s", c->type_err);
+        ke_err_why(0, why, len, "%s", c->type_err);
         rc = KE_EINVAL;
     } else if (c->unknown) {
         rc = KE_EINVAL;

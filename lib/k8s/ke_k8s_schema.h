@@ -16,6 +16,8 @@
 #ifndef KE_K8S_SCHEMA_H
 #define KE_K8S_SCHEMA_H
 
+#include "ke_k8s_patch.h"
+
 #include <jansson.h>
 #include <stddef.h>
 
@@ -36,17 +38,9 @@ int ke_k8s_schema_load(void);
  * why) for an apiVersion and kind the schema does not have; KE_ENOMEM. */
 int ke_k8s_schema_check(const json_t *obj, char *why, size_t len);
 
-#ifndef KE_K8S_PATCH_META_DEFINED
-#define KE_K8S_PATCH_META_DEFINED
-/* The strategic merge patch facts of one list field: strategy ("merge",
- * "merge,retainKeys", ...) and merge key ("name"; NULL for a list of
- * scalars merged as a set); from ke_k8s_schema_patch_meta, strings of the
- * loaded schema, valid for the life of the process. */
-typedef struct ke_k8s_patch_meta {
-    const char *strategy;
-    const char *merge_key;
-} ke_k8s_patch_meta;
-#endif
+/* ke_k8s_patch_meta (the strategic merge patch facts of one list field)
+ * is declared by ke_k8s_patch.h; ke_k8s_schema_patch_meta fills it from
+ * the loaded schema (strings valid for the life of the process). */
 
 /* ke_k8s_schema_patch_meta looks up the field at path of kind ("Pod") for
  * the strategic merge patch engine: path is dotted from the object's top,

@@ -5,6 +5,7 @@
  *   resources.c  get, list, create, update, patch, delete, deletecollection
  *   watch.c      watch streams
  *   logs.c       pod logs through EdgeController.Logs
+ *   stream.c     the queue of a streamed answer (watch, log)
  *   pb.c         protobuf request bodies (kubectl create configmap|secret|namespace)
  */
 #ifndef KUBEAPI_INTERNAL_H
@@ -73,6 +74,34 @@ enum MHD_Result ka_serve_crds(kubeapi *ka, struct MHD_Connection *c, ka_req *r);
  * KE_EINVAL (not a valid body, 400) or KE_EPROTO (another kind, 415) with
  * why. */
 int ka_pb_to_json(const void *body, size_t len, json_t **out, char *why, size_t wlen);
+
+/* stream.c: a streamed answer's queue (watch.c, logs.c). The producer
+ * pushes under mu; the connection's thread reads. */
+struct ka_chunk;
+typedef struct ka_stream {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* monotonic */
+    struct ka_chunk *head, *tail; /* under mu */
+    size_t bytes, bound;          /* queued; the bound of counted pushes (0: none) */
+    int ended;                    /* the producer has no more */
+    kubeapi *ka;
+    struct MHD_Connection *conn;
+    int64_t next_poll_ms; /* the next check that the client is still there */
+} ka_stream;
+void ka_stream_init(ka_stream *s, kubeapi *ka, struct MHD_Connection *c, size_t bound);
+void ka_stream_destroy(ka_stream *s);
+/* ka_stream_push_locked queues a copy of data[0..n) (counted: against the
+ * bound). 0, KE_EFULL past the bound, KE_ENOMEM. Under s->mu. */
+int ka_stream_push_locked(ka_stream *s, const void *data, size_t n, int counted);
+/* ka_stream_end_locked: nothing more will be pushed. Under s->mu. */
+void ka_stream_end_locked(ka_stream *s);
+/* The owner's say while nothing is queued, under s->mu: 1 ends the
+ * answer, -1 means it pushed something, 0 waits (until *wake_ms at the
+ * latest, which it may bring forward). */
+typedef int (*ka_stream_idle_fn)(void *ud, int64_t now_ms, int64_t *wake_ms);
+/* ka_stream_read is the content reader's body: the next bytes, or
+ * MHD_CONTENT_READER_END_OF_STREAM. */
+ssize_t ka_stream_read(ka_stream *s, char *buf, size_t max, ka_stream_idle_fn idle, void *ud);
 
 /* logs.c: GET pods/NAME/log (authorized as get pods/log) */
 enum MHD_Result ka_serve_log(kubeapi *ka, struct MHD_Connection *c, ka_req *r,

@@ -20,48 +20,27 @@
 #include "ke_log.h"
 #include "ke_time.h"
 
-#include <poll.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define KA_LOG_FIRST_MS 2000
-#define KA_LOG_POLL_MS 5000
-
-typedef struct chunk {
-    struct chunk *next;
-    size_t len, off;
-    unsigned char data[];
-} chunk;
 
 typedef struct log_ctx {
     atomic_int refs; /* the HTTP response's and the call's (on_close) */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    chunk *head, *tail; /* under mu */
-    size_t bytes;
-    int closed; /* the call ended: st holds its status */
-    int cut;    /* the client read too slowly */
+    ka_stream s;     /* its mu guards the fields below too */
+    int closed;      /* the call ended: st holds its status */
     ke_rpc_status st;
     ke_rpc_call *call; /* a reference */
-    struct MHD_Connection *conn;
-    kubeapi *ka;
-    int64_t next_poll_ms;
 } log_ctx;
 
 static void ctx_unref(log_ctx *x)
 {
     if (atomic_fetch_sub(&x->refs, 1) != 1)
         return;
-    while (x->head) {
-        chunk *c = x->head;
-        x->head = c->next;
-        free(c);
-    }
+    ka_stream_destroy(&x->s);
     if (x->call)
         ke_rpc_call_unref(x->call);
-    pthread_cond_destroy(&x->cv);
-    pthread_mutex_destroy(&x->mu);
     free(x);
 }
 
@@ -69,100 +48,42 @@ static void on_chunk(ke_rpc_call *call, const ProtobufCMessage *msg, void *ud)
 {
     log_ctx *x = ud;
     const Ke__V1__PodLogChunk *ch = (const Ke__V1__PodLogChunk *)msg;
-    pthread_mutex_lock(&x->mu);
-    if (x->cut || ch->data.len == 0) {
-        pthread_mutex_unlock(&x->mu);
+    pthread_mutex_lock(&x->s.mu);
+    if (x->s.ended || ch->data.len == 0) {
+        pthread_mutex_unlock(&x->s.mu);
         return;
     }
-    chunk *c = NULL;
-    if (x->bytes + ch->data.len <= KUBEAPI_WATCH_QUEUE_BYTES)
-        c = malloc(sizeof(*c) + ch->data.len);
-    if (!c) {
-        x->cut = 1; /* on_close follows the cancel */
-        pthread_cond_signal(&x->cv);
-        pthread_mutex_unlock(&x->mu);
+    if (ka_stream_push_locked(&x->s, ch->data.data, ch->data.len, 1) != 0) {
+        ka_stream_end_locked(&x->s); /* on_close follows the cancel */
+        pthread_mutex_unlock(&x->s.mu);
         ke_log_warn(KA_MOD, "log stream cut off: the client reads too slowly");
         ke_rpc_call_cancel(call);
         return;
     }
-    memcpy(c->data, ch->data.data, ch->data.len);
-    c->len = ch->data.len;
-    c->off = 0;
-    c->next = NULL;
-    if (x->tail)
-        x->tail->next = c;
-    else
-        x->head = c;
-    x->tail = c;
-    x->bytes += c->len;
-    pthread_cond_signal(&x->cv);
-    pthread_mutex_unlock(&x->mu);
+    pthread_mutex_unlock(&x->s.mu);
 }
 
 static void on_end(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
 {
     (void)call;
     log_ctx *x = ud;
-    pthread_mutex_lock(&x->mu);
+    pthread_mutex_lock(&x->s.mu);
     x->st = *st;
     x->closed = 1;
-    pthread_cond_signal(&x->cv);
-    pthread_mutex_unlock(&x->mu);
+    ka_stream_end_locked(&x->s);
+    pthread_mutex_unlock(&x->s.mu);
     ctx_unref(x);
-}
-
-static int client_gone(struct MHD_Connection *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
-        return 0;
-    struct pollfd pfd = {.fd = ci->connect_fd, .events = POLLRDHUP};
-    return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
 }
 
 static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
     log_ctx *x = cls;
-    pthread_mutex_lock(&x->mu);
-    for (;;) {
-        if (x->head) {
-            chunk *c = x->head;
-            size_t n = c->len - c->off < max ? c->len - c->off : max;
-            memcpy(buf, c->data + c->off, n);
-            c->off += n;
-            if (c->off == c->len) {
-                x->head = c->next;
-                if (!x->head)
-                    x->tail = NULL;
-                x->bytes -= c->len;
-                free(c);
-            }
-            pthread_mutex_unlock(&x->mu);
-            return (ssize_t)n;
-        }
-        if (x->closed || x->cut)
-            break;
-        int stopping;
-        pthread_mutex_lock(&x->ka->mu);
-        stopping = x->ka->stopping;
-        pthread_mutex_unlock(&x->ka->mu);
-        int64_t now = ke_time_mono_ms();
-        if (stopping || (now >= x->next_poll_ms && client_gone(x->conn)))
-            break;
-        if (now >= x->next_poll_ms)
-            x->next_poll_ms = now + KA_LOG_POLL_MS;
-        /* wake at least every second: the server may be stopping */
-        int64_t wait = x->next_poll_ms - now < 1000 ? x->next_poll_ms - now : 1000;
-        struct timespec ts = ke_time_deadline(wait);
-        pthread_cond_timedwait(&x->cv, &x->mu, &ts);
-    }
-    int closed = x->closed;
-    pthread_mutex_unlock(&x->mu);
-    if (!closed)
-        ke_rpc_call_cancel(x->call); /* the edge is told to stop */
-    return MHD_CONTENT_READER_END_OF_STREAM;
+    ssize_t n = ka_stream_read(&x->s, buf, max, NULL, NULL);
+    if (n == MHD_CONTENT_READER_END_OF_STREAM)
+        ke_rpc_call_cancel(x->call); /* the client left or the server stops: the edge
+                                        is told to stop (a no-op once the call ended) */
+    return n;
 }
 
 static void response_done(void *cls)
@@ -232,11 +153,7 @@ enum MHD_Result ka_serve_log(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
     if (!x)
         return ka_send_json(c, 500, NULL, NULL);
     atomic_init(&x->refs, 2);
-    pthread_mutex_init(&x->mu, NULL);
-    ke_time_cond_init(&x->cv);
-    x->conn = c;
-    x->ka = ka;
-    x->next_poll_ms = ke_time_mono_ms() + KA_LOG_POLL_MS;
+    ka_stream_init(&x->s, ka, c, KUBEAPI_WATCH_QUEUE_BYTES);
     static const ke_rpc_handler h = {.on_message = on_chunk, .on_close = on_end};
     ke_rpc_stub stub = {ka->cfg.self, &ke__v1__edge_controller__descriptor};
     ke_rpc_call_opts co = {.timeout_ms = 0}; /* a followed log has no deadline */
@@ -251,15 +168,15 @@ enum MHD_Result ka_serve_log(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
         ke_rpc_call_cancel(x->call); /* on_close says why */
 
     /* the status line waits for the first bytes or the end */
-    pthread_mutex_lock(&x->mu);
+    pthread_mutex_lock(&x->s.mu);
     int64_t until = ke_time_mono_ms() + KA_LOG_FIRST_MS;
-    while (!x->head && !x->closed && ke_time_mono_ms() < until) {
+    while (!x->s.head && !x->closed && ke_time_mono_ms() < until) {
         struct timespec ts = ke_time_deadline(until - ke_time_mono_ms());
-        pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+        pthread_cond_timedwait(&x->s.cv, &x->s.mu, &ts);
     }
-    int failed = !x->head && x->closed && x->st.code != KE_RPC_OK;
+    int failed = !x->s.head && x->closed && x->st.code != KE_RPC_OK;
     ke_rpc_status st = x->st;
-    pthread_mutex_unlock(&x->mu);
+    pthread_mutex_unlock(&x->s.mu);
     if (failed) {
         ctx_unref(x); /* the response's reference: none is made */
         const char *reason;

@@ -16,7 +16,7 @@
  * carry the latest revision every KA_BOOKMARK_MS. A Table watch (kubectl
  * get -w) sends one-row Tables, with the column definitions in the first.
  * The stream ends at timeoutSeconds (at most KUBEAPI_WATCH_MAX_S), when the
- * client hangs up (checked every KA_POLL_MS) or when the server stops.
+ * client hangs up (checked every 5 s) or when the server stops.
  */
 #include "kubeapi_internal.h"
 
@@ -24,65 +24,32 @@
 #include "ke_log.h"
 #include "ke_time.h"
 
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define KA_BOOKMARK_MS 15000
-#define KA_POLL_MS 5000
-
-typedef struct line {
-    struct line *next;
-    size_t len, off;
-    char data[];
-} line;
 
 struct ka_watch {
     ka_watch *next; /* in kubeapi.watches, under ka->mu */
     kubeapi *ka;
-    struct MHD_Connection *conn;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    line *head, *tail; /* under mu */
-    size_t bytes;
-    int bounded;  /* initial events are not counted against the bound */
-    int ended;    /* no more events will come (410, overflow) */
-    int closed;   /* the server stops */
+    ka_stream s;     /* its mu guards the fields below too */
     ke_store_watch *w;
     const ke_k8s_kind *k;
     int table, include_object, bookmarks, defs_sent;
     uint64_t last_rev;
-    int64_t deadline_ms, next_bookmark_ms, next_poll_ms;
+    int64_t deadline_ms, next_bookmark_ms;
 };
 
-/* push appends text (taken) as one line; 0, or -1 when the bound is passed
- * (the watch ends after what is queued). Called under w->mu. */
-static int push(ka_watch *w, char *text)
+/* push queues text (taken) as one line; 0, or -1 when the queue's bound
+ * is passed or memory is short (the watch then ends after what is
+ * queued). Under w->s.mu. */
+static int push(ka_watch *w, char *text, int counted)
 {
     size_t n = strlen(text);
-    if (w->bounded && w->bytes + n + 1 > KUBEAPI_WATCH_QUEUE_BYTES) {
-        free(text);
-        return -1;
-    }
-    line *l = malloc(sizeof(*l) + n + 1);
-    if (!l) {
-        free(text);
-        return -1;
-    }
-    memcpy(l->data, text, n);
-    l->data[n] = '\n';
-    l->len = n + 1;
-    l->off = 0;
-    l->next = NULL;
+    text[n] = '\n'; /* json_dumps' terminating NUL becomes the line's end */
+    int rc = ka_stream_push_locked(&w->s, text, n + 1, counted);
     free(text);
-    if (w->tail)
-        w->tail->next = l;
-    else
-        w->head = l;
-    w->tail = l;
-    w->bytes += l->len;
-    pthread_cond_signal(&w->cv);
-    return 0;
+    return rc == 0 ? 0 : -1;
 }
 
 /* event_text builds the line of one event (a one-row Table for kubectl). */
@@ -113,9 +80,9 @@ static char *event_text(ka_watch *w, int type, const json_t *obj)
 static void on_event(int type, const json_t *obj, uint64_t rev, void *ud)
 {
     ka_watch *w = ud;
-    pthread_mutex_lock(&w->mu);
-    if (w->ended) {
-        pthread_mutex_unlock(&w->mu);
+    pthread_mutex_lock(&w->s.mu);
+    if (w->s.ended) {
+        pthread_mutex_unlock(&w->s.mu);
         return;
     }
     if (type == KE_STORE_GONE) {
@@ -126,82 +93,48 @@ static void on_event(int type, const json_t *obj, uint64_t rev, void *ud)
         char *text = e ? json_dumps(e, JSON_COMPACT) : NULL;
         json_decref(e);
         if (text)
-            push(w, text);
-        w->ended = 1;
+            push(w, text, 0);
+        ka_stream_end_locked(&w->s);
     } else {
         char *text = event_text(w, type, obj);
-        if (!text || push(w, text) != 0) {
+        if (!text || push(w, text, 1) != 0) {
             /* cut off: the client watches again from the last version it saw */
             ke_log_warn(KA_MOD, "watch of %s cut off: the client reads too slowly (%zu bytes "
-                                "queued)", w->k->plural, w->bytes);
-            w->ended = 1;
+                                "queued)", w->k->plural, w->s.bytes);
+            ka_stream_end_locked(&w->s);
         } else {
             w->last_rev = rev;
         }
     }
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&w->s.mu);
 }
 
-/* client_gone: the peer hung up (polled without waiting). */
-static int client_gone(struct MHD_Connection *c)
+/* idle: the deadline, and a BOOKMARK when it is time (under w->s.mu). */
+static int idle(void *ud, int64_t now, int64_t *wake)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (!ci)
-        return 0;
-    struct pollfd pfd = {.fd = ci->connect_fd, .events = POLLRDHUP};
-    return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR));
+    ka_watch *w = ud;
+    if (now >= w->deadline_ms)
+        return 1;
+    if (w->bookmarks && now >= w->next_bookmark_ms) {
+        w->next_bookmark_ms = now + KA_BOOKMARK_MS;
+        json_t *e = ke_k8s_watch_bookmark(w->k, w->last_rev);
+        char *text = e ? json_dumps(e, JSON_COMPACT) : NULL;
+        json_decref(e);
+        if (text && push(w, text, 1) == 0)
+            return -1;
+    }
+    if (w->deadline_ms < *wake)
+        *wake = w->deadline_ms;
+    if (w->bookmarks && w->next_bookmark_ms < *wake)
+        *wake = w->next_bookmark_ms;
+    return 0;
 }
 
 static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
     ka_watch *w = cls;
-    pthread_mutex_lock(&w->mu);
-    for (;;) {
-        if (w->head) {
-            line *l = w->head;
-            size_t n = l->len - l->off < max ? l->len - l->off : max;
-            memcpy(buf, l->data + l->off, n);
-            l->off += n;
-            if (l->off == l->len) {
-                w->head = l->next;
-                if (!w->head)
-                    w->tail = NULL;
-                w->bytes -= l->len;
-                free(l);
-            }
-            pthread_mutex_unlock(&w->mu);
-            return (ssize_t)n;
-        }
-        int64_t now = ke_time_mono_ms();
-        if (w->ended || w->closed || now >= w->deadline_ms)
-            break;
-        if (now >= w->next_poll_ms) {
-            w->next_poll_ms = now + KA_POLL_MS;
-            if (client_gone(w->conn))
-                break;
-        }
-        if (w->bookmarks && now >= w->next_bookmark_ms) {
-            w->next_bookmark_ms = now + KA_BOOKMARK_MS;
-            json_t *e = ke_k8s_watch_bookmark(w->k, w->last_rev);
-            char *text = e ? json_dumps(e, JSON_COMPACT) : NULL;
-            json_decref(e);
-            if (text)
-                push(w, text);
-            continue;
-        }
-        int64_t until = w->deadline_ms;
-        if (w->next_poll_ms < until)
-            until = w->next_poll_ms;
-        if (w->bookmarks && w->next_bookmark_ms < until)
-            until = w->next_bookmark_ms;
-        struct timespec ts = ke_time_deadline(until - now);
-        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
-    }
-    pthread_mutex_unlock(&w->mu);
-    return MHD_CONTENT_READER_END_OF_STREAM;
+    return ka_stream_read(&w->s, buf, max, idle, w);
 }
 
 static void watch_free(void *cls)
@@ -216,13 +149,7 @@ static void watch_free(void *cls)
             break;
         }
     pthread_mutex_unlock(&ka->mu);
-    while (w->head) {
-        line *l = w->head;
-        w->head = l->next;
-        free(l);
-    }
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
+    ka_stream_destroy(&w->s);
     free(w);
 }
 
@@ -231,10 +158,9 @@ void ka_watches_stop(kubeapi *ka)
     pthread_mutex_lock(&ka->mu);
     ka->stopping = 1;
     for (ka_watch *w = ka->watches; w; w = w->next) {
-        pthread_mutex_lock(&w->mu);
-        w->closed = 1;
-        pthread_cond_broadcast(&w->cv);
-        pthread_mutex_unlock(&w->mu);
+        pthread_mutex_lock(&w->s.mu);
+        pthread_cond_broadcast(&w->s.cv); /* its reader sees ka->stopping */
+        pthread_mutex_unlock(&w->s.mu);
     }
     pthread_mutex_unlock(&ka->mu);
 }
@@ -280,20 +206,17 @@ enum MHD_Result ka_serve_watch(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
     if (!w)
         return ka_send_json(c, 500, NULL, NULL);
     w->ka = ka;
-    w->conn = c;
+    ka_stream_init(&w->s, ka, c, KUBEAPI_WATCH_QUEUE_BYTES);
     w->k = p->kind;
     w->table = table;
     w->include_object = r->q.include_object;
     w->bookmarks = r->q.bookmarks;
-    pthread_mutex_init(&w->mu, NULL);
-    ke_time_cond_init(&w->cv);
     int64_t timeout_s = r->q.timeout_s > 0 && r->q.timeout_s < KUBEAPI_WATCH_MAX_S
                             ? r->q.timeout_s
                             : KUBEAPI_WATCH_MAX_S;
     int64_t now = ke_time_mono_ms();
     w->deadline_ms = now + timeout_s * 1000;
     w->next_bookmark_ms = now + KA_BOOKMARK_MS;
-    w->next_poll_ms = now + KA_POLL_MS;
     uint64_t from = r->q.rv;
     int rc = 0;
     if (from == 0) {
@@ -303,19 +226,18 @@ enum MHD_Result ka_serve_watch(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
                            &items, &from);
         size_t i;
         json_t *o;
-        pthread_mutex_lock(&w->mu);
+        pthread_mutex_lock(&w->s.mu);
         json_array_foreach(items, i, o) {
             char *text = event_text(w, KE_STORE_ADDED, o);
-            if (!text || push(w, text) != 0)
+            if (!text || push(w, text, 0) != 0) /* bounded by the list, not the queue */
                 rc = KE_ENOMEM;
         }
         w->last_rev = from;
-        pthread_mutex_unlock(&w->mu);
+        pthread_mutex_unlock(&w->s.mu);
         json_decref(items);
     } else {
         w->last_rev = from;
     }
-    w->bounded = 1;
     if (rc == 0)
         rc = ke_store_watch_start(st, p->kind->kind, ns, r->q.label_selector, r->q.field_selector,
                                   from, on_event, w, &w->w);
@@ -336,8 +258,6 @@ enum MHD_Result ka_serve_watch(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
         return ka_send_error(c, rc, why, p->kind, NULL);
     }
     pthread_mutex_lock(&ka->mu);
-    if (ka->stopping)
-        w->closed = 1;
     w->next = ka->watches;
     ka->watches = w;
     pthread_mutex_unlock(&ka->mu);
