@@ -63,8 +63,9 @@ typedef struct watcher {
     /* set before registration, read-only after */
     const ke_k8s_kind *kind;
     char ns[KE_STORE_NS_MAX + 1]; /* "" every namespace */
-    ke_store_selector *sel;
-    int64_t deadline_ms; /* monotonic */
+    ke_store_selector *sel;  /* both selectors, or NULL */
+    ke_store_selector *fsel; /* the field selector alone (for deletes), or NULL */
+    int64_t deadline_ms;     /* monotonic */
     /* under the hub's lock */
     ev *head, *tail;
     size_t bytes, count;
@@ -284,11 +285,32 @@ static void ev_free_all(ev *e)
 
 /* ---- the loop: fan-out ------------------------------------------------- */
 
+/* selected: does obj pass the request's selectors? A tombstone holds only
+ * the object's identity (the cloud's deletes carry no object): it is
+ * matched by the field selector alone — metadata.name, metadata.namespace,
+ * and a pod's spec.nodeName, which is this node's for everything in the
+ * store — so a label-selecting watcher may see the delete of an object it
+ * never had (as a client may after a relist). */
+static int selected(const ke_store_selector *sel, const ke_store_selector *fsel,
+                    const json_t *obj, int deleted, const char *node)
+{
+    if (!deleted)
+        return !sel || ke_store_selector_match(sel, obj);
+    if (!fsel)
+        return 1;
+    json_t *view = json_deep_copy(obj);
+    int ok = view && json_object_set_new(view, "spec", json_pack("{s:s}", "nodeName", node)) == 0 &&
+             ke_store_selector_match(fsel, view);
+    json_decref(view);
+    return ok;
+}
+
 /* wants: does watcher w take this object (kind, namespace, selectors)? */
-static int wants(const watcher *w, const ke_k8s_kind *k, const char *ns, const json_t *obj)
+static int wants(const watcher *w, const ke_k8s_kind *k, const char *ns, const json_t *obj,
+                 int deleted)
 {
     return w->kind == k && (!w->ns[0] || strcmp(w->ns, ns) == 0) &&
-           (!w->sel || ke_store_selector_match(w->sel, obj));
+           selected(w->sel, w->fsel, obj, deleted, w->s->cfg->node_name);
 }
 
 /* watcher_close_locked ends a watcher that does not read: its queue goes,
@@ -327,7 +349,7 @@ static int fan_one(const edge_store_change *c, void *arg)
     json_decref(event);
     pthread_mutex_lock(&s->mu);
     for (watcher *w = s->watchers; w; w = w->next) {
-        if (w->overflow || !wants(w, k, ns, obj))
+        if (w->overflow || !wants(w, k, ns, obj, c->deleted))
             continue;
         if (!proto || w->bytes + proto->len > METASERVER_WATCH_QUEUE_BYTES ||
             w->count >= METASERVER_WATCH_QUEUE_EVENTS) {
@@ -518,7 +540,7 @@ typedef struct collect {
     const ke_k8s_kind *k;
     const char *ns;   /* "" every namespace */
     const char *name; /* "" every name */
-    const ke_store_selector *sel;
+    const ke_store_selector *sel, *fsel;
     json_t *items;
     int initial;   /* watch replay from nothing: every object ADDED */
     watcher *w;    /* replay into w, else items */
@@ -539,7 +561,7 @@ static int collect_one(const edge_store_change *c, void *arg)
     json_t *obj = object_of(c, k, ns, name);
     if (!obj)
         return 0;
-    if (cl->sel && !ke_store_selector_match(cl->sel, obj)) {
+    if (!selected(cl->sel, cl->fsel, obj, c->deleted, cl->s->cfg->node_name)) {
         json_decref(obj);
         return 0;
     }
@@ -579,7 +601,7 @@ static enum MHD_Result get_or_list(ms *s, struct MHD_Connection *c, edge_store *
                                    const ke_store_selector *sel, const ke_k8s_query *q)
 {
     collect cl = {.s = s, .k = p->kind, .ns = ns, .name = p->name, .sel = sel,
-                  .items = json_array()};
+                  .items = json_array()}; /* no tombstones in a list */
     if (!cl.items)
         return send_error(s, c, KE_ENOMEM, "out of memory");
     char prefix[KE_STORE_NAME_MAX * 2 + 64];
@@ -633,6 +655,7 @@ static void watcher_free(watcher *w)
     ev_free_all(w->replay);
     free(w->cur);
     ke_store_selector_free(w->sel);
+    ke_store_selector_free(w->fsel);
     pthread_cond_destroy(&w->cv);
     free(w);
 }
@@ -771,7 +794,7 @@ static enum MHD_Result send_watch_error(ms *s, struct MHD_Connection *c, int cod
 
 static enum MHD_Result watch(ms *s, struct MHD_Connection *c, edge_store *rd,
                              const ke_k8s_path *p, const char *ns, ke_store_selector **sel,
-                             const ke_k8s_query *q)
+                             ke_store_selector **fsel, const ke_k8s_query *q)
 {
     watcher *w = calloc(1, sizeof(*w));
     if (!w)
@@ -786,6 +809,8 @@ static enum MHD_Result watch(ms *s, struct MHD_Connection *c, edge_store *rd,
     snprintf(w->ns, sizeof(w->ns), "%s", ns);
     w->sel = *sel;
     *sel = NULL;
+    w->fsel = *fsel;
+    *fsel = NULL;
     int64_t life = q->timeout_s > 0 && q->timeout_s < METASERVER_WATCH_TIMEOUT_S
                        ? q->timeout_s
                        : METASERVER_WATCH_TIMEOUT_S;
@@ -813,7 +838,8 @@ static enum MHD_Result watch(ms *s, struct MHD_Connection *c, edge_store *rd,
                                   "too many watches on this MetaServer", NULL, NULL)
                     : send_error(s, c, KE_ECLOSED, "metaserver is stopping");
     }
-    collect cl = {.s = s, .k = p->kind, .ns = ns, .name = p->name, .sel = w->sel, .w = w,
+    collect cl = {.s = s, .k = p->kind, .ns = ns, .name = p->name, .sel = w->sel,
+                  .fsel = w->fsel, .w = w,
                   .initial = q->rv == 0};
     char prefix[KE_STORE_NAME_MAX * 2 + 64];
     scan_prefix(s, p->kind, ns, p->name, prefix, sizeof(prefix));
@@ -908,15 +934,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     const char *ns;
     if (ke_k8s_resolve_ns(p.kind, p.ns, p.name[0] != '\0', &ns, why, sizeof(why)) != 0)
         return send_status(s, c, MHD_HTTP_BAD_REQUEST, "BadRequest", why, NULL, NULL);
-    ke_store_selector *sel = NULL;
-    if ((st.q.label_selector && *st.q.label_selector) ||
-        (st.q.field_selector && *st.q.field_selector)) {
+    ke_store_selector *sel = NULL, *fsel = NULL;
+    int has_f = st.q.field_selector && *st.q.field_selector;
+    if ((st.q.label_selector && *st.q.label_selector) || has_f) {
         int src = ke_store_selector_new(st.q.label_selector, st.q.field_selector, &sel, why,
                                         sizeof(why));
-        if (src == KE_ENOMEM)
-            return send_error(s, c, KE_ENOMEM, "out of memory");
-        if (src != 0)
-            return send_status(s, c, MHD_HTTP_BAD_REQUEST, "BadRequest", why, NULL, NULL);
+        if (src == 0 && has_f && st.q.watch)
+            src = ke_store_selector_new(NULL, st.q.field_selector, &fsel, why, sizeof(why));
+        if (src != 0) {
+            ke_store_selector_free(sel);
+            return src == KE_ENOMEM
+                       ? send_error(s, c, KE_ENOMEM, "out of memory")
+                       : send_status(s, c, MHD_HTTP_BAD_REQUEST, "BadRequest", why, NULL, NULL);
+        }
     }
     edge_store *rd = NULL;
     int rc = edge_store_open_reader(s->cfg->db_path, &rd);
@@ -924,11 +954,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (rc != 0)
         ret = send_error(s, c, KE_ECLOSED, "cannot read the edge store");
     else if (st.q.watch)
-        ret = watch(s, c, rd, &p, ns, &sel, &st.q);
+        ret = watch(s, c, rd, &p, ns, &sel, &fsel, &st.q);
     else
         ret = get_or_list(s, c, rd, &p, ns, sel, &st.q);
     edge_store_close(rd);
     ke_store_selector_free(sel);
+    ke_store_selector_free(fsel);
     return ret;
 }
 

@@ -405,7 +405,42 @@ class MetaServer(unittest.TestCase):
         self.assertEqual([(e["type"], e["object"].metadata.name) for e in got],
                          [("ADDED", "web")])
 
-    def test_4_non_loopback_refused(self):
+    def test_4_delete_seen_by_a_label_watch(self):
+        from kubernetes import watch
+        api = self.api()
+        rv = api.list_namespaced_pod("default").metadata.resource_version
+        events = queue.Queue()
+
+        def run():
+            try:
+                w = watch.Watch()
+                for ev in w.stream(api.list_namespaced_pod, "default", label_selector="app=web",
+                                   resource_version=rv, timeout_seconds=60):
+                    events.put(ev)
+                    if ev["type"] == "DELETED":
+                        w.stop()
+            except Exception as exc:  # reported to the test thread
+                events.put(exc)
+            events.put(None)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        wait_for(lambda: self.watches() == 1, "the watch registered")
+        r = self.run_kectl("delete", "pod", "web", "--force")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        seen = []
+        while True:
+            ev = events.get(timeout=60)
+            if ev is None:
+                break
+            if isinstance(ev, Exception):
+                raise ev
+            seen.append((ev["type"], ev["object"].metadata.name))
+        self.assertEqual(seen, [("DELETED", "web")])
+        t.join(timeout=10)
+        self.assertEqual(self.names("/api/v1/pods"), set())
+
+    def test_5_non_loopback_refused(self):
         for listen in ("0.0.0.0:%d" % free_port(), "10.1.2.3:10550", "[::]:10550",
                        "example.com:10550"):
             r = subprocess.run(self.edgecore_argv(listen), capture_output=True, text=True,
