@@ -405,6 +405,43 @@ class MetaServer(unittest.TestCase):
         self.assertEqual([(e["type"], e["object"].metadata.name) for e in got],
                          [("ADDED", "web")])
 
+    def metric(self, name):
+        text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.edge_http,
+                                      timeout=5).read().decode()
+        m = re.search(r"^%s (\d+)" % name, text, re.M)
+        return int(m.group(1)) if m else None
+
+    def test_3a_watcher_that_does_not_read_is_closed(self):
+        rv = self.http("/api/v1/configmaps")[1]["metadata"]["resourceVersion"]
+        closed = self.metric("ke_metaserver_watches_closed_total")
+        # a client that sends its watch and never reads (a small receive
+        # buffer, so the kernel's buffers fill soon)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", self.ms_port))
+        sock.sendall(("GET /api/v1/namespaces/default/configmaps?watch=true&resourceVersion=%s "
+                      "HTTP/1.1\r\nHost: x\r\n\r\n" % rv).encode())
+        try:
+            wait_for(lambda: self.watches() == 1, "the watch registered")
+            # large changes of the ConfigMap (700 KB each) until MetaServer
+            # gives up on the watcher: its queue is bounded at 1 MiB
+            for i in range(40):
+                self.apply_file("big.yaml", CONFIGMAP.replace(
+                    "data: {greeting: hello, mode: edge}",
+                    "data: {greeting: hello, mode: edge, big: %s%d}" % ("x" * 700000, i)))
+                if self.metric("ke_metaserver_watches_closed_total") > closed:
+                    break
+            wait_for(lambda: self.metric("ke_metaserver_watches_closed_total") > closed,
+                     "the non-reading watcher closed")
+            wait_for(lambda: self.watches() == 0, "the watch gone")
+        finally:
+            sock.close()
+        # the others are served as before
+        api = self.api()
+        self.assertEqual(len(api.read_namespaced_config_map("app-config", "default")
+                             .data["big"]), 700000 + len(str(i)))
+        self.apply_file("configmap.yaml", CONFIGMAP)
+
     def test_4_delete_seen_by_a_label_watch(self):
         from kubernetes import watch
         api = self.api()
