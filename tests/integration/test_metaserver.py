@@ -218,6 +218,8 @@ class MetaServer(unittest.TestCase):
             if p.poll() is None:
                 p.terminate()
         codes = [p.wait(timeout=15) for p in cls.procs]
+        if getattr(cls, "open_watch", None):
+            cls.open_watch.close()
         for p in cls.procs:
             if p.stdout:
                 p.stdout.close()
@@ -476,6 +478,15 @@ class MetaServer(unittest.TestCase):
         self.assertEqual(seen, [("DELETED", "web")])
         t.join(timeout=10)
         self.assertEqual(self.names("/api/v1/pods"), set())
+
+    def test_6_open_watch_does_not_hold_shutdown(self):
+        # left open for tearDownClass: edgecore must still stop at SIGTERM,
+        # exit 0, in time (the module's stop wakes every watch)
+        sock = socket.socket()
+        sock.connect(("127.0.0.1", self.ms_port))
+        sock.sendall(b"GET /api/v1/pods?watch=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        type(self).open_watch = sock
+        wait_for(lambda: self.watches() == 1, "the watch registered")
 
     def test_5_non_loopback_refused(self):
         for listen in ("0.0.0.0:%d" % free_port(), "10.1.2.3:10550", "[::]:10550",
