@@ -746,7 +746,8 @@ static ssize_t watch_read(void *cls, uint64_t pos, char *buf, size_t max)
                 err = 1;
                 break;
             }
-            struct timespec ts = ke_time_deadline(left < MS_WAIT_SLICE_MS ? left : MS_WAIT_SLICE_MS);
+            struct timespec ts =
+                ke_time_deadline(left < MS_WAIT_SLICE_MS ? left : MS_WAIT_SLICE_MS);
             int wrc = pthread_cond_timedwait(&w->cv, &s->mu, &ts);
             if (wrc != 0 && wrc != ETIMEDOUT) {
                 ke_log_error(MS_MOD, "watch wait failed: %s", strerror(wrc));
