@@ -34,6 +34,7 @@
 #include "ke_watchdog.h"
 #include "metamanager.h"
 #include "servicebus.h"
+#include "metaserver.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -64,7 +65,8 @@ struct edgecore_config {
     char *local_listen;
     char *http_listen;
     bool en_metamanager, en_edgehub, en_edgelocal, en_edged, en_eventbus, en_devicetwin,
-        en_servicebus;
+        en_servicebus, en_metaserver;
+    char *ms_listen;
     char *cri_endpoint, *edged_root;
     int64_t relist, backoff_first, backoff_cap;
     int64_t stall_timeout, shutdown_timeout;
@@ -146,6 +148,11 @@ static const ke_config_field edgecore_fields[] = {
       "first broker reconnect delay (jittered, doubling)"),
     F("eventbus.backoff_max", KE_CONFIG_DURATION, eb_backoff_max, "30s",
       "longest broker reconnect delay"),
+    F("modules.metaserver.enable", KE_CONFIG_BOOL, en_metaserver, "false",
+      "run MetaServer: a read-only Kubernetes API of this node's objects, from the store "
+      "(off by default, as KubeEdge's)"),
+    F("modules.metaserver.listen", KE_CONFIG_STRING, ms_listen, METASERVER_LISTEN_DEFAULT,
+      "MetaServer's address: host:port on loopback only (plain HTTP, no authentication)"),
     F("modules.servicebus.enable", KE_CONFIG_BOOL, en_servicebus, "true",
       "run ServiceBus (cloud callers reach HTTP services on this host)"),
     F("modules.servicebus.allow", KE_CONFIG_STRING, sb_allow, "",
@@ -467,6 +474,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "edgecore: modules.servicebus.allow: %s\n", sb_why);
         goto out;
     }
+    char ms_why[300];
+    if (cfg.en_metaserver &&
+        metaserver_check_listen(cfg.ms_listen, ms_why, sizeof(ms_why)) != 0) {
+        fprintf(stderr, "edgecore: modules.metaserver.listen: %s\n", ms_why);
+        goto out;
+    }
+    if (cfg.en_metaserver && strcmp(cfg.db, ":memory:") == 0) {
+        fprintf(stderr, "edgecore: modules.metaserver needs the store in a file (metamanager.db "
+                        "is :memory:); set modules.metaserver.enable: false\n");
+        goto out;
+    }
     status = 1;
     signal(SIGPIPE, SIG_IGN);
     /* Blocked here, before any thread exists, so every thread inherits it
@@ -561,6 +579,8 @@ int main(int argc, char **argv)
         bc.routes = routes;
     }
     servicebus_config sc = {.node_name = cfg.node_name, .allow = cfg.sb_allow};
+    metaserver_config msc = {.node_name = cfg.node_name, .listen = cfg.ms_listen,
+                             .db_path = cfg.db};
     const module_row modules[] = {
         {&metamanager_module, &cfg.en_metamanager, NULL},
         {&edgehub_module, &cfg.en_edgehub, &hc},
@@ -569,6 +589,7 @@ int main(int argc, char **argv)
         {&eventbus_module, &cfg.en_eventbus, &bc},
         {&devicetwin_module, &cfg.en_devicetwin, &tc},
         {&servicebus_module, &cfg.en_servicebus, &sc},
+        {&metaserver_module, &cfg.en_metaserver, &msc},
     };
     for (size_t i = 0; i < sizeof(modules) / sizeof(modules[0]); i++)
         if (*modules[i].enable && (rc = ke_rt_add(edge, modules[i].ops, modules[i].config)) != 0) {

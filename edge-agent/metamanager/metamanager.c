@@ -13,11 +13,15 @@
 
 #define MM_MOD "metamanager"
 #define MM_HUB "edgehub" /* where downstream changes come from; told of new reports */
+#define MM_WATCHER "metaserver" /* told that the store's objects changed */
 
 typedef struct mm {
     ke_rt *e;
-    uv_check_t notice; /* tells EdgeHub of new reports once per loop turn */
+    uv_check_t notice; /* tells EdgeHub of new reports, MetaServer of applied
+                        * changes, once per loop turn */
     int notice_due;
+    int changed_due;
+    int has_watcher; /* MetaServer runs here */
 } mm;
 
 static void respond(mm *s, const Ke__V1__Message *req, const char *json)
@@ -34,23 +38,38 @@ static void respond_error(mm *s, const Ke__V1__Message *req, int rc)
     respond(s, req, json);
 }
 
-static void on_notice(uv_check_t *h)
+/* tell sends a bodiless notice to module `to`; it may be absent. */
+static void tell(mm *s, const char *to, const char *resource)
 {
-    mm *s = h->data;
-    if (!s->notice_due)
-        return;
-    s->notice_due = 0;
-    uv_check_stop(&s->notice);
     Ke__V1__Message *n = ke_rt_message_new(MM_MOD, "", KE__V1__OPERATION__OPERATION_UPLOAD,
-                                             "meta/outbox", NULL, 0);
+                                             resource, NULL, 0);
     if (!n)
-        return; /* EdgeHub also pumps on its own timer */
-    int rc = ke_rt_send_to(s->e, MM_HUB, n);
+        return; /* both also look on their own timers */
+    int rc = ke_rt_send_to(s->e, to, n);
     if (rc != 0) {
         ke__v1__message__free_unpacked(n, NULL);
         if (rc != KE_ENOTFOUND && rc != KE_ECLOSED)
-            ke_log_debug(MM_MOD, "outbox notice not sent: %s", ke_strerror(rc));
+            ke_log_debug(MM_MOD, "%s notice not sent: %s", resource, ke_strerror(rc));
     }
+}
+
+static void on_notice(uv_check_t *h)
+{
+    mm *s = h->data;
+    uv_check_stop(&s->notice);
+    if (s->notice_due) {
+        s->notice_due = 0;
+        tell(s, MM_HUB, "meta/outbox");
+    }
+    if (s->changed_due) {
+        s->changed_due = 0;
+        tell(s, MM_WATCHER, "meta/changed");
+    }
+}
+
+static void notice_soon(mm *s)
+{
+    uv_check_start(&s->notice, on_notice); /* a no-op when started already */
 }
 
 /* module_group: the bus group whose module acts on a change of the object
@@ -90,6 +109,10 @@ static void downstream(mm *s, Ke__V1__Message *msg)
         return;
     }
     respond(s, msg, rc == 1 ? "{\"applied\":true}" : "{\"applied\":false}");
+    if (rc == 1 && s->has_watcher && !s->changed_due) {
+        s->changed_due = 1;
+        notice_soon(s);
+    }
     const char *group = rc == 1 ? module_group(msg->route->resource) : NULL;
     const char *rg = msg->route->group;
     if (rc == 1 && !group && rg && *rg && strcmp(rg, "resource") != 0 &&
@@ -141,7 +164,7 @@ static void report(mm *s, Ke__V1__Message *msg)
     int rc = edge_store_report(ke_rt_store(s->e), msg, &seq, &dup);
     if (rc == 0 && !dup && !s->notice_due) {
         s->notice_due = 1;
-        uv_check_start(&s->notice, on_notice);
+        notice_soon(s);
     }
     if (msg->header && msg->header->sync) {
         if (rc != 0) {
@@ -177,7 +200,7 @@ static void mm_on_message(ke_module *m, Ke__V1__Message *msg)
         /* a module queued reports in the store itself (DeviceTwin) */
         if (!s->notice_due) {
             s->notice_due = 1;
-            uv_check_start(&s->notice, on_notice);
+            notice_soon(s);
         }
         ke__v1__message__free_unpacked(msg, NULL);
     } else if (msg->route->source && strcmp(msg->route->source, MM_HUB) == 0) {
@@ -198,6 +221,7 @@ static int mm_start(ke_module *m)
         return KE_EIO;
     }
     s->notice.data = s;
+    s->has_watcher = ke_rt_has_module(s->e, MM_WATCHER);
     ke_module_set_data(m, s);
     return 0;
 }

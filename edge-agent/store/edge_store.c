@@ -28,6 +28,7 @@
 
 struct edge_store {
     ke_sqlite *db;
+    int reader; /* edge_store_open_reader: reads only, no metrics */
     int audit;
     uint32_t outbox_max, reported_max;
     uint64_t pending;  /* outbox rows */
@@ -56,7 +57,14 @@ static const char *const mm_migrations[] = {
     /* 3: state the edge owns (DeviceTwin's reported twins), written in
      * one transaction with the report that carries it upstream */
     "CREATE TABLE local (key TEXT PRIMARY KEY, content BLOB NOT NULL);",
+    /* 4: changes in order (MetaServer's watches): every row by its change
+     * counter, and the floor — the highest counter of a collected
+     * tombstone; a change after a version below it may be lost */
+    "CREATE INDEX meta_cseq ON meta(cseq);"
+    "CREATE TABLE meta_floor (id INTEGER PRIMARY KEY CHECK (id = 1), cseq INTEGER NOT NULL);"
+    "INSERT INTO meta_floor(id, cseq) VALUES (1, 0);",
 };
+#define EDGE_STORE_SCHEMA 4
 
 /* load_u64 runs a one-value query (count or max) into *out. */
 static int load_u64(edge_store *mm, const char *sql, uint64_t *out)
@@ -83,13 +91,18 @@ int edge_store_open(const edge_store_opts *o, edge_store **out)
     mm->reported_max = o->reported_max ? o->reported_max : 100000;
     int rc = ke_sqlite_open(o->path, &mm->db);
     if (rc == 0)
-        rc = ke_sqlite_migrate(mm->db, mm_migrations, 3);
+        rc = ke_sqlite_migrate(mm->db, mm_migrations, EDGE_STORE_SCHEMA);
     if (rc == 0)
         rc = load_u64(mm, "SELECT count(*) FROM outbox", &mm->pending);
     if (rc == 0)
         rc = load_u64(mm, "SELECT count(*) FROM reported", &mm->reported);
     if (rc == 0)
-        rc = load_u64(mm, "SELECT coalesce(max(cseq), 0) FROM meta", &mm->cseq);
+        /* never below the floor: the counter of a collected tombstone is
+         * never given again */
+        rc = load_u64(mm,
+                      "SELECT max(coalesce((SELECT max(cseq) FROM meta), 0), "
+                      "(SELECT cseq FROM meta_floor WHERE id = 1))",
+                      &mm->cseq);
     if (rc != 0) {
         edge_store_close(mm);
         return rc;
@@ -339,7 +352,10 @@ uint64_t edge_store_tombstone_mark(edge_store *mm)
  * rows, in one transaction, so both see the same set.  */
 static int collect_batch(edge_store *mm, uint64_t mark, size_t *n, uint64_t *reported)
 {
-    static const char *const sql[2] = {
+    static const char *const sql[3] = {
+        "UPDATE meta_floor SET cseq = max(cseq, coalesce((SELECT max(cseq) FROM (SELECT cseq "
+        "FROM meta WHERE deleted = 1 AND cseq <= ?1 AND NOT EXISTS (SELECT 1 FROM outbox o "
+        "WHERE o.key = meta.key) ORDER BY cseq LIMIT ?2)), 0)) WHERE id = 1",
         "DELETE FROM reported WHERE key IN (SELECT key FROM meta WHERE deleted = 1 AND "
         "cseq <= ?1 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key = meta.key) "
         "ORDER BY cseq LIMIT ?2)",
@@ -347,9 +363,9 @@ static int collect_batch(edge_store *mm, uint64_t mark, size_t *n, uint64_t *rep
         "cseq <= ?1 AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.key = meta.key) "
         "ORDER BY cseq LIMIT ?2)",
     };
-    int64_t changes[2] = {0, 0};
+    int64_t changes[3] = {0, 0, 0};
     int rc = ke_sqlite_begin(mm->db);
-    for (int i = 0; rc == 0 && i < 2; i++) {
+    for (int i = 0; rc == 0 && i < 3; i++) {
         sqlite3_stmt *st;
         if ((rc = ke_sqlite_prepare(mm->db, sql[i], &st)) != 0)
             break;
@@ -366,8 +382,8 @@ static int collect_batch(edge_store *mm, uint64_t mark, size_t *n, uint64_t *rep
         ke_sqlite_rollback(mm->db);
     if (rc != 0)
         return rc;
-    *reported = (uint64_t)changes[0];
-    *n = (size_t)changes[1];
+    *reported = (uint64_t)changes[1];
+    *n = (size_t)changes[2];
     return 0;
 }
 
@@ -657,4 +673,107 @@ uint64_t edge_store_outbox_pending(edge_store *mm)
 {
     uint64_t p = mm->pending;
     return p;
+}
+
+int edge_store_open_reader(const char *path, edge_store **out)
+{
+    if (!path || !out || strcmp(path, ":memory:") == 0)
+        return KE_EINVAL; /* a second connection to :memory: is another database */
+    edge_store *mm = calloc(1, sizeof(*mm));
+    if (!mm)
+        return KE_ENOMEM;
+    mm->reader = 1;
+    int v = 0;
+    int rc = ke_sqlite_open(path, &mm->db);
+    if (rc == 0)
+        rc = ke_sqlite_user_version(mm->db, &v);
+    if (rc == 0 && v < EDGE_STORE_SCHEMA) {
+        ke_log_error(MM_MOD, "edge store %s is at schema %d, a reader needs %d (open it with "
+                             "edge_store_open first)", path, v, EDGE_STORE_SCHEMA);
+        rc = KE_EINVAL;
+    }
+    if (rc != 0) {
+        edge_store_close(mm);
+        return rc;
+    }
+    *out = mm;
+    return 0;
+}
+
+/* change_op reads the operation of the stored message (packed as
+ * received); OPERATION_UPDATE when it cannot be read. */
+static int change_op(const void *msg, size_t len)
+{
+    Ke__V1__Message *m = ke__v1__message__unpack(NULL, len, msg);
+    if (!m)
+        return KE__V1__OPERATION__OPERATION_UPDATE;
+    int op = m->route ? (int)m->route->operation : KE__V1__OPERATION__OPERATION_UPDATE;
+    ke__v1__message__free_unpacked(m, NULL);
+    return op;
+}
+
+static int scan_locked(edge_store *mm, const char *prefix, int changes, uint64_t after,
+                       size_t max,
+                       int (*fn)(const edge_store_change *c, void *arg), void *arg,
+                       uint64_t *mark, uint64_t *floor)
+{
+    int rc = load_u64(mm,
+                      "SELECT max(coalesce((SELECT max(cseq) FROM meta), 0), "
+                      "(SELECT cseq FROM meta_floor WHERE id = 1))",
+                      mark);
+    if (rc == 0)
+        rc = load_u64(mm, "SELECT cseq FROM meta_floor WHERE id = 1", floor);
+    if (rc != 0)
+        return rc;
+    sqlite3_stmt *st;
+    /* the live objects in key order (a list), or every change after
+     * `after` in change order, tombstones included (a replay) */
+    rc = ke_sqlite_prepare(
+        mm->db,
+        !changes ? "SELECT key, rv, deleted, content, msg, cseq FROM meta WHERE deleted = 0 "
+                     "AND substr(key, 1, length(?1)) = ?1 ORDER BY key LIMIT ?3"
+                   : "SELECT key, rv, deleted, content, msg, cseq FROM meta WHERE cseq > ?2 "
+                     "AND substr(key, 1, length(?1)) = ?1 ORDER BY cseq LIMIT ?3",
+        &st);
+    if (rc != 0)
+        return rc;
+    sqlite3_bind_text(st, 1, prefix ? prefix : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (int64_t)after);
+    sqlite3_bind_int64(st, 3, max ? (int64_t)max : -1);
+    while ((rc = ke_sqlite_step(mm->db, st)) == 1) {
+        edge_store_change c = {
+            .key = (const char *)sqlite3_column_text(st, 0),
+            .rv = (uint64_t)sqlite3_column_int64(st, 1),
+            .deleted = sqlite3_column_int(st, 2),
+            .content = sqlite3_column_blob(st, 3),
+            .len = (size_t)sqlite3_column_bytes(st, 3),
+            .cseq = (uint64_t)sqlite3_column_int64(st, 5),
+        };
+        c.op = c.deleted ? KE__V1__OPERATION__OPERATION_DELETE
+                         : change_op(sqlite3_column_blob(st, 4),
+                                     (size_t)sqlite3_column_bytes(st, 4));
+        if (!c.key)
+            continue;
+        if ((rc = fn(&c, arg)) != 0)
+            break;
+    }
+    ke_sqlite_release(mm->db, st);
+    return rc < 0 ? rc : 0;
+}
+
+int edge_store_scan(edge_store *mm, const char *prefix, int changes, uint64_t after,
+                    size_t max, int (*fn)(const edge_store_change *c, void *arg), void *arg,
+                    uint64_t *mark, uint64_t *floor)
+{
+    if (!mm || !fn || !mark || !floor)
+        return KE_EINVAL;
+    /* one read transaction: the rows and the mark are one snapshot (a
+     * deferred BEGIN takes no write lock; WAL readers never block the
+     * writer) */
+    int rc = ke_sqlite_exec(mm->db, "BEGIN");
+    if (rc != 0)
+        return rc;
+    rc = scan_locked(mm, prefix, changes, after, max, fn, arg, mark, floor);
+    int crc = ke_sqlite_exec(mm->db, rc == 0 ? "COMMIT" : "ROLLBACK");
+    return rc != 0 ? rc : crc;
 }

@@ -149,4 +149,39 @@ int edge_store_local_list(edge_store *mm, const char *prefix,
 /* edge_store_outbox_pending returns the number of queued reports. */
 uint64_t edge_store_outbox_pending(edge_store *mm);
 
+/* One row of the meta table as edge_store_scan gives it. Every write of a
+ * row (an applied change, a delete leaving a tombstone) gives it the next
+ * value of the store's change counter, cseq; a row shows its last change
+ * only. */
+typedef struct edge_store_change {
+    const char *key;     /* node/<node>/<namespace>/<Kind>/<name> */
+    uint64_t rv;         /* the cloud's version */
+    uint64_t cseq;       /* the change counter of its last write */
+    int deleted;         /* a tombstone: content NULL */
+    int op;              /* Ke__V1__Operation of the change as received */
+    const void *content; /* the object's JSON (len bytes) */
+    size_t len;
+} edge_store_change;
+
+/* edge_store_open_reader opens a second connection to the store file at
+ * path, for reading from another thread (edge_store_scan, edge_store_get,
+ * edge_store_list; SQLite WAL: readers run beside the loop's writer). The
+ * file must have been opened by edge_store_open (its schema is current).
+ * One thread at a time; close with edge_store_close. KE_EINVAL for
+ * ":memory:" or an older schema, KE_EDB, KE_ENOMEM. */
+int edge_store_open_reader(const char *path, edge_store **out);
+
+/* edge_store_scan reads in one snapshot (one read transaction) the rows
+ * whose key starts with prefix: with changes 0, the live objects in key
+ * order (after unused); with changes 1, every row whose last change is
+ * after the counter `after`, tombstones included, in change order. At
+ * most max rows (0: all); fn returning non-zero stops the scan (and is
+ * returned). *mark gets the
+ * snapshot's change counter (every change in it is at or below it), *floor
+ * the highest counter of a tombstone collected so far: a scan from after <
+ * floor may miss deletes. Returns 0, KE_EINVAL, KE_EDB or fn's value. */
+int edge_store_scan(edge_store *mm, const char *prefix, int changes, uint64_t after,
+                    size_t max, int (*fn)(const edge_store_change *c, void *arg), void *arg,
+                    uint64_t *mark, uint64_t *floor);
+
 #endif

@@ -126,13 +126,18 @@ void ke_k8s_query_init(ke_k8s_query *q)
     q->include_object = 1;
 }
 
+/* parse_bool takes what the API server's (Go's strconv.ParseBool) does:
+ * python3-kubernetes sends "True". */
 static int parse_bool(const char *v, int *out)
 {
-    if (!v || !*v || strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0) {
+    if (!v || !*v || strcmp(v, "true") == 0 || strcmp(v, "1") == 0 ||
+        strcmp(v, "True") == 0 || strcmp(v, "TRUE") == 0 || strcmp(v, "t") == 0 ||
+        strcmp(v, "T") == 0) {
         *out = 1;
         return 0;
     }
-    if (strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0) {
+    if (strcmp(v, "false") == 0 || strcmp(v, "0") == 0 || strcmp(v, "False") == 0 ||
+        strcmp(v, "FALSE") == 0 || strcmp(v, "f") == 0 || strcmp(v, "F") == 0) {
         *out = 0;
         return 0;
     }

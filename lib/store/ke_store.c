@@ -630,6 +630,38 @@ static int sel_match(const selector *sel, const json_t *obj)
     return 1;
 }
 
+struct ke_store_selector {
+    selector sel;
+};
+
+int ke_store_selector_new(const char *label_sel, const char *field_sel, ke_store_selector **out,
+                          char *why, size_t len)
+{
+    ke_store_selector *s = calloc(1, sizeof(*s));
+    if (!s)
+        return KE_ENOMEM;
+    int rc = sel_compile(label_sel, field_sel, &s->sel, why, len);
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+int ke_store_selector_match(const ke_store_selector *s, const json_t *obj)
+{
+    return sel_match(&s->sel, obj);
+}
+
+void ke_store_selector_free(ke_store_selector *s)
+{
+    if (!s)
+        return;
+    sel_free(&s->sel);
+    free(s);
+}
+
 /* ---- objects and keys --------------------------------------------------- */
 
 typedef struct {

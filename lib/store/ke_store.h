@@ -160,6 +160,24 @@ int ke_store_object_check(const json_t *obj, char *why, size_t len);
 int ke_store_selector_check(const char *label_sel, const char *field_sel, char *why,
                             size_t len);
 
+/* A compiled pair of selectors (the syntax of ke_store_selector_check),
+ * for servers that match objects they read elsewhere (edgecore's
+ * MetaServer). Immutable once made: any number of threads may match with
+ * one at once. */
+typedef struct ke_store_selector ke_store_selector;
+
+/* ke_store_selector_new compiles label_sel and field_sel (NULL or "":
+ * everything) into *out. Returns 0, KE_EINVAL (the reason in why, as
+ * ke_store_selector_check gives it) or KE_ENOMEM. */
+int ke_store_selector_new(const char *label_sel, const char *field_sel, ke_store_selector **out,
+                          char *why, size_t len);
+
+/* ke_store_selector_match: does obj (borrowed) match both selectors? */
+int ke_store_selector_match(const ke_store_selector *s, const json_t *obj);
+
+/* ke_store_selector_free frees s; NULL is a no-op. */
+void ke_store_selector_free(ke_store_selector *s);
+
 /* ke_store_create stores a new object. `obj` is borrowed and not modified;
  * the stored copy gets metadata.uid (a random UUID), creationTimestamp
  * (RFC 3339, UTC, now) and resourceVersion (the next revision), replacing

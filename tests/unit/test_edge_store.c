@@ -14,6 +14,11 @@
  *                  and outbox are empty (counted in SQLite directly); the
  *                  reported table stays under reported_max for keys that
  *                  never were objects.
+ *   changes        (MetaServer) a reader connection scans the live objects
+ *                  and the changes after a counter in one snapshot, in
+ *                  change order with tombstones; the floor rises to the
+ *                  highest collected tombstone, and the counter never goes
+ *                  below it across a reopen, even when every row is gone.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -335,6 +340,92 @@ static void test_edge_rows_bounded_under_churn(void **state)
     assert_int_equal(report(f->mm, key, 1, &seq), KE_EEXIST);
 }
 
+typedef struct seen {
+    char keys[8][64];
+    uint64_t cseq[8];
+    int deleted[8], op[8];
+    int n;
+} seen;
+
+static int note(const edge_store_change *c, void *arg)
+{
+    seen *s = arg;
+    if (s->n < 8) {
+        snprintf(s->keys[s->n], sizeof(s->keys[0]), "%s", c->key);
+        s->cseq[s->n] = c->cseq;
+        s->deleted[s->n] = c->deleted;
+        s->op[s->n] = c->op;
+    }
+    s->n++;
+    return 0;
+}
+
+static void test_edge_changes_scan_and_floor(void **state)
+{
+    fixture *f = *state;
+    edge_store *rd = NULL;
+    assert_int_equal(edge_store_open_reader(":memory:", &rd), KE_EINVAL);
+    assert_int_equal(edge_store_open_reader(f->path, &rd), 0);
+    uint64_t mark = 0, floor = 0;
+    seen s = {.n = 0};
+    assert_int_equal(edge_store_scan(rd, "", 1, 0, 0, note, &s, &mark, &floor), 0);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(mark, 0);
+    assert_int_equal(apply(f->mm, NODE_PREFIX "b", 1, KE__V1__OPERATION__OPERATION_INSERT), 1);
+    assert_int_equal(apply(f->mm, NODE_PREFIX "a", 1, KE__V1__OPERATION__OPERATION_INSERT), 1);
+    assert_int_equal(apply(f->mm, NODE_PREFIX "b", 2, KE__V1__OPERATION__OPERATION_UPDATE), 1);
+    assert_int_equal(apply(f->mm, NODE_PREFIX "c", 1, KE__V1__OPERATION__OPERATION_INSERT), 1);
+    assert_int_equal(apply(f->mm, NODE_PREFIX "c", 2, KE__V1__OPERATION__OPERATION_DELETE), 1);
+    /* the live objects in key order, at the snapshot's mark */
+    s.n = 0;
+    assert_int_equal(edge_store_scan(rd, NODE_PREFIX, 0, 0, 0, note, &s, &mark, &floor), 0);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.keys[0], NODE_PREFIX "a");
+    assert_string_equal(s.keys[1], NODE_PREFIX "b");
+    assert_int_equal(mark, 5);
+    assert_int_equal(floor, 0);
+    /* the changes after 1, in change order: a (2), b (3), c's tombstone (5) */
+    s.n = 0;
+    assert_int_equal(edge_store_scan(rd, "", 1, 1, 0, note, &s, &mark, &floor), 0);
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.keys[0], NODE_PREFIX "a");
+    assert_int_equal(s.cseq[0], 2);
+    assert_int_equal(s.op[0], KE__V1__OPERATION__OPERATION_INSERT);
+    assert_string_equal(s.keys[1], NODE_PREFIX "b");
+    assert_int_equal(s.op[1], KE__V1__OPERATION__OPERATION_UPDATE);
+    assert_string_equal(s.keys[2], NODE_PREFIX "c");
+    assert_int_equal(s.deleted[2], 1);
+    assert_int_equal(s.cseq[2], 5);
+    /* at most max rows */
+    s.n = 0;
+    assert_int_equal(edge_store_scan(rd, "", 1, 1, 2, note, &s, &mark, &floor), 0);
+    assert_int_equal(s.n, 2);
+    /* collecting c's tombstone raises the floor to its counter */
+    size_t collected = 0;
+    assert_int_equal(edge_store_tombstones_collect(f->mm, edge_store_tombstone_mark(f->mm),
+                                                   &collected), 0);
+    assert_int_equal(collected, 1);
+    assert_int_equal(edge_store_scan(rd, "", 1, 0, 0, note, &s, &mark, &floor), 0);
+    assert_int_equal(floor, 5);
+    assert_int_equal(mark, 5); /* the highest row is gone; the mark stays */
+    /* every row gone, the store reopened: the counter goes on above 5 */
+    assert_int_equal(apply(f->mm, NODE_PREFIX "a", 2, KE__V1__OPERATION__OPERATION_DELETE), 1);
+    assert_int_equal(apply(f->mm, NODE_PREFIX "b", 3, KE__V1__OPERATION__OPERATION_DELETE), 1);
+    assert_int_equal(edge_store_tombstones_collect(f->mm, edge_store_tombstone_mark(f->mm),
+                                                   &collected), 0);
+    assert_int_equal(count_rows(f->path, "SELECT count(*) FROM meta"), 0);
+    edge_store_close(f->mm);
+    edge_store_opts o = {.path = f->path};
+    assert_int_equal(edge_store_open(&o, &f->mm), 0);
+    assert_int_equal(apply(f->mm, NODE_PREFIX "d", 1, KE__V1__OPERATION__OPERATION_INSERT), 1);
+    s.n = 0;
+    assert_int_equal(edge_store_scan(rd, "", 1, 7, 0, note, &s, &mark, &floor), 0);
+    assert_int_equal(floor, 7);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.cseq[0], 8);
+    edge_store_close(rd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -346,6 +437,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_edge_tombstone_ignores_stale_until_resync_done, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_edge_rows_bounded_under_churn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_edge_changes_scan_and_floor, setup, teardown),
     };
     return cmocka_run_group_tests_name("edge/store", tests, NULL, NULL);
 }

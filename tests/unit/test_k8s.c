@@ -11,6 +11,7 @@
 
 #include "ke_err.h"
 #include "ke_k8s.h"
+#include "ke_k8s_rest.h"
 
 #include <string.h>
 
@@ -79,6 +80,30 @@ static void test_k8s_refusals_name_the_field(void **state)
     expect("{\"apiVersion\":\"devices.kubeedge.io/v1beta1\",\"kind\":\"DeviceModel\",\"metadata\":"
            "{\"name\":\"m\"},\"spec\":{\"properties\":[{\"name\":\"t\",\"type\":\"COLOUR\"}]}}",
            "spec.properties[0].type:");
+}
+
+/* Query booleans are spelled as Go's strconv.ParseBool takes them: the API
+ * server's, and python3-kubernetes sends "True". */
+static void test_k8s_query_booleans_as_the_api_server(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {"true", "True", "TRUE", "t", "T", "1", ""};
+    static const char *const no[] = {"false", "False", "FALSE", "f", "F", "0"};
+    char why[128];
+    ke_k8s_query q;
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        ke_k8s_query_init(&q);
+        assert_int_equal(ke_k8s_query_set(&q, "watch", yes[i], why, sizeof(why)), 0);
+        assert_int_equal(q.watch, 1);
+    }
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+        ke_k8s_query_init(&q);
+        assert_int_equal(ke_k8s_query_set(&q, "watch", no[i], why, sizeof(why)), 0);
+        assert_int_equal(q.watch, 0);
+    }
+    ke_k8s_query_init(&q);
+    assert_int_equal(ke_k8s_query_set(&q, "watch", "yes", why, sizeof(why)), KE_EINVAL);
+    assert_int_equal(ke_k8s_query_set(&q, "limit", "abc", why, sizeof(why)), KE_EINVAL);
 }
 
 static void test_k8s_kind_names_resolve(void **state)
@@ -180,6 +205,7 @@ int main(void)
         cmocka_unit_test(test_k8s_valid_objects_pass),
         cmocka_unit_test(test_k8s_refusals_name_the_field),
         cmocka_unit_test(test_k8s_kind_names_resolve),
+        cmocka_unit_test(test_k8s_query_booleans_as_the_api_server),
         cmocka_unit_test(test_k8s_numbers_are_finite),
         cmocka_unit_test(test_k8s_secret_data_is_base64_and_string_data_merges),
         cmocka_unit_test(test_k8s_json_depth_is_bounded_naming_where),

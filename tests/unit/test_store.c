@@ -647,6 +647,21 @@ static void test_store_malformed_selectors_are_refused(void **state)
     assert_int_equal(ke_store_selector_check("app.kubernetes.io/name in (a,b),!x,y",
                                              "metadata.name=c\\=d\\,e", why, sizeof(why)),
                      0);
+    /* the compiled matcher, for servers matching objects they read elsewhere */
+    ke_store_selector *sel = NULL;
+    assert_int_equal(ke_store_selector_new("a in (", NULL, &sel, why, sizeof(why)), KE_EINVAL);
+    assert_null(sel);
+    assert_int_equal(ke_store_selector_new("app=web", "spec.nodeName=edge-1", &sel, why,
+                                           sizeof(why)),
+                     0);
+    json_t *pod = json_pack("{s:{s:s, s:{s:s}}, s:{s:s}}", "metadata", "name", "w", "labels",
+                            "app", "web", "spec", "nodeName", "edge-1");
+    assert_true(ke_store_selector_match(sel, pod));
+    json_object_set_new(json_object_get(pod, "spec"), "nodeName", json_string("edge-2"));
+    assert_false(ke_store_selector_match(sel, pod));
+    json_decref(pod);
+    ke_store_selector_free(sel);
+    ke_store_selector_free(NULL);
     collector c;
     collector_init(&c);
     ke_store_watch *w = NULL;
