@@ -3,6 +3,8 @@
  */
 #include "podspec.h"
 
+#include "ke_err.h"
+
 #include "ke_k8s.h"
 
 #include <dirent.h>
@@ -100,13 +102,8 @@ static int kv_add(podspec_arena *a, kv_list *l, const ProtobufCMessageDescriptor
     return e->key && e->value ? 0 : -1;
 }
 
-static void why_set(char *why, size_t cap, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, cap, fmt, ap);
-    va_end(ap);
-}
+/* why_set: the reason, one line (ke_err_why). */
+#define why_set(why, cap, ...) (void)ke_err_why(0, why, cap, __VA_ARGS__)
 
 /* ---- quantities ---- */
 

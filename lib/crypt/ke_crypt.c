@@ -34,18 +34,8 @@ struct ke_crypt {
     } k[KE_CRYPT_KEYS_MAX];
 };
 
-__attribute__((format(printf, 4, 5))) static int fail(int rc, char *why, size_t len,
-                                                      const char *fmt, ...)
-{
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-        ke_err_oneline(why);
-    }
-    return rc;
-}
+/* fail: rc with the reason (ke_err_why). */
+#define fail(rc, why, len, ...) ke_err_why(rc, why, len, __VA_ARGS__)
 
 static int name_ok(const char *s, size_t n)
 {

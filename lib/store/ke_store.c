@@ -88,18 +88,8 @@ static int type_parse(const char *t)
     return 0;
 }
 
-/* fail writes a reason into why (if any) and returns KE_EINVAL. */
-__attribute__((format(printf, 3, 4))) static int fail(char *why, size_t len, const char *fmt, ...)
-{
-    if (why && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(why, len, fmt, ap);
-        va_end(ap);
-        ke_err_oneline(why);
-    }
-    return KE_EINVAL;
-}
+/* fail: KE_EINVAL with the reason (ke_err_why). */
+#define fail(why, len, ...) ke_err_why(KE_EINVAL, why, len, __VA_ARGS__)
 
 static int uuid_v4(char out[37])
 {

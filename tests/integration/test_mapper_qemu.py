@@ -44,6 +44,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from kecluster import free_port, wait_for  # noqa: E402
+
 BIN = os.environ.get("KE_BIN_DIR", "")
 FW_DIR = os.environ.get("KE_FIRMWARE_DIR", "")
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -53,25 +56,6 @@ DEVICE = "vsensor-1"
 IMAGE = "virtual-sensor"
 STACK_RESERVED = 1536  # STACK in mappers/virtual-sensor/firmware.cmake
 WAIT = 30.0            # seconds for any one observable change
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(pred, what, seconds=WAIT):
-    """Polls pred() (the state is in other processes) until it is true."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for " + what)
 
 
 def port_open(port):

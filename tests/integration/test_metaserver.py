@@ -25,12 +25,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import unittest
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from kecluster import free_port, wait_for  # noqa: E402
 
 BIN = os.environ.get("KE_BIN_DIR")
 NODE = "edge-1"
@@ -72,25 +76,6 @@ spec:
   containers:
   - {name: c, image: busybox}
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(pred, what, seconds=60):
-    """Polls pred() (the state is in another process) until true."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 class MetaServer(unittest.TestCase):

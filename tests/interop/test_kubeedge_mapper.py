@@ -19,34 +19,19 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from kecluster import free_port, wait_for  # noqa: E402
+
 BIN = os.environ.get("KE_BIN_DIR")
 MOSQUITTO = "/usr/sbin/mosquitto"
 NODE = "edge-1"
 DEV = "$hw/events/device/"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_for(pred, what, seconds=30):
-    """Polls pred() (the state is in another process) until true."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 class Mapper:

@@ -19,6 +19,9 @@ import threading
 import time
 import unittest
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from kecluster import wait_for  # noqa: E402
+
 SRC = os.environ.get("KE_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("KE_BIN_DIR")
 
@@ -31,17 +34,6 @@ def generate_stubs(out):
                     "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin"] + protos,
                    check=True)
     sys.path.insert(0, out)
-
-
-def wait_for(pred, what, seconds=30):
-    """Polls pred() (no event exists to wait on from outside) until true."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
 
 
 class DeviceInterop(unittest.TestCase):

@@ -23,7 +23,7 @@ def free_port():
     return port
 
 
-def wait_for(pred, what, seconds=30):
+def wait_for(pred, what, seconds=60):
     """Polls pred() (the state is in another process) until it is true."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
