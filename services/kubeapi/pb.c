@@ -34,6 +34,29 @@ static json_t *base64(const ProtobufCBinaryData *b)
     return s;
 }
 
+/* map_json converts a protobuf map (its n entry messages) into a JSON
+ * object, reading each entry through its descriptor: key, then a string
+ * value as it is or a bytes value base64-encoded (as JSON carries
+ * Secret.data and ConfigMap.binaryData). NULL when out of memory. */
+static json_t *map_json(void *const *entries, size_t n)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < n; i++) {
+        const ProtobufCMessage *e = entries[i];
+        const ProtobufCFieldDescriptor *f = e->descriptor->fields;
+        const char *key = *(char *const *)((const char *)e + f[0].offset);
+        const void *at = (const char *)e + f[1].offset;
+        json_t *v = f[1].type == PROTOBUF_C_TYPE_BYTES
+                        ? base64((const ProtobufCBinaryData *)at)
+                        : json_string(*(char *const *)at ? *(char *const *)at : "");
+        if (json_object_set_new(o, key ? key : "", v) != 0) {
+            json_decref(o);
+            return NULL;
+        }
+    }
+    return o;
+}
+
 /* meta_json converts ObjectMeta. */
 static json_t *meta_json(const K8s__Wire__ObjectMeta *m)
 {
@@ -42,23 +65,12 @@ static json_t *meta_json(const K8s__Wire__ObjectMeta *m)
         return o;
     int bad = put_str(o, "name", m->name) || put_str(o, "generateName", m->generatename) ||
               put_str(o, "namespace", m->namespace_);
-    if (m->n_labels) {
-        json_t *l = json_object();
-        for (size_t i = 0; l && i < m->n_labels; i++)
-            bad |= json_object_set_new(l, m->labels[i]->key ? m->labels[i]->key : "",
-                                       json_string(m->labels[i]->value ? m->labels[i]->value
-                                                                       : "")) != 0;
-        bad |= json_object_set_new(o, "labels", l) != 0;
-    }
-    if (m->n_annotations) {
-        json_t *a = json_object();
-        for (size_t i = 0; a && i < m->n_annotations; i++)
-            bad |= json_object_set_new(a, m->annotations[i]->key ? m->annotations[i]->key : "",
-                                       json_string(m->annotations[i]->value
-                                                       ? m->annotations[i]->value
-                                                       : "")) != 0;
-        bad |= json_object_set_new(o, "annotations", a) != 0;
-    }
+    if (m->n_labels)
+        bad |= json_object_set_new(o, "labels",
+                                   map_json((void *const *)m->labels, m->n_labels)) != 0;
+    if (m->n_annotations)
+        bad |= json_object_set_new(o, "annotations", map_json((void *const *)m->annotations,
+                                                              m->n_annotations)) != 0;
     if (m->n_finalizers) {
         json_t *f = json_array();
         for (size_t i = 0; f && i < m->n_finalizers; i++)
@@ -80,20 +92,11 @@ static json_t *configmap_json(const ProtobufCBinaryData *raw)
     json_t *o = json_pack("{s:s, s:s, s:o}", "apiVersion", "v1", "kind", "ConfigMap", "metadata",
                           meta_json(m->metadata));
     int bad = !o;
-    if (o && m->n_data) {
-        json_t *d = json_object();
-        for (size_t i = 0; d && i < m->n_data; i++)
-            bad |= json_object_set_new(d, m->data[i]->key ? m->data[i]->key : "",
-                                       json_string(m->data[i]->value ? m->data[i]->value : ""));
-        bad |= json_object_set_new(o, "data", d) != 0;
-    }
-    if (o && m->n_binarydata) {
-        json_t *d = json_object();
-        for (size_t i = 0; d && i < m->n_binarydata; i++)
-            bad |= json_object_set_new(d, m->binarydata[i]->key ? m->binarydata[i]->key : "",
-                                       base64(&m->binarydata[i]->value));
-        bad |= json_object_set_new(o, "binaryData", d) != 0;
-    }
+    if (o && m->n_data)
+        bad |= json_object_set_new(o, "data", map_json((void *const *)m->data, m->n_data)) != 0;
+    if (o && m->n_binarydata)
+        bad |= json_object_set_new(o, "binaryData", map_json((void *const *)m->binarydata,
+                                                             m->n_binarydata)) != 0;
     if (o && m->has_immutable)
         bad |= json_object_set_new(o, "immutable", json_boolean(m->immutable)) != 0;
     k8s__wire__config_map__free_unpacked(m, NULL);
@@ -112,22 +115,11 @@ static json_t *secret_json(const ProtobufCBinaryData *raw)
     json_t *o = json_pack("{s:s, s:s, s:o}", "apiVersion", "v1", "kind", "Secret", "metadata",
                           meta_json(m->metadata));
     int bad = !o;
-    if (o && m->n_data) {
-        json_t *d = json_object();
-        for (size_t i = 0; d && i < m->n_data; i++)
-            bad |= json_object_set_new(d, m->data[i]->key ? m->data[i]->key : "",
-                                       base64(&m->data[i]->value));
-        bad |= json_object_set_new(o, "data", d) != 0;
-    }
-    if (o && m->n_stringdata) {
-        json_t *d = json_object();
-        for (size_t i = 0; d && i < m->n_stringdata; i++)
-            bad |= json_object_set_new(d, m->stringdata[i]->key ? m->stringdata[i]->key : "",
-                                       json_string(m->stringdata[i]->value
-                                                       ? m->stringdata[i]->value
-                                                       : ""));
-        bad |= json_object_set_new(o, "stringData", d) != 0;
-    }
+    if (o && m->n_data)
+        bad |= json_object_set_new(o, "data", map_json((void *const *)m->data, m->n_data)) != 0;
+    if (o && m->n_stringdata)
+        bad |= json_object_set_new(o, "stringData", map_json((void *const *)m->stringdata,
+                                                             m->n_stringdata)) != 0;
     if (o)
         bad |= put_str(o, "type", m->type) != 0;
     if (o && m->has_immutable)
