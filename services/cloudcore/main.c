@@ -97,6 +97,7 @@ struct cloudcore_config {
     bool kubeapi_enable;
     char *kubeapi_listen;
     int64_t kubeapi_conns;
+    int64_t kubeapi_bookmark;
 };
 
 static const ke_config_field cloudcore_fields[] = {
@@ -202,6 +203,9 @@ static const ke_config_field cloudcore_fields[] = {
      "0.0.0.0:6443", "address of the Kubernetes API (host:port; port 0 picks one)"},
     {"kubeapi.max_connections", KE_CONFIG_INT64, offsetof(struct cloudcore_config, kubeapi_conns),
      "256", "concurrent connections to the Kubernetes API (each watch holds one)"},
+    {"kubeapi.watch_bookmark_interval", KE_CONFIG_DURATION,
+     offsetof(struct cloudcore_config, kubeapi_bookmark), "15s",
+     "how often a watch that allows bookmarks gets one (its latest resourceVersion)"},
     {"health.stall_timeout", KE_CONFIG_DURATION,
      offsetof(struct cloudcore_config, stall_timeout), "30s",
      "a worker thread (rpc loop, store watch, work queue, consumer, reaper) silent this long "
@@ -544,7 +548,8 @@ int main(int argc, char **argv)
                              .store = store,
                              .ec = ec,
                              .authz = authz,
-                             .max_connections = (unsigned)cfg.kubeapi_conns};
+                             .max_connections = (unsigned)cfg.kubeapi_conns,
+                             .bookmark_ms = cfg.kubeapi_bookmark};
         if ((rc = kubeapi_start(&kc, &kapi)) != 0)
             goto fail;
     } else if (cfg.kubeapi_enable && ec) {

@@ -303,6 +303,8 @@ int kubeapi_start(const kubeapi_config *cfg, kubeapi **out)
     if (!ka)
         return KE_ENOMEM;
     ka->cfg = *cfg;
+    if (ka->cfg.bookmark_ms <= 0)
+        ka->cfg.bookmark_ms = 15000;
     size_t n;
     int rc = 0;
     if (!cfg->ca_file || !cfg->cert_file || !cfg->key_file ||

@@ -33,6 +33,7 @@
 #include "ke_store.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Bounds: a request body (as the API server's 3 MiB), connections, bytes
  * of watch events queued for one client that does not read (it is then
@@ -57,6 +58,7 @@ typedef struct kubeapi_config {
     ke_rpc_channel *self; /* borrowed: an in-process channel to the server holding
                              EdgeController, for pod logs; NULL: no pods/log */
     unsigned max_connections; /* 0: KUBEAPI_CONNECTIONS_DEFAULT */
+    int64_t bookmark_ms;      /* BOOKMARK events of watches that ask, this often; 0: 15 s */
 } kubeapi_config;
 
 /* kubeapi_start reads the TLS files, makes sure the namespaces every

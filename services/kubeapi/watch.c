@@ -13,7 +13,7 @@
  * what exists, then follows changes; from a resourceVersion it replays what
  * changed after it, or sends an ERROR event with a 410 Expired Status when
  * the store's history no longer reaches it. BOOKMARK events (when asked)
- * carry the latest revision every KA_BOOKMARK_MS. A Table watch (kubectl
+ * carry the latest revision every kubeapi.watch_bookmark_interval (15 s). A Table watch (kubectl
  * get -w) sends one-row Tables, with the column definitions in the first.
  * The stream ends at timeoutSeconds (at most KUBEAPI_WATCH_MAX_S), when the
  * client hangs up (checked every 5 s) or when the server stops.
@@ -27,7 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KA_BOOKMARK_MS 15000
 
 struct ka_watch {
     ka_watch *next; /* in kubeapi.watches, under ka->mu */
@@ -116,7 +115,7 @@ static int idle(void *ud, int64_t now, int64_t *wake)
     if (now >= w->deadline_ms)
         return 1;
     if (w->bookmarks && now >= w->next_bookmark_ms) {
-        w->next_bookmark_ms = now + KA_BOOKMARK_MS;
+        w->next_bookmark_ms = now + w->ka->cfg.bookmark_ms;
         json_t *e = ke_k8s_watch_bookmark(w->k, w->last_rev);
         char *text = e ? json_dumps(e, JSON_COMPACT) : NULL;
         json_decref(e);
@@ -216,7 +215,7 @@ enum MHD_Result ka_serve_watch(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
                             : KUBEAPI_WATCH_MAX_S;
     int64_t now = ke_time_mono_ms();
     w->deadline_ms = now + timeout_s * 1000;
-    w->next_bookmark_ms = now + KA_BOOKMARK_MS;
+    w->next_bookmark_ms = now + w->ka->cfg.bookmark_ms;
     uint64_t from = r->q.rv;
     int rc = 0;
     if (from == 0) {

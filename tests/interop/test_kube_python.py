@@ -42,7 +42,8 @@ def cm(name, labels=None, data=None):
 class KubePython(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.c = kecluster.Cluster(cloud_flags=["--store.history=%d" % HISTORY])
+        cls.c = kecluster.Cluster(cloud_flags=["--store.history=%d" % HISTORY,
+                                               "--kubeapi.watch_bookmark_interval=300ms"])
         cls.c.start_cloud().join().start_edge()
         cls.api = client.CoreV1Api(config.new_client_from_config(cls.c.kubeconfig))
         cls.node_api = client.CoreV1Api(config.new_client_from_config(cls.c.node_kubeconfig))
@@ -223,6 +224,36 @@ class KubePython(unittest.TestCase):
             if e.status != 403:
                 raise
             return False
+
+    def test_watch_bookmarks(self):
+        """A watch that allows bookmarks gets BOOKMARK events carrying a
+        resourceVersion at least the one it started from; the events it
+        asked for still come, in order, around them."""
+        ns = "marks"
+        self.api.create_namespace({"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": ns}})
+        start = self.api.list_namespaced_config_map(ns).metadata.resource_version
+        ctx = ssl.create_default_context(cafile=os.path.join(self.c.cloud_dir, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(self.c.cloud_dir, "admin.crt"),
+                            os.path.join(self.c.cloud_dir, "admin.key"))
+        url = ("https://127.0.0.1:%d/api/v1/namespaces/%s/configmaps?watch=true&"
+               "allowWatchBookmarks=true&resourceVersion=%s&timeoutSeconds=20"
+               % (self.c.kubeapi, ns, start))
+        with urllib.request.urlopen(url, context=ctx, timeout=30) as r:
+            first = json.loads(r.readline())
+            self.assertEqual(first["type"], "BOOKMARK")
+            self.assertEqual(first["object"]["kind"], "ConfigMap")
+            self.assertGreaterEqual(int(first["object"]["metadata"]["resourceVersion"]),
+                                    int(start))
+            self.api.create_namespaced_config_map(ns, cm("after-mark"))
+            types = []
+            while "ADDED" not in types:
+                types.append(json.loads(r.readline())["type"])
+            self.assertTrue(set(types) <= {"BOOKMARK", "ADDED"}, types)
+            nxt = json.loads(r.readline())  # the next bookmark: the ADDED's version or later
+            while nxt["type"] != "BOOKMARK":
+                nxt = json.loads(r.readline())
+            self.assertGreater(int(nxt["object"]["metadata"]["resourceVersion"]), int(start))
 
     # ---- raw bad input ----
 
