@@ -44,6 +44,9 @@
 #define KUBEAPI_WATCH_QUEUE_BYTES (8 * 1024 * 1024)
 #define KUBEAPI_WATCH_MAX_S 1800
 #define KUBEAPI_IDLE_TIMEOUT_S 60
+/* Watches one identity (certificate user) holds open at a time: past it,
+ * 429, so that one client cannot take every connection. */
+#define KUBEAPI_WATCHES_PER_USER 64
 
 typedef struct kubeapi kubeapi;
 

@@ -31,6 +31,7 @@
 struct ka_watch {
     ka_watch *next; /* in kubeapi.watches, under ka->mu */
     kubeapi *ka;
+    char user[KE_RPC_ID_NAME_MAX]; /* whose watch it is (the per-user bound) */
     ka_stream s;     /* its mu guards the fields below too */
     ke_store_watch *w;
     const ke_k8s_kind *k;
@@ -205,6 +206,7 @@ enum MHD_Result ka_serve_watch(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
     if (!w)
         return ka_send_json(c, 500, NULL, NULL);
     w->ka = ka;
+    snprintf(w->user, sizeof(w->user), "%s", r->id.user);
     ka_stream_init(&w->s, ka, c, KUBEAPI_WATCH_QUEUE_BYTES);
     w->k = p->kind;
     w->table = table;
@@ -257,6 +259,17 @@ enum MHD_Result ka_serve_watch(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
         return ka_send_error(c, rc, why, p->kind, NULL);
     }
     pthread_mutex_lock(&ka->mu);
+    int mine = 0;
+    for (ka_watch *o = ka->watches; o; o = o->next)
+        mine += strcmp(o->user, w->user) == 0;
+    if (mine >= KUBEAPI_WATCHES_PER_USER) {
+        pthread_mutex_unlock(&ka->mu);
+        watch_free(w);
+        snprintf(why, sizeof(why), "too many watches: user \"%s\" has %d open (at most %d); "
+                                   "close some and watch again",
+                 r->id.user, mine, KUBEAPI_WATCHES_PER_USER);
+        return ka_send_status(c, 429, "TooManyRequests", why, p->kind, NULL);
+    }
     w->next = ka->watches;
     ka->watches = w;
     pthread_mutex_unlock(&ka->mu);

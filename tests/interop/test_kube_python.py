@@ -255,6 +255,46 @@ class KubePython(unittest.TestCase):
                 nxt = json.loads(r.readline())
             self.assertGreater(int(nxt["object"]["metadata"]["resourceVersion"]), int(start))
 
+    def test_watches_bounded_per_user(self):
+        """One identity holds at most 64 watches (429 past it, a Status);
+        closing them gives the room back; another identity is not held up."""
+        import http.client
+        ctx = ssl.create_default_context(cafile=os.path.join(self.c.cloud_dir, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(self.c.cloud_dir, "admin.crt"),
+                            os.path.join(self.c.cloud_dir, "admin.key"))
+        path = "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=60"
+
+        def open_watch():
+            conn = http.client.HTTPSConnection("127.0.0.1", self.c.kubeapi, context=ctx,
+                                               timeout=30)
+            conn.request("GET", path)
+            return conn, conn.getresponse()
+
+        held = []
+        try:
+            for _ in range(64):
+                conn, resp = open_watch()
+                self.assertEqual(resp.status, 200)
+                held.append(conn)
+            conn, resp = open_watch()
+            self.assertEqual(resp.status, 429)
+            st = json.loads(resp.read())
+            self.assertEqual((st["reason"], st["code"]), ("TooManyRequests", 429))
+            self.assertIn("system:admin", st["message"])
+            conn.close()
+            # the node is another identity: it is still served
+            pods = self.node_api.list_pod_for_all_namespaces(field_selector="spec.nodeName=edge-1")
+            self.assertIsNotNone(pods.metadata.resource_version)
+        finally:
+            for conn in held:
+                conn.close()
+
+        def room():
+            conn, resp = open_watch()
+            conn.close()
+            return resp.status == 200
+        kecluster.wait_for(room, "the closed watches to give their room back")
+
     # ---- raw bad input ----
 
     def raw(self, method, path, body, ctype="application/json", cert=True):
