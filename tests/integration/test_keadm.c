@@ -4,7 +4,8 @@
  * Local verbs (one fresh temp dir per test, removed by teardown): init
  * writes the files with their modes and a cloudcore.yaml, refuses a second
  * time; gettoken prints one token the files verify, honouring --ttl and
- * --uses; reset
+ * --uses; init --kubernetes writes a private Secret manifest whose values
+ * are the files and whose server certificate names the Services; reset
  * removes everything and refuses a directory keadm did not make; join with
  * a malformed token fails before touching the network and writes nothing.
  *
@@ -29,6 +30,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,6 +220,104 @@ static void test_keadm_init_encrypt_secrets_writes_a_private_key_file(void **sta
     free(yaml);
     assert_int_equal(keadm(f, "reset --dir %s", cloud), 0);
     assert_int_equal(mode_of(cloud, "encryption.keys"), -1);
+}
+
+/* secret_value finds "  KEY: BASE64" in the Secret manifest and decodes it
+ * into out (NUL-terminated). */
+static void secret_value(const char *yaml, const char *key, char *out, size_t len)
+{
+    char pat[64];
+    snprintf(pat, sizeof(pat), "\n  %s: ", key);
+    const char *p = strstr(yaml, pat);
+    assert_non_null(p);
+    p += strlen(pat);
+    size_t n = strcspn(p, "\n");
+    assert_true(n > 0 && n % 4 == 0 && n / 4 * 3 < len);
+    int got = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)p, (int)n);
+    assert_true(got >= 0);
+    got -= (p[n - 1] == '=') + (p[n - 2] == '='); /* DecodeBlock counts the padding */
+    out[got] = '\0';
+}
+
+static void test_keadm_init_kubernetes_writes_the_secret_manifest(void **state)
+{
+    fixture *f = *state;
+    char cloud[128];
+    snprintf(cloud, sizeof(cloud), "%s/k8s", f->dir);
+    assert_int_equal(keadm(f, "init --dir %s --kubernetes --namespace edge-sys --service-name cc "
+                              "--external-address 192.0.2.10,cloud.example.com --encrypt-secrets",
+                           cloud),
+                     0);
+    assert_non_null(strstr(f->out, "cloudcore-secret.yaml"));
+    assert_int_equal(mode_of(cloud, "cloudcore-secret.yaml"), 0600);
+
+    static char yaml[16384];
+    char path[256];
+    snprintf(path, sizeof(path), "%s/cloudcore-secret.yaml", cloud);
+    slurp(path, yaml, sizeof(yaml));
+    assert_non_null(strstr(yaml, "\napiVersion: v1\nkind: Secret\nmetadata:\n"
+                                 "  name: cloudcore-tls\n  namespace: edge-sys\n"));
+    assert_non_null(strstr(yaml, "\ntype: Opaque\ndata:\n"));
+    static const char *const keys[] = {"ca.crt",       "ca.key",    "tls.crt",   "tls.key",
+                                       "token.secret", "admin.crt", "admin.key", "encryption.keys"};
+    static const char *const files[] = {"ca.crt",       "ca.key",    "server.crt", "server.key",
+                                        "token.secret", "admin.crt", "admin.key",
+                                        "encryption.keys"};
+    static char got[16384];
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        secret_value(yaml, keys[i], got, sizeof(got));
+        char *want = read_in(cloud, files[i]);
+        assert_string_equal(got, want);
+        free(want);
+    }
+
+    /* the server certificate names the Services and the external addresses */
+    char sans[4096];
+    assert_int_equal(ke_tp_capture(sans, sizeof(sans),
+                                   "openssl x509 -in %s/server.crt -noout -ext subjectAltName",
+                                   cloud),
+                     0);
+    static const char *const want_sans[] = {
+        "DNS:cc,",
+        "DNS:cc.edge-sys,",
+        "DNS:cc.edge-sys.svc,",
+        "DNS:cc.edge-sys.svc.cluster.local,",
+        "DNS:cloudhub.edge-sys.svc,",
+        "DNS:cloudhub.edge-sys.svc.cluster.local,",
+        "DNS:edgecontroller.edge-sys.svc,",
+        "DNS:edgecontroller.edge-sys.svc.cluster.local,",
+        "IP Address:192.0.2.10,",
+        "DNS:cloud.example.com,",
+        "DNS:localhost,",
+        "IP Address:127.0.0.1",
+    };
+    for (size_t i = 0; i < sizeof(want_sans) / sizeof(want_sans[0]); i++)
+        if (!strstr(sans, want_sans[i]))
+            fail_msg("no %s in %s", want_sans[i], sans);
+
+    /* the defaults, and reset takes the manifest away */
+    assert_int_equal(keadm(f, "reset --dir %s", cloud), 0);
+    assert_int_equal(mode_of(cloud, "."), -1);
+    assert_int_equal(keadm(f, "init --dir %s --kubernetes", cloud), 0);
+    slurp(path, yaml, sizeof(yaml));
+    assert_non_null(strstr(yaml, "  namespace: kubeedge\n"));
+    assert_null(strstr(yaml, "encryption.keys:"));
+    assert_int_equal(ke_tp_capture(sans, sizeof(sans),
+                                   "openssl x509 -in %s/server.crt -noout -ext subjectAltName",
+                                   cloud),
+                     0);
+    assert_non_null(strstr(sans, "DNS:cloudcore.kubeedge.svc.cluster.local,"));
+    assert_int_equal(keadm(f, "reset --dir %s", cloud), 0);
+    assert_int_equal(mode_of(cloud, "."), -1);
+
+    /* the Kubernetes flags go with --kubernetes, and names are DNS labels */
+    assert_int_equal(keadm(f, "init --dir %s --namespace x", cloud), 2);
+    assert_non_null(strstr(f->err, "go with --kubernetes"));
+    assert_int_equal(keadm(f, "init --dir %s --kubernetes --service-name Bad_Name", cloud), 2);
+    assert_non_null(strstr(f->err, "Bad_Name"));
+    assert_int_equal(keadm(f, "init --dir %s --kubernetes --external-address 'a b'", cloud), 2);
+    assert_non_null(strstr(f->err, "--external-address"));
+    assert_int_equal(mode_of(cloud, "."), -1);
 }
 
 static void test_keadm_second_init_refuses_and_keeps_the_ca(void **state)
@@ -567,6 +667,7 @@ int main(void)
     const struct CMUnitTest local[] = {
         T(test_keadm_init_creates_files_with_modes_and_config),
         T(test_keadm_init_encrypt_secrets_writes_a_private_key_file),
+        T(test_keadm_init_kubernetes_writes_the_secret_manifest),
         T(test_keadm_second_init_refuses_and_keeps_the_ca),
         T(test_keadm_init_bad_address_is_usage_error_and_writes_nothing),
         T(test_keadm_gettoken_prints_a_token_the_files_verify),

@@ -35,6 +35,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,13 @@
 #define KEADM_DEFAULT_KUBEAPI "127.0.0.1:6443" /* cloudcore's kubeapi.listen default */
 #define KEADM_CA_DAYS 3650              /* default CA lifetime */
 #define KEADM_CA_DAYS_MAX 36500
+/* init --kubernetes: the Secret deploy/kubernetes mounts, and the Services
+ * whose DNS names the server certificate carries besides --service-name
+ * (the split variant's, deploy/kubernetes/split). */
+#define KEADM_K8S_SECRET "cloudcore-tls"
+#define KEADM_K8S_SECRET_FILE "cloudcore-secret.yaml"
+#define KEADM_K8S_NAMESPACE "kubeedge"
+#define KEADM_K8S_SERVICE "cloudcore"
 #define KEADM_LEAF_DAYS 365             /* server and admin certificates (never past the CA) */
 #define KEADM_TOKEN_TTL (24 * 3600)     /* default token lifetime, seconds */
 #define KEADM_TOKEN_TTL_MAX (365LL * 24 * 3600)
@@ -72,7 +80,7 @@ static const char *const CLOUD_FILES[] = {
     "token.secret",   "admin.crt",    "admin.key",       "cloudcore.yaml", "admin.kubeconfig",
     "cloudhub.db",    "cloudhub.db-wal", "cloudhub.db-shm", "cloudhub.db-journal",
     "store.db",       "store.db-wal",    "store.db-shm",    "store.db-journal",
-    "encryption.keys",
+    "encryption.keys", KEADM_K8S_SECRET_FILE,
     NULL,
 };
 static const char *const EDGE_FILES[] = {
@@ -98,7 +106,8 @@ static const char USAGE_MAIN[] =
 
 static const char USAGE_INIT[] =
     "Usage: keadm init --dir DIR [--advertise-address HOST[,HOST...]] [--ca-days N]\n"
-    "                  [--encrypt-secrets]\n"
+    "                  [--encrypt-secrets] [--kubernetes [--namespace NS]\n"
+    "                  [--service-name SVC] [--external-address HOST[,HOST...]]]\n"
     "\n"
     "Creates DIR (mode 0700) with a new cluster CA (ca.crt, ca.key), CloudHub's server\n"
     "certificate (server.crt, server.key; CN cloudhub), the \"system:admin\" client\n"
@@ -119,6 +128,21 @@ static const char USAGE_INIT[] =
     "  --encrypt-secrets           also write encryption.keys (mode 0600; one random\n"
     "                              AES-256 key) and name it as store.encryption_key_file:\n"
     "                              Secrets are encrypted at rest in the store\n"
+    "  --kubernetes                also write " KEADM_K8S_SECRET_FILE " (mode 0600): the\n"
+    "                              Secret \"" KEADM_K8S_SECRET "\" deploy/kubernetes mounts (ca.crt,\n"
+    "                              ca.key, tls.crt, tls.key, token.secret, admin.crt,\n"
+    "                              admin.key, encryption.keys); the server certificate\n"
+    "                              also names the Services SVC, cloudhub and\n"
+    "                              edgecontroller as SVC, SVC.NS, SVC.NS.svc and\n"
+    "                              SVC.NS.svc.cluster.local\n"
+    "  --namespace NS              the Secret's and Services' namespace (default\n"
+    "                              " KEADM_K8S_NAMESPACE "; with --kubernetes)\n"
+    "  --service-name SVC          cloudcore's Service (default " KEADM_K8S_SERVICE "; with\n"
+    "                              --kubernetes)\n"
+    "  --external-address HOSTS    addresses or DNS names outside the cluster (node\n"
+    "                              IPs of the NodePort, the load balancer's address):\n"
+    "                              added to the server certificate like\n"
+    "                              --advertise-address (with --kubernetes)\n"
     "  -h, --help                  print this help\n";
 
 static const char USAGE_GETTOKEN[] =
@@ -554,7 +578,7 @@ static void render_cloudcore(FILE *f, const void *arg)
 
 /* sans_add splits a comma list into sans[], skipping duplicates. Returns
  * 0, or 2 after printing a usage error. */
-static int sans_add(char *list, const char **sans, int *n)
+static int sans_add(const char *flag, char *list, const char **sans, int *n)
 {
     for (char *save = NULL, *h = strtok_r(list, ",", &save); h; h = strtok_r(NULL, ",", &save)) {
         while (*h == ' ')
@@ -564,17 +588,20 @@ static int sans_add(char *list, const char **sans, int *n)
         if (!*h)
             continue;
         if (!host_ok(h))
-            return usage_error("init",
-                               "--advertise-address: \"%s\" is neither an IP address nor a DNS "
-                               "name",
-                               h);
+        {
+            fprintf(stderr, "error: %s: \"%s\" is neither an IP address nor a DNS name\n",
+                    flag, h);
+            fprintf(stderr, "Run 'keadm init --help' for usage.\n");
+            return 2;
+        }
         int dup = 0;
         for (int i = 0; i < *n && !dup; i++)
             dup = strcmp(sans[i], h) == 0;
         if (dup)
             continue;
         if (*n >= KEADM_MAX_SANS)
-            return usage_error("init", "--advertise-address: more than %s addresses", "62");
+            return usage_error("init", "more than %s addresses in --advertise-address, "
+                                       "--external-address and --kubernetes' Service names", "62");
         sans[(*n)++] = h;
     }
     return 0;
@@ -597,6 +624,108 @@ static void init_material_free(init_material *m)
     OPENSSL_cleanse(m, sizeof(*m)); /* the token secret and the encryption key */
 }
 
+/* yaml_base64 writes len bytes of data as one base64 scalar and a newline. */
+static int yaml_base64(FILE *f, const char *data, size_t len)
+{
+    size_t cap = 4 * ((len + 2) / 3) + 1;
+    unsigned char *b = malloc(cap);
+    if (!b)
+        return 1;
+    EVP_EncodeBlock(b, (const unsigned char *)data, (int)len);
+    fprintf(f, "%s\n", (const char *)b);
+    OPENSSL_clear_free(b, cap); /* base64 of private keys */
+    return 0;
+}
+
+/* What cloudcore-secret.yaml is rendered from. */
+typedef struct secret_yaml {
+    const char *ns;
+    const init_material *m;
+    int encrypt;
+} secret_yaml;
+
+/* render_secret writes the Secret deploy/kubernetes mounts at
+ * /etc/kubeedge/tls: the names its ConfigMaps use (tls.crt and tls.key are
+ * server.crt and server.key). */
+static int render_secret(FILE *f, const secret_yaml *y)
+{
+    const init_material *m = y->m;
+    const struct {
+        const char *key, *val;
+    } items[] = {
+        {"ca.crt", m->ca},           {"ca.key", m->ca_key},       {"tls.crt", m->server},
+        {"tls.key", m->server_key},  {"token.secret", m->secret}, {"admin.crt", m->admin},
+        {"admin.key", m->admin_key}, {"encryption.keys", y->encrypt ? m->keys : NULL},
+    };
+    fputs("# The Secret " KEADM_K8S_SECRET " that deploy/kubernetes mounts at /etc/kubeedge/tls,\n"
+          "# written by keadm init --kubernetes. It holds the cluster CA's private key\n"
+          "# and the join token secret: keep this file as private as ca.key.\n"
+          "#   kubectl apply -f " KEADM_K8S_SECRET_FILE "\n"
+          "apiVersion: v1\n"
+          "kind: Secret\n"
+          "metadata:\n"
+          "  name: " KEADM_K8S_SECRET "\n"
+          "  namespace: ",
+          f);
+    yaml_scalar(f, y->ns);
+    fputs("\n  labels:\n"
+          "    app.kubernetes.io/part-of: kubeedge-c\n"
+          "type: Opaque\n"
+          "data:\n",
+          f);
+    for (size_t i = 0; i < sizeof(items) / sizeof(items[0]); i++) {
+        if (!items[i].val)
+            continue;
+        fprintf(f, "  %s: ", items[i].key);
+        if (yaml_base64(f, items[i].val, strlen(items[i].val)) != 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* secret_write renders the Secret in memory and writes it with mode 0600. */
+static int secret_write(written *w, const secret_yaml *y)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f) {
+        fprintf(stderr, "error: out of memory\n");
+        return 1;
+    }
+    int bad = render_secret(f, y);
+    fclose(f);
+    int rc = bad ? 1 : written_put(w, KEADM_K8S_SECRET_FILE, buf, len, 0600);
+    if (bad)
+        fprintf(stderr, "error: out of memory\n");
+    if (buf)
+        OPENSSL_clear_free(buf, len);
+    return rc;
+}
+
+/* k8s_sans adds the in-cluster DNS names of Service svc in namespace ns:
+ * svc, svc.ns, svc.ns.svc and svc.ns.svc.cluster.local. names holds them. */
+static int k8s_sans(const char *svc, const char *ns, char names[4][256], const char **sans,
+                    int *n)
+{
+    snprintf(names[0], 256, "%s", svc);
+    snprintf(names[1], 256, "%s.%s", svc, ns);
+    snprintf(names[2], 256, "%s.%s.svc", svc, ns);
+    snprintf(names[3], 256, "%s.%s.svc.cluster.local", svc, ns);
+    for (int i = 0; i < 4; i++) {
+        int dup = 0;
+        for (int j = 0; j < *n && !dup; j++)
+            dup = strcmp(sans[j], names[i]) == 0;
+        if (dup)
+            continue;
+        if (*n >= KEADM_MAX_SANS)
+            return usage_error("init", "more than %s addresses in --advertise-address, "
+                                       "--external-address and --kubernetes' Service names", "62");
+        sans[(*n)++] = names[i];
+    }
+    return 0;
+}
+
 static int cmd_init(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -605,11 +734,17 @@ static int cmd_init(int argc, char **argv)
         {"ca-days", required_argument, NULL, 'c'},
         {"encrypt-secrets", no_argument, NULL, 'e'},
         {"kubeapi-server", required_argument, NULL, 'k'},
+        {"kubernetes", no_argument, NULL, 'K'},
+        {"namespace", required_argument, NULL, 'n'},
+        {"service-name", required_argument, NULL, 's'},
+        {"external-address", required_argument, NULL, 'x'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *kubeapi = KEADM_DEFAULT_KUBEAPI;
-    int encrypt = 0;
+    const char *ns = NULL, *svc = NULL;
+    int encrypt = 0, kubernetes = 0, external = 0;
+    static char svc_names[3][4][256]; /* --kubernetes' Service DNS names, as SANs */
     const char *sans[KE_PKI_MAX_SANS + 1];
     int nsans = 0, rc;
     long ca_days = KEADM_CA_DAYS;
@@ -619,7 +754,7 @@ static int cmd_init(int argc, char **argv)
         switch (c) {
         case 'd': dir = optarg; break;
         case 'a':
-            if ((rc = sans_add(optarg, sans, &nsans)) != 0)
+            if ((rc = sans_add("--advertise-address", optarg, sans, &nsans)) != 0)
                 return rc;
             break;
         case 'c':
@@ -631,6 +766,21 @@ static int cmd_init(int argc, char **argv)
                                    optarg);
             break;
         case 'e': encrypt = 1; break;
+        case 'K': kubernetes = 1; break;
+        case 'n':
+        case 's':
+            if (!node_name_ok(optarg))
+                return usage_error("init", c == 'n' ? "--namespace: \"%s\" is not a DNS-1123 label"
+                                                    : "--service-name: \"%s\" is not a DNS-1123 "
+                                                      "label",
+                                   optarg);
+            *(c == 'n' ? &ns : &svc) = optarg;
+            break;
+        case 'x':
+            external = 1;
+            if ((rc = sans_add("--external-address", optarg, sans, &nsans)) != 0)
+                return rc;
+            break;
         case 'k':
             if (!hostport_ok(optarg))
                 return usage_error("init", "--kubeapi-server: \"%s\" is not HOST:PORT", optarg);
@@ -644,6 +794,16 @@ static int cmd_init(int argc, char **argv)
         return usage_error("init", "unexpected argument \"%s\"", argv[optind]);
     if ((rc = dir_check("init", dir)) != 0)
         return rc;
+    if (!kubernetes && (ns || svc || external))
+        return usage_error("init", "%s", "--namespace, --service-name and --external-address "
+                                         "go with --kubernetes");
+    if (kubernetes) {
+        const char *names[] = {svc ? svc : KEADM_K8S_SERVICE, "cloudhub", "edgecontroller"};
+        ns = ns ? ns : KEADM_K8S_NAMESPACE;
+        for (int i = 0; i < 3; i++)
+            if ((rc = k8s_sans(names[i], ns, svc_names[i], sans, &nsans)) != 0)
+                return rc;
+    }
     const char *local[] = {"localhost", "127.0.0.1"};
     for (int i = 0; i < 2; i++) {
         int dup = 0;
@@ -692,6 +852,7 @@ static int cmd_init(int argc, char **argv)
         OPENSSL_cleanse(line, sizeof(line));
     }
     cloudcore_yaml y = {.dir = NULL, .encrypt = encrypt};
+    secret_yaml sy = {.ns = ns, .m = &m, .encrypt = encrypt};
 
     written w;
     memset(&w, 0, sizeof(w));
@@ -713,7 +874,8 @@ static int cmd_init(int argc, char **argv)
                  written_put(&w, "token.secret", m.secret, strlen(m.secret), 0600) ||
                  (encrypt && written_put(&w, "encryption.keys", m.keys, strlen(m.keys), 0600)) ||
                  config_write(&w, "cloudcore.yaml", render_cloudcore, &y) ||
-                 config_write(&w, "admin.kubeconfig", render_kubeconfig, &kr);
+                 config_write(&w, "admin.kubeconfig", render_kubeconfig, &kr) ||
+                 (kubernetes && secret_write(&w, &sy));
     if (failed) {
         written_undo(&w);
         init_material_free(&m);
@@ -743,6 +905,13 @@ static int cmd_init(int argc, char **argv)
                "secret)\n");
     printf("[init] cloudcore.yaml          cloudcore configuration using the files above\n");
     printf("[init] admin.kubeconfig        for kubectl (server %s)\n", kubeapi_url);
+    if (kubernetes)
+        printf("[init] " KEADM_K8S_SECRET_FILE "   the Secret \"" KEADM_K8S_SECRET "\" in namespace %s "
+               "for deploy/kubernetes (keep it secret)\n"
+               "\nNext steps (Kubernetes):\n"
+               "  kubectl apply -f %s/" KEADM_K8S_SECRET_FILE "\n"
+               "  kubectl apply -k deploy/kubernetes        (or deploy/kubernetes/split)\n",
+               ns, w.dir);
     printf("\nNext steps:\n"
            "  cloudcore --config %s/cloudcore.yaml\n"
            "  keadm gettoken --dir %s\n"
