@@ -12,7 +12,7 @@ KE_DEB_PACKAGES="build-essential cmake pkg-config
   libgnutls28-dev python3-kubernetes
   libcurl4-openssl-dev
   libcmocka-dev python3 python3-grpcio python3-protobuf curl
-  containerd runc busybox-static containernetworking-plugins
+  containerd runc busybox-static containernetworking-plugins umoci
   mosquitto libmosquitto-dev mosquitto-clients python3-paho-mqtt libmodbus-dev
   gcc-arm-none-eabi binutils-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm dpkg-dev"
 
