@@ -306,6 +306,20 @@ static int dry_run(const ka_req *r)
     return r->q.dry_run && strcmp(r->q.dry_run, "All") == 0;
 }
 
+/* write_error answers a failed write or delete of `name`: a conflict in
+ * the API server's words, anything else as it is. */
+static enum MHD_Result write_error(struct MHD_Connection *c, const ke_k8s_path *p, int rc,
+                                   const char *why, const char *name)
+{
+    if (rc == KE_ECONFLICT) {
+        char msg[1200];
+        snprintf(msg, sizeof(msg), "Operation cannot be fulfilled on %s \"%s\": %s", p->resource,
+                 name, why);
+        return ka_send_error(c, rc, msg, p->kind, name);
+    }
+    return ka_send_error(c, rc, why, p->kind, name);
+}
+
 /* write answers the result of edgecontroller_write. */
 static enum MHD_Result write_result(struct MHD_Connection *c, ka_req *r, const ke_k8s_path *p,
                                     int rc, json_t *out, const char *why, const char *name,
@@ -313,16 +327,7 @@ static enum MHD_Result write_result(struct MHD_Connection *c, ka_req *r, const k
 {
     if (rc != 0) {
         json_decref(out);
-        if (rc == KE_EEXIST || rc == KE_ENOTFOUND || rc == KE_ECONFLICT) {
-            char msg[700];
-            if (rc == KE_ECONFLICT)
-                snprintf(msg, sizeof(msg), "Operation cannot be fulfilled on %s \"%s\": %s",
-                         p->resource, name, why);
-            else
-                snprintf(msg, sizeof(msg), "%s", why);
-            return ka_send_error(c, rc, msg, p->kind, name);
-        }
-        return ka_send_error(c, rc, why, p->kind, name);
+        return write_error(c, p, rc, why, name);
     }
     return reply_object(c, r, p->kind, ok_code, out, warn);
 }
@@ -558,9 +563,21 @@ static enum MHD_Result do_patch(kubeapi *ka, struct MHD_Connection *c, ka_req *r
 
 /* delete_options reads DeleteOptions from the body (optional) and the
  * query: grace (-1 none), preconditions, dryRun. 0 or -1 after answering. */
-static int delete_options(struct MHD_Connection *c, ka_req *r, int64_t *grace, uint64_t *prv,
-                          char *uid, size_t uidlen, int *dry, enum MHD_Result *res)
+typedef struct del_opts {
+    int64_t grace; /* -1: none given */
+    uint64_t rv;   /* precondition; 0 none */
+    char uid[64];  /* precondition; "" none */
+    int dry;
+} del_opts;
+
+static int delete_options(struct MHD_Connection *c, ka_req *r, del_opts *d,
+                          enum MHD_Result *res)
 {
+    int64_t *grace = &d->grace;
+    uint64_t *prv = &d->rv;
+    char *uid = d->uid;
+    size_t uidlen = sizeof(d->uid);
+    int *dry = &d->dry;
     *grace = r->q.grace;
     *prv = 0;
     uid[0] = '\0';
@@ -585,9 +602,9 @@ static int delete_options(struct MHD_Connection *c, ka_req *r, int64_t *grace, u
     if (rv)
         *prv = strtoull(rv, NULL, 10);
     size_t i;
-    json_t *d;
-    json_array_foreach(json_object_get(o, "dryRun"), i, d)
-        if (json_string_value(d) && strcmp(json_string_value(d), "All") == 0)
+    json_t *v;
+    json_array_foreach(json_object_get(o, "dryRun"), i, v)
+        if (json_string_value(v) && strcmp(json_string_value(v), "All") == 0)
             *dry = 1;
     json_decref(o);
     return 0;
@@ -596,37 +613,27 @@ static int delete_options(struct MHD_Connection *c, ka_req *r, int64_t *grace, u
 static enum MHD_Result do_delete(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
                                  const ke_k8s_path *p, const char *ns)
 {
-    int64_t grace;
-    uint64_t prv;
-    char uid[64], why[700];
-    int dry;
+    del_opts d;
+    char why[700];
     enum MHD_Result res;
-    if (delete_options(c, r, &grace, &prv, uid, sizeof(uid), &dry, &res) != 0)
+    if (delete_options(c, r, &d, &res) != 0)
         return res;
     json_t *out = NULL;
-    int rc = edgecontroller_delete(ka->cfg.ec, p->kind, ns, p->name, grace, grace == 0, prv,
-                                   uid[0] ? uid : NULL, dry, &out, why, sizeof(why));
+    int rc = edgecontroller_delete(ka->cfg.ec, p->kind, ns, p->name, d.grace, d.grace == 0, d.rv,
+                                   d.uid[0] ? d.uid : NULL, d.dry, &out, why, sizeof(why));
     if (rc == 0)
         return ka_send_json(c, 200, out, NULL);
     json_decref(out);
-    if (rc == KE_ECONFLICT) {
-        char msg[1200];
-        snprintf(msg, sizeof(msg), "Operation cannot be fulfilled on %s \"%s\": %s", p->resource,
-                 p->name, why);
-        return ka_send_error(c, rc, msg, p->kind, p->name);
-    }
-    return ka_send_error(c, rc, why, p->kind, p->name);
+    return write_error(c, p, rc, why, p->name);
 }
 
 static enum MHD_Result do_deletecollection(kubeapi *ka, struct MHD_Connection *c, ka_req *r,
                                            const ke_k8s_path *p, const char *ns)
 {
-    int64_t grace;
-    uint64_t prv;
-    char uid[64], why[700];
-    int dry;
+    del_opts d;
+    char why[700];
     enum MHD_Result res;
-    if (delete_options(c, r, &grace, &prv, uid, sizeof(uid), &dry, &res) != 0)
+    if (delete_options(c, r, &d, &res) != 0)
         return res;
     if (ke_store_selector_check(r->q.label_selector, r->q.field_selector, why, sizeof(why)) != 0)
         return ka_send_status(c, 400, "BadRequest", why, p->kind, NULL);
@@ -647,8 +654,8 @@ static enum MHD_Result do_deletecollection(kubeapi *ka, struct MHD_Connection *c
         json_t *out = NULL;
         const char *ons = p->kind->namespaced ? ke_k8s_str(o, "metadata.namespace") : "";
         rc = edgecontroller_delete(ka->cfg.ec, p->kind, ons ? ons : "",
-                                   ke_k8s_str(o, "metadata.name"), grace, grace == 0, 0, NULL, dry,
-                                   &out, why, sizeof(why));
+                                   ke_k8s_str(o, "metadata.name"), d.grace, d.grace == 0, 0, NULL,
+                                   d.dry, &out, why, sizeof(why));
         if (rc == 0 && done)
             json_array_append_new(done, out);
         else
