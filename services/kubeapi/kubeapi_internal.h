@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #define KA_MOD "kubeapi"
 
@@ -28,9 +29,9 @@ struct kubeapi {
     struct MHD_Daemon *d;
     char *ca, *cert, *key;
     int port;
-    pthread_mutex_t mu; /* guards watches and stopping */
+    pthread_mutex_t mu; /* guards watches; taken before a stream's mu, never after */
     int mu_init;
-    int stopping;
+    atomic_int stopping; /* read by stream readers holding their own mu */
     ka_watch *watches; /* open watches (a list through ka_watch.next) */
 };
 

@@ -106,9 +106,8 @@ ssize_t ka_stream_read(ka_stream *s, char *buf, size_t max, ka_stream_idle_fn id
         }
         if (s->ended)
             break;
-        pthread_mutex_lock(&s->ka->mu);
-        int stopping = s->ka->stopping;
-        pthread_mutex_unlock(&s->ka->mu);
+        /* read without ka->mu: the stop takes ka->mu, then this s->mu */
+        int stopping = atomic_load(&s->ka->stopping);
         int64_t now = ke_time_mono_ms();
         if (stopping)
             break;

@@ -156,7 +156,7 @@ static void watch_free(void *cls)
 void ka_watches_stop(kubeapi *ka)
 {
     pthread_mutex_lock(&ka->mu);
-    ka->stopping = 1;
+    atomic_store(&ka->stopping, 1);
     for (ka_watch *w = ka->watches; w; w = w->next) {
         pthread_mutex_lock(&w->s.mu);
         pthread_cond_broadcast(&w->s.cv); /* its reader sees ka->stopping */
