@@ -182,14 +182,13 @@ def wait_pod_ready(kube, http_port, since, what, min_restarts=0, seconds=120):
     while time.monotonic() < end:
         phase, ready, restarts, cid = pod_state(kube)
         last = (phase, ready, restarts, cid)
-        now = time.monotonic()
         if restarts >= min_restarts and phase == "Running" and cid:
-            marks.setdefault("running", now)
+            marks.setdefault("running", time.monotonic())
             if healthz(http_port):
                 marks.setdefault("healthz", time.monotonic())
             if ready:
-                marks.setdefault("healthz", now)
-                marks["ready"] = now
+                marks.setdefault("healthz", marks["running"])
+                marks["ready"] = max(marks["healthz"], marks["running"])
                 return {k: v - since for k, v in marks.items()}, cid
         time.sleep(0.05)
     raise AssertionError("%s: the pod did not become Ready (last: phase, ready, restarts, "
@@ -396,6 +395,7 @@ class Test:
                                                           marks["ready"]))
         _, _, restarts, _ = pod_state(self.hk)
         assert restarts >= 1, restarts
+        assert self.cid != old, "the same container %s after the kill" % old
         self.check_process()
         node = self.ik.get("node", "inner-1")
         assert node, "inner-1 is gone after the restart"
