@@ -56,8 +56,6 @@ SRC = os.environ.get("KE_SOURCE_DIR") or os.path.abspath(
 BIN = os.environ.get("KE_BIN_DIR", os.path.join(SRC, "build"))
 sys.path.insert(0, os.path.join(SRC, "tests", "support"))
 KUBECTL = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"
-NS = "kubeedge"
-POD = "cloudcore-0"
 UID = 65532
 
 
@@ -141,9 +139,9 @@ def node_ready(kube, name):
                for c in n.get("status", {}).get("conditions", []))
 
 
-def pod_state(kube):
+def pod_state(kube, ns, pod):
     """(phase, ready, restartCount, containerID) of the pod."""
-    p = kube.get("pod", "-n", NS, POD)
+    p = kube.get("pod", "-n", ns, pod)
     if not p:
         return None, False, 0, ""
     st = p.get("status", {})
@@ -173,14 +171,16 @@ def metric(port, name):
     return None
 
 
-def wait_pod_ready(kube, http_port, since, what, min_restarts=0, seconds=120):
-    """Polls the host API and /healthz until the pod is Ready with at least
-    min_restarts restarts; returns (running, healthz, ready) times after since."""
+def wait_pod_ready(kube, v, c, since, what, min_restarts=0, seconds=120):
+    """Polls the host API and /healthz until component c's pod of variant v
+    is Ready with at least min_restarts restarts; returns the times after
+    since it was seen running, answering /healthz 200 and Ready."""
+    http_port = v.ports[c]["http"][1]
     marks = {}
     last = None
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        phase, ready, restarts, cid = pod_state(kube)
+        phase, ready, restarts, cid = pod_state(kube, v.ns, c + "-0")
         last = (phase, ready, restarts, cid)
         if restarts >= min_restarts and phase == "Running" and cid:
             marks.setdefault("running", time.monotonic())
@@ -188,11 +188,11 @@ def wait_pod_ready(kube, http_port, since, what, min_restarts=0, seconds=120):
                 marks.setdefault("healthz", time.monotonic())
             if ready:
                 marks.setdefault("healthz", marks["running"])
-                marks["ready"] = max(marks["healthz"], marks["running"])
-                return {k: v - since for k, v in marks.items()}, cid
+                marks["ready"] = time.monotonic()
+                return {k: t - since for k, t in marks.items()}, cid
         time.sleep(0.05)
-    raise AssertionError("%s: the pod did not become Ready (last: phase, ready, restarts, "
-                         "container = %s)" % (what, last))
+    raise AssertionError("%s: %s-0 did not become Ready (last: phase, ready, restarts, "
+                         "container = %s)" % (what, c, last))
 
 
 def task_pid(sock, cid):
@@ -212,6 +212,28 @@ def proc_field(pid, key):
     return None
 
 
+class Variant:
+    """One deployment of deploy/kubernetes: its components (ConfigMap,
+    StatefulSet, container and program share the name), the one whose
+    CloudHub the edge joins and the one whose Kubernetes API it reads."""
+
+    def __init__(self, name, ns, files, hub, api, node):
+        self.name, self.ns, self.files, self.hub, self.api, self.node = \
+            name, ns, files, hub, api, node
+        self.comps = [c for _, c in files]
+        self.cid = {}
+        self.edge = self.edge_log = None
+
+
+VARIANTS = [
+    Variant("single", "kubeedge", [("cloudcore.yaml", "cloudcore")], "cloudcore", "cloudcore",
+            "inner-1"),
+    Variant("split", "kubeedge-split", [("split/cloudhub.yaml", "cloudhub"),
+                                        ("split/edgecontroller.yaml", "edgecontroller")],
+            "cloudhub", "edgecontroller", "inner-2"),
+]
+
+
 class Test:
     def __init__(self):
         self.tmp = tempfile.mkdtemp(prefix="ke-deploy-pods-")
@@ -220,27 +242,31 @@ class Test:
         self.ctrd = os.path.join(self.tmp, "ctrd")
         self.sock = os.path.join(self.ctrd, "containerd.sock")
         self.ctrd_started = False
-        self.inner_edge = None
-        self.inner_log = None
 
     # ---- the host cluster: cloudcore + host-1 with Edged on containerd ----
     def start_host(self):
         ver = version()
         out = os.path.join(self.tmp, "images")
+        names = sorted({c for v in VARIANTS for c in v.comps})
         t0 = time.monotonic()
-        run([os.path.join(SRC, "tools", "image.sh"), "--build", BIN, "--out", out, "cloudcore"])
-        archive = os.path.join(out, "cloudcore-%s.oci.tar" % ver)
-        assert os.path.isfile(archive), archive
-        self.image = "localhost/kubeedge-c/cloudcore:%s" % ver
-        say("image built: %s (%.1f s)" % (os.path.basename(archive), time.monotonic() - t0))
+        run([os.path.join(SRC, "tools", "image.sh"), "--build", BIN, "--out", out] + names)
+        self.images = {}
+        archives = []
+        for n in names:
+            archives.append(os.path.join(out, "%s-%s.oci.tar" % (n, ver)))
+            assert os.path.isfile(archives[-1]), archives[-1]
+            self.images[n] = "localhost/kubeedge-c/%s:%s" % (n, ver)
+        say("images built: %s (%.1f s)" % (", ".join(names), time.monotonic() - t0))
 
         self.ctrd_started = True
         run([os.path.join(SRC, "tools", "images", "containerd.sh"), self.ctrd],
             env=dict(os.environ, KE_IMAGE_CACHE=os.path.join(BIN, "test-images")))
-        run(["ctr", "-a", self.sock, "-n", "k8s.io", "images", "import", archive])
+        for a in archives:
+            run(["ctr", "-a", self.sock, "-n", "k8s.io", "images", "import", a])
         images = run(["ctr", "-a", self.sock, "-n", "k8s.io", "images", "ls", "-q"]).split()
-        assert self.image in images, images
-        say("private containerd up; %s and localhost/pause:1.0 imported" % self.image)
+        for i in self.images.values():
+            assert i in images, (i, images)
+        say("private containerd up; the images and localhost/pause:1.0 imported")
 
         self.host = kecluster.Cluster(node="host-1", edge_flags=[
             "--modules.edged.enable=true",
@@ -256,92 +282,115 @@ class Test:
         wait_for(lambda: node_ready(self.hk, "host-1"), "host-1 Ready on the host cluster")
         say("host cluster: cloudcore and host-1 (Edged on the private containerd) Ready")
 
-    # ---- the pod from deploy/kubernetes ----
-    def objects(self):
-        self.grpc, self.http, self.kubeapi = free_port(), free_port(), free_port()
-        self.kdir = os.path.join(self.tmp, "inner-cloud")
-        run([KEADM, "init", "--kubernetes", "--dir", self.kdir, "--external-address", "127.0.0.1",
-             "--kubeapi-server", "127.0.0.1:%d" % self.kubeapi])
-        with open(os.path.join(self.kdir, "cloudcore-secret.yaml")) as f:
+    # ---- the pods from deploy/kubernetes ----
+    def objects(self, v):
+        """The Secret, and each component's ConfigMap and Pod, for v."""
+        v.dir = os.path.join(self.tmp, v.name)
+        os.mkdir(v.dir)
+        docs = {}
+        for f, c in v.files:
+            with open(os.path.join(SRC, "deploy", "kubernetes", f)) as fh:
+                docs[c] = [d for d in yaml.safe_load_all(fh) if d]
+        # every container port of every component: a free port
+        v.ports = {}
+        for c in v.comps:
+            sts = next(d for d in docs[c] if d["kind"] == "StatefulSet" and
+                       d["metadata"]["name"] == c)
+            ctr = sts["spec"]["template"]["spec"]["containers"][0]
+            v.ports[c] = {p["name"]: (p["containerPort"], free_port()) for p in ctr["ports"]}
+        v.kdir = os.path.join(v.dir, "init")
+        run([KEADM, "init", "--kubernetes", "--dir", v.kdir, "--external-address", "127.0.0.1",
+             "--kubeapi-server", "127.0.0.1:%d" % v.ports[v.api]["kubeapi"][1]])
+        with open(os.path.join(v.kdir, "cloudcore-secret.yaml")) as f:
             secret = [d for d in yaml.safe_load_all(f) if d]
         assert len(secret) == 1 and secret[0]["kind"] == "Secret", secret
         secret = secret[0]
         assert secret["metadata"]["name"] == "cloudcore-tls", secret["metadata"]
+        assert secret["metadata"]["namespace"] == "kubeedge", secret["metadata"]
+        secret["metadata"]["namespace"] = v.ns
+        out = [secret]
+        for c in v.comps:
+            cm = next(d for d in docs[c] if d["kind"] == "ConfigMap" and d["metadata"]["name"] == c)
+            sts = next(d for d in docs[c] if d["kind"] == "StatefulSet")
+            for d in (cm, sts):
+                assert d["metadata"].get("namespace") == "kubeedge", d["metadata"]
+            # the listen ports: free ones, the machine's network is shared
+            cm = copy.deepcopy(cm)
+            cm["metadata"]["namespace"] = v.ns
+            conf = cm["data"]["cloudcore.yaml"]
+            for name, (old, new) in v.ports[c].items():
+                s = 'listen: "0.0.0.0:%d"' % old
+                assert conf.count(s) == 1, "%s %s: %s not once in the ConfigMap" % (c, name, s)
+                conf = conf.replace(s, 'listen: "0.0.0.0:%d"' % new)
+            # the split controllers reach cloudhub by its Service's name: no
+            # cluster DNS here, its published port on loopback instead (the
+            # certificate names 127.0.0.1: keadm init --external-address)
+            s = 'server: "cloudhub.kubeedge.svc:10000"'
+            if s in conf:
+                conf = conf.replace(s, 'server: "127.0.0.1:%d"' % v.ports["cloudhub"]["grpc"][1])
+            cm["data"]["cloudcore.yaml"] = conf
+            out.append(cm)
 
-        with open(os.path.join(SRC, "deploy", "kubernetes", "cloudcore.yaml")) as f:
-            docs = [d for d in yaml.safe_load_all(f) if d]
-        cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "cloudcore")
-        sts = next(d for d in docs if d["kind"] == "StatefulSet")
-        for d in (secret, cm, sts):
-            assert d["metadata"].get("namespace") == NS, d["metadata"]
+            tmpl = copy.deepcopy(sts["spec"]["template"])
+            spec = tmpl["spec"]
+            spec["nodeName"] = "host-1"
+            spec["hostNetwork"] = True
+            ctr = spec["containers"][0]
+            assert ctr["name"] == c, ctr["name"]
+            assert ctr["image"] == self.images[c], (ctr["image"], self.images[c])
+            for p in ctr["ports"]:
+                p["containerPort"] = v.ports[c][p["name"]][1]
+            claims = [x["metadata"]["name"] for x in sts["spec"]["volumeClaimTemplates"]]
+            assert claims == ["data"], claims
+            data = os.path.join(v.dir, c + "-data")
+            os.mkdir(data, 0o750)
+            os.chown(data, UID, UID)
+            spec.setdefault("volumes", []).append(
+                {"name": "data", "hostPath": {"path": data, "type": "Directory"}})
+            vols = {x["name"] for x in spec["volumes"]}
+            for m in ctr["volumeMounts"]:
+                assert m["name"] in vols, m
+            out.append({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": c + "-0", "namespace": v.ns,
+                                     "labels": tmpl["metadata"]["labels"],
+                                     "annotations": tmpl["metadata"].get("annotations", {})},
+                        "spec": spec})
+        return out
 
-        # the listen ports: free ones, the machine's network is shared
-        cm = copy.deepcopy(cm)
-        conf = cm["data"]["cloudcore.yaml"]
-        ports = {"grpc": (10000, self.grpc), "kubeapi": (6443, self.kubeapi),
-                 "http": (10550, self.http)}
-        for name, (old, new) in ports.items():
-            s = 'listen: "0.0.0.0:%d"' % old
-            assert conf.count(s) == 1, "%s: %s not once in the ConfigMap" % (name, s)
-            conf = conf.replace(s, 'listen: "0.0.0.0:%d"' % new)
-        cm["data"]["cloudcore.yaml"] = conf
-
-        tmpl = copy.deepcopy(sts["spec"]["template"])
-        spec = tmpl["spec"]
-        spec["nodeName"] = "host-1"
-        spec["hostNetwork"] = True
-        ctr = spec["containers"][0]
-        assert ctr["image"] == self.image, (ctr["image"], self.image)
-        for p in ctr["ports"]:
-            p["containerPort"] = ports[p["name"]][1]
-        claims = [c["metadata"]["name"] for c in sts["spec"]["volumeClaimTemplates"]]
-        assert claims == ["data"], claims
-        self.data = os.path.join(self.tmp, "data")
-        os.mkdir(self.data, 0o750)
-        os.chown(self.data, UID, UID)
-        spec.setdefault("volumes", []).append(
-            {"name": "data", "hostPath": {"path": self.data, "type": "Directory"}})
-        # every mount names a volume
-        vols = {v["name"] for v in spec["volumes"]}
-        for m in ctr["volumeMounts"]:
-            assert m["name"] in vols, m
-        pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": POD, "namespace": NS, "labels": tmpl["metadata"]["labels"],
-                            "annotations": tmpl["metadata"].get("annotations", {})},
-               "spec": spec}
-        return secret, cm, pod
-
-    def start_pod(self):
-        secret, cm, pod = self.objects()
-        self.hk.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-        self.hk.create(secret)
-        self.hk.create(cm)
+    def start_pods(self, v):
+        objs = self.objects(v)
+        self.hk.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": v.ns}})
+        for o in objs:
+            if o["kind"] != "Pod":
+                self.hk.create(o)
         t0 = time.monotonic()
-        self.hk.create(pod)
-        try:
-            marks, self.cid = wait_pod_ready(self.hk, self.http, t0, "first start")
-        except AssertionError:
-            p = self.hk.get("pod", "-n", NS, POD)
-            print(json.dumps(p and p.get("status"), indent=1), file=sys.stderr)
-            raise
-        self.cold = marks
-        say("pod %s/%s Running and Ready on host-1: created -> running %.2f s, -> /healthz 200 "
-            "%.2f s, -> Ready %.2f s; cold start (container running -> /healthz 200) %.2f s"
-            % (NS, POD, marks["running"], marks["healthz"], marks["ready"],
-               marks["healthz"] - marks["running"]))
-        self.check_process()
+        for o in objs:
+            if o["kind"] == "Pod":
+                self.hk.create(o)
+        for c in v.comps:
+            try:
+                marks, v.cid[c] = wait_pod_ready(self.hk, v, c, t0, "first start")
+            except AssertionError:
+                p = self.hk.get("pod", "-n", v.ns, c + "-0")
+                print(json.dumps(p and p.get("status"), indent=1), file=sys.stderr)
+                raise
+            say("%s: pod %s/%s-0 Running and Ready on host-1: created -> running %.2f s, "
+                "-> /healthz 200 %.2f s, -> Ready %.2f s; cold start (container running -> "
+                "/healthz 200) %.2f s" % (v.name, v.ns, c, marks["running"], marks["healthz"],
+                                          marks["ready"], marks["healthz"] - marks["running"]))
+            self.check_process(v, c)
 
-    def check_process(self):
-        pid = task_pid(self.sock, self.cid)
-        assert pid, "no running task %s in containerd" % self.cid
+    def check_process(self, v, c):
+        pid = task_pid(self.sock, v.cid[c])
+        assert pid, "no running task %s in containerd" % v.cid[c]
         with open("/proc/%d/cmdline" % pid, "rb") as f:
             cmd = f.read().split(b"\0")
-        assert cmd[0] == b"/usr/bin/cloudcore", cmd
+        assert cmd[0] == ("/usr/bin/" + c).encode(), cmd
         uids, gids = proc_field(pid, "Uid"), proc_field(pid, "Gid")
-        assert uids == [str(UID)] * 4, "cloudcore runs with uids %s" % uids
-        assert gids == [str(UID)] * 4, "cloudcore runs with gids %s" % gids
+        assert uids == [str(UID)] * 4, "%s runs with uids %s" % (c, uids)
+        assert gids == [str(UID)] * 4, "%s runs with gids %s" % (c, gids)
         caps = proc_field(pid, "CapEff")
-        assert caps == ["0000000000000000"], "cloudcore has capabilities %s" % caps
+        assert caps == ["0000000000000000"], "%s has capabilities %s" % (c, caps)
         root = None
         with open("/proc/%d/mountinfo" % pid) as f:
             for line in f:
@@ -349,77 +398,84 @@ class Test:
                 if f_[4] == "/":
                     root = f_[5]
         assert root and root.split(",")[0] == "ro", "root mounted %s, not read-only" % root
-        assert os.path.isfile(os.path.join(self.data, "store.db")), "no store.db on the hostPath"
-        assert os.stat(os.path.join(self.data, "store.db")).st_uid == UID
-        say("cloudcore (pid %d) runs as %d:%d, no capabilities, read-only root (%s), "
-            "store.db on the hostPath" % (pid, UID, UID, root))
+        db = os.path.join(v.dir, c + "-data", "cloudhub.db" if c == "cloudhub" else "store.db")
+        assert os.path.isfile(db), "no %s on the hostPath" % os.path.basename(db)
+        assert os.stat(db).st_uid == UID, "%s not written by %d" % (db, UID)
+        say("%s: %s (pid %d) runs as %d:%d, no capabilities, read-only root (%s), %s on the "
+            "hostPath" % (v.name, c, pid, UID, UID, root, os.path.basename(db)))
         return pid
 
-    # ---- an edge of the containerized cloudcore ----
-    def join_inner(self):
-        token = run([KEADM, "gettoken", "--dir", self.kdir]).strip()
-        edir = os.path.join(self.tmp, "inner-1")
-        run([KEADM, "join", "--cloudhub", "127.0.0.1:%d" % self.grpc, "--token", token,
-             "--node-name", "inner-1", "--dir", edir,
-             "--kubeapi-server", "127.0.0.1:%d" % self.kubeapi])
-        self.inner_log = open(os.path.join(self.tmp, "inner-edgecore.log"), "ab")
-        self.inner_edge = subprocess.Popen(
+    # ---- an edge of the containerized cloud ----
+    def join_inner(self, v):
+        token = run([KEADM, "gettoken", "--dir", v.kdir]).strip()
+        edir = os.path.join(v.dir, v.node)
+        grpc = v.ports[v.hub]["grpc"][1]
+        kubeapi = v.ports[v.api]["kubeapi"][1]
+        run([KEADM, "join", "--cloudhub", "127.0.0.1:%d" % grpc, "--token", token,
+             "--node-name", v.node, "--dir", edir, "--kubeapi-server", "127.0.0.1:%d" % kubeapi])
+        v.edge_log = open(os.path.join(v.dir, "edgecore.log"), "ab")
+        v.edge = subprocess.Popen(
             [EDGECORE, "--config", os.path.join(edir, "edgecore.yaml"),
              "--http.listen=127.0.0.1:0", "--modules.edged.enable=false",
              "--modules.eventbus.enable=false",
              "--edgehub.backoff_initial=50ms", "--edgehub.backoff_max=500ms"],
-            stdout=subprocess.PIPE, stderr=self.inner_log, text=True)
-        read_ready(self.inner_edge, "inner-1's edgecore")
-        self.ik = Kube(os.path.join(self.kdir, "admin.kubeconfig"))
-        wait_for(lambda: node_ready(self.ik, "inner-1"), "inner-1 Ready on the pod's cloudcore")
-        self.ik.create({"apiVersion": "v1", "kind": "ConfigMap",
-                        "metadata": {"name": "survivor", "namespace": "default"},
-                        "data": {"written": "before the kill"}})
-        wait_for(lambda: metric(self.http, "ke_cloudhub_nodes_connected") == 1,
+            stdout=subprocess.PIPE, stderr=v.edge_log, text=True)
+        read_ready(v.edge, v.node + "'s edgecore")
+        v.kube = Kube(os.path.join(v.kdir, "admin.kubeconfig"))
+        wait_for(lambda: node_ready(v.kube, v.node), "%s Ready on the pod's API" % v.node)
+        v.kube.create({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": "survivor", "namespace": "default"},
+                       "data": {"written": "before the kill"}})
+        hub_http = v.ports[v.hub]["http"][1]
+        wait_for(lambda: metric(hub_http, "ke_cloudhub_nodes_connected") == 1,
                  "ke_cloudhub_nodes_connected 1")
-        say("inner-1 joined the containerized cloudcore through 127.0.0.1:%d and is Ready; "
+        say("%s: %s joined the containerized CloudHub through 127.0.0.1:%d and is Ready; "
             "ConfigMap default/survivor created through its API on 127.0.0.1:%d"
-            % (self.grpc, self.kubeapi))
+            % (v.name, v.node, grpc, kubeapi))
 
-    # ---- kill the container; Edged restarts it ----
-    def kill_and_restart(self):
-        old = self.cid
-        pid = task_pid(self.sock, old)
+    # ---- kill the containers; Edged restarts them ----
+    def kill_and_restart(self, v):
+        old = dict(v.cid)
+        pids = [task_pid(self.sock, old[c]) for c in v.comps]
         t0 = time.monotonic()
-        run(["ctr", "-a", self.sock, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", old])
-        wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
-                 open("/proc/%d/stat" % pid).read().split()[2] == "Z", "the process to die")
-        marks, self.cid = wait_pod_ready(self.hk, self.http, t0, "after SIGKILL", min_restarts=1)
-        say("container killed (SIGKILL) and restarted by Edged: kill -> running %.2f s, "
-            "-> /healthz 200 %.2f s, -> Ready %.2f s" % (marks["running"], marks["healthz"],
-                                                          marks["ready"]))
-        _, _, restarts, _ = pod_state(self.hk)
-        assert restarts >= 1, restarts
-        assert self.cid != old, "the same container %s after the kill" % old
-        self.check_process()
-        node = self.ik.get("node", "inner-1")
-        assert node, "inner-1 is gone after the restart"
-        cm = self.ik.get("configmap", "-n", "default", "survivor")
+        for c in v.comps:
+            run(["ctr", "-a", self.sock, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", old[c]])
+        for pid in pids:
+            wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
+                     open("/proc/%d/stat" % pid).read().split()[2] == "Z", "the process to die")
+        for c in v.comps:
+            marks, v.cid[c] = wait_pod_ready(self.hk, v, c, t0, "after SIGKILL", min_restarts=1)
+            say("%s: %s killed (SIGKILL) and restarted by Edged: kill -> running %.2f s, "
+                "-> /healthz 200 %.2f s, -> Ready %.2f s" % (v.name, c, marks["running"],
+                                                              marks["healthz"], marks["ready"]))
+            restarts = pod_state(self.hk, v.ns, c + "-0")[2]
+            assert restarts >= 1, restarts
+            assert v.cid[c] != old[c], "the same container %s after the kill" % old[c]
+            self.check_process(v, c)
+        assert v.kube.get("node", v.node), "%s is gone after the restart" % v.node
+        cm = v.kube.get("configmap", "-n", "default", "survivor")
         assert cm and cm.get("data") == {"written": "before the kill"}, cm
-        wait_for(lambda: metric(self.http, "ke_cloudhub_nodes_connected") == 1,
-                 "inner-1 reconnected (ke_cloudhub_nodes_connected 1)")
-        wait_for(lambda: node_ready(self.ik, "inner-1"), "inner-1 Ready after the restart")
-        assert self.inner_edge.poll() is None, "inner-1's edgecore exited"
-        say("after the restart: node inner-1 and ConfigMap default/survivor still there; "
-            "inner-1 reconnected and Ready (restartCount %d)" % restarts)
+        hub_http = v.ports[v.hub]["http"][1]
+        wait_for(lambda: metric(hub_http, "ke_cloudhub_nodes_connected") == 1,
+                 "%s reconnected (ke_cloudhub_nodes_connected 1)" % v.node)
+        wait_for(lambda: node_ready(v.kube, v.node), "%s Ready after the restart" % v.node)
+        assert v.edge.poll() is None, "%s's edgecore exited" % v.node
+        say("%s: after the restart: node %s and ConfigMap default/survivor still there; "
+            "%s reconnected and Ready" % (v.name, v.node, v.node))
 
     def cleanup(self):
-        if self.inner_edge:
-            if self.inner_edge.poll() is None:
-                self.inner_edge.terminate()
-                try:
-                    self.inner_edge.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    self.inner_edge.kill()
-                    self.inner_edge.wait()
-            self.inner_edge.stdout.close()
-        if self.inner_log:
-            self.inner_log.close()
+        for v in VARIANTS:
+            if v.edge:
+                if v.edge.poll() is None:
+                    v.edge.terminate()
+                    try:
+                        v.edge.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        v.edge.kill()
+                        v.edge.wait()
+                v.edge.stdout.close()
+            if v.edge_log:
+                v.edge_log.close()
         if self.host:
             try:
                 self.host.cleanup()
@@ -439,14 +495,15 @@ def main():
     ok = False
     try:
         t.start_host()
-        t.start_pod()
-        t.join_inner()
-        t.kill_and_restart()
+        for v in VARIANTS:
+            t.start_pods(v)
+            t.join_inner(v)
+            t.kill_and_restart(v)
         ok = True
     except BaseException:
         logs = [os.path.join(t.host.tmp, n) for n in ("cloudcore.log", "edgecore.log")] \
             if t.host else []
-        logs.append(os.path.join(t.tmp, "inner-edgecore.log"))
+        logs += [os.path.join(t.tmp, v.name, "edgecore.log") for v in VARIANTS]
         for root, _, files in os.walk(os.path.join(t.tmp, "edged")):
             logs += [os.path.join(root, f) for f in files if f.endswith(".log")]
         for path in logs:
