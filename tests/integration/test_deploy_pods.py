@@ -32,6 +32,15 @@ project's own Edged and containerd (issue #15, acceptance 1).
   and the ConfigMap are still there and inner-1's edgecore is connected
   again (ke_cloudhub_nodes_connected 1, node Ready).
 
+The same for the split variant (deploy/kubernetes/split: the pods
+cloudhub-0 and edgecontroller-0 from their own keadm init, in namespace
+kubeedge-split; edge inner-2 joins cloudhub, the API is edgecontroller's;
+both containers are killed at once). Its controllers reach cloudhub by the
+Service name cloudhub.kubeedge.svc, which needs cluster DNS: hub.server is
+moved to cloudhub's published port on 127.0.0.1.
+
+Edged has no Services, so the pods are reached on host-1's network.
+
 Prints the cold start (container running -> /healthz 200 -> Ready) and the
 restart (kill -> Ready); nothing asserts on time.
 
@@ -171,28 +180,36 @@ def metric(port, name):
     return None
 
 
-def wait_pod_ready(kube, v, c, since, what, min_restarts=0, seconds=120):
-    """Polls the host API and /healthz until component c's pod of variant v
-    is Ready with at least min_restarts restarts; returns the times after
-    since it was seen running, answering /healthz 200 and Ready."""
-    http_port = v.ports[c]["http"][1]
-    marks = {}
-    last = None
+def wait_pods_ready(kube, v, since, what, min_restarts=0, seconds=120):
+    """Polls the host API and /healthz until every component's pod of
+    variant v is Ready with at least min_restarts restarts; returns, for
+    each, the times after since its container was seen running, answering
+    /healthz 200 and Ready, and its container id."""
+    marks = {c: {} for c in v.comps}
+    done = {}
+    last = {}
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        phase, ready, restarts, cid = pod_state(kube, v.ns, c + "-0")
-        last = (phase, ready, restarts, cid)
-        if restarts >= min_restarts and phase == "Running" and cid:
-            marks.setdefault("running", time.monotonic())
-            if healthz(http_port):
-                marks.setdefault("healthz", time.monotonic())
-            if ready:
-                marks.setdefault("healthz", marks["running"])
-                marks["ready"] = time.monotonic()
-                return {k: t - since for k, t in marks.items()}, cid
-        time.sleep(0.05)
-    raise AssertionError("%s: %s-0 did not become Ready (last: phase, ready, restarts, "
-                         "container = %s)" % (what, c, last))
+    while time.monotonic() < end and len(done) < len(v.comps):
+        for c in v.comps:
+            if c in done:
+                continue
+            m = marks[c]
+            phase, ready, restarts, cid = pod_state(kube, v.ns, c + "-0")
+            last[c] = (phase, ready, restarts, cid)
+            if restarts >= min_restarts and phase == "Running" and cid:
+                m.setdefault("running", time.monotonic())
+                if healthz(v.ports[c]["http"][1]):
+                    m.setdefault("healthz", time.monotonic())
+                if ready:
+                    m.setdefault("healthz", m["running"])
+                    m["ready"] = time.monotonic()
+                    done[c] = ({k: t - since for k, t in m.items()}, cid)
+        if len(done) < len(v.comps):
+            time.sleep(0.05)
+    if len(done) < len(v.comps):
+        raise AssertionError("%s: not Ready: %s (last: phase, ready, restarts, container = %s)"
+                             % (what, [c for c in v.comps if c not in done], last))
+    return done
 
 
 def task_pid(sock, cid):
@@ -367,13 +384,15 @@ class Test:
         for o in objs:
             if o["kind"] == "Pod":
                 self.hk.create(o)
-        for c in v.comps:
-            try:
-                marks, v.cid[c] = wait_pod_ready(self.hk, v, c, t0, "first start")
-            except AssertionError:
+        try:
+            done = wait_pods_ready(self.hk, v, t0, "first start")
+        except AssertionError:
+            for c in v.comps:
                 p = self.hk.get("pod", "-n", v.ns, c + "-0")
                 print(json.dumps(p and p.get("status"), indent=1), file=sys.stderr)
-                raise
+            raise
+        for c in v.comps:
+            marks, v.cid[c] = done[c]
             say("%s: pod %s/%s-0 Running and Ready on host-1: created -> running %.2f s, "
                 "-> /healthz 200 %.2f s, -> Ready %.2f s; cold start (container running -> "
                 "/healthz 200) %.2f s" % (v.name, v.ns, c, marks["running"], marks["healthz"],
@@ -443,8 +462,9 @@ class Test:
         for pid in pids:
             wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
                      open("/proc/%d/stat" % pid).read().split()[2] == "Z", "the process to die")
+        done = wait_pods_ready(self.hk, v, t0, "after SIGKILL", min_restarts=1)
         for c in v.comps:
-            marks, v.cid[c] = wait_pod_ready(self.hk, v, c, t0, "after SIGKILL", min_restarts=1)
+            marks, v.cid[c] = done[c]
             say("%s: %s killed (SIGKILL) and restarted by Edged: kill -> running %.2f s, "
                 "-> /healthz 200 %.2f s, -> Ready %.2f s" % (v.name, c, marks["running"],
                                                               marks["healthz"], marks["ready"]))
