@@ -526,6 +526,8 @@ static int project(const json_t *pod, const json_t *src, const char *kind, const
     int optional = json_is_true(json_object_get(src, "optional"));
     json_int_t dm = json_integer_value(json_object_get(src, "defaultMode"));
     mode_t defmode = json_object_get(src, "defaultMode") ? (mode_t)(dm & 0777) : 0644;
+    const json_t *fsgroup =
+        json_object_get(json_object_get(json_object_get(pod, "spec"), "securityContext"), "fsGroup");
     if (!name) {
         why_set(why, cap, "CreateContainerConfigError: a %s volume names no %s", kind,
                 strcmp(kind, "Secret") == 0 ? "secretName" : "name");
@@ -589,6 +591,10 @@ static int project(const json_t *pod, const json_t *src, const char *kind, const
         *slash = '/';
         if (rc == 0)
             rc = write_atomic(path, val, len, (mode_t)json_integer_value(json_object_get(w, "mode")));
+        /* securityContext.fsGroup: the file's group, as the kubelet makes
+         * it, so a non-root container of that group reads its keys */
+        if (rc == 0 && json_is_integer(fsgroup))
+            rc = chown(path, (uid_t)-1, (gid_t)json_integer_value(fsgroup));
         free(val);
         if (rc != 0) {
             why_set(why, cap, "CreateContainerConfigError: cannot write %s: %s", path,
@@ -848,6 +854,28 @@ Runtime__V1__ContainerConfig *podspec_container(podspec_arena *a, const json_t *
         runtime__v1__int64_value__init(u);
         u->value = json_integer_value(uid);
         sec->run_as_user = u;
+    }
+    const json_t *gid = json_object_get(sc, "runAsGroup");
+    if (!gid)
+        gid = json_object_get(psc, "runAsGroup");
+    if (json_is_integer(gid)) {
+        Runtime__V1__Int64Value *g = ar_alloc(a, sizeof(*g));
+        runtime__v1__int64_value__init(g);
+        g->value = json_integer_value(gid);
+        sec->run_as_group = g;
+    }
+    /* fsGroup and supplementalGroups: the process's supplementary groups */
+    size_t ng = json_array_size(json_object_get(psc, "supplementalGroups")) +
+                (json_is_integer(json_object_get(psc, "fsGroup")) ? 1 : 0);
+    if (ng && (sec->supplemental_groups = ar_alloc(a, ng * sizeof(int64_t)))) {
+        size_t gi;
+        const json_t *gv;
+        json_array_foreach(json_object_get(psc, "supplementalGroups"), gi, gv)
+            if (json_is_integer(gv))
+                sec->supplemental_groups[sec->n_supplemental_groups++] = json_integer_value(gv);
+        if (json_is_integer(json_object_get(psc, "fsGroup")))
+            sec->supplemental_groups[sec->n_supplemental_groups++] =
+                json_integer_value(json_object_get(psc, "fsGroup"));
     }
     sec->readonly_rootfs = json_is_true(json_object_get(sc, "readOnlyRootFilesystem"));
     sec->privileged = json_is_true(json_object_get(sc, "privileged"));
