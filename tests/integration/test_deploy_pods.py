@@ -58,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 SRC = os.environ.get("KE_SOURCE_DIR") or os.path.abspath(
@@ -167,6 +168,19 @@ def healthz(port):
             return r.status == 200
     except Exception:
         return False
+
+
+def edge_has(port, plural, name):
+    """Whether edgecore's MetaServer on port answers the object (its store
+    holds it): 200, or 404 while it has not arrived."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/api/v1/namespaces/default/%s/%s"
+                                    % (port, plural, name), timeout=5) as r:
+            return r.status == 200 and json.loads(r.read())["metadata"]["name"] == name
+    except urllib.error.HTTPError as e:
+        if e.code == 404:
+            return False
+        raise
 
 
 def metric(port, name):
@@ -433,10 +447,12 @@ class Test:
         run([KEADM, "join", "--cloudhub", "127.0.0.1:%d" % grpc, "--token", token,
              "--node-name", v.node, "--dir", edir, "--kubeapi-server", "127.0.0.1:%d" % kubeapi])
         v.edge_log = open(os.path.join(v.dir, "edgecore.log"), "ab")
+        v.metaserver = free_port()  # what reached the edge, read from its own store
         v.edge = subprocess.Popen(
             [EDGECORE, "--config", os.path.join(edir, "edgecore.yaml"),
              "--http.listen=127.0.0.1:0", "--modules.edged.enable=false",
-             "--modules.eventbus.enable=false",
+             "--modules.eventbus.enable=false", "--modules.metaserver.enable=true",
+             "--modules.metaserver.listen=127.0.0.1:%d" % v.metaserver,
              "--edgehub.backoff_initial=50ms", "--edgehub.backoff_max=500ms"],
             stdout=subprocess.PIPE, stderr=v.edge_log, text=True)
         read_ready(v.edge, v.node + "'s edgecore")
@@ -451,6 +467,20 @@ class Test:
         say("%s: %s joined the containerized CloudHub through 127.0.0.1:%d and is Ready; "
             "ConfigMap default/survivor created through its API on 127.0.0.1:%d"
             % (v.name, v.node, grpc, kubeapi))
+        # a pod applied through the pod's API (edgecontroller's, in the split
+        # variant) reaches the edge through the pod's CloudHub, with the
+        # ConfigMap it references
+        v.kube.create({"apiVersion": "v1", "kind": "Pod",
+                       "metadata": {"name": "delivered", "namespace": "default"},
+                       "spec": {"nodeName": v.node, "containers": [{
+                           "name": "c", "image": "localhost/busybox:1.0",
+                           "envFrom": [{"configMapRef": {"name": "survivor"}}]}]}})
+        wait_for(lambda: edge_has(v.metaserver, "pods", "delivered"),
+                 "pod default/delivered in %s's store" % v.node)
+        wait_for(lambda: edge_has(v.metaserver, "configmaps", "survivor"),
+                 "ConfigMap default/survivor in %s's store" % v.node)
+        say("%s: pod default/delivered and its ConfigMap reached %s (its MetaServer answers "
+            "them from the edge store)" % (v.name, v.node))
 
     # ---- kill the containers; Edged restarts them ----
     def kill_and_restart(self, v):

@@ -231,6 +231,45 @@ static void test_volumes_written_with_modes_and_refreshed(void **state)
     json_decref(pod);
 }
 
+/* fsGroup: projected files get the pod's group (as a kubelet gives them)
+ * so a non-root process of that group reads a 0440 Secret; runAsGroup and
+ * supplementalGroups + fsGroup reach the container's CRI security context. */
+static void test_groups_for_non_root_pods(void **state)
+{
+    (void)state;
+    json_t *pod = parse(
+        "{\"metadata\":{\"name\":\"p\",\"namespace\":\"default\",\"uid\":\"uid-1\"},"
+        "\"spec\":{\"securityContext\":{\"runAsUser\":65532,\"runAsGroup\":65532,"
+        "\"fsGroup\":65533,\"supplementalGroups\":[7]},"
+        "\"containers\":[{\"name\":\"c\",\"image\":\"i\",\"securityContext\":"
+        "{\"runAsGroup\":65534,\"readOnlyRootFilesystem\":true}}],"
+        "\"volumes\":[{\"name\":\"sec\",\"secret\":{\"secretName\":\"s\",\"defaultMode\":288}}]}}");
+    podspec_ctx c = ctx();
+    char why[512] = "", path[512];
+    assert_int_equal(podspec_volumes(pod, &c, why, sizeof(why)), 0);
+    struct stat sb;
+    snprintf(path, sizeof(path), "%s/volumes/sec/token", pod_dir);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0440);
+    if (geteuid() == 0) /* only root can give a file away */
+        assert_int_equal(sb.st_gid, 65533);
+    podspec_arena *a = podspec_arena_new();
+    Runtime__V1__ContainerConfig *cc =
+        podspec_container(a, pod, json_array_get(json_object_get(json_object_get(pod, "spec"),
+                                                                 "containers"), 0),
+                          &c, 0, why, sizeof(why));
+    assert_non_null(cc);
+    Runtime__V1__LinuxContainerSecurityContext *sec = cc->linux->security_context;
+    assert_int_equal(sec->run_as_user->value, 65532);
+    assert_int_equal(sec->run_as_group->value, 65534); /* the container's wins */
+    assert_int_equal(sec->n_supplemental_groups, 2);
+    assert_int_equal(sec->supplemental_groups[0], 7);
+    assert_int_equal(sec->supplemental_groups[1], 65533);
+    assert_true(sec->readonly_rootfs);
+    podspec_arena_free(a);
+    json_decref(pod);
+}
+
 static void expect_volume_error(const char *volumes_json, const char *reason_part)
 {
     char text[1024];
@@ -312,6 +351,7 @@ int main(void)
         cmocka_unit_test(test_env_from_configmap_secret_fields),
         cmocka_unit_test(test_container_errors_name_what_is_wrong),
         cmocka_unit_test(test_volumes_written_with_modes_and_refreshed),
+        cmocka_unit_test(test_groups_for_non_root_pods),
         cmocka_unit_test(test_bad_volumes_refused_and_nothing_escapes),
         cmocka_unit_test(test_sandbox_labels_and_network),
     };
