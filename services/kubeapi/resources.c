@@ -63,6 +63,22 @@ static enum MHD_Result deny(struct MHD_Connection *c, int code, const char *why,
     return ka_send_status(c, 500, "InternalError", why, p->kind, p->name);
 }
 
+/* load_json parses the request's body (`what` names it in the reason):
+ * the JSON value, or NULL with "the <what> is empty" / "the <what> is not
+ * valid JSON: ... (line L, column C)" in msg. */
+static json_t *load_json(const ka_req *r, size_t flags, const char *what, char *msg,
+                         size_t len)
+{
+    json_error_t je;
+    json_t *v = r->len ? json_loadb(r->body, r->len, flags, &je) : NULL;
+    if (!v && !r->len)
+        snprintf(msg, len, "the %s is empty", what);
+    else if (!v)
+        ke_err_why(0, msg, len, "the %s is not valid JSON: %s (line %d, column %d)", what,
+                   je.text, je.line, je.column);
+    return v;
+}
+
 /* parse_body reads the request body as a JSON object. On failure it has
  * answered 400 and returns NULL. */
 static json_t *parse_body(struct MHD_Connection *c, ka_req *r, enum MHD_Result *res)
@@ -84,17 +100,9 @@ static json_t *parse_body(struct MHD_Connection *c, ka_req *r, enum MHD_Result *
                                   NULL, NULL);
         return o;
     }
-    json_error_t je;
-    json_t *o = r->len ? json_loadb(r->body, r->len, JSON_REJECT_DUPLICATES, &je) : NULL;
+    char msg[400];
+    json_t *o = load_json(r, JSON_REJECT_DUPLICATES, "request body", msg, sizeof(msg));
     if (!o) {
-        char msg[400];
-        if (!r->len)
-            snprintf(msg, sizeof(msg), "the request has no body");
-        else {
-            ke_err_oneline(je.text);
-            snprintf(msg, sizeof(msg), "the body is not valid JSON: %s (line %d, column %d)",
-                     je.text, je.line, je.column);
-        }
         *res = ka_send_status(c, 400, "BadRequest", msg, NULL, NULL);
         return NULL;
     }
@@ -461,19 +469,10 @@ static enum MHD_Result do_patch(kubeapi *ka, struct MHD_Connection *c, ka_req *r
                               "types include: application/json-patch+json, "
                               "application/merge-patch+json, application/apply-patch+yaml",
                               p->kind, p->name);
-    json_error_t je;
-    json_t *patch = r->len ? json_loadb(r->body, r->len, 0, &je) : NULL;
-    if (!patch) {
-        char msg[400];
-        if (!r->len)
-            snprintf(msg, sizeof(msg), "the patch is empty");
-        else {
-            ke_err_oneline(je.text);
-            snprintf(msg, sizeof(msg), "the patch is not valid JSON: %s (line %d, column %d)",
-                     je.text, je.line, je.column);
-        }
+    char msg[400];
+    json_t *patch = load_json(r, 0, "patch", msg, sizeof(msg));
+    if (!patch)
         return ka_send_status(c, 400, "BadRequest", msg, p->kind, p->name);
-    }
     if (type == JSON_PATCH ? !json_is_array(patch) : !json_is_object(patch)) {
         json_decref(patch);
         return ka_send_status(c, 400, "BadRequest",
