@@ -97,8 +97,15 @@ for n in cloudcore cloudhub edgecontroller edgecore; do
     done
   done
   [ ! -f "$tmp/unresolved" ] || fail "$n: $(cat "$tmp/unresolved"), which the image lacks"
-  chroot --userspec=65532:65532 "$rootfs" "/usr/bin/$n" --help > "$tmp/help.out" 2>&1 \
-    || { cat "$tmp/help.out" >&2; fail "$n --help fails with only the image's files"; }
+  if ! chroot --userspec=65532:65532 "$rootfs" "/usr/bin/$n" --help > "$tmp/help.out" 2>&1; then
+    # A sanitizer build's leak check at exit needs /proc, which the bare
+    # root lacks (and its options are read from /proc too): the program
+    # started from the image's files and printed its help, then failed
+    # only in that check.
+    grep -q '^Usage: ' "$tmp/help.out" &&
+      grep -q 'LeakSanitizer has encountered a fatal error' "$tmp/help.out" ||
+      { cat "$tmp/help.out" >&2; fail "$n --help fails with only the image's files"; }
+  fi
   rm -rf "$tmp/x/$n"
   say "$n: one layer, no shell, starts as 65532 from its own files"
 done
