@@ -268,7 +268,7 @@ enum MHD_Result ka_serve_discovery(kubeapi *ka, struct MHD_Connection *c, ka_req
     if (strncmp(r->url, "/apis", 5) == 0)
         return ka_send_json(c, 200, group_list(), NULL);
     char addr[64];
-    snprintf(addr, sizeof(addr), "0.0.0.0:%d", ka->port);
+    snprintf(addr, sizeof(addr), "0.0.0.0:%d", atomic_load(&ka->port));
     return ka_send_json(c, 200,
                         json_pack("{s:s, s:[s], s:[{s:s, s:s}]}", "kind", "APIVersions",
                                   "versions", "v1", "serverAddressByClientCIDRs", "clientCIDR",

@@ -349,8 +349,9 @@ int kubeapi_start(const kubeapi_config *cfg, kubeapi **out)
         goto fail;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(ka->d, MHD_DAEMON_INFO_BIND_PORT);
-    ka->port = info ? (int)info->port : 0;
-    ke_log_info(KA_MOD, "serving the Kubernetes API listen=%s port=%d", cfg->listen, ka->port);
+    atomic_store(&ka->port, info ? (int)info->port : 0);
+    ke_log_info(KA_MOD, "serving the Kubernetes API listen=%s port=%d", cfg->listen,
+                atomic_load(&ka->port));
     *out = ka;
     return 0;
 fail:
@@ -363,7 +364,7 @@ fail:
     return rc;
 }
 
-int kubeapi_port(const kubeapi *ka) { return ka ? ka->port : 0; }
+int kubeapi_port(const kubeapi *ka) { return ka ? atomic_load(&ka->port) : 0; }
 
 void kubeapi_stop(kubeapi *ka)
 {

@@ -28,7 +28,7 @@ struct kubeapi {
     kubeapi_config cfg;
     struct MHD_Daemon *d;
     char *ca, *cert, *key;
-    int port;
+    atomic_int port; /* set once serving: requests may read it already */
     pthread_mutex_t mu; /* guards watches; taken before a stream's mu, never after */
     int mu_init;
     atomic_int stopping; /* read by stream readers holding their own mu */
