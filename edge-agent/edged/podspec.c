@@ -102,7 +102,8 @@ static int kv_add(podspec_arena *a, kv_list *l, const ProtobufCMessageDescriptor
     return e->key && e->value ? 0 : -1;
 }
 
-/* why_set: the reason, one line (ke_err_why). */
+/* why_set: the reason, one line (ke_err_why; it returns the code it is
+ * given, 0 here, so nothing is dropped). */
 #define why_set(why, cap, ...) (void)ke_err_why(0, why, cap, __VA_ARGS__)
 
 /* ---- quantities ---- */

@@ -199,7 +199,6 @@ static json_t *group_list(void)
 
 int ka_is_group_path(const char *url)
 {
-    char g[64] = "", v[16] = "";
     if (strcmp(url, "/api/v1") == 0 || strcmp(url, "/api/v1/") == 0)
         return 1;
     if (strncmp(url, "/apis/", 6) != 0)
@@ -207,10 +206,9 @@ int ka_is_group_path(const char *url)
     const char *s = url + 6, *slash = strchr(s, '/');
     if (!slash)
         return 1; /* /apis/G */
-    if ((size_t)(slash - s) >= sizeof(g))
+    if (slash - s >= 64) /* longer than a group name */
         return 0;
     const char *rest = slash + 1, *slash2 = strchr(rest, '/');
-    (void)v;
     return !*rest || !slash2 || !slash2[1];
 }
 
