@@ -71,26 +71,24 @@ int ch_resource_node(const char *resource, char *buf, size_t len)
 int ch_auth_node(cloudhub *ch, ke_rpc_call *call, char *node, size_t len, char *why,
                  size_t whylen)
 {
-    char *pem = NULL, fp[65], cur[65], prev[65], cn[KE_RPC_ID_NAME_MAX];
-    if (ke_rpc_call_peer_cn(call, cn, sizeof(cn)) != 0 || ke_rpc_call_peer_cert(call, &pem) != 0) {
-        snprintf(why, whylen, "a client certificate from the cluster CA is required");
+    char cur[65], prev[65];
+    ke_rpc_identity id;
+    int rc = ke_rpc_call_identity(call, &id); /* TLS verified the chain */
+    if (rc != 0 || id.kind != KE_RPC_ID_CERT) {
+        snprintf(why, whylen, rc == 0 || rc == KE_ETLS
+                                  ? "a client certificate from the cluster CA is required"
+                                  : "unreadable client certificate");
         return KE_RPC_UNAUTHENTICATED;
     }
     /* "system:node:<name>", or a bare "<name>" from before node naming */
     size_t pl = strlen(CLOUDHUB_NODE_CN_PREFIX);
-    const char *name = strncmp(cn, CLOUDHUB_NODE_CN_PREFIX, pl) == 0 ? cn + pl : cn;
+    const char *name = strncmp(id.user, CLOUDHUB_NODE_CN_PREFIX, pl) == 0 ? id.user + pl : id.user;
     if (strlen(name) >= len) {
-        free(pem);
         snprintf(why, whylen, "client certificate: not a node certificate");
         return KE_RPC_PERMISSION_DENIED;
     }
     snprintf(node, len, "%s", name);
-    int rc = ke_pki_cert_fingerprint(pem, fp); /* verified by TLS already */
-    free(pem);
-    if (rc != 0) {
-        snprintf(why, whylen, "unreadable client certificate");
-        return KE_RPC_UNAUTHENTICATED;
-    }
+    const char *fp = id.fingerprint;
     pthread_mutex_lock(&ch->mu);
     rc = ch_store_node_get(ch, node, cur, prev, NULL);
     pthread_mutex_unlock(&ch->mu);
