@@ -263,6 +263,7 @@ static const method_rule methods[] = {
     {"/ke.v1.CloudHub/Renew", M_NODE_SELF, "renew", NULL},
     {"/ke.v1.CloudHub/Tunnel", M_NODE_SELF, "open", NULL},
     {"/ke.v1.Hub/Publish", M_HUB, "publish", NULL},
+    {"/ke.v1.Hub/PublishBatch", M_HUB, "publish", NULL},
     {"/ke.v1.Hub/Subscribe", M_HUB, "subscribe", NULL},
     {"/ke.v1.Hub/ListNodes", M_HUB, "list", NULL},
     {"/ke.v1.Hub/ListNodeObjects", M_HUB, "list", NULL},

@@ -61,6 +61,16 @@ static void metrics_init(ch_metrics *m)
     ke_metrics_counter_new("ke_cloudhub_tombstones_collected_total",
                            "deleted objects rows removed once the node had the delete", NULL,
                            &m->tombstones_collected);
+    ke_metrics_counter_new("ke_cloudhub_write_commits_total",
+                           "transactions of the group-commit writer (publishes)", NULL,
+                           &m->write_commits);
+    ke_metrics_counter_new("ke_cloudhub_write_items_total",
+                           "publishes stored by the group-commit writer (divided by its "
+                           "transactions: the batch size)",
+                           NULL, &m->write_items);
+    ke_metrics_counter_new("ke_cloudhub_write_refused_total",
+                           "publishes refused because the writer's queue was at its bound",
+                           NULL, &m->write_refused);
     ke_metrics_counter_new("ke_cloudhub_joins_total", "nodes joined", NULL, &m->joins);
     ke_metrics_counter_new("ke_cloudhub_join_refusals_total", "join requests refused", NULL,
                            &m->join_refused);
@@ -190,6 +200,8 @@ int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
         goto fail;
     ke_metric_set(ch->m.known, (int64_t)ke_map_len(ch->nodes));
     ke_metric_set(ch->m.connected, 0);
+    if ((rc = ch_writer_start(ch)) != 0)
+        goto fail;
     if (pthread_create(&ch->reaper, NULL, reaper_main, ch) != 0) {
         rc = KE_ENOMEM;
         goto fail;
@@ -239,6 +251,7 @@ void cloudhub_free(cloudhub *ch)
     pthread_mutex_unlock(&ch->mu);
     if (had_reaper)
         pthread_join(ch->reaper, NULL);
+    ch_writer_stop(ch);
     if (ch->nodes) {
         ke_map_each(ch->nodes, node_free, ch);
         ke_map_free(ch->nodes);

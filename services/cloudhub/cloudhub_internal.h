@@ -15,9 +15,12 @@
  *               host through its tunnel (ServiceRequest / ServiceResponse)
  *   tcall.c     tunnel calls: the id, table and per-node list that logs.c
  *               and service.c share for a call waiting on a node's tunnel
+ *   writer.c    the group-commit writer: publishes stored in shared
+ *               transactions by one thread, callers answered after commit
  *
  * Locking: one mutex (ch->mu) guards all of it, SQLite included. It may be
  * held while calling into libke rpc (send/finish/cancel), never the reverse.
+ * The writer's queue has its own mutex (ch->wmu), never held with ch->mu.
  */
 #ifndef CLOUDHUB_INTERNAL_H
 #define CLOUDHUB_INTERNAL_H
@@ -53,6 +56,40 @@ _Static_assert(CH_WINDOW_MAX == CLOUDHUB_WINDOW_MAX, "cloudhub.h's window bound"
 #define CH_DIGEST_HUB_MAX 4000000u
 
 typedef struct ch_node ch_node;
+
+/* A resource key's bound ("node/<node>/<namespace>/<kind>/<name>"). */
+#define CH_KEY_MAX 512u
+
+/* The group-commit writer (writer.c): messages per transaction at most,
+ * and the bounds of its queue (copied messages; past them RESOURCE_EXHAUSTED). */
+#define CH_WRITE_BATCH_ITEMS 4096u
+#define CH_WRITE_QUEUE_ITEMS 65536u
+#define CH_WRITE_QUEUE_BYTES (64u * 1024u * 1024u)
+/* Items of one Hub.PublishBatch call at most. */
+#define CH_PUBLISH_BATCH_MAX 4096u
+
+/* One message to store and queue: an item of a writer job. */
+typedef struct ch_pub {
+    char node[CH_NODE_NAME_MAX];
+    const char *key;  /* in buf */
+    uint64_t rv;
+    int deleted, resend;
+    const uint8_t *msg; /* the packed ke.v1.Message, in buf */
+    size_t len;
+    uint8_t *buf;     /* owns msg and key */
+    int rc;           /* the store's answer: 0, KE_EEXIST, KE_ECONFLICT */
+    uint64_t seq;     /* the reply's seq */
+} ch_pub;
+
+/* A writer job: one caller's publishes, answered together. */
+typedef struct ch_wjob {
+    struct ch_wjob *next;
+    ke_rpc_call *call;  /* a reference, dropped once answered */
+    int batch;          /* PublishBatch: one result per item */
+    size_t bytes;       /* counted against the queue's bound */
+    size_t n;
+    ch_pub items[];
+} ch_wjob;
 
 /* Tunnel calls (tcall.c): a caller's rpc call waiting on frames of a node's
  * tunnel, one table and one per-node list per kind. */
@@ -166,6 +203,7 @@ typedef struct ch_metrics {
     ke_metric *sent, *acked, *coalesced, *overflows, *resyncs;
     ke_metric *up_received, *up_duplicates, *refused, *joins, *join_refused, *renewals;
     ke_metric *up_backpressure, *up_delivered, *tombstones_collected;
+    ke_metric *write_commits, *write_items, *write_refused;
 } ch_metrics;
 
 typedef struct ch_subscriber ch_subscriber; /* subscribe.c */
@@ -190,6 +228,14 @@ struct cloudhub {
     uint32_t connected;
     uint64_t pub_seq;
     ch_tcall_table tcalls[CH_TCALL_KINDS]; /* log streams, service calls (tcall.c) */
+    /* the group-commit writer (writer.c) */
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv;
+    ch_wjob *whead, *wtail;
+    size_t wbytes;
+    uint32_t witems;
+    int wstop, writer_running;
+    pthread_t writer;
 };
 
 /* store.c — every function runs with ch->mu held. */
@@ -315,6 +361,19 @@ void ch_node_disconnect(cloudhub *ch, ch_node *n, int code, const char *why);
 
 /* hub.c */
 int ch_hub_register(cloudhub *ch, ke_rpc_server *srv);
+
+/* writer.c — ch->mu NOT held. */
+/* ch_writer_job_new allocates a job of n zeroed items for call (batch: a
+ * PublishBatch); NULL without memory. */
+ch_wjob *ch_writer_job_new(ke_rpc_call *call, int batch, size_t n);
+void ch_writer_job_free(ch_wjob *j);
+/* ch_writer_submit hands the job to the writer, which stores it, answers
+ * its call and frees it. The job must hold a reference to its call.
+ * KE_EFULL (queue at its bound) or KE_ECLOSED (stopping): not taken. */
+int ch_writer_submit(cloudhub *ch, ch_wjob *j);
+int ch_writer_start(cloudhub *ch);
+/* ch_writer_stop stores and answers what is queued, then ends the thread. */
+void ch_writer_stop(cloudhub *ch);
 
 /* subscribe.c — ch->mu held unless said otherwise. */
 /* ch_subscribe_handler: the Subscribe method's callbacks (ud: the hub). */

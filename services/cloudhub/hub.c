@@ -3,7 +3,10 @@
  *
  *   Publish     record the message as the node's latest for its resource
  *               (idempotent by resource_version; `resend` queues a stored
- *               version again) and queue it if the node is connected
+ *               version again) and queue it if the node is connected:
+ *               checked here, stored and answered by the group-commit
+ *               writer (writer.c)
+ *   PublishBatch  the same for up to CH_PUBLISH_BATCH_MAX messages
  *   Subscribe   see subscribe.c (the durable upstream log)
  *   ListNodes   registered nodes, connected or not, with last-seen time and
  *               monotonic idle time, in name order and in pages
@@ -33,7 +36,6 @@
 #define CH_LIST_OBJECTS_DEFAULT 1000u
 #define CH_LIST_OBJECTS_MAX 10000u
 #define CH_KINDS_MAX 64u
-#define CH_KEY_MAX 512u
 
 static int valid_operation(Ke__V1__Operation op)
 {
@@ -43,12 +45,13 @@ static int valid_operation(Ke__V1__Operation op)
            op == KE__V1__OPERATION__OPERATION_RESPONSE;
 }
 
-static void publish_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+/* publish_check returns why req cannot be published (field paths after
+ * prefix), or NULL. */
+static const char *publish_check(const Ke__V1__PublishRequest *req, const char *prefix,
+                                 char *why, size_t len)
 {
-    cloudhub *ch = ud;
-    const Ke__V1__PublishRequest *req = (const Ke__V1__PublishRequest *)m;
     const Ke__V1__Message *msg = req->message;
-    char owner[CH_NODE_NAME_MAX], why[320];
+    char owner[CH_NODE_NAME_MAX];
     const char *bad = NULL;
     if (!req->node_name[0] || strlen(req->node_name) >= CH_NODE_NAME_MAX)
         bad = "node_name: required, at most 63 bytes";
@@ -61,55 +64,93 @@ static void publish_on_message(ke_rpc_call *call, const ProtobufCMessage *m, voi
         bad = "message.route.operation: must be insert, update, delete, patch or response";
     else if (msg->header->resource_version == 0)
         bad = "message.header.resource_version: must be greater than 0";
-    if (bad) {
-        ke_rpc_call_finish(call, KE_RPC_INVALID_ARGUMENT, bad, NULL);
+    if (!bad)
+        return NULL;
+    snprintf(why, len, "%s%s", prefix, bad);
+    return why;
+}
+
+/* publish_fill copies a checked request into a writer item. 0 or KE_ENOMEM. */
+static int publish_fill(ch_pub *p, const Ke__V1__PublishRequest *req)
+{
+    const Ke__V1__Message *msg = req->message;
+    size_t len = protobuf_c_message_get_packed_size(&msg->base);
+    size_t klen = strlen(msg->route->resource);
+    if (!(p->buf = malloc(len + klen + 1)))
+        return KE_ENOMEM;
+    protobuf_c_message_pack(&msg->base, p->buf);
+    memcpy(p->buf + len, msg->route->resource, klen + 1);
+    p->msg = p->buf;
+    p->len = len;
+    p->key = (const char *)p->buf + len;
+    snprintf(p->node, sizeof(p->node), "%s", req->node_name);
+    p->rv = msg->header->resource_version;
+    p->deleted = msg->route->operation == KE__V1__OPERATION__OPERATION_DELETE;
+    p->resend = req->resend;
+    return 0;
+}
+
+/* publish_submit hands a filled job to the writer, which answers it. */
+static void publish_submit(cloudhub *ch, ke_rpc_call *call, ch_wjob *j)
+{
+    ke_rpc_call_ref(call);
+    int rc = ch_writer_submit(ch, j);
+    if (rc == 0)
+        return;
+    ke_rpc_call_unref(call);
+    ch_writer_job_free(j);
+    ke_rpc_call_finish(call, rc == KE_EFULL ? KE_RPC_RESOURCE_EXHAUSTED : KE_RPC_UNAVAILABLE,
+                       rc == KE_EFULL ? "cloudhub's write queue is full: retry later"
+                                      : "cloudhub is stopping",
+                       NULL);
+}
+
+static void publish_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    cloudhub *ch = ud;
+    const Ke__V1__PublishRequest *req = (const Ke__V1__PublishRequest *)m;
+    char why[320];
+    if (publish_check(req, "", why, sizeof(why))) {
+        ke_rpc_call_finish(call, KE_RPC_INVALID_ARGUMENT, why, NULL);
         return;
     }
-    size_t len = protobuf_c_message_get_packed_size(&msg->base);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (!buf) {
+    ch_wjob *j = ch_writer_job_new(call, 0, 1);
+    if (!j || publish_fill(&j->items[0], req) != 0) {
+        ch_writer_job_free(j);
         ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
         return;
     }
-    protobuf_c_message_pack(&msg->base, buf);
-    const char *key = msg->route->resource;
-    uint64_t rv = msg->header->resource_version;
-    int deleted = msg->route->operation == KE__V1__OPERATION__OPERATION_DELETE;
+    publish_submit(ch, call, j);
+}
 
-    Ke__V1__PublishReply reply = KE__V1__PUBLISH_REPLY__INIT;
-    pthread_mutex_lock(&ch->mu);
-    int rc = ch_store_object_put(ch, req->node_name, key, rv, deleted, buf, len);
-    /* A resend of the stored version goes to the node again (the edge asked
-     * for an object it lacks); otherwise the same version is a retry. */
-    if (rc == 0 || (rc == KE_EEXIST && req->resend)) {
-        ch_node *n = ke_map_get(ch->nodes, req->node_name);
-        if (n && n->hello_done) {
-            int qrc = ch_queue_push(ch, n, key, rv, buf, len, deleted, 0);
-            if (qrc != 0) {
-                /* The store has it: the node's next resync sends it. */
-                ke_log_warn(CH_MOD, "cannot queue a publish node=%s key=%s rv=%llu: %s; sent at "
-                                    "the next resync",
-                            n->name, key, (unsigned long long)rv, ke_strerror(qrc));
-                ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED, "cloudhub is out of memory");
-            }
-            ch_queue_pump(ch, n);
-            reply.seq = ++ch->pub_seq;
-        } else if (rc == 0) {
-            reply.seq = ++ch->pub_seq;
+static void publish_batch_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    cloudhub *ch = ud;
+    const Ke__V1__PublishBatchRequest *req = (const Ke__V1__PublishBatchRequest *)m;
+    char why[320], prefix[32];
+    if (req->n_items == 0 || req->n_items > CH_PUBLISH_BATCH_MAX) {
+        ke_rpc_call_finishf(call, KE_RPC_INVALID_ARGUMENT, "items: 1 to %u publishes, not %zu",
+                            CH_PUBLISH_BATCH_MAX, req->n_items);
+        return;
+    }
+    /* Every item is checked before anything is stored. */
+    for (size_t i = 0; i < req->n_items; i++) {
+        snprintf(prefix, sizeof(prefix), "items[%zu].", i);
+        if (publish_check(req->items[i], prefix, why, sizeof(why))) {
+            ke_rpc_call_finish(call, KE_RPC_INVALID_ARGUMENT, why, NULL);
+            return;
         }
     }
-    pthread_mutex_unlock(&ch->mu);
-    free(buf);
-    if (rc == 0 || rc == KE_EEXIST) {
-        ke_rpc_call_finish(call, KE_RPC_OK, NULL, &reply.base);
-    } else if (rc == KE_ECONFLICT) {
-        snprintf(why, sizeof(why), "message.header.resource_version: %llu is older than the "
-                                   "version stored for %s",
-                 (unsigned long long)rv, key);
-        ke_rpc_call_finish(call, KE_RPC_FAILED_PRECONDITION, why, NULL);
-    } else {
-        ke_rpc_call_finish(call, KE_RPC_INTERNAL, "store error", NULL);
+    ch_wjob *j = ch_writer_job_new(call, 1, req->n_items);
+    int rc = j ? 0 : KE_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < req->n_items; i++)
+        rc = publish_fill(&j->items[i], req->items[i]);
+    if (rc != 0) {
+        ch_writer_job_free(j);
+        ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
+        return;
     }
+    publish_submit(ch, call, j);
 }
 
 /* ---- ListNodes ---- */
@@ -372,6 +413,7 @@ int ch_hub_register(cloudhub *ch, ke_rpc_server *srv)
 {
     ke_rpc_method_def methods[] = {
         {"Publish", KE_RPC_UNARY, {.on_message = publish_on_message}},
+        {"PublishBatch", KE_RPC_UNARY, {.on_message = publish_batch_on_message}},
         {"Subscribe", KE_RPC_BIDI_STREAM, {0}},
         {"ListNodes", KE_RPC_UNARY, {.on_message = list_on_message}},
         {"ListNodeObjects", KE_RPC_UNARY, {.on_message = objects_on_message}},
@@ -379,9 +421,9 @@ int ch_hub_register(cloudhub *ch, ke_rpc_server *srv)
         {"Logs", KE_RPC_SERVER_STREAM, {0}},
         {"ProxyHTTP", KE_RPC_UNARY, {0}},
     };
-    methods[1].handler = ch_subscribe_handler;
-    methods[5].handler = ch_logs_handler;
-    methods[6].handler = ch_service_handler;
+    methods[2].handler = ch_subscribe_handler;
+    methods[6].handler = ch_logs_handler;
+    methods[7].handler = ch_service_handler;
     return ke_rpc_server_add_all(srv, &ke__v1__hub__descriptor, methods,
                                  sizeof(methods) / sizeof(methods[0]), ch);
 }

@@ -362,6 +362,11 @@ static int h_publish(int who, ke_rpc_status *st)
     Ke__V1__PublishRequest r = KE__V1__PUBLISH_REQUEST__INIT; /* no node: INVALID_ARGUMENT */
     return unary(who, &ke__v1__hub__descriptor, "Publish", &r.base, st);
 }
+static int h_publish_batch(int who, ke_rpc_status *st)
+{
+    Ke__V1__PublishBatchRequest r = KE__V1__PUBLISH_BATCH_REQUEST__INIT; /* empty: INVALID_ARGUMENT */
+    return unary(who, &ke__v1__hub__descriptor, "PublishBatch", &r.base, st);
+}
 static int h_subscribe(int who, ke_rpc_status *st)
 {
     Ke__V1__SubscribeFrame f = KE__V1__SUBSCRIBE_FRAME__INIT; /* empty: INVALID_ARGUMENT */
@@ -522,6 +527,7 @@ static const row matrix[] = {
     {"CloudHub.Renew", c_renew, "ynnyynn"},
     {"CloudHub.Tunnel", c_tunnel, "ynnyynn"},
     {"Hub.Publish", h_publish, "ynnnnnn"},
+    {"Hub.PublishBatch", h_publish_batch, "ynnnnnn"},
     {"Hub.Subscribe", h_subscribe, "ynnnnnn"},
     {"Hub.ListNodes", h_list_nodes, "ynnnnnn"},
     {"Hub.ListNodeObjects", h_list_objects, "ynnnnnn"},

@@ -19,6 +19,9 @@
  *   digest      a Hello with a 100,000-entry digest in chunks connects and
  *               gets exactly the difference; a chunk with no digest in
  *               progress is refused
+ *   batch       PublishBatch: per-item results (an older version refused,
+ *               the rest stored and delivered), one invalid item fails the
+ *               whole call with nothing stored
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -46,7 +49,7 @@ static int setup(void **state)
 {
     (void)state;
     ke_cluster_start(&C, cloud_flags);
-    const char *nodes[] = {"edge-1", "edge-2", "edge-3", "edge-4", "edge-5"};
+    const char *nodes[] = {"edge-1", "edge-2", "edge-3", "edge-4", "edge-5", "edge-6", "edge-7"};
     for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++)
         assert_int_equal(ke_cluster_join(&C, nodes[i], ke_cluster_token(&C)), 0);
     return 0;
@@ -268,7 +271,7 @@ static void test_list_nodes_walks_20000_nodes_in_pages(void **state)
     sqlite3_close(db);
     ke_cluster_start_cloud(&C, cloud_flags);
 
-    size_t total = N + 5, seen = 0, pages = 0;
+    size_t total = N + 7, seen = 0, pages = 0;
     char **names = calloc(total + 1, sizeof(char *));
     char token[128] = "";
     do {
@@ -492,6 +495,122 @@ static void publish_async(pub_batch *b, const char *node, const char *key, uint6
     assert_int_equal(ke_rpc_unary_async(C.admin, "/ke.v1.Hub/Publish", &req.base,
                                         &ke__v1__publish_reply__descriptor, NULL, pub_done, b),
                      0);
+}
+
+/* ---- PublishBatch ---- */
+
+typedef struct batch_item {
+    const char *node, *key;
+    uint64_t rv;
+} batch_item;
+
+/* publish_batch sends one PublishBatch of n items (inserts) and returns
+ * its reply (NULL unless OK). */
+static Ke__V1__PublishBatchReply *publish_batch(const batch_item *it, size_t n, ke_rpc_status *st)
+{
+    Ke__V1__MessageHeader h[8];
+    Ke__V1__Route r[8];
+    Ke__V1__Message m[8];
+    Ke__V1__PublishRequest req[8], *items[8];
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++) {
+        ke__v1__message_header__init(&h[i]);
+        ke__v1__route__init(&r[i]);
+        ke__v1__message__init(&m[i]);
+        ke__v1__publish_request__init(&req[i]);
+        h[i].resource_version = it[i].rv;
+        r[i].source = "test";
+        r[i].group = "resource";
+        r[i].operation = KE__V1__OPERATION__OPERATION_INSERT;
+        r[i].resource = (char *)it[i].key;
+        m[i].header = &h[i];
+        m[i].route = &r[i];
+        req[i].node_name = (char *)it[i].node;
+        req[i].message = &m[i];
+        items[i] = &req[i];
+    }
+    Ke__V1__PublishBatchRequest b = KE__V1__PUBLISH_BATCH_REQUEST__INIT;
+    b.n_items = n;
+    b.items = items;
+    return (Ke__V1__PublishBatchReply *)hub_call("PublishBatch", &b.base, st);
+}
+
+/* edge_has waits until the edge received key at rv. */
+static int edge_has(ke_rawedge *e, const char *key, uint64_t rv)
+{
+    int64_t end = ke_time_mono_ms() + 20000;
+    size_t seen = 0;
+    do {
+        pthread_mutex_lock(&e->mu);
+        for (; seen < e->n_down; seen++)
+            if (strcmp(e->down[seen].key, key) == 0 && e->down[seen].rv == rv) {
+                pthread_mutex_unlock(&e->mu);
+                return 1;
+            }
+        pthread_mutex_unlock(&e->mu);
+        ke_rawedge_wait_down(e, seen + 1, 1000);
+    } while (ke_time_mono_ms() < end);
+    return 0;
+}
+
+static void test_publish_batch_stores_answers_per_item_and_reaches_the_edge(void **state)
+{
+    (void)state;
+    ke_rawedge e;
+    connect_edge(&e, "edge-6", 1);
+    ke_rpc_status st;
+    /* Two nodes, one connected: every item stored, numbered, and the
+     * connected edge gets its two. */
+    const batch_item ok[] = {
+        {"edge-6", "node/edge-6/default/ConfigMap/pb-a", 2},
+        {"edge-6", "node/edge-6/default/ConfigMap/pb-b", 1},
+        {"edge-7", "node/edge-7/default/ConfigMap/pb-c", 1},
+    };
+    Ke__V1__PublishBatchReply *r = publish_batch(ok, 3, &st);
+    assert_int_equal(st.code, KE_RPC_OK);
+    assert_int_equal(r->n_results, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(r->results[i]->code, KE_RPC_OK);
+        assert_true(r->results[i]->seq > 0);
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_true(edge_has(&e, ok[0].key, 2));
+    assert_true(edge_has(&e, ok[1].key, 1));
+    assert_int_equal(object_state("edge-7", ok[2].key), 0);
+
+    /* An older version is that item's FAILED_PRECONDITION; the item after it
+     * is still stored and delivered. */
+    const batch_item mixed[] = {
+        {"edge-6", "node/edge-6/default/ConfigMap/pb-a", 1},
+        {"edge-6", "node/edge-6/default/ConfigMap/pb-d", 1},
+    };
+    r = publish_batch(mixed, 2, &st);
+    assert_int_equal(st.code, KE_RPC_OK);
+    assert_int_equal(r->n_results, 2);
+    assert_int_equal(r->results[0]->code, KE_RPC_FAILED_PRECONDITION);
+    assert_non_null(strstr(r->results[0]->error, "older than the version stored"));
+    assert_int_equal(r->results[0]->seq, 0);
+    assert_int_equal(r->results[1]->code, KE_RPC_OK);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    assert_true(edge_has(&e, mixed[1].key, 1));
+
+    /* One invalid item fails the call, naming it, and nothing is stored. */
+    const batch_item bad[] = {
+        {"edge-6", "node/edge-6/default/ConfigMap/pb-e", 1},
+        {"edge-6", "node/edge-7/default/ConfigMap/pb-f", 1},
+    };
+    r = publish_batch(bad, 2, &st);
+    assert_int_equal(st.code, KE_RPC_INVALID_ARGUMENT);
+    assert_null(r);
+    assert_non_null(strstr(st.message, "items[1].message.route.resource"));
+    assert_int_equal(object_state("edge-6", bad[0].key), -1);
+    r = publish_batch(bad, 0, &st);
+    assert_int_equal(st.code, KE_RPC_INVALID_ARGUMENT);
+    assert_non_null(strstr(st.message, "items: 1 to 4096"));
+    /* The writer's counters moved: its transactions and the items stored. */
+    assert_true(ke_cluster_metric(&C, "ke_cloudhub_write_commits_total") > 0);
+    assert_true(ke_cluster_metric(&C, "ke_cloudhub_write_items_total") >= 5);
+    ke_rawedge_close(&e);
 }
 
 static int64_t count_rows(sqlite3 *db, const char *sql)
@@ -730,6 +849,7 @@ int main(void)
         cmocka_unit_test(
             test_reports_without_a_consumer_survive_a_cloudcore_kill_and_arrive_in_order),
         cmocka_unit_test(test_reports_of_one_key_are_coalesced_to_the_newest),
+        cmocka_unit_test(test_publish_batch_stores_answers_per_item_and_reaches_the_edge),
         cmocka_unit_test(test_5000_reports_at_once_reach_a_small_window_consumer),
         cmocka_unit_test(test_a_start_frame_is_required_and_checked),
         cmocka_unit_test(test_list_node_objects_pages_and_filters_kinds),

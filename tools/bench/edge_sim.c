@@ -9,8 +9,10 @@
  *             the first open to the last HelloAck;
  *   RSS       cloudcore's VmRSS before the nodes connect and with all N
  *             connected, and the difference per node;
- *   fan-out   M messages per node published over Hub.Publish by a
- *             "system:admin" client, 256 in flight; time from the first
+ *   fan-out   M messages per node published by a "system:admin" client
+ *             over Hub.PublishBatch (--batch B messages per call, 4 calls
+ *             in flight) or Hub.Publish (--batch 1, 256 in flight), as fast
+ *             as CloudHub answers or paced at --rate; time from the first
  *             publish until every node has acked all of its messages, and
  *             the latency of each message from its Publish being issued to
  *             the node sending its ack (p50/p99/max).
@@ -25,7 +27,7 @@
  * wake the main thread through sim->w; the main thread never sleeps
  * to wait, it waits on counters with a stall timeout.
  *
- * Usage: ke-bench-edgesim [--nodes N] [--messages M] [--keep-tmp]
+ * Usage: ke-bench-edgesim [--nodes N] [--messages M] [--batch B] [--rate R] [--keep-tmp]
  *                         [--cloudcore PATH] [--keadm PATH]
  * (the programs default to the ones built next to this one). Not run by
  * the tests; figures go in the README's benchmarks section.
@@ -60,7 +62,10 @@
 #define SIM_MAX_TOTAL 10000000L  /* nodes * messages: 16 bytes of timing each */
 #define SIM_JOIN_WINDOW 64       /* Join calls in flight */
 #define SIM_CONNECT_WINDOW 200   /* tunnels between open and HelloAck */
-#define SIM_PUBLISH_WINDOW 256   /* Publish calls in flight */
+#define SIM_PUBLISH_WINDOW 256   /* Publish calls in flight (--batch 1) */
+#define SIM_DEFAULT_BATCH 256    /* messages per PublishBatch */
+#define SIM_MAX_BATCH 4096       /* CloudHub's bound on one PublishBatch */
+#define SIM_BATCH_CALLS 4        /* PublishBatch calls in flight */
 #define SIM_LOOP_THREADS 2       /* the rpc loop shared by every node */
 #define SIM_STALL_S 300          /* a phase fails when its counter stands still this long */
 #define SIM_START_S 60           /* keadm init and cloudcore's "ready" line */
@@ -81,8 +86,15 @@
 
 #define SIM_JOIN_PATH "/ke.v1.CloudHub/Join"
 #define SIM_PUBLISH_PATH "/ke.v1.Hub/Publish"
+#define SIM_PUBLISH_BATCH_PATH "/ke.v1.Hub/PublishBatch"
 
 typedef struct sim sim;
+
+/* A PublishBatch call in flight. */
+typedef struct sim_batch {
+    sim *s;
+    int n;
+} sim_batch;
 
 /* sim_node: one simulated edge node. Written by the main thread before its
  * calls start; afterwards the callbacks touch only the atomics. */
@@ -101,6 +113,8 @@ typedef struct sim_node {
 struct sim {
     /* options */
     long n_nodes, n_messages;
+    int batch;  /* messages per call: 1 = Publish, more = PublishBatch */
+    long rate;  /* messages per second to publish at (0: as fast as replies allow) */
     int keep_tmp;
     char cloudcore[SIM_PROG_MAX], keadm[SIM_PROG_MAX];
     /* setup */
@@ -444,13 +458,43 @@ static void publish_on_reply(const ProtobufCMessage *reply, const ke_rpc_status 
     bench_waiter_signal(&s->w);
 }
 
-/* publish_issue publishes message j of node n: ConfigMap cm-<j>, version
- * j+1, ~SIM_CONTENT_BYTES of JSON carrying the publish time. */
-static int publish_issue(sim *s, ke_rpc_channel *admin, sim_node *n, long j)
+/* A PublishBatch in flight: its items, counted as finished on the reply. */
+static void batch_on_reply(const ProtobufCMessage *reply, const ke_rpc_status *st, void *ud)
 {
+    sim_batch *b = ud;
+    sim *s = b->s;
+    const Ke__V1__PublishBatchReply *r = (const Ke__V1__PublishBatchReply *)reply;
+    if (st->code != KE_RPC_OK)
+        bench_waiter_fail(&s->w, "publish batch: %s: %s", ke_rpc_status_name(st->code),
+                          st->message);
+    else if (r->n_results != (size_t)b->n)
+        bench_waiter_fail(&s->w, "publish batch: %zu results for %d items", r->n_results, b->n);
+    else
+        for (size_t i = 0; i < r->n_results; i++)
+            if (r->results[i]->code != KE_RPC_OK) {
+                bench_waiter_fail(&s->w, "publish batch item %zu: %s", i, r->results[i]->error);
+                break;
+            }
+    atomic_fetch_add(&s->publish_finished, b->n);
+    free(b);
+    bench_waiter_signal(&s->w);
+}
+
+/* sim_pub: the strings of one published message. */
+typedef struct sim_pub {
     char resource[96], id[48], content[SIM_CONTENT_BYTES + 64];
-    snprintf(resource, sizeof(resource), "node/%s/default/ConfigMap/cm-%ld", n->name, j);
-    snprintf(id, sizeof(id), "edgesim-%s-%ld", n->name, j);
+    Ke__V1__MessageHeader h;
+    Ke__V1__Route route;
+    Ke__V1__Message m;
+    Ke__V1__PublishRequest req;
+} sim_pub;
+
+/* publish_fill makes message j of node n: ConfigMap cm-<j>, version j+1,
+ * ~SIM_CONTENT_BYTES of JSON carrying the publish time. */
+static void publish_fill(sim *s, sim_pub *p, sim_node *n, long j)
+{
+    snprintf(p->resource, sizeof(p->resource), "node/%s/default/ConfigMap/cm-%ld", n->name, j);
+    snprintf(p->id, sizeof(p->id), "edgesim-%s-%ld", n->name, j);
     int64_t issued = bench_now_ns(), wall = wall_ms();
     static const char fmt[] =
         "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"cm-%ld\","
@@ -462,32 +506,65 @@ static int publish_issue(sim *s, ke_rpc_channel *admin, sim_node *n, long j)
     int padlen = base < SIM_CONTENT_BYTES ? SIM_CONTENT_BYTES - base : 0;
     if (padlen > (int)sizeof(pad) - 1)
         padlen = (int)sizeof(pad) - 1;
-    int clen = snprintf(content, sizeof(content), fmt, j, j + 1, (long long)wall,
+    int clen = snprintf(p->content, sizeof(p->content), fmt, j, j + 1, (long long)wall,
                         (long long)issued, padlen, pad);
-
-    Ke__V1__MessageHeader h = KE__V1__MESSAGE_HEADER__INIT;
-    Ke__V1__Route route = KE__V1__ROUTE__INIT;
-    Ke__V1__Message m = KE__V1__MESSAGE__INIT;
-    Ke__V1__PublishRequest req = KE__V1__PUBLISH_REQUEST__INIT;
-    h.id = id;
-    h.timestamp_ms = wall;
-    h.resource_version = (uint64_t)j + 1;
-    route.source = "edgesim";
-    route.group = "resource";
-    route.operation = KE__V1__OPERATION__OPERATION_UPDATE;
-    route.resource = resource;
-    m.header = &h;
-    m.route = &route;
-    m.content.data = (uint8_t *)content;
-    m.content.len = (size_t)(clen < (int)sizeof(content) ? clen : (int)sizeof(content) - 1);
-    req.node_name = n->name;
-    req.message = &m;
+    ke__v1__message_header__init(&p->h);
+    ke__v1__route__init(&p->route);
+    ke__v1__message__init(&p->m);
+    ke__v1__publish_request__init(&p->req);
+    p->h.id = p->id;
+    p->h.timestamp_ms = wall;
+    p->h.resource_version = (uint64_t)j + 1;
+    p->route.source = "edgesim";
+    p->route.group = "resource";
+    p->route.operation = KE__V1__OPERATION__OPERATION_UPDATE;
+    p->route.resource = p->resource;
+    p->m.header = &p->h;
+    p->m.route = &p->route;
+    p->m.content.data = (uint8_t *)p->content;
+    p->m.content.len =
+        (size_t)(clen < (int)sizeof(p->content) ? clen : (int)sizeof(p->content) - 1);
+    p->req.node_name = n->name;
+    p->req.message = &p->m;
     s->issue_ns[(size_t)n->idx * (size_t)s->n_messages + (size_t)j] = issued;
+}
+
+/* publish_issue publishes the messages k .. k+cnt-1 of the round-robin
+ * order (message k is number k / nodes of node k % nodes): one Publish, or
+ * one PublishBatch when --batch is above 1. */
+static int publish_issue(sim *s, ke_rpc_channel *admin, long k, int cnt)
+{
+    sim_pub *p = calloc((size_t)cnt, sizeof(*p));
+    Ke__V1__PublishRequest **items = calloc((size_t)cnt, sizeof(*items));
+    sim_batch *b = s->batch > 1 ? calloc(1, sizeof(*b)) : NULL;
+    int rc = KE_ENOMEM;
+    if (!p || !items || (s->batch > 1 && !b))
+        goto out;
+    for (int i = 0; i < cnt; i++) {
+        publish_fill(s, &p[i], &s->node[(k + i) % s->n_nodes], (k + i) / s->n_nodes);
+        items[i] = &p[i].req;
+    }
     ke_rpc_call_opts o = {.timeout_ms = SIM_RPC_TIMEOUT_MS};
-    int rc = ke_rpc_unary_async(admin, SIM_PUBLISH_PATH, &req.base,
+    if (!b) {
+        rc = ke_rpc_unary_async(admin, SIM_PUBLISH_PATH, &p[0].req.base,
                                 &ke__v1__publish_reply__descriptor, &o, publish_on_reply, s);
+    } else {
+        Ke__V1__PublishBatchRequest req = KE__V1__PUBLISH_BATCH_REQUEST__INIT;
+        req.n_items = (size_t)cnt;
+        req.items = items;
+        b->s = s;
+        b->n = cnt;
+        rc = ke_rpc_unary_async(admin, SIM_PUBLISH_BATCH_PATH, &req.base,
+                                &ke__v1__publish_batch_reply__descriptor, &o, batch_on_reply, b);
+        if (rc == 0)
+            b = NULL; /* the reply frees it */
+    }
+out:
     if (rc != 0)
-        fprintf(stderr, "edge_sim: cannot start a publish to %s: %s\n", n->name, ke_strerror(rc));
+        fprintf(stderr, "edge_sim: cannot start a publish: %s\n", ke_strerror(rc));
+    free(b);
+    free(items);
+    free(p);
     return rc;
 }
 
@@ -495,28 +572,49 @@ static int phase_fanout(sim *s)
 {
     ke_rpc_channel *admin = NULL;
     long total = s->n_nodes * s->n_messages, issued = 0;
+    long window = s->batch > 1 ? (long)s->batch * SIM_BATCH_CALLS : SIM_PUBLISH_WINDOW;
     int status = -1;
     int64_t *lat = NULL;
     if (bench_admin_channel(s->loop, s->target, s->cloud, &admin) != 0)
         goto out;
-    /* Round-robin over the nodes so that every tunnel is busy at once. */
+    /* Round-robin over the nodes so that every tunnel is busy at once;
+     * with --rate, each call is issued at its time in the schedule. */
     int64_t t0 = bench_now_ns();
-    for (long j = 0; j < s->n_messages; j++) {
-        for (long i = 0; i < s->n_nodes; i++, issued++) {
-            if (bench_waiter_wait(&s->w, &s->publish_finished, issued - SIM_PUBLISH_WINDOW + 1,
-                                  "Publish replies") != 0 ||
-                publish_issue(s, admin, &s->node[i], j) != 0)
-                goto out;
+    long long cc_cpu0 = bench_cpu_ms(s->cc_pid), sim_cpu0 = bench_cpu_ms(getpid());
+    while (issued < total) {
+        int cnt = (int)(total - issued < s->batch ? total - issued : s->batch);
+        if (s->rate > 0) {
+            int64_t at = t0 + (int64_t)((double)issued * 1e9 / (double)s->rate);
+            struct timespec ts = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000};
+            while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+                ;
         }
+        if (bench_waiter_wait(&s->w, &s->publish_finished, issued + cnt - window,
+                              "Publish replies") != 0 ||
+            publish_issue(s, admin, issued, cnt) != 0)
+            goto out;
+        issued += cnt;
     }
     if (bench_waiter_wait(&s->w, &s->acked, total, "messages acked by the nodes") != 0 ||
         bench_waiter_wait(&s->w, &s->publish_finished, total, "Publish replies") != 0)
         goto out;
     double el = (double)(atomic_load(&s->fanout_done_ns) - t0) / 1e9;
-    printf("fan-out:  %ld*%ld messages in %.2f s (%.0f msg/s delivered, %d publishes in "
-           "flight, %ld duplicates)\n",
-           s->n_nodes, s->n_messages, el, (double)total / el, SIM_PUBLISH_WINDOW,
-           atomic_load(&s->duplicates));
+    long long cc_cpu = bench_cpu_ms(s->cc_pid) - cc_cpu0, sim_cpu = bench_cpu_ms(getpid()) - sim_cpu0;
+    char how[128];
+    int hl;
+    if (s->batch > 1)
+        hl = snprintf(how, sizeof(how), "PublishBatch of %d, %d calls in flight", s->batch,
+                      SIM_BATCH_CALLS);
+    else
+        hl = snprintf(how, sizeof(how), "Publish, %d in flight", SIM_PUBLISH_WINDOW);
+    if (s->rate > 0 && hl > 0 && (size_t)hl < sizeof(how))
+        snprintf(how + hl, sizeof(how) - (size_t)hl, ", paced at %ld msg/s", s->rate);
+    printf("fan-out:  %ld*%ld messages in %.2f s (%.0f msg/s delivered; %s; %ld duplicates)\n",
+           s->n_nodes, s->n_messages, el, (double)total / el, how, atomic_load(&s->duplicates));
+    printf("fan-out CPU: cloudcore %.1f s (%.1f us per message), simulator %.1f s (%.1f us per "
+           "message)\n",
+           (double)cc_cpu / 1e3, (double)cc_cpu * 1e3 / (double)total, (double)sim_cpu / 1e3,
+           (double)sim_cpu * 1e3 / (double)total);
     if (!(lat = malloc((size_t)total * sizeof(*lat))))
         goto out;
     for (long k = 0; k < total; k++)
@@ -555,10 +653,13 @@ static int close_tunnels(sim *s)
 /* ---- main ---- */
 
 static const char USAGE[] =
-    "usage: ke-bench-edgesim [--nodes N] [--messages M] [--keep-tmp]\n"
+    "usage: ke-bench-edgesim [--nodes N] [--messages M] [--batch B] [--rate R] [--keep-tmp]\n"
     "                        [--cloudcore PATH] [--keadm PATH]\n"
     "  --nodes N        simulated edge nodes, 1..99999 (default 1000)\n"
     "  --messages M     messages published per node, 1..10000 (default 10)\n"
+    "  --batch B        messages per Hub.PublishBatch call, 4 calls in flight; 1: one\n"
+    "                   Hub.Publish per message, 256 in flight (default 256)\n"
+    "  --rate R         publish at R messages/s (default: as fast as CloudHub answers)\n"
     "  --keep-tmp       leave the temporary directory (PKI, node certificates, db)\n"
     "  --cloudcore PATH cloudcore binary (default: the one built next to this program)\n"
     "  --keadm PATH     keadm binary (default: the one built next to this program)\n";
@@ -569,12 +670,14 @@ static int parse_args(sim *s, int argc, char **argv)
         {"nodes", required_argument, NULL, 'n'},   {"messages", required_argument, NULL, 'm'},
         {"keep-tmp", no_argument, NULL, 'k'},      {"cloudcore", required_argument, NULL, 'c'},
         {"keadm", required_argument, NULL, 'a'},   {"help", no_argument, NULL, 'h'},
+        {"batch", required_argument, NULL, 'b'},   {"rate", required_argument, NULL, 'r'},
         {NULL, 0, NULL, 0},
     };
     bench_sibling_path(s->cloudcore, sizeof(s->cloudcore), BENCH_REL_CLOUDCORE);
     bench_sibling_path(s->keadm, sizeof(s->keadm), BENCH_REL_KEADM);
     s->n_nodes = SIM_DEFAULT_NODES;
     s->n_messages = SIM_DEFAULT_MESSAGES;
+    s->batch = SIM_DEFAULT_BATCH;
     int c;
     char *end;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -590,6 +693,22 @@ static int parse_args(sim *s, int argc, char **argv)
             s->n_messages = strtol(optarg, &end, 10);
             if (*end || s->n_messages < 1 || s->n_messages > SIM_MAX_MESSAGES) {
                 fprintf(stderr, "edge_sim: --messages must be 1..%d\n", SIM_MAX_MESSAGES);
+                return 2;
+            }
+            break;
+        case 'b': {
+            long b = strtol(optarg, &end, 10);
+            if (*end || b < 1 || b > SIM_MAX_BATCH) {
+                fprintf(stderr, "edge_sim: --batch must be 1..%d\n", SIM_MAX_BATCH);
+                return 2;
+            }
+            s->batch = (int)b;
+            break;
+        }
+        case 'r':
+            s->rate = strtol(optarg, &end, 10);
+            if (*end || s->rate < 1) {
+                fprintf(stderr, "edge_sim: --rate must be a positive number of messages/s\n");
                 return 2;
             }
             break;

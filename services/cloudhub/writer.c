@@ -1,0 +1,274 @@
+/*
+ * writer.c — the group-commit writer: one thread that stores the
+ * publishes of every caller (Hub.Publish, Hub.PublishBatch) in shared
+ * SQLite transactions and answers each caller after the commit that holds
+ * its messages.
+ *
+ * A handler (on an rpc loop thread) checks its request, copies the
+ * messages into a job and hands it over (ch_writer_submit): nothing there
+ * waits on the file. The writer takes every job queued, up to
+ * CH_WRITE_BATCH_ITEMS messages (a job is never split), and under ch->mu
+ * runs them in one transaction, in queue order, then queues what was stored
+ * to the connected nodes; it answers the callers after releasing ch->mu.
+ * A commit therefore costs once per batch, not once per message, and the
+ * batch grows by itself with the load: while one commit runs, the next
+ * batch gathers. Nothing is answered before its commit, and a failed
+ * commit answers every job of the batch INTERNAL with nothing queued.
+ *
+ * The queue is bounded (CH_WRITE_QUEUE_BYTES of copied messages, and
+ * CH_WRITE_QUEUE_ITEMS messages): past it a publish is refused
+ * RESOURCE_EXHAUSTED at once, with nothing stored.
+ */
+#include "cloudhub_internal.h"
+
+#include "ke_err.h"
+#include "ke_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ch_writer_job_new allocates a job for n items (zeroed). */
+ch_wjob *ch_writer_job_new(ke_rpc_call *call, int batch, size_t n)
+{
+    ch_wjob *j = calloc(1, sizeof(*j) + n * sizeof(ch_pub));
+    if (!j)
+        return NULL;
+    j->call = call;
+    j->batch = batch;
+    j->n = n;
+    return j;
+}
+
+void ch_writer_job_free(ch_wjob *j)
+{
+    if (!j)
+        return;
+    for (size_t i = 0; i < j->n; i++)
+        free(j->items[i].buf);
+    free(j);
+}
+
+int ch_writer_submit(cloudhub *ch, ch_wjob *j)
+{
+    size_t bytes = sizeof(*j) + j->n * sizeof(ch_pub);
+    for (size_t i = 0; i < j->n; i++)
+        bytes += j->items[i].len + strlen(j->items[i].key) + 1;
+    j->bytes = bytes;
+    int rc = 0;
+    pthread_mutex_lock(&ch->wmu);
+    if (ch->wstop) {
+        rc = KE_ECLOSED;
+    } else if (ch->wbytes + bytes > CH_WRITE_QUEUE_BYTES ||
+               ch->witems + j->n > CH_WRITE_QUEUE_ITEMS) {
+        rc = KE_EFULL;
+    } else {
+        j->next = NULL;
+        if (ch->wtail)
+            ch->wtail->next = j;
+        else
+            ch->whead = j;
+        ch->wtail = j;
+        ch->wbytes += bytes;
+        ch->witems += (uint32_t)j->n;
+        pthread_cond_signal(&ch->wcv);
+    }
+    pthread_mutex_unlock(&ch->wmu);
+    if (rc == KE_EFULL)
+        ke_metric_add(ch->m.write_refused, 1);
+    return rc;
+}
+
+/* store_batch runs the jobs' items in one transaction (ch->mu held).
+ * Returns 0 (each item's rc set) or the store error (nothing stored). */
+static int store_batch(cloudhub *ch, ch_wjob *jobs)
+{
+    int rc = ke_sqlite_begin(ch->db);
+    for (ch_wjob *j = jobs; rc == 0 && j; j = j->next) {
+        for (size_t i = 0; i < j->n; i++) {
+            ch_pub *p = &j->items[i];
+            p->rc = ch_store_object_put(ch, p->node, p->key, p->rv, p->deleted, p->msg, p->len);
+            if (p->rc != 0 && p->rc != KE_EEXIST && p->rc != KE_ECONFLICT) {
+                rc = p->rc;
+                break;
+            }
+        }
+    }
+    if (rc == 0)
+        return ke_sqlite_commit(ch->db);
+    ke_sqlite_rollback(ch->db);
+    return rc;
+}
+
+/* queue_batch queues what the commit stored to the connected nodes and
+ * numbers it (ch->mu held). */
+static void queue_batch(cloudhub *ch, ch_wjob *jobs)
+{
+    for (ch_wjob *j = jobs; j; j = j->next) {
+        for (size_t i = 0; i < j->n; i++) {
+            ch_pub *p = &j->items[i];
+            /* A resend of the stored version goes to the node again (the
+             * edge asked for an object it lacks); otherwise the same
+             * version is a retry. */
+            if (p->rc != 0 && !(p->rc == KE_EEXIST && p->resend))
+                continue;
+            ch_node *n = ke_map_get(ch->nodes, p->node);
+            if (n && n->hello_done) {
+                int qrc = ch_queue_push(ch, n, p->key, p->rv, p->msg, p->len, p->deleted, 0);
+                if (qrc != 0) {
+                    /* The store has it: the node's next resync sends it. */
+                    ke_log_warn(CH_MOD, "cannot queue a publish node=%s key=%s rv=%llu: %s; sent "
+                                        "at the next resync",
+                                n->name, p->key, (unsigned long long)p->rv, ke_strerror(qrc));
+                    ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED,
+                                       "cloudhub is out of memory");
+                }
+                ch_queue_pump(ch, n);
+                p->seq = ++ch->pub_seq;
+            } else if (p->rc == 0) {
+                p->seq = ++ch->pub_seq;
+            }
+        }
+    }
+}
+
+static void conflict_why(const ch_pub *p, char *why, size_t len)
+{
+    snprintf(why, len, "message.header.resource_version: %llu is older than the version stored "
+                       "for %s",
+             (unsigned long long)p->rv, p->key);
+}
+
+/* answer finishes a job's call (no lock held) and frees the job. */
+static void answer(ch_wjob *j, int store_rc)
+{
+    char why[CH_KEY_MAX + 128];
+    if (store_rc != 0) {
+        ke_rpc_call_finish(j->call, KE_RPC_INTERNAL,
+                           store_rc == KE_ECLOSED ? "cloudhub is stopping" : "store error", NULL);
+    } else if (!j->batch) {
+        ch_pub *p = &j->items[0];
+        if (p->rc == KE_ECONFLICT) {
+            conflict_why(p, why, sizeof(why));
+            ke_rpc_call_finish(j->call, KE_RPC_FAILED_PRECONDITION, why, NULL);
+        } else {
+            Ke__V1__PublishReply reply = KE__V1__PUBLISH_REPLY__INIT;
+            reply.seq = p->seq;
+            ke_rpc_call_finish(j->call, KE_RPC_OK, NULL, &reply.base);
+        }
+    } else {
+        Ke__V1__PublishResult *res = calloc(j->n, sizeof(*res));
+        Ke__V1__PublishResult **ptrs = calloc(j->n, sizeof(*ptrs));
+        char **whys = calloc(j->n, sizeof(*whys));
+        int ok = res && ptrs && whys;
+        for (size_t i = 0; ok && i < j->n; i++) {
+            ch_pub *p = &j->items[i];
+            ke__v1__publish_result__init(&res[i]);
+            res[i].seq = p->seq;
+            if (p->rc == KE_ECONFLICT) {
+                conflict_why(p, why, sizeof(why));
+                if (!(whys[i] = strdup(why))) {
+                    ok = 0;
+                    break;
+                }
+                res[i].code = KE_RPC_FAILED_PRECONDITION;
+                res[i].error = whys[i];
+            }
+            ptrs[i] = &res[i];
+        }
+        if (ok) {
+            Ke__V1__PublishBatchReply reply = KE__V1__PUBLISH_BATCH_REPLY__INIT;
+            reply.n_results = j->n;
+            reply.results = ptrs;
+            ke_rpc_call_finish(j->call, KE_RPC_OK, NULL, &reply.base);
+        } else {
+            /* Stored and queued, but the answer cannot be built: the caller
+             * retries, and a retry of a stored version is a no-op. */
+            ke_rpc_call_finish(j->call, KE_RPC_RESOURCE_EXHAUSTED,
+                               "out of memory for the reply (the items were stored)", NULL);
+        }
+        for (size_t i = 0; whys && i < j->n; i++)
+            free(whys[i]);
+        free(whys);
+        free(ptrs);
+        free(res);
+    }
+    ke_rpc_call_unref(j->call);
+    ch_writer_job_free(j);
+}
+
+static void *writer_main(void *arg)
+{
+    cloudhub *ch = arg;
+    pthread_mutex_lock(&ch->wmu);
+    for (;;) {
+        while (!ch->whead && !ch->wstop)
+            pthread_cond_wait(&ch->wcv, &ch->wmu);
+        if (!ch->whead)
+            break; /* stopping, and nothing left */
+        /* Take jobs up to the batch bound (at least one). */
+        ch_wjob *first = ch->whead, *last = first;
+        size_t items = first->n, bytes = first->bytes;
+        while (last->next && items + last->next->n <= CH_WRITE_BATCH_ITEMS) {
+            last = last->next;
+            items += last->n;
+            bytes += last->bytes;
+        }
+        ch->whead = last->next;
+        if (!ch->whead)
+            ch->wtail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&ch->wmu);
+
+        pthread_mutex_lock(&ch->mu);
+        int rc = store_batch(ch, first);
+        if (rc == 0)
+            queue_batch(ch, first);
+        pthread_mutex_unlock(&ch->mu);
+        if (rc != 0)
+            ke_log_error(CH_MOD, "cannot store %zu publishes: %s (their callers get INTERNAL)",
+                         items, ke_strerror(rc));
+        ke_metric_add(ch->m.write_commits, 1);
+        ke_metric_add(ch->m.write_items, (int64_t)items);
+        for (ch_wjob *j = first, *next; j; j = next) {
+            next = j->next;
+            answer(j, rc);
+        }
+
+        pthread_mutex_lock(&ch->wmu);
+        ch->wbytes -= bytes;
+        ch->witems -= (uint32_t)items;
+    }
+    pthread_mutex_unlock(&ch->wmu);
+    return NULL;
+}
+
+int ch_writer_start(cloudhub *ch)
+{
+    pthread_mutex_init(&ch->wmu, NULL);
+    pthread_cond_init(&ch->wcv, NULL);
+    if (pthread_create(&ch->writer, NULL, writer_main, ch) != 0) {
+        pthread_cond_destroy(&ch->wcv);
+        pthread_mutex_destroy(&ch->wmu);
+        return KE_ENOMEM;
+    }
+    pthread_setname_np(ch->writer, "ke-cloudhub-wr");
+    ch->writer_running = 1;
+    return 0;
+}
+
+void ch_writer_stop(cloudhub *ch)
+{
+    if (!ch->writer_running)
+        return;
+    /* The writer stores and answers what is queued, then ends: a caller
+     * never waits for an answer that will not come. */
+    pthread_mutex_lock(&ch->wmu);
+    ch->wstop = 1;
+    pthread_cond_signal(&ch->wcv);
+    pthread_mutex_unlock(&ch->wmu);
+    pthread_join(ch->writer, NULL);
+    ch->writer_running = 0;
+    pthread_cond_destroy(&ch->wcv);
+    pthread_mutex_destroy(&ch->wmu);
+}
