@@ -78,22 +78,31 @@ static void metrics_init(ch_metrics *m)
                            "node certificates renewed", NULL, &m->renewals);
 }
 
-typedef struct reap_ctx {
-    cloudhub *ch;
-    int64_t now;
-} reap_ctx;
+/* Timer wheels: a tick of CH_WHEEL_TICK_MS, CH_WHEEL_SLOTS slots (a turn
+ * of 64 s spans the default dead_peer and hello_timeout, so a timer is
+ * looked at about once before it is due; longer ones are visited once a
+ * turn). */
+#define CH_WHEEL_TICK_MS 250
+#define CH_WHEEL_SLOTS 256u
 
-static int reap_one(const char *key, void *value, void *arg)
+/* dead_fire: a connected node's dead-peer deadline passed. Frames move
+ * last_seen_mono without touching the wheel; here a node heard from since
+ * is re-armed at its new deadline, a silent one is cancelled (its on_close
+ * does the cleanup). ch->mu held. */
+static void dead_fire(ke_wheel_timer *t, void *arg)
 {
-    (void)key;
-    reap_ctx *r = arg;
-    ch_node *n = value;
-    if (n->stream && r->now - n->last_seen_mono > r->ch->cfg.dead_peer_ms) {
-        ke_log_warn(CH_MOD, "node silent, closing its tunnel node=%s silent_ms=%lld", n->name,
-                    (long long)(r->now - n->last_seen_mono));
-        ke_rpc_call_cancel(n->stream);
+    cloudhub *ch = arg;
+    ch_node *n = t->data;
+    if (!n->stream)
+        return;
+    int64_t now = ke_time_mono_ms();
+    if (now - n->last_seen_mono <= ch->cfg.dead_peer_ms) {
+        ke_wheel_arm(&ch->dead_wheel, t, n->last_seen_mono + ch->cfg.dead_peer_ms + 1);
+        return;
     }
-    return 0;
+    ke_log_warn(CH_MOD, "node silent, closing its tunnel node=%s silent_ms=%lld", n->name,
+                (long long)(now - n->last_seen_mono));
+    ke_rpc_call_cancel(n->stream);
 }
 
 /* The reaper wakes every second (or the watchdog's tick, if shorter; the
@@ -118,9 +127,9 @@ static void *reaper_main(void *arg)
         if (ch->stopping)
             break;
         ke_watchdog_beat(hb);
-        reap_ctx r = {ch, ke_time_mono_ms()};
-        ke_map_each(ch->nodes, reap_one, &r);
-        ch_tunnel_reap(ch, r.now);
+        int64_t now = ke_time_mono_ms();
+        ke_wheel_advance(&ch->dead_wheel, now, dead_fire, ch);
+        ch_tunnel_reap(ch, now);
         ch_tunnel_undefer(ch); /* a safety net: acks that collect call it too */
     }
     pthread_mutex_unlock(&ch->mu);
@@ -183,6 +192,11 @@ int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
     uint8_t secret[KE_PKI_SECRET_MAX];
     if (!(ch->nodes = ke_map_new()) || ch_tcall_init(ch) != 0)
         goto fail;
+    int64_t now = ke_time_mono_ms();
+    if ((rc = ke_wheel_init(&ch->dead_wheel, CH_WHEEL_SLOTS, CH_WHEEL_TICK_MS, now)) != 0 ||
+        (rc = ke_wheel_init(&ch->hello_wheel, CH_WHEEL_SLOTS, CH_WHEEL_TICK_MS, now)) != 0)
+        goto fail;
+    rc = KE_ENOMEM;
     if ((rc = ke_pki_read_file(cfg->ca_cert_file, &ch->ca_pem, NULL)) != 0 ||
         (rc = ke_pki_read_file(cfg->ca_key_file, &ch->ca_key_pem, NULL)) != 0 ||
         (rc = ke_pki_secret_read(cfg->token_secret_file, secret, sizeof(secret),
@@ -258,6 +272,8 @@ void cloudhub_free(cloudhub *ch)
     }
     ch_subscribe_free_all(ch);
     ch_tcall_free(ch);
+    ke_wheel_free(&ch->dead_wheel);
+    ke_wheel_free(&ch->hello_wheel);
     ke_sqlite_close(ch->db);
     free(ch->ca_pem);
     free(ch->ca_key_pem);

@@ -30,6 +30,7 @@
 #include "ke_map.h"
 #include "ke_metrics.h"
 #include "ke_sqlite.h"
+#include "ke_wheel.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -169,6 +170,8 @@ struct ch_node {
     int hello_done;
     int64_t last_seen_ms;    /* wall clock, for display (ListNodes) */
     int64_t last_seen_mono;  /* monotonic: the reaper and idle_ms */
+    ke_wheel_timer dead_timer; /* on ch->dead_wheel while connected: due at
+                                  last_seen_mono + dead_peer, re-armed lazily */
     uint64_t next_edge_seq;  /* upstream seq expected next (persisted) */
     char agent_version[64];
     /* control slots of the live stream: never dropped, coalesced, flushed
@@ -218,7 +221,10 @@ struct cloudhub {
     ke_sqlite *db;
     ke_map *nodes;            /* name -> ch_node, registered nodes */
     ch_subscriber *subs;      /* live Subscribe streams, one per consumer */
-    struct tunnel_conn *unhello; /* Tunnel streams whose Hello is not complete (tunnel.c) */
+    /* Timers on the monotonic clock (the reaper advances both): the dead-peer
+     * deadline of every connected node, the Hello deadline of every Tunnel
+     * stream whose Hello is not complete (tunnel.c). */
+    ke_wheel dead_wheel, hello_wheel;
     uint32_t deferring;       /* nodes with reports held back (tunnel.c) */
     uint64_t digest_held;     /* digest entries held by sequences in progress */
     int stopping;
@@ -345,8 +351,9 @@ int ch_tunnel_register(cloudhub *ch, ke_rpc_server *srv);
 int ch_auth_node(cloudhub *ch, ke_rpc_call *call, char *node, size_t len, char *why,
                  size_t whylen);
 /* ch_tunnel_reap closes the Tunnel streams that have not completed their
- * Hello within cfg.hello_timeout_ms of their first frame (now: monotonic
- * ms), counted in ke_cloudhub_hello_timeouts_total. ch->mu held. */
+ * Hello within cfg.hello_timeout_ms of being opened (now: monotonic ms; the
+ * timers of ch->hello_wheel), counted in ke_cloudhub_hello_timeouts_total.
+ * ch->mu held. */
 void ch_tunnel_reap(cloudhub *ch, int64_t now);
 /* ch_tunnel_undefer logs the reports held back for every node whose
  * entries in the upstream log dropped below cfg.uplog_node_window, in seq

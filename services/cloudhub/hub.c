@@ -392,6 +392,7 @@ static void remove_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
         return;
     }
     ke_map_del(ch->nodes, n->name);
+    ke_wheel_disarm(&ch->dead_wheel, &n->dead_timer);
     if (n->stream) {
         ch_node_disconnect(ch, n, KE_RPC_PERMISSION_DENIED, "node was removed");
         ch_tcall_tunnel_gone(ch, n, "node was removed");

@@ -43,10 +43,8 @@
 
 typedef struct tunnel_conn {
     cloudhub *ch;
-    ke_rpc_call *call;       /* valid until on_close, which unlinks the conn */
-    struct tunnel_conn *prev, *next; /* ch->unhello while listed */
-    int listed;
-    int64_t hello_deadline;  /* monotonic ms */
+    ke_rpc_call *call;       /* valid until on_close, which disarms the timer */
+    ke_wheel_timer hello_timer; /* on ch->hello_wheel until the Hello completes */
     char node[CH_NODE_NAME_MAX];
     int hello;               /* a Hello was received */
     /* the digest being received (Hello, then DigestChunks) */
@@ -304,36 +302,24 @@ static void resync_drop_gone(resync *r)
                     r->n->name, r->n_gone);
 }
 
-/* unhello_unlink takes c off ch->unhello. ch->mu held. */
-static void unhello_unlink(cloudhub *ch, tunnel_conn *c)
+/* hello_fire closes a Tunnel stream whose Hello did not complete within
+ * cfg.hello_timeout_ms (its timer on ch->hello_wheel). ch->mu held. */
+static void hello_fire(ke_wheel_timer *t, void *arg)
 {
-    if (!c->listed)
-        return;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        ch->unhello = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-    c->listed = 0;
+    cloudhub *ch = arg;
+    tunnel_conn *c = t->data;
+    char why[160];
+    snprintf(why, sizeof(why), "no complete hello within cloudhub.hello_timeout (%lld ms)",
+             (long long)ch->cfg.hello_timeout_ms);
+    ke_log_warn(CH_MOD, "closing a tunnel without a hello node=%s", c->node);
+    if (ke_rpc_call_abort(c->call, KE_RPC_DEADLINE_EXCEEDED, why) == 0)
+        ke_metric_add(ch->m.hello_timeouts, 1);
+    digest_drop(ch, c); /* the digest it held is freed now */
 }
 
 void ch_tunnel_reap(cloudhub *ch, int64_t now)
 {
-    for (tunnel_conn *c = ch->unhello, *next; c; c = next) {
-        next = c->next;
-        if (c->hello_deadline > now)
-            continue;
-        unhello_unlink(ch, c);
-        char why[160];
-        snprintf(why, sizeof(why), "no complete hello within cloudhub.hello_timeout (%lld ms)",
-                 (long long)ch->cfg.hello_timeout_ms);
-        ke_log_warn(CH_MOD, "closing a tunnel without a hello node=%s", c->node);
-        if (ke_rpc_call_abort(c->call, KE_RPC_DEADLINE_EXCEEDED, why) == 0)
-            ke_metric_add(ch->m.hello_timeouts, 1);
-        digest_drop(ch, c); /* the digest it held is freed now */
-    }
+    ke_wheel_advance(&ch->hello_wheel, now, hello_fire, ch);
 }
 
 /* hello_complete does the work of a Hello once its digest is whole:
@@ -344,7 +330,7 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
     cloudhub *ch = c->ch;
     ch_node *n = ke_map_get(ch->nodes, c->node);
     size_t digest_n = c->digest_n;
-    unhello_unlink(ch, c);
+    ke_wheel_disarm(&ch->hello_wheel, &c->hello_timer);
     if (!n) {
         digest_drop(ch, c);
         refuse(ch, call, c->node, KE_RPC_PERMISSION_DENIED, "node was removed");
@@ -364,6 +350,8 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
     n->hello_done = 1;
     n->last_seen_ms = ke_time_wall_ms();
     n->last_seen_mono = ke_time_mono_ms();
+    n->dead_timer.data = n;
+    ke_wheel_arm(&ch->dead_wheel, &n->dead_timer, n->last_seen_mono + ch->cfg.dead_peer_ms);
     snprintf(n->agent_version, sizeof(n->agent_version), "%s", c->agent_version);
     ch->connected++;
     ke_metric_set(ch->m.connected, ch->connected);
@@ -765,13 +753,9 @@ static void on_open(ke_rpc_call *call, void *ud)
     c->call = call;
     snprintf(c->node, sizeof(c->node), "%s", node);
     ke_rpc_call_set_data(call, c);
+    c->hello_timer.data = c;
     pthread_mutex_lock(&ch->mu);
-    c->hello_deadline = ke_time_mono_ms() + ch->cfg.hello_timeout_ms;
-    c->next = ch->unhello;
-    if (ch->unhello)
-        ch->unhello->prev = c;
-    ch->unhello = c;
-    c->listed = 1;
+    ke_wheel_arm(&ch->hello_wheel, &c->hello_timer, ke_time_mono_ms() + ch->cfg.hello_timeout_ms);
     pthread_mutex_unlock(&ch->mu);
     ke_log_debug(CH_MOD, "tunnel opened node=%s", node);
 }
@@ -849,6 +833,7 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     if (n && n->stream == call) {
         n->stream = NULL;
         n->hello_done = 0;
+        ke_wheel_disarm(&ch->dead_wheel, &n->dead_timer);
         n->last_seen_ms = ke_time_wall_ms();
         n->last_seen_mono = ke_time_mono_ms();
         ch_queue_clear(ch, n);
@@ -861,7 +846,7 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
                     ke_log_esc(c->node, en, sizeof(en)), ke_rpc_status_name(st->code),
                     ke_log_esc(st->message, ew, sizeof(ew)));
     }
-    unhello_unlink(ch, c);
+    ke_wheel_disarm(&ch->hello_wheel, &c->hello_timer);
     digest_drop(ch, c);
     pthread_mutex_unlock(&ch->mu);
     free(c);
