@@ -69,17 +69,24 @@ typedef struct ch_node ch_node;
 /* Items of one Hub.PublishBatch call at most. */
 #define CH_PUBLISH_BATCH_MAX 4096u
 
-/* One message to store and queue: an item of a writer job. */
+/* One message to store: an item of a writer job. A publish (stored, then
+ * queued to its node) or an upstream report (logged, then acked to the
+ * edge and handed to consumers). */
 typedef struct ch_pub {
     char node[CH_NODE_NAME_MAX];
     const char *key;  /* in buf */
+    const char *group; /* a report's route.group, in buf */
+    uint64_t seq;     /* a report's upstream seq */
     uint64_t rv;
     int deleted, resend;
     const uint8_t *msg; /* the packed ke.v1.Message, in buf */
     size_t len;
     uint8_t *buf;     /* owns msg and key */
-    int rc;           /* the store's answer: 0, KE_EEXIST, KE_ECONFLICT */
-    uint64_t seq;     /* the reply's seq */
+    int rc;           /* publish: the store's answer (0, KE_EEXIST, KE_ECONFLICT);
+                         report: 0 logged, 1 nothing to do after the commit,
+                         2 the stream ends unacked after the commit (stop_rc) */
+    int stop_rc;
+    uint64_t reply_seq; /* a publish's reply seq */
 } ch_pub;
 
 /* A writer job: one caller's publishes, answered together. */
@@ -87,6 +94,8 @@ typedef struct ch_wjob {
     struct ch_wjob *next;
     ke_rpc_call *call;  /* a reference, dropped once answered */
     int batch;          /* PublishBatch: one result per item */
+    int report;         /* one upstream report; call is its Tunnel stream */
+    int store_rc;       /* the writer's: 0 once committed, else the store error */
     size_t bytes;       /* counted against the queue's bound */
     size_t n;
     ch_pub items[];
@@ -296,6 +305,12 @@ int ch_store_tombstone_drop(cloudhub *ch, const char *key, uint64_t rv);
 int ch_store_uplog_append(cloudhub *ch, const char *node, const char *group, const char *key,
                           uint64_t edge_seq, const uint8_t *msg, size_t len, uint32_t node_max,
                           uint64_t *id);
+/* ch_store_uplog_append_tx is the same inside the caller's transaction
+ * (KE_EFULL writes nothing; another error leaves the transaction to be
+ * rolled back). */
+int ch_store_uplog_append_tx(cloudhub *ch, const char *node, const char *group, const char *key,
+                             uint64_t edge_seq, const uint8_t *msg, size_t len, uint32_t node_max,
+                             uint64_t *id);
 /* ch_store_uplog_read calls fn for up to limit entries with id > after whose
  * group is in groups_json (a JSON array of strings; NULL: every group), in
  * id order. *max_id: the log's highest id when read (0 when empty). */
@@ -363,6 +378,15 @@ void ch_tunnel_undefer(cloudhub *ch);
 /* ch_tunnel_defer_clear forgets the node's held-back reports (its stream
  * ended: they were not acked, the edge sends them again). ch->mu held. */
 void ch_tunnel_defer_clear(cloudhub *ch, ch_node *n);
+/* ch_tunnel_report_log logs an upstream report inside the writer's
+ * transaction (or holds it back behind the node's window, or stops the
+ * stream past its bounds). Returns 0, or a store error that fails the whole
+ * transaction. ch->mu held. */
+int ch_tunnel_report_log(cloudhub *ch, ke_rpc_call *call, ch_pub *p);
+/* ch_tunnel_report_done: after the writer's commit (store_rc 0) the logged
+ * report is acked to the edge and consumers are woken; after a failed one
+ * the stream is ended unacked. ch->mu held. */
+void ch_tunnel_report_done(cloudhub *ch, ke_rpc_call *call, const ch_pub *p, int store_rc);
 /* ch_node_disconnect ends the node's stream (if any) with code/why. */
 void ch_node_disconnect(cloudhub *ch, ch_node *n, int code, const char *why);
 

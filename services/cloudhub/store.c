@@ -405,21 +405,18 @@ static int uplog_insert(cloudhub *ch, const char *node, const char *group, const
     return 0;
 }
 
-int ch_store_uplog_append(cloudhub *ch, const char *node, const char *group, const char *key,
-                          uint64_t edge_seq, const uint8_t *msg, size_t len, uint32_t node_max,
-                          uint64_t *id)
+int ch_store_uplog_append_tx(cloudhub *ch, const char *node, const char *group, const char *key,
+                             uint64_t edge_seq, const uint8_t *msg, size_t len, uint32_t node_max,
+                             uint64_t *id)
 {
-    int rc = ke_sqlite_begin(ch->db);
-    if (rc)
-        return rc;
     int has = uplog_has(ch, group, key);
-    if (has < 0) {
-        rc = has;
-        goto out;
-    }
+    if (has < 0)
+        return has;
+    int rc;
     if (has) {
         rc = exec_bind(ch, "DELETE FROM uplog WHERE grp = ? AND key = ?", group, key, -1);
     } else {
+        /* Checked before anything is written: KE_EFULL changes nothing. */
         int64_t count = uplog_node_count(ch, node);
         rc = count < 0 ? (int)count : count >= (int64_t)node_max ? KE_EFULL : 0;
     }
@@ -427,7 +424,17 @@ int ch_store_uplog_append(cloudhub *ch, const char *node, const char *group, con
         rc = uplog_insert(ch, node, group, key, edge_seq, msg, len, id);
     if (rc == 0)
         rc = ch_store_node_set_seq(ch, node, edge_seq + 1);
-out:
+    return rc;
+}
+
+int ch_store_uplog_append(cloudhub *ch, const char *node, const char *group, const char *key,
+                          uint64_t edge_seq, const uint8_t *msg, size_t len, uint32_t node_max,
+                          uint64_t *id)
+{
+    int rc = ke_sqlite_begin(ch->db);
+    if (rc)
+        return rc;
+    rc = ch_store_uplog_append_tx(ch, node, group, key, edge_seq, msg, len, node_max, id);
     if (rc == 0)
         return ke_sqlite_commit(ch->db);
     ke_sqlite_rollback(ch->db);

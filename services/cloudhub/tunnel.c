@@ -560,6 +560,10 @@ static uint32_t uplog_node_cap(const cloudhub *ch)
 
 static void upstream_not_acked(cloudhub *ch, ch_node *n, uint64_t seq, int rc);
 
+/* upstream_not_acked's reason for a report the writer's queue had no room
+ * for (not a KE_E code of the store's). */
+#define KE_EBUSY_WRITER (-1000)
+
 /* undefer_node logs n's held-back reports while its window has room. */
 static int undefer_node(const char *name, void *value, void *arg)
 {
@@ -611,6 +615,15 @@ void ch_tunnel_undefer(cloudhub *ch)
 static void upstream_not_acked(cloudhub *ch, ch_node *n, uint64_t seq, int rc)
 {
     n->upstream_stopped = 1;
+    if (rc == KE_EBUSY_WRITER) {
+        ke_metric_add(ch->m.up_backpressure, 1);
+        ke_log_warn(CH_MOD, "cloudhub's write queue is full node=%s seq=%llu: not acked; the "
+                            "edge retries",
+                    n->name, (unsigned long long)seq);
+        ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED,
+                           "cloudhub's write queue is full: retry later");
+        return;
+    }
     if (rc == KE_EFULL) {
         ke_metric_add(ch->m.up_backpressure, 1);
         int windowed = ch->cfg.uplog_node_window < ch->cfg.uplog_node_max;
@@ -670,41 +683,97 @@ static void tunnel_on_message(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__S
         pthread_mutex_unlock(&ch->mu);
         return;
     }
+    /* Logged, acked and handed to consumers by the group-commit writer, in
+     * the order received (writer.c; ch_tunnel_report_log below). */
+    pthread_mutex_unlock(&ch->mu);
+    const char *group = msg->route->group ? msg->route->group : "";
     size_t len = protobuf_c_message_get_packed_size(&msg->base);
-    uint8_t *buf = malloc(len ? len : 1);
-    uint64_t id = 0;
-    int rc = buf ? 0 : KE_ENOMEM;
-    int windowed = ch->cfg.uplog_node_window < ch->cfg.uplog_node_max;
-    if (buf) {
-        protobuf_c_message_pack(&msg->base, buf);
-        /* Behind reports held back, or past the window: held back too. */
-        rc = n->defer_head ? KE_EFULL
-                           : ch_store_uplog_append(ch, n->name, msg->route->group,
-                                                   msg->route->resource, sm->seq, buf, len,
-                                                   uplog_node_cap(ch), &id);
-        if (rc == KE_EFULL && windowed) {
-            rc = defer_push(ch, n, sm->seq, msg->route->group, msg->route->resource, buf, len);
-            buf = NULL; /* taken */
-            if (rc == 0) {
-                pthread_mutex_unlock(&ch->mu);
-                return; /* acked when logged */
-            }
-        }
+    size_t klen = strlen(msg->route->resource), glen = strlen(group);
+    ch_wjob *j = ch_writer_job_new(call, 0, 1);
+    int rc = KE_ENOMEM;
+    if (j && (j->items[0].buf = malloc(len + klen + glen + 2)) != NULL) {
+        ch_pub *p = &j->items[0];
+        j->report = 1;
+        protobuf_c_message_pack(&msg->base, p->buf);
+        memcpy(p->buf + len, msg->route->resource, klen + 1);
+        memcpy(p->buf + len + klen + 1, group, glen + 1);
+        p->msg = p->buf;
+        p->len = len;
+        p->key = (const char *)p->buf + len;
+        p->group = (const char *)p->buf + len + klen + 1;
+        p->seq = sm->seq;
+        snprintf(p->node, sizeof(p->node), "%s", c->node);
+        ke_rpc_call_ref(call);
+        if ((rc = ch_writer_submit(ch, j)) == 0)
+            return;
+        ke_rpc_call_unref(call);
     }
-    free(buf);
-    if (rc != 0) {
-        upstream_not_acked(ch, n, sm->seq, rc);
-        pthread_mutex_unlock(&ch->mu);
+    ch_writer_job_free(j);
+    pthread_mutex_lock(&ch->mu);
+    n = ke_map_get(ch->nodes, c->node);
+    if (n && n->stream == call && !n->upstream_stopped)
+        upstream_not_acked(ch, n, sm->seq, rc == KE_EFULL ? KE_EBUSY_WRITER : rc);
+    pthread_mutex_unlock(&ch->mu);
+}
+
+int ch_tunnel_report_log(cloudhub *ch, ke_rpc_call *call, ch_pub *p)
+{
+    ch_node *n = ke_map_get(ch->nodes, p->node);
+    p->rc = 1; /* nothing to do after the commit unless logged */
+    if (!n || n->stream != call || n->upstream_stopped)
+        return 0; /* not acked: resent after the reconnect */
+    int windowed = ch->cfg.uplog_node_window < ch->cfg.uplog_node_max;
+    uint64_t id = 0;
+    /* Behind reports held back, or past the window: held back too. */
+    int rc = n->defer_head ? KE_EFULL
+                           : ch_store_uplog_append_tx(ch, n->name, p->group, p->key, p->seq, p->msg,
+                                                      p->len, uplog_node_cap(ch), &id);
+    if (rc == 0) {
+        p->rc = 0;
+        return 0;
+    }
+    if (rc == KE_EFULL && windowed) {
+        uint8_t *copy = malloc(p->len ? p->len : 1);
+        if (copy)
+            memcpy(copy, p->msg, p->len);
+        rc = copy ? defer_push(ch, n, p->seq, p->group, p->key, copy, p->len) : KE_ENOMEM;
+        if (rc == 0)
+            return 0; /* acked when logged */
+    }
+    if (rc == KE_EFULL || rc == KE_ENOMEM) {
+        /* The stream ends unacked from here, but only once the reports
+         * logged before it in this transaction are committed and acked
+         * (ch_tunnel_report_done); nothing later on it is logged. */
+        n->upstream_stopped = 1;
+        p->rc = 2;
+        p->stop_rc = rc;
+        return 0;
+    }
+    return rc; /* the store failed: the whole transaction goes */
+}
+
+void ch_tunnel_report_done(cloudhub *ch, ke_rpc_call *call, const ch_pub *p, int store_rc)
+{
+    ch_node *n = ke_map_get(ch->nodes, p->node);
+    if (p->rc == 1 || !n || n->stream != call)
+        return;
+    if (p->rc == 2) {
+        upstream_not_acked(ch, n, p->seq, p->stop_rc);
+        return;
+    }
+    if (store_rc != 0) {
+        if (!n->upstream_stopped) /* once per stream */
+            upstream_not_acked(ch, n, p->seq, store_rc);
         return;
     }
     /* Committed: now, and only now, the edge may forget it. */
-    n->next_edge_seq = sm->seq + 1;
+    if (p->seq + 1 > n->next_edge_seq)
+        n->next_edge_seq = p->seq + 1;
     n->uplog_full = 0;
     ke_metric_add(ch->m.up_received, 1);
-    ch_control_ack(n, sm->seq);
+    ch_control_ack(n, p->seq);
     ch_control_flush(ch, n);
-    ch_subscribe_wake(ch, msg->route->group);
-    pthread_mutex_unlock(&ch->mu);
+    ch_subscribe_wake(ch, p->group);
 }
 
 static void tunnel_on_ack(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Ack *a)

@@ -1,8 +1,9 @@
 /*
  * writer.c — the group-commit writer: one thread that stores the
- * publishes of every caller (Hub.Publish, Hub.PublishBatch) in shared
- * SQLite transactions and answers each caller after the commit that holds
- * its messages.
+ * publishes of every caller (Hub.Publish, Hub.PublishBatch) and the
+ * upstream reports of every node in shared SQLite transactions, and
+ * answers each caller (acks each report to its edge) after the commit that
+ * holds its messages.
  *
  * A handler (on an rpc loop thread) checks its request, copies the
  * messages into a job and hands it over (ch_writer_submit): nothing there
@@ -79,57 +80,121 @@ int ch_writer_submit(cloudhub *ch, ch_wjob *j)
     return rc;
 }
 
-/* store_batch runs the jobs' items in one transaction (ch->mu held).
- * Returns 0 (each item's rc set) or the store error (nothing stored). */
-static int store_batch(cloudhub *ch, ch_wjob *jobs)
+/* report_ident writes "<group>\x1f<key>" of a report into buf. */
+static const char *report_ident(const ch_pub *p, char *buf, size_t len)
 {
-    int rc = ke_sqlite_begin(ch->db);
-    for (ch_wjob *j = jobs; rc == 0 && j; j = j->next) {
-        for (size_t i = 0; i < j->n; i++) {
-            ch_pub *p = &j->items[i];
-            p->rc = ch_store_object_put(ch, p->node, p->key, p->rv, p->deleted, p->msg, p->len);
-            if (p->rc != 0 && p->rc != KE_EEXIST && p->rc != KE_ECONFLICT) {
-                rc = p->rc;
-                break;
+    snprintf(buf, len, "%s\x1f%s", p->group, p->key);
+    return buf;
+}
+
+/* store_job runs one job's items in the open transaction (ch->mu held).
+ * Returns 0 or the store error that fails the transaction. */
+static int store_job(cloudhub *ch, ch_wjob *j)
+{
+    if (j->report)
+        return ch_tunnel_report_log(ch, j->call, &j->items[0]);
+    for (size_t i = 0; i < j->n; i++) {
+        ch_pub *p = &j->items[i];
+        p->rc = ch_store_object_put(ch, p->node, p->key, p->rv, p->deleted, p->msg, p->len);
+        if (p->rc != 0 && p->rc != KE_EEXIST && p->rc != KE_ECONFLICT)
+            return p->rc;
+    }
+    return 0;
+}
+
+/* queue_job, after the commit that holds the job: queues a publish's
+ * stored messages to the connected nodes and numbers them, or acks a logged
+ * report and wakes its consumers (ch->mu held). */
+static void queue_job(cloudhub *ch, ch_wjob *j)
+{
+    if (j->report) {
+        ch_tunnel_report_done(ch, j->call, &j->items[0], 0);
+        return;
+    }
+    for (size_t i = 0; i < j->n; i++) {
+        ch_pub *p = &j->items[i];
+        /* A resend of the stored version goes to the node again (the edge
+         * asked for an object it lacks); otherwise the same version is a
+         * retry. */
+        if (p->rc != 0 && !(p->rc == KE_EEXIST && p->resend))
+            continue;
+        ch_node *n = ke_map_get(ch->nodes, p->node);
+        if (n && n->hello_done) {
+            int qrc = ch_queue_push(ch, n, p->key, p->rv, p->msg, p->len, p->deleted, 0);
+            if (qrc != 0) {
+                /* The store has it: the node's next resync sends it. */
+                ke_log_warn(CH_MOD, "cannot queue a publish node=%s key=%s rv=%llu: %s; sent "
+                                    "at the next resync",
+                            n->name, p->key, (unsigned long long)p->rv, ke_strerror(qrc));
+                ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED, "cloudhub is out of memory");
             }
+            ch_queue_pump(ch, n);
+            p->reply_seq = ++ch->pub_seq;
+        } else if (p->rc == 0) {
+            p->reply_seq = ++ch->pub_seq;
         }
     }
+}
+
+/* commit_segment commits the open transaction holding jobs [from, to) and
+ * does their after-commit work, or, when store_rc or the commit failed,
+ * ends their reports' streams unacked; sets each job's store_rc. */
+static int commit_segment(cloudhub *ch, ch_wjob *from, ch_wjob *to, int store_rc)
+{
+    int rc = store_rc;
     if (rc == 0)
-        return ke_sqlite_commit(ch->db);
-    ke_sqlite_rollback(ch->db);
+        rc = ke_sqlite_commit(ch->db);
+    else
+        ke_sqlite_rollback(ch->db);
+    ke_metric_add(ch->m.write_commits, 1);
+    for (ch_wjob *j = from; j != to; j = j->next) {
+        j->store_rc = rc;
+        if (rc == 0)
+            queue_job(ch, j);
+        else if (j->report)
+            ch_tunnel_report_done(ch, j->call, &j->items[0], rc);
+    }
     return rc;
 }
 
-/* queue_batch queues what the commit stored to the connected nodes and
- * numbers it (ch->mu held). */
-static void queue_batch(cloudhub *ch, ch_wjob *jobs)
+/* run_batch stores the jobs in as few transactions as the reports allow
+ * (ch->mu held). A report of a (group, key) already logged in the open
+ * transaction first commits it and hands it to the consumers: the log keeps
+ * only the newest entry of a key, and a consumer keeping up must see each
+ * report, as it would one transaction per report. */
+static void run_batch(cloudhub *ch, ch_wjob *jobs)
 {
+    ke_map *idents = ke_map_new(); /* reports' (group, key) in the open transaction */
+    char ident[CH_KEY_MAX * 2];
+    ch_wjob *seg = jobs;
+    int rc = ke_sqlite_begin(ch->db);
     for (ch_wjob *j = jobs; j; j = j->next) {
-        for (size_t i = 0; i < j->n; i++) {
-            ch_pub *p = &j->items[i];
-            /* A resend of the stored version goes to the node again (the
-             * edge asked for an object it lacks); otherwise the same
-             * version is a retry. */
-            if (p->rc != 0 && !(p->rc == KE_EEXIST && p->resend))
-                continue;
-            ch_node *n = ke_map_get(ch->nodes, p->node);
-            if (n && n->hello_done) {
-                int qrc = ch_queue_push(ch, n, p->key, p->rv, p->msg, p->len, p->deleted, 0);
-                if (qrc != 0) {
-                    /* The store has it: the node's next resync sends it. */
-                    ke_log_warn(CH_MOD, "cannot queue a publish node=%s key=%s rv=%llu: %s; sent "
-                                        "at the next resync",
-                                n->name, p->key, (unsigned long long)p->rv, ke_strerror(qrc));
-                    ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED,
-                                       "cloudhub is out of memory");
-                }
-                ch_queue_pump(ch, n);
-                p->seq = ++ch->pub_seq;
-            } else if (p->rc == 0) {
-                p->seq = ++ch->pub_seq;
+        if (rc == 0 && j->report) {
+            const char *id = report_ident(&j->items[0], ident, sizeof(ident));
+            if (!idents || ke_map_get(idents, id)) {
+                commit_segment(ch, seg, j, 0);
+                seg = j;
+                ke_map_free(idents);
+                idents = ke_map_new();
+                rc = ke_sqlite_begin(ch->db);
             }
         }
+        if (rc == 0)
+            rc = store_job(ch, j);
+        if (rc == 0 && j->report && j->items[0].rc == 0 && idents &&
+            ke_map_put(idents, report_ident(&j->items[0], ident, sizeof(ident)), (void *)1,
+                       NULL) != 0) {
+            /* cannot track it: commit here so the next one is safe */
+            commit_segment(ch, seg, j->next, 0);
+            seg = j->next;
+            ke_map_free(idents);
+            idents = NULL;
+            rc = j->next ? ke_sqlite_begin(ch->db) : 0;
+        }
     }
+    if (seg)
+        commit_segment(ch, seg, NULL, rc);
+    ke_map_free(idents);
 }
 
 static void conflict_why(const ch_pub *p, char *why, size_t len)
@@ -140,10 +205,13 @@ static void conflict_why(const ch_pub *p, char *why, size_t len)
 }
 
 /* answer finishes a job's call (no lock held) and frees the job. */
-static void answer(ch_wjob *j, int store_rc)
+static void answer(ch_wjob *j)
 {
     char why[CH_KEY_MAX + 128];
-    if (store_rc != 0) {
+    int store_rc = j->store_rc;
+    if (j->report) {
+        /* acked (or not) under ch->mu already; no reply of its own */
+    } else if (store_rc != 0) {
         ke_rpc_call_finish(j->call, KE_RPC_INTERNAL,
                            store_rc == KE_ECLOSED ? "cloudhub is stopping" : "store error", NULL);
     } else if (!j->batch) {
@@ -153,7 +221,7 @@ static void answer(ch_wjob *j, int store_rc)
             ke_rpc_call_finish(j->call, KE_RPC_FAILED_PRECONDITION, why, NULL);
         } else {
             Ke__V1__PublishReply reply = KE__V1__PUBLISH_REPLY__INIT;
-            reply.seq = p->seq;
+            reply.seq = p->reply_seq;
             ke_rpc_call_finish(j->call, KE_RPC_OK, NULL, &reply.base);
         }
     } else {
@@ -164,7 +232,7 @@ static void answer(ch_wjob *j, int store_rc)
         for (size_t i = 0; ok && i < j->n; i++) {
             ch_pub *p = &j->items[i];
             ke__v1__publish_result__init(&res[i]);
-            res[i].seq = p->seq;
+            res[i].seq = p->reply_seq;
             if (p->rc == KE_ECONFLICT) {
                 conflict_why(p, why, sizeof(why));
                 if (!(whys[i] = strdup(why))) {
@@ -221,18 +289,19 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&ch->wmu);
 
         pthread_mutex_lock(&ch->mu);
-        int rc = store_batch(ch, first);
-        if (rc == 0)
-            queue_batch(ch, first);
+        run_batch(ch, first);
         pthread_mutex_unlock(&ch->mu);
-        if (rc != 0)
-            ke_log_error(CH_MOD, "cannot store %zu publishes: %s (their callers get INTERNAL)",
-                         items, ke_strerror(rc));
-        ke_metric_add(ch->m.write_commits, 1);
+        int failed = 0;
+        for (ch_wjob *j = first; j; j = j->next)
+            failed += j->store_rc != 0;
+        if (failed)
+            ke_log_error(CH_MOD, "cannot store %d of %zu writes (their callers get INTERNAL, "
+                                 "their reports are not acked)",
+                         failed, items);
         ke_metric_add(ch->m.write_items, (int64_t)items);
         for (ch_wjob *j = first, *next; j; j = next) {
             next = j->next;
-            answer(j, rc);
+            answer(j);
         }
 
         pthread_mutex_lock(&ch->wmu);

@@ -17,6 +17,12 @@
  *             the latency of each message from its Publish being issued to
  *             the node sending its ack (p50/p99/max).
  *
+ *   upstream  with --reports S: for S seconds every node sends one report a
+ *             second (its own key each time, so none is coalesced), the
+ *             nodes spread evenly over the second, to a Hub.Subscribe
+ *             consumer ("edgesim", window 4096, acking each entry); the
+ *             latency of each from its send to its arrival at the consumer.
+ *
  * A simulated node does what EdgeHub does on the wire, minus storage: it
  * acks every downstream message at once and ignores keepalives. It sends
  * no keepalives itself, so cloudcore runs with --cloudhub.dead_peer=600s.
@@ -135,6 +141,12 @@ struct sim {
     _Atomic int64_t *latency_ns; /* 0: not acked yet */
     atomic_long acked, duplicates;
     atomic_llong fanout_done_ns;
+    /* upstream: [node * reports + k], report k of node at seq k + 1 */
+    long n_reports;              /* per node (--reports S: one a second for S s) */
+    int64_t *report_ns;          /* when each was sent (monotonic) */
+    _Atomic int64_t *report_lat; /* report -> consumer; 0: not delivered yet */
+    atomic_long delivered, up_duplicates, up_send_failed;
+    atomic_int consumer_closing;
 };
 
 static int64_t wall_ms(void)
@@ -631,7 +643,150 @@ out:
     return status;
 }
 
-/* ---- phase 6: shutdown ---- */
+/* ---- phase 6: upstream ---- */
+
+/* The consumer: a Hub.Subscribe stream as system:admin, acking each entry;
+ * it times each report from its send to its arrival here. */
+static void consumer_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
+{
+    sim *s = ud;
+    const Ke__V1__UpstreamMessage *u = (const Ke__V1__UpstreamMessage *)m;
+    int64_t t = bench_now_ns();
+    unsigned idx = 0;
+    const char *key = u->message && u->message->route ? u->message->route->resource : "";
+    const char *node = strstr(key, "/sim-");
+    long k = (long)u->seq - 1;
+    if (!node || sscanf(node, "/sim-%u/", &idx) != 1 || idx < 1 || idx > (unsigned)s->n_nodes ||
+        k < 0 || k >= s->n_reports) {
+        bench_waiter_fail(&s->w, "consumer: an entry not sent (key=%s seq=%llu)", key,
+                          (unsigned long long)u->seq);
+        return;
+    }
+    size_t i = (size_t)(idx - 1) * (size_t)s->n_reports + (size_t)k;
+    int64_t expect = 0, lat = t - s->report_ns[i];
+    if (atomic_compare_exchange_strong(&s->report_lat[i], &expect, lat > 0 ? lat : 1))
+        atomic_fetch_add(&s->delivered, 1);
+    else
+        atomic_fetch_add(&s->up_duplicates, 1);
+    Ke__V1__SubscribeFrame f = KE__V1__SUBSCRIBE_FRAME__INIT;
+    Ke__V1__SubscribeAck a = KE__V1__SUBSCRIBE_ACK__INIT;
+    a.log_id = u->log_id;
+    f.frame_case = KE__V1__SUBSCRIBE_FRAME__FRAME_ACK;
+    f.ack = &a;
+    if (ke_rpc_call_send(call, &f.base) != 0)
+        bench_waiter_fail(&s->w, "consumer: cannot ack log_id %llu", (unsigned long long)a.log_id);
+    bench_waiter_signal(&s->w);
+}
+
+static void consumer_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
+{
+    (void)call;
+    sim *s = ud;
+    if (!atomic_load(&s->consumer_closing))
+        bench_waiter_fail(&s->w, "consumer stream ended: %s: %s", ke_rpc_status_name(st->code),
+                          st->message);
+}
+
+/* report_send sends report k of node n (seq k + 1, a key of its own). */
+static void report_send(sim *s, sim_node *n, long k)
+{
+    char key[96], content[128];
+    snprintf(key, sizeof(key), "node/%s/default/Event/r-%ld", n->name, k);
+    int clen = snprintf(content, sizeof(content), "{\"reason\":\"edgesim\",\"count\":%ld}", k);
+    Ke__V1__MessageHeader h = KE__V1__MESSAGE_HEADER__INIT;
+    Ke__V1__Route route = KE__V1__ROUTE__INIT;
+    Ke__V1__Message m = KE__V1__MESSAGE__INIT;
+    Ke__V1__SequencedMessage sm = KE__V1__SEQUENCED_MESSAGE__INIT;
+    Ke__V1__EdgeFrame f = KE__V1__EDGE_FRAME__INIT;
+    h.resource_version = (uint64_t)k + 1;
+    route.source = "edgesim";
+    route.group = "resource";
+    route.operation = KE__V1__OPERATION__OPERATION_UPDATE;
+    route.resource = key;
+    m.header = &h;
+    m.route = &route;
+    m.content.data = (uint8_t *)content;
+    m.content.len = (size_t)clen;
+    sm.seq = (uint64_t)k + 1;
+    sm.message = &m;
+    f.frame_case = KE__V1__EDGE_FRAME__FRAME_MESSAGE;
+    f.message = &sm;
+    s->report_ns[(size_t)n->idx * (size_t)s->n_reports + (size_t)k] = bench_now_ns();
+    if (ke_rpc_call_send(n->call, &f.base) != 0)
+        atomic_fetch_add(&s->up_send_failed, 1);
+}
+
+static int phase_upstream(sim *s)
+{
+    ke_rpc_channel *admin = NULL;
+    ke_rpc_call *con = NULL;
+    int64_t *lat = NULL;
+    long total = s->n_nodes * s->n_reports;
+    int status = -1;
+    static const ke_rpc_handler ch = {.on_message = consumer_on_message,
+                                      .on_close = consumer_on_close};
+    if (bench_admin_channel(s->loop, s->target, s->cloud, &admin) != 0)
+        goto out;
+    ke_rpc_stub hub = {admin, &ke__v1__hub__descriptor};
+    if (ke_rpc_stub_start(&hub, "Subscribe", &ch, s, NULL, &con) != 0)
+        goto out;
+    Ke__V1__SubscribeFrame f = KE__V1__SUBSCRIBE_FRAME__INIT;
+    Ke__V1__SubscribeRequest r = KE__V1__SUBSCRIBE_REQUEST__INIT;
+    r.consumer = "edgesim";
+    r.window = 4096;
+    f.frame_case = KE__V1__SUBSCRIBE_FRAME__FRAME_START;
+    f.start = &r;
+    if (ke_rpc_call_send(con, &f.base) != 0)
+        goto out;
+    /* Each node reports once a second, the nodes spread evenly over it. */
+    int64_t t0 = bench_now_ns();
+    long long cc_cpu0 = bench_cpu_ms(s->cc_pid);
+    for (long i = 0; i < total; i++) {
+        int64_t at = t0 + (int64_t)((double)i * 1e9 / (double)s->n_nodes);
+        struct timespec ts = {.tv_sec = at / 1000000000, .tv_nsec = at % 1000000000};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        report_send(s, &s->node[i % s->n_nodes], i / s->n_nodes);
+    }
+    double sent_s = (double)(bench_now_ns() - t0) / 1e9;
+    if (bench_waiter_wait(&s->w, &s->delivered, total - atomic_load(&s->up_send_failed),
+                          "reports delivered to the consumer") != 0)
+        goto out;
+    long long cc_cpu = bench_cpu_ms(s->cc_pid) - cc_cpu0;
+    long n = 0;
+    if (!(lat = malloc((size_t)total * sizeof(*lat))))
+        goto out;
+    for (long k = 0; k < total; k++) {
+        int64_t v = atomic_load(&s->report_lat[k]);
+        if (v > 0)
+            lat[n++] = v;
+    }
+    bench_sort_i64(lat, (size_t)n);
+    printf("upstream: %ld nodes x %ld reports (one a second each) in %.2f s: %.0f reports/s "
+           "sent, %ld delivered to the consumer, %ld not sent (tunnel queue full), %ld "
+           "duplicates; cloudcore CPU %.1f s (%.1f us per report)\n",
+           s->n_nodes, s->n_reports, sent_s, (double)total / sent_s, n,
+           atomic_load(&s->up_send_failed), atomic_load(&s->up_duplicates), (double)cc_cpu / 1e3,
+           (double)cc_cpu * 1e3 / (double)(n ? n : 1));
+    printf("upstream latency: report sent -> consumer: p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+           (double)bench_pct_i64(lat, (size_t)n, 50) / 1e6,
+           (double)bench_pct_i64(lat, (size_t)n, 99) / 1e6,
+           (double)bench_pct_i64(lat, (size_t)n, 100) / 1e6);
+    status = 0;
+out:
+    if (status != 0)
+        fprintf(stderr, "edge_sim: the upstream phase failed\n");
+    free(lat);
+    if (con) {
+        atomic_store(&s->consumer_closing, 1);
+        ke_rpc_call_cancel(con);
+        ke_rpc_call_unref(con);
+    }
+    ke_rpc_channel_free(admin);
+    return status;
+}
+
+/* ---- phase 7: shutdown ---- */
 
 static int close_tunnels(sim *s)
 {
@@ -660,6 +815,8 @@ static const char USAGE[] =
     "  --batch B        messages per Hub.PublishBatch call, 4 calls in flight; 1: one\n"
     "                   Hub.Publish per message, 256 in flight (default 256)\n"
     "  --rate R         publish at R messages/s (default: as fast as CloudHub answers)\n"
+    "  --reports S      then S seconds of upstream: every node reports once a second to a\n"
+    "                   Hub.Subscribe consumer (default 0: none)\n"
     "  --keep-tmp       leave the temporary directory (PKI, node certificates, db)\n"
     "  --cloudcore PATH cloudcore binary (default: the one built next to this program)\n"
     "  --keadm PATH     keadm binary (default: the one built next to this program)\n";
@@ -671,6 +828,7 @@ static int parse_args(sim *s, int argc, char **argv)
         {"keep-tmp", no_argument, NULL, 'k'},      {"cloudcore", required_argument, NULL, 'c'},
         {"keadm", required_argument, NULL, 'a'},   {"help", no_argument, NULL, 'h'},
         {"batch", required_argument, NULL, 'b'},   {"rate", required_argument, NULL, 'r'},
+        {"reports", required_argument, NULL, 'u'},
         {NULL, 0, NULL, 0},
     };
     bench_sibling_path(s->cloudcore, sizeof(s->cloudcore), BENCH_REL_CLOUDCORE);
@@ -709,6 +867,13 @@ static int parse_args(sim *s, int argc, char **argv)
             s->rate = strtol(optarg, &end, 10);
             if (*end || s->rate < 1) {
                 fprintf(stderr, "edge_sim: --rate must be a positive number of messages/s\n");
+                return 2;
+            }
+            break;
+        case 'u':
+            s->n_reports = strtol(optarg, &end, 10);
+            if (*end || s->n_reports < 0 || s->n_reports > SIM_MAX_MESSAGES) {
+                fprintf(stderr, "edge_sim: --reports must be 0..%d seconds\n", SIM_MAX_MESSAGES);
                 return 2;
             }
             break;
@@ -767,7 +932,10 @@ int main(int argc, char **argv)
     s->node = calloc((size_t)s->n_nodes, sizeof(*s->node));
     s->issue_ns = calloc(total, sizeof(*s->issue_ns));
     s->latency_ns = calloc(total, sizeof(*s->latency_ns));
-    if (!s->node || !s->issue_ns || !s->latency_ns) {
+    size_t up_total = (size_t)s->n_nodes * (size_t)s->n_reports;
+    s->report_ns = calloc(up_total ? up_total : 1, sizeof(*s->report_ns));
+    s->report_lat = calloc(up_total ? up_total : 1, sizeof(*s->report_lat));
+    if (!s->node || !s->issue_ns || !s->latency_ns || !s->report_ns || !s->report_lat) {
         fprintf(stderr, "edge_sim: out of memory\n");
         goto out;
     }
@@ -805,6 +973,9 @@ int main(int argc, char **argv)
     fflush(stdout);
     if (phase_fanout(s) != 0)
         goto out;
+    fflush(stdout);
+    if (s->n_reports > 0 && phase_upstream(s) != 0)
+        goto out;
     status = 0;
 out:
     fflush(stdout);
@@ -822,6 +993,8 @@ out:
     free(s->node);
     free(s->issue_ns);
     free((void *)s->latency_ns);
+    free(s->report_ns);
+    free((void *)s->report_lat);
     bench_waiter_destroy(&s->w);
     return status;
 }
