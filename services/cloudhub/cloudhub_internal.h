@@ -51,6 +51,15 @@ _Static_assert(CH_WINDOW_MAX == CLOUDHUB_WINDOW_MAX, "cloudhub.h's window bound"
  * progress together (memory a connecting node can pin). */
 #define CH_DIGEST_MAX 2000000u
 #define CH_DIGEST_HUB_MAX 4000000u
+/* Admission control (tunnel.c): the default bound on Tunnel streams between
+ * Hello and ResyncDone, the first estimate of how long one takes, the floor
+ * of the per-admission interval (the TLS handshake a retry costs first) and
+ * the bounds of a retry_after. */
+#define CH_HELLO_CONCURRENCY_DEFAULT 64u
+#define CH_HELLO_EST_MS_DEFAULT 50
+#define CH_ADMIT_INTERVAL_MIN_US 5000
+#define CH_RETRY_AFTER_MIN_MS 100
+#define CH_RETRY_AFTER_MAX_MS 60000
 
 typedef struct ch_node ch_node;
 
@@ -130,6 +139,8 @@ struct ch_node {
     char name[CH_NODE_NAME_MAX];
     ke_rpc_call *stream;     /* the live Tunnel call (a reference), or NULL */
     int hello_done;
+    int resyncing;           /* holds an admission slot until ResyncDone is sent */
+    int64_t resync_start_mono; /* when its Hello was admitted (monotonic ms) */
     int64_t last_seen_ms;    /* wall clock, for display (ListNodes) */
     int64_t last_seen_mono;  /* monotonic: the reaper and idle_ms */
     uint64_t next_edge_seq;  /* upstream seq expected next (persisted) */
@@ -166,6 +177,7 @@ typedef struct ch_metrics {
     ke_metric *sent, *acked, *coalesced, *overflows, *resyncs;
     ke_metric *up_received, *up_duplicates, *refused, *joins, *join_refused, *renewals;
     ke_metric *up_backpressure, *up_delivered, *tombstones_collected;
+    ke_metric *hello_refused, *hello_admitting, *tls_resumed, *tls_full;
 } ch_metrics;
 
 typedef struct ch_subscriber ch_subscriber; /* subscribe.c */
@@ -183,6 +195,11 @@ struct cloudhub {
     struct tunnel_conn *unhello; /* Tunnel streams whose Hello is not complete (tunnel.c) */
     uint32_t deferring;       /* nodes with reports held back (tunnel.c) */
     uint64_t digest_held;     /* digest entries held by sequences in progress */
+    /* admission control (tunnel.c) */
+    uint32_t admitting;       /* streams between Hello and ResyncDone */
+    int64_t admit_est_us;     /* moving average of Hello -> ResyncDone */
+    int64_t retry_slot_us;    /* monotonic us: the next retry slot handed out */
+    unsigned admit_seed;      /* jitter */
     int stopping;
     pthread_t reaper;
     ch_metrics m;
@@ -310,6 +327,10 @@ void ch_tunnel_undefer(cloudhub *ch);
 /* ch_tunnel_defer_clear forgets the node's held-back reports (its stream
  * ended: they were not acked, the edge sends them again). ch->mu held. */
 void ch_tunnel_defer_clear(cloudhub *ch, ch_node *n);
+/* ch_tunnel_resync_end releases the admission slot n holds (if any): its
+ * ResyncDone was sent (sent != 0: its duration feeds the estimate) or its
+ * stream ended. ch->mu held. */
+void ch_tunnel_resync_end(cloudhub *ch, ch_node *n, int sent);
 /* ch_node_disconnect ends the node's stream (if any) with code/why. */
 void ch_node_disconnect(cloudhub *ch, ch_node *n, int code, const char *why);
 

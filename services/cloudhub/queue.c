@@ -320,6 +320,8 @@ void ch_queue_pump(cloudhub *ch, ch_node *n)
             ke_map_del(n->pending, e->key);
         } else if (send_marker(n, e) != 0) {
             return; /* KE_EFULL: sent at the drain, in order; else the stream is ending */
+        } else {
+            ch_tunnel_resync_end(ch, n, 1); /* the node's resync is out */
         }
         n->head = e->next;
         if (!n->head)
@@ -346,4 +348,5 @@ void ch_queue_clear(cloudhub *ch, ch_node *n)
     n->upstream_stopped = 0;
     dels_free(n);
     ch_tunnel_defer_clear(ch, n);
+    ch_tunnel_resync_end(ch, n, 0);
 }

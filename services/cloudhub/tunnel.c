@@ -49,6 +49,9 @@ typedef struct tunnel_conn {
     int64_t hello_deadline;  /* monotonic ms */
     char node[CH_NODE_NAME_MAX];
     int hello;               /* a Hello was received */
+    int ended;               /* refused by admission control: frames ignored */
+    int admitted;            /* holds an admission slot (until hello_complete) */
+    int64_t admit_start;     /* monotonic ms of its admission */
     /* the digest being received (Hello, then DigestChunks) */
     int digest_open;
     ke_map *digest;          /* key -> uint64_t rv (malloc'd) */
@@ -306,9 +309,98 @@ static void resync_drop_gone(resync *r)
                     r->n->name, r->n_gone);
 }
 
-/* unhello_unlink takes c off ch->unhello. ch->mu held. */
+/* ---- admission control ----
+ *
+ * At most cfg.hello_concurrency streams are between their Hello and their
+ * ResyncDone at once (a slot held by the tunnel_conn while its digest
+ * arrives, then by its ch_node until ResyncDone is sent or the stream ends).
+ * A Hello past the bound gets a fatal Refusal with retry_after_ms and the
+ * stream ends with RESOURCE_EXHAUSTED. retry_after spreads a storm: refused
+ * streams are handed successive retry slots one admission interval apart
+ * (the moving average of Hello -> ResyncDone over the bound, at least
+ * CH_ADMIT_INTERVAL_MIN_US: a retry costs a TLS handshake first), so the
+ * k-th refused node comes back about k intervals from now, plus up to a
+ * quarter more of jitter. */
+
+static void admit_gauge(cloudhub *ch)
+{
+    ke_metric_set(ch->m.hello_admitting, ch->admitting);
+}
+
+/* admit_retry_after: the wait for a stream refused now. ch->mu held. */
+static uint32_t admit_retry_after(cloudhub *ch, int64_t now_ms)
+{
+    int64_t interval = ch->admit_est_us / (int64_t)ch->cfg.hello_concurrency;
+    if (interval < CH_ADMIT_INTERVAL_MIN_US)
+        interval = CH_ADMIT_INTERVAL_MIN_US;
+    int64_t now_us = now_ms * 1000;
+    if (ch->retry_slot_us < now_us)
+        ch->retry_slot_us = now_us;
+    ch->retry_slot_us += interval;
+    if (ch->retry_slot_us - now_us > (int64_t)CH_RETRY_AFTER_MAX_MS * 1000)
+        ch->retry_slot_us = now_us + (int64_t)CH_RETRY_AFTER_MAX_MS * 1000;
+    int64_t base = (ch->retry_slot_us - now_us) / 1000;
+    int64_t ms = base + (int64_t)(rand_r(&ch->admit_seed) % (unsigned)(base / 4 + 1));
+    if (ms < CH_RETRY_AFTER_MIN_MS)
+        ms = CH_RETRY_AFTER_MIN_MS + (int64_t)(rand_r(&ch->admit_seed) % CH_RETRY_AFTER_MIN_MS);
+    if (ms > CH_RETRY_AFTER_MAX_MS)
+        ms = CH_RETRY_AFTER_MAX_MS;
+    return (uint32_t)ms;
+}
+
+void ch_tunnel_resync_end(cloudhub *ch, ch_node *n, int sent)
+{
+    if (!n->resyncing)
+        return;
+    n->resyncing = 0;
+    ch->admitting--;
+    admit_gauge(ch);
+    if (sent) {
+        int64_t us = (ke_time_mono_ms() - n->resync_start_mono) * 1000;
+        ch->admit_est_us += (us - ch->admit_est_us) / 8;
+        if (ch->admit_est_us < 1000)
+            ch->admit_est_us = 1000;
+    }
+}
+
+/* admit_refuse ends a stream whose Hello is past the bound: a fatal
+ * Refusal carrying retry_after_ms, then RESOURCE_EXHAUSTED. ch->mu NOT
+ * held. */
+static void admit_refuse(cloudhub *ch, tunnel_conn *c, ke_rpc_call *call, uint32_t admitting,
+                         uint32_t retry_after)
+{
+    char why[200];
+    snprintf(why, sizeof(why), "cloudhub is admitting %u nodes (cloudhub.hello_concurrency=%u): "
+                               "retry after %u ms",
+             admitting, ch->cfg.hello_concurrency, retry_after);
+    ke_log_info(CH_MOD, "hello refused by admission control node=%s admitting=%u "
+                        "retry_after_ms=%u", c->node, admitting, retry_after);
+    ke_metric_add(ch->m.hello_refused, 1);
+    Ke__V1__Refusal r = KE__V1__REFUSAL__INIT;
+    Ke__V1__CloudFrame f = KE__V1__CLOUD_FRAME__INIT;
+    r.reason = why;
+    r.fatal = 1;
+    r.retry_after_ms = retry_after;
+    f.frame_case = KE__V1__CLOUD_FRAME__FRAME_REFUSAL;
+    f.refusal = &r;
+    c->ended = 1;
+    /* The queue is empty before a HelloAck: only a closed call refuses it,
+     * and then there is nobody to tell. */
+    if (ke_rpc_call_send(call, &f.base) != 0)
+        ke_log_debug(CH_MOD, "admission refusal not sent node=%s (stream ending)", c->node);
+    if (ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED, why, NULL) != 0)
+        ke_log_debug(CH_MOD, "admission refusal: stream already ended node=%s", c->node);
+}
+
+/* unhello_unlink takes c off ch->unhello and releases its admission slot.
+ * ch->mu held. */
 static void unhello_unlink(cloudhub *ch, tunnel_conn *c)
 {
+    if (c->admitted) {
+        c->admitted = 0;
+        ch->admitting--;
+        admit_gauge(ch);
+    }
     if (!c->listed)
         return;
     if (c->prev)
@@ -360,10 +452,16 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
         n->stream = NULL;
         ch->connected--;
     }
-    ch_queue_clear(ch, n);
+    ch_queue_clear(ch, n); /* releases the older stream's slot, if any */
     ke_rpc_call_ref(call);
     n->stream = call;
     n->hello_done = 1;
+    /* the slot passes from the conn (released by unhello_unlink) to the
+     * node until ResyncDone is sent */
+    n->resyncing = 1;
+    n->resync_start_mono = c->admit_start;
+    ch->admitting++;
+    admit_gauge(ch);
     n->last_seen_ms = ke_time_wall_ms();
     n->last_seen_mono = ke_time_mono_ms();
     snprintf(n->agent_version, sizeof(n->agent_version), "%s", c->agent_version);
@@ -432,6 +530,17 @@ static void tunnel_on_hello(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Hel
     c->hello = 1;
     snprintf(c->agent_version, sizeof(c->agent_version), "%s", h->agent_version);
     pthread_mutex_lock(&ch->mu);
+    if (ch->admitting >= ch->cfg.hello_concurrency) {
+        uint32_t admitting = ch->admitting;
+        uint32_t retry_after = admit_retry_after(ch, ke_time_mono_ms());
+        pthread_mutex_unlock(&ch->mu);
+        admit_refuse(ch, c, call, admitting, retry_after);
+        return;
+    }
+    c->admitted = 1;
+    c->admit_start = ke_time_mono_ms();
+    ch->admitting++;
+    admit_gauge(ch);
     char why[200];
     int code = (c->digest = ke_map_new()) != NULL ? KE_RPC_OK : KE_RPC_RESOURCE_EXHAUSTED;
     snprintf(why, sizeof(why), "cloudhub is out of memory");
@@ -753,6 +862,13 @@ static void on_open(ke_rpc_call *call, void *ud)
 {
     cloudhub *ch = ud;
     char node[CH_NODE_NAME_MAX] = "", why[256];
+    /* A resumed TLS session must still carry the client certificate (the
+     * ticket holds it): ch_auth_node checks it the same way either way. */
+    int resumed = ke_rpc_call_tls_resumed(call);
+    if (resumed == 1)
+        ke_metric_add(ch->m.tls_resumed, 1);
+    else if (resumed == 0)
+        ke_metric_add(ch->m.tls_full, 1);
     int code = ch_auth_node(ch, call, node, sizeof(node), why, sizeof(why));
     if (code != KE_RPC_OK) {
         refuse(ch, call, node[0] ? node : "-", code, why);
@@ -784,8 +900,8 @@ static void on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
     tunnel_conn *c = ke_rpc_call_get_data(call);
     const Ke__V1__EdgeFrame *f = (const Ke__V1__EdgeFrame *)m;
     ke_log_debug(CH_MOD, "frame node=%s case=%d", c ? c->node : "-", (int)f->frame_case);
-    if (!c)
-        return; /* refused at open */
+    if (!c || c->ended)
+        return; /* refused at open, or by admission control */
     if (!c->hello && f->frame_case != KE__V1__EDGE_FRAME__FRAME_HELLO) {
         refuse(c->ch, call, c->node, KE_RPC_FAILED_PRECONDITION, "the first frame must be hello");
         return;
