@@ -72,7 +72,7 @@ static void metrics_init(ch_metrics *m)
                            "cloudhub.hello_concurrency), each with a retry_after",
                            NULL, &m->hello_refused);
     ke_metrics_gauge_new("ke_cloudhub_hello_admitting",
-                         "Tunnel streams between their Hello and their ResyncDone", NULL,
+                         "Tunnel streams between their Hello and the end of their resync", NULL,
                          &m->hello_admitting);
     ke_metrics_counter_new("ke_cloudhub_tls_resumed_total",
                            "Tunnel streams whose TLS session was resumed (session ticket)",

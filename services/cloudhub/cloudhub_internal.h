@@ -139,7 +139,8 @@ struct ch_node {
     char name[CH_NODE_NAME_MAX];
     ke_rpc_call *stream;     /* the live Tunnel call (a reference), or NULL */
     int hello_done;
-    int resyncing;           /* holds an admission slot until ResyncDone is sent */
+    int resyncing;           /* holds an admission slot until its resync is acked */
+    uint64_t resync_end_seq; /* the last seq of the resync (ResyncDone sent); 0: not yet */
     int64_t resync_start_mono; /* when its Hello was admitted (monotonic ms) */
     int64_t last_seen_ms;    /* wall clock, for display (ListNodes) */
     int64_t last_seen_mono;  /* monotonic: the reaper and idle_ms */
@@ -328,8 +329,8 @@ void ch_tunnel_undefer(cloudhub *ch);
  * ended: they were not acked, the edge sends them again). ch->mu held. */
 void ch_tunnel_defer_clear(cloudhub *ch, ch_node *n);
 /* ch_tunnel_resync_end releases the admission slot n holds (if any): its
- * ResyncDone was sent (sent != 0: its duration feeds the estimate) or its
- * stream ended. ch->mu held. */
+ * resync is done, ResyncDone sent and everything before it acked (sent !=
+ * 0: its duration feeds the estimate), or its stream ended. ch->mu held. */
 void ch_tunnel_resync_end(cloudhub *ch, ch_node *n, int sent);
 /* ch_node_disconnect ends the node's stream (if any) with code/why. */
 void ch_node_disconnect(cloudhub *ch, ch_node *n, int code, const char *why);

@@ -311,9 +311,10 @@ static void resync_drop_gone(resync *r)
 
 /* ---- admission control ----
  *
- * At most cfg.hello_concurrency streams are between their Hello and their
- * ResyncDone at once (a slot held by the tunnel_conn while its digest
- * arrives, then by its ch_node until ResyncDone is sent or the stream ends).
+ * At most cfg.hello_concurrency streams are between their Hello and the end
+ * of their resync at once: a slot held by the tunnel_conn while its digest
+ * arrives, then by its ch_node until the edge has acked every message sent
+ * before ResyncDone (at once when there was none), or the stream ends.
  * A Hello past the bound gets a fatal Refusal with retry_after_ms and the
  * stream ends with RESOURCE_EXHAUSTED. retry_after spreads a storm: refused
  * streams are handed successive retry slots one admission interval apart
@@ -353,6 +354,7 @@ void ch_tunnel_resync_end(cloudhub *ch, ch_node *n, int sent)
     if (!n->resyncing)
         return;
     n->resyncing = 0;
+    n->resync_end_seq = 0;
     ch->admitting--;
     admit_gauge(ch);
     if (sent) {
@@ -459,6 +461,7 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
     /* the slot passes from the conn (released by unhello_unlink) to the
      * node until ResyncDone is sent */
     n->resyncing = 1;
+    n->resync_end_seq = 0;
     n->resync_start_mono = c->admit_start;
     ch->admitting++;
     admit_gauge(ch);
