@@ -171,7 +171,7 @@ static const ke_config_field cloudcore_fields[] = {
      "a tunnel stream must send its first frame within this and complete its hello (digest "
      "included) within this of it; else it is closed with DEADLINE_EXCEEDED"},
     {"cloudhub.hello_concurrency", KE_CONFIG_INT64,
-     offsetof(struct cloudcore_config, hub_hello_concurrency), "64",
+     offsetof(struct cloudcore_config, hub_hello_concurrency), "256",
      "admission control: tunnels between their hello and their resync's end at once (1..100000); "
      "a hello past it is refused with RESOURCE_EXHAUSTED and a retry_after that spreads a "
      "reconnect storm"},

@@ -54,7 +54,7 @@ typedef struct cloudhub_config {
                                       Hello and the end of their resync (ResyncDone
                                       sent, everything before it acked) at once; a
                                       Hello past it is refused (fatal Refusal with
-                                      retry_after_ms, RESOURCE_EXHAUSTED). 0: 64 */
+                                      retry_after_ms, RESOURCE_EXHAUSTED). 0: 256 */
 } cloudhub_config;
 
 /* Node certificates: CN "system:node:<name>", O "system:nodes" (issued by

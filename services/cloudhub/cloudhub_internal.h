@@ -55,7 +55,7 @@ _Static_assert(CH_WINDOW_MAX == CLOUDHUB_WINDOW_MAX, "cloudhub.h's window bound"
  * Hello and ResyncDone, the first estimate of how long one takes, the floor
  * of the per-admission interval (the TLS handshake a retry costs first) and
  * the bounds of a retry_after. */
-#define CH_HELLO_CONCURRENCY_DEFAULT 64u
+#define CH_HELLO_CONCURRENCY_DEFAULT 256u
 #define CH_HELLO_EST_MS_DEFAULT 50
 #define CH_ADMIT_INTERVAL_MIN_US 5000
 #define CH_RETRY_AFTER_MIN_MS 100
