@@ -26,6 +26,10 @@
  *   service_response     the answer to a Hub.ProxyHTTP call: ends it
  *                        (service.c); not sequenced, not acked
  *
+ * Admission control: at most cfg.hello_concurrency streams between their
+ * Hello and the end of their resync; a Hello past it gets a fatal Refusal
+ * with retry_after_ms (see "admission control" below, docs/tunnel.md).
+ *
  * A stream must complete its Hello within cfg.hello_timeout_ms: the rpc
  * layer closes one that sends no first frame (the method's open timeout),
  * and ch_tunnel_reap (from the reaper) one whose digest stays open.
@@ -318,7 +322,7 @@ static void resync_drop_gone(resync *r)
  * A Hello past the bound gets a fatal Refusal with retry_after_ms and the
  * stream ends with RESOURCE_EXHAUSTED. retry_after spreads a storm: refused
  * streams are handed successive retry slots one admission interval apart
- * (the moving average of Hello -> ResyncDone over the bound, at least
+ * (the moving average of Hello -> resync acked over the bound, at least
  * CH_ADMIT_INTERVAL_MIN_US: a retry costs a TLS handshake first), so the
  * k-th refused node comes back about k intervals from now, plus up to a
  * quarter more of jitter. */
@@ -459,7 +463,7 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
     n->stream = call;
     n->hello_done = 1;
     /* the slot passes from the conn (released by unhello_unlink) to the
-     * node until ResyncDone is sent */
+     * node until its resync is acked (queue.c) */
     n->resyncing = 1;
     n->resync_end_seq = 0;
     n->resync_start_mono = c->admit_start;
