@@ -139,7 +139,7 @@ typedef struct hub {
     char *renew_key;
     uint64_t logs[EH_LOGS_MAX]; /* log streams of the current tunnel */
     size_t n_logs;
-    ke_metric *m_connected, *m_reconnects, *m_rotations, *m_refused;
+    ke_metric *m_connected, *m_reconnects, *m_rotations, *m_refused, *m_tunnel_refused;
 } hub;
 
 typedef struct conn {
@@ -382,6 +382,7 @@ static void on_refusal(hub *h, const Ke__V1__Refusal *r)
         /* Not about a report: the tunnel itself (admission control). */
         ke_log_info(EH_MOD, "cloud refused the tunnel reason=\"%s\" fatal=%d retry_after_ms=%u",
                     ke_log_esc(r->reason, er, sizeof(er)), r->fatal, r->retry_after_ms);
+        ke_metric_add(h->m_tunnel_refused, 1);
         if (r->retry_after_ms)
             h->retry_after_ms = r->retry_after_ms > EH_RETRY_AFTER_MAX_MS ? EH_RETRY_AFTER_MAX_MS
                                                                           : r->retry_after_ms;
@@ -1112,6 +1113,10 @@ static int eh_start(ke_module *m)
                            NULL, &h->m_rotations);
     ke_metrics_counter_new("ke_edgehub_refused_reports_total", "reports the cloud refused", NULL,
                            &h->m_refused);
+    ke_metrics_counter_new("ke_edgehub_tunnel_refusals_total",
+                           "tunnels CloudHub refused with a Refusal frame (admission control: "
+                           "the next reconnect waits its retry_after_ms)",
+                           NULL, &h->m_tunnel_refused);
     ke_module_set_data(m, h);
     h->phase = H_IDLE;
     connect_begin(h);
