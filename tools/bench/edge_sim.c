@@ -122,6 +122,8 @@ typedef struct sim_node {
     int64_t backoff_ms;              /* the close callback's only */
     unsigned seed;
     atomic_int restart_acked, restart_resynced; /* counted once each */
+    atomic_llong resynced_ns;        /* its first ResyncDone after the restart */
+    atomic_uint refused;             /* admission refusals it got */
 } sim_node;
 
 struct sim {
@@ -359,7 +361,9 @@ static void node_on_resync_done(sim_node *n)
 {
     sim *s = n->s;
     if (atomic_load(&s->restarting) && atomic_exchange(&n->restart_resynced, 1) == 0) {
-        atomic_store(&s->last_resync_ns, bench_now_ns());
+        int64_t t = bench_now_ns();
+        atomic_store(&n->resynced_ns, t);
+        atomic_store(&s->last_resync_ns, t);
         atomic_fetch_add(&s->restart_resynced, 1);
         bench_waiter_signal(&s->w);
     }
@@ -372,6 +376,7 @@ static void node_on_refusal(sim_node *n, const Ke__V1__Refusal *r)
     sim *s = n->s;
     if (atomic_load(&s->restarting) && r->seq == 0 && r->fatal) {
         atomic_fetch_add(&s->refusals, 1);
+        atomic_fetch_add(&n->refused, 1);
         atomic_store(&n->retry_after_ms, r->retry_after_ms > SIM_RETRY_AFTER_MAX_MS
                                              ? SIM_RETRY_AFTER_MAX_MS
                                              : r->retry_after_ms);
@@ -742,6 +747,25 @@ static int phase_restart(sim *s, const char *const *cc_flags)
            atomic_load(&s->attempts), atomic_load(&s->failed_attempts),
            atomic_load(&s->refusals), atomic_load(&s->resumed), atomic_load(&s->restart_acked),
            s->no_resume ? " (--no-resume)" : "");
+    /* no node starved: each one's time from the kill to its ResyncDone */
+    int64_t *per = malloc((size_t)s->n_nodes * sizeof(*per));
+    if (!per) {
+        fprintf(stderr, "edge_sim: out of memory\n");
+        goto out;
+    }
+    unsigned most = 0;
+    for (long i = 0; i < s->n_nodes; i++) {
+        per[i] = atomic_load(&s->node[i].resynced_ns) - t_kill;
+        unsigned r = atomic_load(&s->node[i].refused);
+        most = r > most ? r : most;
+    }
+    bench_sort_i64(per, (size_t)s->n_nodes);
+    printf("per node: kill -> its ResyncDone p50 %.2f s, p99 %.2f s, max %.2f s; most "
+           "refusals of one node %u\n",
+           (double)bench_pct_i64(per, (size_t)s->n_nodes, 50) / 1e9,
+           (double)bench_pct_i64(per, (size_t)s->n_nodes, 99) / 1e9,
+           (double)bench_pct_i64(per, (size_t)s->n_nodes, 100) / 1e9, most);
+    free(per);
     status = 0;
 out:
     atomic_store(&s->reconnector_stop, 1);
