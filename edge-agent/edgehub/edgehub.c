@@ -92,6 +92,11 @@
 #define EH_SERVICEBUS_GROUP "servicebus"
 /* A pump from the timer as well as on MetaManager's notices. */
 #define EH_RETRY_ROTATION_MS 60000
+/* The longest wait a Refusal's retry_after_ms may impose (CloudHub's own
+ * bound is the same: a larger one is taken as this). */
+#define EH_RETRY_AFTER_MAX_MS 60000u
+/* TLS sessions kept for resumption: one server, a few tickets. */
+#define EH_TLS_CACHE_SESSIONS 4
 
 typedef enum { DIGEST_HELLO, DIGEST_CHUNKS, DIGEST_SENT } digest_stage;
 
@@ -125,11 +130,16 @@ typedef struct hub {
     uint64_t sent_upto, acked;
     int64_t last_rx_ms, keepalive_ms, next_ka_ms, rotate_at_ms, reconnect_at_ms;
     int64_t backoff_ms;
+    uint32_t retry_after_ms; /* CloudHub's admission control asked to wait (0: no) */
+    /* TLS sessions of earlier channels, so that a reconnect resumes (an
+     * abbreviated handshake); dropped when the certificate changes, since a
+     * resumed session carries the certificate it was made with */
+    ke_rpc_session_cache *tls_cache;
     int attempts, was_ready;
     char *renew_key;
     uint64_t logs[EH_LOGS_MAX]; /* log streams of the current tunnel */
     size_t n_logs;
-    ke_metric *m_connected, *m_reconnects, *m_rotations, *m_refused;
+    ke_metric *m_connected, *m_reconnects, *m_rotations, *m_refused, *m_tunnel_refused;
 } hub;
 
 typedef struct conn {
@@ -368,6 +378,18 @@ static void on_upstream_acked(hub *h, uint64_t seq)
 static void on_refusal(hub *h, const Ke__V1__Refusal *r)
 {
     char er[KE_LOG_ESC_SIZE(256)];
+    if (r->seq == 0) {
+        /* Not about a report: the tunnel itself (admission control). */
+        ke_log_info(EH_MOD, "cloud refused the tunnel reason=\"%s\" fatal=%d retry_after_ms=%u",
+                    ke_log_esc(r->reason, er, sizeof(er)), r->fatal, r->retry_after_ms);
+        ke_metric_add(h->m_tunnel_refused, 1);
+        if (r->retry_after_ms)
+            h->retry_after_ms = r->retry_after_ms > EH_RETRY_AFTER_MAX_MS ? EH_RETRY_AFTER_MAX_MS
+                                                                          : r->retry_after_ms;
+        if (r->fatal)
+            ke_rpc_call_cancel(h->call);
+        return;
+    }
     ke_log_warn(EH_MOD, "cloud refused report seq=%llu reason=\"%s\" fatal=%d",
                 (unsigned long long)r->seq, ke_log_esc(r->reason, er, sizeof(er)), r->fatal);
     ke_metric_add(h->m_refused, 1);
@@ -684,6 +706,17 @@ static void tunnel_on_drain(ke_rpc_call *call, void *ud)
         progress(c->h);
 }
 
+/* tls_cache_reset forgets the TLS sessions (made with the certificate in
+ * use until now) and starts an empty cache; out of memory, none (full
+ * handshakes). */
+static void tls_cache_reset(hub *h)
+{
+    ke_rpc_session_cache_free(h->tls_cache);
+    h->tls_cache = ke_rpc_session_cache_new(EH_TLS_CACHE_SESSIONS);
+    if (!h->tls_cache)
+        ke_log_warn(EH_MOD, "no TLS session cache (out of memory): full handshakes only");
+}
+
 static void maybe_free_channel(hub *h)
 {
     if (!h->call && !h->renew && h->ch) {
@@ -717,9 +750,24 @@ static void tunnel_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud
             if (h->renewed)
                 delay = 0; /* reconnect at once with the new certificate */
             h->renewed = 0;
+            if (h->retry_after_ms) {
+                /* CloudHub's admission control: no sooner than it asked
+                 * (jittered up by a tenth), nor than our own backoff. */
+                int64_t ra = (int64_t)h->retry_after_ms;
+                ra += (int64_t)(rand_r(&h->seed) % (unsigned)(ra / 10 + 1));
+                if (ra > delay)
+                    delay = ra;
+                ke_log_info(EH_MOD, "reconnecting after %lld ms (cloudhub asked "
+                                    "retry_after_ms=%u)",
+                            (long long)delay, h->retry_after_ms);
+                h->retry_after_ms = 0;
+            } else {
+                ke_log_debug(EH_MOD, "reconnecting after %lld ms", (long long)delay);
+            }
+            if (st->code == KE_RPC_UNAUTHENTICATED || st->code == KE_RPC_PERMISSION_DENIED)
+                tls_cache_reset(h); /* the next handshake shows the certificate afresh */
             h->reconnect_at_ms = ke_time_mono_ms() + delay;
             h->backoff_ms = b * 2 > h->cfg.backoff_max_ms ? h->cfg.backoff_max_ms : b * 2;
-            ke_log_debug(EH_MOD, "reconnecting after %lld ms", (long long)delay);
             hub_arm(h);
         }
     }
@@ -762,6 +810,7 @@ static void renew_on_message(ke_rpc_call *call, ProtobufCMessage *m, void *ud)
         ke_log_info(EH_MOD, "certificate rotated node=%s not_after_ms=%lld", h->cfg.node_name,
                     (long long)r->not_after_ms);
         h->renewed = 1;
+        tls_cache_reset(h); /* sessions made with the old certificate */
     } else {
         ke_log_error(EH_MOD, "cannot write the renewed certificate: %s", ke_strerror(rc));
     }
@@ -862,7 +911,8 @@ static void stream_open(hub *h, uint64_t mark)
     ke_rpc_tls tls = {.ca_file = h->cfg.ca_file,
                       .cert_file = h->cfg.cert_file,
                       .key_file = h->cfg.key_file};
-    ke_rpc_channel_opts co = {.tls = &tls, .max_message_bytes = 16u << 20};
+    ke_rpc_channel_opts co = {
+        .tls = &tls, .max_message_bytes = 16u << 20, .session_cache = h->tls_cache};
     int64_t now = ke_time_mono_ms();
     h->tomb_mark = mark;
     if (!h->ch && ke_rpc_channel_new(ke_rt_rpc(h->e), h->cfg.server, &co, &h->ch) != 0) {
@@ -1054,6 +1104,7 @@ static int eh_start(ke_module *m)
         return KE_EIO;
     }
     h->timer.data = h;
+    tls_cache_reset(h);
     ke_metrics_gauge_new("ke_edgehub_connected", "1 while the tunnel to CloudHub is up", NULL,
                          &h->m_connected);
     ke_metrics_counter_new("ke_edgehub_reconnects_total", "tunnel reconnect attempts", NULL,
@@ -1062,6 +1113,10 @@ static int eh_start(ke_module *m)
                            NULL, &h->m_rotations);
     ke_metrics_counter_new("ke_edgehub_refused_reports_total", "reports the cloud refused", NULL,
                            &h->m_refused);
+    ke_metrics_counter_new("ke_edgehub_tunnel_refusals_total",
+                           "tunnels CloudHub refused with a Refusal frame (admission control: "
+                           "the next reconnect waits its retry_after_ms)",
+                           NULL, &h->m_tunnel_refused);
     ke_module_set_data(m, h);
     h->phase = H_IDLE;
     connect_begin(h);
@@ -1094,6 +1149,7 @@ static void free_hub(uv_handle_t *t)
     hub *h = t->data;
     digest_clear(&h->digest);
     free(h->renew_key);
+    ke_rpc_session_cache_free(h->tls_cache);
     free(h);
 }
 

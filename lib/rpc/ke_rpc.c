@@ -591,6 +591,32 @@ int ke_rpc_call_peer_cert(const ke_rpc_call *c, char **pem)
     return rc;
 }
 
+int ke_rpc_call_tls_resumed(const ke_rpc_call *c)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(c->gc);
+    if (!ctx)
+        return KE_ENOTFOUND;
+    int rc = KE_ENOTFOUND;
+    grpc_auth_property_iterator it =
+        grpc_auth_context_find_properties_by_name(ctx, GRPC_SSL_SESSION_REUSED_PROPERTY);
+    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+    if (p)
+        rc = p->value_length == 4 && memcmp(p->value, "true", 4) == 0;
+    grpc_auth_context_release(ctx);
+    return rc;
+}
+
+ke_rpc_session_cache *ke_rpc_session_cache_new(size_t capacity)
+{
+    return (ke_rpc_session_cache *)grpc_ssl_session_cache_create_lru(capacity);
+}
+
+void ke_rpc_session_cache_free(ke_rpc_session_cache *cache)
+{
+    if (cache)
+        grpc_ssl_session_cache_destroy((grpc_ssl_session_cache *)cache);
+}
+
 static void call_on_recv(ke_rpc_tag *t, int ok);
 static void call_on_send(ke_rpc_tag *t, int ok);
 static void call_on_end(ke_rpc_tag *t, int ok);
@@ -1801,10 +1827,13 @@ int ke_rpc_channel_new(ke_rpc_loop *loop, const char *target, const ke_rpc_chann
         return KE_ENOMEM;
     ch->loop = loop;
     grpc_channel_credentials *creds;
-    grpc_arg args[3];
+    grpc_arg args[4];
     size_t nargs = 0;
     args_fill(args, &nargs, opts ? opts->max_message_bytes : 0);
     const ke_rpc_tls *tls = opts ? opts->tls : NULL;
+    if (tls && opts->session_cache) /* grpc takes its own reference */
+        args[nargs++] = grpc_ssl_session_cache_create_channel_arg(
+            (grpc_ssl_session_cache *)opts->session_cache);
     if (tls && tls->skip_server_verify) {
         grpc_tls_credentials_options *to = grpc_tls_credentials_options_create();
         grpc_tls_credentials_options_set_verify_server_cert(to, 0);

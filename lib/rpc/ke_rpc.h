@@ -293,6 +293,10 @@ int ke_rpc_call_peer_cn(const ke_rpc_call *call, char *buf, size_t len);
  * malloc'd PEM string in *pem (caller frees). Returns 0 or KE_ENOTFOUND. */
 int ke_rpc_call_peer_cert(const ke_rpc_call *call, char **pem);
 
+/* ke_rpc_call_tls_resumed tells whether the call's TLS session was resumed
+ * (1) or a full handshake (0); KE_ENOTFOUND without TLS. */
+int ke_rpc_call_tls_resumed(const ke_rpc_call *call);
+
 /* Who called: ke_rpc_call_identity. Users and groups are the verified
  * client certificate's CN and O entries, as Kubernetes reads them. */
 #define KE_RPC_ID_NAME_MAX 65  /* a CN or O of at most 64 bytes, with its NUL */
@@ -336,9 +340,24 @@ void ke_rpc_call_unref(ke_rpc_call *call);
 
 /* ---- client ---- */
 
+/* A client-side TLS session cache (LRU of session tickets by server name):
+ * a channel created with it resumes the TLS session of an earlier channel
+ * to the same server (an abbreviated handshake) when the server accepts
+ * the ticket. Share one between channels; it must outlive every channel
+ * created with it (grpc holds a reference per channel, so freeing it
+ * first is safe but ends resumption). */
+typedef struct ke_rpc_session_cache ke_rpc_session_cache;
+
+/* ke_rpc_session_cache_new creates a cache of up to `capacity` sessions
+ * (0: grpc's default). Returns NULL out of memory. */
+ke_rpc_session_cache *ke_rpc_session_cache_new(size_t capacity);
+/* ke_rpc_session_cache_free releases the cache. NULL: no-op. */
+void ke_rpc_session_cache_free(ke_rpc_session_cache *cache);
+
 typedef struct ke_rpc_channel_opts {
     const ke_rpc_tls *tls;      /* NULL: plaintext */
     uint32_t max_message_bytes; /* receive bound; 0: default */
+    ke_rpc_session_cache *session_cache; /* TLS session resumption; NULL: none */
 } ke_rpc_channel_opts;
 
 /* ke_rpc_channel_new connects (lazily) to `target` ("host:port"). Returns 0,

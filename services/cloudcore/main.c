@@ -67,6 +67,7 @@ struct cloudcore_config {
     int64_t grpc_max_streams_id;
     int64_t grpc_max_conc_streams;
     int64_t hub_hello_timeout;
+    int64_t hub_hello_concurrency;
     int64_t hub_uplog_node_window;
     int64_t mem_trim_interval;
     char *tls_ca;
@@ -169,6 +170,11 @@ static const ke_config_field cloudcore_fields[] = {
      offsetof(struct cloudcore_config, hub_hello_timeout), "30s",
      "a tunnel stream must send its first frame within this and complete its hello (digest "
      "included) within this of it; else it is closed with DEADLINE_EXCEEDED"},
+    {"cloudhub.hello_concurrency", KE_CONFIG_INT64,
+     offsetof(struct cloudcore_config, hub_hello_concurrency), "256",
+     "admission control: tunnels between their hello and their resync's end at once (1..100000); "
+     "a hello past it is refused with RESOURCE_EXHAUSTED and a retry_after that spreads a "
+     "reconnect storm"},
     {"store.db", KE_CONFIG_STRING, offsetof(struct cloudcore_config, store_db),
      "/var/lib/kubeedge/store.db", "the resource store's SQLite file (embedded mode)"},
     {"store.history", KE_CONFIG_INT64, offsetof(struct cloudcore_config, store_history), "10000",
@@ -437,10 +443,12 @@ int main(int argc, char **argv)
     }
     if (cfg.hub_queue_max < 16 || cfg.hub_window < 1 || cfg.hub_window > CLOUDHUB_WINDOW_MAX ||
         cfg.hub_uplog_node_max < 1 || cfg.hub_uplog_node_max > 100000000 ||
-        cfg.hub_uplog_node_window < 1 || cfg.hub_uplog_node_window > 100000000) {
+        cfg.hub_uplog_node_window < 1 || cfg.hub_uplog_node_window > 100000000 ||
+        cfg.hub_hello_concurrency < 1 || cfg.hub_hello_concurrency > 100000) {
         fprintf(stderr, KE_PROGRAM ": cloudhub.queue_max must be >= 16, cloudhub.window 1..%u "
-                        "(the stream's send queue keeps room for acks and keepalives) and "
-                        "cloudhub.uplog_node_max and cloudhub.uplog_node_window 1..100000000\n",
+                        "(the stream's send queue keeps room for acks and keepalives), "
+                        "cloudhub.uplog_node_max and cloudhub.uplog_node_window 1..100000000 "
+                        "and cloudhub.hello_concurrency 1..100000\n",
                 CLOUDHUB_WINDOW_MAX);
         status = 2;
         goto out;
@@ -459,6 +467,7 @@ int main(int argc, char **argv)
             .uplog_node_max = (uint32_t)cfg.hub_uplog_node_max,
             .hello_timeout_ms = cfg.hub_hello_timeout,
             .uplog_node_window = (uint32_t)cfg.hub_uplog_node_window,
+            .hello_concurrency = (uint32_t)cfg.hub_hello_concurrency,
         };
         if ((rc = cloudhub_new(&hc, &hub)) != 0)
             goto fail;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void metrics_init(ch_metrics *m)
 {
@@ -76,6 +77,19 @@ static void metrics_init(ch_metrics *m)
                            &m->join_refused);
     ke_metrics_counter_new("ke_cloudhub_certificate_renewals_total",
                            "node certificates renewed", NULL, &m->renewals);
+    ke_metrics_counter_new("ke_cloudhub_hello_refused_total",
+                           "Hellos refused by admission control (past "
+                           "cloudhub.hello_concurrency), each with a retry_after",
+                           NULL, &m->hello_refused);
+    ke_metrics_gauge_new("ke_cloudhub_hello_admitting",
+                         "Tunnel streams between their Hello and the end of their resync", NULL,
+                         &m->hello_admitting);
+    ke_metrics_counter_new("ke_cloudhub_tls_resumed_total",
+                           "Tunnel streams whose TLS session was resumed (session ticket)",
+                           NULL, &m->tls_resumed);
+    ke_metrics_counter_new("ke_cloudhub_tls_full_handshakes_total",
+                           "Tunnel streams whose TLS session was a full handshake", NULL,
+                           &m->tls_full);
 }
 
 /* Timer wheels: a tick of CH_WHEEL_TICK_MS, CH_WHEEL_SLOTS slots (a turn
@@ -179,6 +193,10 @@ int cloudhub_new(const cloudhub_config *cfg, cloudhub **out)
         ch->cfg.dead_peer_ms = 3 * ch->cfg.keepalive_ms;
     if (ch->cfg.hello_timeout_ms <= 0)
         ch->cfg.hello_timeout_ms = 30000;
+    if (!ch->cfg.hello_concurrency)
+        ch->cfg.hello_concurrency = CH_HELLO_CONCURRENCY_DEFAULT;
+    ch->admit_est_us = CH_HELLO_EST_MS_DEFAULT * 1000;
+    ch->admit_seed = (unsigned)ke_time_mono_ms() ^ (unsigned)getpid();
     if (ch->cfg.node_cert_ttl_ms <= 0)
         ch->cfg.node_cert_ttl_ms = 365LL * 24 * 3600 * 1000;
     pthread_mutex_init(&ch->mu, NULL);

@@ -50,6 +50,11 @@ typedef struct cloudhub_config {
                                       this, and complete its Hello (digest included)
                                       within this of that frame; else it is closed with
                                       DEADLINE_EXCEEDED. 0: 30 s */
+    uint32_t hello_concurrency;    /* admission control: Tunnel streams between their
+                                      Hello and the end of their resync (ResyncDone
+                                      sent, everything before it acked) at once; a
+                                      Hello past it is refused (fatal Refusal with
+                                      retry_after_ms, RESOURCE_EXHAUSTED). 0: 256 */
 } cloudhub_config;
 
 /* Node certificates: CN "system:node:<name>", O "system:nodes" (issued by

@@ -55,6 +55,15 @@ _Static_assert(CH_WINDOW_MAX == CLOUDHUB_WINDOW_MAX, "cloudhub.h's window bound"
  * progress together (memory a connecting node can pin). */
 #define CH_DIGEST_MAX 2000000u
 #define CH_DIGEST_HUB_MAX 4000000u
+/* Admission control (tunnel.c): the default bound on Tunnel streams between
+ * Hello and ResyncDone, the first estimate of how long one takes, the floor
+ * of the per-admission interval (the TLS handshake a retry costs first) and
+ * the bounds of a retry_after. */
+#define CH_HELLO_CONCURRENCY_DEFAULT 256u
+#define CH_HELLO_EST_MS_DEFAULT 50
+#define CH_ADMIT_INTERVAL_MIN_US 5000
+#define CH_RETRY_AFTER_MIN_MS 100
+#define CH_RETRY_AFTER_MAX_MS 60000
 
 typedef struct ch_node ch_node;
 
@@ -177,6 +186,9 @@ struct ch_node {
     char name[CH_NODE_NAME_MAX];
     ke_rpc_call *stream;     /* the live Tunnel call (a reference), or NULL */
     int hello_done;
+    int resyncing;           /* holds an admission slot until its resync is acked */
+    uint64_t resync_end_seq; /* the last seq of the resync (ResyncDone sent); 0: not yet */
+    int64_t resync_start_mono; /* when its Hello was admitted (monotonic ms) */
     int64_t last_seen_ms;    /* wall clock, for display (ListNodes) */
     int64_t last_seen_mono;  /* monotonic: the reaper and idle_ms */
     ke_wheel_timer dead_timer; /* on ch->dead_wheel while connected: due at
@@ -216,6 +228,7 @@ typedef struct ch_metrics {
     ke_metric *up_received, *up_duplicates, *refused, *joins, *join_refused, *renewals;
     ke_metric *up_backpressure, *up_delivered, *tombstones_collected;
     ke_metric *write_commits, *write_items, *write_refused;
+    ke_metric *hello_refused, *hello_admitting, *tls_resumed, *tls_full;
 } ch_metrics;
 
 typedef struct ch_subscriber ch_subscriber; /* subscribe.c */
@@ -236,6 +249,11 @@ struct cloudhub {
     ke_wheel dead_wheel, hello_wheel;
     uint32_t deferring;       /* nodes with reports held back (tunnel.c) */
     uint64_t digest_held;     /* digest entries held by sequences in progress */
+    /* admission control (tunnel.c) */
+    uint32_t admitting;       /* streams between Hello and ResyncDone */
+    int64_t admit_est_us;     /* moving average of Hello -> ResyncDone */
+    int64_t retry_slot_us;    /* monotonic us: the next retry slot handed out */
+    unsigned admit_seed;      /* jitter */
     int stopping;
     pthread_t reaper;
     ch_metrics m;
@@ -387,6 +405,10 @@ int ch_tunnel_report_log(cloudhub *ch, ke_rpc_call *call, ch_pub *p);
  * report is acked to the edge and consumers are woken; after a failed one
  * the stream is ended unacked. ch->mu held. */
 void ch_tunnel_report_done(cloudhub *ch, ke_rpc_call *call, const ch_pub *p, int store_rc);
+/* ch_tunnel_resync_end releases the admission slot n holds (if any): its
+ * resync is done, ResyncDone sent and everything before it acked (sent !=
+ * 0: its duration feeds the estimate), or its stream ended. ch->mu held. */
+void ch_tunnel_resync_end(cloudhub *ch, ch_node *n, int sent);
 /* ch_node_disconnect ends the node's stream (if any) with code/why. */
 void ch_node_disconnect(cloudhub *ch, ch_node *n, int code, const char *why);
 

@@ -222,6 +222,8 @@ void ch_queue_acked(cloudhub *ch, ch_node *n, uint64_t seq)
         return;
     ke_metric_add(ch->m.acked, (int64_t)(seq - n->acked_seq));
     n->acked_seq = seq;
+    if (n->resyncing && n->resync_end_seq && seq >= n->resync_end_seq)
+        ch_tunnel_resync_end(ch, n, 1); /* the edge has applied its resync */
     if (!n->dels_len || n->dels[n->dels_head].seq > seq)
         return;
     int in_tx = ke_sqlite_begin(ch->db) == 0;
@@ -320,6 +322,12 @@ void ch_queue_pump(cloudhub *ch, ch_node *n)
             ke_map_del(n->pending, e->key);
         } else if (send_marker(n, e) != 0) {
             return; /* KE_EFULL: sent at the drain, in order; else the stream is ending */
+        } else if (n->resyncing) {
+            /* The resync is out: its slot is released once the edge has
+             * acked all of it (at once when nothing is in flight). */
+            n->resync_end_seq = n->sent_seq;
+            if (n->sent_seq <= n->acked_seq)
+                ch_tunnel_resync_end(ch, n, 1);
         }
         n->head = e->next;
         if (!n->head)
@@ -346,4 +354,5 @@ void ch_queue_clear(cloudhub *ch, ch_node *n)
     n->upstream_stopped = 0;
     dels_free(n);
     ch_tunnel_defer_clear(ch, n);
+    ch_tunnel_resync_end(ch, n, 0);
 }

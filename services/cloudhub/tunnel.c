@@ -26,6 +26,10 @@
  *   service_response     the answer to a Hub.ProxyHTTP call: ends it
  *                        (service.c); not sequenced, not acked
  *
+ * Admission control: at most cfg.hello_concurrency streams between their
+ * Hello and the end of their resync; a Hello past it gets a fatal Refusal
+ * with retry_after_ms (see "admission control" below, docs/tunnel.md).
+ *
  * A stream must complete its Hello within cfg.hello_timeout_ms: the rpc
  * layer closes one that sends no first frame (the method's open timeout),
  * and ch_tunnel_reap (from the reaper) one whose digest stays open.
@@ -47,6 +51,9 @@ typedef struct tunnel_conn {
     ke_wheel_timer hello_timer; /* on ch->hello_wheel until the Hello completes */
     char node[CH_NODE_NAME_MAX];
     int hello;               /* a Hello was received */
+    int ended;               /* refused by admission control: frames ignored */
+    int admitted;            /* holds an admission slot (until hello_complete) */
+    int64_t admit_start;     /* monotonic ms of its admission */
     /* the digest being received (Hello, then DigestChunks) */
     int digest_open;
     ke_map *digest;          /* key -> uint64_t rv (malloc'd) */
@@ -302,6 +309,103 @@ static void resync_drop_gone(resync *r)
                     r->n->name, r->n_gone);
 }
 
+/* ---- admission control ----
+ *
+ * At most cfg.hello_concurrency streams are between their Hello and the end
+ * of their resync at once: a slot held by the tunnel_conn while its digest
+ * arrives, then by its ch_node until the edge has acked every message sent
+ * before ResyncDone (at once when there was none), or the stream ends.
+ * A Hello past the bound gets a fatal Refusal with retry_after_ms and the
+ * stream ends with RESOURCE_EXHAUSTED. retry_after spreads a storm: refused
+ * streams are handed successive retry slots one admission interval apart
+ * (the moving average of Hello -> resync acked over the bound, at least
+ * CH_ADMIT_INTERVAL_MIN_US: a retry costs a TLS handshake first), so the
+ * k-th refused node comes back about k intervals from now, plus up to a
+ * quarter more of jitter. */
+
+static void admit_gauge(cloudhub *ch)
+{
+    ke_metric_set(ch->m.hello_admitting, ch->admitting);
+}
+
+/* admit_retry_after: the wait for a stream refused now. ch->mu held. */
+static uint32_t admit_retry_after(cloudhub *ch, int64_t now_ms)
+{
+    int64_t interval = ch->admit_est_us / (int64_t)ch->cfg.hello_concurrency;
+    if (interval < CH_ADMIT_INTERVAL_MIN_US)
+        interval = CH_ADMIT_INTERVAL_MIN_US;
+    int64_t now_us = now_ms * 1000;
+    if (ch->retry_slot_us < now_us)
+        ch->retry_slot_us = now_us;
+    ch->retry_slot_us += interval;
+    if (ch->retry_slot_us - now_us > (int64_t)CH_RETRY_AFTER_MAX_MS * 1000)
+        ch->retry_slot_us = now_us + (int64_t)CH_RETRY_AFTER_MAX_MS * 1000;
+    int64_t base = (ch->retry_slot_us - now_us) / 1000;
+    int64_t ms = base + (int64_t)(rand_r(&ch->admit_seed) % (unsigned)(base / 4 + 1));
+    if (ms < CH_RETRY_AFTER_MIN_MS)
+        ms = CH_RETRY_AFTER_MIN_MS + (int64_t)(rand_r(&ch->admit_seed) % CH_RETRY_AFTER_MIN_MS);
+    if (ms > CH_RETRY_AFTER_MAX_MS)
+        ms = CH_RETRY_AFTER_MAX_MS;
+    return (uint32_t)ms;
+}
+
+void ch_tunnel_resync_end(cloudhub *ch, ch_node *n, int sent)
+{
+    if (!n->resyncing)
+        return;
+    n->resyncing = 0;
+    n->resync_end_seq = 0;
+    ch->admitting--;
+    admit_gauge(ch);
+    if (sent) {
+        int64_t us = (ke_time_mono_ms() - n->resync_start_mono) * 1000;
+        ch->admit_est_us += (us - ch->admit_est_us) / 8;
+        if (ch->admit_est_us < 1000)
+            ch->admit_est_us = 1000;
+    }
+}
+
+/* admit_refuse ends a stream whose Hello is past the bound: a fatal
+ * Refusal carrying retry_after_ms, then RESOURCE_EXHAUSTED. ch->mu NOT
+ * held. */
+static void admit_refuse(cloudhub *ch, tunnel_conn *c, ke_rpc_call *call, uint32_t admitting,
+                         uint32_t retry_after)
+{
+    char why[200];
+    snprintf(why, sizeof(why), "cloudhub is admitting %u nodes (cloudhub.hello_concurrency=%u): "
+                               "retry after %u ms",
+             admitting, ch->cfg.hello_concurrency, retry_after);
+    ke_log_info(CH_MOD, "hello refused by admission control node=%s admitting=%u "
+                        "retry_after_ms=%u", c->node, admitting, retry_after);
+    ke_metric_add(ch->m.hello_refused, 1);
+    Ke__V1__Refusal r = KE__V1__REFUSAL__INIT;
+    Ke__V1__CloudFrame f = KE__V1__CLOUD_FRAME__INIT;
+    r.reason = why;
+    r.fatal = 1;
+    r.retry_after_ms = retry_after;
+    f.frame_case = KE__V1__CLOUD_FRAME__FRAME_REFUSAL;
+    f.refusal = &r;
+    c->ended = 1;
+    /* The queue is empty before a HelloAck: only a closed call refuses it,
+     * and then there is nobody to tell. */
+    if (ke_rpc_call_send(call, &f.base) != 0)
+        ke_log_debug(CH_MOD, "admission refusal not sent node=%s (stream ending)", c->node);
+    if (ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED, why, NULL) != 0)
+        ke_log_debug(CH_MOD, "admission refusal: stream already ended node=%s", c->node);
+}
+
+/* unhello_unlink ends c's Hello phase: disarms its Hello deadline and
+ * releases its admission slot. ch->mu held. */
+static void unhello_unlink(cloudhub *ch, tunnel_conn *c)
+{
+    if (c->admitted) {
+        c->admitted = 0;
+        ch->admitting--;
+        admit_gauge(ch);
+    }
+    ke_wheel_disarm(&ch->hello_wheel, &c->hello_timer);
+}
+
 /* hello_fire closes a Tunnel stream whose Hello did not complete within
  * cfg.hello_timeout_ms (its timer on ch->hello_wheel). ch->mu held. */
 static void hello_fire(ke_wheel_timer *t, void *arg)
@@ -311,6 +415,7 @@ static void hello_fire(ke_wheel_timer *t, void *arg)
     char why[160];
     snprintf(why, sizeof(why), "no complete hello within cloudhub.hello_timeout (%lld ms)",
              (long long)ch->cfg.hello_timeout_ms);
+    unhello_unlink(ch, c); /* its admission slot */
     ke_log_warn(CH_MOD, "closing a tunnel without a hello node=%s", c->node);
     if (ke_rpc_call_abort(c->call, KE_RPC_DEADLINE_EXCEEDED, why) == 0)
         ke_metric_add(ch->m.hello_timeouts, 1);
@@ -330,7 +435,7 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
     cloudhub *ch = c->ch;
     ch_node *n = ke_map_get(ch->nodes, c->node);
     size_t digest_n = c->digest_n;
-    ke_wheel_disarm(&ch->hello_wheel, &c->hello_timer);
+    unhello_unlink(ch, c);
     if (!n) {
         digest_drop(ch, c);
         refuse(ch, call, c->node, KE_RPC_PERMISSION_DENIED, "node was removed");
@@ -344,10 +449,17 @@ static void hello_complete(tunnel_conn *c, ke_rpc_call *call)
         n->stream = NULL;
         ch->connected--;
     }
-    ch_queue_clear(ch, n);
+    ch_queue_clear(ch, n); /* releases the older stream's slot, if any */
     ke_rpc_call_ref(call);
     n->stream = call;
     n->hello_done = 1;
+    /* the slot passes from the conn (released by unhello_unlink) to the
+     * node until its resync is acked (queue.c) */
+    n->resyncing = 1;
+    n->resync_end_seq = 0;
+    n->resync_start_mono = c->admit_start;
+    ch->admitting++;
+    admit_gauge(ch);
     n->last_seen_ms = ke_time_wall_ms();
     n->last_seen_mono = ke_time_mono_ms();
     n->dead_timer.data = n;
@@ -418,6 +530,17 @@ static void tunnel_on_hello(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Hel
     c->hello = 1;
     snprintf(c->agent_version, sizeof(c->agent_version), "%s", h->agent_version);
     pthread_mutex_lock(&ch->mu);
+    if (ch->admitting >= ch->cfg.hello_concurrency) {
+        uint32_t admitting = ch->admitting;
+        uint32_t retry_after = admit_retry_after(ch, ke_time_mono_ms());
+        pthread_mutex_unlock(&ch->mu);
+        admit_refuse(ch, c, call, admitting, retry_after);
+        return;
+    }
+    c->admitted = 1;
+    c->admit_start = ke_time_mono_ms();
+    ch->admitting++;
+    admit_gauge(ch);
     char why[200];
     int code = (c->digest = ke_map_new()) != NULL ? KE_RPC_OK : KE_RPC_RESOURCE_EXHAUSTED;
     snprintf(why, sizeof(why), "cloudhub is out of memory");
@@ -808,6 +931,13 @@ static void on_open(ke_rpc_call *call, void *ud)
 {
     cloudhub *ch = ud;
     char node[CH_NODE_NAME_MAX] = "", why[256];
+    /* A resumed TLS session must still carry the client certificate (the
+     * ticket holds it): ch_auth_node checks it the same way either way. */
+    int resumed = ke_rpc_call_tls_resumed(call);
+    if (resumed == 1)
+        ke_metric_add(ch->m.tls_resumed, 1);
+    else if (resumed == 0)
+        ke_metric_add(ch->m.tls_full, 1);
     int code = ch_auth_node(ch, call, node, sizeof(node), why, sizeof(why));
     if (code != KE_RPC_OK) {
         refuse(ch, call, node[0] ? node : "-", code, why);
@@ -835,8 +965,8 @@ static void on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
     tunnel_conn *c = ke_rpc_call_get_data(call);
     const Ke__V1__EdgeFrame *f = (const Ke__V1__EdgeFrame *)m;
     ke_log_debug(CH_MOD, "frame node=%s case=%d", c ? c->node : "-", (int)f->frame_case);
-    if (!c)
-        return; /* refused at open */
+    if (!c || c->ended)
+        return; /* refused at open, or by admission control */
     if (!c->hello && f->frame_case != KE__V1__EDGE_FRAME__FRAME_HELLO) {
         refuse(c->ch, call, c->node, KE_RPC_FAILED_PRECONDITION, "the first frame must be hello");
         return;
@@ -915,7 +1045,7 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
                     ke_log_esc(c->node, en, sizeof(en)), ke_rpc_status_name(st->code),
                     ke_log_esc(st->message, ew, sizeof(ew)));
     }
-    ke_wheel_disarm(&ch->hello_wheel, &c->hello_timer);
+    unhello_unlink(ch, c);
     digest_drop(ch, c);
     pthread_mutex_unlock(&ch->mu);
     free(c);

@@ -16,6 +16,17 @@
  *             publish until every node has acked all of its messages, and
  *             the latency of each message from its Publish being issued to
  *             the node sending its ack (p50/p99/max).
+ *   restart   (--restart) SIGKILL cloudcore, start it again on the same
+ *             port and files, and time until every node has reconnected
+ *             (HelloAck) and resynced (ResyncDone). Every node retries as
+ *             EdgeHub does: a jittered exponential backoff (500 ms doubling
+ *             to 30 s, reset by a HelloAck), at least the retry_after_ms of
+ *             an admission refusal (plus up to a tenth), no window (a storm);
+ *             each node keeps a TLS session cache of its own (a session
+ *             carries its client certificate, so nodes must not share one)
+ *             and the figures say how many HelloAcks came on a resumed
+ *             session. A thread of its own (the reconnector) opens the due
+ *             reconnects; the callbacks only schedule them.
  *
  *   upstream  with --reports S: for S seconds every node sends one report a
  *             second (its own key each time, so none is coalesced), the
@@ -33,7 +44,8 @@
  * wake the main thread through sim->w; the main thread never sleeps
  * to wait, it waits on counters with a stall timeout.
  *
- * Usage: ke-bench-edgesim [--nodes N] [--messages M] [--batch B] [--rate R] [--keep-tmp]
+ * Usage: ke-bench-edgesim [--nodes N] [--messages M] [--batch B] [--rate R] [--reports S]
+ *                         [--keep-tmp] [--restart] [--hello-concurrency K] [--no-resume]
  *                         [--cloudcore PATH] [--keadm PATH]
  * (the programs default to the ones built next to this one). Not run by
  * the tests; figures go in the README's benchmarks section.
@@ -50,6 +62,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,6 +91,11 @@
 #define SIM_STOP_S 60            /* cloudcore's exit after SIGTERM */
 #define SIM_RPC_TIMEOUT_MS (SIM_STALL_S * 1000LL) /* deadline of each Join / Publish */
 #define SIM_TOKEN_TTL_S 3600
+/* The restart phase's retries, as EdgeHub's defaults. */
+#define SIM_BACKOFF_INITIAL_MS 500
+#define SIM_BACKOFF_MAX_MS 30000
+#define SIM_RETRY_AFTER_MAX_MS 60000u
+#define SIM_RECONNECT_TICK_MS 100 /* the reconnector's longest sleep */
 /* Open files per process: the simulator and cloudcore each hold one socket
  * per node (measured: 1,000 nodes -> 1,010 and 1,017 fds), and each
  * process has its own RLIMIT_NOFILE, so N + a reserve, not 2N, is needed. */
@@ -114,6 +132,16 @@ typedef struct sim_node {
     ke_rpc_call *call; /* the Tunnel (our reference), or NULL */
     atomic_int hello_acked;
     atomic_uint received; /* distinct fan-out messages acked */
+    /* restart phase: the close callback schedules, the reconnector opens */
+    ke_rpc_session_cache *tls_cache; /* this node's TLS sessions, or NULL */
+    atomic_int need_reconnect;
+    atomic_llong retry_at_ms;        /* monotonic */
+    atomic_uint retry_after_ms;      /* of the last admission refusal; 0: none */
+    int64_t backoff_ms;              /* the close callback's only */
+    unsigned seed;
+    atomic_int restart_acked, restart_resynced; /* counted once each */
+    atomic_llong resynced_ns;        /* its first ResyncDone after the restart */
+    atomic_uint refused;             /* admission refusals it got */
 } sim_node;
 
 struct sim {
@@ -121,7 +149,8 @@ struct sim {
     long n_nodes, n_messages;
     int batch;  /* messages per call: 1 = Publish, more = PublishBatch */
     long rate;  /* messages per second to publish at (0: as fast as replies allow) */
-    int keep_tmp;
+    int keep_tmp, restart, no_resume;
+    long hello_concurrency; /* 0: cloudcore's default */
     char cloudcore[SIM_PROG_MAX], keadm[SIM_PROG_MAX];
     /* setup */
     char tmp[SIM_DIR_MAX], cloud[SIM_SUBDIR_MAX], nodes_dir[SIM_SUBDIR_MAX];
@@ -134,7 +163,13 @@ struct sim {
     atomic_int stopping;
     /* per phase: calls finished (ok or not) */
     atomic_long join_finished, connect_finished, publish_finished, closed;
-    long opened; /* tunnels started (main thread) */
+    atomic_long opened; /* tunnels started */
+    /* restart phase */
+    atomic_int restarting, reconnector_stop;
+    atomic_long restart_acked, restart_resynced, refusals, attempts, failed_attempts, resumed;
+    atomic_llong last_restart_ack_ns, last_resync_ns;
+    pthread_mutex_t rmu;
+    pthread_cond_t rcv; /* CLOCK_MONOTONIC: wakes the reconnector */
     atomic_llong last_hello_ns;
     /* fan-out: [node * n_messages + j] */
     int64_t *issue_ns;
@@ -328,13 +363,75 @@ out:
 
 /* ---- phase 3: the nodes' tunnels ---- */
 
-static void node_on_hello_ack(sim_node *n)
+static void node_on_hello_ack(sim_node *n, ke_rpc_call *call)
 {
     sim *s = n->s;
     atomic_store(&n->hello_acked, 1);
+    if (atomic_load(&s->restarting)) {
+        n->backoff_ms = SIM_BACKOFF_INITIAL_MS; /* as EdgeHub: a good stream resets it */
+        if (ke_rpc_call_tls_resumed(call) == 1)
+            atomic_fetch_add(&s->resumed, 1);
+        if (atomic_exchange(&n->restart_acked, 1) == 0) {
+            atomic_store(&s->last_restart_ack_ns, bench_now_ns());
+            atomic_fetch_add(&s->restart_acked, 1);
+        }
+        bench_waiter_signal(&s->w);
+        return;
+    }
     atomic_store(&s->last_hello_ns, bench_now_ns());
     atomic_fetch_add(&s->connect_finished, 1);
     bench_waiter_signal(&s->w);
+}
+
+static void node_on_resync_done(sim_node *n)
+{
+    sim *s = n->s;
+    if (atomic_load(&s->restarting) && atomic_exchange(&n->restart_resynced, 1) == 0) {
+        int64_t t = bench_now_ns();
+        atomic_store(&n->resynced_ns, t);
+        atomic_store(&s->last_resync_ns, t);
+        atomic_fetch_add(&s->restart_resynced, 1);
+        bench_waiter_signal(&s->w);
+    }
+}
+
+/* node_on_refusal: in the restart phase an admission refusal (seq 0,
+ * fatal) sets the node's next wait; any other refusal is a failure. */
+static void node_on_refusal(sim_node *n, const Ke__V1__Refusal *r)
+{
+    sim *s = n->s;
+    if (atomic_load(&s->restarting) && r->seq == 0 && r->fatal) {
+        atomic_fetch_add(&s->refusals, 1);
+        atomic_fetch_add(&n->refused, 1);
+        atomic_store(&n->retry_after_ms, r->retry_after_ms > SIM_RETRY_AFTER_MAX_MS
+                                             ? SIM_RETRY_AFTER_MAX_MS
+                                             : r->retry_after_ms);
+        return; /* the stream ends: node_on_close schedules the retry */
+    }
+    bench_waiter_fail(&s->w, "node %s: cloud refused seq=%llu: %s", n->name,
+                      (unsigned long long)r->seq, r->reason);
+}
+
+/* node_schedule (the close callback, restart phase): the next attempt as
+ * EdgeHub's: uniform in [b/2, b] of the backoff b (doubling to its bound),
+ * and no sooner than a retry_after (plus up to a tenth of it). */
+static void node_schedule(sim_node *n)
+{
+    sim *s = n->s;
+    int64_t b = n->backoff_ms ? n->backoff_ms : SIM_BACKOFF_INITIAL_MS;
+    int64_t delay = b / 2 + (int64_t)(rand_r(&n->seed) % (unsigned)(b / 2 + 1));
+    n->backoff_ms = b * 2 > SIM_BACKOFF_MAX_MS ? SIM_BACKOFF_MAX_MS : b * 2;
+    int64_t ra = (int64_t)atomic_exchange(&n->retry_after_ms, 0);
+    if (ra) {
+        ra += (int64_t)(rand_r(&n->seed) % (unsigned)(ra / 10 + 1));
+        if (ra > delay)
+            delay = ra;
+    }
+    atomic_store(&n->retry_at_ms, bench_now_ns() / 1000000 + delay);
+    atomic_store(&n->need_reconnect, 1); /* last: the reconnector may take it now */
+    pthread_mutex_lock(&s->rmu);
+    pthread_cond_signal(&s->rcv);
+    pthread_mutex_unlock(&s->rmu);
 }
 
 /* node_on_downstream acks at once, then records the latency of message
@@ -375,16 +472,18 @@ static void node_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
     const Ke__V1__CloudFrame *f = (const Ke__V1__CloudFrame *)m;
     switch (f->frame_case) {
     case KE__V1__CLOUD_FRAME__FRAME_HELLO_ACK:
-        node_on_hello_ack(n);
+        node_on_hello_ack(n, call);
+        break;
+    case KE__V1__CLOUD_FRAME__FRAME_RESYNC_DONE:
+        node_on_resync_done(n);
         break;
     case KE__V1__CLOUD_FRAME__FRAME_MESSAGE:
         node_on_downstream(n, call, f->message);
         break;
     case KE__V1__CLOUD_FRAME__FRAME_REFUSAL:
-        bench_waiter_fail(&n->s->w, "node %s: cloud refused seq=%llu: %s", n->name,
-                          (unsigned long long)f->refusal->seq, f->refusal->reason);
+        node_on_refusal(n, f->refusal);
         break;
-    default: /* keepalive, resync done, ack of upstream: nothing to do */
+    default: /* keepalive, ack of upstream: nothing to do */
         break;
     }
 }
@@ -396,6 +495,13 @@ static void node_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     sim *s = n->s;
     if (atomic_load(&s->stopping)) {
         /* our own cancel */
+    } else if (atomic_load(&s->restarting)) {
+        /* cloudcore killed, an admission refusal, or not up yet: retry */
+        if (!atomic_load(&n->hello_acked))
+            atomic_fetch_add(&s->failed_attempts, 1);
+        atomic_fetch_add(&s->closed, 1);
+        node_schedule(n); /* last: the reconnector may free the call now */
+        return;
     } else if (!atomic_load(&n->hello_acked)) {
         bench_waiter_fail(&s->w, "tunnel of %s closed before HelloAck: %s: %s", n->name,
                           ke_rpc_status_name(st->code), st->message);
@@ -420,7 +526,12 @@ static int node_connect(sim *s, sim_node *n)
     snprintf(crt, sizeof(crt), "%s/%s.crt", s->nodes_dir, n->name);
     snprintf(key, sizeof(key), "%s/%s.key", s->nodes_dir, n->name);
     ke_rpc_tls tls = {.ca_file = ca, .cert_file = crt, .key_file = key};
-    ke_rpc_channel_opts co = {.tls = &tls};
+    if (!s->no_resume && !n->tls_cache && !(n->tls_cache = ke_rpc_session_cache_new(1))) {
+        fprintf(stderr, "edge_sim: out of memory (TLS session cache of %s)\n", n->name);
+        return KE_ENOMEM;
+    }
+    ke_rpc_channel_opts co = {.tls = &tls, .session_cache = n->tls_cache};
+    atomic_store(&n->hello_acked, 0);
     int rc = ke_rpc_channel_new(s->loop, s->target, &co, &n->ch);
     ke_rpc_stub stub = {n->ch, &ke__v1__cloud_hub__descriptor};
     if (rc == 0)
@@ -429,7 +540,7 @@ static int node_connect(sim *s, sim_node *n)
         fprintf(stderr, "edge_sim: cannot open the tunnel of %s: %s\n", n->name, ke_strerror(rc));
         return rc;
     }
-    s->opened++;
+    atomic_fetch_add(&s->opened, 1);
     Ke__V1__Hello h = KE__V1__HELLO__INIT;
     Ke__V1__EdgeFrame f = KE__V1__EDGE_FRAME__INIT;
     h.node_name = n->name;
@@ -786,21 +897,155 @@ out:
     return status;
 }
 
-/* ---- phase 7: shutdown ---- */
+/* ---- phase 7 (--restart): a CloudHub SIGKILL and the reconnect storm ---- */
+
+/* reconnect_due reopens node n's tunnel on a new channel (the old call
+ * has closed; its TLS session cache stays). */
+static void reconnect_due(sim *s, sim_node *n)
+{
+    atomic_store(&n->need_reconnect, 0);
+    ke_rpc_call_unref(n->call);
+    ke_rpc_channel_free(n->ch);
+    n->call = NULL;
+    n->ch = NULL;
+    atomic_fetch_add(&s->attempts, 1);
+    if (node_connect(s, n) != 0)
+        bench_waiter_fail(&s->w, "cannot reconnect %s", n->name);
+}
+
+/* reconnector: opens each node's reconnect when it is due; sleeps until
+ * the next one is (at most SIM_RECONNECT_TICK_MS), woken by a schedule. */
+static void *reconnector(void *arg)
+{
+    sim *s = arg;
+    while (!atomic_load(&s->reconnector_stop)) {
+        int64_t now = bench_now_ns() / 1000000, next = now + SIM_RECONNECT_TICK_MS;
+        for (long i = 0; i < s->n_nodes && !atomic_load(&s->reconnector_stop); i++) {
+            sim_node *n = &s->node[i];
+            if (!atomic_load(&n->need_reconnect))
+                continue;
+            int64_t at = atomic_load(&n->retry_at_ms);
+            if (at <= now)
+                reconnect_due(s, n);
+            else if (at < next)
+                next = at;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        int64_t wait = next - bench_now_ns() / 1000000;
+        if (wait <= 0)
+            continue;
+        until.tv_sec += wait / 1000;
+        until.tv_nsec += (wait % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_mutex_lock(&s->rmu);
+        /* a schedule made since the scan signals; a missed one waits a tick */
+        pthread_cond_timedwait(&s->rcv, &s->rmu, &until);
+        pthread_mutex_unlock(&s->rmu);
+    }
+    return NULL;
+}
+
+static int phase_restart(sim *s, const char *const *cc_flags)
+{
+    pthread_t th;
+    for (long i = 0; i < s->n_nodes; i++) {
+        s->node[i].backoff_ms = SIM_BACKOFF_INITIAL_MS;
+        s->node[i].seed = (unsigned)(i * 2654435761u) ^ (unsigned)getpid();
+    }
+    atomic_store(&s->restarting, 1);
+    if (pthread_create(&th, NULL, reconnector, s) != 0) {
+        fprintf(stderr, "edge_sim: cannot start the reconnector thread\n");
+        return -1;
+    }
+    int status = -1;
+    int64_t t_kill = bench_now_ns();
+    int st = 0;
+    if (kill(s->cc_pid, SIGKILL) != 0) {
+        fprintf(stderr, "edge_sim: cannot kill cloudcore: %s\n", strerror(errno));
+        goto out;
+    }
+    if (bench_child_wait(s->cc_pid, SIM_STOP_S, &st) != 0) {
+        fprintf(stderr, "edge_sim: cloudcore did not die of SIGKILL within %d s\n", SIM_STOP_S);
+        goto out;
+    }
+    s->cc_pid = -1;
+    char target[64];
+    s->cc_pid = bench_cloudcore_start(s->cloudcore, s->cloud, cc_flags, SIM_START_S, SIM_STOP_S,
+                                      target, sizeof(target));
+    if (s->cc_pid < 0)
+        goto out;
+    int64_t t_ready = bench_now_ns();
+    if (strcmp(target, s->target) != 0) {
+        fprintf(stderr, "edge_sim: cloudcore came back on %s, not %s\n", target, s->target);
+        goto out;
+    }
+    if (bench_waiter_wait(&s->w, &s->restart_acked, s->n_nodes, "HelloAcks after the restart") !=
+            0 ||
+        bench_waiter_wait(&s->w, &s->restart_resynced, s->n_nodes,
+                          "ResyncDones after the restart") != 0)
+        goto out;
+    double ack_s = (double)(atomic_load(&s->last_restart_ack_ns) - t_ready) / 1e9;
+    double sync_s = (double)(atomic_load(&s->last_resync_ns) - t_ready) / 1e9;
+    double kill_s = (double)(atomic_load(&s->last_resync_ns) - t_kill) / 1e9;
+    printf("restart:  cloudcore SIGKILLed, ready again after %.2f s; all %ld nodes HelloAcked "
+           "%.2f s and resynced %.2f s after ready (%.2f s after the kill)\n",
+           (double)(t_ready - t_kill) / 1e9, s->n_nodes, ack_s, sync_s, kill_s);
+    printf("storm:    %ld connection attempts (%ld ended before a HelloAck: server down or "
+           "refused), %ld admission refusals with retry_after; TLS: %ld of %ld HelloAcks on a "
+           "resumed session%s\n",
+           atomic_load(&s->attempts), atomic_load(&s->failed_attempts),
+           atomic_load(&s->refusals), atomic_load(&s->resumed), atomic_load(&s->restart_acked),
+           s->no_resume ? " (--no-resume)" : "");
+    /* no node starved: each one's time from the kill to its ResyncDone */
+    int64_t *per = malloc((size_t)s->n_nodes * sizeof(*per));
+    if (!per) {
+        fprintf(stderr, "edge_sim: out of memory\n");
+        goto out;
+    }
+    unsigned most = 0;
+    for (long i = 0; i < s->n_nodes; i++) {
+        per[i] = atomic_load(&s->node[i].resynced_ns) - t_kill;
+        unsigned r = atomic_load(&s->node[i].refused);
+        most = r > most ? r : most;
+    }
+    bench_sort_i64(per, (size_t)s->n_nodes);
+    printf("per node: kill -> its ResyncDone p50 %.2f s, p99 %.2f s, max %.2f s; most "
+           "refusals of one node %u\n",
+           (double)bench_pct_i64(per, (size_t)s->n_nodes, 50) / 1e9,
+           (double)bench_pct_i64(per, (size_t)s->n_nodes, 99) / 1e9,
+           (double)bench_pct_i64(per, (size_t)s->n_nodes, 100) / 1e9, most);
+    free(per);
+    status = 0;
+out:
+    atomic_store(&s->reconnector_stop, 1);
+    pthread_mutex_lock(&s->rmu);
+    pthread_cond_signal(&s->rcv);
+    pthread_mutex_unlock(&s->rmu);
+    pthread_join(th, NULL);
+    return status;
+}
+
+/* ---- phase 8: shutdown ---- */
 
 static int close_tunnels(sim *s)
 {
     atomic_store(&s->stopping, 1);
     for (long i = 0; i < s->n_nodes; i++)
         if (s->node[i].call)
-            ke_rpc_call_cancel(s->node[i].call);
+            ke_rpc_call_cancel(s->node[i].call); /* a closed one: a no-op */
     atomic_store(&s->w.failed, 0); /* only the closes count now */
     int rc = bench_waiter_wait(&s->w, &s->closed, s->opened, "tunnels closed");
     for (long i = 0; i < s->n_nodes; i++) {
         ke_rpc_call_unref(s->node[i].call);
         ke_rpc_channel_free(s->node[i].ch);
+        ke_rpc_session_cache_free(s->node[i].tls_cache);
         s->node[i].call = NULL;
         s->node[i].ch = NULL;
+        s->node[i].tls_cache = NULL;
     }
     return rc;
 }
@@ -808,7 +1053,8 @@ static int close_tunnels(sim *s)
 /* ---- main ---- */
 
 static const char USAGE[] =
-    "usage: ke-bench-edgesim [--nodes N] [--messages M] [--batch B] [--rate R] [--keep-tmp]\n"
+    "usage: ke-bench-edgesim [--nodes N] [--messages M] [--batch B] [--rate R] [--reports S]\n"
+    "                        [--keep-tmp] [--restart] [--hello-concurrency K] [--no-resume]\n"
     "                        [--cloudcore PATH] [--keadm PATH]\n"
     "  --nodes N        simulated edge nodes, 1..99999 (default 1000)\n"
     "  --messages M     messages published per node, 1..10000 (default 10)\n"
@@ -818,6 +1064,10 @@ static const char USAGE[] =
     "  --reports S      then S seconds of upstream: every node reports once a second to a\n"
     "                   Hub.Subscribe consumer (default 0: none)\n"
     "  --keep-tmp       leave the temporary directory (PKI, node certificates, db)\n"
+    "  --restart        after the fan-out, SIGKILL cloudcore, restart it and time the\n"
+    "                   reconnect storm until every node has resynced\n"
+    "  --hello-concurrency K  cloudcore's cloudhub.hello_concurrency (default: its own)\n"
+    "  --no-resume      no TLS session caches (every reconnect a full handshake)\n"
     "  --cloudcore PATH cloudcore binary (default: the one built next to this program)\n"
     "  --keadm PATH     keadm binary (default: the one built next to this program)\n";
 
@@ -829,6 +1079,8 @@ static int parse_args(sim *s, int argc, char **argv)
         {"keadm", required_argument, NULL, 'a'},   {"help", no_argument, NULL, 'h'},
         {"batch", required_argument, NULL, 'b'},   {"rate", required_argument, NULL, 'r'},
         {"reports", required_argument, NULL, 'u'},
+        {"restart", no_argument, NULL, 'x'},       {"no-resume", no_argument, NULL, 'R'},
+        {"hello-concurrency", required_argument, NULL, 'H'},
         {NULL, 0, NULL, 0},
     };
     bench_sibling_path(s->cloudcore, sizeof(s->cloudcore), BENCH_REL_CLOUDCORE);
@@ -878,6 +1130,15 @@ static int parse_args(sim *s, int argc, char **argv)
             }
             break;
         case 'k': s->keep_tmp = 1; break;
+        case 'x': s->restart = 1; break;
+        case 'R': s->no_resume = 1; break;
+        case 'H':
+            s->hello_concurrency = strtol(optarg, &end, 10);
+            if (*end || s->hello_concurrency < 1 || s->hello_concurrency > 100000) {
+                fprintf(stderr, "edge_sim: --hello-concurrency must be 1..100000\n");
+                return 2;
+            }
+            break;
         case 'c': snprintf(s->cloudcore, sizeof(s->cloudcore), "%s", optarg); break;
         case 'a': snprintf(s->keadm, sizeof(s->keadm), "%s", optarg); break;
         case 'h': fputs(USAGE, stdout); return 1;
@@ -923,8 +1184,20 @@ int main(int argc, char **argv)
      * from the simulated nodes; two grpc threads; CloudHub alone (the
      * objects published here are not in the store, and the controllers
      * would rightly converge them away). */
-    static const char *const cc_flags[] = {"--cloudhub.dead_peer=600s", "--grpc.threads=2",
-                                           "--edgecontroller.enable=false", NULL};
+    char hc_flag[64] = "", listen_flag[64] = "";
+    const char *cc_flags[6] = {"--cloudhub.dead_peer=600s", "--grpc.threads=2",
+                               "--edgecontroller.enable=false", NULL, NULL, NULL};
+    if (s->hello_concurrency) {
+        snprintf(hc_flag, sizeof(hc_flag), "--cloudhub.hello_concurrency=%ld",
+                 s->hello_concurrency);
+        cc_flags[3] = hc_flag;
+    }
+    pthread_mutex_init(&s->rmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->rcv, &ca);
+    pthread_condattr_destroy(&ca);
     int status = 1;
     rlim_t nofile = 0;
     long need = SIM_FD_PER_NODE * s->n_nodes + SIM_FD_RESERVE;
@@ -976,6 +1249,13 @@ int main(int argc, char **argv)
     fflush(stdout);
     if (s->n_reports > 0 && phase_upstream(s) != 0)
         goto out;
+    if (s->restart) {
+        /* the same port and files; later flags override earlier ones */
+        snprintf(listen_flag, sizeof(listen_flag), "--grpc.listen=%.48s", s->target);
+        cc_flags[s->hello_concurrency ? 4 : 3] = listen_flag;
+        if (phase_restart(s, cc_flags) != 0)
+            goto out;
+    }
     status = 0;
 out:
     fflush(stdout);
@@ -995,6 +1275,8 @@ out:
     free((void *)s->latency_ns);
     free(s->report_ns);
     free((void *)s->report_lat);
+    pthread_cond_destroy(&s->rcv);
+    pthread_mutex_destroy(&s->rmu);
     bench_waiter_destroy(&s->w);
     return status;
 }
