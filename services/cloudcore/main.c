@@ -24,6 +24,7 @@
 #include "edgecontroller.h"
 #include "kubeapi.h"
 #include "ke_store.h"
+#include "tls_buffers.h"
 #include "ke_authz.h"
 #include "ke_config.h"
 #include "ke_crypt.h"
@@ -67,6 +68,7 @@ struct cloudcore_config {
     int64_t grpc_max_streams_id;
     int64_t grpc_max_conc_streams;
     int64_t tls_max_frame;
+    bool tls_release_buffers;
     int64_t hub_hello_timeout;
     int64_t hub_uplog_node_window;
     int64_t mem_trim_interval;
@@ -138,6 +140,10 @@ static const ke_config_field cloudcore_fields[] = {
      "4096",
      "largest TLS record sent (1024..16384); each connection keeps a buffer this large, so "
      "smaller saves memory per connected node and larger saves CPU on large messages"},
+    {"grpc.tls.release_buffers", KE_CONFIG_BOOL,
+     offsetof(struct cloudcore_config, tls_release_buffers), "true",
+     "free each TLS connection's OpenSSL record buffers while they are empty "
+     "(SSL_MODE_RELEASE_BUFFERS): less memory per idle node, a malloc per record"},
     {"http.listen", KE_CONFIG_STRING, offsetof(struct cloudcore_config, http_listen),
      "127.0.0.1:10550", "address of /metrics and /healthz"},
     {"cloudhub.enable", KE_CONFIG_BOOL, offsetof(struct cloudcore_config, hub_enable),
@@ -411,6 +417,9 @@ int main(int argc, char **argv)
         goto out;
     }
     memory_setup();
+    if (tls_buffers_setup(cfg.tls_release_buffers) != 0 && cfg.tls_release_buffers)
+        ke_log_warn(KE_PROGRAM, "grpc.tls.release_buffers: OpenSSL's SSL_new is not this "
+                                "program's (static libssl?): TLS buffers are kept while idle");
     if (cfg.stall_timeout < 1000 || cfg.stall_timeout > 3600000 ||
         cfg.shutdown_timeout < 1000 || cfg.shutdown_timeout > 3600000) {
         fprintf(stderr, KE_PROGRAM ": health.stall_timeout and shutdown.timeout must be "
