@@ -1650,6 +1650,20 @@ int ke_rpc_server_new(ke_rpc_loop *loop, const ke_rpc_server_opts *opts, ke_rpc_
         args[nargs].key = (char *)GRPC_ARG_MAX_CONCURRENT_STREAMS;
         args[nargs++].value.integer = (int)opts->max_concurrent_streams;
     }
+    if (opts->tls) {
+        uint32_t fs = opts->tls_max_frame_size ? opts->tls_max_frame_size
+                                               : KE_RPC_DEFAULT_TLS_MAX_FRAME;
+        if (fs < KE_RPC_TLS_MAX_FRAME_MIN || fs > KE_RPC_TLS_MAX_FRAME_MAX) {
+            /* grpc would clamp it silently: refuse instead */
+            ke_log_error(LOG_MOD, "TLS max frame size %u is outside %u..%u", (unsigned)fs,
+                         KE_RPC_TLS_MAX_FRAME_MIN, KE_RPC_TLS_MAX_FRAME_MAX);
+            ke_rpc_server_free(srv);
+            return KE_EINVAL;
+        }
+        args[nargs].type = GRPC_ARG_INTEGER;
+        args[nargs].key = (char *)GRPC_ARG_TSI_MAX_FRAME_SIZE;
+        args[nargs++].value.integer = (int)fs;
+    }
     grpc_channel_args ca = {nargs, args};
     srv->gs = grpc_server_create(&ca, NULL);
     grpc_server_register_completion_queue(srv->gs, loop->cq, NULL);

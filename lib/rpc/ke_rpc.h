@@ -168,7 +168,19 @@ typedef struct ke_rpc_server_opts {
                                           together); in-process calls are exempt;
                                           0: no cap */
     uint32_t max_concurrent_streams;   /* per HTTP/2 connection; 0: grpc's default */
+    uint32_t tls_max_frame_size;       /* largest TLS record grpc's TSI layer writes, and
+                                          the size of the buffer each connection keeps
+                                          for it; 0: KE_RPC_DEFAULT_TLS_MAX_FRAME */
 } ke_rpc_server_opts;
+/* KE_RPC_DEFAULT_TLS_MAX_FRAME: grpc's own default is 16 KiB, and every TLS
+ * connection keeps a frame buffer that large for as long as it lives. At
+ * 4 KiB a server with thousands of connected nodes keeps ~7 KiB less
+ * resident per connection (ke-bench-edgesim); a large message is cut into
+ * more TLS records, which costs a little CPU per message, not throughput
+ * worth measuring at the bench's rates. grpc accepts 1 KiB..16 KiB. */
+#define KE_RPC_DEFAULT_TLS_MAX_FRAME 4096u
+#define KE_RPC_TLS_MAX_FRAME_MIN 1024u
+#define KE_RPC_TLS_MAX_FRAME_MAX 16384u
 /* With max_streams_per_identity, a streaming call (server, client or bidi
  * streaming) is counted from the moment it is accepted — before the
  * authorizer, so streams that never send their first request count too —

@@ -24,6 +24,7 @@
 #include "edgecontroller.h"
 #include "kubeapi.h"
 #include "ke_store.h"
+#include "tls_buffers.h"
 #include "ke_authz.h"
 #include "ke_config.h"
 #include "ke_crypt.h"
@@ -66,6 +67,8 @@ struct cloudcore_config {
     int64_t grpc_send_queue_bytes;
     int64_t grpc_max_streams_id;
     int64_t grpc_max_conc_streams;
+    int64_t tls_max_frame;
+    bool tls_release_buffers;
     int64_t hub_hello_timeout;
     int64_t hub_hello_concurrency;
     int64_t hub_uplog_node_window;
@@ -134,6 +137,14 @@ static const ke_config_field cloudcore_fields[] = {
     {"grpc.tls.client_auth", KE_CONFIG_STRING,
      offsetof(struct cloudcore_config, tls_client_auth), "request",
      "client certificates: request (verify when sent; CloudHub checks per method), require or none"},
+    {"grpc.tls.max_frame_size", KE_CONFIG_INT64, offsetof(struct cloudcore_config, tls_max_frame),
+     "4096",
+     "largest TLS record sent (1024..16384); each connection keeps a buffer this large, so "
+     "smaller saves memory per connected node and larger saves CPU on large messages"},
+    {"grpc.tls.release_buffers", KE_CONFIG_BOOL,
+     offsetof(struct cloudcore_config, tls_release_buffers), "true",
+     "free each TLS connection's OpenSSL record buffers while they are empty "
+     "(SSL_MODE_RELEASE_BUFFERS): less memory per idle node, a malloc per record"},
     {"http.listen", KE_CONFIG_STRING, offsetof(struct cloudcore_config, http_listen),
      "127.0.0.1:10550", "address of /metrics and /healthz"},
     {"cloudhub.enable", KE_CONFIG_BOOL, offsetof(struct cloudcore_config, hub_enable),
@@ -401,15 +412,20 @@ int main(int argc, char **argv)
     if (cfg.grpc_send_queue_bytes < 1024 || cfg.grpc_send_queue_bytes > (1 << 30) ||
         cfg.grpc_max_streams_id < 1 || cfg.grpc_max_streams_id > 1000000 ||
         cfg.grpc_max_conc_streams < 1 || cfg.grpc_max_conc_streams > 1000000 ||
+        cfg.tls_max_frame < KE_RPC_TLS_MAX_FRAME_MIN || cfg.tls_max_frame > KE_RPC_TLS_MAX_FRAME_MAX ||
         cfg.hub_hello_timeout < 100 || cfg.hub_hello_timeout > 3600000 ||
         cfg.mem_trim_interval < 100 || cfg.mem_trim_interval > 3600000) {
         fprintf(stderr, KE_PROGRAM ": grpc.send_queue_bytes must be 1 KiB..1 GiB, "
                         "grpc.max_streams_per_identity and grpc.max_concurrent_streams "
-                        "1..1000000, cloudhub.hello_timeout and memory.trim_interval 100ms..1h\n");
+                        "1..1000000, grpc.tls.max_frame_size 1024..16384, "
+                        "cloudhub.hello_timeout and memory.trim_interval 100ms..1h\n");
         status = 2;
         goto out;
     }
     memory_setup();
+    if (tls_buffers_setup(cfg.tls_release_buffers) != 0 && cfg.tls_release_buffers)
+        ke_log_warn(KE_PROGRAM, "grpc.tls.release_buffers: OpenSSL's SSL_new is not this "
+                                "program's (static libssl?): TLS buffers are kept while idle");
     if (cfg.stall_timeout < 1000 || cfg.stall_timeout > 3600000 ||
         cfg.shutdown_timeout < 1000 || cfg.shutdown_timeout > 3600000) {
         fprintf(stderr, KE_PROGRAM ": health.stall_timeout and shutdown.timeout must be "
@@ -527,6 +543,7 @@ int main(int argc, char **argv)
         .send_queue_bytes = (uint32_t)cfg.grpc_send_queue_bytes,
         .max_streams_per_identity = (uint32_t)cfg.grpc_max_streams_id,
         .max_concurrent_streams = (uint32_t)cfg.grpc_max_conc_streams,
+        .tls_max_frame_size = (uint32_t)cfg.tls_max_frame,
     };
     if ((rc = ke_rpc_server_new(loop, &sopts, &srv)) != 0 ||
         (rc = ke_rpc_server_set_authorizer(srv, ke_authz_rpc, authz)) != 0 ||

@@ -207,6 +207,31 @@ static long open_fds(pid_t pid)
     return n;
 }
 
+/* mem_split reads /proc/PID/smaps_rollup: resident anonymous memory (the
+ * heap, grpc's and OpenSSL's per-connection buffers, stacks) and the rest
+ * of RSS (mapped files: the program and its libraries), in KiB. Returns 0,
+ * or -1 when the file cannot be read (kernels before 4.14). */
+static int mem_split(pid_t pid, long *anon, long *file)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
+    FILE *f = fopen(path, "r");
+    long rss = -1, an = -1, v;
+    while (f && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "Rss: %ld kB", &v) == 1)
+            rss = v;
+        else if (sscanf(line, "Anonymous: %ld kB", &v) == 1)
+            an = v;
+    }
+    if (f)
+        fclose(f);
+    if (rss < 0 || an < 0)
+        return -1;
+    *anon = an;
+    *file = rss - an;
+    return 0;
+}
+
 /* raise_nofile lifts RLIMIT_NOFILE to the hard limit, first raising the
  * hard limit to `need` when it is lower (which takes CAP_SYS_RESOURCE).
  * cloudcore inherits the limit. Returns 0, or -1 after saying why. */
@@ -1234,13 +1259,22 @@ int main(int argc, char **argv)
     if (phase_join(s) != 0)
         goto out;
     fflush(stdout);
-    long idle = bench_rss_kib(s->cc_pid);
+    long idle = bench_rss_kib(s->cc_pid), anon0 = 0, file0 = 0, anon1, file1;
+    int split = mem_split(s->cc_pid, &anon0, &file0) == 0;
     if (phase_connect(s) != 0)
         goto out;
     long busy = bench_rss_kib(s->cc_pid);
     printf("cloudhub RSS: idle %.1f MiB, with %ld nodes %.1f MiB, %.1f KiB per node\n",
            (double)idle / 1024, s->n_nodes, (double)busy / 1024,
            (double)(busy - idle) / (double)s->n_nodes);
+    /* Where it went: per-connection buffers are anonymous memory; file-backed
+     * pages (code) should not grow with nodes. */
+    if (split && mem_split(s->cc_pid, &anon1, &file1) == 0)
+        printf("cloudhub RSS by kind: anonymous %.1f -> %.1f MiB (%.1f KiB per node), "
+               "file-backed %.1f -> %.1f MiB\n",
+               (double)anon0 / 1024, (double)anon1 / 1024,
+               (double)(anon1 - anon0) / (double)s->n_nodes, (double)file0 / 1024,
+               (double)file1 / 1024);
     printf("open fds: cloudcore %ld, simulator %ld; simulator RSS %.1f MiB\n", open_fds(s->cc_pid),
            open_fds(getpid()), (double)bench_rss_kib(getpid()) / 1024);
     fflush(stdout);
