@@ -570,19 +570,20 @@ int ke_rpc_call_identity(const ke_rpc_call *c, ke_rpc_identity *id)
     return 0;
 }
 
-int ke_rpc_call_peer_cert(const ke_rpc_call *c, char **pem)
+/* peer_property copies the first value of the call's auth property name
+ * into a malloc'd, NUL-terminated string. 0, KE_ENOTFOUND or KE_ENOMEM. */
+static int peer_property(const ke_rpc_call *c, const char *name, char **out)
 {
-    *pem = NULL;
+    *out = NULL;
     grpc_auth_context *ctx = grpc_call_auth_context(c->gc);
     if (!ctx)
         return KE_ENOTFOUND;
     int rc = KE_ENOTFOUND;
-    grpc_auth_property_iterator it =
-        grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, name);
     const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
-    if (p && (*pem = malloc(p->value_length + 1)) != NULL) {
-        memcpy(*pem, p->value, p->value_length);
-        (*pem)[p->value_length] = '\0';
+    if (p && (*out = malloc(p->value_length + 1)) != NULL) {
+        memcpy(*out, p->value, p->value_length);
+        (*out)[p->value_length] = '\0';
         rc = 0;
     } else if (p) {
         rc = KE_ENOMEM;
@@ -591,19 +592,19 @@ int ke_rpc_call_peer_cert(const ke_rpc_call *c, char **pem)
     return rc;
 }
 
+int ke_rpc_call_peer_cert(const ke_rpc_call *c, char **pem)
+{
+    return peer_property(c, GRPC_X509_PEM_CERT_PROPERTY_NAME, pem);
+}
+
 int ke_rpc_call_tls_resumed(const ke_rpc_call *c)
 {
-    grpc_auth_context *ctx = grpc_call_auth_context(c->gc);
-    if (!ctx)
-        return KE_ENOTFOUND;
-    int rc = KE_ENOTFOUND;
-    grpc_auth_property_iterator it =
-        grpc_auth_context_find_properties_by_name(ctx, GRPC_SSL_SESSION_REUSED_PROPERTY);
-    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
-    if (p)
-        rc = p->value_length == 4 && memcmp(p->value, "true", 4) == 0;
-    grpc_auth_context_release(ctx);
-    return rc;
+    char *v = NULL;
+    int rc = peer_property(c, GRPC_SSL_SESSION_REUSED_PROPERTY, &v);
+    if (rc == 0)
+        rc = strcmp(v, "true") == 0;
+    free(v);
+    return rc == KE_ENOMEM ? KE_ENOTFOUND : rc;
 }
 
 ke_rpc_session_cache *ke_rpc_session_cache_new(size_t capacity)
