@@ -9,12 +9,14 @@
  * messages into a job and hands it over (ch_writer_submit): nothing there
  * waits on the file. The writer takes every job queued, up to
  * CH_WRITE_BATCH_ITEMS messages (a job is never split), and under ch->mu
- * runs them in one transaction, in queue order, then queues what was stored
- * to the connected nodes; it answers the callers after releasing ch->mu.
- * A commit therefore costs once per batch, not once per message, and the
- * batch grows by itself with the load: while one commit runs, the next
- * batch gathers. Nothing is answered before its commit, and a failed
- * commit answers every job of the batch INTERNAL with nothing queued.
+ * runs them in queue order in one transaction (more only when a report
+ * repeats a key, see run_batch), then queues what was stored to the
+ * connected nodes and acks the reports; it answers the publishers after
+ * releasing ch->mu. A commit therefore costs once per batch, not once per
+ * message, and the batch grows by itself with the load: while one commit
+ * runs, the next batch gathers. Nothing is answered or acked before its
+ * commit, and a failed commit answers every publish of its transaction
+ * INTERNAL (nothing queued) and ends its reports' streams unacked.
  *
  * The queue is bounded (CH_WRITE_QUEUE_BYTES of copied messages, and
  * CH_WRITE_QUEUE_ITEMS messages): past it a publish is refused
