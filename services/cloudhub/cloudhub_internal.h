@@ -105,6 +105,12 @@ typedef struct ch_wjob {
     int batch;          /* PublishBatch: one result per item */
     int report;         /* one upstream report; call is its Tunnel stream */
     int store_rc;       /* the writer's: 0 once committed, else the store error */
+    /* a consumer's ack (subscribe.c): its subscriber (NULL once there is
+     * nothing to do), the cursor to persist, the entries it collected */
+    int cack;
+    struct ch_subscriber *sub;
+    uint64_t ack_to;
+    int collected;
     size_t bytes;       /* counted against the queue's bound */
     size_t n;
     ch_pub items[];
@@ -341,6 +347,10 @@ int ch_store_uplog_read(cloudhub *ch, uint64_t after, const char *groups_json, u
  * collectable. */
 int ch_store_consumer_register(cloudhub *ch, const char *name, const char *groups_json,
                                uint64_t *cursor);
+/* ch_store_consumer_ack_tx is ch_store_consumer_ack inside the caller's
+ * transaction. */
+int ch_store_consumer_ack_tx(cloudhub *ch, const char *name, uint64_t old, uint64_t cursor,
+                             int *collected);
 /* ch_store_consumer_ack moves the cursor of name from old to cursor (in one
  * transaction) and removes the entries in (old, cursor] that every
  * consumer registered for their group has acked. *collected: how many. */
@@ -434,6 +444,15 @@ extern const ke_rpc_handler ch_subscribe_handler;
 /* ch_subscribe_wake lets every live consumer of group send what the log
  * now holds for it. */
 void ch_subscribe_wake(cloudhub *ch, const char *group);
+/* ch_subscribe_ack_log moves the consumer's cursor of a writer job (cack)
+ * to its newest ack inside the writer's transaction (or clears j->sub when
+ * there is nothing to do, freeing a subscriber whose stream closed).
+ * Returns 0 or a store error. */
+int ch_subscribe_ack_log(cloudhub *ch, ch_wjob *j, int *collected);
+/* ch_subscribe_acked, after the commit (rc 0) or a failed one: moves the
+ * in-memory cursor to log_id, opens the window and sends more, or ends the
+ * stream INTERNAL. */
+void ch_subscribe_acked(cloudhub *ch, ch_subscriber *s, uint64_t log_id, int collected, int rc);
 /* ch_subscribe_free_all frees the subscribers left at shutdown. */
 void ch_subscribe_free_all(cloudhub *ch);
 

@@ -507,14 +507,12 @@ int ch_store_consumer_register(cloudhub *ch, const char *name, const char *group
     return rc;
 }
 
-int ch_store_consumer_ack(cloudhub *ch, const char *name, uint64_t old, uint64_t cursor,
-                          int *collected)
+int ch_store_consumer_ack_tx(cloudhub *ch, const char *name, uint64_t old, uint64_t cursor,
+                             int *collected)
 {
-    int rc = ke_sqlite_begin(ch->db);
-    if (rc)
-        return rc;
-    rc = exec_bind(ch, "UPDATE consumers SET cursor = MAX(cursor, ?2) WHERE name = ?1", name,
-                   NULL, (int64_t)cursor);
+    *collected = 0;
+    int rc = exec_bind(ch, "UPDATE consumers SET cursor = MAX(cursor, ?2) WHERE name = ?1", name,
+                       NULL, (int64_t)cursor);
     /* Only entries in (old, cursor] can have become collectable: below old
      * this consumer held nothing back. */
     sqlite3_stmt *st;
@@ -530,6 +528,16 @@ int ch_store_consumer_ack(cloudhub *ch, const char *name, uint64_t old, uint64_t
         rc = rc < 0 ? rc : 0;
         *collected = sqlite3_changes(ke_sqlite_handle(ch->db));
     }
+    return rc;
+}
+
+int ch_store_consumer_ack(cloudhub *ch, const char *name, uint64_t old, uint64_t cursor,
+                          int *collected)
+{
+    int rc = ke_sqlite_begin(ch->db);
+    if (rc)
+        return rc;
+    rc = ch_store_consumer_ack_tx(ch, name, old, cursor, collected);
     if (rc == 0)
         return ke_sqlite_commit(ch->db);
     ke_sqlite_rollback(ch->db);

@@ -55,6 +55,11 @@ struct ch_subscriber {
     uint64_t *inflight;  /* log ids sent and not acked, oldest first (ring) */
     uint32_t in_head, in_len;
     int blocked;         /* the rpc send queue was full: wait for the drain */
+    /* acks go through the group-commit writer (writer.c): the newest log id
+     * acked and not yet durable, whether a writer job for it is queued, and
+     * whether the stream closed meanwhile (then the writer frees it) */
+    uint64_t ack_want;
+    int ack_queued, orphan;
 };
 
 static void sub_free(ch_subscriber *s)
@@ -334,31 +339,80 @@ static void subscribe_on_ack(cloudhub *ch, ke_rpc_call *call, ch_subscriber *s,
         pthread_mutex_unlock(&ch->mu);
         return;
     }
-    if (a->log_id > s->cursor) {
+    if (a->log_id > s->ack_want)
+        s->ack_want = a->log_id;
+    if (s->ack_want > s->cursor && !s->ack_queued) {
+        /* The cursor moves in the writer's next transaction, with the
+         * reports and publishes around it; the window opens after it. */
+        ch_wjob *j = ch_writer_job_new(call, 0, 0);
+        if (j) {
+            j->cack = 1;
+            j->sub = s;
+            ke_rpc_call_ref(call);
+            if (ch_writer_submit(ch, j) == 0) {
+                s->ack_queued = 1;
+                pthread_mutex_unlock(&ch->mu);
+                return;
+            }
+            ke_rpc_call_unref(call);
+            ch_writer_job_free(j);
+        }
+        /* No room in the writer's queue: move it here, alone. */
         int collected = 0;
-        int rc = ch_store_consumer_ack(ch, s->name, s->cursor, a->log_id, &collected);
-        if (rc != 0) {
-            /* Not moved: the consumer sees these entries again from its
-             * cursor, which its idempotent apply absorbs. */
-            ke_log_error(CH_MOD, "cannot move the cursor consumer=%s log_id=%llu: %s", s->name,
-                         (unsigned long long)a->log_id, ke_strerror(rc));
-            ke_rpc_call_finish(call, KE_RPC_INTERNAL, "cannot persist the cursor", NULL);
-            sub_unlink(ch, s);
-            pthread_mutex_unlock(&ch->mu);
-            return;
-        }
-        s->cursor = a->log_id;
-        if (collected > 0)
-            ch_tunnel_undefer(ch); /* room in nodes' windows: their held-back reports */
-        while (s->in_len && s->inflight[s->in_head] <= a->log_id) {
-            s->in_head = (s->in_head + 1) % s->window;
-            s->in_len--;
-        }
-        ke_log_debug(CH_MOD, "consumer=%s cursor=%llu collected=%d", s->name,
-                     (unsigned long long)s->cursor, collected);
+        int rc = ch_store_consumer_ack(ch, s->name, s->cursor, s->ack_want, &collected);
+        ch_subscribe_acked(ch, s, s->ack_want, collected, rc);
     }
-    sub_pump(ch, s);
+    if (s->live)
+        sub_pump(ch, s);
     pthread_mutex_unlock(&ch->mu);
+}
+
+int ch_subscribe_ack_log(cloudhub *ch, ch_wjob *j, int *collected)
+{
+    ch_subscriber *s = j->sub;
+    s->ack_queued = 0;
+    if (s->orphan) {
+        /* Its stream closed while the job waited: the ack still counts
+         * (the cursor is persisted as on receipt), then it is freed. */
+        int rc = s->ack_want > s->cursor
+                     ? ch_store_consumer_ack_tx(ch, s->name, s->cursor, s->ack_want, collected)
+                     : 0;
+        sub_free(s);
+        j->sub = NULL;
+        return rc;
+    }
+    if (s->ack_want <= s->cursor) {
+        j->sub = NULL;
+        return 0;
+    }
+    /* An ack accepted while the stream was live counts even if the stream
+     * was replaced since (the cursor only ever grows). */
+    j->ack_to = s->ack_want;
+    return ch_store_consumer_ack_tx(ch, s->name, s->cursor, j->ack_to, collected);
+}
+
+void ch_subscribe_acked(cloudhub *ch, ch_subscriber *s, uint64_t log_id, int collected, int rc)
+{
+    if (rc != 0) {
+        /* Not moved: the consumer sees these entries again from its cursor,
+         * which its idempotent apply absorbs. */
+        ke_log_error(CH_MOD, "cannot move the cursor consumer=%s log_id=%llu: %s", s->name,
+                     (unsigned long long)log_id, ke_strerror(rc));
+        ke_rpc_call_finish(s->call, KE_RPC_INTERNAL, "cannot persist the cursor", NULL);
+        sub_unlink(ch, s);
+        return;
+    }
+    if (log_id > s->cursor)
+        s->cursor = log_id;
+    if (collected > 0)
+        ch_tunnel_undefer(ch); /* room in nodes' windows: their held-back reports */
+    while (s->in_len && s->inflight[s->in_head] <= log_id) {
+        s->in_head = (s->in_head + 1) % s->window;
+        s->in_len--;
+    }
+    ke_log_debug(CH_MOD, "consumer=%s cursor=%llu collected=%d", s->name,
+                 (unsigned long long)s->cursor, collected);
+    sub_pump(ch, s);
 }
 
 static void subscribe_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
@@ -411,11 +465,14 @@ static void subscribe_on_close(ke_rpc_call *call, const ke_rpc_status *st, void 
     if (s->live)
         sub_unlink(ch, s);
     ke_rpc_call_set_data(call, NULL);
-    pthread_mutex_unlock(&ch->mu);
     ke_log_info(CH_MOD, "consumer unsubscribed consumer=%s cursor=%llu status=%s", s->name,
                 (unsigned long long)s->cursor, ke_rpc_status_name(st->code));
     ke_rpc_call_unref(s->call);
-    sub_free(s);
+    int orphan = s->ack_queued; /* the writer's job frees it */
+    s->orphan = orphan;
+    pthread_mutex_unlock(&ch->mu);
+    if (!orphan)
+        sub_free(s);
 }
 
 const ke_rpc_handler ch_subscribe_handler = {

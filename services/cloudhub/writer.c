@@ -1,7 +1,8 @@
 /*
  * writer.c — the group-commit writer: one thread that stores the
- * publishes of every caller (Hub.Publish, Hub.PublishBatch) and the
- * upstream reports of every node in shared SQLite transactions, and
+ * publishes of every caller (Hub.Publish, Hub.PublishBatch), the
+ * upstream reports of every node and the consumers' cursor moves
+ * (Hub.Subscribe acks) in shared SQLite transactions, and
  * answers each caller (acks each report to its edge) after the commit that
  * holds its messages.
  *
@@ -93,6 +94,8 @@ static const char *report_ident(const ch_pub *p, char *buf, size_t len)
  * Returns 0 or the store error that fails the transaction. */
 static int store_job(cloudhub *ch, ch_wjob *j)
 {
+    if (j->cack)
+        return ch_subscribe_ack_log(ch, j, &j->collected);
     if (j->report)
         return ch_tunnel_report_log(ch, j->call, &j->items[0]);
     for (size_t i = 0; i < j->n; i++) {
@@ -109,6 +112,11 @@ static int store_job(cloudhub *ch, ch_wjob *j)
  * report and wakes its consumers (ch->mu held). */
 static void queue_job(cloudhub *ch, ch_wjob *j)
 {
+    if (j->cack) {
+        if (j->sub)
+            ch_subscribe_acked(ch, j->sub, j->ack_to, j->collected, 0);
+        return;
+    }
     if (j->report) {
         ch_tunnel_report_done(ch, j->call, &j->items[0], 0);
         return;
@@ -155,6 +163,8 @@ static int commit_segment(cloudhub *ch, ch_wjob *from, ch_wjob *to, int store_rc
             queue_job(ch, j);
         else if (j->report)
             ch_tunnel_report_done(ch, j->call, &j->items[0], rc);
+        else if (j->cack && j->sub)
+            ch_subscribe_acked(ch, j->sub, j->ack_to, 0, rc);
     }
     return rc;
 }
@@ -211,7 +221,7 @@ static void answer(ch_wjob *j)
 {
     char why[CH_KEY_MAX + 128];
     int store_rc = j->store_rc;
-    if (j->report) {
+    if (j->report || j->cack) {
         /* acked (or not) under ch->mu already; no reply of its own */
     } else if (store_rc != 0) {
         ke_rpc_call_finish(j->call, KE_RPC_INTERNAL,
