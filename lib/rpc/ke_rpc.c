@@ -1357,6 +1357,9 @@ static void server_call_closed(ke_rpc_server *srv)
     pthread_mutex_unlock(&srv->mu);
 }
 
+/* Accept requests posted per registered method at once (server start). */
+#define KE_RPC_ACCEPTS_PER_METHOD 4
+
 /* request_accept asks grpc for the next call of a->m. srv->mu held. */
 static void request_accept(accept_req *a)
 {
@@ -1743,16 +1746,20 @@ int ke_rpc_server_start(ke_rpc_server *srv)
     grpc_server_start(srv->gs);
     srv->started = 1;
     pthread_mutex_lock(&srv->mu);
-    /* One outstanding accept per method keeps the accept path simple; grpc
-     * queues calls that arrive before it is re-armed. */
+    /* Several outstanding accepts per method: grpc hands a new call only
+     * to a posted request, and each is re-armed after its call is set up,
+     * so with one a storm of Tunnel opens would be taken one at a time by
+     * one loop thread. Every loop thread can take one now. */
     for (method *m = srv->methods; m; m = m->next) {
-        accept_req *a = calloc(1, sizeof(*a));
-        if (!a)
-            continue;
-        a->tag.fn = server_on_accept;
-        a->m = m;
-        a->srv = srv;
-        request_accept(a);
+        for (int k = 0; k < KE_RPC_ACCEPTS_PER_METHOD; k++) {
+            accept_req *a = calloc(1, sizeof(*a));
+            if (!a)
+                break; /* fewer outstanding: slower, still served */
+            a->tag.fn = server_on_accept;
+            a->m = m;
+            a->srv = srv;
+            request_accept(a);
+        }
     }
     accept_req *g = calloc(1, sizeof(*g));
     if (g) {
