@@ -445,9 +445,9 @@ extern const ke_rpc_handler ch_subscribe_handler;
  * now holds for it. */
 void ch_subscribe_wake(cloudhub *ch, const char *group);
 /* ch_subscribe_ack_log moves the consumer's cursor of a writer job (cack)
- * to its newest ack inside the writer's transaction (or clears j->sub when
- * there is nothing to do, freeing a subscriber whose stream closed).
- * Returns 0 or a store error. */
+ * to its newest ack inside the writer's transaction, or clears j->sub when
+ * there is nothing left to do (a stream that closed or was refused first
+ * made its ack durable itself). Returns 0 or a store error. ch->mu held. */
 int ch_subscribe_ack_log(cloudhub *ch, ch_wjob *j, int *collected);
 /* ch_subscribe_acked, after the commit (rc 0) or a failed one: moves the
  * in-memory cursor to log_id, opens the window and sends more, or ends the

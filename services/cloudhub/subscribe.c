@@ -56,10 +56,11 @@ struct ch_subscriber {
     uint32_t in_head, in_len;
     int blocked;         /* the rpc send queue was full: wait for the drain */
     /* acks go through the group-commit writer (writer.c): the newest log id
-     * acked and not yet durable, whether a writer job for it is queued, and
-     * whether the stream closed meanwhile (then the writer frees it) */
+     * acked (durable once the cursor reaches it) and the writer's job for
+     * it while queued (its sub is cleared if this goes first) */
     uint64_t ack_want;
-    int ack_queued, orphan;
+    int ack_queued;
+    ch_wjob *ack_job;
 };
 
 static void sub_free(ch_subscriber *s)
@@ -288,6 +289,19 @@ static void subscribe_on_start(cloudhub *ch, ke_rpc_call *call,
         return;
     }
     pthread_mutex_lock(&ch->mu);
+    /* The stream this one replaces may have an ack waiting for the writer:
+     * made durable first, so this stream starts after it. */
+    for (ch_subscriber *o = ch->subs; o; o = o->next) {
+        if (strcmp(o->name, s->name) == 0 && o->ack_want > o->cursor) {
+            int collected = 0;
+            int arc = ch_store_consumer_ack(ch, o->name, o->cursor, o->ack_want, &collected);
+            if (arc == 0)
+                o->cursor = o->ack_want;
+            else
+                ke_log_error(CH_MOD, "cannot move the cursor consumer=%s log_id=%llu: %s",
+                             o->name, (unsigned long long)o->ack_want, ke_strerror(arc));
+        }
+    }
     int rc = ch_store_consumer_register(ch, s->name, s->groups_json, &s->cursor);
     if (rc != 0) {
         pthread_mutex_unlock(&ch->mu);
@@ -331,6 +345,18 @@ static void subscribe_on_ack(cloudhub *ch, ke_rpc_call *call, ch_subscriber *s,
         return; /* replaced: its acks no longer count */
     }
     if (a->log_id > s->last_sent) {
+        /* One stream is handled in order: an ack before this one is
+         * durable before the refusal goes out (the writer's job for it, if
+         * still queued, then finds nothing to do). */
+        if (s->ack_want > s->cursor) {
+            int collected = 0;
+            int rc = ch_store_consumer_ack(ch, s->name, s->cursor, s->ack_want, &collected);
+            ch_subscribe_acked(ch, s, s->ack_want, collected, rc);
+            if (rc != 0) {
+                pthread_mutex_unlock(&ch->mu);
+                return; /* ended INTERNAL */
+            }
+        }
         char why[160];
         snprintf(why, sizeof(why), "ack.log_id: %llu is beyond the last entry sent (%llu)",
                  (unsigned long long)a->log_id, (unsigned long long)s->last_sent);
@@ -351,6 +377,7 @@ static void subscribe_on_ack(cloudhub *ch, ke_rpc_call *call, ch_subscriber *s,
             ke_rpc_call_ref(call);
             if (ch_writer_submit(ch, j) == 0) {
                 s->ack_queued = 1;
+                s->ack_job = j;
                 pthread_mutex_unlock(&ch->mu);
                 return;
             }
@@ -370,17 +397,10 @@ static void subscribe_on_ack(cloudhub *ch, ke_rpc_call *call, ch_subscriber *s,
 int ch_subscribe_ack_log(cloudhub *ch, ch_wjob *j, int *collected)
 {
     ch_subscriber *s = j->sub;
+    if (!s)
+        return 0; /* its stream closed first, and made the ack durable */
     s->ack_queued = 0;
-    if (s->orphan) {
-        /* Its stream closed while the job waited: the ack still counts
-         * (the cursor is persisted as on receipt), then it is freed. */
-        int rc = s->ack_want > s->cursor
-                     ? ch_store_consumer_ack_tx(ch, s->name, s->cursor, s->ack_want, collected)
-                     : 0;
-        sub_free(s);
-        j->sub = NULL;
-        return rc;
-    }
+    s->ack_job = NULL;
     if (s->ack_want <= s->cursor) {
         j->sub = NULL;
         return 0;
@@ -468,11 +488,20 @@ static void subscribe_on_close(ke_rpc_call *call, const ke_rpc_status *st, void 
     ke_log_info(CH_MOD, "consumer unsubscribed consumer=%s cursor=%llu status=%s", s->name,
                 (unsigned long long)s->cursor, ke_rpc_status_name(st->code));
     ke_rpc_call_unref(s->call);
-    int orphan = s->ack_queued; /* the writer's job frees it */
-    s->orphan = orphan;
+    if (s->ack_queued) {
+        /* An ack still waiting for the writer: durable now, as on receipt,
+         * and the writer's job left with nothing to do. */
+        if (s->ack_want > s->cursor) {
+            int collected = 0;
+            int rc = ch_store_consumer_ack(ch, s->name, s->cursor, s->ack_want, &collected);
+            if (rc != 0)
+                ke_log_error(CH_MOD, "cannot move the cursor consumer=%s log_id=%llu: %s",
+                             s->name, (unsigned long long)s->ack_want, ke_strerror(rc));
+        }
+        s->ack_job->sub = NULL;
+    }
     pthread_mutex_unlock(&ch->mu);
-    if (!orphan)
-        sub_free(s);
+    sub_free(s);
 }
 
 const ke_rpc_handler ch_subscribe_handler = {
