@@ -185,6 +185,19 @@ static void sub_pump(cloudhub *ch, ch_subscriber *s)
     }
 }
 
+/* ack_flush makes the consumer's newest ack durable now, outside the
+ * writer (a queued writer job for it then finds nothing to do), and does
+ * what follows an ack (ch_subscribe_acked). ch->mu held. */
+static void ack_flush(cloudhub *ch, ch_subscriber *s)
+{
+    if (s->ack_want <= s->cursor)
+        return;
+    int collected = 0;
+    uint64_t want = s->ack_want;
+    int rc = ch_store_consumer_ack(ch, s->name, s->cursor, want, &collected);
+    ch_subscribe_acked(ch, s, want, collected, rc);
+}
+
 void ch_subscribe_wake(cloudhub *ch, const char *group)
 {
     for (ch_subscriber *s = ch->subs, *next; s; s = next) {
@@ -291,16 +304,10 @@ static void subscribe_on_start(cloudhub *ch, ke_rpc_call *call,
     pthread_mutex_lock(&ch->mu);
     /* The stream this one replaces may have an ack waiting for the writer:
      * made durable first, so this stream starts after it. */
-    for (ch_subscriber *o = ch->subs; o; o = o->next) {
-        if (strcmp(o->name, s->name) == 0 && o->ack_want > o->cursor) {
-            int collected = 0;
-            int arc = ch_store_consumer_ack(ch, o->name, o->cursor, o->ack_want, &collected);
-            if (arc == 0)
-                o->cursor = o->ack_want;
-            else
-                ke_log_error(CH_MOD, "cannot move the cursor consumer=%s log_id=%llu: %s",
-                             o->name, (unsigned long long)o->ack_want, ke_strerror(arc));
-        }
+    for (ch_subscriber *o = ch->subs, *next; o; o = next) {
+        next = o->next; /* a failed flush unlinks o */
+        if (strcmp(o->name, s->name) == 0)
+            ack_flush(ch, o);
     }
     int rc = ch_store_consumer_register(ch, s->name, s->groups_json, &s->cursor);
     if (rc != 0) {
@@ -348,14 +355,10 @@ static void subscribe_on_ack(cloudhub *ch, ke_rpc_call *call, ch_subscriber *s,
         /* One stream is handled in order: an ack before this one is
          * durable before the refusal goes out (the writer's job for it, if
          * still queued, then finds nothing to do). */
-        if (s->ack_want > s->cursor) {
-            int collected = 0;
-            int rc = ch_store_consumer_ack(ch, s->name, s->cursor, s->ack_want, &collected);
-            ch_subscribe_acked(ch, s, s->ack_want, collected, rc);
-            if (rc != 0) {
-                pthread_mutex_unlock(&ch->mu);
-                return; /* ended INTERNAL */
-            }
+        ack_flush(ch, s);
+        if (!s->live) {
+            pthread_mutex_unlock(&ch->mu);
+            return; /* the flush failed: ended INTERNAL */
         }
         char why[160];
         snprintf(why, sizeof(why), "ack.log_id: %llu is beyond the last entry sent (%llu)",
@@ -384,10 +387,7 @@ static void subscribe_on_ack(cloudhub *ch, ke_rpc_call *call, ch_subscriber *s,
             ke_rpc_call_unref(call);
             ch_writer_job_free(j);
         }
-        /* No room in the writer's queue: move it here, alone. */
-        int collected = 0;
-        int rc = ch_store_consumer_ack(ch, s->name, s->cursor, s->ack_want, &collected);
-        ch_subscribe_acked(ch, s, s->ack_want, collected, rc);
+        ack_flush(ch, s); /* no room in the writer's queue: here, alone */
     }
     if (s->live)
         sub_pump(ch, s);
@@ -487,19 +487,13 @@ static void subscribe_on_close(ke_rpc_call *call, const ke_rpc_status *st, void 
     ke_rpc_call_set_data(call, NULL);
     ke_log_info(CH_MOD, "consumer unsubscribed consumer=%s cursor=%llu status=%s", s->name,
                 (unsigned long long)s->cursor, ke_rpc_status_name(st->code));
-    ke_rpc_call_unref(s->call);
     if (s->ack_queued) {
         /* An ack still waiting for the writer: durable now, as on receipt,
          * and the writer's job left with nothing to do. */
-        if (s->ack_want > s->cursor) {
-            int collected = 0;
-            int rc = ch_store_consumer_ack(ch, s->name, s->cursor, s->ack_want, &collected);
-            if (rc != 0)
-                ke_log_error(CH_MOD, "cannot move the cursor consumer=%s log_id=%llu: %s",
-                             s->name, (unsigned long long)s->ack_want, ke_strerror(rc));
-        }
+        ack_flush(ch, s);
         s->ack_job->sub = NULL;
     }
+    ke_rpc_call_unref(s->call);
     pthread_mutex_unlock(&ch->mu);
     sub_free(s);
 }
