@@ -28,8 +28,8 @@ case "${1:-}" in
           targets="edgecore cloudcore keadm kectl test_edge_store test_edge_bus test_edgehub_digest
                    test_clock_step test_edge_module test_edge_runtime test_edged test_logs
                    test_devicetwin test_eventbus test_eventbus_broker test_servicebus test_tunnel_loss test_tunnel_overflow
-                   test_tunnel_refusals test_tunnel_admission"
-          only='unit/test_edge|unit/test_clock_step|integration/test_edge|integration/test_logs|integration/test_devicetwin|integration/test_eventbus|integration/test_servicebus|integration/test_tunnel|integration/test_metaserver|module_includes'
+                   test_tunnel_refusals test_tunnel_admission test_hub_delivery"
+          only='unit/test_edge|unit/test_clock_step|integration/test_edge|integration/test_logs|integration/test_devicetwin|integration/test_eventbus|integration/test_servicebus|integration/test_tunnel|integration/test_hub_delivery|integration/test_metaserver|module_includes'
           export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" ;;
   "") ;;
   *) echo "usage: tools/test.sh [--sanitize | --tsan]" >&2; exit 2 ;;

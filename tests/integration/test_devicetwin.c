@@ -145,7 +145,7 @@ static void mapper_stop(void)
     if (!M)
         return;
     mosquitto_disconnect(M);
-    mosquitto_loop_stop(M, true);
+    mosquitto_loop_stop(M, false); /* after disconnect the thread ends by itself; forcing cancels it holding a lock */
     mosquitto_destroy(M);
     M = NULL;
     for (size_t i = 0; i < n_in; i++)

@@ -103,26 +103,26 @@ static void test_reports_without_a_consumer_survive_a_cloudcore_kill_and_arrive_
     assert_true(ke_consumer_wait(&con, 20, 20000));
     for (int i = 0; i < 20; i++) {
         key_of(key, sizeof(key), "edge-1", "PodStatus", i);
-        assert_string_equal(con.v[i].key, key);
-        assert_int_equal(con.v[i].seq, seq0 + (uint64_t)i);
-        assert_string_equal(con.v[i].node, "edge-1");
+        assert_string_equal(ke_consumer_get(&con, i).key, key);
+        assert_int_equal(ke_consumer_get(&con, i).seq, seq0 + (uint64_t)i);
+        assert_string_equal(ke_consumer_get(&con, i).node, "edge-1");
         if (i)
-            assert_true(con.v[i].log_id > con.v[i - 1].log_id);
+            assert_true(ke_consumer_get(&con, i).log_id > ke_consumer_get(&con, i - 1).log_id);
     }
-    uint64_t last = con.v[19].log_id;
+    uint64_t last = ke_consumer_get(&con, 19).log_id;
     ke_consumer_stop(&con);
 
     /* Not acked: the same 20 again from its cursor. */
     ke_consumer_start(&con, C.admin, "c-durable", groups, 0, 0, NULL, NULL);
     assert_true(ke_consumer_wait(&con, 20, 20000));
-    assert_int_equal(con.v[0].seq, seq0);
-    assert_int_equal(con.v[19].log_id, last);
+    assert_int_equal(ke_consumer_get(&con, 0).seq, seq0);
+    assert_int_equal(ke_consumer_get(&con, 19).log_id, last);
     /* A newer stream of the same consumer replaces this one (ABORTED), and
      * starts from the same cursor. */
     ke_consumer again;
     ke_consumer_start(&again, C.admin, "c-durable", groups, 0, 0, NULL, NULL);
     assert_true(ke_consumer_wait_closed(&con, 10000));
-    assert_int_equal(con.st.code, KE_RPC_ABORTED);
+    assert_int_equal(ke_consumer_status(&con).code, KE_RPC_ABORTED);
     ke_consumer_stop(&con);
     assert_true(ke_consumer_wait(&again, 20, 20000));
     /* It acks everything, then acks beyond what was sent: refused, naming
@@ -131,8 +131,8 @@ static void test_reports_without_a_consumer_survive_a_cloudcore_kill_and_arrive_
     assert_int_equal(ke_consumer_ack(&again, last), 0);
     assert_int_equal(ke_consumer_ack(&again, last + 1000), 0);
     assert_true(ke_consumer_wait_closed(&again, 10000));
-    assert_int_equal(again.st.code, KE_RPC_INVALID_ARGUMENT);
-    assert_non_null(strstr(again.st.message, "ack.log_id"));
+    assert_int_equal(ke_consumer_status(&again).code, KE_RPC_INVALID_ARGUMENT);
+    assert_non_null(strstr(ke_consumer_status(&again).message, "ack.log_id"));
     ke_consumer_stop(&again);
 
     /* Acked, then cloudcore killed: after the restart the consumer gets
@@ -145,7 +145,7 @@ static void test_reports_without_a_consumer_survive_a_cloudcore_kill_and_arrive_
                      0);
     ke_consumer_start(&con, C.admin, "c-durable", groups, 0, 1, NULL, NULL);
     assert_true(ke_consumer_wait(&con, 1, 20000));
-    assert_string_equal(con.v[0].key, "node/edge-1/default/PodStatus/later");
+    assert_string_equal(ke_consumer_get(&con, 0).key, "node/edge-1/default/PodStatus/later");
     assert_int_equal(ke_consumer_count(&con), 1);
     ke_consumer_stop(&con);
     ke_rawedge_close(&e);
@@ -168,10 +168,10 @@ static void test_reports_of_one_key_are_coalesced_to_the_newest(void **state)
     ke_consumer con;
     ke_consumer_start(&con, C.admin, "c-coalesce", groups, 0, 1, NULL, NULL);
     assert_true(ke_consumer_wait(&con, 2, 20000));
-    assert_string_equal(con.v[0].key, "node/edge-1/default/PodStatus/one");
-    assert_int_equal(con.v[0].rv, 3);
-    assert_int_equal(con.v[0].seq, s + 2);
-    assert_string_equal(con.v[1].key, "node/edge-1/default/PodStatus/marker");
+    assert_string_equal(ke_consumer_get(&con, 0).key, "node/edge-1/default/PodStatus/one");
+    assert_int_equal(ke_consumer_get(&con, 0).rv, 3);
+    assert_int_equal(ke_consumer_get(&con, 0).seq, s + 2);
+    assert_string_equal(ke_consumer_get(&con, 1).key, "node/edge-1/default/PodStatus/marker");
     assert_int_equal(ke_consumer_count(&con), 2);
     ke_consumer_stop(&con);
     ke_rawedge_close(&e);
@@ -197,11 +197,13 @@ static void test_5000_reports_at_once_reach_a_small_window_consumer(void **state
     /* Every report once, in the edge's order. */
     for (int i = 0; i < N; i++) {
         key_of(key, sizeof(key), "edge-2", "PodStatus", i);
-        assert_string_equal(con.v[i].key, key);
-        assert_int_equal(con.v[i].seq, s + (uint64_t)i);
+        assert_string_equal(ke_consumer_get(&con, i).key, key);
+        assert_int_equal(ke_consumer_get(&con, i).seq, s + (uint64_t)i);
     }
     assert_int_equal(ke_consumer_count(&con), N);
-    assert_int_equal(con.closed, 0);
+    ke_rpc_status cst;
+    if (ke_consumer_closed(&con, &cst))
+        fail_msg("the consumer's stream ended: code %d, %s", cst.code, cst.message);
     assert_false(ke_file_contains(C.cloud_log, "too slow"));
     ke_consumer_stop(&con);
     ke_rawedge_close(&e);
@@ -213,8 +215,8 @@ static void test_a_start_frame_is_required_and_checked(void **state)
     ke_consumer con;
     ke_consumer_start(&con, C.admin, "Not_Valid", NULL, 0, 1, NULL, NULL);
     assert_true(ke_consumer_wait_closed(&con, 10000));
-    assert_int_equal(con.st.code, KE_RPC_INVALID_ARGUMENT);
-    assert_non_null(strstr(con.st.message, "start.consumer"));
+    assert_int_equal(ke_consumer_status(&con).code, KE_RPC_INVALID_ARGUMENT);
+    assert_non_null(strstr(ke_consumer_status(&con).message, "start.consumer"));
     ke_consumer_stop(&con);
 }
 
@@ -415,7 +417,7 @@ static void test_a_tombstone_goes_once_the_edge_acked_the_delete(void **state)
     const char *key = "node/edge-4/default/ConfigMap/tomb";
     ke_rawedge e;
     connect_edge(&e, "edge-4", 0);
-    size_t base = e.n_down;
+    size_t base = ke_rawedge_n_down(&e);
     assert_int_equal(ke_cluster_publish(&C, "edge-4", key, 5, KE__V1__OPERATION__OPERATION_INSERT,
                                         "{}"),
                      KE_RPC_OK);
@@ -764,7 +766,7 @@ static void test_a_100000_entry_digest_in_chunks_connects_with_the_right_resync(
     assert_true(ke_rawedge_wait_resync(&e, 60000));
     assert_int_equal(e.updates, 10);
     assert_int_equal(e.deletes, 5);
-    assert_int_equal(e.n_down, 15);
+    assert_int_equal(ke_rawedge_n_down(&e), 15);
     ke_rawedge_close(&e);
     /* The tombstone of a key the edge does not hold is gone. */
     key_of(key, sizeof(key), "edge-1", "ConfigMap", N);
@@ -836,7 +838,7 @@ static void test_past_the_upstream_bound_the_edge_is_not_acked_until_a_consumer_
         assert_true(ke_time_mono_ms() < end);
     }
     assert_true(ke_consumer_wait(&con, 6, 20000));
-    assert_string_equal(con.v[5].key, key);
+    assert_string_equal(ke_consumer_get(&con, 5).key, key);
     ke_consumer_stop(&con);
     ke_rawedge_close(&e);
     ke_cluster_stop_cloud(&C);

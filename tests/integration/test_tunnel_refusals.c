@@ -454,8 +454,8 @@ static void test_frame_about_another_nodes_resource_is_refused(void **state)
     /* The durable log keeps the good report whenever the consumer
      * registered: it is the first (and only) thing the consumer gets. */
     assert_true(ke_consumer_wait(&con, 1, 15000));
-    assert_string_equal(con.v[0].key, "node/edge-1/default/PodStatus/mine");
-    assert_int_equal(con.v[0].seq, base + 1);
+    assert_string_equal(ke_consumer_get(&con, 0).key, "node/edge-1/default/PodStatus/mine");
+    assert_int_equal(ke_consumer_get(&con, 0).seq, base + 1);
     tunnel_close(&t);
     ke_consumer_stop(&con);
 }

@@ -159,6 +159,37 @@ size_t ke_consumer_count(ke_consumer *c)
     return n;
 }
 
+ke_consumer_entry ke_consumer_get(ke_consumer *c, size_t i)
+{
+    pthread_mutex_lock(&c->mu);
+    size_t n = c->n;
+    ke_consumer_entry e = {0};
+    if (i < n)
+        e = c->v[i];
+    pthread_mutex_unlock(&c->mu);
+    if (i >= n)
+        fail_msg("consumer: entry %zu asked for, %zu received", i, n);
+    return e;
+}
+
+int ke_consumer_closed(ke_consumer *c, ke_rpc_status *st)
+{
+    pthread_mutex_lock(&c->mu);
+    int closed = c->closed;
+    if (closed && st)
+        *st = c->st;
+    pthread_mutex_unlock(&c->mu);
+    return closed;
+}
+
+ke_rpc_status ke_consumer_status(ke_consumer *c)
+{
+    ke_rpc_status st = {0};
+    if (!ke_consumer_closed(c, &st))
+        fail_msg("consumer: its stream has not ended");
+    return st;
+}
+
 void ke_consumer_stop(ke_consumer *c)
 {
     if (!c->call)

@@ -28,6 +28,8 @@ typedef struct ke_consumer ke_consumer;
  * consumer's lock: do not call back into it). */
 typedef void (*ke_consumer_fn)(const Ke__V1__UpstreamMessage *m, void *ud);
 
+/* The fields are the helper's: the rpc thread writes them under mu; a test
+ * reads them through the functions below. */
 struct ke_consumer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -61,6 +63,19 @@ int ke_consumer_ack(ke_consumer *c, uint64_t log_id);
 
 /* ke_consumer_count returns the entries received so far. */
 size_t ke_consumer_count(ke_consumer *c);
+
+/* ke_consumer_get returns a copy of entry i, read under the consumer's
+ * lock (the rpc thread may be appending); fails the test if there is no
+ * entry i yet. */
+ke_consumer_entry ke_consumer_get(ke_consumer *c, size_t i);
+
+/* ke_consumer_closed returns 1 if the stream has ended, copying its status
+ * to *st when st is not NULL; 0 while it is open. */
+int ke_consumer_closed(ke_consumer *c, ke_rpc_status *st);
+
+/* ke_consumer_status returns the status the stream ended with; fails the
+ * test if it is still open. */
+ke_rpc_status ke_consumer_status(ke_consumer *c);
 
 /* ke_consumer_stop cancels the stream, waits for its end and frees
  * everything (the entries too). */

@@ -259,6 +259,14 @@ int ke_rawedge_wait_closed(ke_rawedge *e, int timeout_ms)
     return wait_for(e, &e->closed, 1, 1, 1, timeout_ms);
 }
 
+size_t ke_rawedge_n_down(ke_rawedge *e)
+{
+    pthread_mutex_lock(&e->mu);
+    size_t n = e->n_down;
+    pthread_mutex_unlock(&e->mu);
+    return n;
+}
+
 void ke_rawedge_close(ke_rawedge *e)
 {
     if (!e->call)

@@ -74,6 +74,10 @@ int ke_rawedge_wait_down(ke_rawedge *e, size_t n, int timeout_ms);
 int ke_rawedge_wait_closed(ke_rawedge *e, int timeout_ms);
 
 /* ke_rawedge_close cancels the stream, waits for its end, frees it all. */
+/* ke_rawedge_n_down returns how many downstream messages have arrived,
+ * read under the lock (the rpc thread may be appending). */
+size_t ke_rawedge_n_down(ke_rawedge *e);
+
 void ke_rawedge_close(ke_rawedge *e);
 
 #endif
