@@ -26,6 +26,7 @@
 
 #define RT_MOD "edgecore"
 #define BUS_BATCH 64 /* messages delivered per module per loop turn */
+#define STOP_BUS_TURNS 1024 /* bus turns run at a stop before modules stop */
 
 typedef struct bus_item {
     Ke__V1__Message *msg;
@@ -248,9 +249,10 @@ int ke_rt_send_to(ke_rt *e, const char *module, Ke__V1__Message *msg)
     return m ? enqueue(e, m, msg) : KE_ENOTFOUND;
 }
 
-static void bus_deliver(uv_idle_t *h)
+/* bus_turn delivers up to BUS_BATCH queued messages to each module;
+ * returns 1 while some queue still holds messages. */
+static int bus_turn(ke_rt *e)
 {
-    ke_rt *e = h->data;
     int more = 0;
     for (size_t i = 0; i < e->n_mods; i++) {
         ke_module *m = &e->mods[i];
@@ -276,7 +278,13 @@ static void bus_deliver(uv_idle_t *h)
      * at every queue again. */
     for (size_t i = 0; i < e->n_mods && !more; i++)
         more = e->mods[i].qhead != NULL;
-    if (!more) {
+    return more;
+}
+
+static void bus_deliver(uv_idle_t *h)
+{
+    ke_rt *e = h->data;
+    if (!bus_turn(e)) {
         e->bus_idle_on = 0;
         uv_idle_stop(&e->bus_idle);
     }
@@ -645,6 +653,12 @@ static void stop_modules(ke_rt *e)
 {
     if (e->state != RT_RUNNING)
         return;
+    /* What is on the bus was accepted already (an MQTT message EventBus
+     * has PUBACKed, a frame EdgeHub has read): hand it on before anything
+     * stops, or a graceful stop loses it. Bounded: a module that keeps
+     * sending cannot hold the stop up. */
+    for (int turn = 0; turn < STOP_BUS_TURNS && bus_turn(e); turn++)
+        ;
     e->state = RT_STOPPING;
     for (size_t i = e->n_mods; i-- > 0;) {
         ke_module *m = &e->mods[i];
@@ -672,6 +686,9 @@ static void finish_if_drained(ke_rt *e)
         if (m->started && m->ops->destroy)
             m->ops->destroy(m);
         m->started = 0;
+        if (m->qlen)
+            ke_log_warn(RT_MOD, "stopped with %zu messages for module %s not delivered",
+                        (size_t)m->qlen, m->ops->name);
         while (m->qhead) {
             bus_item *it = m->qhead;
             m->qhead = it->next;

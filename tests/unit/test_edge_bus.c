@@ -4,7 +4,8 @@
  * per receiver, the queue bounds (messages and bytes) refusing with
  * KE_EFULL and counting it, delivery never inside the sender's call,
  * closures posted from other threads run on the loop in order, modules
- * stopped in reverse order and destroyed after, and a module that fails to
+ * stopped in reverse order and destroyed after, what the bus holds at a
+ * stop delivered before any module stops, and a module that fails to
  * start ending the run with the ones before it stopped.
  */
 #include <setjmp.h>
@@ -320,6 +321,42 @@ static void test_modules_stop_in_reverse_order_then_are_destroyed(void **state)
     assert_string_equal(S.events, "SaSbScTcTbTaDcDbDa");
 }
 
+/* send_then_stop, on the loop: 500 messages to b, then a stop in the same
+ * turn, before the bus has delivered any of them. */
+static void send_then_stop(void *arg)
+{
+    (void)arg;
+    for (int n = 1; n <= 500; n++) {
+        Ke__V1__Message *m = msg("gb", n, 0);
+        int rc = ke_rt_send(RT, m);
+        if (rc != 0) {
+            S.send_rc[0] = rc;
+            ke__v1__message__free_unpacked(m, NULL);
+        }
+    }
+    ke_rt_stop(RT);
+}
+
+static void test_a_stop_delivers_what_the_bus_holds_first(void **state)
+{
+    (void)state;
+    reset();
+    fixture f;
+    start(&f);
+    assert_int_equal(ke_rt_post(RT, send_then_stop, NULL, 0), 0);
+    pthread_join(f.thread, NULL); /* the stop ends the run */
+    assert_int_equal(f.run_rc, 0);
+    ke_rt_free(RT);
+    RT = NULL;
+    ke_rpc_loop_free(f.rpc);
+    edge_store_close(f.store);
+    assert_int_equal(S.send_rc[0], 0);
+    assert_int_equal(S.received[1], 500); /* accepted once, so delivered */
+    assert_int_equal(S.out_of_order, 0);
+    S.events[S.n_events] = '\0';
+    assert_string_equal(S.events, "SaSbScTcTbTaDcDbDa"); /* delivered before any stop */
+}
+
 static void test_a_module_that_fails_to_start_ends_the_run(void **state)
 {
     (void)state;
@@ -345,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_bus_queues_are_bounded_in_messages_and_bytes),
         cmocka_unit_test(test_posts_from_threads_run_on_the_loop_in_order),
         cmocka_unit_test(test_modules_stop_in_reverse_order_then_are_destroyed),
+        cmocka_unit_test(test_a_stop_delivers_what_the_bus_holds_first),
         cmocka_unit_test(test_a_module_that_fails_to_start_ends_the_run),
     };
     return cmocka_run_group_tests_name("edge/runtime bus", tests, NULL, NULL);
