@@ -24,6 +24,10 @@
 /* ke_time_mono_ms returns CLOCK_MONOTONIC in milliseconds. */
 int64_t ke_time_mono_ms(void);
 
+/* ke_time_mono_ns returns CLOCK_MONOTONIC in nanoseconds (short
+ * durations: lock waits, per-call costs). */
+int64_t ke_time_mono_ns(void);
+
 /* ke_time_wall_ms returns CLOCK_REALTIME in milliseconds since the Unix
  * epoch, plus the test offset (0 unless a test set one). */
 int64_t ke_time_wall_ms(void);

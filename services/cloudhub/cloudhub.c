@@ -72,6 +72,15 @@ static void metrics_init(ch_metrics *m)
     ke_metrics_counter_new("ke_cloudhub_write_refused_total",
                            "publishes refused because the writer's queue was at its bound",
                            NULL, &m->write_refused);
+    ke_metrics_counter_new("ke_cloudhub_lock_contended_total",
+                           "times a thread found CloudHub's state lock taken and waited", NULL,
+                           &m->lock_contended);
+    ke_metrics_register(KE_METRIC_COUNTER, KE_METRIC_DOUBLE, "ke_cloudhub_lock_wait_seconds_total",
+                        "time threads waited for CloudHub's state lock", NULL, &m->lock_wait);
+    ke_metrics_register(KE_METRIC_COUNTER, KE_METRIC_DOUBLE, "ke_cloudhub_write_lock_seconds_total",
+                           "time the group-commit writer held CloudHub's state lock (its "
+                           "transactions and the queueing after them)",
+                           NULL, &m->write_lock_held);
     ke_metrics_counter_new("ke_cloudhub_joins_total", "nodes joined", NULL, &m->joins);
     ke_metrics_counter_new("ke_cloudhub_join_refusals_total", "join requests refused", NULL,
                            &m->join_refused);
@@ -103,6 +112,16 @@ static void metrics_init(ch_metrics *m)
  * last_seen_mono without touching the wheel; here a node heard from since
  * is re-armed at its new deadline, a silent one is cancelled (its on_close
  * does the cleanup). ch->mu held. */
+void ch_lock(cloudhub *ch)
+{
+    if (pthread_mutex_trylock(&ch->mu) == 0)
+        return;
+    int64_t t0 = ke_time_mono_ns();
+    pthread_mutex_lock(&ch->mu);
+    ke_metric_add(ch->m.lock_contended, 1);
+    ke_metric_add_double(ch->m.lock_wait, (double)(ke_time_mono_ns() - t0) / 1e9);
+}
+
 static void dead_fire(ke_wheel_timer *t, void *arg)
 {
     cloudhub *ch = arg;
@@ -131,7 +150,7 @@ static void *reaper_main(void *arg)
     int rc = ke_watchdog_register("cloudhub-reaper", 0, &hb);
     if (rc != 0) /* it still reaps, unwatched */
         ke_log_warn(CH_MOD, "the reaper is not watched: %s", ke_strerror(rc));
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     while (!ch->stopping) {
         ke_watchdog_beat(hb);
         struct timespec until = ke_time_deadline(ke_watchdog_tick_ms(hb));
@@ -264,7 +283,7 @@ int cloudhub_register(cloudhub *ch, ke_rpc_server *srv)
 int cloudhub_health(void *arg, char *reason, size_t cap)
 {
     cloudhub *ch = arg;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     int rc = ke_sqlite_exec(ch->db, "SELECT 1");
     pthread_mutex_unlock(&ch->mu);
     if (rc != 0)
@@ -276,7 +295,7 @@ void cloudhub_free(cloudhub *ch)
 {
     if (!ch)
         return;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     int had_reaper = !ch->stopping;
     ch->stopping = 1;
     pthread_cond_broadcast(&ch->cv);

@@ -234,6 +234,7 @@ typedef struct ch_metrics {
     ke_metric *up_received, *up_duplicates, *refused, *joins, *join_refused, *renewals;
     ke_metric *up_backpressure, *up_delivered, *tombstones_collected;
     ke_metric *write_commits, *write_items, *write_refused;
+    ke_metric *lock_contended, *lock_wait, *write_lock_held;
     ke_metric *hello_refused, *hello_admitting, *tls_resumed, *tls_full;
 } ch_metrics;
 
@@ -370,6 +371,12 @@ int ch_queue_push(cloudhub *ch, ch_node *n, const char *key, uint64_t rv, const 
 int ch_queue_push_marker(cloudhub *ch, ch_node *n, uint32_t updates, uint32_t deletes);
 /* ch_queue_pump flushes the control slots, then sends queued entries while
  * the window and the rpc send queue allow (on_drain calls it again). */
+/* ch_lock takes ch->mu, the one lock of CloudHub's state; a wait for it
+ * is counted (ke_cloudhub_lock_contended_total, _lock_wait_seconds_total):
+ * what a finer lock could win shows there. Unlock with
+ * pthread_mutex_unlock(&ch->mu). */
+void ch_lock(cloudhub *ch);
+
 void ch_queue_pump(cloudhub *ch, ch_node *n);
 /* ch_queue_acked records the edge's ack of every downstream seq up to seq
  * (ignored unless in (acked, sent]) and removes the tombstones it covers. */

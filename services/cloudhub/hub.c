@@ -217,7 +217,7 @@ static void list_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
         ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
         return;
     }
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     int rc = ch_store_node_page(ch, req->continue_token, limit + 1, list_one, &l);
     Ke__V1__ListNodesReply reply = KE__V1__LIST_NODES_REPLY__INIT;
     char next[CH_NODE_NAME_MAX] = "";
@@ -338,7 +338,7 @@ static void objects_on_message(ke_rpc_call *call, const ProtobufCMessage *m, voi
     int rc = o.objs && o.ptrs ? 0 : KE_ENOMEM;
     int known = 0;
     if (rc == 0) {
-        pthread_mutex_lock(&ch->mu);
+        ch_lock(ch);
         known = ke_map_get(ch->nodes, req->node_name) != NULL;
         if (known)
             rc = ch_store_object_page(ch, req->node_name,
@@ -370,7 +370,7 @@ static void remove_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void
 {
     cloudhub *ch = ud;
     const Ke__V1__RemoveNodeRequest *req = (const Ke__V1__RemoveNodeRequest *)m;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_node *n = ke_map_get(ch->nodes, req->node_name);
     if (!n) {
         pthread_mutex_unlock(&ch->mu);

@@ -171,7 +171,7 @@ static int token_check(cloudhub *ch, const char *token, join_token *t, char *why
     if (t->uses == 0)
         return KE_RPC_OK;
     int64_t used = 0;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     int rc = ch_store_token_used(ch, t->id, &used);
     pthread_mutex_unlock(&ch->mu);
     if (rc != 0) {
@@ -218,7 +218,7 @@ static void join_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *
         join_refuse(ch, call, node, code, why);
         return;
     }
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_node *n = NULL;
     int rc;
     if (ke_map_get(ch->nodes, node)) {
@@ -276,7 +276,7 @@ static void renew_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void 
         free(csr);
     }
     if (code == KE_RPC_OK) {
-        pthread_mutex_lock(&ch->mu);
+        ch_lock(ch);
         if (ch_store_node_rotate(ch, node, fp) != 0) {
             code = KE_RPC_INTERNAL;
             snprintf(why, sizeof(why), "node registry unavailable");

@@ -138,7 +138,7 @@ const ke_rpc_handler ch_logs_handler = {.on_message = logs_on_message, .on_close
 void ch_logs_on_chunk(cloudhub *ch, const char *node, ke_rpc_call *tunnel,
                       const Ke__V1__LogChunk *chunk)
 {
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_tcall *ls = ch_tcall_find(ch, CH_TCALL_LOGS, chunk->stream_id, node, tunnel);
     if (!ls) {
         /* Not a stream of this node's tunnel (ended, cancelled, or never):

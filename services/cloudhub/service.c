@@ -108,7 +108,7 @@ const ke_rpc_handler ch_service_handler = {.on_message = proxy_on_message,
 void ch_service_on_response(cloudhub *ch, const char *node, ke_rpc_call *tunnel,
                             const Ke__V1__ServiceResponse *r)
 {
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_tcall *sc = ch_tcall_find(ch, CH_TCALL_SERVICE, r->request_id, node, tunnel);
     if (!sc) {
         /* Not a call of this node's tunnel: its caller went away, or never was. */

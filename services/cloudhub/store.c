@@ -77,6 +77,12 @@ static const char *const ch_migrations[] = {
 int ch_store_open(cloudhub *ch)
 {
     int rc = ke_sqlite_open(ch->cfg.db_path, &ch->db);
+    /* The file is CloudHub's alone (backups copy it stopped): it keeps its
+     * locks for its life instead of taking and dropping them (fcntl calls)
+     * in every transaction, and a second process on the same file is
+     * refused instead of sharing it. */
+    if (rc == 0)
+        rc = ke_sqlite_exec(ch->db, "PRAGMA locking_mode=EXCLUSIVE");
     if (rc == 0)
         rc = ke_sqlite_migrate(ch->db, ch_migrations,
                                (int)(sizeof(ch_migrations) / sizeof(ch_migrations[0])));

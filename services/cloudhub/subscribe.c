@@ -301,7 +301,7 @@ static void subscribe_on_start(cloudhub *ch, ke_rpc_call *call,
         ke_rpc_call_finish(call, KE_RPC_RESOURCE_EXHAUSTED, "out of memory", NULL);
         return;
     }
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     /* The stream this one replaces may have an ack waiting for the writer:
      * made durable first, so this stream starts after it. */
     for (ch_subscriber *o = ch->subs, *next; o; o = next) {
@@ -346,7 +346,7 @@ static void subscribe_on_start(cloudhub *ch, ke_rpc_call *call,
 static void subscribe_on_ack(cloudhub *ch, ke_rpc_call *call, ch_subscriber *s,
                              const Ke__V1__SubscribeAck *a)
 {
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     if (!s->live) {
         pthread_mutex_unlock(&ch->mu);
         return; /* replaced: its acks no longer count */
@@ -466,7 +466,7 @@ static void subscribe_on_message(ke_rpc_call *call, const ProtobufCMessage *m, v
 static void subscribe_on_drain(ke_rpc_call *call, void *ud)
 {
     cloudhub *ch = ud;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_subscriber *s = ke_rpc_call_get_data(call);
     if (s && s->live) {
         s->blocked = 0;
@@ -481,7 +481,7 @@ static void subscribe_on_close(ke_rpc_call *call, const ke_rpc_status *st, void 
     ch_subscriber *s = ke_rpc_call_get_data(call);
     if (!s)
         return;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     if (s->live)
         sub_unlink(ch, s);
     ke_rpc_call_set_data(call, NULL);

@@ -104,7 +104,7 @@ uint64_t ch_tcall_open(cloudhub *ch, const ch_tcall_kind *kind, ke_rpc_call *cal
     ke_rpc_call_set_data(call, tc); /* freed in on_close */
     char why[160];
     int code = KE_RPC_OK;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_node *n = ke_map_get(ch->nodes, node);
     if (!n || !n->stream || !n->hello_done) {
         snprintf(why, sizeof(why), "node %s is not connected", node);
@@ -140,7 +140,7 @@ void ch_tcall_close(cloudhub *ch, ke_rpc_call *call,
     ch_tcall *tc = ke_rpc_call_get_data(call);
     if (!tc)
         return;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     if (tc->active) {
         ch_node *n = tc->n;
         ch_tcall_unlink(ch, tc);

@@ -94,7 +94,7 @@ int ch_auth_node(cloudhub *ch, ke_rpc_call *call, char *node, size_t len, char *
     }
     snprintf(node, len, "%s", name);
     const char *fp = id.fingerprint;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     rc = ch_store_node_get(ch, node, cur, prev, NULL);
     pthread_mutex_unlock(&ch->mu);
     if (rc == KE_ENOTFOUND) {
@@ -120,7 +120,7 @@ int cloudhub_node_cert_matches(void *hub, const char *node, const char *fingerpr
     char cur[65], prev[65];
     if (!node || strlen(node) >= CH_NODE_NAME_MAX || !fingerprint || !*fingerprint)
         return 0;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     int rc = ch_store_node_get(ch, node, cur, prev, NULL);
     pthread_mutex_unlock(&ch->mu);
     if (rc == KE_ENOTFOUND)
@@ -529,7 +529,7 @@ static void tunnel_on_hello(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Hel
     }
     c->hello = 1;
     snprintf(c->agent_version, sizeof(c->agent_version), "%s", h->agent_version);
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     if (ch->admitting >= ch->cfg.hello_concurrency) {
         uint32_t admitting = ch->admitting;
         uint32_t retry_after = admit_retry_after(ch, ke_time_mono_ms());
@@ -568,7 +568,7 @@ static void tunnel_on_digest_chunk(tunnel_conn *c, ke_rpc_call *call,
         return;
     }
     char why[200];
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     int code = digest_add(ch, c, d->entries, d->n_entries, why, sizeof(why));
     if (code != KE_RPC_OK) {
         digest_drop(ch, c);
@@ -597,7 +597,7 @@ static void upstream_refuse(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Seq
                 ke_log_esc(c->node, en, sizeof(en)), (unsigned long long)sm->seq,
                 ke_log_esc(why, ew, sizeof(ew)));
     ke_metric_add(ch->m.refused, 1);
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_node *n = ke_map_get(ch->nodes, c->node);
     if (!n || n->stream != call || n->upstream_stopped) {
         pthread_mutex_unlock(&ch->mu);
@@ -791,7 +791,7 @@ static void tunnel_on_message(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__S
         upstream_refuse(c, call, sm);
         return;
     }
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_node *n = ke_map_get(ch->nodes, c->node);
     if (!n || n->stream != call || n->upstream_stopped) {
         pthread_mutex_unlock(&ch->mu);
@@ -832,7 +832,7 @@ static void tunnel_on_message(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__S
         ke_rpc_call_unref(call);
     }
     ch_writer_job_free(j);
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     n = ke_map_get(ch->nodes, c->node);
     if (n && n->stream == call && !n->upstream_stopped)
         upstream_not_acked(ch, n, sm->seq, rc == KE_EFULL ? KE_EBUSY_WRITER : rc);
@@ -902,7 +902,7 @@ void ch_tunnel_report_done(cloudhub *ch, ke_rpc_call *call, const ch_pub *p, int
 static void tunnel_on_ack(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Ack *a)
 {
     cloudhub *ch = c->ch;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_node *n = ke_map_get(ch->nodes, c->node);
     if (n && n->stream == call) {
         n->last_seen_ms = ke_time_wall_ms();
@@ -916,7 +916,7 @@ static void tunnel_on_ack(tunnel_conn *c, ke_rpc_call *call, const Ke__V1__Ack *
 static void tunnel_on_keepalive(tunnel_conn *c, ke_rpc_call *call)
 {
     cloudhub *ch = c->ch;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_node *n = ke_map_get(ch->nodes, c->node);
     if (n && n->stream == call) {
         n->last_seen_ms = ke_time_wall_ms();
@@ -953,7 +953,7 @@ static void on_open(ke_rpc_call *call, void *ud)
     snprintf(c->node, sizeof(c->node), "%s", node);
     ke_rpc_call_set_data(call, c);
     c->hello_timer.data = c;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ke_wheel_arm(&ch->hello_wheel, &c->hello_timer, ke_time_mono_ms() + ch->cfg.hello_timeout_ms);
     pthread_mutex_unlock(&ch->mu);
     ke_log_debug(CH_MOD, "tunnel opened node=%s", node);
@@ -1014,7 +1014,7 @@ static void on_drain(ke_rpc_call *call, void *ud)
     tunnel_conn *c = ke_rpc_call_get_data(call);
     if (!c)
         return;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_node *n = ke_map_get(ch->nodes, c->node);
     if (n && n->stream == call)
         ch_queue_pump(ch, n);
@@ -1027,7 +1027,7 @@ static void on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
     tunnel_conn *c = ke_rpc_call_get_data(call);
     if (!c)
         return;
-    pthread_mutex_lock(&ch->mu);
+    ch_lock(ch);
     ch_node *n = ke_map_get(ch->nodes, c->node);
     if (n && n->stream == call) {
         n->stream = NULL;

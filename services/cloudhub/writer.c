@@ -27,6 +27,7 @@
 
 #include "ke_err.h"
 #include "ke_log.h"
+#include "ke_time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -300,9 +301,12 @@ static void *writer_main(void *arg)
         last->next = NULL;
         pthread_mutex_unlock(&ch->wmu);
 
-        pthread_mutex_lock(&ch->mu);
+        ch_lock(ch);
+        int64_t held = ke_time_mono_ns();
         run_batch(ch, first);
+        held = ke_time_mono_ns() - held;
         pthread_mutex_unlock(&ch->mu);
+        ke_metric_add_double(ch->m.write_lock_held, (double)held / 1e9);
         int failed = 0;
         for (ch_wjob *j = first; j; j = j->next)
             failed += j->store_rc != 0;

@@ -22,6 +22,9 @@
  *   batch       PublishBatch: per-item results (an older version refused,
  *               the rest stored and delivered), one invalid item fails the
  *               whole call with nothing stored
+ *   one owner   a second cloudcore on the running one's cloudhub.db is
+ *               refused at start, naming the locked file, and the first
+ *               goes on serving
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -845,6 +848,26 @@ static void test_past_the_upstream_bound_the_edge_is_not_acked_until_a_consumer_
     ke_cluster_start_cloud(&C, cloud_flags);
 }
 
+static void test_a_second_cloudhub_on_the_same_file_is_refused(void **state)
+{
+    (void)state;
+    char log[200];
+    snprintf(log, sizeof(log), "%s/second-cloudcore.log", C.dir);
+    int rc = ke_tp_sh("timeout 60 %s --config %s/cloud/cloudcore.yaml --grpc.listen=127.0.0.1:0 "
+                      "--http.listen=127.0.0.1:0 --kubeapi.listen=127.0.0.1:0 >%s 2>&1",
+                      C.cloud_bin, C.dir, log);
+    assert_int_not_equal(rc, 0);
+    assert_int_not_equal(rc, 124); /* refused, not left running */
+    assert_true(ke_file_contains(log, "database is locked"));
+    assert_true(ke_file_contains(log, "cloudhub.db"));
+    assert_false(ke_file_contains(log, "ready "));
+    /* The first goes on: a publish is stored and answered. */
+    assert_int_equal(ke_cluster_publish(&C, "edge-4", "node/edge-4/default/ConfigMap/owner", 1,
+                                        KE__V1__OPERATION__OPERATION_INSERT, "{}"),
+                     KE_RPC_OK);
+    assert_int_equal(object_state("edge-4", "node/edge-4/default/ConfigMap/owner"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -861,6 +884,7 @@ int main(void)
         cmocka_unit_test(test_past_the_upstream_bound_the_edge_is_not_acked_until_a_consumer_acks),
         cmocka_unit_test(test_create_delete_churn_leaves_a_bounded_objects_table),
         cmocka_unit_test(test_list_nodes_walks_20000_nodes_in_pages),
+        cmocka_unit_test(test_a_second_cloudhub_on_the_same_file_is_refused),
     };
     if (getenv("KE_TEST_FILTER")) /* run one case: KE_TEST_FILTER=test_name */
         cmocka_set_test_filter(getenv("KE_TEST_FILTER"));

@@ -220,6 +220,8 @@ int bench_keadm_init(const char *keadm, const char *dir, int start_s, int stop_s
     return 0;
 }
 
+static int last_http_port; /* of the last "ready" line read */
+
 int bench_read_ready(int fd, int timeout_s, int *grpc_port)
 {
     char buf[256] = "";
@@ -236,7 +238,33 @@ int bench_read_ready(int fd, int timeout_s, int *grpc_port)
         n += (size_t)r;
         buf[n] = '\0';
     }
-    return sscanf(buf, "ready grpc=%d", grpc_port) == 1 ? 0 : -1;
+    int http = 0;
+    int got = sscanf(buf, "ready grpc=%d http=%d", grpc_port, &http);
+    if (got == 2)
+        last_http_port = http;
+    return got >= 1 ? 0 : -1;
+}
+
+int bench_cloudcore_http_port(void)
+{
+    return last_http_port;
+}
+
+double bench_metric(int http_port, const char *series)
+{
+    char cmd[128], line[512];
+    snprintf(cmd, sizeof(cmd), "curl -sS --max-time 10 http://127.0.0.1:%d/metrics", http_port);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    double v = -1;
+    size_t n = strlen(series);
+    while (fgets(line, sizeof(line), p))
+        if (strncmp(line, series, n) == 0 && line[n] == ' ')
+            v = strtod(line + n + 1, NULL);
+    if (pclose(p) != 0)
+        v = -1;
+    return v;
 }
 
 pid_t bench_cloudcore_start(const char *cloudcore, const char *dir, const char *const extra[],

@@ -111,6 +111,15 @@ int bench_keadm_init(const char *keadm, const char *dir, int start_s, int stop_s
  * time). Does not close fd. Prints nothing. */
 int bench_read_ready(int fd, int timeout_s, int *grpc_port);
 
+/* bench_cloudcore_http_port returns the http port of the last "ready" line
+ * bench_read_ready read (0: none yet). */
+int bench_cloudcore_http_port(void);
+
+/* bench_metric scrapes http://127.0.0.1:HTTP_PORT/metrics (curl) and
+ * returns the value of the unlabelled series, or -1 when it is absent or
+ * the scrape failed. */
+double bench_metric(int http_port, const char *series);
+
 /* bench_cloudcore_start runs the cloudcore of a `keadm init --dir DIR` on
  * free loopback ports: `CLOUDCORE --config DIR/cloudcore.yaml
  * --grpc.listen=127.0.0.1:0 --http.listen=127.0.0.1:0 --log_level=warn`

@@ -594,6 +594,41 @@ static int phase_connect(sim *s)
     return 0;
 }
 
+/* ---- CloudHub's lock, from its metrics ---- */
+
+typedef struct lock_snap {
+    double contended, wait_s, write_held_s;
+    int64_t at_ns;
+} lock_snap;
+
+static void lock_snap_take(lock_snap *l)
+{
+    int port = bench_cloudcore_http_port();
+    l->contended = bench_metric(port, "ke_cloudhub_lock_contended_total");
+    l->wait_s = bench_metric(port, "ke_cloudhub_lock_wait_seconds_total");
+    l->write_held_s = bench_metric(port, "ke_cloudhub_write_lock_seconds_total");
+    l->at_ns = bench_now_ns();
+}
+
+/* lock_print says what CloudHub's one state lock cost between a and now:
+ * waits for it and the writer's hold, as shares of one CPU of the wall
+ * time, so a finer lock's best case is read off. */
+static void lock_print(const char *phase, const lock_snap *a)
+{
+    lock_snap b;
+    lock_snap_take(&b);
+    if (a->contended < 0 || b.contended < 0 || a->wait_s < 0 || b.wait_s < 0) {
+        printf("%s lock: CloudHub's lock metrics could not be read\n", phase);
+        return;
+    }
+    double wall = (double)(b.at_ns - a->at_ns) / 1e9;
+    printf("%s lock: %.0f waits for CloudHub's state lock, %.2f s waited (%.1f%% of the wall "
+           "time), writer held it %.2f s (%.1f%%)\n",
+           phase, b.contended - a->contended, b.wait_s - a->wait_s,
+           100.0 * (b.wait_s - a->wait_s) / wall, b.write_held_s - a->write_held_s,
+           100.0 * (b.write_held_s - a->write_held_s) / wall);
+}
+
 /* ---- phase 5: fan-out ---- */
 
 static void publish_on_reply(const ProtobufCMessage *reply, const ke_rpc_status *st, void *ud)
@@ -727,6 +762,8 @@ static int phase_fanout(sim *s)
         goto out;
     /* Round-robin over the nodes so that every tunnel is busy at once;
      * with --rate, each call is issued at its time in the schedule. */
+    lock_snap lk;
+    lock_snap_take(&lk);
     int64_t t0 = bench_now_ns();
     long long cc_cpu0 = bench_cpu_ms(s->cc_pid), sim_cpu0 = bench_cpu_ms(getpid());
     while (issued < total) {
@@ -763,6 +800,7 @@ static int phase_fanout(sim *s)
            "message)\n",
            (double)cc_cpu / 1e3, (double)cc_cpu * 1e3 / (double)total, (double)sim_cpu / 1e3,
            (double)sim_cpu * 1e3 / (double)total);
+    lock_print("fan-out", &lk);
     if (!(lat = malloc((size_t)total * sizeof(*lat))))
         goto out;
     for (long k = 0; k < total; k++)
@@ -875,6 +913,8 @@ static int phase_upstream(sim *s)
     if (ke_rpc_call_send(con, &f.base) != 0)
         goto out;
     /* Each node reports once a second, the nodes spread evenly over it. */
+    lock_snap lk;
+    lock_snap_take(&lk);
     int64_t t0 = bench_now_ns();
     long long cc_cpu0 = bench_cpu_ms(s->cc_pid);
     for (long i = 0; i < total; i++) {
@@ -889,6 +929,7 @@ static int phase_upstream(sim *s)
                           "reports delivered to the consumer") != 0)
         goto out;
     long long cc_cpu = bench_cpu_ms(s->cc_pid) - cc_cpu0;
+    lock_print("upstream", &lk);
     long n = 0;
     if (!(lat = malloc((size_t)total * sizeof(*lat))))
         goto out;
