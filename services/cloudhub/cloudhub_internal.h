@@ -192,6 +192,7 @@ struct ch_node {
     char name[CH_NODE_NAME_MAX];
     ke_rpc_call *stream;     /* the live Tunnel call (a reference), or NULL */
     int hello_done;
+    int pump_owed;           /* on the writer's list of nodes to pump (writer.c) */
     int resyncing;           /* holds an admission slot until its resync is acked */
     uint64_t resync_end_seq; /* the last seq of the resync (ResyncDone sent); 0: not yet */
     int64_t resync_start_mono; /* when its Hello was admitted (monotonic ms) */
@@ -276,6 +277,10 @@ struct cloudhub {
     uint32_t witems;
     int wstop, writer_running;
     pthread_t writer;
+    /* nodes a batch queued messages to, pumped after the batch releases
+     * ch->mu (writer thread only; under ch->mu while filled) */
+    char (*wpump)[CH_NODE_NAME_MAX];
+    size_t wpump_n, wpump_cap;
 };
 
 /* store.c — every function runs with ch->mu held. */

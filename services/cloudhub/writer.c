@@ -108,6 +108,46 @@ static int store_job(cloudhub *ch, ch_wjob *j)
     return 0;
 }
 
+/* pump_later puts node n on the list of nodes to pump once the batch has
+ * released ch->mu (ch->mu held). Sending hands each frame to grpc, whose
+ * write can run on the calling thread: done per node under short holds of
+ * the lock, a batch's sends no longer keep every other thread (acks,
+ * Hellos) waiting for all of them. When the list cannot grow, n is pumped
+ * at once, as before. */
+static void pump_later(cloudhub *ch, ch_node *n)
+{
+    if (n->pump_owed)
+        return;
+    if (ch->wpump_n == ch->wpump_cap) {
+        size_t cap = ch->wpump_cap ? ch->wpump_cap * 2 : 256;
+        void *v = realloc(ch->wpump, cap * sizeof(*ch->wpump));
+        if (!v) {
+            ch_queue_pump(ch, n);
+            return;
+        }
+        ch->wpump = v;
+        ch->wpump_cap = cap;
+    }
+    memcpy(ch->wpump[ch->wpump_n++], n->name, CH_NODE_NAME_MAX);
+    n->pump_owed = 1;
+}
+
+/* pump_owed pumps the nodes pump_later listed, each under its own hold of
+ * ch->mu (not held on entry). A node removed meanwhile is skipped. */
+static void pump_owed(cloudhub *ch)
+{
+    for (size_t i = 0; i < ch->wpump_n; i++) {
+        ch_lock(ch);
+        ch_node *n = ke_map_get(ch->nodes, ch->wpump[i]);
+        if (n && n->pump_owed) {
+            n->pump_owed = 0;
+            ch_queue_pump(ch, n);
+        }
+        pthread_mutex_unlock(&ch->mu);
+    }
+    ch->wpump_n = 0;
+}
+
 /* queue_job, after the commit that holds the job: queues a publish's
  * stored messages to the connected nodes and numbers them, or acks a logged
  * report and wakes its consumers (ch->mu held). */
@@ -139,7 +179,7 @@ static void queue_job(cloudhub *ch, ch_wjob *j)
                             n->name, p->key, (unsigned long long)p->rv, ke_strerror(qrc));
                 ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED, "cloudhub is out of memory");
             }
-            ch_queue_pump(ch, n);
+            pump_later(ch, n);
             p->reply_seq = ++ch->pub_seq;
         } else if (p->rc == 0) {
             p->reply_seq = ++ch->pub_seq;
@@ -307,6 +347,7 @@ static void *writer_main(void *arg)
         held = ke_time_mono_ns() - held;
         pthread_mutex_unlock(&ch->mu);
         ke_metric_add_double(ch->m.write_lock_held, (double)held / 1e9);
+        pump_owed(ch);
         int failed = 0;
         for (ch_wjob *j = first; j; j = j->next)
             failed += j->store_rc != 0;
@@ -354,6 +395,9 @@ void ch_writer_stop(cloudhub *ch)
     pthread_mutex_unlock(&ch->wmu);
     pthread_join(ch->writer, NULL);
     ch->writer_running = 0;
+    free(ch->wpump);
+    ch->wpump = NULL;
+    ch->wpump_n = ch->wpump_cap = 0;
     pthread_cond_destroy(&ch->wcv);
     pthread_mutex_destroy(&ch->wmu);
 }
