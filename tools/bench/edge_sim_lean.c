@@ -64,6 +64,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
@@ -110,6 +111,7 @@
 #define LEAN_READ_CHUNK 16384     /* one SSL_read */
 #define LEAN_MSG_MAX (4u << 20)   /* largest CloudFrame accepted */
 #define LEAN_EPOLL_BATCH 256
+#define LEAN_MMAP_THRESHOLD 16384 /* a worker's malloc: blocks from here on are mmapped */
 #define LEAN_NAME_MAX 32
 #define LEAN_DIR_MAX 512
 #define LEAN_SUBDIR_MAX (LEAN_DIR_MAX + 16)
@@ -135,6 +137,8 @@ typedef struct lean_shared {
     atomic_long attempts, failed_attempts, refusals, lost_after_ack, closed, open_fds;
     atomic_long first_open_ns_set;
     atomic_llong first_open_ns;
+    /* what each worker's libraries hold, bytes (malloc_usable_size) */
+    atomic_long ssl_bytes[LEAN_MAX_WORKERS], h2_bytes[LEAN_MAX_WORKERS];
     atomic_int failed;
     char first_error[LEAN_ERR_MAX];
 } lean_shared;
@@ -184,6 +188,83 @@ static void lean_fail(lean_shared *sh, const char *fmt, ...)
     vsnprintf(sh->first_error, sizeof(sh->first_error), fmt, ap);
     va_end(ap);
 }
+
+/* ---- counting allocators: where the workers' heap goes ---- */
+
+/* Live bytes OpenSSL and nghttp2 hold in this process. Each worker is one
+ * thread; the parent's rpc threads also allocate through OpenSSL, hence
+ * the atomic (the parent does not report it). */
+static atomic_long g_ssl_live;
+static long g_h2_live;
+
+static void *ssl_malloc(size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    void *p = malloc(n);
+    if (p)
+        atomic_fetch_add_explicit(&g_ssl_live, (long)malloc_usable_size(p), memory_order_relaxed);
+    return p;
+}
+
+static void *ssl_realloc(void *p, size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    long old = p ? (long)malloc_usable_size(p) : 0;
+    void *q = realloc(p, n);
+    if (q || n == 0)
+        atomic_fetch_add_explicit(&g_ssl_live, (q ? (long)malloc_usable_size(q) : 0) - old,
+                                  memory_order_relaxed);
+    return q;
+}
+
+static void ssl_free(void *p, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    if (p)
+        atomic_fetch_sub_explicit(&g_ssl_live, (long)malloc_usable_size(p), memory_order_relaxed);
+    free(p);
+}
+
+static void *h2_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    void *p = malloc(n);
+    if (p)
+        g_h2_live += (long)malloc_usable_size(p);
+    return p;
+}
+
+static void h2_free(void *p, void *ud)
+{
+    (void)ud;
+    if (p)
+        g_h2_live -= (long)malloc_usable_size(p);
+    free(p);
+}
+
+static void *h2_calloc(size_t k, size_t n, void *ud)
+{
+    (void)ud;
+    void *p = calloc(k, n);
+    if (p)
+        g_h2_live += (long)malloc_usable_size(p);
+    return p;
+}
+
+static void *h2_realloc(void *p, size_t n, void *ud)
+{
+    (void)ud;
+    long old = p ? (long)malloc_usable_size(p) : 0;
+    void *q = realloc(p, n);
+    if (q || n == 0)
+        g_h2_live += (q ? (long)malloc_usable_size(q) : 0) - old;
+    return q;
+}
+
+static nghttp2_mem g_h2_mem = {NULL, h2_malloc, h2_free, h2_calloc, h2_realloc};
 
 /* ---- /proc ---- */
 
@@ -684,7 +765,7 @@ static int h2_setup(void)
  * the Hello. Returns 0, or -1. */
 static int node_h2_start(worker *w, lnode *n)
 {
-    if (nghttp2_session_client_new2(&n->h2, g_cbs, n, g_h2opt) != 0)
+    if (nghttp2_session_client_new3(&n->h2, g_cbs, n, g_h2opt, &g_h2_mem) != 0)
         return -1;
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
@@ -868,6 +949,9 @@ static void node_tls_step(worker *w, lnode *n)
         n->closing = 1;
         return;
     }
+    /* the node's certificate and key are no longer needed on this connection
+     * (TLS 1.3: no renegotiation; grpc asks no post-handshake auth) */
+    SSL_certs_clear(n->ssl);
     n->state = LN_H2;
     if (node_h2_start(w, n) != 0) {
         n->closing = 1;
@@ -978,6 +1062,10 @@ static void w_start_more(worker *w)
 static int worker_main(worker *w)
 {
     w->ctx = NULL;
+    /* nghttp2's 16 KiB frame buffer per session gets pages of its own, of
+     * which only the touched ones (small frames: the first) are resident */
+    if (mallopt(M_MMAP_THRESHOLD, LEAN_MMAP_THRESHOLD) != 1)
+        lean_fail(w->sh, "worker %d: mallopt failed", w->id);
     char ca[LEAN_PATH_MAX];
     snprintf(ca, sizeof(ca), "%s/ca.crt", g_lean.cloud);
     if (h2_setup() != 0) {
@@ -1049,6 +1137,8 @@ static int worker_main(worker *w)
             break;
         w_reconnect_due(w);
         w_start_more(w);
+        atomic_store(&w->sh->ssl_bytes[w->id], atomic_load(&g_ssl_live));
+        atomic_store(&w->sh->h2_bytes[w->id], g_h2_live);
         if (w->moved || atomic_load(&w->sh->failed)) {
             w->moved = 0;
             if (write(w->notify_w, "m", 1) < 0) {
@@ -1533,6 +1623,9 @@ int main(int argc, char **argv)
     int rc = parse_args(L, argc, argv);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
+    /* before OpenSSL allocates anything: count what it holds */
+    if (CRYPTO_set_mem_functions(ssl_malloc, ssl_realloc, ssl_free) != 1)
+        fprintf(stderr, "edge_sim_lean: OpenSSL's allocations will not be counted\n");
     bench_main_init("edge_sim_lean", &L->w, LEAN_STALL_S);
 
     /* cloudcore: CloudHub alone, no keepalives expected from the nodes,
@@ -1579,12 +1672,20 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     long cc0 = bench_rss_kib(L->cc_pid), cca0 = 0, ccf0 = 0, cca1 = 0, ccf1 = 0;
-    long wr0, wa0, wf0, wfd0, wr1, wa1, wf1, wfd1;
+    long wr0, wa0, wf0, wfd0, wr1, wa1, wf1, wfd1, ssl0 = 0, h20 = 0, ssl1 = 0, h21 = 0;
+    for (int i = 0; i < L->workers; i++) {
+        ssl0 += atomic_load(&L->sh->ssl_bytes[i]);
+        h20 += atomic_load(&L->sh->h2_bytes[i]);
+    }
     mem_split(L->cc_pid, &cca0, &ccf0);
     workers_mem(L, &wr0, &wa0, &wf0, &wfd0);
     long avail0 = meminfo("MemAvailable"), slab0 = meminfo("Slab");
     if (phase_connect(L) != 0)
         goto out;
+    for (int i = 0; i < L->workers; i++) {
+        ssl1 += atomic_load(&L->sh->ssl_bytes[i]);
+        h21 += atomic_load(&L->sh->h2_bytes[i]);
+    }
     long cc1 = bench_rss_kib(L->cc_pid);
     mem_split(L->cc_pid, &cca1, &ccf1);
     workers_mem(L, &wr1, &wa1, &wf1, &wfd1);
@@ -1599,6 +1700,9 @@ int main(int argc, char **argv)
            "%.1f KiB per node; parent (join's grpc) %.1f MiB\n",
            L->workers, (double)wr0 / 1024, (double)wr1 / 1024, (double)(wr1 - wr0) / n,
            (double)(wa1 - wa0) / n, (double)bench_rss_kib(getpid()) / 1024);
+    printf("simulator heap per node: OpenSSL %.1f KiB (SSL object, keys, session), nghttp2 "
+           "%.1f KiB (session, HPACK, buffers)\n",
+           (double)(ssl1 - ssl0) / 1024 / n, (double)(h21 - h20) / 1024 / n);
     printf("kernel and machine: slab %.1f -> %.1f MiB (%.1f KiB per node: sockets, TCP), "
            "memory used by all %.1f GiB more (%.1f KiB per node, both sides)\n",
            (double)slab0 / 1024, (double)slab1 / 1024, (double)(slab1 - slab0) / n,
