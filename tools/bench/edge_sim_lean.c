@@ -81,7 +81,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <linux/capability.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -107,7 +109,8 @@
 #define LEAN_BACKOFF_MAX_MS 30000
 #define LEAN_RETRY_AFTER_MAX_MS 60000u
 #define LEAN_TICK_MS 100          /* a worker's longest epoll wait while reconnects are due */
-#define LEAN_FD_RESERVE 200       /* files, pipes, epoll, listeners, grpc's wakeup fds */
+#define LEAN_FD_RESERVE 100       /* cloudcore's beyond one socket per node (measured: 17) */
+#define LEAN_WORKER_FD_RESERVE 32 /* a worker's beyond one socket per node: pipes, epoll, files */
 #define LEAN_READ_CHUNK 16384     /* one SSL_read */
 #define LEAN_MSG_MAX (4u << 20)   /* largest CloudFrame accepted */
 #define LEAN_EPOLL_BATCH 256
@@ -329,10 +332,16 @@ static int raise_nofile(long need, rlim_t *got)
     if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < (rlim_t)need) {
         struct rlimit want = {(rlim_t)need, (rlim_t)need};
         if (setrlimit(RLIMIT_NOFILE, &want) != 0) {
-            fprintf(stderr, "edge_sim_lean: %ld open files are needed per process but the hard "
-                            "limit is %llu and cannot be raised (%s; /proc/sys/fs/nr_open bounds "
-                            "it, CAP_SYS_RESOURCE raises it)\n",
-                    need, (unsigned long long)rl.rlim_max, strerror(errno));
+            fprintf(stderr, "edge_sim_lean: cloudcore needs %ld open files for %ld nodes (one "
+                            "socket each + %d) but the hard limit is %llu and cannot be raised "
+                            "(%s: raising it takes CAP_SYS_RESOURCE, which %s; "
+                            "/proc/sys/fs/nr_open bounds it). At most %llu nodes here.\n",
+                    need, need - LEAN_FD_RESERVE, LEAN_FD_RESERVE,
+                    (unsigned long long)rl.rlim_max, strerror(errno),
+                    prctl(PR_CAPBSET_READ, CAP_SYS_RESOURCE, 0, 0, 0) == 1
+                        ? "this process may have but did not get"
+                        : "is not in this machine's capability bounding set",
+                    (unsigned long long)(rl.rlim_max - LEAN_FD_RESERVE));
             return -1;
         }
         rl = want;
@@ -1517,7 +1526,8 @@ static const char USAGE[] =
     "usage: ke-bench-edgesim-lean [--nodes N] [--workers W] [--dests D] [--restart]\n"
     "                             [--keep-tmp] [--cloudcore PATH] [--keadm PATH]\n"
     "  --nodes N        simulated edge nodes, 1..200000 (default 2000)\n"
-    "  --workers W      simulator processes (default: the CPUs)\n"
+    "  --workers W      simulator processes (default: the CPUs, or more when one's\n"
+    "                   sockets would not fit under the open files limit)\n"
     "  --dests D        loopback destinations 127.0.0.1..127.0.0.D (default: one per\n"
     "                   10,000 nodes)\n"
     "  --restart        SIGKILL cloudcore, restart it and time the reconnect storm\n"
@@ -1537,8 +1547,7 @@ static int parse_args(lean *L, int argc, char **argv)
     bench_sibling_path(L->cloudcore, sizeof(L->cloudcore), BENCH_REL_CLOUDCORE);
     bench_sibling_path(L->keadm, sizeof(L->keadm), BENCH_REL_KEADM);
     L->n_nodes = LEAN_DEFAULT_NODES;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    L->workers = cpus < 1 ? 1 : cpus > LEAN_MAX_WORKERS ? LEAN_MAX_WORKERS : (int)cpus;
+    L->workers = 0; /* after the open files limit is known */
     int c;
     char *end;
     long v;
@@ -1583,8 +1592,29 @@ static int parse_args(lean *L, int argc, char **argv)
         long d = (L->n_nodes + LEAN_NODES_PER_DEST - 1) / LEAN_NODES_PER_DEST;
         L->dests = (int)(d > LEAN_MAX_DESTS ? LEAN_MAX_DESTS : d);
     }
+    return 0;
+}
+
+/* workers_plan: the CPUs, or more when one worker's share of sockets would
+ * not fit under the open files limit (each process has its own). */
+static int workers_plan(lean *L, rlim_t nofile)
+{
+    long per = (long)nofile - LEAN_WORKER_FD_RESERVE;
+    long least = per > 0 ? (L->n_nodes + per - 1) / per : LEAN_MAX_WORKERS + 1;
+    if (L->workers == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        L->workers = (int)(cpus < 1 ? 1 : cpus > LEAN_MAX_WORKERS ? LEAN_MAX_WORKERS : cpus);
+        if (L->workers < least && least <= LEAN_MAX_WORKERS)
+            L->workers = (int)least;
+    }
     if (L->workers > L->n_nodes)
         L->workers = (int)L->n_nodes;
+    if (L->workers < least) {
+        fprintf(stderr, "edge_sim_lean: %ld nodes need at least %ld workers under an open files "
+                        "limit of %llu\n",
+                L->n_nodes, least, (unsigned long long)nofile);
+        return -1;
+    }
     return 0;
 }
 
@@ -1644,7 +1674,8 @@ int main(int argc, char **argv)
     }
     L->notify_r = -1;
     L->cc_pid = -1;
-    if (shared_map(L) != 0 || raise_nofile(need, &nofile) != 0 || make_tmp(L) != 0 ||
+    if (shared_map(L) != 0 || raise_nofile(need, &nofile) != 0 || workers_plan(L, nofile) != 0 ||
+        make_tmp(L) != 0 ||
         bench_keadm_init(L->keadm, L->cloud, LEAN_START_S, LEAN_STOP_S) != 0 ||
         (L->cc_pid = bench_cloudcore_start(L->cloudcore, L->cloud, cc_flags, LEAN_START_S,
                                            LEAN_STOP_S, L->target, sizeof(L->target))) < 0)
