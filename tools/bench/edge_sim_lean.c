@@ -114,7 +114,6 @@
 #define LEAN_READ_CHUNK 16384     /* one SSL_read */
 #define LEAN_MSG_MAX (4u << 20)   /* largest CloudFrame accepted */
 #define LEAN_EPOLL_BATCH 256
-#define LEAN_MMAP_THRESHOLD 16384 /* a worker's malloc: blocks from here on are mmapped */
 #define LEAN_NAME_MAX 32
 #define LEAN_DIR_MAX 512
 #define LEAN_SUBDIR_MAX (LEAN_DIR_MAX + 16)
@@ -231,39 +230,79 @@ static void ssl_free(void *p, const char *file, int line)
     free(p);
 }
 
-static void *h2_malloc(size_t n, void *ud)
+/* nghttp2's allocator. Each block has a header: its size and whether it
+ * is mapped. Blocks of LEAN_H2_MAP_MIN bytes or more (the session's 16 KiB
+ * frame buffer, made by a realloc that glibc would keep on the heap) get
+ * pages of their own, of which only the touched ones are resident: our
+ * frames are small, so one page of the four. */
+#define LEAN_H2_MAP_MIN 8192
+typedef struct h2_hdr {
+    size_t size;   /* what the caller asked for */
+    size_t mapped; /* 1: mmap, 0: malloc */
+} h2_hdr;
+
+static void *h2_alloc(size_t n, int zero)
 {
-    (void)ud;
-    void *p = malloc(n);
-    if (p)
-        g_h2_live += (long)malloc_usable_size(p);
-    return p;
+    h2_hdr *h;
+    if (n >= LEAN_H2_MAP_MIN) {
+        void *p = mmap(NULL, n + sizeof(*h), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+        if (p == MAP_FAILED)
+            return NULL;
+        h = p;
+        h->mapped = 1;
+    } else {
+        h = zero ? calloc(1, n + sizeof(*h)) : malloc(n + sizeof(*h));
+        if (!h)
+            return NULL;
+        h->mapped = 0;
+    }
+    h->size = n;
+    g_h2_live += (long)n;
+    return h + 1;
 }
 
 static void h2_free(void *p, void *ud)
 {
     (void)ud;
-    if (p)
-        g_h2_live -= (long)malloc_usable_size(p);
-    free(p);
+    if (!p)
+        return;
+    h2_hdr *h = (h2_hdr *)p - 1;
+    g_h2_live -= (long)h->size;
+    if (h->mapped)
+        munmap(h, h->size + sizeof(*h));
+    else
+        free(h);
+}
+
+static void *h2_malloc(size_t n, void *ud)
+{
+    (void)ud;
+    return h2_alloc(n, 0);
 }
 
 static void *h2_calloc(size_t k, size_t n, void *ud)
 {
     (void)ud;
-    void *p = calloc(k, n);
-    if (p)
-        g_h2_live += (long)malloc_usable_size(p);
-    return p;
+    if (n && k > SIZE_MAX / n)
+        return NULL;
+    return h2_alloc(k * n, 1);
 }
 
 static void *h2_realloc(void *p, size_t n, void *ud)
 {
-    (void)ud;
-    long old = p ? (long)malloc_usable_size(p) : 0;
-    void *q = realloc(p, n);
-    if (q || n == 0)
-        g_h2_live += (q ? (long)malloc_usable_size(q) : 0) - old;
+    if (!p)
+        return h2_alloc(n, 0);
+    if (n == 0) {
+        h2_free(p, ud);
+        return NULL;
+    }
+    h2_hdr *h = (h2_hdr *)p - 1;
+    void *q = h2_alloc(n, 0);
+    if (!q)
+        return NULL;
+    memcpy(q, p, h->size < n ? h->size : n);
+    h2_free(p, ud);
     return q;
 }
 
@@ -1071,10 +1110,6 @@ static void w_start_more(worker *w)
 static int worker_main(worker *w)
 {
     w->ctx = NULL;
-    /* nghttp2's 16 KiB frame buffer per session gets pages of its own, of
-     * which only the touched ones (small frames: the first) are resident */
-    if (mallopt(M_MMAP_THRESHOLD, LEAN_MMAP_THRESHOLD) != 1)
-        lean_fail(w->sh, "worker %d: mallopt failed", w->id);
     char ca[LEAN_PATH_MAX];
     snprintf(ca, sizeof(ca), "%s/ca.crt", g_lean.cloud);
     if (h2_setup() != 0) {
@@ -1732,7 +1767,8 @@ int main(int argc, char **argv)
            L->workers, (double)wr0 / 1024, (double)wr1 / 1024, (double)(wr1 - wr0) / n,
            (double)(wa1 - wa0) / n, (double)bench_rss_kib(getpid()) / 1024);
     printf("simulator heap per node: OpenSSL %.1f KiB (SSL object, keys, session), nghttp2 "
-           "%.1f KiB (session, HPACK, buffers)\n",
+           "%.1f KiB asked (session, HPACK, stream map, a 16 KiB frame buffer mapped of which "
+           "a page is touched)\n",
            (double)(ssl1 - ssl0) / 1024 / n, (double)(h21 - h20) / 1024 / n);
     printf("kernel and machine: slab %.1f -> %.1f MiB (%.1f KiB per node: sockets, TCP), "
            "memory used by all %.1f GiB more (%.1f KiB per node, both sides)\n",
