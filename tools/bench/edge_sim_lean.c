@@ -110,6 +110,7 @@
 #define LEAN_RETRY_AFTER_MAX_MS 60000u
 #define LEAN_TICK_MS 100          /* a worker's longest epoll wait while reconnects are due */
 #define LEAN_FD_RESERVE 100       /* cloudcore's beyond one socket per node (measured: 17) */
+#define LEAN_STORM_HEADROOM_DIV 5  /* a restart storm: warn below N + N/5 open files */
 #define LEAN_WORKER_FD_RESERVE 32 /* a worker's beyond one socket per node: pipes, epoll, files */
 #define LEAN_READ_CHUNK 16384     /* one SSL_read */
 #define LEAN_MSG_MAX (4u << 20)   /* largest CloudFrame accepted */
@@ -1225,6 +1226,9 @@ static int workers_start(lean *L)
         if (pid < 0)
             return -1;
         if (pid == 0) {
+            /* a worker does not outlive the parent (killed, or crashed) */
+            if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 || getppid() == 1)
+                _exit(1);
             close(nf[0]);
             close(wp[1]);
             for (int j = 0; j < i; j++)
@@ -1715,6 +1719,10 @@ int main(int argc, char **argv)
         (L->cc_pid = bench_cloudcore_start(L->cloudcore, L->cloud, cc_flags, LEAN_START_S,
                                            LEAN_STOP_S, L->target, sizeof(L->target))) < 0)
         goto out;
+    if (L->restart && (long)nofile < L->n_nodes + L->n_nodes / LEAN_STORM_HEADROOM_DIV)
+        printf("warning: cloudcore's open files limit %llu leaves little headroom above %ld "
+               "nodes for the restart storm; grpc 1.51 stops listening after one EMFILE\n",
+               (unsigned long long)nofile, L->n_nodes);
     const char *colon = strrchr(L->target, ':');
     atomic_store(&L->sh->port, colon ? atoi(colon + 1) : 0);
     if (workers_start(L) != 0) {
