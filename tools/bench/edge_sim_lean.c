@@ -1778,8 +1778,9 @@ int main(int argc, char **argv)
            "%.1f KiB asked (session, HPACK, stream map, a 16 KiB frame buffer mapped of which "
            "a page is touched)\n",
            (double)(ssl1 - ssl0) / 1024 / n, (double)(h21 - h20) / 1024 / n);
-    printf("kernel and machine: slab %.1f -> %.1f MiB (%.1f KiB per node: sockets, TCP), "
-           "memory used by all %.1f GiB more (%.1f KiB per node, both sides)\n",
+    printf("kernel and machine: slab %.1f -> %.1f MiB (%.1f KiB per node: both ends' sockets), "
+           "MemAvailable %.1f GiB lower (%.1f KiB per node; the whole machine: noisy when "
+           "anything else runs)\n",
            (double)slab0 / 1024, (double)slab1 / 1024, (double)(slab1 - slab0) / n,
            (double)(avail0 - avail1) / 1048576, (double)(avail0 - avail1) / n);
     printf("open fds: cloudcore %ld, simulator workers %ld (%ld sockets)\n", open_fds(L->cc_pid),
