@@ -21,6 +21,11 @@
  *             N connected, per node; the simulator's (its workers summed);
  *             the machine's used memory and the kernel's slab, per node;
  *             open files on both sides;
+ *   fan-out   M messages per node (--messages, default 10) published by a
+ *             "system:admin" client over Hub.PublishBatch (--batch B, 4
+ *             calls in flight) from the parent; each timed from its publish
+ *             (the monotonic time written into its content: one clock for
+ *             every process) to the node's ack, in a shared array;
  *   restart   (--restart) SIGKILL cloudcore, start it again on the same
  *             port and files, and time until every node has HelloAcked and
  *             resynced again. Every node retries as EdgeHub does: jittered
@@ -48,7 +53,8 @@
  * A simulated node acks every downstream message at once and ignores
  * keepalives; it sends none, so cloudcore runs with --cloudhub.dead_peer=600s.
  *
- * Usage: ke-bench-edgesim-lean [--nodes N] [--workers W] [--dests D] [--restart]
+ * Usage: ke-bench-edgesim-lean [--nodes N] [--messages M] [--batch B] [--workers W]
+ *                              [--dests D] [--restart]
  *                              [--keep-tmp] [--cloudcore PATH] [--keadm PATH]
  * Not run by the tests; figures go in the README's benchmarks section.
  */
@@ -115,6 +121,11 @@
 #define LEAN_READ_CHUNK 16384     /* one SSL_read */
 #define LEAN_MSG_MAX (4u << 20)   /* largest CloudFrame accepted */
 #define LEAN_EPOLL_BATCH 256
+#define LEAN_DEFAULT_MESSAGES 10  /* fan-out: per node */
+#define LEAN_MAX_MESSAGES 1000
+#define LEAN_DEFAULT_BATCH 256    /* messages per PublishBatch */
+#define LEAN_BATCH_CALLS 4        /* PublishBatch calls in flight */
+#define LEAN_CONTENT_BYTES 200    /* JSON content of a published message */
 #define LEAN_NAME_MAX 32
 #define LEAN_DIR_MAX 512
 #define LEAN_SUBDIR_MAX (LEAN_DIR_MAX + 16)
@@ -124,6 +135,7 @@
 #define LEAN_EPOCHS 3             /* 0: none, 1: connect, 2: after the restart */
 
 #define LEAN_JOIN_PATH "/ke.v1.CloudHub/Join"
+#define LEAN_PUBLISH_BATCH_PATH "/ke.v1.Hub/PublishBatch"
 #define LEAN_TUNNEL_PATH "/ke.v1.CloudHub/Tunnel"
 #define LEAN_SERVER_IP "127.0.0.1" /* the server certificate's name the edge checks */
 
@@ -139,6 +151,9 @@ typedef struct lean_shared {
     atomic_llong last_ack_ns[LEAN_EPOCHS], last_resync_ns[LEAN_EPOCHS];
     atomic_long attempts, failed_attempts, refusals, lost_after_ack, closed, open_fds;
     atomic_long first_open_ns_set;
+    /* fan-out: distinct messages acked, duplicates, and when the last came */
+    atomic_long fan_acked, fan_dups;
+    atomic_llong fan_done_ns;
     atomic_llong first_open_ns;
     /* what each worker's libraries hold, bytes (malloc_usable_size) */
     atomic_long ssl_bytes[LEAN_MAX_WORKERS], h2_bytes[LEAN_MAX_WORKERS];
@@ -161,6 +176,10 @@ typedef struct lean {
     lean_shared *sh;
     _Atomic int64_t *resynced_ns; /* [N], shared: each node's first ResyncDone after the restart */
     atomic_uint *refused;         /* [N], shared: admission refusals per node */
+    _Atomic int64_t *fan_lat;     /* [N * M], shared: publish -> node's ack; 0: not yet */
+    long n_messages;              /* fan-out: per node (--messages; 0: no fan-out) */
+    int batch;                    /* messages per PublishBatch */
+    atomic_long publish_finished;
     size_t shm_len;
     bench_waiter w; /* the join's */
     atomic_long join_finished;
@@ -452,6 +471,8 @@ typedef struct worker {
     lean_shared *sh;
     _Atomic int64_t *resynced_ns;
     atomic_uint *refused;
+    _Atomic int64_t *fan_lat;
+    long n_messages;
     lnode *node;
     int ep, wake_r, notify_w;
     SSL_CTX *ctx;
@@ -576,6 +597,36 @@ static int node_queue(lnode *n, const Ke__V1__EdgeFrame *f)
     return 0;
 }
 
+/* node_on_fanout times message j of the fan-out (its resource_version -
+ * 1) from its publish (the monotonic time the publisher wrote into its
+ * content: one clock for every process) to now, its ack. */
+static void node_on_fanout(worker *w, lnode *n, const Ke__V1__SequencedMessage *sm)
+{
+    static const char key[] = "\"publishedAtMonoNs\":\"";
+    const Ke__V1__Message *m = sm ? sm->message : NULL;
+    uint64_t rv = m && m->header ? m->header->resource_version : 0;
+    char text[LEAN_CONTENT_BYTES + 64];
+    if (!m || rv == 0 || rv > (uint64_t)w->n_messages || m->content.len >= sizeof(text)) {
+        lean_fail(w->sh, "node %u got a message it was not sent (seq=%llu rv=%llu)", n->idx + 1,
+                  sm ? (unsigned long long)sm->seq : 0ULL, (unsigned long long)rv);
+        w->moved = 1;
+        return;
+    }
+    memcpy(text, m->content.data, m->content.len);
+    text[m->content.len] = 0;
+    const char *at = strstr(text, key);
+    long long issued = at ? atoll(at + sizeof(key) - 1) : 0;
+    int64_t now = bench_now_ns(), lat = issued > 0 ? now - issued : 0, expect = 0;
+    size_t k = (size_t)n->idx * (size_t)w->n_messages + (size_t)(rv - 1);
+    if (!atomic_compare_exchange_strong(&w->fan_lat[k], &expect, lat > 0 ? lat : 1)) {
+        atomic_fetch_add(&w->sh->fan_dups, 1);
+        return;
+    }
+    atomic_store(&w->sh->fan_done_ns, now);
+    atomic_fetch_add(&w->sh->fan_acked, 1);
+    w->moved = 1;
+}
+
 static void node_on_frame(worker *w, lnode *n, const Ke__V1__CloudFrame *f)
 {
     lean_shared *sh = w->sh;
@@ -613,6 +664,7 @@ static void node_on_frame(worker *w, lnode *n, const Ke__V1__CloudFrame *f)
         e.ack = &ack;
         if (node_queue(n, &e) != 0)
             n->closing = 1;
+        node_on_fanout(w, n, f->message);
         break;
     }
     case KE__V1__CLOUD_FRAME__FRAME_REFUSAL:
@@ -1245,6 +1297,8 @@ static int workers_start(lean *L)
             wk.sh = L->sh;
             wk.resynced_ns = L->resynced_ns;
             wk.refused = L->refused;
+            wk.fan_lat = L->fan_lat;
+            wk.n_messages = L->n_messages;
             wk.wake_r = wp[0];
             wk.notify_w = nf[1];
             wk.nodes_dir = L->nodes_dir;
@@ -1494,6 +1548,168 @@ static int phase_connect(lean *L)
     return 0;
 }
 
+/* ---- fan-out ---- */
+
+/* A PublishBatch in flight. */
+typedef struct lean_batch {
+    lean *L;
+    int n;
+} lean_batch;
+
+static void batch_on_reply(const ProtobufCMessage *reply, const ke_rpc_status *st, void *ud)
+{
+    lean_batch *b = ud;
+    lean *L = b->L;
+    const Ke__V1__PublishBatchReply *r = (const Ke__V1__PublishBatchReply *)reply;
+    if (st->code != KE_RPC_OK)
+        bench_waiter_fail(&L->w, "publish batch: %s: %s", ke_rpc_status_name(st->code),
+                          st->message);
+    else if (r->n_results != (size_t)b->n)
+        bench_waiter_fail(&L->w, "publish batch: %zu results for %d items", r->n_results, b->n);
+    else
+        for (size_t i = 0; i < r->n_results; i++)
+            if (r->results[i]->code != KE_RPC_OK) {
+                bench_waiter_fail(&L->w, "publish batch item %zu: %s", i, r->results[i]->error);
+                break;
+            }
+    atomic_fetch_add(&L->publish_finished, b->n);
+    free(b);
+    bench_waiter_signal(&L->w);
+}
+
+/* lean_pub: the strings of one published message. */
+typedef struct lean_pub {
+    char name[LEAN_NAME_MAX], resource[96], id[64], content[LEAN_CONTENT_BYTES + 64];
+    Ke__V1__MessageHeader h;
+    Ke__V1__Route route;
+    Ke__V1__Message m;
+    Ke__V1__PublishRequest req;
+} lean_pub;
+
+/* pub_fill makes message j of node idx: ConfigMap cm-<j>, version j+1,
+ * ~LEAN_CONTENT_BYTES of JSON carrying the publish time (monotonic). */
+static void pub_fill(lean_pub *p, long idx, long j)
+{
+    node_name(p->name, sizeof(p->name), idx);
+    snprintf(p->resource, sizeof(p->resource), "node/%s/default/ConfigMap/cm-%ld", p->name, j);
+    snprintf(p->id, sizeof(p->id), "edgesim-%s-%ld", p->name, j);
+    int64_t issued = bench_now_ns(), wall = wall_ms();
+    static const char fmt[] =
+        "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"cm-%ld\","
+        "\"namespace\":\"default\",\"resourceVersion\":\"%ld\"},\"data\":{\"publishedAtMs\":"
+        "\"%lld\",\"publishedAtMonoNs\":\"%lld\",\"pad\":\"%.*s\"}}";
+    static const char pad[] = "................................................................"
+                              "................................................................";
+    int base = snprintf(NULL, 0, fmt, j, j + 1, (long long)wall, (long long)issued, 0, pad);
+    int padlen = base < LEAN_CONTENT_BYTES ? LEAN_CONTENT_BYTES - base : 0;
+    if (padlen > (int)sizeof(pad) - 1)
+        padlen = (int)sizeof(pad) - 1;
+    int clen = snprintf(p->content, sizeof(p->content), fmt, j, j + 1, (long long)wall,
+                        (long long)issued, padlen, pad);
+    ke__v1__message_header__init(&p->h);
+    ke__v1__route__init(&p->route);
+    ke__v1__message__init(&p->m);
+    ke__v1__publish_request__init(&p->req);
+    p->h.id = p->id;
+    p->h.timestamp_ms = wall;
+    p->h.resource_version = (uint64_t)j + 1;
+    p->route.source = "edgesim";
+    p->route.group = "resource";
+    p->route.operation = KE__V1__OPERATION__OPERATION_UPDATE;
+    p->route.resource = p->resource;
+    p->m.header = &p->h;
+    p->m.route = &p->route;
+    p->m.content.data = (uint8_t *)p->content;
+    p->m.content.len =
+        (size_t)(clen < (int)sizeof(p->content) ? clen : (int)sizeof(p->content) - 1);
+    p->req.node_name = p->name;
+    p->req.message = &p->m;
+}
+
+/* pub_issue publishes messages k .. k+cnt-1 of the round-robin order
+ * (message k is number k / N of node k % N) in one PublishBatch. */
+static int pub_issue(lean *L, ke_rpc_channel *admin, long k, int cnt)
+{
+    lean_pub *p = calloc((size_t)cnt, sizeof(*p));
+    Ke__V1__PublishRequest **items = calloc((size_t)cnt, sizeof(*items));
+    lean_batch *b = calloc(1, sizeof(*b));
+    int rc = KE_ENOMEM;
+    if (p && items && b) {
+        for (int i = 0; i < cnt; i++) {
+            pub_fill(&p[i], (k + i) % L->n_nodes, (k + i) / L->n_nodes);
+            items[i] = &p[i].req;
+        }
+        Ke__V1__PublishBatchRequest req = KE__V1__PUBLISH_BATCH_REQUEST__INIT;
+        req.n_items = (size_t)cnt;
+        req.items = items;
+        b->L = L;
+        b->n = cnt;
+        ke_rpc_call_opts o = {.timeout_ms = LEAN_RPC_TIMEOUT_MS};
+        rc = ke_rpc_unary_async(admin, LEAN_PUBLISH_BATCH_PATH, &req.base,
+                                &ke__v1__publish_batch_reply__descriptor, &o, batch_on_reply, b);
+        if (rc == 0)
+            b = NULL; /* the reply frees it */
+    }
+    if (rc != 0)
+        fprintf(stderr, "edge_sim_lean: cannot start a publish: %s\n", ke_strerror(rc));
+    free(b);
+    free(items);
+    free(p);
+    return rc;
+}
+
+static int phase_fanout(lean *L, ke_rpc_loop *loop)
+{
+    ke_rpc_channel *admin = NULL;
+    long total = L->n_nodes * L->n_messages, issued = 0;
+    long window = (long)L->batch * LEAN_BATCH_CALLS;
+    int64_t *lat = NULL;
+    int status = -1;
+    if (bench_admin_channel(loop, L->target, L->cloud, &admin) != 0) {
+        fprintf(stderr, "edge_sim_lean: cannot open the admin channel\n");
+        goto out;
+    }
+    int64_t t0 = bench_now_ns();
+    long long cc_cpu0 = bench_cpu_ms(L->cc_pid), w_cpu0 = 0;
+    for (int i = 0; i < L->workers; i++)
+        w_cpu0 += bench_cpu_ms(L->wpid[i]);
+    while (issued < total) {
+        int cnt = (int)(total - issued < L->batch ? total - issued : L->batch);
+        if (bench_waiter_wait(&L->w, &L->publish_finished, issued + cnt - window,
+                              "Publish replies") != 0 ||
+            pub_issue(L, admin, issued, cnt) != 0)
+            goto out;
+        issued += cnt;
+    }
+    if (lean_wait(L, &L->sh->fan_acked, total, "messages acked by the nodes") != 0 ||
+        bench_waiter_wait(&L->w, &L->publish_finished, total, "Publish replies") != 0)
+        goto out;
+    double el = (double)(atomic_load(&L->sh->fan_done_ns) - t0) / 1e9;
+    long long cc_cpu = bench_cpu_ms(L->cc_pid) - cc_cpu0, w_cpu = -w_cpu0;
+    for (int i = 0; i < L->workers; i++)
+        w_cpu += bench_cpu_ms(L->wpid[i]);
+    printf("fan-out:  %ld*%ld messages in %.2f s (%.0f msg/s delivered; PublishBatch of %d, %d "
+           "calls in flight; %ld duplicates); CPU per message: cloudcore %.1f us, simulator "
+           "workers %.1f us\n",
+           L->n_nodes, L->n_messages, el, (double)total / el, L->batch, LEAN_BATCH_CALLS,
+           atomic_load(&L->sh->fan_dups), (double)cc_cpu * 1e3 / (double)total,
+           (double)w_cpu * 1e3 / (double)total);
+    if (!(lat = malloc((size_t)total * sizeof(*lat))))
+        goto out;
+    for (long k = 0; k < total; k++)
+        lat[k] = atomic_load(&L->fan_lat[k]);
+    bench_sort_i64(lat, (size_t)total);
+    printf("latency:  publish issued -> node acked: p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+           (double)bench_pct_i64(lat, (size_t)total, 50) / 1e6,
+           (double)bench_pct_i64(lat, (size_t)total, 99) / 1e6,
+           (double)bench_pct_i64(lat, (size_t)total, 100) / 1e6);
+    status = 0;
+out:
+    free(lat);
+    ke_rpc_channel_free(admin);
+    return status;
+}
+
 /* ---- restart ---- */
 
 static int phase_restart(lean *L, const char *const *cc_flags)
@@ -1562,9 +1778,12 @@ static int phase_restart(lean *L, const char *const *cc_flags)
 /* ---- main ---- */
 
 static const char USAGE[] =
-    "usage: ke-bench-edgesim-lean [--nodes N] [--workers W] [--dests D] [--restart]\n"
+    "usage: ke-bench-edgesim-lean [--nodes N] [--messages M] [--batch B] [--workers W]\n"
+    "                             [--dests D] [--restart]\n"
     "                             [--keep-tmp] [--cloudcore PATH] [--keadm PATH]\n"
     "  --nodes N        simulated edge nodes, 1..200000 (default 2000)\n"
+    "  --messages M     fan-out: messages published per node, 0..1000 (default 10; 0: none)\n"
+    "  --batch B        messages per Hub.PublishBatch, 4 calls in flight (default 256)\n"
     "  --workers W      simulator processes (default: the CPUs, or more when one's\n"
     "                   sockets would not fit under the open files limit)\n"
     "  --dests D        loopback destinations 127.0.0.1..127.0.0.D (default: one per\n"
@@ -1581,11 +1800,14 @@ static int parse_args(lean *L, int argc, char **argv)
         {"dests", required_argument, NULL, 'd'},     {"restart", no_argument, NULL, 'x'},
         {"keep-tmp", no_argument, NULL, 'k'},        {"cloudcore", required_argument, NULL, 'c'},
         {"keadm", required_argument, NULL, 'a'},     {"help", no_argument, NULL, 'h'},
+        {"messages", required_argument, NULL, 'm'},  {"batch", required_argument, NULL, 'b'},
         {NULL, 0, NULL, 0},
     };
     bench_sibling_path(L->cloudcore, sizeof(L->cloudcore), BENCH_REL_CLOUDCORE);
     bench_sibling_path(L->keadm, sizeof(L->keadm), BENCH_REL_KEADM);
     L->n_nodes = LEAN_DEFAULT_NODES;
+    L->n_messages = LEAN_DEFAULT_MESSAGES;
+    L->batch = LEAN_DEFAULT_BATCH;
     L->workers = 0; /* after the open files limit is known */
     int c;
     char *end;
@@ -1614,6 +1836,21 @@ static int parse_args(lean *L, int argc, char **argv)
                 return 2;
             }
             L->dests = (int)v;
+            break;
+        case 'm':
+            L->n_messages = strtol(optarg, &end, 10);
+            if (*end || L->n_messages < 0 || L->n_messages > LEAN_MAX_MESSAGES) {
+                fprintf(stderr, "edge_sim_lean: --messages must be 0..%d\n", LEAN_MAX_MESSAGES);
+                return 2;
+            }
+            break;
+        case 'b':
+            v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 4096) {
+                fprintf(stderr, "edge_sim_lean: --batch must be 1..4096\n");
+                return 2;
+            }
+            L->batch = (int)v;
             break;
         case 'x': L->restart = 1; break;
         case 'k': L->keep_tmp = 1; break;
@@ -1674,7 +1911,8 @@ static int shared_map(lean *L)
 {
     size_t off_ns = (sizeof(lean_shared) + 63) & ~(size_t)63;
     size_t off_ref = off_ns + (size_t)L->n_nodes * sizeof(int64_t);
-    L->shm_len = off_ref + (size_t)L->n_nodes * sizeof(unsigned);
+    size_t off_lat = (off_ref + (size_t)L->n_nodes * sizeof(unsigned) + 63) & ~(size_t)63;
+    L->shm_len = off_lat + (size_t)L->n_nodes * (size_t)L->n_messages * sizeof(int64_t);
     void *p = mmap(NULL, L->shm_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         fprintf(stderr, "edge_sim_lean: mmap: %s\n", strerror(errno));
@@ -1683,6 +1921,7 @@ static int shared_map(lean *L)
     L->sh = p;
     L->resynced_ns = (_Atomic int64_t *)((char *)p + off_ns);
     L->refused = (atomic_uint *)((char *)p + off_ref);
+    L->fan_lat = (_Atomic int64_t *)((char *)p + off_lat);
     return 0;
 }
 
@@ -1785,6 +2024,9 @@ int main(int argc, char **argv)
            (double)(avail0 - avail1) / 1048576, (double)(avail0 - avail1) / n);
     printf("open fds: cloudcore %ld, simulator workers %ld (%ld sockets)\n", open_fds(L->cc_pid),
            wfd1, atomic_load(&L->sh->open_fds));
+    fflush(stdout);
+    if (L->n_messages > 0 && phase_fanout(L, loop) != 0)
+        goto out;
     fflush(stdout);
     if (L->restart) {
         snprintf(listen_flag, sizeof(listen_flag), "--grpc.listen=0.0.0.0:%d",
