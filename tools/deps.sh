@@ -10,7 +10,7 @@ KE_DEB_PACKAGES="build-essential cmake pkg-config
   protobuf-c-compiler libprotobuf-c-dev nanopb libnanopb-dev
   libsqlite3-dev libssl-dev openssl libyaml-dev libjansson-dev libmicrohttpd-dev libuv1-dev
   libgnutls28-dev python3-kubernetes
-  libcurl4-openssl-dev
+  libcurl4-openssl-dev libnghttp2-dev
   libcmocka-dev python3 python3-grpcio python3-protobuf curl
   containerd runc busybox-static containernetworking-plugins umoci
   mosquitto libmosquitto-dev mosquitto-clients python3-paho-mqtt libmodbus-dev
