@@ -35,6 +35,7 @@
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -140,6 +141,41 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
+/* ---- grpc's own log ---- */
+
+/* Set once when grpc's listener gave up (see ke_rpc_listener_failed). */
+static atomic_int listener_state; /* 0 fine, 1 being written, 2 failed */
+static char listener_why[256];
+
+/* grpc_log takes grpc's log lines into ours (module "grpc", its level;
+ * grpc logs errors only unless GRPC_VERBOSITY says more). grpc 1.51 stops
+ * accepting on a listening port for good after one accept4 error other
+ * than EAGAIN or ECONNABORTED ("Failed accept4: Too many open files"):
+ * that is recorded for ke_rpc_listener_failed. */
+static void grpc_log(gpr_log_func_args *a)
+{
+    ke_log_level lv = a->severity == GPR_LOG_SEVERITY_ERROR  ? KE_LOG_ERROR
+                      : a->severity == GPR_LOG_SEVERITY_INFO ? KE_LOG_INFO
+                                                             : KE_LOG_DEBUG;
+    const char *msg = a->message ? a->message : "";
+    ke_log_write(lv, "grpc", "%s (%s:%d)", msg, a->file ? a->file : "?", a->line);
+    int fine = 0;
+    if (strncmp(msg, "Failed accept4", 14) == 0 &&
+        atomic_compare_exchange_strong(&listener_state, &fine, 1)) {
+        snprintf(listener_why, sizeof(listener_why), "%s", msg);
+        atomic_store(&listener_state, 2);
+    }
+}
+
+int ke_rpc_listener_failed(char *why, size_t cap)
+{
+    if (atomic_load(&listener_state) != 2)
+        return 0;
+    if (why && cap)
+        snprintf(why, cap, "%s", listener_why);
+    return 1;
+}
+
 int ke_rpc_loop_new(int threads, ke_rpc_loop **out)
 {
     if (threads < 1 || !out)
@@ -154,6 +190,7 @@ int ke_rpc_loop_new(int threads, ke_rpc_loop **out)
     }
     pthread_mutex_init(&loop->mu, NULL);
     ke_rpc_absl_tune();
+    gpr_set_log_function(grpc_log);
     grpc_init();
     loop->cq = grpc_completion_queue_create_for_next(NULL);
     int seq = atomic_fetch_add(&loop_seq, 1);

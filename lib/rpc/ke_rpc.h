@@ -103,6 +103,14 @@ const char *ke_rpc_status_name(int code);
  * and initialises grpc. Returns 0 or KE_ENOMEM/KE_EINVAL. */
 int ke_rpc_loop_new(int threads, ke_rpc_loop **out);
 
+/* ke_rpc_listener_failed returns 1 once grpc has stopped accepting
+ * connections on a listening port, with grpc's reason ("Failed accept4:
+ * Too many open files") in why (cap bytes); else 0. grpc 1.51 gives a port
+ * up after one accept error such as EMFILE and does not retry: the process
+ * must be restarted (with a higher open-files limit). Logged by grpc as
+ * module "grpc"; any thread. */
+int ke_rpc_listener_failed(char *why, size_t cap);
+
 /* ke_rpc_loop_free shuts the queue down, joins its threads and frees it.
  * Every server and channel on it must have been freed. NULL is a no-op. */
 void ke_rpc_loop_free(ke_rpc_loop *loop);

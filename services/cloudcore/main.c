@@ -43,6 +43,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define CLOUDCORE_VERSION "0.1.0"
 
@@ -345,6 +346,31 @@ static int wait_for_signal(int64_t trim_ms)
     }
 }
 
+/* raise_open_files takes the open-files soft limit up to the hard one:
+ * every connected edge node holds a socket, and grpc stops accepting on a
+ * port for good after one EMFILE (ke_rpc_listener_failed). Says the limit. */
+static void raise_open_files(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        ke_log_warn(KE_PROGRAM, "cannot read the open-files limit: %s", strerror(errno));
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+            ke_log_warn(KE_PROGRAM, "cannot raise the open-files limit from %llu to %llu: %s",
+                        (unsigned long long)was, (unsigned long long)rl.rlim_max,
+                        strerror(errno));
+            rl.rlim_cur = was;
+        }
+    }
+    ke_log_info(KE_PROGRAM, "open files limit %llu (was %llu): each connected edge node holds "
+                            "one; past the limit grpc stops accepting until a restart",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)was);
+}
+
 int main(int argc, char **argv)
 {
     struct cloudcore_config cfg = {0};
@@ -446,6 +472,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    raise_open_files();
     if ((rc = ke_watchdog_start()) != 0)
         goto fail;
 

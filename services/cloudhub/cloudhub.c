@@ -286,9 +286,19 @@ int cloudhub_health(void *arg, char *reason, size_t cap)
     ch_lock(ch);
     int rc = ke_sqlite_exec(ch->db, "SELECT 1");
     pthread_mutex_unlock(&ch->mu);
-    if (rc != 0)
+    if (rc != 0) {
         snprintf(reason, cap, "cloudhub database does not answer");
-    return rc != 0;
+        return 1;
+    }
+    char why[200];
+    if (ke_rpc_listener_failed(why, sizeof(why))) {
+        /* No new node can connect until cloudcore restarts. */
+        snprintf(reason, cap, "grpc stopped accepting connections (%s): restart cloudcore with a "
+                              "higher open-files limit",
+                 why);
+        return 1;
+    }
+    return 0;
 }
 
 void cloudhub_free(cloudhub *ch)

@@ -10,7 +10,11 @@
  *     the slot is free; the slot count returns to 0;
  *   - their reconnects resume the TLS session of the refused connection
  *     (ke_cloudhub_tls_resumed_total), and a resumed session still carries
- *     the node's client certificate: the node is identified and connected.
+ *     the node's client certificate: the node is identified and connected;
+ *   - cloudcore raises its open-files soft limit to the hard one at start
+ *     and says it; when connections exhaust the limit anyway, grpc stops
+ *     accepting for good (grpc 1.51 does not retry an EMFILE accept) and
+ *     /healthz turns 503 naming it, so a supervisor restarts cloudcore.
  * Real processes: keadm, cloudcore, edgecore; the raw tunnels are libke rpc.
  */
 #include <setjmp.h>
@@ -26,10 +30,15 @@
 #include "ke_pki.h"
 #include "ke_time.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define N_EDGES 3
@@ -259,10 +268,82 @@ static void test_hellos_past_the_bound_are_refused_with_retry_after_and_all_conn
         ke_edge_stop(&E[i]);
 }
 
+#define FD_LIMIT 96
+#define FD_CONNS 160
+
+static void test_an_exhausted_open_files_limit_turns_healthz_to_503(void **state)
+{
+    (void)state;
+    /* cloudcore again, under a hard limit of FD_LIMIT open files. */
+    static const char *const extra[] = {"--cloudhub.hello_concurrency=1", NULL};
+    char wrapper[128], real[512];
+    snprintf(wrapper, sizeof(wrapper), "%s/cloudcore-limited.sh", C.dir);
+    snprintf(real, sizeof(real), "%s", C.cloud_bin);
+    FILE *f = fopen(wrapper, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\nulimit -Sn 32 && ulimit -Hn %d || exit 97\nexec %s \"$@\"\n", FD_LIMIT,
+            real);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(wrapper, 0755), 0);
+    ke_cluster_stop_cloud(&C);
+    snprintf(C.cloud_bin, sizeof(C.cloud_bin), "%s", wrapper);
+    ke_cluster_start_cloud(&C, extra);
+    snprintf(C.cloud_bin, sizeof(C.cloud_bin), "%s", real);
+    char said[64];
+    snprintf(said, sizeof(said), "open files limit %d (was 32)", FD_LIMIT);
+    assert_true(ke_file_contains(C.cloud_log, said)); /* soft raised to hard */
+    char *body = NULL;
+    assert_int_equal(ke_tp_http_get(C.http_port, "/healthz", &body), 200);
+    free(body);
+
+    /* More TCP connections than the limit leaves: one accept fails EMFILE. */
+    int fds[FD_CONNS], n = 0;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)C.grpc_port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (; n < FD_CONNS; n++) {
+        fds[n] = socket(AF_INET, SOCK_STREAM, 0);
+        assert_true(fds[n] >= 0);
+        assert_int_equal(connect(fds[n], (struct sockaddr *)&a, sizeof(a)), 0);
+    }
+    int64_t until = ke_time_mono_ms() + WAIT_MS;
+    while (!ke_file_contains(C.cloud_log, "Failed accept4")) {
+        if (ke_time_mono_ms() > until)
+            fail_msg("no accept failure in %s with %d connections under %d open files",
+                     C.cloud_log, FD_CONNS, FD_LIMIT);
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    /* The connections are gone, the port is not served again: /healthz
+     * says so (once cloudcore has closed them and can answer). */
+    until = ke_time_mono_ms() + WAIT_MS;
+    for (;;) {
+        body = NULL;
+        int code = ke_tp_http_get(C.http_port, "/healthz", &body);
+        int named = body && strstr(body, "grpc stopped accepting connections") &&
+                    strstr(body, "Too many open files");
+        free(body);
+        if (code == 503 && named)
+            break;
+        if (ke_time_mono_ms() > until)
+            fail_msg("/healthz still %d without the listener's failure", code);
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    /* A restart under the default limit serves again. */
+    ke_cluster_stop_cloud(&C);
+    ke_cluster_start_cloud(&C, extra);
+    body = NULL;
+    assert_int_equal(ke_tp_http_get(C.http_port, "/healthz", &body), 200);
+    free(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hellos_past_the_bound_are_refused_with_retry_after_and_all_connect),
+        cmocka_unit_test(test_an_exhausted_open_files_limit_turns_healthz_to_503),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
