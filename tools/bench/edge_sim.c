@@ -182,6 +182,7 @@ struct sim {
     _Atomic int64_t *report_lat; /* report -> consumer; 0: not delivered yet */
     atomic_long delivered, up_duplicates, up_send_failed;
     atomic_int consumer_closing;
+    _Atomic uint64_t ack_owed; /* newest log id the consumer could not ack yet (queue full) */
 };
 
 static int64_t wall_ms(void)
@@ -821,6 +822,8 @@ out:
 
 /* The consumer: a Hub.Subscribe stream as system:admin, acking each entry;
  * it times each report from its send to its arrival here. */
+static void consumer_ack(sim *s, ke_rpc_call *call, uint64_t log_id);
+
 static void consumer_on_message(ke_rpc_call *call, const ProtobufCMessage *m, void *ud)
 {
     sim *s = ud;
@@ -842,14 +845,39 @@ static void consumer_on_message(ke_rpc_call *call, const ProtobufCMessage *m, vo
         atomic_fetch_add(&s->delivered, 1);
     else
         atomic_fetch_add(&s->up_duplicates, 1);
+    consumer_ack(s, call, u->log_id);
+    bench_waiter_signal(&s->w);
+}
+
+/* consumer_ack acks up to log_id (acks are cumulative); with the send
+ * queue full the newest id waits for the drain. */
+static void consumer_ack(sim *s, ke_rpc_call *call, uint64_t log_id)
+{
+    uint64_t owed = atomic_load(&s->ack_owed);
+    while (owed < log_id && !atomic_compare_exchange_weak(&s->ack_owed, &owed, log_id))
+        ;
+    owed = atomic_exchange(&s->ack_owed, 0);
+    if (!owed)
+        return;
     Ke__V1__SubscribeFrame f = KE__V1__SUBSCRIBE_FRAME__INIT;
     Ke__V1__SubscribeAck a = KE__V1__SUBSCRIBE_ACK__INIT;
-    a.log_id = u->log_id;
+    a.log_id = owed;
     f.frame_case = KE__V1__SUBSCRIBE_FRAME__FRAME_ACK;
     f.ack = &a;
-    if (ke_rpc_call_send(call, &f.base) != 0)
-        bench_waiter_fail(&s->w, "consumer: cannot ack log_id %llu", (unsigned long long)a.log_id);
-    bench_waiter_signal(&s->w);
+    int rc = ke_rpc_call_send(call, &f.base);
+    if (rc == KE_EFULL) {
+        uint64_t cur = atomic_load(&s->ack_owed);
+        while (cur < owed && !atomic_compare_exchange_weak(&s->ack_owed, &cur, owed))
+            ;
+    } else if (rc != 0) {
+        bench_waiter_fail(&s->w, "consumer: cannot ack log_id %llu: %s", (unsigned long long)owed,
+                          ke_strerror(rc));
+    }
+}
+
+static void consumer_on_drain(ke_rpc_call *call, void *ud)
+{
+    consumer_ack(ud, call, 0);
 }
 
 static void consumer_on_close(ke_rpc_call *call, const ke_rpc_status *st, void *ud)
@@ -898,6 +926,7 @@ static int phase_upstream(sim *s)
     long total = s->n_nodes * s->n_reports;
     int status = -1;
     static const ke_rpc_handler ch = {.on_message = consumer_on_message,
+                                      .on_drain = consumer_on_drain,
                                       .on_close = consumer_on_close};
     if (bench_admin_channel(s->loop, s->target, s->cloud, &admin) != 0)
         goto out;
