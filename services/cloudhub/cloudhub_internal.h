@@ -383,6 +383,11 @@ int ch_queue_push_marker(cloudhub *ch, ch_node *n, uint32_t updates, uint32_t de
 void ch_lock(cloudhub *ch);
 
 void ch_queue_pump(cloudhub *ch, ch_node *n);
+
+/* ch_writer_pump_later, on the writer thread with ch->mu held: pump node n
+ * (its queued messages and control frames) once the batch has released
+ * ch->mu (writer.c). */
+void ch_writer_pump_later(cloudhub *ch, ch_node *n);
 /* ch_queue_acked records the edge's ack of every downstream seq up to seq
  * (ignored unless in (acked, sent]) and removes the tombstones it covers. */
 void ch_queue_acked(cloudhub *ch, ch_node *n, uint64_t seq);

@@ -142,9 +142,10 @@ static void refuse(cloudhub *ch, ke_rpc_call *call, const char *node, int code, 
 
 void ch_node_disconnect(cloudhub *ch, ch_node *n, int code, const char *why)
 {
-    (void)ch;
     if (!n->stream)
         return;
+    /* Acks owed go before the end: the edge then forgets what is stored. */
+    ch_control_flush(ch, n);
     if (ke_rpc_call_finish(n->stream, code, why, NULL) != 0)
         ke_rpc_call_cancel(n->stream);
 }
@@ -895,7 +896,7 @@ void ch_tunnel_report_done(cloudhub *ch, ke_rpc_call *call, const ch_pub *p, int
     n->uplog_full = 0;
     ke_metric_add(ch->m.up_received, 1);
     ch_control_ack(n, p->seq);
-    ch_control_flush(ch, n);
+    ch_writer_pump_later(ch, n); /* the ack goes once the writer's batch let go of ch->mu */
     ch_subscribe_wake(ch, p->group);
 }
 

@@ -108,13 +108,14 @@ static int store_job(cloudhub *ch, ch_wjob *j)
     return 0;
 }
 
-/* pump_later puts node n on the list of nodes to pump once the batch has
- * released ch->mu (ch->mu held). Sending hands each frame to grpc, whose
+/* ch_writer_pump_later puts node n on the list of nodes to pump once the
+ * batch has released ch->mu (ch->mu held). Sending hands each frame to grpc, whose
  * write can run on the calling thread: done per node under short holds of
- * the lock, a batch's sends no longer keep every other thread (acks,
- * Hellos) waiting for all of them. When the list cannot grow, n is pumped
- * at once, as before. */
-static void pump_later(cloudhub *ch, ch_node *n)
+ * the lock, a batch's sends (its publishes, the acks of its reports) no
+ * longer keep every other thread (acks, Hellos) waiting for all of them.
+ * When the list cannot grow, n is pumped at once, as before. Writer thread
+ * only. */
+void ch_writer_pump_later(cloudhub *ch, ch_node *n)
 {
     if (n->pump_owed)
         return;
@@ -132,8 +133,8 @@ static void pump_later(cloudhub *ch, ch_node *n)
     n->pump_owed = 1;
 }
 
-/* pump_owed pumps the nodes pump_later listed, each under its own hold of
- * ch->mu (not held on entry). A node removed meanwhile is skipped. */
+/* pump_owed pumps the nodes ch_writer_pump_later listed, each under its
+ * own hold of ch->mu (not held on entry). A node removed meanwhile is skipped. */
 static void pump_owed(cloudhub *ch)
 {
     for (size_t i = 0; i < ch->wpump_n; i++) {
@@ -179,7 +180,7 @@ static void queue_job(cloudhub *ch, ch_wjob *j)
                             n->name, p->key, (unsigned long long)p->rv, ke_strerror(qrc));
                 ch_node_disconnect(ch, n, KE_RPC_RESOURCE_EXHAUSTED, "cloudhub is out of memory");
             }
-            pump_later(ch, n);
+            ch_writer_pump_later(ch, n);
             p->reply_seq = ++ch->pub_seq;
         } else if (p->rc == 0) {
             p->reply_seq = ++ch->pub_seq;
