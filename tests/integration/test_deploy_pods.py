@@ -235,6 +235,20 @@ def task_pid(sock, cid):
     return None
 
 
+def process_gone(pid):
+    """True once pid has exited (no /proc entry, or a zombie). The entry can
+    vanish between any two reads of it: that is gone too."""
+    if pid is None:  # its task was not running
+        return True
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    # the state follows the command name, which is in parentheses and may hold spaces
+    return stat[stat.rindex(")") + 2:].startswith("Z")
+
+
 def proc_field(pid, key):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -490,8 +504,7 @@ class Test:
         for c in v.comps:
             run(["ctr", "-a", self.sock, "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", old[c]])
         for pid in pids:
-            wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
-                     open("/proc/%d/stat" % pid).read().split()[2] == "Z", "the process to die")
+            wait_for(lambda: process_gone(pid), "the process to die")
         done = wait_pods_ready(self.hk, v, t0, "after SIGKILL", min_restarts=1)
         for c in v.comps:
             marks, v.cid[c] = done[c]
