@@ -6,9 +6,11 @@
 #include "bench_util.h"
 
 #include "ke_log.h"
+#include "ke_time.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
@@ -428,4 +430,118 @@ void bench_main_init(const char *name, bench_waiter *w, int stall_s)
     signal(SIGPIPE, SIG_IGN);
     ke_log_set_level(KE_LOG_ERROR);
     bench_waiter_init(w, stall_s);
+}
+
+long bench_open_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    long n = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;)
+        n += e->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+int bench_mem_split(pid_t pid, long *anon, long *file)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
+    FILE *f = fopen(path, "r");
+    long rss = -1, an = -1, v;
+    while (f && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "Rss: %ld kB", &v) == 1)
+            rss = v;
+        else if (sscanf(line, "Anonymous: %ld kB", &v) == 1)
+            an = v;
+    }
+    if (f)
+        fclose(f);
+    if (rss < 0 || an < 0)
+        return -1;
+    *anon = an;
+    *file = rss - an;
+    return 0;
+}
+
+int bench_write_plain(const char *path, const char *data, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(data), off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, data + off, len - off);
+        if (w <= 0) {
+            close(fd);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    return close(fd);
+}
+
+int bench_raise_nofile(long need, rlim_t *got)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -2;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < (rlim_t)need) {
+        struct rlimit want = {(rlim_t)need, (rlim_t)need};
+        if (setrlimit(RLIMIT_NOFILE, &want) != 0) {
+            *got = rl.rlim_max;
+            return -1;
+        }
+        rl = want;
+    }
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return -2;
+    *got = rl.rlim_cur;
+    return 0;
+}
+
+int64_t bench_pub_fill(bench_pub *p, const char *node, long j, int content_bytes)
+{
+    snprintf(p->name, sizeof(p->name), "%s", node);
+    snprintf(p->resource, sizeof(p->resource), "node/%s/default/ConfigMap/cm-%ld", node, j);
+    snprintf(p->id, sizeof(p->id), "edgesim-%s-%ld", node, j);
+    int64_t issued = bench_now_ns(), wall = ke_time_wall_ms();
+    static const char fmt[] =
+        "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"cm-%ld\","
+        "\"namespace\":\"default\",\"resourceVersion\":\"%ld\"},\"data\":{\"publishedAtMs\":"
+        "\"%lld\",\"publishedAtMonoNs\":\"%lld\",\"pad\":\"%.*s\"}}";
+    static const char pad[] = "................................................................"
+                              "................................................................"
+                              "................................................................"
+                              "................................................................";
+    if (content_bytes > BENCH_PUB_CONTENT_MAX)
+        content_bytes = BENCH_PUB_CONTENT_MAX;
+    int base = snprintf(NULL, 0, fmt, j, j + 1, (long long)wall, (long long)issued, 0, pad);
+    int padlen = base < content_bytes ? content_bytes - base : 0;
+    if (padlen > (int)sizeof(pad) - 1)
+        padlen = (int)sizeof(pad) - 1;
+    int clen = snprintf(p->content, sizeof(p->content), fmt, j, j + 1, (long long)wall,
+                        (long long)issued, padlen, pad);
+    ke__v1__message_header__init(&p->h);
+    ke__v1__route__init(&p->route);
+    ke__v1__message__init(&p->m);
+    ke__v1__publish_request__init(&p->req);
+    p->h.id = p->id;
+    p->h.timestamp_ms = wall;
+    p->h.resource_version = (uint64_t)j + 1;
+    p->route.source = "edgesim";
+    p->route.group = "resource";
+    p->route.operation = KE__V1__OPERATION__OPERATION_UPDATE;
+    p->route.resource = p->resource;
+    p->m.header = &p->h;
+    p->m.route = &p->route;
+    p->m.content.data = (uint8_t *)p->content;
+    p->m.content.len =
+        (size_t)(clen < (int)sizeof(p->content) ? clen : (int)sizeof(p->content) - 1);
+    p->req.node_name = p->name;
+    p->req.message = &p->m;
+    return issued;
 }

@@ -13,12 +13,14 @@
 #ifndef KE_BENCH_UTIL_H
 #define KE_BENCH_UTIL_H
 
+#include "cloudhub.pb-c.h"
 #include "ke_rpc.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 /* Where cloudcore and keadm are built, relative to the directory of a
@@ -110,6 +112,46 @@ int bench_keadm_init(const char *keadm, const char *dir, int start_s, int stop_s
  * in *grpc_port, or -1 (no such line: it exited, or did not print in
  * time). Does not close fd. Prints nothing. */
 int bench_read_ready(int fd, int timeout_s, int *grpc_port);
+
+/* ---- published messages ---- */
+
+#define BENCH_PUB_CONTENT_MAX 256
+
+/* bench_pub: one Hub publish of a ConfigMap, its strings with it. */
+typedef struct bench_pub {
+    char name[64], resource[128], id[96], content[BENCH_PUB_CONTENT_MAX + 64];
+    Ke__V1__MessageHeader h;
+    Ke__V1__Route route;
+    Ke__V1__Message m;
+    Ke__V1__PublishRequest req;
+} bench_pub;
+
+/* bench_pub_fill makes message j of node `node`: ConfigMap cm-<j>, version
+ * j+1, about content_bytes (at most BENCH_PUB_CONTENT_MAX) of JSON carrying
+ * the publish time (wall ms and monotonic ns). Returns that monotonic time
+ * (bench_now_ns). */
+int64_t bench_pub_fill(bench_pub *p, const char *node, long j, int content_bytes);
+
+/* bench_open_fds counts the entries of /proc/PID/fd. */
+long bench_open_fds(pid_t pid);
+
+/* bench_mem_split reads /proc/PID/smaps_rollup: resident anonymous memory
+ * (heap, per-connection buffers, stacks) and the rest of RSS (mapped files:
+ * the program and its libraries), in KiB. Returns 0, or -1 when the file
+ * cannot be read (kernels before 4.14). */
+int bench_mem_split(pid_t pid, long *anon, long *file);
+
+/* bench_write_plain writes a file without fsync: for throwaway files, where
+ * ke_pki_write_file's two fsyncs per file would dominate a large run.
+ * Returns 0 or -1 (errno set). */
+int bench_write_plain(const char *path, const char *data, mode_t mode);
+
+/* bench_raise_nofile lifts RLIMIT_NOFILE to the hard limit, first raising
+ * the hard limit to `need` when it is lower (which takes CAP_SYS_RESOURCE);
+ * children started after inherit it. Returns 0 with the new soft limit in
+ * *got; -1 when the hard limit cannot be raised (errno set, *got the hard
+ * limit); -2 when the soft limit cannot be set (errno set). */
+int bench_raise_nofile(long need, rlim_t *got);
 
 /* bench_cloudcore_http_port returns the http port of the last "ready" line
  * bench_read_ready read (0: none yet). */

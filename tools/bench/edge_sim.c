@@ -55,6 +55,7 @@
 #include "ke_err.h"
 #include "ke_pki.h"
 #include "ke_rpc.h"
+#include "ke_time.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -185,101 +186,22 @@ struct sim {
     _Atomic uint64_t ack_owed; /* newest log id the consumer could not ack yet (queue full) */
 };
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- processes: keadm and cloudcore ---- */
 
-/* open_fds counts the entries of /proc/PID/fd. */
-static long open_fds(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    long n = 0;
-    for (struct dirent *e; d && (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
-    if (d)
-        closedir(d);
-    return n;
-}
-
-/* mem_split reads /proc/PID/smaps_rollup: resident anonymous memory (the
- * heap, grpc's and OpenSSL's per-connection buffers, stacks) and the rest
- * of RSS (mapped files: the program and its libraries), in KiB. Returns 0,
- * or -1 when the file cannot be read (kernels before 4.14). */
-static int mem_split(pid_t pid, long *anon, long *file)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
-    FILE *f = fopen(path, "r");
-    long rss = -1, an = -1, v;
-    while (f && fgets(line, sizeof(line), f)) {
-        if (sscanf(line, "Rss: %ld kB", &v) == 1)
-            rss = v;
-        else if (sscanf(line, "Anonymous: %ld kB", &v) == 1)
-            an = v;
-    }
-    if (f)
-        fclose(f);
-    if (rss < 0 || an < 0)
-        return -1;
-    *anon = an;
-    *file = rss - an;
-    return 0;
-}
-
-/* raise_nofile lifts RLIMIT_NOFILE to the hard limit, first raising the
- * hard limit to `need` when it is lower (which takes CAP_SYS_RESOURCE).
- * cloudcore inherits the limit. Returns 0, or -1 after saying why. */
+/* raise_nofile: bench_raise_nofile, saying what it means here. */
 static int raise_nofile(long need, rlim_t *got)
 {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return -1;
-    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < (rlim_t)need) {
-        struct rlimit want = {(rlim_t)need, (rlim_t)need};
-        if (setrlimit(RLIMIT_NOFILE, &want) != 0) {
-            fprintf(stderr, "edge_sim: %ld nodes need %ld open files per process (%d per node "
-                            "+ %d) but the hard limit is %llu and cannot be raised (%s): lower "
-                            "--nodes, or raise it (ulimit -Hn, limits.conf, CAP_SYS_RESOURCE)\n",
-                    (need - SIM_FD_RESERVE) / SIM_FD_PER_NODE, need, SIM_FD_PER_NODE,
-                    SIM_FD_RESERVE,
-                    (unsigned long long)rl.rlim_max, strerror(errno));
-            return -1;
-        }
-        rl = want;
-    }
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    int rc = bench_raise_nofile(need, got);
+    if (rc == -1)
+        fprintf(stderr, "edge_sim: %ld nodes need %ld open files per process (%d per node "
+                        "+ %d) but the hard limit is %llu and cannot be raised (%s): lower "
+                        "--nodes, or raise it (ulimit -Hn, limits.conf, CAP_SYS_RESOURCE)\n",
+                (need - SIM_FD_RESERVE) / SIM_FD_PER_NODE, need, SIM_FD_PER_NODE, SIM_FD_RESERVE,
+                (unsigned long long)*got, strerror(errno));
+    else if (rc != 0)
         fprintf(stderr, "edge_sim: cannot raise the open files limit: %s\n", strerror(errno));
-        return -1;
-    }
-    *got = rl.rlim_cur;
-    return 0;
-}
-
-/* write_plain writes a file without fsync: these are throwaway files, and
- * ke_pki_write_file's two fsyncs per file would dominate a 10,000-node run. */
-static int write_plain(const char *path, const char *data, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return -1;
-    size_t len = strlen(data), off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w <= 0) {
-            close(fd);
-            return -1;
-        }
-        off += (size_t)w;
-    }
-    return close(fd);
+    return rc;
 }
 
 /* ---- phase 2: join ---- */
@@ -309,7 +231,7 @@ static int join_issue(ke_rpc_channel *ch, sim_node *n, const char *ca_pem,
     if (rc == 0)
         rc = ke_pki_csr_create(n->key_pem, n->name, &csr);
     if (rc == 0)
-        rc = ke_pki_token_create(ca_pem, secret, secret_len, wall_ms() / 1000 + SIM_TOKEN_TTL_S,
+        rc = ke_pki_token_create(ca_pem, secret, secret_len, ke_time_wall_ms() / 1000 + SIM_TOKEN_TTL_S,
                                  &token);
     if (rc == 0) {
         Ke__V1__JoinRequest req = KE__V1__JOIN_REQUEST__INIT;
@@ -372,7 +294,8 @@ static int phase_join(sim *s)
         char crt[SIM_PATH_MAX], key[SIM_PATH_MAX];
         snprintf(crt, sizeof(crt), "%s/%s.crt", s->nodes_dir, n->name);
         snprintf(key, sizeof(key), "%s/%s.key", s->nodes_dir, n->name);
-        if (write_plain(key, n->key_pem, 0600) != 0 || write_plain(crt, n->cert_pem, 0644) != 0) {
+        if (bench_write_plain(key, n->key_pem, 0600) != 0 ||
+            bench_write_plain(crt, n->cert_pem, 0644) != 0) {
             fprintf(stderr, "edge_sim: cannot write %s: %s\n", crt, strerror(errno));
             goto out;
         }
@@ -664,68 +587,22 @@ static void batch_on_reply(const ProtobufCMessage *reply, const ke_rpc_status *s
     bench_waiter_signal(&s->w);
 }
 
-/* sim_pub: the strings of one published message. */
-typedef struct sim_pub {
-    char resource[96], id[48], content[SIM_CONTENT_BYTES + 64];
-    Ke__V1__MessageHeader h;
-    Ke__V1__Route route;
-    Ke__V1__Message m;
-    Ke__V1__PublishRequest req;
-} sim_pub;
-
-/* publish_fill makes message j of node n: ConfigMap cm-<j>, version j+1,
- * ~SIM_CONTENT_BYTES of JSON carrying the publish time. */
-static void publish_fill(sim *s, sim_pub *p, sim_node *n, long j)
-{
-    snprintf(p->resource, sizeof(p->resource), "node/%s/default/ConfigMap/cm-%ld", n->name, j);
-    snprintf(p->id, sizeof(p->id), "edgesim-%s-%ld", n->name, j);
-    int64_t issued = bench_now_ns(), wall = wall_ms();
-    static const char fmt[] =
-        "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"cm-%ld\","
-        "\"namespace\":\"default\",\"resourceVersion\":\"%ld\"},\"data\":{\"publishedAtMs\":"
-        "\"%lld\",\"publishedAtMonoNs\":\"%lld\",\"pad\":\"%.*s\"}}";
-    static const char pad[] = "................................................................"
-                              "................................................................";
-    int base = snprintf(NULL, 0, fmt, j, j + 1, (long long)wall, (long long)issued, 0, pad);
-    int padlen = base < SIM_CONTENT_BYTES ? SIM_CONTENT_BYTES - base : 0;
-    if (padlen > (int)sizeof(pad) - 1)
-        padlen = (int)sizeof(pad) - 1;
-    int clen = snprintf(p->content, sizeof(p->content), fmt, j, j + 1, (long long)wall,
-                        (long long)issued, padlen, pad);
-    ke__v1__message_header__init(&p->h);
-    ke__v1__route__init(&p->route);
-    ke__v1__message__init(&p->m);
-    ke__v1__publish_request__init(&p->req);
-    p->h.id = p->id;
-    p->h.timestamp_ms = wall;
-    p->h.resource_version = (uint64_t)j + 1;
-    p->route.source = "edgesim";
-    p->route.group = "resource";
-    p->route.operation = KE__V1__OPERATION__OPERATION_UPDATE;
-    p->route.resource = p->resource;
-    p->m.header = &p->h;
-    p->m.route = &p->route;
-    p->m.content.data = (uint8_t *)p->content;
-    p->m.content.len =
-        (size_t)(clen < (int)sizeof(p->content) ? clen : (int)sizeof(p->content) - 1);
-    p->req.node_name = n->name;
-    p->req.message = &p->m;
-    s->issue_ns[(size_t)n->idx * (size_t)s->n_messages + (size_t)j] = issued;
-}
-
 /* publish_issue publishes the messages k .. k+cnt-1 of the round-robin
  * order (message k is number k / nodes of node k % nodes): one Publish, or
  * one PublishBatch when --batch is above 1. */
 static int publish_issue(sim *s, ke_rpc_channel *admin, long k, int cnt)
 {
-    sim_pub *p = calloc((size_t)cnt, sizeof(*p));
+    bench_pub *p = calloc((size_t)cnt, sizeof(*p));
     Ke__V1__PublishRequest **items = calloc((size_t)cnt, sizeof(*items));
     sim_batch *b = s->batch > 1 ? calloc(1, sizeof(*b)) : NULL;
     int rc = KE_ENOMEM;
     if (!p || !items || (s->batch > 1 && !b))
         goto out;
     for (int i = 0; i < cnt; i++) {
-        publish_fill(s, &p[i], &s->node[(k + i) % s->n_nodes], (k + i) / s->n_nodes);
+        sim_node *n = &s->node[(k + i) % s->n_nodes];
+        long j = (k + i) / s->n_nodes;
+        s->issue_ns[(size_t)n->idx * (size_t)s->n_messages + (size_t)j] =
+            bench_pub_fill(&p[i], n->name, j, SIM_CONTENT_BYTES);
         items[i] = &p[i].req;
     }
     ke_rpc_call_opts o = {.timeout_ms = SIM_RPC_TIMEOUT_MS};
@@ -1330,7 +1207,7 @@ int main(int argc, char **argv)
         goto out;
     fflush(stdout);
     long idle = bench_rss_kib(s->cc_pid), anon0 = 0, file0 = 0, anon1, file1;
-    int split = mem_split(s->cc_pid, &anon0, &file0) == 0;
+    int split = bench_mem_split(s->cc_pid, &anon0, &file0) == 0;
     if (phase_connect(s) != 0)
         goto out;
     long busy = bench_rss_kib(s->cc_pid);
@@ -1339,14 +1216,15 @@ int main(int argc, char **argv)
            (double)(busy - idle) / (double)s->n_nodes);
     /* Where it went: per-connection buffers are anonymous memory; file-backed
      * pages (code) should not grow with nodes. */
-    if (split && mem_split(s->cc_pid, &anon1, &file1) == 0)
+    if (split && bench_mem_split(s->cc_pid, &anon1, &file1) == 0)
         printf("cloudhub RSS by kind: anonymous %.1f -> %.1f MiB (%.1f KiB per node), "
                "file-backed %.1f -> %.1f MiB\n",
                (double)anon0 / 1024, (double)anon1 / 1024,
                (double)(anon1 - anon0) / (double)s->n_nodes, (double)file0 / 1024,
                (double)file1 / 1024);
-    printf("open fds: cloudcore %ld, simulator %ld; simulator RSS %.1f MiB\n", open_fds(s->cc_pid),
-           open_fds(getpid()), (double)bench_rss_kib(getpid()) / 1024);
+    printf("open fds: cloudcore %ld, simulator %ld; simulator RSS %.1f MiB\n",
+           bench_open_fds(s->cc_pid), bench_open_fds(getpid()),
+           (double)bench_rss_kib(getpid()) / 1024);
     fflush(stdout);
     if (phase_fanout(s) != 0)
         goto out;

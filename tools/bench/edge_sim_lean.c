@@ -63,6 +63,7 @@
 #include "ke_err.h"
 #include "ke_pki.h"
 #include "ke_rpc.h"
+#include "ke_time.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -187,12 +188,6 @@ typedef struct lean {
 
 static lean g_lean;
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void node_name(char *out, size_t len, long idx)
 {
@@ -330,42 +325,6 @@ static nghttp2_mem g_h2_mem = {NULL, h2_malloc, h2_free, h2_calloc, h2_realloc};
 
 /* ---- /proc ---- */
 
-static long open_fds(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    long n = 0;
-    for (struct dirent *e; d && (e = readdir(d)) != NULL;)
-        n += e->d_name[0] != '.';
-    if (d)
-        closedir(d);
-    return n;
-}
-
-/* mem_split: resident anonymous memory and the rest of RSS (file-backed),
- * in KiB, from /proc/PID/smaps_rollup. Returns 0, or -1. */
-static int mem_split(pid_t pid, long *anon, long *file)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
-    FILE *f = fopen(path, "r");
-    long rss = -1, an = -1, v;
-    while (f && fgets(line, sizeof(line), f)) {
-        if (sscanf(line, "Rss: %ld kB", &v) == 1)
-            rss = v;
-        else if (sscanf(line, "Anonymous: %ld kB", &v) == 1)
-            an = v;
-    }
-    if (f)
-        fclose(f);
-    if (rss < 0 || an < 0)
-        return -1;
-    *anon = an;
-    *file = rss - an;
-    return 0;
-}
-
 /* meminfo reads a field of /proc/meminfo in KiB (-1: none). */
 static long meminfo(const char *field)
 {
@@ -382,53 +341,25 @@ static long meminfo(const char *field)
     return v;
 }
 
-/* raise_nofile lifts RLIMIT_NOFILE (soft and hard) to at least need. */
+/* raise_nofile: bench_raise_nofile, saying what it means here. */
 static int raise_nofile(long need, rlim_t *got)
 {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return -1;
-    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < (rlim_t)need) {
-        struct rlimit want = {(rlim_t)need, (rlim_t)need};
-        if (setrlimit(RLIMIT_NOFILE, &want) != 0) {
-            fprintf(stderr, "edge_sim_lean: cloudcore needs %ld open files for %ld nodes (one "
-                            "socket each + %d) but the hard limit is %llu and cannot be raised "
-                            "(%s: raising it takes CAP_SYS_RESOURCE, which %s; "
-                            "/proc/sys/fs/nr_open bounds it). At most %llu nodes here.\n",
-                    need, need - LEAN_FD_RESERVE, LEAN_FD_RESERVE,
-                    (unsigned long long)rl.rlim_max, strerror(errno),
-                    prctl(PR_CAPBSET_READ, CAP_SYS_RESOURCE, 0, 0, 0) == 1
-                        ? "this process may have but did not get"
-                        : "is not in this machine's capability bounding set",
-                    (unsigned long long)(rl.rlim_max - LEAN_FD_RESERVE));
-            return -1;
-        }
-        rl = want;
-    }
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
-        fprintf(stderr, "edge_sim_lean: cannot raise the open files limit: %s\n", strerror(errno));
-        return -1;
-    }
-    *got = rl.rlim_cur;
-    return 0;
-}
-
-static int write_plain(const char *path, const char *data, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return -1;
-    size_t len = strlen(data), off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w <= 0) {
-            close(fd);
-            return -1;
-        }
-        off += (size_t)w;
-    }
-    return close(fd);
+    int rc = bench_raise_nofile(need, got);
+    if (rc == -1)
+        fprintf(stderr, "edge_sim_lean: cloudcore needs %ld open files for %ld nodes (one "
+                        "socket each + %d) but the hard limit is %llu and cannot be raised "
+                        "(%s: raising it takes CAP_SYS_RESOURCE, which %s; "
+                        "/proc/sys/fs/nr_open bounds it). At most %llu nodes here.\n",
+                need, need - LEAN_FD_RESERVE, LEAN_FD_RESERVE, (unsigned long long)*got,
+                strerror(errno),
+                prctl(PR_CAPBSET_READ, CAP_SYS_RESOURCE, 0, 0, 0) == 1
+                    ? "this process may have but did not get"
+                    : "is not in this machine's capability bounding set",
+                (unsigned long long)(*got - LEAN_FD_RESERVE));
+    else if (rc != 0)
+        fprintf(stderr, "edge_sim_lean: cannot raise the open files limit: %s\n",
+                strerror(errno));
+    return rc;
 }
 
 /* ======================================================================
@@ -1399,11 +1330,11 @@ static void workers_mem(lean *L, long *rss, long *anon, long *file, long *fds)
         if (L->wpid[i] <= 0)
             continue;
         *rss += bench_rss_kib(L->wpid[i]);
-        if (mem_split(L->wpid[i], &a, &f) == 0) {
+        if (bench_mem_split(L->wpid[i], &a, &f) == 0) {
             *anon += a;
             *file += f;
         }
-        *fds += open_fds(L->wpid[i]);
+        *fds += bench_open_fds(L->wpid[i]);
     }
 }
 
@@ -1431,7 +1362,8 @@ static void join_on_reply(const ProtobufCMessage *reply, const ke_rpc_status *st
     else if (r->certificate_pem.len == 0 || r->certificate_pem.len > KE_PKI_PEM_MAX ||
              !(cert = strndup((const char *)r->certificate_pem.data, r->certificate_pem.len)))
         bench_waiter_fail(&L->w, "join %s: no usable certificate in the reply", name);
-    else if (write_plain(key, j->key_pem, 0600) != 0 || write_plain(crt, cert, 0644) != 0)
+    else if (bench_write_plain(key, j->key_pem, 0600) != 0 ||
+             bench_write_plain(crt, cert, 0644) != 0)
         bench_waiter_fail(&L->w, "cannot write %s: %s", crt, strerror(errno));
     free(cert);
     free(j->key_pem);
@@ -1450,7 +1382,7 @@ static int join_issue(lean *L, ke_rpc_channel *ch, long idx, const char *ca_pem,
     if (rc == 0)
         rc = ke_pki_csr_create(j->key_pem, name, &csr);
     if (rc == 0)
-        rc = ke_pki_token_create(ca_pem, secret, secret_len, wall_ms() / 1000 + LEAN_TOKEN_TTL_S,
+        rc = ke_pki_token_create(ca_pem, secret, secret_len, ke_time_wall_ms() / 1000 + LEAN_TOKEN_TTL_S,
                                  &token);
     if (rc == 0) {
         Ke__V1__JoinRequest req = KE__V1__JOIN_REQUEST__INIT;
@@ -1577,66 +1509,19 @@ static void batch_on_reply(const ProtobufCMessage *reply, const ke_rpc_status *s
     bench_waiter_signal(&L->w);
 }
 
-/* lean_pub: the strings of one published message. */
-typedef struct lean_pub {
-    char name[LEAN_NAME_MAX], resource[96], id[64], content[LEAN_CONTENT_BYTES + 64];
-    Ke__V1__MessageHeader h;
-    Ke__V1__Route route;
-    Ke__V1__Message m;
-    Ke__V1__PublishRequest req;
-} lean_pub;
-
-/* pub_fill makes message j of node idx: ConfigMap cm-<j>, version j+1,
- * ~LEAN_CONTENT_BYTES of JSON carrying the publish time (monotonic). */
-static void pub_fill(lean_pub *p, long idx, long j)
-{
-    node_name(p->name, sizeof(p->name), idx);
-    snprintf(p->resource, sizeof(p->resource), "node/%s/default/ConfigMap/cm-%ld", p->name, j);
-    snprintf(p->id, sizeof(p->id), "edgesim-%s-%ld", p->name, j);
-    int64_t issued = bench_now_ns(), wall = wall_ms();
-    static const char fmt[] =
-        "{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"cm-%ld\","
-        "\"namespace\":\"default\",\"resourceVersion\":\"%ld\"},\"data\":{\"publishedAtMs\":"
-        "\"%lld\",\"publishedAtMonoNs\":\"%lld\",\"pad\":\"%.*s\"}}";
-    static const char pad[] = "................................................................"
-                              "................................................................";
-    int base = snprintf(NULL, 0, fmt, j, j + 1, (long long)wall, (long long)issued, 0, pad);
-    int padlen = base < LEAN_CONTENT_BYTES ? LEAN_CONTENT_BYTES - base : 0;
-    if (padlen > (int)sizeof(pad) - 1)
-        padlen = (int)sizeof(pad) - 1;
-    int clen = snprintf(p->content, sizeof(p->content), fmt, j, j + 1, (long long)wall,
-                        (long long)issued, padlen, pad);
-    ke__v1__message_header__init(&p->h);
-    ke__v1__route__init(&p->route);
-    ke__v1__message__init(&p->m);
-    ke__v1__publish_request__init(&p->req);
-    p->h.id = p->id;
-    p->h.timestamp_ms = wall;
-    p->h.resource_version = (uint64_t)j + 1;
-    p->route.source = "edgesim";
-    p->route.group = "resource";
-    p->route.operation = KE__V1__OPERATION__OPERATION_UPDATE;
-    p->route.resource = p->resource;
-    p->m.header = &p->h;
-    p->m.route = &p->route;
-    p->m.content.data = (uint8_t *)p->content;
-    p->m.content.len =
-        (size_t)(clen < (int)sizeof(p->content) ? clen : (int)sizeof(p->content) - 1);
-    p->req.node_name = p->name;
-    p->req.message = &p->m;
-}
-
 /* pub_issue publishes messages k .. k+cnt-1 of the round-robin order
  * (message k is number k / N of node k % N) in one PublishBatch. */
 static int pub_issue(lean *L, ke_rpc_channel *admin, long k, int cnt)
 {
-    lean_pub *p = calloc((size_t)cnt, sizeof(*p));
+    bench_pub *p = calloc((size_t)cnt, sizeof(*p));
     Ke__V1__PublishRequest **items = calloc((size_t)cnt, sizeof(*items));
     lean_batch *b = calloc(1, sizeof(*b));
     int rc = KE_ENOMEM;
     if (p && items && b) {
         for (int i = 0; i < cnt; i++) {
-            pub_fill(&p[i], (k + i) % L->n_nodes, (k + i) / L->n_nodes);
+            char name[LEAN_NAME_MAX];
+            node_name(name, sizeof(name), (k + i) % L->n_nodes);
+            bench_pub_fill(&p[i], name, (k + i) / L->n_nodes, LEAN_CONTENT_BYTES);
             items[i] = &p[i].req;
         }
         Ke__V1__PublishBatchRequest req = KE__V1__PUBLISH_BATCH_REQUEST__INIT;
@@ -1990,7 +1875,7 @@ int main(int argc, char **argv)
         ssl0 += atomic_load(&L->sh->ssl_bytes[i]);
         h20 += atomic_load(&L->sh->h2_bytes[i]);
     }
-    mem_split(L->cc_pid, &cca0, &ccf0);
+    bench_mem_split(L->cc_pid, &cca0, &ccf0);
     workers_mem(L, &wr0, &wa0, &wf0, &wfd0);
     long avail0 = meminfo("MemAvailable"), slab0 = meminfo("Slab");
     if (phase_connect(L) != 0)
@@ -2000,7 +1885,7 @@ int main(int argc, char **argv)
         h21 += atomic_load(&L->sh->h2_bytes[i]);
     }
     long cc1 = bench_rss_kib(L->cc_pid);
-    mem_split(L->cc_pid, &cca1, &ccf1);
+    bench_mem_split(L->cc_pid, &cca1, &ccf1);
     workers_mem(L, &wr1, &wa1, &wf1, &wfd1);
     long avail1 = meminfo("MemAvailable"), slab1 = meminfo("Slab");
     double n = (double)L->n_nodes;
@@ -2022,8 +1907,8 @@ int main(int argc, char **argv)
            "anything else runs)\n",
            (double)slab0 / 1024, (double)slab1 / 1024, (double)(slab1 - slab0) / n,
            (double)(avail0 - avail1) / 1048576, (double)(avail0 - avail1) / n);
-    printf("open fds: cloudcore %ld, simulator workers %ld (%ld sockets)\n", open_fds(L->cc_pid),
-           wfd1, atomic_load(&L->sh->open_fds));
+    printf("open fds: cloudcore %ld, simulator workers %ld (%ld sockets)\n",
+           bench_open_fds(L->cc_pid), wfd1, atomic_load(&L->sh->open_fds));
     fflush(stdout);
     if (L->n_messages > 0 && phase_fanout(L, loop) != 0)
         goto out;
