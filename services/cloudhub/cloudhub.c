@@ -75,12 +75,14 @@ static void metrics_init(ch_metrics *m)
     ke_metrics_counter_new("ke_cloudhub_lock_contended_total",
                            "times a thread found CloudHub's state lock taken and waited", NULL,
                            &m->lock_contended);
-    ke_metrics_register(KE_METRIC_COUNTER, KE_METRIC_DOUBLE, "ke_cloudhub_lock_wait_seconds_total",
+    ke_metrics_register(KE_METRIC_COUNTER, KE_METRIC_DOUBLE,
+                        "ke_cloudhub_lock_wait_seconds_total",
                         "time threads waited for CloudHub's state lock", NULL, &m->lock_wait);
-    ke_metrics_register(KE_METRIC_COUNTER, KE_METRIC_DOUBLE, "ke_cloudhub_write_lock_seconds_total",
-                           "time the group-commit writer held CloudHub's state lock (its "
-                           "transactions and the queueing after them)",
-                           NULL, &m->write_lock_held);
+    ke_metrics_register(KE_METRIC_COUNTER, KE_METRIC_DOUBLE,
+                        "ke_cloudhub_write_lock_seconds_total",
+                        "time the group-commit writer held CloudHub's state lock (its "
+                        "transactions and the queueing after them)",
+                        NULL, &m->write_lock_held);
     ke_metrics_counter_new("ke_cloudhub_joins_total", "nodes joined", NULL, &m->joins);
     ke_metrics_counter_new("ke_cloudhub_join_refusals_total", "join requests refused", NULL,
                            &m->join_refused);
@@ -108,10 +110,6 @@ static void metrics_init(ch_metrics *m)
 #define CH_WHEEL_TICK_MS 250
 #define CH_WHEEL_SLOTS 256u
 
-/* dead_fire: a connected node's dead-peer deadline passed. Frames move
- * last_seen_mono without touching the wheel; here a node heard from since
- * is re-armed at its new deadline, a silent one is cancelled (its on_close
- * does the cleanup). ch->mu held. */
 void ch_lock(cloudhub *ch)
 {
     if (pthread_mutex_trylock(&ch->mu) == 0)
@@ -122,6 +120,10 @@ void ch_lock(cloudhub *ch)
     ke_metric_add_double(ch->m.lock_wait, (double)(ke_time_mono_ns() - t0) / 1e9);
 }
 
+/* dead_fire: a connected node's dead-peer deadline passed. Frames move
+ * last_seen_mono without touching the wheel; here a node heard from since
+ * is re-armed at its new deadline, a silent one is cancelled (its on_close
+ * does the cleanup). ch->mu held. */
 static void dead_fire(ke_wheel_timer *t, void *arg)
 {
     cloudhub *ch = arg;

@@ -278,7 +278,8 @@ struct cloudhub {
     int wstop, writer_running;
     pthread_t writer;
     /* nodes a batch queued messages to, pumped after the batch releases
-     * ch->mu (writer thread only; under ch->mu while filled) */
+     * ch->mu (writer thread only; under ch->mu while filled; at most one
+     * entry per node a batch of CH_WRITE_BATCH_ITEMS touched) */
     char (*wpump)[CH_NODE_NAME_MAX];
     size_t wpump_n, wpump_cap;
 };
@@ -374,14 +375,15 @@ int ch_store_object_get(cloudhub *ch, const char *key, uint64_t *rv, uint8_t **m
 int ch_queue_push(cloudhub *ch, ch_node *n, const char *key, uint64_t rv, const uint8_t *msg,
                   size_t len, int deleted, int synth_delete);
 int ch_queue_push_marker(cloudhub *ch, ch_node *n, uint32_t updates, uint32_t deletes);
-/* ch_queue_pump flushes the control slots, then sends queued entries while
- * the window and the rpc send queue allow (on_drain calls it again). */
+
 /* ch_lock takes ch->mu, the one lock of CloudHub's state; a wait for it
  * is counted (ke_cloudhub_lock_contended_total, _lock_wait_seconds_total):
  * what a finer lock could win shows there. Unlock with
  * pthread_mutex_unlock(&ch->mu). */
 void ch_lock(cloudhub *ch);
 
+/* ch_queue_pump flushes the control slots, then sends queued entries while
+ * the window and the rpc send queue allow (on_drain calls it again). */
 void ch_queue_pump(cloudhub *ch, ch_node *n);
 
 /* ch_writer_pump_later, on the writer thread with ch->mu held: pump node n
